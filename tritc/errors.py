@@ -1,0 +1,68 @@
+"""The exception hierarchy of tritc: one class per kind of failure, shared by every stage.
+
+A leaf module: it imports nothing from tritc, so `tritc.ir` may use it without depending on
+anything above it. User errors (bad model, bad option, bad artifact) derive from `CompilerError`;
+the CLI prints their message on one line and exits 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+
+class CompilerError(Exception):
+    """Base of every error tritc raises for a problem with its input rather than a bug in tritc."""
+
+
+class ModelFormatError(CompilerError):
+    """The file is not a readable ONNX model (not protobuf, truncated, empty, bad container)."""
+
+
+class ModelValidationError(CompilerError):
+    """The model parses but is not a valid graph (cycle, undefined value, type or shape clash)."""
+
+
+class UnsupportedError(CompilerError):
+    """Valid ONNX that tritc does not handle (op, opset, dtype, control flow)."""
+
+
+class UnsafePathError(CompilerError):
+    """A path inside a model (external data) points outside the folder it must stay in."""
+
+
+class ResourceLimitError(CompilerError):
+    """A configured budget (tensor bytes, node count, folding size, nesting) would be exceeded."""
+
+
+class IRParseError(CompilerError):
+    """The textual IR does not parse; the message names the line and column."""
+
+
+class VerificationError(CompilerError):
+    """The graph breaks an IR invariant (SSA, use lists, types); raised by `verify`."""
+
+
+class PassError(CompilerError):
+    """A pass failed or left the graph invalid; the message names it and the passes before it."""
+
+
+class OptionError(CompilerError):
+    """A command-line or API option is malformed or names something that does not exist."""
+
+
+class ArtifactError(CompilerError):
+    """An artifact file cannot be used."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact is truncated, corrupted or tampered with (a hash does not match)."""
+
+
+class ArtifactVersionError(ArtifactError):
+    """An artifact was written by a newer (or unknown) format version."""
+
+
+class ArtifactCompatibilityError(ArtifactError):
+    """An artifact was built for a target this host cannot run and cannot be rebuilt for it."""
+
+
+class NumericalMismatchError(CompilerError):
+    """Compiled outputs differ from the reference beyond tolerance (used by verify and tests)."""

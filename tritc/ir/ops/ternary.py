@@ -1,0 +1,3 @@
+"""Ops of the ternary family (registered with @defop; see tritc/ir/ops/__init__.py)."""
+
+from __future__ import annotations
