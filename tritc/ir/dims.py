@@ -146,7 +146,7 @@ def div_exact(a: Dim, b: Dim) -> Dim:
     return None if pa is None or pb is None else from_poly(_div(pa, pb))
 
 
-def product(dims: "list[Dim] | tuple[Dim, ...]") -> Dim:
+def product(dims: list[Dim] | tuple[Dim, ...]) -> Dim:
     out: Dim = 1
     for d in dims:
         out = mul(out, d)

@@ -169,6 +169,9 @@ class OpDef:
     compute: Callable[..., Any]
     onnx: str | None = None
     domain: str = ""
+    # The ONNX since_versions whose semantics are exactly this op's (older ones need an adapter
+    # in tritc/frontend/adapters/, or are unsupported).
+    since: tuple[int, ...] = ()
     # Extra keyword arguments the compute function wants from the interpreter (e.g. "out_types").
     wants: tuple[str, ...] = ()
     doc: str = ""
@@ -208,15 +211,21 @@ BY_ONNX: dict[tuple[str, str], OpDef] = {}
 
 def defop(name: str, *, inputs: Sequence[str | Operand], outputs: Sequence[str | Operand] = ("Y",),
           attrs: Mapping[str, Attr] | None = None, infer: TypeRule, onnx: str | None = None,
-          domain: str = "", wants: Sequence[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+          since: Sequence[int] = (), domain: str = "",
+          wants: Sequence[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an op. The decorated function is its numpy semantics:
-    ``compute(*input_arrays, **attrs) -> array | tuple of arrays``."""
+    ``compute(*input_arrays, **attrs) -> array | tuple of arrays``.
+
+    `onnx` names the ONNX op type it imports from and `since` the ONNX since_versions that
+    import as-is (required with `onnx`)."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in OPS:
             raise ValueError(f"op '{name}' is defined twice")
+        if onnx is not None and not since:
+            raise ValueError(f"op '{name}' maps ONNX {onnx} but lists no since versions")
         op = OpDef(name=name, inputs=_operands(inputs), outputs=_operands(outputs), attrs=dict(attrs or {}),
-                   infer=infer, compute=fn, onnx=onnx, domain=domain, wants=tuple(wants),
+                   infer=infer, compute=fn, onnx=onnx, domain=domain, since=tuple(since), wants=tuple(wants),
                    doc=(fn.__doc__ or "").strip())
         OPS[name] = op
         if onnx is not None:

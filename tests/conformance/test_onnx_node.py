@@ -1,0 +1,44 @@
+"""Every ONNX backend node test of every supported op, run through the reference interpreter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tritc.onnx_backend import InterpreterBackend
+
+from .cases import supported_cases
+from .expected_failures import EXPECTED_FAILURES
+
+pytestmark = pytest.mark.conformance
+
+
+def _params():
+    for case in supported_cases():
+        marks = []
+        if case.name in EXPECTED_FAILURES:
+            marks.append(pytest.mark.xfail(reason=EXPECTED_FAILURES[case.name], strict=True))
+        yield pytest.param(case, id=case.name, marks=marks)
+
+
+def assert_outputs_match(actual, expected, rtol: float, atol: float) -> None:
+    assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        e = np.asarray(e)
+        a = np.asarray(a)
+        assert a.dtype == e.dtype, f"output {i}: dtype {a.dtype}, expected {e.dtype}"
+        assert a.shape == e.shape, f"output {i}: shape {a.shape}, expected {e.shape}"
+        if e.dtype.kind in "fc" or e.dtype.name == "bfloat16":
+            np.testing.assert_allclose(a.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
+                                       equal_nan=True, err_msg=f"output {i}")
+        else:
+            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_node(case):
+    rep = InterpreterBackend.prepare(case.model)
+    for inputs, expected in case.data_sets:
+        with np.errstate(all="ignore"):
+            outputs = rep.run(inputs)
+        assert_outputs_match(outputs, expected, case.rtol, case.atol)

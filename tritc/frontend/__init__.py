@@ -1,0 +1,1 @@
+"""Frontends: model formats in, tritc.ir.Graph out."""

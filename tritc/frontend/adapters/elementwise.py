@@ -1,0 +1,3 @@
+"""Adapters for older versions of the elementwise ops (see tritc/frontend/adapters/__init__.py)."""
+
+from __future__ import annotations
