@@ -143,6 +143,10 @@ _TOKEN = re.compile(
 )
 
 
+_KIND_NAMES = {"ident": "a name", "value": "a %value", "global": "an @name", "type": "a type such as f32[4]",
+               "string": "a quoted string", "number": "a number", "eof": "the end of the input"}
+
+
 class _Tok:
     __slots__ = ("kind", "text", "line", "col")
 
@@ -243,7 +247,7 @@ class _Parser:
     def take(self, kind: str, text: str | None = None) -> _Tok:
         t = self.tok
         if t.kind != kind or (text is not None and t.text != text):
-            raise self.error(f"expected {text or kind}")
+            raise self.error(f"expected {repr(text) if text else _KIND_NAMES.get(kind, kind)}")
         self.pos += 1
         return t
 
