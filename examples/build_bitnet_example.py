@@ -77,7 +77,7 @@ class _Builder:
         self.rng = np.random.default_rng(cfg.seed)
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
-        self.consts: dict[str, str] = {}  # small shared constants, by a key of their content
+        self.consts: dict[str, np.ndarray] = {}  # small constants shared by every user, by name
         self.names: dict[str, int] = {}  # node names used so far, to keep them unique
 
     # -- primitives ---------------------------------------------------------------------------
@@ -87,12 +87,14 @@ class _Builder:
         return name
 
     def const(self, name: str, array: Any, dtype: Any) -> str:
-        """A small constant initializer, shared by every user of the same value."""
+        """A small constant initializer, created on first use and shared by name."""
         a = np.asarray(array, dtype=dtype)
-        key = f"{a.dtype}{a.shape}{a.tobytes().hex()}"
-        if key not in self.consts:
-            self.consts[key] = self.init(name, a)
-        return self.consts[key]
+        if name not in self.consts:
+            self.consts[name] = a
+            self.init(name, a)
+        elif not np.array_equal(self.consts[name], a):
+            raise AssertionError(f"constant {name} is given two values")
+        return name
 
     def ints(self, name: str, values: Sequence[int]) -> str:
         return self.const(name, list(values), np.int64)
@@ -120,7 +122,7 @@ class _Builder:
 
     def rms_norm(self, x: str, prefix: str, where: str) -> str:
         c = self.cfg
-        gamma = self.init(f"{prefix}.weight", self.rng.uniform(0.8, 1.2, size=c.hidden).astype(np.float32))
+        gamma = self.init(_param_name(where), self.rng.uniform(0.8, 1.2, size=c.hidden).astype(np.float32))
         if c.rms_op:
             return self.node("RMSNormalization", [x, gamma], f"{prefix}.out", where, axis=-1, epsilon=c.eps)
         sq = self.node("Pow", [x, self.scalar("two", 2.0)], f"{prefix}.sq", where)
@@ -135,23 +137,23 @@ class _Builder:
         if not self.cfg.act_quant:
             return x
         w = f"{where}/act_quant"
-        absx = self.node("Abs", [x], f"{prefix}.aq.abs", w)
-        amax = self.reduce("ReduceMax", absx, f"{prefix}.aq.amax", w)
-        amax = self.node("Clip", [amax, self.scalar("aq_min", 1e-5)], f"{prefix}.aq.amax_clip", w)
-        s = self.node("Div", [self.scalar("aq_qmax", 127.0), amax], f"{prefix}.aq.scale", w)
-        xs = self.node("Mul", [x, s], f"{prefix}.aq.scaled", w)
-        xr = self.node("Round", [xs], f"{prefix}.aq.rounded", w)
-        xq = self.node("Clip", [xr, self.scalar("aq_lo", -128.0), self.scalar("aq_hi", 127.0)], f"{prefix}.aq.q", w)
-        return self.node("Div", [xq, s], f"{prefix}.aq.out", w)
+        absx = self.node("Abs", [x], f"{prefix}.abs", w)
+        amax = self.reduce("ReduceMax", absx, f"{prefix}.absmax", w)
+        amax = self.node("Clip", [amax, self.scalar("aq_min", 1e-5)], f"{prefix}.absmax_clip", w)
+        s = self.node("Div", [self.scalar("aq_qmax", 127.0), amax], f"{prefix}.scale", w)
+        xs = self.node("Mul", [x, s], f"{prefix}.scaled", w)
+        xr = self.node("Round", [xs], f"{prefix}.rounded", w)
+        xq = self.node("Clip", [xr, self.scalar("aq_lo", -128.0), self.scalar("aq_hi", 127.0)], f"{prefix}.int8", w)
+        return self.node("Div", [xq, s], f"{prefix}.out", w)
 
-    def linear(self, x: str, n_in: int, n_out: int, prefix: str, where: str, ternary: bool = True) -> str:
+    def linear(self, x: str, n_in: int, n_out: int, out: str, where: str, ternary: bool = True) -> str:
         if ternary:
             trits, scale = ternary_weight(self.rng, n_in, n_out)
             w = trits.astype(np.float32) * scale  # exact: each element is 0 or +-scale
         else:
             w = (self.rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
-        weight = self.init(f"{prefix}.weight", w)
-        return self.node("MatMul", [x, weight], f"{prefix}.out", where)
+        weight = self.init(_param_name(where), w)
+        return self.node("MatMul", [x, weight], out, where)
 
     def causal_mask(self) -> str:
         """An additive f32[seq, seq] mask (0 on and below the diagonal, -inf above), built once."""
@@ -169,10 +171,10 @@ class _Builder:
     def attention(self, x: str, mask: str, p: str, w: str) -> str:
         c = self.cfg
         hd, group = c.head_dim, c.heads // c.kv_heads
-        xq = self.act_quant(x, f"{p}.in", w)
-        q = self.linear(xq, c.hidden, c.heads * hd, f"{p}.q_proj", f"{w}/q_proj")
-        k = self.linear(xq, c.hidden, c.kv_heads * hd, f"{p}.k_proj", f"{w}/k_proj")
-        v = self.linear(xq, c.hidden, c.kv_heads * hd, f"{p}.v_proj", f"{w}/v_proj")
+        xq = self.act_quant(x, f"{p}.qkv_in", w)
+        q = self.linear(xq, c.hidden, c.heads * hd, f"{p}.q", f"{w}/q_proj")
+        k = self.linear(xq, c.hidden, c.kv_heads * hd, f"{p}.k", f"{w}/k_proj")
+        v = self.linear(xq, c.hidden, c.kv_heads * hd, f"{p}.v", f"{w}/v_proj")
         if c.gqa == "expand":
             # [b,s,H*hd] -> [b,H,s,hd]; K and V heads repeated `group` times as in HF's repeat_kv.
             q = self.heads_first(q, [0, 0, c.heads, hd], f"{p}.q", w)
@@ -197,7 +199,7 @@ class _Builder:
         ctx = self.node("Transpose", [ctx], f"{p}.ctx_t", w, perm=perm)
         ctx = self.node("Reshape", [ctx, self.ints("shape_merge", [0, 0, c.heads * hd])], f"{p}.ctx_merged", w)
         ctx = self.act_quant(ctx, f"{p}.o_in", w)
-        return self.linear(ctx, c.heads * hd, c.hidden, f"{p}.o_proj", f"{w}/o_proj")
+        return self.linear(ctx, c.heads * hd, c.hidden, f"{p}.out", f"{w}/o_proj")
 
     def heads_first(self, x: str, shape: list[int], p: str, w: str) -> str:
         split = self.node("Reshape", [x, self.ints(f"shape_heads{shape[2]}", shape)], f"{p}_split", w)
@@ -214,35 +216,35 @@ class _Builder:
 
     def mlp(self, x: str, p: str, w: str) -> str:
         c = self.cfg
-        xq = self.act_quant(x, f"{p}.in", w)
-        gate = self.linear(xq, c.hidden, c.intermediate, f"{p}.gate_proj", f"{w}/gate_proj")
-        up = self.linear(xq, c.hidden, c.intermediate, f"{p}.up_proj", f"{w}/up_proj")
+        xq = self.act_quant(x, f"{p}.gate_up_in", w)
+        gate = self.linear(xq, c.hidden, c.intermediate, f"{p}.gate", f"{w}/gate_proj")
+        up = self.linear(xq, c.hidden, c.intermediate, f"{p}.up", f"{w}/up_proj")
         sig = self.node("Sigmoid", [gate], f"{p}.gate_sigmoid", f"{w}/act")
         silu = self.node("Mul", [gate, sig], f"{p}.gate_silu", f"{w}/act")
         h = self.node("Mul", [silu, up], f"{p}.h", w)
         hq = self.act_quant(h, f"{p}.down_in", w)
-        return self.linear(hq, c.intermediate, c.hidden, f"{p}.down_proj", f"{w}/down_proj")
+        return self.linear(hq, c.intermediate, c.hidden, f"{p}.out", f"{w}/down_proj")
 
     def decoder_layer(self, x: str, mask: str, i: int) -> str:
-        p, w = f"model.layers.{i}", f"model/layers.{i}"
-        h = self.rms_norm(x, f"{p}.input_layernorm", f"{w}/input_layernorm")
-        attn = self.attention(h, mask, f"{p}.self_attn", f"{w}/self_attn")
+        p, w = f"layers.{i}", f"model/layers.{i}"
+        h = self.rms_norm(x, f"{p}.norm1", f"{w}/input_layernorm")
+        attn = self.attention(h, mask, f"{p}.attn", f"{w}/self_attn")
         x = self.node("Add", [x, attn], f"{p}.attn_residual", w)
-        h = self.rms_norm(x, f"{p}.post_attention_layernorm", f"{w}/post_attention_layernorm")
+        h = self.rms_norm(x, f"{p}.norm2", f"{w}/post_attention_layernorm")
         mlp = self.mlp(h, f"{p}.mlp", f"{w}/mlp")
         return self.node("Add", [x, mlp], f"{p}.out", w)
 
     def model(self) -> onnx.ModelProto:
         c = self.cfg
         table = self.init("model.embed_tokens.weight", self.rng.standard_normal((c.vocab, c.hidden)).astype(np.float32))
-        x = self.node("Gather", [table, "input_ids"], "model.embed_tokens.out", "model/embed_tokens", axis=0)
+        x = self.node("Gather", [table, "input_ids"], "embed", "model/embed_tokens", axis=0)
         mask = self.causal_mask()
         for i in range(c.layers):
             x = self.decoder_layer(x, mask, i)
-        x = self.rms_norm(x, "model.norm", "model/norm")
+        x = self.rms_norm(x, "norm", "model/norm")
         if c.ternary_head:
             x = self.act_quant(x, "lm_head.in", "lm_head")
-        logits = self.linear(x, c.hidden, c.vocab, "lm_head", "lm_head", ternary=c.ternary_head)
+        logits = self.linear(x, c.hidden, c.vocab, "lm_head.out", "lm_head", ternary=c.ternary_head)
         self.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/lm_head/Identity"))
         graph = helper.make_graph(
             self.nodes, "bitnet_tiny",
@@ -255,6 +257,11 @@ class _Builder:
         # (10 up to opset 22, 11 for opset 23).
         model.ir_version = max(10, helper.find_min_ir_version_for(model.opset_import))
         return model
+
+
+def _param_name(where: str) -> str:
+    """The Hugging Face name of the weight of a module scope: model/layers.0/mlp/up_proj -> model.layers.0.mlp.up_proj.weight."""
+    return where.replace("/", ".") + ".weight"
 
 
 def build_model(cfg: Config = Config()) -> onnx.ModelProto:
