@@ -83,7 +83,7 @@ class _Builder:
     # -- primitives ---------------------------------------------------------------------------
 
     def init(self, name: str, array: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # np.ascontiguousarray would make scalars rank 1
         return name
 
     def const(self, name: str, array: Any, dtype: Any) -> str:
@@ -166,7 +166,7 @@ class _Builder:
             return self.node("Slice", [table, self.ints("zeros2", [0, 0]), seq2], "causal_mask", "mask")
         ninf = helper.make_tensor("value", TensorProto.FLOAT, [1], [-np.inf])
         full = self.node("ConstantOfShape", [seq2], "mask_full", "mask", value=ninf)
-        return self.node("Trilu", [full, self.ints("one", [1])], "causal_mask", "mask", upper=1)
+        return self.node("Trilu", [full, self.const("k_one", 1, np.int64)], "causal_mask", "mask", upper=1)  # k is 0-D
 
     def attention(self, x: str, mask: str, p: str, w: str) -> str:
         c = self.cfg

@@ -169,6 +169,19 @@ def test_interpreter_matches_onnxruntime_end_to_end(tmp_path: Path, batch: int, 
     assert c.per_node <= TOLERANCE, f"worst node {c.worst_node}: {c.per_node}"
 
 
+@pytest.mark.parametrize("variant", [
+    ("--mask", "trilu", "--gqa", "broadcast"),
+    ("--opset", "23", "--rms-op"),
+    ("--opset", "18", "--heads", "4", "--kv-heads", "4", "--ternary-head"),
+])
+def test_interpreter_matches_onnxruntime_on_export_variants(tmp_path: Path, variant: tuple[str, ...]) -> None:
+    path = _build(tmp_path, *variant)
+    for batch, seq in SHAPES:
+        c = _compare(path, batch, seq)
+        assert c.per_node <= TOLERANCE, f"worst node {c.worst_node}: {c.per_node}"
+        assert c.end_to_end <= TOLERANCE or c.rounding_flips > 0, c
+
+
 def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     demo = _load_script("demo")
     assert demo.main(["--out-dir", str(tmp_path)]) == 0
