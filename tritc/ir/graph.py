@@ -302,11 +302,28 @@ class Graph:
         node._prev = node._next = None
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Make every use of `old` (graph outputs included) use `new` instead."""
+        """Make every use of `old` use `new` instead.
+
+        Graph output names are the model's public interface and never change: if `old` is an
+        output, `new` takes over its name, or, when `new` is a graph input or already another
+        output, an `identity` node gives the output its name."""
         if old is new:
             return
         for node, i in list(old.uses):
             node.set_input(i, new)
+        if not any(v is old for v in self.outputs):
+            return
+        name = old.name
+        self.rename(old, self.fresh_name(name + ".old"))
+        if new.producer is None or any(v is new for v in self.outputs):
+            ident = Node("identity", [new], [Value(name, new.type)])
+            if new.producer is None:
+                self.insert_before(self._first, ident) if self._first is not None else self.append(ident)
+            else:
+                self.insert_after(new.producer, ident)
+            new = ident.outputs[0]
+        else:
+            self.rename(new, name)
         self.outputs = [new if v is old else v for v in self.outputs]
 
     def replace_node(self, node: Node, new_values: Sequence[Value]) -> None:

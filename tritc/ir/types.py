@@ -179,3 +179,23 @@ def _quote(s: str) -> str:
 def tensor_type_of(array: np.ndarray, dtype: DType | None = None) -> TensorType:
     """The static TensorType of a numpy array (dtype inferred unless given, e.g. for trits)."""
     return TensorType(dtype or DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
+
+
+def refine_type(declared: TensorType, inferred: TensorType) -> TensorType:
+    """The more precise of two compatible types, dim by dim: static beats symbolic beats unknown.
+
+    The dtype is the declared one (callers check dtypes agree). A symbolic dim that is a
+    polynomial of named symbols beats an opaque one, so canonical forms win."""
+    if declared.shape is None:
+        return TensorType(declared.dtype, inferred.shape)
+    if inferred.shape is None or len(inferred.shape) != len(declared.shape):
+        return declared
+    out: list[Dim] = []
+    for a, b in zip(declared.shape, inferred.shape):
+        if isinstance(a, int) or b is None:
+            out.append(a)
+        elif isinstance(b, int) or a is None:
+            out.append(b)
+        else:
+            out.append(a if is_plain_dim_text(a) or not is_plain_dim_text(b) else b)
+    return TensorType(declared.dtype, tuple(out))

@@ -250,6 +250,6 @@ def onnx_op(op_type: str, domain: str = "") -> OpDef | None:
 
 
 # Importing a family registers its ops; the order does not matter.
-FAMILIES = ("core", "elementwise", "shape", "reduce", "nn", "cnn", "quant", "attention", "ternary")
+FAMILIES = ("core", "elementwise", "shape", "reduce", "nn", "cnn", "quant", "attention", "ternary", "qonnx", "fused")
 for _family in FAMILIES:
     __import__(f"{__name__}.{_family}")

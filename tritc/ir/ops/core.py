@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import TensorType
-from . import InferContext, Str, Tensor, TypeRuleError, defop
+from . import InferContext, Int, Str, Tensor, TypeRuleError, defop
 
 
 def _declared(ctx: InferContext) -> list[TensorType]:
@@ -20,8 +20,8 @@ def _constant_type(ctx: InferContext) -> list[TensorType]:
     return [TensorType(DType.from_numpy(value.dtype), tuple(value.shape))]
 
 
-@defop("weight", inputs=[], attrs={"ref": Str(), "scale": Str(None), "layout": Str(None)}, infer=_declared)
-def weight(*, ref: str, scale: str | None, layout: str | None) -> np.ndarray:
+@defop("weight", inputs=[], attrs={"ref": Str(), "scale": Str(None), "group": Int(None), "layout": Str(None)}, infer=_declared)
+def weight(*, ref: str, scale: str | None, group: int | None, layout: str | None) -> np.ndarray:
     """A tensor stored in Graph.weights under `ref`. The interpreter resolves it (see run_node)."""
     raise RuntimeError("weight nodes are resolved by the interpreter, not computed")
 

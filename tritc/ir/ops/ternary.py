@@ -1,3 +1,96 @@
-"""Ops of the ternary family (registered with @defop; see tritc/ir/ops/__init__.py)."""
+"""Ternary ops: `ternary_matmul`, a matmul with a ternary weight, in float or int8 activation mode.
+
+    y = ternary_matmul(x: f32[..., K], w: t2[K, N], bias?: f32[N]) {act = "float" | "int8"} : f32[..., N]
+
+act = "float": y = x @ trits, scaled per tensor / channel / group: only adds and subtracts
+before the scale. act = "int8" (BitNet b1.58): each row of x (a token) is quantised to int8 by
+its absolute maximum, the products are accumulated exactly in int32, and one rescale per output
+gives float32. The integer semantics below, rounding included, are what compiled code must
+match bit for bit.
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+from ..ternary import TernaryWeight
+from ..types import DType, TensorType
+from . import Float, InferContext, Str, TypeRuleError, defop
+from .rules import broadcast_shapes
+
+ACT_MODES = ("float", "int8")
+
+
+def quantize_activations(x: np.ndarray, act_max: float, act_eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row absmax quantisation: int8 codes q and the float32 factor s with x ~ q / s.
+
+    s = act_max / max(max|x|, act_eps), computed in float32; q = clip(round_half_even(x * s), -128, 127).
+    """
+    x = x.astype(np.float32, copy=False)
+    absmax = np.max(np.abs(x), axis=-1, keepdims=True) if x.shape[-1] else np.zeros(x.shape[:-1] + (1,), np.float32)
+    s = (np.float32(act_max) / np.maximum(absmax, np.float32(act_eps))).astype(np.float32)
+    q = np.clip(np.rint(x * s), -128, 127).astype(np.int8)
+    return q, s
+
+
+def ternary_accumulate(q: np.ndarray, trits: np.ndarray, group_size: int = 0) -> np.ndarray:
+    """Exact int32 sums of q[..., k] * trits[k, n]; per K-group when group_size is set: [..., G, N]."""
+    q32 = q.astype(np.int32)
+    t32 = trits.astype(np.int32)
+    if not group_size:
+        return np.matmul(q32, t32)
+    k, n = trits.shape
+    qg = q32.reshape(q.shape[:-1] + (k // group_size, group_size))
+    tg = t32.reshape(k // group_size, group_size, n)
+    return np.einsum("...gk,gkn->...gn", qg, tg).astype(np.int32)
+
+
+def _infer(ctx: InferContext) -> list[TensorType]:
+    x, w = ctx.type(0), ctx.type(1)
+    if w.dtype is not DType.T2:
+        raise TypeRuleError(f"weight must be t2, got {w.dtype}")
+    if not x.dtype.is_float:
+        raise TypeRuleError(f"activations must be float, got {x.dtype}")
+    if ctx.attrs["act"] not in ACT_MODES:
+        raise TypeRuleError(f"act must be one of {', '.join(ACT_MODES)}, got '{ctx.attrs['act']}'")
+    if w.shape is None or len(w.shape) != 2:
+        raise TypeRuleError(f"weight must be 2-D, got {w}")
+    k, n = w.shape
+    if x.shape is None:
+        return [TensorType(x.dtype, None)]
+    if not x.shape:
+        raise TypeRuleError("activations must have at least one dim")
+    xk = x.shape[-1]
+    if isinstance(xk, int) and isinstance(k, int) and xk != k:
+        raise TypeRuleError(f"activations {x} and weight {w} disagree on K")
+    out = tuple(x.shape[:-1]) + (n,)
+    if ctx.has(2):
+        out = broadcast_shapes(out, ctx.type(2).shape) or out
+    return [TensorType(x.dtype, out)]
+
+
+@defop("ternary_matmul", inputs=["X", "W", "bias?"], attrs={"act": Str("float"), "act_max": Float(127.0),
+                                                            "act_eps": Float(1e-5)}, infer=_infer)
+def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = None, *,
+                   act: str, act_max: float, act_eps: float) -> np.ndarray:
+    if act == "int8":
+        q, s = quantize_activations(x, act_max, act_eps)
+        acc = ternary_accumulate(q, w.trits, w.group_size)
+        if w.granularity == "per_group":
+            # One rescale per group and output, then the groups are summed in float32.
+            y = (acc.astype(np.float32) * w.scale).sum(axis=-2, dtype=np.float32) / s
+        else:
+            y = acc.astype(np.float32) * w.scale / s
+    else:
+        xf = x.astype(np.float32, copy=False)
+        if w.granularity == "per_group":
+            k, n = w.trits.shape
+            g = w.group_size
+            xg = xf.reshape(x.shape[:-1] + (k // g, g))
+            partial = np.einsum("...gk,gkn->...gn", xg, w.trits.reshape(k // g, g, n).astype(np.float32))
+            y = (partial * w.scale).sum(axis=-2, dtype=np.float32)
+        else:
+            y = np.matmul(xf, w.trits.astype(np.float32)) * w.scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False)

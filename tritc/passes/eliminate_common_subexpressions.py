@@ -1,0 +1,60 @@
+"""eliminate-common-subexpressions: one node for each identical (op, operands, attributes).
+
+    %a = relu(%x) : f32[4]
+    %b = relu(%x) : f32[4]      ->   uses of %b now use %a; %b's node is gone
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from .pass_manager import Pass, register
+
+# Ops whose result is not a pure function of operands and attributes are never merged.
+IMPURE = frozenset({"random_normal", "random_uniform", "random_normal_like", "random_uniform_like", "bernoulli"})
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return ("tensor", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, float) and value != value:
+        return ("nan",)
+    return value
+
+
+def node_key(node: Node) -> tuple:
+    """What makes two nodes interchangeable: op, operands, attributes and result types."""
+    return (node.op, tuple(id(v) if v is not None else None for v in node.inputs),
+            tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items())),
+            tuple(v.type for v in node.outputs))
+
+
+@register
+@dataclass(frozen=True)
+class EliminateCommonSubexpressions(Pass):
+    name = "eliminate-common-subexpressions"
+    summary = "merge nodes that compute the same thing from the same operands"
+
+    def run(self, graph: Graph) -> bool:
+        seen: dict[tuple, Node] = {}
+        changed = False
+        for node in graph.nodes:
+            if node.op in IMPURE:
+                continue
+            key = node_key(node)
+            first = seen.get(key)
+            if first is None:
+                seen[key] = node
+                continue
+            keep_outputs = {id(v) for v in graph.outputs}
+            if any(id(v) in keep_outputs for v in node.outputs) and node.op in ("weight",):
+                continue
+            graph.replace_node(node, first.outputs)
+            changed = True
+        return changed

@@ -1,0 +1,274 @@
+"""fold-ternary: turn the weights of linear layers into ternary weights (trits times scales).
+
+    %y = matmul(%x, %w) : f32[b,N]          (w: f32[K,N], values s_n * {-1,0,1})
+    %y = ternary_matmul(%x, %w.t2) {act = "float"} : f32[b,N]      (w.t2: t2[K,N] per_channel)
+
+Modes: `exact` folds only weights that already are trits times a per-tensor, per-output-channel
+or per-group scale (lossless: what a BitNet-trained model exports, or a 2-bit narrow-range
+QONNX Quant / an int8 DequantizeLinear of values in {-1,0,1}); `absmean` quantises any float
+weight as BitNet b1.58 does (scale = mean|W|, trit = clip(round(W/scale), -1, 1)); `off`.
+Policy: embeddings and the output head stay in float unless `include` names them; `exclude`
+keeps layers in float. Every layer considered gets a line in the report (see ternary_report.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from ..errors import OptionError
+from ..ir.graph import Graph, Node, Value
+from ..ir.ops.qonnx import int_range
+from ..ir.ternary import TernaryWeight
+from ..ir.types import DType, TensorType
+from .pass_manager import Pass, register
+from .ternary_report import TernaryReport, measure
+
+# Group sizes tried (largest first) when a weight is ternary per group along K but not per channel.
+GROUP_SIZES = (256, 128, 64, 32, 16)
+LINEAR_OPS = ("matmul",)
+
+
+@dataclass
+class Linear:
+    """A linear layer fold-ternary may fold: y = x @ W with a constant W[K, N]."""
+
+    node: Node
+    name: str  # what patterns match and the report shows
+    names: tuple[str, ...]  # every name the layer answers to (weight key, node location)
+    source: str  # "float", "dequantize_linear", "quant", "bipolar_quant"
+    weight: np.ndarray  # the float32 values of W[K, N] as the model computes them
+    codes: np.ndarray | None  # the integer codes where the source gives them
+    scale: np.ndarray | None  # the source's scale where it gives one
+    note: str = ""
+
+
+# ---- finding the layers ---------------------------------------------------------------------------
+
+
+def _constant(graph: Graph, v: Value | None) -> np.ndarray | None:
+    c = graph.const_value(v)
+    return c if isinstance(c, np.ndarray) else None
+
+
+def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None, str, str] | None:
+    """(source, W, codes, scale, key, note) for a constant weight value, seen through its quantiser."""
+    p = v.producer
+    if p is None:
+        return None
+    if p.op in ("weight", "constant"):
+        w = _constant(graph, v)
+        if w is None or w.ndim != 2 or w.dtype not in (np.float32, np.float16, np.float64):
+            return None
+        return "float", w.astype(np.float32), None, None, p.attrs.get("ref", v.name), ""
+    if p.op == "dequantize_linear":
+        q, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
+        zp = _constant(graph, p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] is not None else np.zeros((), np.int8)
+        if q is None or s is None or zp is None or q.ndim != 2 or q.dtype.kind not in "iu":
+            return None
+        codes = q.astype(np.int32) - zp.astype(np.int32)
+        values = _evaluate(p, graph)
+        key = p.inputs[0].producer.attrs.get("ref", p.inputs[0].name) if p.inputs[0].producer else p.inputs[0].name
+        note = ""
+        used = set(np.unique(codes).tolist())
+        if not used <= {-1, 0, 1}:
+            note = f"integer codes use {sorted(used - {-1, 0, 1})[:4]}: not ternary"
+        return "dequantize_linear", values, codes, s, key, note
+    if p.op in ("quant", "bipolar_quant"):
+        x, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
+        if x is None or s is None or x.ndim != 2:
+            return None
+        values = _evaluate(p, graph)
+        key = p.inputs[0].producer.attrs.get("ref", p.inputs[0].name) if p.inputs[0].producer else p.inputs[0].name
+        note = ""
+        if p.op == "quant":
+            bits = _constant(graph, p.inputs[3])
+            zp = _constant(graph, p.inputs[2])
+            lo, hi = int_range(bool(p.attrs.get("signed", 1)), bool(p.attrs.get("narrow", 0)),
+                               int(np.asarray(bits).reshape(-1)[0]) if bits is not None else 0)
+            if zp is None or np.any(zp != 0):
+                note = "quantiser has a non-zero zero point: not ternary"
+            elif (lo, hi) != (-1, 1):
+                narrow = "" if p.attrs.get("narrow", 0) else " (not narrow range: -2 is a code)"
+                note = f"quantiser range is [{lo}, {hi}]{narrow}: not ternary"
+        return p.op, values, None, s, key, note
+    return None
+
+
+def _evaluate(node: Node, graph: Graph) -> np.ndarray:
+    from ..ir.interpreter import Interpreter
+
+    args = [graph.const_value(v) if v is not None else None for v in node.inputs]
+    with np.errstate(all="ignore"):
+        return np.asarray(Interpreter(graph, check_types=False).run_node(node, args)[0], dtype=np.float32)
+
+
+def find_linears(graph: Graph) -> list[Linear]:
+    found = []
+    for node in graph:
+        if node.op not in LINEAR_OPS or len(node.inputs) != 2 or node.inputs[1] is None:
+            continue
+        src = _weight_of(graph, node.inputs[1])
+        if src is None:
+            continue
+        source, w, codes, scale, key, note = src
+        names = tuple(n for n in (key, node.name, node.outputs[0].name) if n)
+        name = key if not key.startswith("onnx::") else (node.name or key)
+        found.append(Linear(node, name, names, source, w, codes, scale, note))
+    return found
+
+
+def output_heads(graph: Graph, linears: list[Linear]) -> set[int]:
+    """Layers from which a graph output is reached without passing another linear layer."""
+    layer_ids = {id(lin.node) for lin in linears}
+    heads: set[int] = set()
+    seen: set[int] = set()
+    stack = [v for v in graph.outputs]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or v.producer is None:
+            continue
+        seen.add(id(v))
+        p = v.producer
+        if id(p) in layer_ids or p.op in ("ternary_matmul", "gemm", "conv"):
+            heads.add(id(p))
+            continue
+        stack.extend(x for x in p.inputs if x is not None)
+    return heads
+
+
+def embedding_weights(graph: Graph) -> set[int]:
+    """Weights that are also read by a gather (an embedding table, perhaps tied to the head)."""
+    ids: set[int] = set()
+    for node in graph:
+        if node.op == "gather" and node.inputs[0] is not None:
+            ids.add(id(node.inputs[0]))
+    return ids
+
+
+# ---- deciding the trits -----------------------------------------------------------------------
+
+
+def exact_ternary(w: np.ndarray) -> TernaryWeight | None:
+    """W as trits times the coarsest scale that reproduces it exactly, or None."""
+    a = np.abs(w)
+    nz = a > 0
+    trits = np.sign(w).astype(np.int8)
+    k, n = w.shape
+    if not nz.any():
+        return TernaryWeight(trits, np.array(0.0, np.float32))
+    s = a[nz][0]
+    if np.all(a[nz] == s):
+        return TernaryWeight(trits, np.array(s, np.float32))
+    col = a.max(axis=0)
+    if np.all(a[nz] == np.broadcast_to(col, a.shape)[nz]):
+        return TernaryWeight(trits, col.astype(np.float32))
+    for g in GROUP_SIZES:
+        if g >= k or k % g:
+            continue
+        block = a.reshape(k // g, g, n).max(axis=1)
+        if np.all(a[nz] == np.repeat(block, g, axis=0)[nz]):
+            return TernaryWeight(trits, block.astype(np.float32), g)
+    return None
+
+
+def absmean_ternary(w: np.ndarray, granularity: str, eps: float = 1e-5) -> TernaryWeight:
+    """BitNet b1.58: scale = mean|W| (per tensor or per output channel), trits = clip(round(W/scale))."""
+    a = np.abs(w).astype(np.float32)
+    if granularity == "per_channel":
+        scale = np.maximum(a.mean(axis=0, dtype=np.float32), np.float32(eps)).astype(np.float32)
+    else:
+        scale = np.array(max(np.float32(a.mean(dtype=np.float32)), np.float32(eps)), np.float32)
+    trits = np.clip(np.rint(w / scale), -1, 1).astype(np.int8)
+    return TernaryWeight(trits, scale)
+
+
+def _describe_failure(w: np.ndarray) -> str:
+    mags = np.unique(np.abs(w[w != 0]))
+    return f"not exactly ternary ({len(mags)} distinct magnitudes, no per-tensor/channel/group scale fits)"
+
+
+# ---- the pass ---------------------------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class FoldTernary(Pass):
+    name = "fold-ternary"
+    summary = "replace linear layers' weights by ternary weights (exact, absmean or off)"
+    mode: Literal["exact", "absmean", "off"] = "exact"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    granularity: Literal["per_tensor", "per_channel"] = "per_tensor"
+    report: TernaryReport = field(default_factory=TernaryReport, compare=False, repr=False,
+                                  metadata={"option": False})
+
+    def run(self, graph: Graph) -> bool:
+        linears = find_linears(graph)
+        self._check_patterns(linears)
+        heads = output_heads(graph, linears)
+        embeds = embedding_weights(graph)
+        self.report.mode = self.mode
+        changed = False
+        for lin in linears:
+            included = any(self._matches(lin, p) for p in self.include)
+            excluded = any(self._matches(lin, p) for p in self.exclude)
+            reason = ""
+            if excluded:
+                reason = "excluded by --ternary-exclude"
+            elif self.mode == "off":
+                reason = "mode off"
+            elif not included and id(lin.node) in heads:
+                reason = "output head (kept in float by default; --ternary-include to fold)"
+            elif not included and id(lin.node.inputs[1]) in embeds:
+                reason = "shared with an embedding (kept in float by default)"
+            tern, exact, note = None, False, lin.note
+            if not reason:
+                tern, exact, note = self._fold(lin)
+            rep = measure(lin.name, lin.weight, tern, self.mode if tern is not None else "float", exact=exact,
+                          note=reason or note, source=lin.source)
+            self.report.layers.append(rep)
+            if tern is None:
+                continue
+            self._replace(graph, lin, tern)
+            changed = True
+        if changed:
+            graph.prune_weights()
+        return changed
+
+    def _fold(self, lin: Linear) -> tuple[TernaryWeight | None, bool, str]:
+        """(ternary weight or None, whether it is lossless, note)."""
+        if lin.note:  # a quantiser that is not ternary: left alone whatever the mode
+            return None, False, lin.note
+        tern = exact_ternary(lin.weight)
+        if tern is not None:
+            return tern, True, ""
+        if self.mode == "absmean" and lin.source == "float":
+            return absmean_ternary(lin.weight, self.granularity), False, ""
+        return None, False, _describe_failure(lin.weight)
+
+    def _replace(self, graph: Graph, lin: Linear, tern: TernaryWeight) -> None:
+        node = lin.node
+        key = lin.name + ".t2"
+        while key in graph.weights:
+            key += "_"
+        wv = graph.add_weight(key, tern, TensorType(DType.T2, tern.shape), name=key,
+                              attrs={"scale": tern.granularity, **({"group": tern.group_size} if tern.group_size else {})},
+                              before=node)
+        new = graph.add("ternary_matmul", [node.inputs[0], wv], [v.type for v in node.outputs], {"act": "float"},
+                        node.name, before=node)
+        graph.replace_node(node, new.outputs)
+
+    @staticmethod
+    def _matches(lin: Linear, pattern: str) -> bool:
+        return any(fnmatch.fnmatchcase(n, pattern) for n in lin.names)
+
+    def _check_patterns(self, linears: list[Linear]) -> None:
+        for flag, patterns in (("--ternary-include", self.include), ("--ternary-exclude", self.exclude)):
+            for p in patterns:
+                if not any(self._matches(lin, p) for lin in linears):
+                    names = ", ".join(lin.name for lin in linears[:5]) + (", ..." if len(linears) > 5 else "")
+                    raise OptionError(f"{flag} pattern '{p}' matches no linear layer (layers: {names or 'none'})")

@@ -1,0 +1,168 @@
+"""fuse-bitlinear: BitNet's activation quantisation in front of a ternary matmul -> int8 mode.
+
+    %s = div(127, clip(reduce_max(abs(%x), [-1]), 1e-5)); %q = clip(round(mul(%x, %s)), -128, 127)
+    %y = ternary_matmul(div(%q, %s), %w)                 ->   %y = ternary_matmul(%x, %w) {act = "int8"}
+
+Both forms torch.onnx exports are recognised: dequantise-then-matmul (above) and
+matmul-then-dequantise (``div(ternary_matmul(%q, %w), %s)``). Operand order of commutative ops,
+`clip` or `max`/`min` for the clamps, and `max`/`min` written as clip are all accepted. The int8
+semantics (rounding half to even, clip to [-128, 127], int32 accumulation) are defined in
+tritc/ir/ops/ternary.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Graph, Node, Value
+from .pass_manager import Pass, register
+
+
+def _scalar(graph: Graph, v: Value | None) -> float | None:
+    c = graph.const_value(v)
+    if isinstance(c, np.ndarray) and c.size == 1:
+        return float(c.reshape(-1)[0])
+    return None
+
+
+def _prod(v: Value | None, *ops: str) -> Node | None:
+    if v is None or v.producer is None or v.producer.op not in ops:
+        return None
+    return v.producer
+
+
+def _clamp(graph: Graph, v: Value) -> tuple[Value, float | None, float | None] | None:
+    """v = clamp(x, lo, hi) written as clip or as max/min with a constant: (x, lo, hi)."""
+    n = _prod(v, "clip", "max", "min")
+    if n is None:
+        return None
+    if n.op == "clip":
+        lo = _scalar(graph, n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] is not None else None
+        hi = _scalar(graph, n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        if (len(n.inputs) > 1 and n.inputs[1] is not None and lo is None) or (len(n.inputs) > 2 and n.inputs[2] is not None and hi is None):
+            return None
+        return n.inputs[0], lo, hi  # type: ignore[return-value]
+    if len(n.inputs) != 2:
+        return None
+    for i in (0, 1):
+        k = _scalar(graph, n.inputs[1 - i])
+        if k is not None:
+            inner = n.inputs[i]
+            # max(min(x, hi), lo) / min(max(x, lo), hi): peel the second clamp too.
+            rest = _clamp(graph, inner) if inner is not None else None
+            lo, hi = (k, None) if n.op == "max" else (None, k)
+            if rest is not None and rest[1 if n.op == "min" else 2] is None and (rest[1] is not None or rest[2] is not None):
+                x, lo2, hi2 = rest
+                return x, lo if lo is not None else lo2, hi if hi is not None else hi2
+            return inner, lo, hi  # type: ignore[return-value]
+    return None
+
+
+def _last_axis_only(graph: Graph, n: Node, rank: int | None) -> bool:
+    axes = graph.const_value(n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] is not None else None
+    if not isinstance(axes, np.ndarray) or axes.size != 1 or rank is None:
+        return False
+    a = int(axes.reshape(-1)[0])
+    return (a + rank if a < 0 else a) == rank - 1 and int(n.attrs.get("keepdims", 1)) == 1
+
+
+def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float] | None:
+    """s = act_max / clamp(max|x| over the last axis, min=eps): (x, act_max, eps)."""
+    d = _prod(s, "div")
+    if d is None:
+        return None
+    act_max = _scalar(graph, d.inputs[0])
+    den = d.inputs[1]
+    if act_max is None or den is None:
+        return None
+    clamped = _clamp(graph, den)
+    if clamped is None or clamped[1] is None or clamped[2] is not None:
+        return None
+    m, eps = clamped[0], clamped[1]
+    r = _prod(m, "reduce_max")
+    if r is None:
+        return None
+    a = _prod(r.inputs[0], "abs")
+    if a is None or a.inputs[0] is None or not _last_axis_only(graph, r, a.inputs[0].type.rank):
+        return None
+    return a.inputs[0], act_max, eps
+
+
+def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float] | None:
+    """q = clip(round(x * s), -128, 127) (or round of the clip): (x, s, act_max, eps)."""
+    inner: Value | None
+    rnd = _prod(q, "round")
+    if rnd is not None:
+        clamped = _clamp(graph, rnd.inputs[0]) if rnd.inputs[0] is not None else None
+        if clamped is None:
+            return None
+        inner, lo, hi = clamped
+    else:
+        clamped = _clamp(graph, q)
+        if clamped is None:
+            return None
+        rnd = _prod(clamped[0], "round")
+        if rnd is None:
+            return None
+        inner, lo, hi = rnd.inputs[0], clamped[1], clamped[2]
+    if (lo, hi) != (-128.0, 127.0):
+        return None
+    m = _prod(inner, "mul")
+    if m is None:
+        return None
+    for i in (0, 1):
+        x, s = m.inputs[i], m.inputs[1 - i]
+        if x is None or s is None:
+            continue
+        found = match_scale(graph, s)
+        if found is not None and found[0] is x:
+            return x, s, found[1], found[2]
+    return None
+
+
+@register
+@dataclass(frozen=True)
+class FuseBitlinear(Pass):
+    name = "fuse-bitlinear"
+    summary = "fold BitNet per-token int8 activation quantisation into ternary_matmul {act = int8}"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes:
+            if node.graph is not graph or node.op != "ternary_matmul" or node.attrs.get("act", "float") != "float":
+                continue
+            changed |= self._dequant_first(graph, node) or self._dequant_after(graph, node)
+        return changed
+
+    def _fuse(self, graph: Graph, node: Node, x: Value, act_max: float, eps: float, replace: Value) -> None:
+        attrs = {"act": "int8", "act_max": float(np.float32(act_max)), "act_eps": float(np.float32(eps))}
+        new = graph.add("ternary_matmul", [x] + node.inputs[1:], [replace.type], attrs, node.name, before=node)
+        graph.replace_all_uses(replace, new.outputs[0])
+
+    def _dequant_first(self, graph: Graph, node: Node) -> bool:
+        d = _prod(node.inputs[0], "div")
+        if d is None or d.inputs[0] is None:
+            return False
+        codes = match_codes(graph, d.inputs[0])
+        if codes is None or codes[1] is not d.inputs[1]:
+            return False
+        x, _, act_max, eps = codes
+        self._fuse(graph, node, x, act_max, eps, node.outputs[0])
+        graph.erase(node)
+        return True
+
+    def _dequant_after(self, graph: Graph, node: Node) -> bool:
+        codes = match_codes(graph, node.inputs[0]) if node.inputs[0] is not None else None
+        out = node.outputs[0]
+        if codes is None or len(out.uses) != 1 or any(v is out for v in graph.outputs):
+            return False
+        user = out.uses[0][0]
+        if user.op != "div" or user.inputs[0] is not out or user.inputs[1] is not codes[1] or len(node.inputs) > 2:
+            return False
+        x, _, act_max, eps = codes
+        self._fuse(graph, node, x, act_max, eps, user.outputs[0])
+        graph.erase(user)
+        graph.erase(node)
+        return True
