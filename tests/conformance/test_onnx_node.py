@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from tritc.onnx_backend import InterpreterBackend
@@ -35,10 +36,16 @@ def assert_outputs_match(actual, expected, rtol: float, atol: float) -> None:
             np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
 
 
+def as_array(tensor) -> np.ndarray:
+    """Node test data may hold TensorProtos (types numpy lacks, e.g. bfloat16); ONNX's runner converts them too."""
+    return onnx.numpy_helper.to_array(tensor) if isinstance(tensor, onnx.TensorProto) else tensor
+
+
 @pytest.mark.parametrize("case", list(_params()))
 def test_node(case):
     rep = InterpreterBackend.prepare(case.model)
     for inputs, expected in case.data_sets:
+        inputs, expected = [as_array(t) for t in inputs], [as_array(t) for t in expected]
         with np.errstate(all="ignore"):
             outputs = rep.run(inputs)
         assert_outputs_match(outputs, expected, case.rtol, case.atol)
