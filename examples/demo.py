@@ -51,7 +51,10 @@ def dump(path: Path) -> None:
     if importlib.util.find_spec("tritc.cli") is not None:
         from tritc.cli import main as cli_main
 
-        rc = cli_main(["dump", str(path)])
+        try:
+            rc = cli_main(["dump", str(path)])
+        except SystemExit as e:  # argparse-style CLIs exit instead of returning
+            rc = e.code if isinstance(e.code, int) else 1
         if rc:
             raise SystemExit(rc)
         return
