@@ -183,3 +183,23 @@ def test_random_graphs_round_trip(g):
     g2 = parse_graph(text, g.weights)
     assert print_graph(g2) == text
     verify(g2, check_types=False)
+
+
+@pytest.mark.parametrize("text", ["f32[-3]", "f32[3.5]", "f32[1e3]", "f32[a b]", "f32[*,3]", "f32[,]"])
+def test_malformed_dims_are_rejected(text):
+    with pytest.raises(ValueError, match="bad dim"):
+        parse_type(text)
+
+
+def test_polynomial_dims_print_bare():
+    from tritc.ir.types import format_type
+
+    assert format_type(parse_type("f32[2*seq,past+seq]")) == "f32[2*seq,past+seq]"
+
+
+def test_bare_words_are_string_attributes_and_numpy_scalars_print():
+    from tritc.ir.text import format_attr
+
+    g = parse_graph('graph @g() -> (%w: f32[2]) {\n  %w = weight "w" {scale = per_channel} : f32[2]\n  return %w\n}\n')
+    assert g.nodes[0].attrs["scale"] == "per_channel"
+    assert format_attr(np.int64(3)) == "3" and format_attr(np.float32(0.5)) == "0.5"

@@ -87,6 +87,11 @@ def _div(a: Poly, b: Poly) -> Poly | None:
     return out
 
 
+def is_polynomial(text: str) -> bool:
+    """Whether `text` is an integer polynomial in named symbols (what unquoted dims may be)."""
+    return _parse(text) is not None
+
+
 def to_poly(d: Dim) -> Poly | None:
     if d is None:
         return None

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import IRParseError
 from .graph import Graph, Node, Value
-from .types import DType, Shape, TensorType, format_type
+from .types import DType, Shape, TensorType, format_type, is_plain_dim_text
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.$/\-]+")
 
@@ -72,6 +72,8 @@ def format_literal(array: np.ndarray, dtype: DType) -> str:
 
 
 def format_attr(value: Any) -> str:
+    if isinstance(value, np.generic) and not isinstance(value, np.ndarray):
+        value = value.item()  # numpy scalars print as the Python values they hold
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -193,12 +195,13 @@ def parse_type(text: str) -> TensorType:
             dims.append(None)
         elif part.isdigit():
             dims.append(int(part))
-        elif part.startswith('"'):
+        elif part.startswith('"') and part.endswith('"') and len(part) >= 2:
             dims.append(json.loads(part))
-        elif part:
+        elif part and is_plain_dim_text(part):
             dims.append(part)
         else:
-            raise ValueError(f"empty dim in type {text}")
+            raise ValueError(f"bad dim {part!r} in type {text} (a dim is a size, a name, a polynomial "
+                             f"such as 2*seq+past, ?, or a quoted string)")
     return TensorType(dtype, tuple(dims))
 
 
@@ -422,12 +425,12 @@ class _Parser:
             except ValueError as e:
                 raise self.error(str(e), t) from None
         if t.kind == "ident":
-            try:
-                dt = DType.from_name(t.text)
-            except ValueError:
-                raise self.error("expected an attribute value") from None
+            # A dtype name is a dtype; any other bare word is a string (`scale = per_channel`).
             self.pos += 1
-            return dt
+            try:
+                return DType.from_name(t.text)
+            except ValueError:
+                return t.text
         if t.kind == "punct" and t.text == "[":
             self.pos += 1
             items: list[Any] = []

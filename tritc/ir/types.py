@@ -100,8 +100,14 @@ _EXPR_RE = re.compile(r"[A-Za-z0-9_+\-*/()]+")
 
 
 def is_plain_dim_text(text: str) -> bool:
-    """Whether a symbolic dim can be printed without quotes (a name or a simple expression)."""
-    return bool(_EXPR_RE.fullmatch(text)) and not text[0].isdigit() and text[0] not in "+-*/"
+    """Whether a symbolic dim prints without quotes: a name, or a polynomial such as 2*seq+past."""
+    if not _EXPR_RE.fullmatch(text) or text[0] in "+-*/" or text.isdigit():
+        return False
+    if _SYMBOL_RE.fullmatch(text):
+        return True
+    from . import dims  # a polynomial must parse as one, so '1e3' or '3.5' never pass as names
+
+    return dims.is_polynomial(text)
 
 
 def is_symbol(text: str) -> bool:
