@@ -29,7 +29,7 @@ ELEMENTWISE = frozenset({
     "elu", "selu", "celu", "gelu", "hard_sigmoid", "hard_swish", "softplus", "softsign", "mish", "prelu",
     "thresholded_relu", "shrink", "swish", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bit_shift",
 })
-INLINE_CONSTANT_MAX = 8
+INLINE_CONSTANT_MAX = 1  # scalars only: the body is evaluated per element
 
 
 def is_elementwise(node: Node) -> bool:

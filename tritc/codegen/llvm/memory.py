@@ -29,10 +29,19 @@ class Storage:
 class MemoryPlan:
     storage: dict[int, Storage] = field(default_factory=dict)  # id(value) -> where it lives
     arena_bytes: int = 0
-    aliases: int = 0  # view ops that needed no copy
+    alias_root: dict[int, Value] = field(default_factory=dict)  # id(view result) -> value owning the storage
+
+    @property
+    def aliases(self) -> int:
+        """View ops that needed no copy."""
+        return len(self.alias_root)
 
     def of(self, v: Value) -> Storage:
         return self.storage[id(v)]
+
+    def owner(self, v: Value) -> Value:
+        """The value whose storage `v` uses (itself unless `v` is an aliasing view)."""
+        return self.alias_root.get(id(v), v)
 
 
 def nbytes(v: Value) -> int:
@@ -118,7 +127,7 @@ def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
                 plan.storage[id(v)] = Storage("constant")
             elif id(v) in root:
                 plan.storage[id(v)] = plan.storage[id(root_of(v))]
-                plan.aliases += 1
+                plan.alias_root[id(v)] = root_of(v)
             else:
                 size = nbytes(v)
                 off = arena.alloc(size)

@@ -1,0 +1,152 @@
+"""The CPU compiler driver: final IR + weight layout + concrete dim sizes -> object code.
+
+Shapes are specialised (docs/CODEGEN.md): the artifact holds the final IR with its symbolic
+dims, and code for one or more concrete bindings of those dims (`batch=1, seq=128`). A binding
+seen for the first time at run time is compiled then, from the same IR, and cached. Steps:
+
+    bind      infer-shapes{bind=...}, fold-constants, eliminate-dead-code: every shape static
+    outputs   each graph output produced by its own node (identity copies where needed)
+    plan      memory plan: caller buffers, weight blob offsets, one arena
+    lower     one LLVM function per node and the entry tritc_main
+    emit      verify, optimise (new pass manager, O3), object code and bitcode
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ...errors import UnsupportedError
+from ...ir.graph import Graph, Node
+from ...ir.types import TensorType, format_type
+from ...passes.eliminate_dead_code import EliminateDeadCode
+from ...passes.fold_constants import FoldConstants
+from ...passes.infer_shapes import InferShapes
+from ...passes.pass_manager import PassManager
+from .jit import emit_assembly, emit_object, optimize, parse
+from .lower import ENTRY, lower_graph
+from .memory import plan_memory
+from .target import Target
+from .weights import WeightLayout
+
+
+@dataclass
+class Specialization:
+    """Code for one binding of the graph's symbolic dims."""
+
+    bindings: dict[str, int]
+    input_types: list[TensorType]
+    output_types: list[TensorType]
+    arena_bytes: int
+    object: bytes
+    bitcode: bytes
+    entry: str = ENTRY
+    stats: dict[str, float] = field(default_factory=dict)
+    llvm_ir: str = ""  # unoptimised LLVM IR text (kept for `tritc inspect --llvm`)
+    graph: Graph | None = None  # the specialised graph (not stored in artifacts)
+
+    def key(self) -> tuple:
+        return tuple(sorted(self.bindings.items()))
+
+
+def symbols_of(graph: Graph) -> list[str]:
+    """The symbols naming the graph inputs' dims, in order of first appearance."""
+    from ...ir import dims as dimlib
+
+    seen: dict[str, None] = {}
+    for v in graph.inputs:
+        for d in v.type.shape or ():
+            for s in sorted(dimlib.symbols(d)):
+                seen.setdefault(s, None)
+    return list(seen)
+
+
+def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None) -> Graph:
+    """A copy of `graph` with every symbolic dim replaced by its size and shape arithmetic folded."""
+    g = graph.copy()
+    missing = [s for s in symbols_of(g) if s not in bindings]
+    if missing:
+        raise UnsupportedError(f"no size given for dim{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for v in g.inputs:
+        if v.type.shape is None or any(d is None for d in v.type.shape):
+            raise UnsupportedError(f"dynamic dim on input '{v.name}' ({format_type(v.type)}) has no name to bind; "
+                                   f"give the model a named or static dim")
+    bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
+    PassManager([InferShapes(bind=bind), FoldConstants(), EliminateDeadCode(), InferShapes()],
+                progress=progress).run(g)
+    for node in g:
+        for v in node.outputs:
+            if not v.type.is_static:
+                raise UnsupportedError(f"dim of %{v.name} ({format_type(v.type)}, from node {node.describe()}) "
+                                       f"is not known after binding {', '.join(bind) or 'no dims'}")
+    _own_outputs(g)
+    return g
+
+
+def _own_outputs(g: Graph) -> None:
+    """Make each graph output a distinct value computed by a node of its own (not an input or constant)."""
+    seen: set[int] = set()
+    new_outputs = []
+    for v in g.outputs:
+        p = v.producer
+        if p is None or p.op in ("weight", "constant") or id(v) in seen:
+            name = v.name
+            if id(v) not in seen:
+                g.rename(v, g.fresh_name(name + ".src"))
+            node = Node("identity", [v], [_fresh(g, name if id(v) not in seen else name + ".dup", v.type)])
+            g.append(node)
+            v = node.outputs[0]
+        seen.add(id(v))
+        new_outputs.append(v)
+    g.outputs = new_outputs
+
+
+def _fresh(g: Graph, name: str, t: TensorType):
+    from ...ir.graph import Value
+
+    return Value(g.fresh_name(name), t)
+
+
+def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int], target: Target, *,
+                           threads: int = 1, keep_ir: bool = False,
+                           progress: Callable[[str], None] | None = None) -> Specialization:
+    """Object code (and bitcode) for `graph` with its dims bound to `bindings`."""
+    t0 = time.perf_counter()
+    g = specialize(graph, bindings, progress)
+    t1 = time.perf_counter()
+    plan = plan_memory(g, {k: e.offset for k, e in layout.entries.items()})
+    module = lower_graph(g, plan, layout, target, threads=threads)
+    text = str(module)
+    t2 = time.perf_counter()
+    ref = optimize(parse(text), target)
+    t3 = time.perf_counter()
+    obj = emit_object(ref, target)
+    t4 = time.perf_counter()
+    stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "optimise_s": t3 - t2, "codegen_s": t4 - t3,
+             "nodes": float(len(g)), "arena_bytes": float(plan.arena_bytes), "views_aliased": float(plan.aliases)}
+    return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
+                          obj, ref.as_bitcode(), stats=stats, llvm_ir=text if keep_ir else "", graph=g)
+
+
+def assembly(spec: Specialization, target: Target) -> str:
+    """Target assembly of a specialisation, regenerated from its bitcode."""
+    import llvmlite.binding as llvm
+
+    from .target import init_llvm
+
+    init_llvm()
+    ref = llvm.parse_bitcode(spec.bitcode)
+    return emit_assembly(ref, target)
+
+
+def object_from_bitcode(bitcode: bytes, target: Target) -> bytes:
+    """Recompile stored bitcode for another CPU (same ISA family) without re-lowering."""
+    import llvmlite.binding as llvm
+
+    from .target import init_llvm
+
+    init_llvm()
+    ref = llvm.parse_bitcode(bitcode)
+    ref.triple = target.triple
+    return emit_object(optimize(ref, target), target)

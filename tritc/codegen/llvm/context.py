@@ -1,0 +1,121 @@
+"""What a lowering sees: buffers for its operands and results, the builder, and helpers.
+
+Each node becomes one internal LLVM function ``void @node.<i>(ptr in0, ..., ptr out0, ...)``;
+the lowering registered for its op (codegen/llvm/ops/) fills that function's body from a NodeCtx.
+Shapes are static here (the compiler specialised them), so lowerings loop over constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ...ir.graph import Graph, Node
+from ...ir.ops import OPS
+from ...ir.types import DType, TensorType
+from .builder import I8, contiguous_strides, elem_type
+from .target import Target
+from .weights import WeightEntry
+
+
+@dataclass
+class Buf:
+    """A static-shaped tensor in memory: pointer to element 0, row-major contiguous."""
+
+    ptr: ir.Value
+    type: TensorType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape  # type: ignore[return-value]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def elem(self) -> ir.Type:
+        return elem_type(self.dtype)
+
+    @property
+    def strides(self) -> list[int]:
+        return contiguous_strides(self.shape)
+
+
+@dataclass
+class ModuleCtx:
+    """State shared by every node of one module."""
+
+    module: ir.Module
+    target: Target
+    graph: Graph
+    threads: int
+    globals_count: int = 0
+    cache: dict[Any, Any] = field(default_factory=dict)  # lowerings may memoise helper functions here
+
+    def global_array(self, array: np.ndarray, name: str = "const") -> ir.GlobalVariable:
+        """A read-only global holding `array` (row-major, raw bytes)."""
+        raw = np.ascontiguousarray(array)
+        if raw.dtype == np.bool_:
+            raw = raw.astype(np.uint8)
+        data = bytearray(raw.tobytes())
+        ty = ir.ArrayType(I8, len(data))
+        self.globals_count += 1
+        g = ir.GlobalVariable(self.module, ty, name=f"{name}.{self.globals_count}")
+        g.global_constant = True
+        g.linkage = "internal"
+        g.align = 64
+        g.initializer = ir.Constant(ty, data)
+        return g
+
+
+@dataclass
+class NodeCtx:
+    """One node being lowered: `b` is positioned in its function's entry block."""
+
+    m: ModuleCtx
+    b: ir.IRBuilder
+    node: Node
+    ins: list[Buf | None]
+    outs: list[Buf]
+    weights: list[WeightEntry | None]  # the blob entry behind each operand that is a weight
+    index: int  # the node's position in the graph
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return OPS[self.node.op].with_defaults(self.node.attrs)
+
+    @property
+    def module(self) -> ir.Module:
+        return self.m.module
+
+    @property
+    def target(self) -> Target:
+        return self.m.target
+
+    def const(self, i: int) -> np.ndarray | None:
+        """The compile-time value of operand i, if it is a constant or weight (None otherwise)."""
+        if i >= len(self.node.inputs):
+            return None
+        c = self.m.graph.const_value(self.node.inputs[i])
+        return c if isinstance(c, np.ndarray) else None
+
+    def global_array(self, array: np.ndarray, name: str = "table") -> ir.GlobalVariable:
+        return self.m.global_array(array, f"{name}.n{self.index}")
+
+    def new_function(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        """A private helper function for this node (e.g. the body of a parallel-for task)."""
+        fn = ir.Function(self.module, ir.FunctionType(ret, args), f"node.{self.index}.{name}")
+        fn.linkage = "internal"
+        return fn

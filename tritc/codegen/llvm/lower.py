@@ -1,0 +1,117 @@
+"""Graph -> one LLVM module with a single entry point that runs the whole graph.
+
+    i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena)
+
+Steps: give every node an internal function whose parameters are its operand and result
+buffers, let the op's lowering fill it in, then emit the entry: compute each buffer's address
+from the memory plan (caller arrays, weight blob, arena, or a global) and call the node
+functions in order. No Python runs between ops.
+"""
+
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from ...errors import UnsupportedError
+from ...ir.graph import Graph, Node, Value
+from .builder import I8, I32, I64, PTR, gep
+from .context import Buf, ModuleCtx, NodeCtx
+from .memory import MemoryPlan, Storage
+from .ops import LOWERINGS
+from .target import Target
+from .weights import WeightLayout
+
+ENTRY = "tritc_main"
+ABI_VERSION = 1
+NO_CODE = frozenset({"weight", "constant"})
+
+
+def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Target, *, threads: int = 1,
+                name: str = "tritc") -> ir.Module:
+    module = ir.Module(name)
+    module.triple = target.triple
+    mctx = ModuleCtx(module, target, graph, threads)
+    abi = ir.GlobalVariable(module, I32, name="tritc_abi_version")
+    abi.global_constant = True
+    abi.initializer = ir.Constant(I32, ABI_VERSION)
+
+    entry = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, PTR, PTR]), ENTRY)
+    inputs_arr, outputs_arr, weights, arena = entry.args
+    for a, n in zip(entry.args, ("inputs", "outputs", "weights", "arena")):
+        a.name = n
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    addr: dict[int, ir.Value] = {}
+
+    def address(v: Value) -> ir.Value:
+        v = plan.owner(v)
+        if id(v) in addr:
+            return addr[id(v)]
+        s: Storage = plan.of(v)
+        if s.kind == "input":
+            p = b.load(gep(b, inputs_arr, s.index, PTR), typ=PTR, name=f"in{s.index}")
+        elif s.kind == "output":
+            p = b.load(gep(b, outputs_arr, s.index, PTR), typ=PTR, name=f"out{s.index}")
+        elif s.kind == "arena":
+            p = gep(b, arena, s.index, I8)
+        elif s.kind == "weight" and s.key in layout.entries:
+            p = gep(b, weights, s.index, I8)
+        else:  # inline constants, and weights folded after shape specialisation
+            p = mctx.global_array(_const_data(graph, v), "w" if s.kind == "weight" else "c")
+        addr[id(v)] = p
+        return p
+
+    for index, node in enumerate(graph):
+        if node.op in NO_CODE:
+            continue
+        fn = LOWERINGS.get(node.op)
+        if fn is None:
+            raise UnsupportedError(f"node {node.describe()}: op '{node.op}' has no LLVM lowering")
+        args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs]
+        nfn = _node_function(mctx, node, index, plan, layout)
+        if nfn is not None:
+            b.call(nfn, args)
+    b.ret(ir.Constant(I32, 0))
+    return module
+
+
+def _const_data(graph: Graph, v: Value):
+    data = graph.const_value(v)
+    if data is None or not hasattr(data, "tobytes"):
+        raise UnsupportedError(f"value %{v.name} has no constant data to embed")
+    return data
+
+
+def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, layout: WeightLayout) -> ir.Function | None:
+    """Emit @node.<index> for `node`; None when the node needs no code (a view that aliases)."""
+    if node.op in ("reshape", "squeeze", "unsqueeze", "flatten") and plan.of(node.outputs[0]) == plan.of(node.inputs[0]) \
+            and plan.of(node.inputs[0]).kind in ("arena", "input", "weight", "output"):
+        return None
+    ins = [v for v in node.inputs if v is not None]
+    params = [PTR] * (len(ins) + len(node.outputs))
+    fn = ir.Function(mctx.module, ir.FunctionType(ir.VoidType(), params), f"node.{index}")
+    fn.linkage = "internal"
+    n_in = len(ins)
+    for i, a in enumerate(fn.args):
+        a.add_attribute("noalias")
+        a.name = f"in{i}" if i < n_in else f"out{i - n_in}"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    bufs: list[Buf | None] = []
+    weights = []
+    it = iter(fn.args[:n_in])
+    for v in node.inputs:
+        if v is None:
+            bufs.append(None)
+            weights.append(None)
+            continue
+        bufs.append(Buf(next(it), v.type))
+        s = plan.of(v)
+        weights.append(layout.entries.get(s.key) if s.kind == "weight" else None)
+    outs = [Buf(a, v.type) for a, v in zip(fn.args[n_in:], node.outputs)]
+    ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index)
+    LOWERINGS[node.op](ctx)
+    if not ctx.b.block.is_terminated:
+        ctx.b.ret_void()
+    return fn
+
+
+__all__ = ["ABI_VERSION", "ENTRY", "I64", "lower_graph"]

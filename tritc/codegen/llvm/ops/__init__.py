@@ -1,0 +1,39 @@
+"""Lowerings: one function per IR op that emits LLVM IR for a node, registered with @lowering.
+
+    @lowering("relu")
+    def relu(ctx: NodeCtx) -> None: ...
+
+Files mirror tritc/ir/ops/ (elementwise, shape, reduce, nn, cnn, quant, attention, ternary, ...),
+so an op's four places (OpDef, interpreter semantics, LLVM lowering, FPGA lowering) sit side by
+side across the two trees. tests/codegen checks that every op in the table has a lowering.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from ..context import NodeCtx
+
+Lowering = Callable[[NodeCtx], None]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowering(*ops: str) -> Callable[[Lowering], Lowering]:
+    def register(fn: Lowering) -> Lowering:
+        for op in ops:
+            if op in LOWERINGS:
+                raise ValueError(f"two lowerings for op '{op}'")
+            LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+FAMILIES = ("core", "elementwise", "shape", "reduce", "nn", "cnn", "quant", "attention", "ternary", "qonnx", "fused")
+for _family in FAMILIES:
+    try:
+        importlib.import_module(f"{__name__}.{_family}")
+    except ModuleNotFoundError as e:  # a family whose lowerings are not written yet
+        if e.name != f"{__name__}.{_family}":
+            raise

@@ -1,0 +1,51 @@
+"""Run compiled CPU code on numpy arrays: one call into tritc_main per run, no Python per op.
+
+A CpuExecutable wraps one specialisation's object code (loaded with MCJIT). It allocates the
+outputs and a fresh arena per call, so concurrent calls from several Python threads are safe
+(the thread pool inside serialises parallel regions and runs them inline when busy).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..codegen.llvm.jit import LoadedObject
+from ..codegen.llvm.target import Target
+from ..ir.types import TensorType
+
+ALIGN = 64
+
+
+def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
+    """An uninitialised uint8 buffer of `nbytes` whose data pointer is `align`-aligned."""
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
+
+
+class CpuExecutable:
+    """Object code for one specialisation, ready to call."""
+
+    def __init__(self, obj: bytes, target: Target, entry: str, input_types: Sequence[TensorType],
+                 output_types: Sequence[TensorType], arena_bytes: int, weights: np.ndarray):
+        self.lib = LoadedObject(obj, target)
+        self.entry = self.lib.function(entry, ctypes.c_int32, [ctypes.c_void_p] * 4)
+        self.input_types = list(input_types)
+        self.output_types = list(output_types)
+        self.arena_bytes = arena_bytes
+        self.weights = weights  # keep the blob alive as long as the code that reads it
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run on arrays already checked against input_types (contiguous, right dtype)."""
+        outs = [np.empty(t.shape, dtype=t.dtype.np_dtype) for t in self.output_types]  # type: ignore[arg-type]
+        in_ptrs = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
+        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
+        arena = aligned_empty(self.arena_bytes)
+        status = self.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.weights.ctypes.data,
+                            arena.ctypes.data)
+        if status != 0:
+            raise RuntimeError(f"compiled model returned status {status}")
+        return outs
