@@ -2,6 +2,10 @@
 
 _FLOAT8 = "float8 dtypes are not tritc dtypes"
 _SUB_BYTE = "4-bit and 2-bit integer dtypes are not tritc dtypes"
+# The expected values come from ONNX's reference Attention, whose softmax runs step by step in f16 / bf16;
+# the expanded graph runs tritc's Softmax, which computes in float32 and rounds once. The two differ by an
+# ulp of f16 / bf16 (~1e-3 / 4e-3 relative), above these tests' rtol of 1e-3. (The unexpanded tests pass.)
+_LOW_PRECISION_SOFTMAX = "f16/bf16 softmax rounding: tritc's Softmax rounds once from float32, the reference rounds every step"
 
 XFAIL: dict[str, str] = {
     "test_dequantizelinear_e4m3fn": _FLOAT8,
@@ -20,4 +24,10 @@ XFAIL: dict[str, str] = {
     "test_quantizelinear_int4": _SUB_BYTE,
     "test_quantizelinear_uint2": _SUB_BYTE,
     "test_quantizelinear_uint4": _SUB_BYTE,
+    "test_attention_3d_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,
+    "test_attention_4d_attn_mask_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,
+    "test_attention_4d_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,
+    "test_attention_4d_causal_fp16_expanded": _LOW_PRECISION_SOFTMAX,
+    "test_attention_4d_causal_padded_kv_bf16_expanded": _LOW_PRECISION_SOFTMAX,
+    "test_attention_4d_padded_kv_bf16_expanded": _LOW_PRECISION_SOFTMAX,
 }
