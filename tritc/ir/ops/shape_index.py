@@ -12,7 +12,7 @@ from .. import dims
 from ..types import Dim, DType, TensorType
 from . import InferContext, Int, Str, Tensor, Type, TypeRuleError, defop
 from .rules import const_ints, norm_axis, require_dtype, unknown_dims
-from .shape import _INDEX_TYPES, check_budget, fmt, index_input, shape_from_const, vector_length
+from .shape import INDEX_TYPES, check_budget, fmt, index_input, shape_from_const, vector_length
 
 
 def _check_indices(ctx: InferContext, i: int, dim: Dim, what: str) -> None:
@@ -37,7 +37,7 @@ def _merge(a: Dim, b: Dim) -> Dim:
 
 def _gather_type(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
-    it = index_input(ctx, 1, "gather indices", _INDEX_TYPES, rank=None)
+    it = index_input(ctx, 1, "gather indices", INDEX_TYPES, rank=None)
     if t.shape is None or it.shape is None:
         return [t.with_shape(None)]
     axis = norm_axis(ctx.attrs["axis"], len(t.shape), f"gather axis for {fmt(t)}")
@@ -50,22 +50,30 @@ def _gather_type(ctx: InferContext) -> list[TensorType]:
 def gather(data: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
     """Entries of `data` along `axis` picked by `indices` (negative counts from the back); the
     indices' dims replace that axis."""
-    return np.take(data, indices.astype(np.int64), axis=axis)
+    return np.asarray(np.take(data, indices.astype(np.int64), axis=axis))  # a 0-d index gives a numpy scalar
 
 
 def _gather_elements_type(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
-    it = index_input(ctx, 1, "gather_elements indices", _INDEX_TYPES, rank=t.rank)
+    it = index_input(ctx, 1, "gather_elements indices", INDEX_TYPES, rank=t.rank)
     if t.shape is not None:
-        norm_axis(ctx.attrs["axis"], len(t.shape), f"gather_elements axis for {fmt(t)}")
+        axis = norm_axis(ctx.attrs["axis"], len(t.shape), f"gather_elements axis for {fmt(t)}")
+        _check_indices(ctx, 1, t.shape[axis], f"gather_elements index into axis {axis} of {fmt(t)}:")
+        if it.shape is not None:
+            for i, (n, d) in enumerate(zip(it.shape, t.shape)):
+                if i != axis and isinstance(n, int) and isinstance(d, int) and n > d:
+                    raise TypeRuleError(f"indices {fmt(it)} are longer than data {fmt(t)} on axis {i}")
     return [t.with_shape(it.shape)]
 
 
 @defop("gather_elements", onnx="GatherElements", since=(11, 13), inputs=["data", "indices"], outputs=["output"],
        attrs={"axis": Int(0)}, infer=_gather_elements_type)
 def gather_elements(data: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
-    """out[i][j][k] = data[indices[i][j][k]][j][k] for axis 0 (and likewise for other axes)."""
-    return np.take_along_axis(data, indices.astype(np.int64), axis=axis)
+    """out[i][j][k] = data[indices[i][j][k]][j][k] for axis 0 (and likewise for other axes); the
+    output has the indices' shape, which may be smaller than the data's on the other axes."""
+    where = list(np.indices(indices.shape, sparse=True))  # np.take_along_axis would broadcast instead
+    where[axis % data.ndim] = indices.astype(np.int64)
+    return data[tuple(where)]
 
 
 def _gather_nd_type(ctx: InferContext) -> list[TensorType]:
@@ -146,7 +154,7 @@ def scatter_nd(data: np.ndarray, indices: np.ndarray, updates: np.ndarray, *, re
 
 def _scatter_elements_type(ctx: InferContext) -> list[TensorType]:
     t, ut = ctx.type(0), ctx.type(2)
-    it = index_input(ctx, 1, "scatter_elements indices", _INDEX_TYPES, rank=t.rank)
+    it = index_input(ctx, 1, "scatter_elements indices", INDEX_TYPES, rank=t.rank)
     _check_reduction(ctx)
     if ut.dtype != t.dtype:
         raise TypeRuleError(f"updates {fmt(ut)} must have the dtype of data {fmt(t)}")
@@ -154,7 +162,8 @@ def _scatter_elements_type(ctx: InferContext) -> list[TensorType]:
         if len(it.shape) != len(ut.shape) or any(dims.equal(a, b) is False for a, b in zip(it.shape, ut.shape)):
             raise TypeRuleError(f"updates {fmt(ut)} must have the shape of indices {fmt(it)}")
     if t.shape is not None:
-        norm_axis(ctx.attrs["axis"], len(t.shape), f"scatter_elements axis for {fmt(t)}")
+        axis = norm_axis(ctx.attrs["axis"], len(t.shape), f"scatter_elements axis for {fmt(t)}")
+        _check_indices(ctx, 1, t.shape[axis], f"scatter_elements index into axis {axis} of {fmt(t)}:")
     return [t]
 
 
