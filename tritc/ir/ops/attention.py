@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import dims
 from ..types import Dim, DType, TensorType
-from . import Float, InferContext, Int, Type, TypeRuleError, defop
+from . import Float, InferContext, Int, Str, Type, TypeRuleError, defop
 from .rules import broadcast_shapes, require_dtype
 
 FLOATS = (DType.F32, DType.F16, DType.BF16, DType.F64)
@@ -304,3 +304,92 @@ def swiglu(a: np.ndarray, b: np.ndarray, *, alpha: float) -> np.ndarray:
     one = a.dtype.type(1)
     gate = (one / (one + np.exp(a.dtype.type(-alpha) * a))).astype(a.dtype)
     return (a * gate * b).astype(a.dtype)
+
+
+# ---- LinearAttention ----------------------------------------------------------------------------
+
+_UPDATE_RULES = ("linear", "gated", "delta", "gated_delta")
+
+
+def _linear_attention_type(ctx: InferContext) -> list[TensorType]:
+    q, k, v = ctx.type(0), ctx.type(1), ctx.type(2)
+    a = ctx.attrs
+    rule, qh, kvh = a["update_rule"], a["q_num_heads"], a["kv_num_heads"]
+    if rule not in _UPDATE_RULES:
+        raise TypeRuleError(f"update_rule must be one of {', '.join(_UPDATE_RULES)}, got {rule!r}")
+    if qh <= 0 or kvh <= 0 or qh % kvh:
+        raise TypeRuleError(f"q_num_heads {qh} must be a positive multiple of kv_num_heads {kvh}")
+    require_dtype(q, (DType.F32, DType.F16, DType.BF16), "query")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeRuleError(f"query, key and value must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    gated, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+    if ctx.has(4) != gated or ctx.has(5) != delta:
+        raise TypeRuleError(f"update_rule {rule!r} needs {'a' if gated else 'no'} decay and {'a' if delta else 'no'} beta input")
+    for t, name in ((q, "query"), (k, "key"), (v, "value")):
+        if t.rank not in (None, 3):
+            raise TypeRuleError(f"{name} must be 3-D (batch, seq, heads * size), got {t}")
+    batch = seq = d_k = d_v = None
+    if q.shape is not None and k.shape is not None and v.shape is not None:
+        batch = _same(_same(q.shape[0], k.shape[0], "query and key batch"), v.shape[0], "query and value batch")
+        seq = _same(_same(q.shape[1], k.shape[1], "query and key lengths"), v.shape[1], "query and value lengths")
+        d_k = _same(_heads_of(q.shape[2], qh, "query"), _heads_of(k.shape[2], kvh, "key"), "query and key head sizes")
+        d_v = _heads_of(v.shape[2], kvh, "value")
+    for i, name, allowed in ((4, "decay", (kvh, dims.mul(kvh, d_k))), (5, "beta", (kvh, 1))):
+        shape = ctx.type(i).shape if ctx.has(i) else None
+        if shape is not None:
+            if len(shape) != 3:
+                raise TypeRuleError(f"{name} must be 3-D, got {ctx.type(i)}")
+            if isinstance(shape[2], int) and all(isinstance(d, int) and d != shape[2] for d in allowed):
+                raise TypeRuleError(f"{name}'s last dim {shape[2]} must be one of {', '.join(map(str, allowed))}")
+    state_dtype = q.dtype
+    if ctx.has(3):
+        s = ctx.type(3)
+        require_dtype(s, (DType.F32, DType.F16, DType.BF16), "past_state")
+        state_dtype = s.dtype
+        if s.shape is not None:
+            want = (batch, kvh, d_k, d_v)
+            if len(s.shape) != 4:
+                raise TypeRuleError(f"past_state must be 4-D (batch, kv_heads, d_k, d_v), got {s}")
+            batch, _, d_k, d_v = (_same(w, g, "past_state shape") for w, g in zip(want, s.shape))
+    return [TensorType(q.dtype, (batch, seq, dims.mul(qh, d_v))), TensorType(state_dtype, (batch, kvh, d_k, d_v))][: ctx.num_outputs]
+
+
+@defop("linear_attention", onnx="LinearAttention", since=(27,),
+       inputs=["query", "key", "value", "past_state?", "decay?", "beta?"], outputs=["output", "present_state?"],
+       attrs={"chunk_size": Int(64), "kv_num_heads": Int(), "q_num_heads": Int(), "scale": Float(0.0),
+              "update_rule": Str("gated_delta")}, infer=_linear_attention_type)
+def linear_attention(query: np.ndarray, key: np.ndarray, value: np.ndarray, past_state: np.ndarray | None = None,
+                     decay: np.ndarray | None = None, beta: np.ndarray | None = None, *, chunk_size: int,
+                     kv_num_heads: int, q_num_heads: int, scale: float, update_rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """The recurrence S_t = exp(g_t) S_{t-1} + k_t (x) (beta_t (v_t - exp(g_t) S_{t-1}^T k_t)), o_t = scale q_t^T S_t,
+    in float32, token by token (gating and the delta correction per update_rule; chunk_size is only a hint)."""
+    f32 = np.float32
+    b, t, _ = query.shape
+    q4, k4, v4 = (_split_heads(x, h, n).astype(f32) for x, h, n in
+                  ((query, q_num_heads, "query"), (key, kv_num_heads, "key"), (value, kv_num_heads, "value")))
+    d_k, d_v = q4.shape[3], v4.shape[3]
+    if decay is not None:  # per head (B, T, H) or per key feature (B, T, H * d_k) -> (B, H, T, 1 or d_k)
+        per_head = decay.shape[-1] == kv_num_heads
+        if not per_head and decay.shape[-1] != kv_num_heads * d_k:
+            raise ValueError(f"decay's last dim {decay.shape[-1]} is neither kv_num_heads nor kv_num_heads * d_k")
+        decay4 = decay.reshape(b, t, kv_num_heads, 1 if per_head else -1).transpose(0, 2, 1, 3).astype(f32)
+    if beta is not None:  # (B, T, H or 1) -> (B, H or 1, T, 1)
+        if beta.shape[-1] not in (kv_num_heads, 1):
+            raise ValueError(f"beta's last dim {beta.shape[-1]} is neither kv_num_heads nor 1")
+        beta4 = beta.reshape(b, t, beta.shape[-1], 1).transpose(0, 2, 1, 3).astype(f32)
+    if past_state is not None and past_state.shape != (b, kv_num_heads, d_k, d_v):
+        raise ValueError(f"past_state shape {list(past_state.shape)} is not {[b, kv_num_heads, d_k, d_v]}")
+    state = np.zeros((b, kv_num_heads, d_k, d_v), f32) if past_state is None else past_state.astype(f32)
+    scale_value = f32(scale if scale != 0.0 else 1.0 / np.sqrt(d_k))
+    group = q_num_heads // kv_num_heads
+    outputs = np.zeros((b, q_num_heads, t, d_v), f32)
+    for i in range(t):
+        k_t, v_t = k4[:, :, i, :], v4[:, :, i, :]
+        if decay is not None:
+            state = state * np.exp(decay4[:, :, i, :])[..., None]
+        if beta is not None:
+            v_t = beta4[:, :, i, :] * (v_t - np.einsum("bhdm,bhd->bhm", state, k_t))
+        state = state + k_t[..., :, None] * v_t[..., None, :]
+        outputs[:, :, i, :] = scale_value * np.einsum("bhd,bhdm->bhm", q4[:, :, i, :], np.repeat(state, group, axis=1))
+    output = outputs.transpose(0, 2, 1, 3).reshape(b, t, q_num_heads * d_v).astype(query.dtype)
+    return output, state.astype(past_state.dtype if past_state is not None else query.dtype)
