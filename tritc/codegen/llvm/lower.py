@@ -17,7 +17,7 @@ from ...ir.graph import Graph, Node, Value
 from .builder import I8, I32, I64, PTR, gep
 from .context import Buf, ModuleCtx, NodeCtx
 from .memory import MemoryPlan, Storage
-from .ops import LOWERINGS
+from .ops import CONST_OPERANDS, LOWERINGS
 from .target import Target
 from .weights import WeightLayout
 
@@ -66,6 +66,10 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
         fn = LOWERINGS.get(node.op)
         if fn is None:
             raise UnsupportedError(f"node {node.describe()}: op '{node.op}' has no LLVM lowering")
+        for i in CONST_OPERANDS.get(node.op, ()):
+            if i < len(node.inputs) and node.inputs[i] is not None and graph.const_value(node.inputs[i]) is None:
+                raise UnsupportedError(f"node {node.describe()}: operand {i} ({node.inputs[i].name}) must be known "
+                                       f"at compile time")
         args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs]
         nfn = _node_function(mctx, node, index, plan, layout)
         if nfn is not None:

@@ -17,14 +17,22 @@ from ..context import NodeCtx
 
 Lowering = Callable[[NodeCtx], None]
 LOWERINGS: dict[str, Lowering] = {}
+# Operands a lowering needs as compile-time constants (shapes, axes, pads, ...). A graph input
+# feeding one of them is specialised on its value, like a symbolic dim is on its size.
+CONST_OPERANDS: dict[str, tuple[int, ...]] = {}
 
 
-def lowering(*ops: str) -> Callable[[Lowering], Lowering]:
+def lowering(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
+    """Register `fn` as the lowering of `ops`; `const_operands` lists the operand positions that
+    must be constants (the compiler checks, and specialises graph inputs that feed them)."""
+
     def register(fn: Lowering) -> Lowering:
         for op in ops:
             if op in LOWERINGS:
                 raise ValueError(f"two lowerings for op '{op}'")
             LOWERINGS[op] = fn
+            if const_operands:
+                CONST_OPERANDS[op] = tuple(const_operands)
         return fn
 
     return register

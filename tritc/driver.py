@@ -1,0 +1,104 @@
+"""The compile driver behind `tritc.compile` and `tritc compile`: import, passes, weights, code.
+
+    import -> pipeline (passes/pipelines.py) -> weight blob -> code for the default shapes
+
+Everything a user can choose is a keyword argument here and a flag of the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .codegen.llvm.compiler import symbols_of
+from .codegen.llvm.target import host_target
+from .codegen.llvm.weights import layout_weights
+from .errors import OptionError, UnsupportedError
+from .frontend.onnx import import_model, load_model, load_model_bytes
+from .ir.graph import Graph
+from .passes.pass_manager import PassManager, parse_pass_list
+from .passes.pipelines import pipeline as named_pipeline
+from .passes.pipelines import with_ternary_options
+from .runtime.model import CompiledModel, value_specialised_inputs
+
+DEFAULT_DIM = 1  # size compiled ahead of time for a symbolic dim nobody gave a size for
+
+
+def import_any(model: Any) -> tuple[Graph, str]:
+    """A Graph from a path, bytes, ModelProto or Graph (copied), and a name for messages."""
+    if isinstance(model, Graph):
+        return model.copy(), model.name
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model), str(model)
+    if isinstance(model, (bytes, bytearray)):
+        return load_model_bytes(bytes(model)), "<bytes>"
+    if isinstance(model, onnx.ModelProto):
+        return import_model(model), model.graph.name or "<model>"
+    raise TypeError(f"cannot compile a {type(model).__name__}: give a path, bytes, an onnx.ModelProto or a tritc Graph")
+
+
+def build_passes(*, pipeline: str = "cpu", passes: str | None = None, ternary: str | None = None,
+                 ternary_include: Sequence[str] = (), ternary_exclude: Sequence[str] = ()) -> list:
+    if passes:
+        return with_ternary_options(parse_pass_list(passes), ternary=ternary, include=tuple(ternary_include),
+                                    exclude=tuple(ternary_exclude))
+    return named_pipeline(pipeline, ternary=ternary, include=tuple(ternary_include), exclude=tuple(ternary_exclude))
+
+
+def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): int(v) for k, v in items.items()}
+    out: dict[str, int] = {}
+    for item in items:
+        for part in str(item).split(","):
+            name, sep, value = part.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise OptionError(f"bad --shape '{part}' (expected name=size, e.g. batch=1)")
+            out[name.strip()] = int(value)
+    return out
+
+
+def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None, pipeline: str = "cpu",
+                  passes: str | None = None, ternary: str | None = None, ternary_include: Sequence[str] = (),
+                  ternary_exclude: Sequence[str] = (), shapes: Sequence[str] | Mapping[str, int] | None = None,
+                  cpu_features: str | None = None, opt_level: int = 3,
+                  progress: Callable[[str], None] | None = None) -> CompiledModel:
+    """Compile `model` for `target` ("cpu"). Options mirror `tritc compile`'s flags."""
+    if target != "cpu":
+        raise UnsupportedError(f"target '{target}' is not available yet (targets: cpu)")
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be at least 1, not {threads}")
+    say = progress or (lambda _msg: None)
+    say("importing")
+    graph, name = import_any(model)
+    plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
+                         ternary_exclude=ternary_exclude)
+    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
+    pm.run(graph)
+    report = next((p.report for p in plist if p.name == "fold-ternary"), None)
+    say("laying out weights")
+    layout, blob = layout_weights(graph)
+    tgt = host_target(cpu_features, opt_level=opt_level)
+    meta = {"source": Path(name).name if name else "", "passes": [p.describe() for p in plist]}
+    if report is not None:
+        meta["ternary"] = report.summary()
+    cm = CompiledModel(graph, layout, blob, tgt, threads=threads, meta=meta, progress=say)
+    bindings = {s: DEFAULT_DIM for s in symbols_of(graph)}
+    given = parse_shapes(shapes)
+    unknown = [k for k in given if k not in bindings]
+    if unknown:
+        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
+                          f"{', '.join(bindings) or 'none, all static'})")
+    bindings.update(given)
+    if not value_specialised_inputs(graph):
+        cm.compile_for(bindings)
+    say("done")
+    cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
+    cm.ternary_report = report  # type: ignore[attr-defined]
+    return cm

@@ -1,0 +1,124 @@
+"""Save a CompiledModel as an artifact and load it back, recompiling for the host when needed.
+
+On load every section is verified first (artifact.py); then the target is checked: another
+architecture is refused, missing CPU features mean the code is rebuilt for this host (from the
+stored bitcode when the host has the same kernel ISA, otherwise from the stored IR), with a
+warning, so an artifact never runs instructions the CPU lacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+from typing import Any
+
+import llvmlite.binding as llvm
+
+from .. import __version__
+from ..codegen.llvm.compiler import Specialization, compile_specialization
+from ..codegen.llvm.target import Target, host_target, init_llvm
+from ..codegen.llvm.weights import WeightEntry, WeightLayout, read_weights
+from ..errors import ArtifactCompatibilityError, ArtifactError, CompilerError
+from ..ir.text import format_type, parse_graph, parse_type
+from ..ir.verify import verify
+from .artifact import read_artifact, write_artifact
+from .model import CompiledModel, warn
+
+
+def save_model(model: CompiledModel, path: str | os.PathLike[str]) -> None:
+    specs = []
+    sections: dict[str, bytes] = {"ir": model.ir_text.encode(), "weights": bytes(model.blob)}
+    for i, (key, (spec, _)) in enumerate(model._specs.items()):
+        values = dict(key[1])
+        sections[f"object.{i}"] = spec.object
+        sections[f"bitcode.{i}"] = spec.bitcode
+        specs.append({
+            "bindings": spec.bindings,
+            "values": {k: base64.b64encode(v).decode() for k, v in values.items()},
+            "arena_bytes": spec.arena_bytes,
+            "entry": spec.entry,
+            "object": f"object.{i}",
+            "bitcode": f"bitcode.{i}",
+            "input_types": [format_type(t) for t in spec.input_types],
+            "output_types": [format_type(t) for t in spec.output_types],
+        })
+    manifest = {
+        "tritc_version": __version__,
+        "target": {"triple": model.target.triple, "cpu": model.target.cpu, "features": model.target.features,
+                   "isa": model.target.isa, "opt_level": model.target.opt_level},
+        "threads": model.threads,
+        "inputs": [{"name": i.name, "type": format_type(i.type)} for i in model.inputs],
+        "outputs": [{"name": o.name, "type": format_type(o.type)} for o in model.outputs],
+        "weights": [e.to_json() for e in model.layout.entries.values()],
+        "weights_bytes": model.layout.size,
+        "arena_bytes": max([s["arena_bytes"] for s in specs], default=0),
+        "specializations": specs,
+        "meta": model.meta,
+    }
+    write_artifact(path, manifest, sections)
+
+
+def _field(m: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in m or not isinstance(m[key], kind):
+        raise ArtifactError(f"{where}: manifest field '{key}' is missing or not a {kind.__name__}")
+    return m[key]
+
+
+def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> CompiledModel:
+    where = str(path)
+    art = read_artifact(path)
+    m = art.manifest
+    tinfo = _field(m, "target", dict, where)
+    target = Target(str(tinfo.get("triple", "")), str(tinfo.get("cpu", "")), str(tinfo.get("features", "")),
+                    int(tinfo.get("opt_level", 3)))
+    _check_triple(target, where)
+    try:
+        layout = WeightLayout({e["key"]: WeightEntry.from_json(e) for e in _field(m, "weights", list, where)},
+                              int(m.get("weights_bytes", 0)))
+        weights = read_weights(layout, art.sections["weights"])
+        graph = parse_graph(art.sections["ir"].decode(), weights)
+        verify(graph)
+    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
+    model = CompiledModel(graph, layout, art.sections["weights"], target, threads=threads or m.get("threads"),
+                          meta=m.get("meta") or {})
+    for s in _field(m, "specializations", list, where):
+        try:
+            spec = Specialization({str(k): int(v) for k, v in s["bindings"].items()},
+                                  [parse_type(t) for t in s["input_types"]], [parse_type(t) for t in s["output_types"]],
+                                  int(s["arena_bytes"]), art.sections[s["object"]], art.sections[s["bitcode"]],
+                                  str(s["entry"]))
+            values = {k: base64.b64decode(v) for k, v in s.get("values", {}).items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{where}: malformed specialisation entry ({e})") from e
+        model.add_specialization(spec, values)
+    missing = target.missing_on_host()
+    if missing:
+        _retarget(model, target, missing, where)
+    return model
+
+
+def _check_triple(target: Target, where: str) -> None:
+    init_llvm()
+    host = llvm.get_process_triple()
+    arch = target.triple.split("-")[0]
+    if arch != host.split("-")[0]:
+        raise ArtifactCompatibilityError(f"{where}: built for {target.triple}, this host is {host} "
+                                         f"({platform.machine()})")
+
+
+def _retarget(model: CompiledModel, built: Target, missing: list[str], where: str) -> None:
+    host = host_target()
+    shown = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
+    if host.isa == built.isa:
+        warn(f"{where}: built for CPU features this host lacks ({shown}); recompiling from the stored bitcode")
+        model.recompile_objects_for(host)
+        return
+    warn(f"{where}: built for {built.isa} kernels, this host supports {host.isa} (missing {shown}); "
+         f"recompiling from the stored IR")
+    model.target = host
+    for key, (spec, _) in list(model._specs.items()):
+        values = dict(key[1])
+        new = compile_specialization(model._with_values(values), model.layout, spec.bindings, host, threads=model.threads)
+        model._specs[key] = (new, None)
