@@ -1,7 +1,8 @@
 """tritc as an ONNX backend (onnx.backend.base): what ONNX's own conformance suite drives.
 
-`InterpreterBackend.prepare(model)` imports the model and runs it in the reference
-interpreter. Later targets add backends whose `prepare` compiles.
+`InterpreterBackend.prepare(model)` imports the model and runs it in the reference interpreter;
+`CompiledBackend.prepare(model)` imports it and compiles it for this CPU with the same (empty)
+pass list, then runs the native code (shapes and shape-deciding inputs specialised per run).
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ class InterpreterBackend(onnx.backend.base.Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> InterpreterRep:
         return InterpreterRep(import_model(model, base_dir=kwargs.get("base_dir")))
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"
+
+
+class CompiledRep(onnx.backend.base.BackendRep):
+    """A model compiled for the CPU (no passes: the graph exactly as imported)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        names = [i.name for i in self.model.inputs]
+        if isinstance(inputs, dict):
+            feeds = dict(inputs)
+        else:
+            if isinstance(inputs, np.ndarray):
+                inputs = [inputs]
+            feeds = {n: np.asarray(a) for n, a in zip(names, inputs)}
+        return tuple(self.model.run(None, feeds))
+
+
+class CompiledBackend(onnx.backend.base.Backend):
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> CompiledRep:
+        from .driver import compile_model
+
+        return CompiledRep(compile_model(model, pipeline=kwargs.get("pipeline", "none"), threads=kwargs.get("threads", 1)))
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
