@@ -32,6 +32,7 @@ def verify(graph: Graph, check_types: bool = True) -> None:
 def collect_problems(graph: Graph, check_types: bool = True) -> list[str]:
     problems: list[str] = []
     defined: set[int] = set()
+    v_uses: dict[int, set[tuple[int, int]]] = {}
     for v in graph.inputs:
         if v.producer is not None:
             problems.append(f"graph input %{v.name} has a producer")
@@ -50,7 +51,10 @@ def collect_problems(graph: Graph, check_types: bool = True) -> list[str]:
                 continue
             if id(v) not in defined:
                 problems.append(f"node {node.describe()} uses %{v.name} before it is defined")
-            if (node, i) not in [(n, j) for n, j in v.uses if n is node]:
+            # Each value's uses as a set, built once: scanning the list per operand is quadratic on a wide fan-out.
+            if v_uses.get(id(v)) is None:
+                v_uses[id(v)] = {(id(n), j) for n, j in v.uses}
+            if (id(node), i) not in v_uses[id(v)]:
                 problems.append(f"node {node.describe()} operand {i} is missing from the uses of %{v.name}")
         for i, v in enumerate(node.outputs):
             if v.producer is not node or v.index != i:
