@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import CompilerError
+from ...ir.ternary import TernaryWeight
 
 BLOCK = 16  # K and N are padded to multiples of this
 CHUNK_BYTES = 64
@@ -60,10 +61,15 @@ def unpack_trits(packed: np.ndarray, K: int, N: int) -> np.ndarray:
     return (codes[:K, :N].astype(np.int8) - 1).astype(np.int8)
 
 
-def pack_scales(scale: np.ndarray, K: int, N: int, group_size: int = 0) -> np.ndarray:
-    """Scales as the kernels read them (float32): [1] per tensor, [NP] per channel, [K/g, NP] per group.
+def pack_scales(scale: np.ndarray | TernaryWeight, K: int | None = None, N: int | None = None,
+                group_size: int = 0) -> np.ndarray:
+    """Scales as the kernels read them (float32): [1] per tensor, [NP] per channel, [K/g * NP] per group.
 
-    Padded outputs get scale 0 so that they compute to 0 (they are never stored anyway)."""
+    Takes a TernaryWeight, or its scale array with K, N and group_size. Padded outputs get scale 0."""
+    if isinstance(scale, TernaryWeight):
+        K, N = scale.shape
+        scale, group_size = scale.scale, scale.group_size
+    assert K is not None and N is not None, "pack_scales needs K and N with a bare scale array"
     s = np.asarray(scale, dtype=np.float32)
     NP = padded(N)
     if s.ndim == 0:
@@ -81,11 +87,26 @@ def pack_scales(scale: np.ndarray, K: int, N: int, group_size: int = 0) -> np.nd
     return out.reshape(-1)
 
 
-def unpack_scales(packed: np.ndarray, K: int, N: int, group_size: int = 0, granularity: str = "per_channel") -> np.ndarray:
-    """The inverse of pack_scales, for tests and the artifact reader."""
-    p = np.asarray(packed, dtype=np.float32)
-    if granularity == "per_tensor":
-        return p.reshape(()).copy()
-    if granularity == "per_channel":
+def scales_size(scale_shape: tuple[int, ...], N: int) -> int:
+    """Floats pack_scales writes for a scale of this shape."""
+    if len(scale_shape) < 2:
+        return 1 if not scale_shape else padded(N)
+    return scale_shape[0] * padded(N)
+
+
+def unpack_scales(packed: np.ndarray, scale_shape: tuple[int, ...], N: int) -> np.ndarray:
+    """The inverse of pack_scales: the scale array of `scale_shape` () / (N,) / (G, N).
+
+    `packed` may be float32 or raw bytes, and may run past the scales (a blob from their offset)."""
+    p = np.asarray(packed)
+    count = scales_size(tuple(scale_shape), N)
+    if p.dtype != np.float32:
+        p = np.frombuffer(np.ascontiguousarray(p.reshape(-1)[:4 * count], dtype=np.uint8).tobytes(), dtype="<f4")
+    p = p.reshape(-1)[:count].astype(np.float32)
+    if p.size != count:
+        raise CompilerError(f"packed scales have {p.size} floats, shape {list(scale_shape)} needs {count}")
+    if len(scale_shape) == 0:
+        return p.reshape(())
+    if len(scale_shape) == 1:
         return p[:N].copy()
-    return p.reshape(K // group_size, padded(N))[:, :N].copy()
+    return p.reshape(scale_shape[0], padded(N))[:, :N].copy()
