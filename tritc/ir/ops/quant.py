@@ -189,8 +189,8 @@ def dynamic_quantize_linear(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     f32 = np.float32
     hi = np.fmax.reduce(x.reshape(-1), initial=f32(0))
     lo = np.fmin.reduce(x.reshape(-1), initial=f32(0))
-    # All zeros: onnxruntime and ONNX's reference both use (1 / 255) rather than a zero scale.
-    scale = (f32(1) if hi == lo else f32(hi - lo)) / f32(255)
+    # All zeros: a scale of 1 (as onnxruntime gives) rather than 0, whose reciprocal would be infinite.
+    scale = f32(1) if hi == lo else f32(hi - lo) / f32(255)
     zero = np.rint(np.clip(f32(0) - lo / scale, f32(0), f32(255)))
     y = saturating_cast(np.rint(x / scale).astype(np.float64) + np.float64(zero), np.dtype(np.uint8))
     return y, np.array(scale, dtype=np.float32), np.array(zero, dtype=np.uint8)
