@@ -341,6 +341,11 @@ def test_conv_type_rules():
         infer("conv_integer", tt("u8", 1, 4, 8, 8), tt("u8", 8, 3, 3, 3))
     with pytest.raises(TypeRuleError, match="exceeds"):
         infer("conv_integer", tt("u8", 1, 3, 2, 2), tt("u8", 8, 3, 3, 3))
+    with pytest.raises(TypeRuleError, match="x_zero_point must be a scalar"):
+        infer("conv_integer", tt("u8", 1, 3, 8, 8), tt("u8", 8, 3, 3, 3), tt("u8", 3))
+    with pytest.raises(TypeRuleError, match="y_scale must be a scalar"):
+        infer("qlinear_conv", tt("u8", 1, 3, 8, 8), tt("f32"), tt("u8"), tt("u8", 8, 3, 3, 3), tt("f32", 8), tt("u8", 8),
+              tt("f32", 8), tt("u8"))
     with pytest.raises(TypeRuleError, match="output channels"):
         infer("qlinear_conv", tt("u8", 1, 3, 8, 8), tt("f32"), tt("u8"), tt("u8", 8, 3, 3, 3), tt("f32", 4), tt("u8", 4),
               tt("f32"), tt("u8"))

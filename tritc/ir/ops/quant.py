@@ -397,7 +397,15 @@ def _conv_integer_type(ctx: InferContext) -> list[TensorType]:
     for i, name, of in ((2, "x_zero_point", x), (3, "w_zero_point", w)):
         if ctx.has(i) and ctx.type(i).dtype != of.dtype:
             raise TypeRuleError(f"{name} dtype {ctx.type(i).dtype} differs from its operand's {of.dtype}")
+    if ctx.has(2):
+        _require_one_value(ctx.type(2), "x_zero_point")
     return [TensorType(DType.I32, conv_output_shape(x.shape, w.shape, ctx.attrs))]
+
+
+def _require_one_value(t: TensorType, what: str) -> None:
+    """A per-tensor parameter: a scalar or a one-element tensor."""
+    if t.shape is not None and any(isinstance(d, int) and d != 1 for d in t.shape):
+        raise TypeRuleError(f"{what} must be a scalar (per tensor), got {t}")
 
 
 def _per_channel(p: np.ndarray | None, rank: int, what: str, channels: int) -> np.ndarray | int:
@@ -441,6 +449,8 @@ def _qlinear_conv_type(ctx: InferContext) -> list[TensorType]:
     for zi, of, name in ((2, x, "x_zero_point"), (5, w, "w_zero_point")):
         if ctx.type(zi).dtype != of.dtype:
             raise TypeRuleError(f"{name} dtype {ctx.type(zi).dtype} differs from its operand's {of.dtype}")
+    for i, name in ((1, "x_scale"), (2, "x_zero_point"), (6, "y_scale"), (7, "y_zero_point")):
+        _require_one_value(ctx.type(i), name)
     if ctx.has(8):
         require_dtype(ctx.type(8), (DType.I32,), "B")
     if w.shape is not None:
