@@ -21,6 +21,7 @@ from tritc.ir.interpreter import run
 from tritc.ir.ops import OPS, InferContext, TypeRuleError
 from tritc.ir.ops import shape as shape_ops
 from tritc.ir.ops.shape import slice_dim
+from tritc.ir.text import parse_graph, print_graph
 from tritc.ir.types import DType, TensorType
 
 I64 = DType.I64
@@ -291,6 +292,8 @@ BOMBS = [
     ("tile", (np.zeros((2, 2), np.float32), vec(2**20, 2**20))),
     ("pad", (np.zeros((2, 2), np.float32), vec(2**40, 0, 0, 0))),
     ("one_hot", (vec(1, 2, 3), np.array(2**40, np.int64), np.array([0, 1], np.float32))),
+    ("gather", (np.zeros((1, 2**16), np.float32), np.zeros(2**16, np.int64))),
+    ("gather_nd", (np.zeros((1, 2**16), np.float32), np.zeros((2**16, 1), np.int64))),
 ]
 
 
@@ -337,7 +340,7 @@ def test_every_active_onnx_version_imports(op):
         assert covered or (opdef.onnx, v) in NOT_COVERED, f"{opdef.onnx}-{v} has neither since nor an adapter"
 
 
-# ---- end to end: old versions through the adapters, against onnxruntime --------------------------
+# ---- end to end: old versions through the adapters, text round trip, against onnxruntime ---------
 
 
 def _value(name: str, a: np.ndarray) -> onnx.ValueInfoProto:
@@ -353,7 +356,10 @@ def check_against_ort(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset:
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)], ir_version=8)
     model = onnx.shape_inference.infer_shapes(model)  # onnxruntime wants typed graph outputs
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    got = run(import_model(model), feeds)
+    graph = import_model(model)
+    text = print_graph(graph)
+    assert print_graph(parse_graph(text, graph.weights)) == text
+    got = run(graph, feeds)
     assert len(got) == len(expected)
     for name, e in zip(node.output, expected):
         assert got[name].dtype == e.dtype and got[name].shape == e.shape, (name, got[name].shape, e.shape)

@@ -250,6 +250,7 @@ def squeeze(data: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
     """`data` without the given dims of size 1 (without every dim of size 1 when `axes` is absent)."""
     if axes is None:
         return np.asarray(np.squeeze(data))
+    # An empty `axes` squeezes nothing, as ONNX's reference and shape inference read the spec.
     return np.asarray(np.squeeze(data, axis=tuple(int(a) for a in axes.reshape(-1))))
 
 

@@ -50,6 +50,8 @@ def _gather_type(ctx: InferContext) -> list[TensorType]:
 def gather(data: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
     """Entries of `data` along `axis` picked by `indices` (negative counts from the back); the
     indices' dims replace that axis."""
+    axis = axis % data.ndim if data.ndim else axis
+    check_budget("gather", data.shape[:axis] + indices.shape + data.shape[axis + 1:])  # few indices, big rows
     return np.asarray(np.take(data, indices.astype(np.int64), axis=axis))  # a 0-d index gives a numpy scalar
 
 
@@ -105,6 +107,7 @@ def gather_nd(data: np.ndarray, indices: np.ndarray, *, batch_dims: int) -> np.n
     b, k = batch_dims, indices.shape[-1]
     batch_shape, mid_shape, rest_shape = data.shape[:b], indices.shape[b:-1], data.shape[b + k:]
     nb, m = math.prod(batch_shape), math.prod(mid_shape)
+    check_budget("gather_nd", batch_shape + mid_shape + rest_shape)
     flat = data.reshape((nb,) + data.shape[b:])
     idx = indices.astype(np.int64).reshape(nb, m, k)
     picked = flat[(np.arange(nb)[:, None],) + tuple(idx[..., j] for j in range(k))]  # [nb, m, *rest]
