@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto
 from onnx import helper as oh
 
-from tritc.errors import ResourceLimitError
+from tritc.errors import ModelValidationError, ResourceLimitError
 from tritc.frontend.adapters import find_adapter
 from tritc.frontend.onnx import import_model
 from tritc.ir import dims
@@ -473,3 +473,16 @@ def test_transformer_shape_chain_propagates_symbols():
     out = run(g, {"x": rng.standard_normal((2, 5, 128)).astype(np.float32), "past": np.zeros((2, 4, 3, 32), np.float32)})
     assert out["present"].shape == (2, 4, 8, 32)
     assert out["xf"].shape == (2, 640)
+
+
+@pytest.mark.parametrize("node,consts,message", [
+    (N("Reshape", ["x", "s"], ["y"]), {"s": vec(-1, -1)}, "-1"),
+    (N("Slice", ["x", "s", "e", "a"], ["y"]), {"s": vec(0), "e": vec(1), "a": vec(4)}, "out of range"),
+    (N("Pad", ["x", "p"], ["y"]), {"p": vec(0, 0, 0, -9, 0, 0, 0, 0)}, "negative dim|remove more"),
+    (N("Squeeze", ["x", "a"], ["y"]), {"a": vec(1)}, r"\[2,3,4,5\]|3"),
+], ids=["reshape-two-minus-ones", "slice-axis", "pad-too-negative", "squeeze-non-one"])
+def test_frontend_reports_invalid_shape_ops_as_model_validation_errors(node, consts, message):
+    inits = [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()]
+    graph = oh.make_graph([node], "g", [_value("x", X)], [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    with pytest.raises(ModelValidationError, match=message):
+        import_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]))
