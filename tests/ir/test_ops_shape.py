@@ -476,10 +476,10 @@ def test_transformer_shape_chain_propagates_symbols():
 
 
 @pytest.mark.parametrize("node,consts,message", [
-    (N("Reshape", ["x", "s"], ["y"]), {"s": vec(-1, -1)}, "-1"),
-    (N("Slice", ["x", "s", "e", "a"], ["y"]), {"s": vec(0), "e": vec(1), "a": vec(4)}, "out of range"),
+    (N("Reshape", ["x", "s"], ["y"]), {"s": vec(-1, -1)}, r"reshape of f32\[2,3,4,5\]: shape \[-1, -1\] has more than one -1"),
+    (N("Slice", ["x", "s", "e", "a"], ["y"]), {"s": vec(0), "e": vec(1), "a": vec(4)}, "slice axes 4 is out of range for rank 4"),
     (N("Pad", ["x", "p"], ["y"]), {"p": vec(0, 0, 0, -9, 0, 0, 0, 0)}, "negative dim|remove more"),
-    (N("Squeeze", ["x", "a"], ["y"]), {"a": vec(1)}, r"\[2,3,4,5\]|3"),
+    (N("Squeeze", ["x", "a"], ["y"]), {"a": vec(1)}, r"cannot squeeze axis 1 of f32\[2,3,4,5\]: its dim is 3"),
 ], ids=["reshape-two-minus-ones", "slice-axis", "pad-too-negative", "squeeze-non-one"])
 def test_frontend_reports_invalid_shape_ops_as_model_validation_errors(node, consts, message):
     inits = [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()]
