@@ -68,13 +68,23 @@ def _last_axis_only(graph: Graph, n: Node, rank: int | None) -> bool:
     return (a + rank if a < 0 else a) == rank - 1 and int(n.attrs.get("keepdims", 1)) == 1
 
 
-def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float] | None:
-    """s = act_max / clamp(max|x| over the last axis, min=eps): (x, act_max, eps)."""
-    d = _prod(s, "div")
-    if d is None:
+def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float, str] | None:
+    """s = act_max / clamp(max|x| over the last axis, min=eps), written as a division or as
+    act_max * reciprocal(...): (x, act_max, eps, form) with form "div" or "mul_reciprocal"."""
+    d = _prod(s, "div", "mul")
+    if d is None or len(d.inputs) != 2:
         return None
-    act_max = _scalar(graph, d.inputs[0])
-    den = d.inputs[1]
+    den: Value | None = None
+    act_max: float | None = None
+    form = "div"
+    if d.op == "div":
+        act_max, den = _scalar(graph, d.inputs[0]), d.inputs[1]
+    else:
+        for i in (0, 1):
+            r = _prod(d.inputs[i], "reciprocal")
+            k = _scalar(graph, d.inputs[1 - i])
+            if r is not None and k is not None:
+                act_max, den, form = k, r.inputs[0], "mul_reciprocal"
     if act_max is None or den is None:
         return None
     clamped = _clamp(graph, den)
@@ -87,11 +97,11 @@ def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float] | None:
     a = _prod(r.inputs[0], "abs")
     if a is None or a.inputs[0] is None or not _last_axis_only(graph, r, a.inputs[0].type.rank):
         return None
-    return a.inputs[0], act_max, eps
+    return a.inputs[0], act_max, eps, form
 
 
-def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float] | None:
-    """q = clip(round(x * s), -128, 127) (or round of the clip): (x, s, act_max, eps)."""
+def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float, str] | None:
+    """q = clip(round(x * s), -128, 127) (or round of the clip): (x, s, act_max, eps, scale form)."""
     inner: Value | None
     rnd = _prod(q, "round")
     if rnd is not None:
@@ -118,7 +128,7 @@ def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float] | N
             continue
         found = match_scale(graph, s)
         if found is not None and found[0] is x:
-            return x, s, found[1], found[2]
+            return x, s, found[1], found[2], found[3]
     return None
 
 
@@ -136,8 +146,11 @@ class FuseBitlinear(Pass):
             changed |= self._dequant_first(graph, node) or self._dequant_after(graph, node)
         return changed
 
-    def _fuse(self, graph: Graph, node: Node, x: Value, act_max: float, eps: float, replace: Value) -> None:
+    def _fuse(self, graph: Graph, node: Node, codes: tuple, replace: Value) -> None:
+        x, _, act_max, eps, form = codes
         attrs = {"act": "int8", "act_max": float(np.float32(act_max)), "act_eps": float(np.float32(eps))}
+        if form != "div":
+            attrs["act_scale"] = form
         new = graph.add("ternary_matmul", [x] + node.inputs[1:], [replace.type], attrs, node.name, before=node)
         graph.replace_all_uses(replace, new.outputs[0])
 
@@ -148,8 +161,7 @@ class FuseBitlinear(Pass):
         codes = match_codes(graph, d.inputs[0])
         if codes is None or codes[1] is not d.inputs[1]:
             return False
-        x, _, act_max, eps = codes
-        self._fuse(graph, node, x, act_max, eps, node.outputs[0])
+        self._fuse(graph, node, codes, node.outputs[0])
         graph.erase(node)
         return True
 
@@ -161,8 +173,7 @@ class FuseBitlinear(Pass):
         user = out.uses[0][0]
         if user.op != "div" or user.inputs[0] is not out or user.inputs[1] is not codes[1] or len(node.inputs) > 2:
             return False
-        x, _, act_max, eps = codes
-        self._fuse(graph, node, x, act_max, eps, user.outputs[0])
+        self._fuse(graph, node, codes, user.outputs[0])
         graph.erase(user)
         graph.erase(node)
         return True

@@ -21,14 +21,24 @@ from .rules import broadcast_shapes
 ACT_MODES = ("float", "int8")
 
 
-def quantize_activations(x: np.ndarray, act_max: float, act_eps: float) -> tuple[np.ndarray, np.ndarray]:
+ACT_SCALE_FORMS = ("div", "mul_reciprocal")
+
+
+def quantize_activations(x: np.ndarray, act_max: float, act_eps: float,
+                         act_scale: str = "div") -> tuple[np.ndarray, np.ndarray]:
     """Per-row absmax quantisation: int8 codes q and the float32 factor s with x ~ q / s.
 
-    s = act_max / max(max|x|, act_eps), computed in float32; q = clip(round_half_even(x * s), -128, 127).
+    s = act_max / max(max|x|, act_eps) in float32 (act_scale "div"), or act_max * (1 / max(...))
+    ("mul_reciprocal", as transformers' BitNet computes it: the two differ in the last bit);
+    q = clip(round_half_even(x * s), -128, 127).
     """
     x = x.astype(np.float32, copy=False)
     absmax = np.max(np.abs(x), axis=-1, keepdims=True) if x.shape[-1] else np.zeros(x.shape[:-1] + (1,), np.float32)
-    s = (np.float32(act_max) / np.maximum(absmax, np.float32(act_eps))).astype(np.float32)
+    clamped = np.maximum(absmax, np.float32(act_eps))
+    if act_scale == "mul_reciprocal":
+        s = ((np.float32(1) / clamped).astype(np.float32) * np.float32(act_max)).astype(np.float32)
+    else:
+        s = (np.float32(act_max) / clamped).astype(np.float32)
     q = np.clip(np.rint(x * s), -128, 127).astype(np.int8)
     return q, s
 
@@ -53,6 +63,8 @@ def _infer(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"activations must be float, got {x.dtype}")
     if ctx.attrs["act"] not in ACT_MODES:
         raise TypeRuleError(f"act must be one of {', '.join(ACT_MODES)}, got '{ctx.attrs['act']}'")
+    if ctx.attrs["act_scale"] not in ACT_SCALE_FORMS:
+        raise TypeRuleError(f"act_scale must be one of {', '.join(ACT_SCALE_FORMS)}, got '{ctx.attrs['act_scale']}'")
     if w.shape is None or len(w.shape) != 2:
         raise TypeRuleError(f"weight must be 2-D, got {w}")
     k, n = w.shape
@@ -70,11 +82,12 @@ def _infer(ctx: InferContext) -> list[TensorType]:
 
 
 @defop("ternary_matmul", inputs=["X", "W", "bias?"], attrs={"act": Str("float"), "act_max": Float(127.0),
-                                                            "act_eps": Float(1e-5)}, infer=_infer)
+                                                            "act_eps": Float(1e-5), "act_scale": Str("div")},
+       infer=_infer)
 def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = None, *,
-                   act: str, act_max: float, act_eps: float) -> np.ndarray:
+                   act: str, act_max: float, act_eps: float, act_scale: str) -> np.ndarray:
     if act == "int8":
-        q, s = quantize_activations(x, act_max, act_eps)
+        q, s = quantize_activations(x, act_max, act_eps, act_scale)
         acc = ternary_accumulate(q, w.trits, w.group_size)
         if w.granularity == "per_group":
             # One rescale per group and output, then the groups are summed in float32.
