@@ -84,7 +84,7 @@ def test_invalid_operands_name_both_types():
     with pytest.raises(TypeRuleError, match="min is f64"):
         infer("clip", TensorType(F32, (2,)), TensorType(DType.F64, ()))
     with pytest.raises(TypeRuleError, match="does not broadcast to X"):
-        infer("prelu", TensorType(F32, (2, 3)), TensorType(F32, (4, 3)))
+        infer("prelu", TensorType(F32, (2, 3)), TensorType(F32, (2, 1, 3)))
     with pytest.raises(TypeRuleError, match="direction"):
         infer("bit_shift", TensorType(DType.U8, (2,)), TensorType(DType.U8, (2,)), direction="UP")
 

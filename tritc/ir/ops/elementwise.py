@@ -226,52 +226,37 @@ def is_inf(x: np.ndarray, *, detect_negative: int, detect_positive: int) -> np.n
     return _as((np.isneginf(v) & bool(detect_negative)) | (np.isposinf(v) & bool(detect_positive)), np.bool_)
 
 
-# ---- comparisons and logic --------------------------------------------------------------------
-
-
-@defop("equal", onnx="Equal", since=(7, 11, 13, 19), inputs=["A", "B"], outputs=["C"], infer=_broadcast(None, DType.BOOL))
-def equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.equal(a, b), np.bool_)
-
-
-@defop("less", onnx="Less", since=(7, 9, 13), inputs=["A", "B"], outputs=["C"], infer=_broadcast(None, DType.BOOL))
-def less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.less(a, b), np.bool_)
-
-
-@defop("greater", onnx="Greater", since=(7, 9, 13), inputs=["A", "B"], outputs=["C"], infer=_broadcast(None, DType.BOOL))
-def greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.greater(a, b), np.bool_)
-
-
-@defop("less_or_equal", onnx="LessOrEqual", since=(12, 16), inputs=["A", "B"], outputs=["C"],
-       infer=_broadcast(None, DType.BOOL))
-def less_or_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.less_equal(a, b), np.bool_)
-
-
-@defop("greater_or_equal", onnx="GreaterOrEqual", since=(12, 16), inputs=["A", "B"], outputs=["C"],
-       infer=_broadcast(None, DType.BOOL))
-def greater_or_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.greater_equal(a, b), np.bool_)
-
+# ---- comparisons, logic and bitwise ops: one numpy function of two broadcast operands ----------
 
 _BOOL = [DType.BOOL]
 
+_BINARY_FUNCTIONS: dict[str, tuple[str, tuple[int, ...], Callable[..., np.ndarray], str | list[DType] | None, bool]] = {
+    # IR name: (ONNX name, since, function, operand kind, result is bool)
+    "equal": ("Equal", (7, 11, 13, 19), np.equal, None, True),
+    "less": ("Less", (7, 9, 13), np.less, None, True),
+    "greater": ("Greater", (7, 9, 13), np.greater, None, True),
+    "less_or_equal": ("LessOrEqual", (12, 16), np.less_equal, None, True),
+    "greater_or_equal": ("GreaterOrEqual", (12, 16), np.greater_equal, None, True),
+    "and": ("And", (7,), np.logical_and, _BOOL, True),
+    "or": ("Or", (7,), np.logical_or, _BOOL, True),
+    "xor": ("Xor", (7,), np.logical_xor, _BOOL, True),
+    "bitwise_and": ("BitwiseAnd", (18,), np.bitwise_and, "int", False),
+    "bitwise_or": ("BitwiseOr", (18,), np.bitwise_or, "int", False),
+    "bitwise_xor": ("BitwiseXor", (18,), np.bitwise_xor, "int", False),
+}
 
-@defop("and", onnx="And", since=(7,), inputs=["A", "B"], outputs=["C"], infer=_broadcast(_BOOL))
-def and_(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.logical_and(a, b), np.bool_)
+
+def _binary_function(onnx: str, fn: Callable[..., np.ndarray], to_bool: bool) -> Callable[..., np.ndarray]:
+    def compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _as(fn(a, b), np.bool_ if to_bool else a.dtype)
+
+    compute.__doc__ = f"{onnx}: numpy's {fn.__name__} of the broadcast operands."
+    return compute
 
 
-@defop("or", onnx="Or", since=(7,), inputs=["A", "B"], outputs=["C"], infer=_broadcast(_BOOL))
-def or_(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.logical_or(a, b), np.bool_)
-
-
-@defop("xor", onnx="Xor", since=(7,), inputs=["A", "B"], outputs=["C"], infer=_broadcast(_BOOL))
-def xor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.logical_xor(a, b), np.bool_)
+for _name, (_onnx, _since, _fn2, _kind, _to_bool) in _BINARY_FUNCTIONS.items():
+    defop(_name, onnx=_onnx, since=_since, inputs=["A", "B"], outputs=["C"],
+          infer=_broadcast(_kind, DType.BOOL if _to_bool else None))(_binary_function(_onnx, _fn2, _to_bool))
 
 
 @defop("not", onnx="Not", since=(1,), inputs=["X"], infer=_map(_BOOL))
@@ -279,7 +264,9 @@ def not_(x: np.ndarray) -> np.ndarray:
     return _as(np.logical_not(x), np.bool_)
 
 
-# ---- bitwise ----------------------------------------------------------------------------------
+@defop("bitwise_not", onnx="BitwiseNot", since=(18,), inputs=["X"], infer=_map("int"))
+def bitwise_not(x: np.ndarray) -> np.ndarray:
+    return _as(np.invert(x), x.dtype)
 
 
 def _bit_shift_rule(ctx: InferContext) -> list[TensorType]:
@@ -304,26 +291,6 @@ def bit_shift(x: np.ndarray, y: np.ndarray, *, direction: str) -> np.ndarray:
         return _as(np.where(out_of_range, 0, shifted), x.dtype)
     shifted = np.right_shift(x, amount.astype(x.dtype))  # arithmetic for signed dtypes
     return _as(np.where(out_of_range, np.where(x < 0, -1, 0), shifted), x.dtype)
-
-
-@defop("bitwise_and", onnx="BitwiseAnd", since=(18,), inputs=["A", "B"], outputs=["C"], infer=_broadcast("int"))
-def bitwise_and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.bitwise_and(a, b), a.dtype)
-
-
-@defop("bitwise_or", onnx="BitwiseOr", since=(18,), inputs=["A", "B"], outputs=["C"], infer=_broadcast("int"))
-def bitwise_or(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.bitwise_or(a, b), a.dtype)
-
-
-@defop("bitwise_xor", onnx="BitwiseXor", since=(18,), inputs=["A", "B"], outputs=["C"], infer=_broadcast("int"))
-def bitwise_xor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _as(np.bitwise_xor(a, b), a.dtype)
-
-
-@defop("bitwise_not", onnx="BitwiseNot", since=(18,), inputs=["X"], infer=_map("int"))
-def bitwise_not(x: np.ndarray) -> np.ndarray:
-    return _as(np.invert(x), x.dtype)
 
 
 # ---- selection, casts -------------------------------------------------------------------------
