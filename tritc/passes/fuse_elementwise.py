@@ -3,9 +3,9 @@
     %t = mul(%a, %b) : f32[n,64]; %y = relu(%t) : f32[n,64]
     %y = fused_elementwise(%a, %b) {body = "graph @fused(...) { %t = mul(..) .. %y = relu(%t) .. }"} : f32[n,64]
 
-A producer joins its consumer's group when it is elementwise, its only user is that consumer,
-it is not a graph output, and it has the consumer's result shape (so fusing never recomputes
-anything). Each group is a tree whose root is the last node; the fused node takes its place.
+A producer joins a group when it is elementwise, every user of its result is in that group, it
+is not a graph output, and it has the group's result shape (so fusing never recomputes anything
+and no value escapes the group but the root's). The fused node takes the root's place.
 Small inline constants are copied into the body so backends see them as immediates.
 """
 
@@ -87,10 +87,12 @@ class FuseElementwise(Pass):
             if is_elementwise(node):
                 out = node.outputs[0]
                 users = out.users
+                roots = {id(root_of[id(u)]) for u in users if id(u) in root_of}
                 root = None
-                if (id(out) not in outputs and len(users) == 1 and id(users[0]) in root_of
-                        and _same_shape(out.type, users[0].outputs[0].type)):
-                    root = root_of[id(users[0])]
+                if (id(out) not in outputs and users and len(roots) == 1 and all(id(u) in root_of for u in users)):
+                    candidate = root_of[id(users[0])]
+                    if _same_shape(out.type, candidate.outputs[0].type):
+                        root = candidate
                 if root is None:
                     root = node
                 root_of[id(node)] = root
