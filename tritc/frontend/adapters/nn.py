@@ -15,9 +15,11 @@ from . import ImportNode, adapter
 @adapter("Dropout", 7, 10)
 def dropout_ratio_attribute(node: ImportNode) -> None:
     """Dropout-7,10 take the ratio as an attribute (and have no training_mode: they run as
-    inference); Dropout-12 takes it as input 1. Dropout-7's mask has the data's dtype, tritc's is
-    bool; the frontend reports that clash if a model uses the mask."""
+    inference); Dropout-12 takes it as input 1. Dropout-7's mask has the data's dtype, not bool."""
     node.attr_to_input("ratio", 1, np.float32)
+    data = node.inputs[0]
+    if node.version == 7 and data is not None:
+        node.attrs["mask_dtype"] = data.type.dtype
 
 
 @adapter("BatchNormalization", 7, 9)

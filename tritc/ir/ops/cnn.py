@@ -19,6 +19,7 @@ from ..types import Dim, DType, TensorType
 from . import Float, InferContext, Int, Ints, Str, TypeRuleError, defop
 from .nn import check_dim, fmt, widen
 from .rules import require_dtype, same_dtype
+from .shape import check_budget
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -97,7 +98,7 @@ def _slices(w: Window, offset: Sequence[int], out: Sequence[int]) -> tuple[slice
     return tuple(slice(o * d, o * d + (m - 1) * s + 1, s) for o, d, s, m in zip(offset, w.dilations, w.strides, out))
 
 
-def _pad_for(x: np.ndarray, w: Window, value: float | int) -> tuple[np.ndarray, list[int], list[int]]:
+def _pad_for(x: np.ndarray, w: Window, value: float | int, op: str) -> tuple[np.ndarray, list[int], list[int]]:
     """x padded with `value` so that every window is in bounds; with the output and begin-pad sizes."""
     geometry = [w.dim(i, n) for i, n in enumerate(x.shape[2:])]
     out = [g[0] for g in geometry]
@@ -107,6 +108,7 @@ def _pad_for(x: np.ndarray, w: Window, value: float | int) -> tuple[np.ndarray, 
         needed = (m - 1) * w.strides[i] + (w.kernel[i] - 1) * w.dilations[i] + 1  # ceil_mode may reach past the end pad
         widths.append((b, max(e, needed - b - x.shape[2 + i])))
     if any(b or e for b, e in widths):
+        check_budget(op, [n + b + e for n, (b, e) in zip(x.shape, widths)])  # pads come from the model
         x = np.pad(x, widths, constant_values=value)
     return x, out, begins
 
@@ -184,12 +186,13 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, **attrs) -> 
     win = Window.of(attrs, w.shape[2:], "Conv")
     g = attrs["group"]
     wx, ww, wb = widen(x, w, b)
-    padded, out, _ = _pad_for(wx, win, 0)
+    padded, out, _ = _pad_for(wx, win, 0, "conv")
     n, c = x.shape[:2]
     m = w.shape[0]
     positions = math.prod(out)
     # im2col: cols[n, c, j, p] = the input value kernel offset j meets at output position p.
     offsets = list(itertools.product(*(range(k) for k in win.kernel)))
+    check_budget("conv", (n, c, len(offsets), *out))
     cols = np.empty((n, c, len(offsets), *out), dtype=wx.dtype)
     for j, offset in enumerate(offsets):
         cols[:, :, j] = padded[(..., *_slices(win, offset, out))]
@@ -246,11 +249,13 @@ def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, **
     wt = ww.reshape(g, c // g, (m // g) * len(offsets)).transpose(0, 2, 1)
     cols = np.matmul(wt, wx.reshape(n, g, c // g, -1)).reshape(n, m, len(offsets), *spatial)
     full_shape = [(sp - 1) * s + (k - 1) * d + 1 for sp, s, k, d in zip(spatial, win.strides, win.kernel, win.dilations)]
+    geometry = [_transposed_geometry(attrs, win, i, sp) for i, sp in enumerate(spatial)]
+    check_budget("conv_transpose", (n, m, *full_shape))
+    check_budget("conv_transpose", (n, m, *(out for out, _ in geometry)))  # output_shape comes from the model
     full = np.zeros((n, m, *full_shape), dtype=wx.dtype)
     for j, offset in enumerate(offsets):
         full[(..., *_slices(win, offset, spatial))] += cols[:, :, j]
     # Crop (positive begin pad) or extend with zeros (negative begin pad, output_padding) to the output.
-    geometry = [_transposed_geometry(attrs, win, i, sp) for i, sp in enumerate(spatial)]
     y = np.zeros((n, m, *(out for out, _ in geometry)), dtype=wx.dtype)
     src, dst = [], []
     for (out, begin), length in zip(geometry, full_shape):
@@ -298,7 +303,7 @@ def max_pool(x: np.ndarray, *, storage_order: int, **attrs) -> tuple[np.ndarray,
     index into X (the first one on ties), spatial dims row-major or, with storage_order 1, column-major."""
     win = Window.of(attrs, attrs["kernel_shape"], "MaxPool")
     lowest = -np.inf if x.dtype.kind == "f" or x.dtype.name == "bfloat16" else np.iinfo(x.dtype).min
-    padded, out, begins = _pad_for(x, win, lowest)
+    padded, out, begins = _pad_for(x, win, lowest, "max_pool")
     y = np.full((*x.shape[:2], *out), lowest, dtype=x.dtype)
     best = np.zeros(y.shape, dtype=np.int64)  # the kernel offset number of each maximum so far
     offsets = list(itertools.product(*(range(k) for k in win.kernel)))
@@ -334,8 +339,8 @@ def _window_counts(x_shape: Sequence[int], win: Window, out: Sequence[int], begi
     return counts
 
 
-def _window_sum(x: np.ndarray, win: Window) -> tuple[np.ndarray, list[int], list[int]]:
-    padded, out, begins = _pad_for(x, win, 0)
+def _window_sum(x: np.ndarray, win: Window, op: str) -> tuple[np.ndarray, list[int], list[int]]:
+    padded, out, begins = _pad_for(x, win, 0, op)
     total = np.zeros((*x.shape[:2], *out), dtype=x.dtype)
     for offset in itertools.product(*(range(k) for k in win.kernel)):
         total += padded[(..., *_slices(win, offset, out))]
@@ -349,7 +354,7 @@ def average_pool(x: np.ndarray, *, count_include_pad: int, **attrs) -> np.ndarra
     inside X and its explicit pads (pads that ceil_mode adds are never counted)."""
     win = Window.of(attrs, attrs["kernel_shape"], "AveragePool")
     (wx,) = widen(x)
-    total, out, begins = _window_sum(wx, win)
+    total, out, begins = _window_sum(wx, win, "average_pool")
     counts = _window_counts(x.shape[2:], win, out, begins, bool(count_include_pad))
     with np.errstate(invalid="ignore", divide="ignore"):
         return (total / counts.astype(wx.dtype)).astype(x.dtype, copy=False)
@@ -361,7 +366,7 @@ def lp_pool(x: np.ndarray, *, p: int, **attrs) -> np.ndarray:
     """(sum |x|^p) ^ (1/p) over each window; padding adds nothing."""
     win = Window.of(attrs, attrs["kernel_shape"], "LpPool")
     (wx,) = widen(x)
-    total, _, _ = _window_sum(np.abs(wx) ** p, win)
+    total, _, _ = _window_sum(np.abs(wx) ** p, win, "lp_pool")
     return (total ** (1.0 / p)).astype(x.dtype, copy=False)
 
 

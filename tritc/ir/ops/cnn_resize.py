@@ -15,6 +15,7 @@ from ..types import Dim, DType, TensorType
 from . import BY_ONNX, OPS, Float, InferContext, Int, Ints, Str, TypeRuleError, defop
 from .nn import fmt
 from .rules import norm_axes
+from .shape import check_budget
 
 MODES = ("nearest", "linear", "cubic")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
@@ -121,6 +122,7 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float, roi: tupl
         y = np.take(x, index, axis=axis)
     else:
         index, weight = _taps(coords, in_len, scale, attrs["mode"], attrs)
+        check_budget("resize", x.shape[:axis] + index.shape + x.shape[axis + 1:])  # antialiasing widens the taps
         gathered = np.take(x, index, axis=axis)  # the axis becomes [out, taps]
         shape = (1,) * axis + weight.shape + (1,) * (x.ndim - axis - 1)
         y = (gathered * weight.reshape(shape)).sum(axis=axis + 1)
@@ -157,14 +159,18 @@ def _resize_type(ctx: InferContext) -> list[TensorType]:
     if _present(scales) and (scales <= 0).any():
         raise TypeRuleError(f"Resize: scales {scales.tolist()} must be positive")
     out: list[Dim] = list(x.shape)
-    if _present(scales) or _present(sizes):
-        if any(not isinstance(x.shape[ax], int) for ax in axes):
-            for ax, f in zip(axes, scales if _present(scales) else [None] * len(axes)):
-                out[ax] = x.shape[ax] if f == 1.0 else None
-        else:
-            _, lengths = _targets(x.shape, axes, scales, sizes, a["keep_aspect_ratio_policy"])  # type: ignore[arg-type]
-            for ax, n in zip(axes, lengths):
-                out[ax] = n
+    static = all(isinstance(x.shape[ax], int) for ax in axes)
+    if static and (_present(scales) or _present(sizes)):
+        _, lengths = _targets(x.shape, axes, scales, sizes, a["keep_aspect_ratio_policy"])  # type: ignore[arg-type]
+        for ax, n in zip(axes, lengths):
+            out[ax] = n
+    elif _present(scales):
+        for ax, f in zip(axes, scales.tolist()):
+            n = x.shape[ax]
+            out[ax] = n if f == 1.0 else math.floor(n * f) if isinstance(n, int) else None
+    elif _present(sizes) and a["keep_aspect_ratio_policy"] == "stretch":
+        for ax, n in zip(axes, sizes.tolist()):
+            out[ax] = int(n)
     else:
         for ax in axes:
             out[ax] = None
@@ -183,6 +189,10 @@ def resize(x: np.ndarray, roi: np.ndarray | None = None, scales: np.ndarray | No
     rank = x.ndim
     axes = [a % rank for a in attrs["axes"]] if attrs["axes"] is not None else list(range(rank))
     factors, lengths = _targets(x.shape, axes, scales, sizes, attrs["keep_aspect_ratio_policy"])
+    final = list(x.shape)
+    for axis, length in zip(axes, lengths):
+        final[axis] = length
+    check_budget("resize", final)  # scales and sizes come from the model (HARDENING.md C.19)
     boxes = np.asarray(roi, dtype=np.float64).reshape(-1) if _present(roi) else None
     y = x.astype(np.float64) if attrs["mode"] != "nearest" else x
     for i, (axis, scale, length) in enumerate(zip(axes, factors, lengths)):

@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import UnsupportedError
 from .. import dims
 from ..types import Dim, DType, Shape, TensorType
-from . import Float, InferContext, Int, Ints, Str, TypeRuleError, defop
+from . import Float, InferContext, Int, Ints, Str, Type, TypeRuleError, defop
 from .rules import broadcast_shapes, norm_axes, norm_axis, require_dtype, same_dtype
 
 # ---- shared helpers --------------------------------------------------------------------------
@@ -391,16 +391,17 @@ def _dropout_type(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"Dropout ratio must be a scalar, got {fmt(ctx.type(1).shape)}")
     if ctx.has(2) and ctx.type(2).dtype is not DType.BOOL:
         raise TypeRuleError(f"Dropout training_mode must be bool, got {ctx.type(2).dtype}")
-    return [x, TensorType(DType.BOOL, x.shape)][: ctx.num_outputs]
+    return [x, TensorType(ctx.attrs["mask_dtype"], x.shape)][: ctx.num_outputs]
 
 
+# mask_dtype is tritc's own attribute: bool since Dropout-10; Dropout-7's mask has the data's dtype.
 @defop("dropout", onnx="Dropout", since=(12, 13, 22), inputs=["data", "ratio?", "training_mode?"],
-       outputs=["output", "mask?"], attrs={"seed": Int(None)}, infer=_dropout_type)
+       outputs=["output", "mask?"], attrs={"seed": Int(None), "mask_dtype": Type(DType.BOOL)}, infer=_dropout_type)
 def dropout(data: np.ndarray, ratio: np.ndarray | None = None, training_mode: np.ndarray | None = None, *,
-            seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Inference: the data unchanged and a mask of all True. Training mode with a ratio above 0
-    draws a random mask, which tritc does not model (its results must be reproducible)."""
+            seed: int | None, mask_dtype: DType) -> tuple[np.ndarray, np.ndarray]:
+    """Inference: the data unchanged and a mask of all ones (True). Training mode with a ratio
+    above 0 draws a random mask, which tritc does not model (its results must be reproducible)."""
     r = 0.5 if ratio is None else float(ratio)
     if training_mode is not None and bool(training_mode) and r > 0:
         raise UnsupportedError(f"Dropout in training mode (ratio {r}) is random; tritc runs inference graphs only")
-    return data, np.ones(data.shape, dtype=np.bool_)
+    return data, np.ones(data.shape, dtype=mask_dtype.np_dtype)
