@@ -123,6 +123,9 @@ def test_reduce_rule():
         infer("reduce_sum", x, axes, consts={1: np.array([1, -2])})
     with pytest.raises(TypeRuleError, match="must be one of i64"):
         infer("reduce_sum", x, TensorType(F32, (1,)))
+    with pytest.raises(TypeRuleError, match="must be numeric"):
+        infer("reduce_sum", TensorType(DType.BOOL, (2,)))
+    assert infer("reduce_max", TensorType(DType.BOOL, (2,)), keepdims=0) == [TensorType(DType.BOOL, ())]
 
 
 def test_axis_rules():
@@ -294,6 +297,26 @@ def test_softmax_is_stable_and_coerce_2d_is_the_flattened_form():
     np.testing.assert_allclose(run_op("softmax", y, axis=1, coerce_2d=1)[0], expected.reshape(y.shape), rtol=1e-6)
     (h,) = run_op("hardmax", y, axis=1, coerce_2d=1)
     assert h.sum() == 2 and h.reshape(2, 12).argmax(axis=1).tolist() == flat.argmax(axis=1).tolist()
+
+
+SPECIAL = np.array([1.0, np.nan, -np.inf, np.inf, 0.0, -0.0, 2.5, -2.5, 0.5, -1.5, 100.0, -100.0], np.float32)
+UNARY_VS_ORT = ["Relu", "Sign", "Round", "Floor", "Ceil", "Abs", "Neg", "Sigmoid", "Softplus", "Softsign", "Exp", "Log", "Sqrt",
+                "Tanh", "Erf", "IsNaN", "IsInf", "Reciprocal", "HardSwish", "Mish", "Selu", "Elu", "Celu", "Gelu", "HardSigmoid",
+                "ThresholdedRelu", "Shrink", "LeakyRelu", "Sin", "Atan", "Sinh", "Asinh"]
+BINARY_VS_ORT = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Less", "GreaterOrEqual"]
+
+
+@pytest.mark.parametrize("op", UNARY_VS_ORT + BINARY_VS_ORT)
+def test_special_values_match_onnxruntime(op):
+    """nan, +-inf, -0 and halves through every op, as onnxruntime computes them (opset 20)."""
+    inputs = [SPECIAL] if op in UNARY_VS_ORT else [SPECIAL, np.roll(SPECIAL, 3)]
+    model = _model(op, inputs, 20)
+    feeds = {f"x{i}": a for i, a in enumerate(inputs)}
+    with np.errstate(all="ignore"):
+        (expected,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        (actual,) = InterpreterBackend.prepare(model).run(inputs)
+    assert actual.dtype == expected.dtype
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
 # ---- ONNX versions and adapters -----------------------------------------------------------------

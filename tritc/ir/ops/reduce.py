@@ -45,6 +45,8 @@ def _single_int(ctx: InferContext, i: int, what: str) -> int | None:
 
 def _reduce_rule(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
+    if not (t.dtype is DType.BOOL and ctx.op in ("reduce_max", "reduce_min")):  # False < True
+        require_dtype(t, "numeric", f"{ctx.op} input")
     keepdims, noop = ctx.attrs["keepdims"], ctx.attrs["noop_with_empty_axes"]
     axes: list[int] | None = []
     if ctx.has(1):
