@@ -4,7 +4,9 @@ softmax/log_softmax/hardmax along one axis, and top_k.
 Reduce ops take their axes as an optional int64 input (ONNX's newest form); when it is
 missing or empty they reduce every axis, or none with noop_with_empty_axes=1. A reduction over
 an empty set of values gives the op's identity (0 for sums, 1 for products, -inf for log sums,
-the lowest/highest value for max/min). 16-bit floats accumulate in float32.
+the lowest/highest value for max/min). 16-bit floats accumulate in float32. A nan propagates
+through max/min reductions and counts as the largest value in arg_max/hardmax/top_k (as in ONNX's
+reference; onnxruntime's answer depends on where in the row the nan is).
 """
 
 from __future__ import annotations
