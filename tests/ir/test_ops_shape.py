@@ -107,7 +107,8 @@ def test_layout_rules_keep_symbols():
     assert shape_of("squeeze", tt("f32", 1, "seq")) is None  # is seq 1? only the run time knows
     assert shape_of("tile", tt("f32", "seq", 2), vec(2, 3)) == ("2*seq", 6)
     assert shape_of("expand", tt("f32", "batch", 1, 64), vec(1, 8, 1)) == ("batch", 8, 64)
-    assert shape_of("expand", tt("f32", "batch", 1), tt("i64", 3)) == (None, "batch", None)
+    # an unknown target dim against 'batch' could be 1 or 7 at run time: unknown, not 'batch'
+    assert shape_of("expand", tt("f32", "batch", 1), tt("i64", 3)) == (None, None, None)
     assert shape_of("depth_to_space", tt("f32", "n", 8, "h", 3), blocksize=2) == ("n", 2, "2*h", 6)
     assert shape_of("space_to_depth", tt("f32", "n", 2, "2*h", 6), blocksize=2) == ("n", 8, "h", 3)
     assert shape_of("pad", tt("f32", "batch", "seq"), vec(0, 1, 0, 2)) == ("batch", "seq+3")

@@ -34,10 +34,12 @@ def broadcast_dim(a: Dim, b: Dim) -> Dim:
         if a != b:
             raise TypeRuleError(f"dims {a} and {b} do not broadcast")
         return a
+    # An unknown dim broadcast with a static n > 1 must be 1 or n, so the result is n; with a
+    # symbol the result depends on run-time sizes and stays unknown.
     if a is None:
-        return b
+        return b if isinstance(b, int) else None
     if b is None:
-        return a
+        return a if isinstance(a, int) else None
     if dims.equal(a, b):
         return a
     # Two different symbols (or a symbol and an int): valid only if one of them is 1 at run
