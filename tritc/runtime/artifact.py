@@ -82,6 +82,7 @@ def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], se
                 if _fault is not None:
                     _fault(name.split(".")[0])
                 f.write(data)
+            f.truncate(base + pos)  # an empty last section still ends the file at its offset
             if _fault is not None:
                 _fault("manifest")
             f.flush()
@@ -116,9 +117,11 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     if len(data) < HEADER.size:
         raise ArtifactIntegrityError(f"{where}: truncated ({len(data)} bytes; a tritc artifact starts with a "
                                      f"{HEADER.size}-byte header)")
-    magic, version, _flags, mlen, mhash, _ = HEADER.unpack_from(data)
+    magic, version, flags, mlen, mhash, reserved = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ArtifactIntegrityError(f"{where}: not a tritc artifact (bad magic)")
+    if flags != 0 or reserved != b"\0" * 8:
+        raise ArtifactIntegrityError(f"{where}: header has unknown flags set (corrupted or tampered)")
     if version > FORMAT_VERSION:
         raise ArtifactVersionError(f"{where}: artifact format {version} > supported {FORMAT_VERSION}; "
                                    f"use a newer tritc")
@@ -142,6 +145,7 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     entries = manifest.get("sections")
     if not isinstance(entries, list):
         raise ArtifactIntegrityError(f"{where}: manifest lists no sections")
+    covered = bytearray(len(data) - mend)  # which bytes after the manifest a section accounts for
     for e in entries:
         try:
             name, off, length, digest = e["name"], int(e["offset"]), int(e["length"]), str(e["sha256"])
@@ -157,4 +161,13 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         if _sha(chunk) != digest:
             raise ArtifactIntegrityError(f"{where}: section '{name}' hash mismatch (corrupted or tampered)")
         sections[name] = chunk
+        covered[off:off + length] = b"\1" * length
+    # Alignment padding must be zeros and nothing may trail the last section: every byte is accounted for.
+    tail = data[mend:]
+    stray = next((i for i, c in enumerate(covered) if not c and tail[i] != 0), None)
+    if stray is not None:
+        raise ArtifactIntegrityError(f"{where}: byte {mend + stray} lies outside every section (corrupted or tampered)")
+    last = max((int(e["offset"]) + int(e["length"]) for e in entries), default=0)
+    if len(tail) > last:
+        raise ArtifactIntegrityError(f"{where}: {len(tail) - last} unexpected bytes after the last section")
     return Artifact(manifest, sections)
