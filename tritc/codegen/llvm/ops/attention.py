@@ -1,0 +1,386 @@
+"""Lowerings of the transformer ops: Attention (GQA, masks, causal / windowed with a KV cache, softcap, qk output
+modes, present key / value), RotaryEmbedding, SwiGLU and LinearAttention.
+
+Attention is a plain loop nest (batch, head, query row: scores over keys, stable softmax, weighted sum of V) with
+f32 accumulation (f64 for f64); every step the interpreter runs in Q's dtype is rounded to it here too, so f16 and
+bf16 results agree with tritc/ir/ops/attention.py to the last place in almost every element. A later pass tiles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ....ir.types import DType
+from ..builder import F32, F64, I1, I8, I64, broadcast_strides, elem_type, for_range, gep, intrinsic, linear_index, load, store
+from ..context import Buf, NodeCtx
+from ..elementwise import to_compute
+from ..kernels.vec import entry_alloca
+from . import lowering
+from .quant import call, fix, ftype, load_f, scratch, store_f, widen
+
+NEG_INF = float("-inf")
+
+
+def round_to(b: ir.IRBuilder, v: ir.Value, dtype: DType) -> ir.Value:
+    """v (f32 or f64) rounded to dtype's precision, kept in v's type: a numpy step computed in dtype."""
+    if dtype is DType.F64 or (dtype is DType.F32 and v.type == F32):
+        return v
+    if dtype is DType.BF16:
+        return widen(b, fix(b, v, dtype), v.type)
+    return widen(b, widen(b, v, ftype(dtype)), v.type)
+
+
+def load_as(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value | int, dtype: DType, t: ir.Type) -> ir.Value:
+    """A float element of dtype at ptr[index], exactly widened to t (f32 or f64)."""
+    return widen(b, to_compute(b, load(b, ptr, index, elem_type(dtype)), dtype), t)
+
+
+def head_strides(buf: Buf, heads: int) -> tuple[list[int], int]:
+    """Element strides of (batch, head, seq, feature) in a 4-D (B, H, S, D) or 3-D (B, S, H * D) tensor, and D."""
+    if buf.rank == 4:
+        return buf.strides, buf.shape[3]
+    _, seq, hidden = buf.shape
+    d = hidden // heads
+    return [seq * hidden, d, hidden, 1], d
+
+
+def accumulate(b: ir.IRBuilder, slot: ir.Value, v: ir.Value) -> None:
+    b.store(b.fadd(b.load(slot, typ=v.type), v), slot)
+
+
+def _slot(b: ir.IRBuilder, t: ir.Type, init: ir.Value, name: str) -> ir.Value:
+    s = entry_alloca(b, t, name)
+    b.store(init, s)
+    return s
+
+
+def _opt(ctx: NodeCtx, i: int) -> Buf | None:
+    return ctx.ins[i] if i < len(ctx.ins) else None
+
+
+# ---- Attention --------------------------------------------------------------------------------------------------
+
+
+@lowering("attention")
+def attention(ctx: NodeCtx) -> None:
+    b, a = ctx.b, ctx.attrs
+    q, k, v = ctx.ins[0], ctx.ins[1], ctx.ins[2]
+    mask, past_k, past_v, nonpad = (_opt(ctx, i) for i in (3, 4, 5, 6))
+    assert q is not None and k is not None and v is not None
+    y, present_k, present_v, qk_out = (ctx.outs[i] if i < len(ctx.outs) else None for i in range(4))
+    dt = q.dtype
+    if q.rank == 4:
+        batch, hq, sq = q.shape[:3]
+        hkv, kv_len = k.shape[1], k.shape[2]
+    else:
+        batch, sq = q.shape[:2]
+        hq, hkv, kv_len = a["q_num_heads"], a["kv_num_heads"], k.shape[1]
+    qs, dk = head_strides(q, hq)
+    ks, _ = head_strides(k, hkv)
+    vs, dv = head_strides(v, hkv)
+    ys, _ = head_strides(y, hq)
+    past = past_k.shape[2] if past_k is not None else 0
+    total = past + kv_len
+    group = hq // hkv
+    at = F64 if dt is DType.F64 else F32  # accumulation type
+    sp = a["softmax_precision"] or dt
+    st = F64 if sp is DType.F64 else F32  # softmax type
+    root = float(dt.np_dtype.type(np.sqrt(a["scale"] if a["scale"] is not None else 1 / np.sqrt(dk))))
+    softcap = float(dt.np_dtype.type(a["softcap"])) if a["softcap"] > 0 else 0.0
+    mode = a["qk_matmul_output_mode"]
+
+    for src_past, src, strides, dst, d in ((past_k, k, ks, present_k, dk), (past_v, v, vs, present_v, dv)):
+        if dst is not None:
+            _write_present(ctx, src_past, src, strides, dst, d, hkv, past)
+    if y.numel == 0 and (qk_out is None or qk_out.numel == 0):
+        return
+
+    qrow = scratch(b, at, dk, "qrow")
+    scores = scratch(b, st, total, "scores")
+    yacc = scratch(b, at, dv, "yacc")
+    dot = entry_alloca(b, at, "dot")
+    row_max, row_sum = entry_alloca(b, st, "max"), entry_alloca(b, st, "sum")
+    fully = entry_alloca(b, I1, "fully")
+    masked = mask is not None or nonpad is not None or a["is_causal"] or a["left_window_size"] >= 0 \
+        or a["right_window_size"] >= 0
+    mask_strides = _mask_strides(mask.shape, (batch, hq, sq)) if mask is not None else None
+    zero_at, zero_st, neg_inf = ir.Constant(at, 0.0), ir.Constant(st, 0.0), ir.Constant(at, NEG_INF)
+
+    def kv_row(src_past: Buf | None, src: Buf, strides: Sequence[int], d: int, bi, kh, j) -> ir.Value:
+        """Pointer to key / value row j of kv head kh: from the past cache, then from the new K / V."""
+        new = gep(b, src.ptr, linear_index(b, [bi, kh, b.sub(j, I64(past))], strides[:3]), src.elem)
+        if src_past is None:
+            return new
+        old = gep(b, src_past.ptr, b.mul(b.add(b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(past)), j), I64(d)), src_past.elem)
+        return b.select(b.icmp_signed("<", j, I64(past)), old, new)
+
+    with for_range(b, batch, name="b") as bi:
+        # query i sits at absolute position i + offset (after the past cache, or after nonpad - q_len valid keys)
+        limit = load(b, nonpad.ptr, bi, I64) if nonpad is not None else None
+        offset = b.sub(limit, I64(sq)) if limit is not None and past == 0 else I64(past)
+        with for_range(b, hq, name="h") as h:
+            kh = b.udiv(h, I64(group))
+            with for_range(b, sq, name="i") as i:
+                with for_range(b, dk, name="d") as d:
+                    x = load_as(b, q.ptr, linear_index(b, [bi, h, i, d], qs), dt, at)
+                    store(b, round_to(b, b.fmul(x, ir.Constant(at, root)), dt), qrow, d)
+                b.store(ir.Constant(I1, int(masked)), fully)  # no mask at all: never fully masked
+                position = b.add(i, offset)
+                qk_row = b.mul(b.add(b.mul(b.add(b.mul(bi, I64(hq)), h), I64(sq)), i), I64(total))
+                # scores over every key
+                with for_range(b, total, name="j") as j:
+                    krow = kv_row(past_k, k, ks, dk, bi, kh, j)
+                    b.store(zero_at, dot)
+                    with for_range(b, dk, name="d") as d:
+                        kx = round_to(b, b.fmul(load_as(b, krow, d, dt, at), ir.Constant(at, root)), dt)
+                        accumulate(b, dot, b.fmul(load(b, qrow, d, at), kx))
+                    logit = round_to(b, b.load(dot, typ=at), dt)
+                    capped = logit
+                    if softcap:
+                        c = ir.Constant(at, softcap)
+                        t = round_to(b, call_libm(b, "tanh", round_to(b, b.fdiv(logit, c), dt)), dt)
+                        capped = round_to(b, b.fmul(t, c), dt)
+                    score = capped
+                    if masked:
+                        bias = _bias(ctx, mask, mask_strides, [bi, h, i], j, position, limit, at)
+                        b.store(b.and_(b.load(fully, typ=I1), b.fcmp_ordered("==", bias, neg_inf)), fully)
+                        score = round_to(b, b.fadd(capped, bias), dt)
+                    if qk_out is not None and mode < 3:
+                        store_f(b, (logit, capped, score)[mode], qk_out, b.add(qk_row, j))
+                    store(b, round_to(b, widen(b, score, st), sp), scores, j)
+                # stable softmax: subtract the row max (0 when it is -inf), a zero sum divides by 1
+                b.store(ir.Constant(st, NEG_INF), row_max)
+                with for_range(b, total, name="j") as j:
+                    b.store(call(b, "llvm.maximum", b.load(row_max, typ=st), load(b, scores, j, st)), row_max)
+                m = b.load(row_max, typ=st)
+                m = b.select(b.fcmp_ordered("==", m, ir.Constant(st, NEG_INF)), zero_st, m)
+                b.store(zero_st, row_sum)
+                with for_range(b, total, name="j") as j:
+                    e = round_to(b, call_libm(b, "exp", round_to(b, b.fsub(load(b, scores, j, st), m), sp)), sp)
+                    store(b, e, scores, j)
+                    s = b.fadd(b.load(row_sum, typ=st), e)
+                    b.store(round_to(b, s, sp) if sp is DType.BF16 else s, row_sum)  # ml_dtypes sums bf16 step by step
+                s = round_to(b, b.load(row_sum, typ=st), sp)
+                s = b.select(b.fcmp_ordered("==", s, zero_st), ir.Constant(st, 1.0), s)
+                none_allowed = b.load(fully, typ=I1)
+                with for_range(b, total, name="j") as j:
+                    p = round_to(b, b.fdiv(load(b, scores, j, st), s), sp)
+                    p = b.select(none_allowed, zero_st, p)  # a row with no allowed key gives zeros, not NaN
+                    store(b, p, scores, j)
+                    if qk_out is not None and mode == 3:
+                        store_f(b, p, qk_out, b.add(qk_row, j))
+                # y = probs @ V
+                with for_range(b, dv, name="d") as d:
+                    store(b, zero_at, yacc, d)
+                with for_range(b, total, name="j") as j:
+                    p = round_to(b, widen(b, load(b, scores, j, st), at), dt)
+                    vrow = kv_row(past_v, v, vs, dv, bi, kh, j)
+                    with for_range(b, dv, name="d") as d:
+                        slot = gep(b, yacc, d, at)
+                        b.store(b.fadd(b.load(slot, typ=at), b.fmul(p, load_as(b, vrow, d, v.dtype, at))), slot)
+                with for_range(b, dv, name="d") as d:
+                    store_f(b, load(b, yacc, d, at), y, linear_index(b, [bi, h, i, d], ys))
+
+
+def call_libm(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
+    """expf / exp (tanhf / tanh ...) by operand type."""
+    return intrinsic(b, name + ("f" if x.type == F32 else ""), x.type, [x])
+
+
+def _mask_strides(shape: Sequence[int], lead: Sequence[int]) -> list[int]:
+    """Strides of a mask (rank 1..4, last dim over keys) read at (batch, head, query, key)."""
+    strides = broadcast_strides(shape[:-1], lead) if len(shape) > 1 else [0] * len(lead)
+    return [s * shape[-1] for s in strides] + [1]
+
+
+def _bias(ctx: NodeCtx, mask: Buf | None, strides: list[int] | None, bhi: list[ir.Value], j: ir.Value,
+          position: ir.Value, limit: ir.Value | None, at: ir.Type) -> ir.Value:
+    """The additive bias of key j for query row (b, h, i): the mask (bool: 0 / -inf; float: its value; -inf past its
+    end) plus -inf where causality, the window or the valid length forbid the key."""
+    b, a = ctx.b, ctx.attrs
+    zero, neg_inf = ir.Constant(at, 0.0), ir.Constant(at, NEG_INF)
+    value: ir.Value = zero
+    if mask is not None and strides is not None:
+        covered = mask.shape[-1]
+        idx = linear_index(b, [*bhi, b.select(b.icmp_signed("<", j, I64(covered)), j, I64(0))], strides)
+        if mask.dtype is DType.BOOL:
+            m = b.select(b.icmp_unsigned("!=", load(b, mask.ptr, idx, I8), ir.Constant(I8, 0)), zero, neg_inf)
+        else:
+            m = load_as(b, mask.ptr, idx, mask.dtype, at)
+        value = b.select(b.icmp_signed("<", j, I64(covered)), m, neg_inf)
+    allowed: ir.Value = ir.Constant(I1, 1)
+    if a["is_causal"]:
+        allowed = b.and_(allowed, b.icmp_signed("<=", j, position))
+    if a["left_window_size"] >= 0:
+        allowed = b.and_(allowed, b.icmp_signed("<=", b.sub(position, j), I64(a["left_window_size"])))
+    if a["right_window_size"] >= 0:
+        allowed = b.and_(allowed, b.icmp_signed("<=", b.sub(j, position), I64(a["right_window_size"])))
+    if limit is not None:
+        allowed = b.and_(allowed, b.icmp_signed("<", j, limit))
+    return b.fadd(value, b.select(allowed, zero, neg_inf))
+
+
+def _write_present(ctx: NodeCtx, src_past: Buf | None, src: Buf, strides: Sequence[int], dst: Buf, d: int,
+                   hkv: int, past: int) -> None:
+    """present = concat(past, new) along the sequence: (batch, kv_heads, past + new, d)."""
+    b = ctx.b
+    batch, _, total, _ = dst.shape
+    with for_range(b, batch, name="pb") as bi, for_range(b, hkv, name="ph") as kh:
+        base = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(total * d))
+        if src_past is not None:
+            old = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(past * d))
+            with for_range(b, past * d, name="pc") as e:
+                store(b, load(b, src_past.ptr, b.add(old, e), dst.elem), dst.ptr, b.add(base, e))
+        with for_range(b, total - past, name="pj") as j, for_range(b, d, name="pd") as e:
+            x = load(b, src.ptr, linear_index(b, [bi, kh, j, e], strides), dst.elem)
+            store(b, x, dst.ptr, b.add(base, b.add(b.mul(b.add(j, I64(past)), I64(d)), e)))
+
+
+# ---- RotaryEmbedding ----------------------------------------------------------------------------------------------
+
+
+@lowering("rotary_embedding")
+def rotary_embedding(ctx: NodeCtx) -> None:
+    b, a = ctx.b, ctx.attrs
+    x, cos, sin, pos = ctx.ins[0], ctx.ins[1], ctx.ins[2], _opt(ctx, 3)
+    out = ctx.outs[0]
+    assert x is not None and cos is not None and sin is not None
+    dt = x.dtype
+    if x.rank == 4:
+        batch, heads, seq = x.shape[:3]
+    else:
+        batch, seq = x.shape[:2]
+        heads = a["num_heads"]
+    strides, d = head_strides(x, heads)
+    rot = a["rotary_embedding_dim"] or d
+    half = rot // 2
+    if out.numel == 0:
+        return
+    # where (batch, seq) finds its cache row: through position_ids (clamped: never read outside the cache) or directly
+    src = pos if pos is not None else cos
+    row_strides = broadcast_strides(src.shape[:2], (batch, seq))
+    limit = cos.shape[0] - 1
+
+    def op(v: ir.Value) -> ir.Value:
+        return fix(b, v, dt)
+
+    with for_range(b, batch, name="b") as bi, for_range(b, seq, name="s") as s:
+        r = linear_index(b, [bi, s], row_strides)
+        if pos is not None:
+            p = load(b, pos.ptr, r, I64)
+            r = b.select(b.icmp_signed("<", p, I64(0)), I64(0), b.select(b.icmp_signed(">", p, I64(limit)), I64(limit), p))
+        cbase = b.mul(r, I64(half))
+        with for_range(b, heads, name="h") as h:
+            base = linear_index(b, [bi, h, s], strides[:3])
+            with for_range(b, half, name="p") as p:
+                i1, i2 = (b.mul(p, I64(2)), b.add(b.mul(p, I64(2)), I64(1))) if a["interleaved"] else (p, b.add(p, I64(half)))
+                x1, x2 = load_f(b, x, b.add(base, i1), dt), load_f(b, x, b.add(base, i2), dt)
+                c, sn = load_f(b, cos, b.add(cbase, p), dt), load_f(b, sin, b.add(cbase, p), dt)
+                store_f(b, op(b.fsub(op(b.fmul(c, x1)), op(b.fmul(sn, x2)))), out, b.add(base, i1))
+                store_f(b, op(b.fadd(op(b.fmul(sn, x1)), op(b.fmul(c, x2)))), out, b.add(base, i2))
+            with for_range(b, d, start=rot, name="e") as e:
+                store(b, load(b, x.ptr, b.add(base, e), x.elem), out.ptr, b.add(base, e))
+
+
+# ---- SwiGLU -------------------------------------------------------------------------------------------------------
+
+
+@lowering("swiglu")
+def swiglu(ctx: NodeCtx) -> None:
+    b, x, g, out = ctx.b, ctx.ins[0], ctx.ins[1], ctx.outs[0]
+    assert x is not None and g is not None
+    dt = x.dtype
+    t = ftype(dt)
+    neg_alpha, one = ir.Constant(t, float(dt.np_dtype.type(-ctx.attrs["alpha"]))), ir.Constant(t, 1.0)
+    wide = F64 if dt is DType.F64 else F32
+
+    def op(v: ir.Value) -> ir.Value:
+        return fix(b, v, dt)
+
+    with for_range(b, out.numel, name="e") as i:
+        av, bv = load_f(b, x, i, dt), load_f(b, g, i, dt)
+        e = fix(b, widen(b, call_libm(b, "exp", widen(b, op(b.fmul(neg_alpha, av)), wide)), t), dt)
+        gate = op(b.fdiv(one, op(b.fadd(one, e))))
+        store_f(b, op(b.fmul(op(b.fmul(av, gate)), bv)), out, i)
+
+
+# ---- LinearAttention ----------------------------------------------------------------------------------------------
+
+
+@lowering("linear_attention")
+def linear_attention(ctx: NodeCtx) -> None:
+    b, a = ctx.b, ctx.attrs
+    q, k, v = ctx.ins[0], ctx.ins[1], ctx.ins[2]
+    past, decay, beta = (_opt(ctx, i) for i in (3, 4, 5))
+    assert q is not None and k is not None and v is not None
+    out, present = ctx.outs[0], ctx.outs[1] if len(ctx.outs) > 1 else None
+    hq, hkv = a["q_num_heads"], a["kv_num_heads"]
+    batch, steps = q.shape[:2]
+    dk, dv = q.shape[2] // hq, v.shape[2] // hkv
+    group = hq // hkv
+    scale = ir.Constant(F32, float(np.float32(a["scale"] if a["scale"] != 0.0 else 1.0 / np.sqrt(dk))))
+    per_head = decay is not None and decay.shape[-1] == hkv
+    f32 = DType.F32
+    state = scratch(b, F32, dk * dv, "state")
+    vt = scratch(b, F32, dv, "vt")
+    orow = scratch(b, F32, dv, "orow")
+    zero = ir.Constant(F32, 0.0)
+    if batch * hkv == 0:
+        return
+
+    with for_range(b, batch, name="b") as bi, for_range(b, hkv, name="kh") as kh:
+        state_base = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(dk * dv))
+        with for_range(b, dk * dv, name="s0") as e:
+            store(b, load_f(b, past, b.add(state_base, e), f32) if past is not None else zero, state, e)
+        with for_range(b, steps, name="t") as t:
+            token = b.add(b.mul(bi, I64(steps)), t)
+            k_at = b.add(b.mul(token, I64(hkv * dk)), b.mul(kh, I64(dk)))
+            v_at = b.add(b.mul(token, I64(hkv * dv)), b.mul(kh, I64(dv)))
+            if decay is not None:  # S *= exp(g_t), per head or per key feature
+                with for_range(b, dk, name="gd") as d:
+                    gi = b.add(b.mul(token, I64(decay.shape[-1])), kh if per_head else b.add(b.mul(kh, I64(dk)), d))
+                    gate = call_libm(b, "exp", load_f(b, decay, gi, f32))
+                    with for_range(b, dv, name="gm") as m:
+                        slot = gep(b, state, b.add(b.mul(d, I64(dv)), m), F32)
+                        b.store(b.fmul(b.load(slot, typ=F32), gate), slot)
+            with for_range(b, dv, name="vm") as m:
+                store(b, load_f(b, v, b.add(v_at, m), f32), vt, m)
+            if beta is not None:  # delta rule: v_t = beta (v_t - S^T k_t)
+                with for_range(b, dv, name="u0") as m:
+                    store(b, zero, orow, m)
+                with for_range(b, dk, name="ud") as d:
+                    kd = load_f(b, k, b.add(k_at, d), f32)
+                    with for_range(b, dv, name="um") as m:
+                        slot = gep(b, orow, m, F32)
+                        b.store(b.fadd(b.load(slot, typ=F32), b.fmul(load(b, state, b.add(b.mul(d, I64(dv)), m), F32), kd)), slot)
+                nb = beta.shape[-1]
+                bt = load_f(b, beta, b.add(b.mul(token, I64(nb)), kh if nb > 1 else I64(0)), f32)
+                with for_range(b, dv, name="bm") as m:
+                    store(b, b.fmul(bt, b.fsub(load(b, vt, m, F32), load(b, orow, m, F32))), vt, m)
+            with for_range(b, dk, name="sd") as d:  # S += k_t (x) v_t
+                kd = load_f(b, k, b.add(k_at, d), f32)
+                with for_range(b, dv, name="sm") as m:
+                    slot = gep(b, state, b.add(b.mul(d, I64(dv)), m), F32)
+                    b.store(b.fadd(b.load(slot, typ=F32), b.fmul(kd, load(b, vt, m, F32))), slot)
+            with for_range(b, group, name="g") as gq:  # o_t = scale q_t^T S for each query head of this kv head
+                h = b.add(b.mul(kh, I64(group)), gq)
+                q_at = b.add(b.mul(token, I64(hq * dk)), b.mul(h, I64(dk)))
+                with for_range(b, dv, name="o0") as m:
+                    store(b, zero, orow, m)
+                with for_range(b, dk, name="od") as d:
+                    qd = load_f(b, q, b.add(q_at, d), f32)
+                    with for_range(b, dv, name="om") as m:
+                        slot = gep(b, orow, m, F32)
+                        b.store(b.fadd(b.load(slot, typ=F32), b.fmul(qd, load(b, state, b.add(b.mul(d, I64(dv)), m), F32))), slot)
+                o_at = b.add(b.mul(token, I64(hq * dv)), b.mul(h, I64(dv)))
+                with for_range(b, dv, name="os") as m:
+                    store_f(b, b.fmul(scale, load(b, orow, m, F32)), out, b.add(o_at, m))
+        if present is not None:
+            with for_range(b, dk * dv, name="ps") as e:
+                store_f(b, load(b, state, e, F32), present, b.add(state_base, e))
+
+
+__all__ = ["attention", "head_strides", "linear_attention", "load_as", "rotary_embedding", "round_to", "swiglu"]
