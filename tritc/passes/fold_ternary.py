@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import OptionError
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.qonnx import int_range
+from ..ir.ops.quant import expand_param
 from ..ir.ternary import TernaryWeight
 from ..ir.types import DType, TensorType
 from .pass_manager import Pass, register
@@ -68,6 +69,10 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
         q, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
         zp = _constant(graph, p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] is not None else np.zeros((), np.int8)
         if q is None or s is None or zp is None or q.ndim != 2 or q.dtype.kind not in "iu":
+            return None
+        try:  # a per-axis zero point broadcasts along `axis`, not numpy's trailing axis
+            zp = expand_param(zp, q.shape, int(p.attrs.get("axis", 1)), int(p.attrs.get("block_size", 0)), "x_zero_point")
+        except ValueError:
             return None
         codes = q.astype(np.int32) - zp.astype(np.int32)
         values = _evaluate(p, graph)
@@ -243,6 +248,8 @@ class FoldTernary(Pass):
         """(ternary weight or None, whether it is lossless, note)."""
         if lin.note:  # a quantiser that is not ternary: left alone whatever the mode
             return None, False, lin.note
+        if not np.isfinite(lin.weight).all():  # trits would drop a NaN (0) or make one (0 * inf): keep the float
+            return None, False, "weight has non-finite values (NaN or inf)"
         tern = exact_ternary(lin.weight)
         if tern is not None:
             return tern, True, ""
