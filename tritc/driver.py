@@ -42,11 +42,14 @@ def import_any(model: Any) -> tuple[Graph, str]:
 
 
 def build_passes(*, pipeline: str = "cpu", passes: str | None = None, ternary: str | None = None,
-                 ternary_include: Sequence[str] = (), ternary_exclude: Sequence[str] = ()) -> list:
+                 ternary_include: Sequence[str] = (), ternary_exclude: Sequence[str] = (),
+                 ternary_act: str | None = None) -> list:
+    """A custom pass list (`-p`) or a named pipeline, with the ternary options applied."""
     if passes:
         return with_ternary_options(parse_pass_list(passes), ternary=ternary, include=tuple(ternary_include),
-                                    exclude=tuple(ternary_exclude))
-    return named_pipeline(pipeline, ternary=ternary, include=tuple(ternary_include), exclude=tuple(ternary_exclude))
+                                    exclude=tuple(ternary_exclude), act=ternary_act)
+    return named_pipeline(pipeline, ternary=ternary, include=tuple(ternary_include), exclude=tuple(ternary_exclude),
+                          act=ternary_act)
 
 
 def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
@@ -66,7 +69,8 @@ def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, i
 
 def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None, pipeline: str = "cpu",
                   passes: str | None = None, ternary: str | None = None, ternary_include: Sequence[str] = (),
-                  ternary_exclude: Sequence[str] = (), shapes: Sequence[str] | Mapping[str, int] | None = None,
+                  ternary_exclude: Sequence[str] = (), ternary_act: str | None = None,
+                  shapes: Sequence[str] | Mapping[str, int] | None = None,
                   cpu_features: str | None = None, opt_level: int = 3,
                   progress: Callable[[str], None] | None = None) -> CompiledModel:
     """Compile `model` for `target` ("cpu"). Options mirror `tritc compile`'s flags."""
@@ -78,7 +82,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     say("importing")
     graph, name = import_any(model)
     plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
-                         ternary_exclude=ternary_exclude)
+                         ternary_exclude=ternary_exclude, ternary_act=ternary_act)
     pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
     pm.run(graph)
     report = next((p.report for p in plist if p.name == "fold-ternary"), None)

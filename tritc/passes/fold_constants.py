@@ -27,13 +27,14 @@ INLINE_MAX_ELEMENTS = 8
 NEVER_FOLD = IMPURE | {"weight", "constant"}
 
 
-def make_constant(graph: Graph, array: np.ndarray, like: Value, before: Node) -> Value:
-    """A constant (inline if small, else a new weight) holding `array`, placed before `before`."""
+def make_constant(graph: Graph, array: np.ndarray, like: Value, before: Node, key_hint: str | None = None) -> Value:
+    """A constant (inline if small, else a new weight keyed `key_hint` or like the value) holding
+    `array`, placed before `before`."""
     t = TensorType(DType.from_numpy(array.dtype), tuple(array.shape))
     if array.size <= INLINE_MAX_ELEMENTS:
         node = graph.make_node("constant", [], [t], {"value": array}, None, [like.name + ".c"])
     else:
-        key = like.name
+        key = key_hint or like.name
         while key in graph.weights:
             key += "_"
         graph.weights[key] = array
@@ -69,7 +70,12 @@ class FoldConstants(Pass):
                 args = list(consts)
                 with np.errstate(all="ignore"):
                     results = interp.run_node(node, args)
-            new = [make_constant(graph, np.asarray(r), v, node) for v, r in zip(node.outputs, results)]
+            # A weight computed from one weight (a transposed Gemm weight, say) keeps that weight's name,
+            # so layer patterns such as --ternary-include 'head*' still find it.
+            refs = [v.producer.attrs["ref"] for v in node.inputs if v is not None and v.producer is not None
+                    and v.producer.op == "weight"]
+            hint = f"{refs[0]}.{node.op}" if len(refs) == 1 and len(node.outputs) == 1 else None
+            new = [make_constant(graph, np.asarray(r), v, node, hint) for v, r in zip(node.outputs, results)]
             graph.replace_node(node, new)
             changed = True
         if changed:

@@ -205,6 +205,9 @@ class FoldTernary(Pass):
     name = "fold-ternary"
     summary = "replace linear layers' weights by ternary weights (exact, absmean or off)"
     mode: Literal["exact", "absmean", "off"] = "exact"
+    # Activation mode of the ternary_matmul nodes made here: "int8" quantises activations per token
+    # (BitNet b1.58) even when the model has no such quantisation; fuse-bitlinear sets it when it does.
+    act: Literal["float", "int8"] = "float"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     granularity: Literal["per_tensor", "per_channel"] = "per_tensor"
@@ -265,7 +268,7 @@ class FoldTernary(Pass):
         wv = graph.add_weight(key, tern, TensorType(DType.T2, tern.shape), name=key,
                               attrs={"scale": tern.granularity, **({"group": tern.group_size} if tern.group_size else {})},
                               before=node)
-        new = graph.add("ternary_matmul", [node.inputs[0], wv], [v.type for v in node.outputs], {"act": "float"},
+        new = graph.add("ternary_matmul", [node.inputs[0], wv], [v.type for v in node.outputs], {"act": self.act},
                         node.name, before=node)
         graph.replace_node(node, new.outputs)
 

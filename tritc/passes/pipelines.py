@@ -37,16 +37,16 @@ PIPELINES: dict[str, list[str]] = {
 
 
 def pipeline(name: str, *, ternary: str | None = None, include: tuple[str, ...] = (),
-             exclude: tuple[str, ...] = ()) -> list[Pass]:
+             exclude: tuple[str, ...] = (), act: str | None = None) -> list[Pass]:
     """The passes of a named pipeline, with the ternary options applied to fold-ternary."""
     if name not in PIPELINES:
         raise OptionError(f"unknown pipeline '{name}' (known: {', '.join(PIPELINES)})")
     return with_ternary_options(parse_pass_list(",".join(PIPELINES[name])) if PIPELINES[name] else [],
-                                ternary=ternary, include=include, exclude=exclude)
+                                ternary=ternary, include=include, exclude=exclude, act=act)
 
 
 def with_ternary_options(passes: list[Pass], *, ternary: str | None = None, include: tuple[str, ...] = (),
-                         exclude: tuple[str, ...] = ()) -> list[Pass]:
+                         exclude: tuple[str, ...] = (), act: str | None = None) -> list[Pass]:
     """`passes` with fold-ternary's mode and layer patterns overridden where given."""
     import dataclasses
 
@@ -62,6 +62,10 @@ def with_ternary_options(passes: list[Pass], *, ternary: str | None = None, incl
                 changes["include"] = tuple(include)
             if exclude:
                 changes["exclude"] = tuple(exclude)
+            if act is not None:
+                if act not in ("float", "int8"):
+                    raise OptionError(f"--ternary-act must be float or int8, not '{act}'")
+                changes["act"] = act
             p = dataclasses.replace(p, **changes)
         out.append(p)
     return out
