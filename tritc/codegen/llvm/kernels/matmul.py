@@ -266,8 +266,11 @@ def choose_plan(spec: GemmSpec, source: BSource, isa: str) -> Plan:
     small = spec.M <= 4
     if spec.dtype is DType.F32 and spec.K > 0 and not small and spec.a_linear and \
             math.prod(spec.k_shape[1:]) <= MAX_PACK_ROWS:
-        mr, nv = (6, 2) if regs >= 32 else (6, 1) if regs >= 8 else (3, 1)
+        # 16 accumulators + 2 B vectors + a broadcast of A on AVX-512 (measured best of 4..14 x 32 on Zen 4)
+        mr, nv = (8, 2) if regs >= 32 else (6, 1) if regs >= 8 else (3, 1)
         plan = Plan("packed", mr, nv)
+    elif spec.dtype is DType.F32 and spec.M == 1 and isinstance(source, StridedB) and source.sj == 1 and spec.K > 0:
+        plan = Plan("stream", 1, 16)
     elif spec.dtype is DType.F32 and small and source.dot_stride is not None and len(spec.k_shape) == 1 \
             and spec.a_k[0] == 1 and spec.K >= 16:
         plan = Plan("dot", spec.M, 8 if spec.M == 1 and regs >= 32 else 4)
@@ -384,6 +387,16 @@ def _emit_task(module: ir.Module, spec: GemmSpec, source: BSource, plan: Plan, n
             count = b.sub(i64(spec.N), j0)
             count = b.select(b.icmp_signed("<", count, i64(width)), count, i64(width))
             _packed_panel(k, buf, j0, count, tiles, i_lo, i_hi)
+        b.ret_void()
+        return fn
+
+    if plan.kind == "stream":
+        units = nj + (1 if tail_j else 0)
+        u_lo, u_hi = _part(b, jp, units, plan.tj)
+        v_hi = b.mul(u_hi, i64(plan.nv))
+        full_vectors = spec.N // g.L
+        v_hi = b.select(b.icmp_unsigned("<", v_hi, i64(full_vectors)), v_hi, i64(full_vectors))
+        _stream(k, b.mul(u_lo, i64(plan.nv)), v_hi, last_j)
         b.ret_void()
         return fn
 
@@ -527,6 +540,51 @@ def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: int) -> N
             jv = b.add(j0, i64(v * g.L))
             y = _epilogue(k, b.load(accs[r][v], typ=g.vt), i, jv, c)
             g.store(y, k.c, b.add(b.mul(i, i64(spec.ldc)), jv), c)
+
+
+# ---- stream: one row of A against a row-major B, B read as long contiguous rows -------------------------
+
+
+def _stream(k: _Task, v_lo: ir.Value, v_hi: ir.Value, last: ir.Value) -> None:
+    """C[0, 16 v_lo : 16 v_hi] (and the ragged end when `last`) = A[0, :] @ B: C accumulates in place
+    over steps of 4 rows of B, so B streams through memory row by row (a GEMV is bound by reading B)."""
+    g, spec = k.g, k.spec
+    b = g.b
+    source = k.source
+    assert isinstance(source, StridedB)
+    K, L, ak = spec.K, g.L, spec.a_k[0]
+    tail = spec.N % L
+    t0 = spec.N - tail
+
+    def vectors(body) -> None:
+        with for_range(b, v_hi, start=v_lo, name="v") as v:
+            body(b.mul(v, i64(L)), None)
+        if tail:
+            with b.if_then(last):
+                body(i64(t0), tail)
+
+    vectors(lambda j, valid: g.store(g.zero(), k.c, j, valid))
+
+    def step(k0: ir.Value, rows: int) -> None:
+        xs = [g.splat(g.scalar(k.a, b.mul(b.add(k0, i64(r)), i64(ak)))) for r in range(rows)]
+        starts = [b.mul(b.add(k0, i64(r)), i64(source.sk)) for r in range(rows)]
+
+        def update(j: ir.Value, valid: int | None) -> None:
+            acc = g.load(k.c, j, valid)
+            for r in range(rows):
+                acc = g.madd(acc, xs[r], g.load(k.b, b.add(starts[r], j), valid))
+            g.store(acc, k.c, j, valid)
+
+        vectors(update)
+
+    steps, rest = divmod(K, 4)
+    if steps:
+        with for_range(b, steps, name="ks") as ks:
+            step(b.mul(ks, i64(4)), 4)
+    if rest:
+        step(i64(steps * 4), rest)
+    if spec.bias is not None or spec.alpha != 1.0:
+        vectors(lambda j, valid: g.store(_epilogue(k, g.load(k.c, j, valid), i64(0), j, valid), k.c, j, valid))
 
 
 # ---- dot: small M against B contiguous along k ----------------------------------------------------------------

@@ -90,10 +90,30 @@ class ConvSource(_WindowSource):
         starts = coords * np.asarray(win.strides)[:, None] - np.asarray(begins)[:, None]
         super().__init__(ctx, in_shape, starts, "conv")
         self.dilations = win.dilations
+        self.begins = tuple(begins)
+        # Stride 1 with output rows as long as the input's: the input index of output position p is
+        # p + (a constant per kernel offset), so B rows are contiguous masked loads, not gathers.
+        self.contiguous = all(s == 1 for s in win.strides) and tuple(in_shape[1:]) == tuple(out[1:])
 
     @property
     def key(self) -> tuple:
-        return (*super().key, self.dilations)
+        return (*super().key, self.dilations, self.contiguous)
+
+    def vector(self, g: Gen, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+        if not self.contiguous:
+            return super().vector(g, base, ks, j0, valid)
+        b = g.b
+        vi = ir.VectorType(I32, g.L)
+        mask = g.valid_mask(valid)
+        shift: ir.Value = I64(0)
+        for d, table in enumerate(self.tables()):
+            start = b.load(gep(b, table, j0, I32), typ=vi, align=4)
+            _, ok = self.coordinate(g, start, d, ks[1 + d])
+            mask = ok if mask is None else b.and_(mask, ok)
+            off = b.sub(b.mul(ks[1 + d], I64(self.dilations[d])), I64(self.begins[d]))
+            shift = b.add(shift, b.mul(off, I64(self.in_strides[d])))
+        plane = b.gep(base, [b.add(b.mul(ks[0], I64(self.plane)), b.add(j0, shift))], source_etype=g.st)
+        return g.load(plane, 0, mask)  # not inbounds: masked-off lanes may lie before the plane
 
     def coordinate(self, g: Gen, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
         b = g.b
