@@ -15,7 +15,7 @@ from tritc.onnx_backend import CompiledBackend
 
 from .cases import supported_cases
 from .expected_failures import EXPECTED_FAILURES
-from .test_onnx_node import assert_outputs_match
+from .test_onnx_node import as_array, assert_outputs_match
 
 SAMPLE_EVERY = 5
 FULL = os.environ.get("TRITC_FULL_CONFORMANCE") == "1"
@@ -37,6 +37,7 @@ def _params():
 def test_node_compiled(case):
     rep = CompiledBackend.prepare(case.model)
     for inputs, expected in case.data_sets:
+        inputs, expected = [as_array(t) for t in inputs], [as_array(t) for t in expected]
         with np.errstate(all="ignore"):
             outputs = rep.run(inputs)
         assert_outputs_match(outputs, expected, case.rtol, case.atol)
