@@ -51,12 +51,6 @@ def accumulate(b: ir.IRBuilder, slot: ir.Value, v: ir.Value) -> None:
     b.store(b.fadd(b.load(slot, typ=v.type), v), slot)
 
 
-def _slot(b: ir.IRBuilder, t: ir.Type, init: ir.Value, name: str) -> ir.Value:
-    s = entry_alloca(b, t, name)
-    b.store(init, s)
-    return s
-
-
 def _opt(ctx: NodeCtx, i: int) -> Buf | None:
     return ctx.ins[i] if i < len(ctx.ins) else None
 
@@ -66,123 +60,152 @@ def _opt(ctx: NodeCtx, i: int) -> Buf | None:
 
 @lowering("attention")
 def attention(ctx: NodeCtx) -> None:
-    b, a = ctx.b, ctx.attrs
-    q, k, v = ctx.ins[0], ctx.ins[1], ctx.ins[2]
-    mask, past_k, past_v, nonpad = (_opt(ctx, i) for i in (3, 4, 5, 6))
-    assert q is not None and k is not None and v is not None
-    y, present_k, present_v, qk_out = (ctx.outs[i] if i < len(ctx.outs) else None for i in range(4))
-    dt = q.dtype
-    if q.rank == 4:
-        batch, hq, sq = q.shape[:3]
-        hkv, kv_len = k.shape[1], k.shape[2]
-    else:
-        batch, sq = q.shape[:2]
-        hq, hkv, kv_len = a["q_num_heads"], a["kv_num_heads"], k.shape[1]
-    qs, dk = head_strides(q, hq)
-    ks, _ = head_strides(k, hkv)
-    vs, dv = head_strides(v, hkv)
-    ys, _ = head_strides(y, hq)
-    past = past_k.shape[2] if past_k is not None else 0
-    total = past + kv_len
-    group = hq // hkv
-    at = F64 if dt is DType.F64 else F32  # accumulation type
-    sp = a["softmax_precision"] or dt
-    st = F64 if sp is DType.F64 else F32  # softmax type
-    root = float(dt.np_dtype.type(np.sqrt(a["scale"] if a["scale"] is not None else 1 / np.sqrt(dk))))
-    softcap = float(dt.np_dtype.type(a["softcap"])) if a["softcap"] > 0 else 0.0
-    mode = a["qk_matmul_output_mode"]
+    _Attention(ctx).emit()
 
-    for src_past, src, strides, dst, d in ((past_k, k, ks, present_k, dk), (past_v, v, vs, present_v, dv)):
-        if dst is not None:
-            _write_present(ctx, src_past, src, strides, dst, d, hkv, past)
-    if y.numel == 0 and (qk_out is None or qk_out.numel == 0):
-        return
 
-    qrow = scratch(b, at, dk, "qrow")
-    scores = scratch(b, st, total, "scores")
-    yacc = scratch(b, at, dv, "yacc")
-    dot = entry_alloca(b, at, "dot")
-    row_max, row_sum = entry_alloca(b, st, "max"), entry_alloca(b, st, "sum")
-    fully = entry_alloca(b, I1, "fully")
-    masked = mask is not None or nonpad is not None or a["is_causal"] or a["left_window_size"] >= 0 \
-        or a["right_window_size"] >= 0
-    mask_strides = _mask_strides(mask.shape, (batch, hq, sq)) if mask is not None else None
-    zero_at, zero_st, neg_inf = ir.Constant(at, 0.0), ir.Constant(st, 0.0), ir.Constant(at, NEG_INF)
+class _Attention:
+    """The loop nest of one Attention node: for each (batch, head, query row), scores over every key, a stable
+    softmax, then the probability-weighted sum of V rows. `scores` holds one row of scores / probabilities."""
 
-    def kv_row(src_past: Buf | None, src: Buf, strides: Sequence[int], d: int, bi, kh, j) -> ir.Value:
+    def __init__(self, ctx: NodeCtx):
+        self.ctx, self.b, a = ctx, ctx.b, ctx.attrs
+        self.q, self.k, self.v = ctx.ins[0], ctx.ins[1], ctx.ins[2]
+        self.mask, self.past_k, self.past_v, self.nonpad = (_opt(ctx, i) for i in (3, 4, 5, 6))
+        self.y, self.present_k, self.present_v, self.qk_out = (ctx.outs[i] if i < len(ctx.outs) else None for i in range(4))
+        q, k, v = self.q, self.k, self.v
+        assert q is not None and k is not None and v is not None
+        if q.rank == 4:
+            self.batch, self.hq, self.sq = q.shape[:3]
+            self.hkv, kv_len = k.shape[1], k.shape[2]
+        else:
+            self.batch, self.sq = q.shape[:2]
+            self.hq, self.hkv, kv_len = a["q_num_heads"], a["kv_num_heads"], k.shape[1]
+        self.qs, self.dk = head_strides(q, self.hq)
+        self.ks, _ = head_strides(k, self.hkv)
+        self.vs, self.dv = head_strides(v, self.hkv)
+        self.ys, _ = head_strides(self.y, self.hq)
+        self.past = self.past_k.shape[2] if self.past_k is not None else 0
+        self.total = self.past + kv_len
+        self.dt = dt = q.dtype
+        self.at = F64 if dt is DType.F64 else F32  # accumulation type
+        self.sp = a["softmax_precision"] or dt
+        self.st = F64 if self.sp is DType.F64 else F32  # softmax type
+        # numpy's steps, in Q's dtype: Q * sqrt(scale), K * sqrt(scale), softcap * tanh(logits / softcap)
+        self.root = float(dt.np_dtype.type(np.sqrt(a["scale"] if a["scale"] is not None else 1 / np.sqrt(self.dk))))
+        self.softcap = float(dt.np_dtype.type(a["softcap"])) if a["softcap"] > 0 else 0.0
+        self.mode = a["qk_matmul_output_mode"]
+        self.masked = self.mask is not None or self.nonpad is not None or bool(a["is_causal"]) \
+            or a["left_window_size"] >= 0 or a["right_window_size"] >= 0
+        self.mask_strides = _mask_strides(self.mask.shape, (self.batch, self.hq, self.sq)) if self.mask is not None else None
+
+    def emit(self) -> None:
+        b, ctx = self.b, self.ctx
+        for src_past, src, strides, dst, d in ((self.past_k, self.k, self.ks, self.present_k, self.dk),
+                                               (self.past_v, self.v, self.vs, self.present_v, self.dv)):
+            if dst is not None:
+                _write_present(ctx, src_past, src, strides, dst, d, self.hkv, self.past)
+        if self.y.numel == 0 and (self.qk_out is None or self.qk_out.numel == 0):
+            return
+        self.qrow = scratch(b, self.at, self.dk, "qrow")
+        self.scores = scratch(b, self.st, self.total, "scores")
+        self.yacc = scratch(b, self.at, self.dv, "yacc")
+        self.dot = entry_alloca(b, self.at, "dot")
+        self.row_max, self.row_sum = entry_alloca(b, self.st, "max"), entry_alloca(b, self.st, "sum")
+        self.fully = entry_alloca(b, I1, "fully")
+        group = self.hq // self.hkv
+        with for_range(b, self.batch, name="b") as bi:
+            # query i sits at absolute position i + offset (after the past cache, or after nonpad - q_len valid keys)
+            limit = load(b, self.nonpad.ptr, bi, I64) if self.nonpad is not None else None
+            offset = b.sub(limit, I64(self.sq)) if limit is not None and self.past == 0 else I64(self.past)
+            with for_range(b, self.hq, name="h") as h:
+                kh = b.udiv(h, I64(group))  # grouped-query: query heads [g * group, (g + 1) * group) share kv head g
+                with for_range(b, self.sq, name="i") as i:
+                    qk_row = b.mul(b.add(b.mul(b.add(b.mul(bi, I64(self.hq)), h), I64(self.sq)), i), I64(self.total))
+                    self.scale_query(bi, h, i)
+                    self.score_row(bi, h, i, kh, b.add(i, offset), limit, qk_row)
+                    self.softmax_row(qk_row)
+                    self.weighted_sum(bi, h, i, kh)
+
+    def kv_row(self, src_past: Buf | None, src: Buf, strides: Sequence[int], d: int, bi: ir.Value, kh: ir.Value,
+               j: ir.Value) -> ir.Value:
         """Pointer to key / value row j of kv head kh: from the past cache, then from the new K / V."""
+        b, past = self.b, self.past
         new = gep(b, src.ptr, linear_index(b, [bi, kh, b.sub(j, I64(past))], strides[:3]), src.elem)
         if src_past is None:
             return new
-        old = gep(b, src_past.ptr, b.mul(b.add(b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(past)), j), I64(d)), src_past.elem)
-        return b.select(b.icmp_signed("<", j, I64(past)), old, new)
+        row = b.add(b.mul(b.add(b.mul(bi, I64(self.hkv)), kh), I64(past)), j)
+        return b.select(b.icmp_signed("<", j, I64(past)), gep(b, src_past.ptr, b.mul(row, I64(d)), src_past.elem), new)
 
-    with for_range(b, batch, name="b") as bi:
-        # query i sits at absolute position i + offset (after the past cache, or after nonpad - q_len valid keys)
-        limit = load(b, nonpad.ptr, bi, I64) if nonpad is not None else None
-        offset = b.sub(limit, I64(sq)) if limit is not None and past == 0 else I64(past)
-        with for_range(b, hq, name="h") as h:
-            kh = b.udiv(h, I64(group))
-            with for_range(b, sq, name="i") as i:
-                with for_range(b, dk, name="d") as d:
-                    x = load_as(b, q.ptr, linear_index(b, [bi, h, i, d], qs), dt, at)
-                    store(b, round_to(b, b.fmul(x, ir.Constant(at, root)), dt), qrow, d)
-                b.store(ir.Constant(I1, int(masked)), fully)  # no mask at all: never fully masked
-                position = b.add(i, offset)
-                qk_row = b.mul(b.add(b.mul(b.add(b.mul(bi, I64(hq)), h), I64(sq)), i), I64(total))
-                # scores over every key
-                with for_range(b, total, name="j") as j:
-                    krow = kv_row(past_k, k, ks, dk, bi, kh, j)
-                    b.store(zero_at, dot)
-                    with for_range(b, dk, name="d") as d:
-                        kx = round_to(b, b.fmul(load_as(b, krow, d, dt, at), ir.Constant(at, root)), dt)
-                        accumulate(b, dot, b.fmul(load(b, qrow, d, at), kx))
-                    logit = round_to(b, b.load(dot, typ=at), dt)
-                    capped = logit
-                    if softcap:
-                        c = ir.Constant(at, softcap)
-                        t = round_to(b, call_libm(b, "tanh", round_to(b, b.fdiv(logit, c), dt)), dt)
-                        capped = round_to(b, b.fmul(t, c), dt)
-                    score = capped
-                    if masked:
-                        bias = _bias(ctx, mask, mask_strides, [bi, h, i], j, position, limit, at)
-                        b.store(b.and_(b.load(fully, typ=I1), b.fcmp_ordered("==", bias, neg_inf)), fully)
-                        score = round_to(b, b.fadd(capped, bias), dt)
-                    if qk_out is not None and mode < 3:
-                        store_f(b, (logit, capped, score)[mode], qk_out, b.add(qk_row, j))
-                    store(b, round_to(b, widen(b, score, st), sp), scores, j)
-                # stable softmax: subtract the row max (0 when it is -inf), a zero sum divides by 1
-                b.store(ir.Constant(st, NEG_INF), row_max)
-                with for_range(b, total, name="j") as j:
-                    b.store(call(b, "llvm.maximum", b.load(row_max, typ=st), load(b, scores, j, st)), row_max)
-                m = b.load(row_max, typ=st)
-                m = b.select(b.fcmp_ordered("==", m, ir.Constant(st, NEG_INF)), zero_st, m)
-                b.store(zero_st, row_sum)
-                with for_range(b, total, name="j") as j:
-                    e = round_to(b, call_libm(b, "exp", round_to(b, b.fsub(load(b, scores, j, st), m), sp)), sp)
-                    store(b, e, scores, j)
-                    s = b.fadd(b.load(row_sum, typ=st), e)
-                    b.store(round_to(b, s, sp) if sp is DType.BF16 else s, row_sum)  # ml_dtypes sums bf16 step by step
-                s = round_to(b, b.load(row_sum, typ=st), sp)
-                s = b.select(b.fcmp_ordered("==", s, zero_st), ir.Constant(st, 1.0), s)
-                none_allowed = b.load(fully, typ=I1)
-                with for_range(b, total, name="j") as j:
-                    p = round_to(b, b.fdiv(load(b, scores, j, st), s), sp)
-                    p = b.select(none_allowed, zero_st, p)  # a row with no allowed key gives zeros, not NaN
-                    store(b, p, scores, j)
-                    if qk_out is not None and mode == 3:
-                        store_f(b, p, qk_out, b.add(qk_row, j))
-                # y = probs @ V
-                with for_range(b, dv, name="d") as d:
-                    store(b, zero_at, yacc, d)
-                with for_range(b, total, name="j") as j:
-                    p = round_to(b, widen(b, load(b, scores, j, st), at), dt)
-                    vrow = kv_row(past_v, v, vs, dv, bi, kh, j)
-                    with for_range(b, dv, name="d") as d:
-                        slot = gep(b, yacc, d, at)
-                        b.store(b.fadd(b.load(slot, typ=at), b.fmul(p, load_as(b, vrow, d, v.dtype, at))), slot)
-                with for_range(b, dv, name="d") as d:
-                    store_f(b, load(b, yacc, d, at), y, linear_index(b, [bi, h, i, d], ys))
+    def scale_query(self, bi: ir.Value, h: ir.Value, i: ir.Value) -> None:
+        """qrow = Q[b, h, i] * sqrt(scale), rounded to Q's dtype."""
+        b, at = self.b, self.at
+        with for_range(b, self.dk, name="d") as d:
+            x = load_as(b, self.q.ptr, linear_index(b, [bi, h, i, d], self.qs), self.dt, at)
+            store(b, round_to(b, b.fmul(x, ir.Constant(at, self.root)), self.dt), self.qrow, d)
+
+    def score_row(self, bi: ir.Value, h: ir.Value, i: ir.Value, kh: ir.Value, position: ir.Value,
+                  limit: ir.Value | None, qk_row: ir.Value) -> None:
+        """scores[j] = softcap(qrow . K[j] * sqrt(scale)) + bias[j] for every key j; notes whether any key is allowed."""
+        b, at, dt, qk_out = self.b, self.at, self.dt, self.qk_out
+        b.store(ir.Constant(I1, int(self.masked)), self.fully)  # no mask at all: never fully masked
+        with for_range(b, self.total, name="j") as j:
+            krow = self.kv_row(self.past_k, self.k, self.ks, self.dk, bi, kh, j)
+            b.store(ir.Constant(at, 0.0), self.dot)
+            with for_range(b, self.dk, name="d") as d:
+                kx = round_to(b, b.fmul(load_as(b, krow, d, dt, at), ir.Constant(at, self.root)), dt)
+                accumulate(b, self.dot, b.fmul(load(b, self.qrow, d, at), kx))
+            logit = capped = round_to(b, b.load(self.dot, typ=at), dt)
+            if self.softcap:
+                c = ir.Constant(at, self.softcap)
+                capped = round_to(b, b.fmul(round_to(b, call_libm(b, "tanh", round_to(b, b.fdiv(logit, c), dt)), dt), c), dt)
+            score = capped
+            if self.masked:
+                bias = _bias(self.ctx, self.mask, self.mask_strides, [bi, h, i], j, position, limit, at)
+                neg_inf = ir.Constant(at, NEG_INF)
+                b.store(b.and_(b.load(self.fully, typ=I1), b.fcmp_ordered("==", bias, neg_inf)), self.fully)
+                score = round_to(b, b.fadd(capped, bias), dt)
+            if qk_out is not None and self.mode < 3:
+                store_f(b, (logit, capped, score)[self.mode], qk_out, b.add(qk_row, j))
+            store(b, round_to(b, widen(b, score, self.st), self.sp), self.scores, j)
+
+    def softmax_row(self, qk_row: ir.Value) -> None:
+        """Stable softmax of scores in place: minus the row max (0 when it is -inf); a zero sum divides by 1; a row
+        with no allowed key gives zeros (not NaN). Steps round to softmax_precision as numpy's do."""
+        b, st, sp, scores = self.b, self.st, self.sp, self.scores
+        zero = ir.Constant(st, 0.0)
+        b.store(ir.Constant(st, NEG_INF), self.row_max)
+        with for_range(b, self.total, name="j") as j:  # llvm.maximum propagates NaN like np.max
+            b.store(call(b, "llvm.maximum", b.load(self.row_max, typ=st), load(b, scores, j, st)), self.row_max)
+        m = b.load(self.row_max, typ=st)
+        m = b.select(b.fcmp_ordered("==", m, ir.Constant(st, NEG_INF)), zero, m)
+        b.store(zero, self.row_sum)
+        with for_range(b, self.total, name="j") as j:
+            e = round_to(b, call_libm(b, "exp", round_to(b, b.fsub(load(b, scores, j, st), m), sp)), sp)
+            store(b, e, scores, j)
+            s = b.fadd(b.load(self.row_sum, typ=st), e)
+            b.store(round_to(b, s, sp) if sp is DType.BF16 else s, self.row_sum)  # ml_dtypes sums bf16 step by step
+        s = round_to(b, b.load(self.row_sum, typ=st), sp)
+        s = b.select(b.fcmp_ordered("==", s, zero), ir.Constant(st, 1.0), s)
+        none_allowed = b.load(self.fully, typ=I1)
+        with for_range(b, self.total, name="j") as j:
+            p = b.select(none_allowed, zero, round_to(b, b.fdiv(load(b, scores, j, st), s), sp))
+            store(b, p, scores, j)
+            if self.qk_out is not None and self.mode == 3:
+                store_f(b, p, self.qk_out, b.add(qk_row, j))
+
+    def weighted_sum(self, bi: ir.Value, h: ir.Value, i: ir.Value, kh: ir.Value) -> None:
+        """Y[b, h, i] = sum_j probs[j] (in Q's dtype) * V[j]: an axpy per key over a contiguous V row."""
+        b, at = self.b, self.at
+        with for_range(b, self.dv, name="d") as d:
+            store(b, ir.Constant(at, 0.0), self.yacc, d)
+        with for_range(b, self.total, name="j") as j:
+            p = round_to(b, widen(b, load(b, self.scores, j, self.st), at), self.dt)
+            vrow = self.kv_row(self.past_v, self.v, self.vs, self.dv, bi, kh, j)
+            with for_range(b, self.dv, name="d") as d:
+                slot = gep(b, self.yacc, d, at)
+                b.store(b.fadd(b.load(slot, typ=at), b.fmul(p, load_as(b, vrow, d, self.v.dtype, at))), slot)
+        with for_range(b, self.dv, name="d") as d:
+            store_f(b, load(b, self.yacc, d, at), self.y, linear_index(b, [bi, h, i, d], self.ys))
 
 
 def call_libm(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
