@@ -10,7 +10,6 @@ no padding) reads X directly as a [C, H*W] matrix. Pools and LRN are in cnn_pool
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -20,7 +19,7 @@ import numpy as np
 from ....ir.ops.cnn import Window, _transposed_geometry
 from ..builder import I32, I64, contiguous_strides, gep
 from ..context import NodeCtx
-from ..kernels.matmul import BSource, Gen, GemmSpec, StridedB
+from ..kernels.matmul import BSource, GemmSpec, Gen, StridedB
 from . import lowering
 from .nn import call_gemm, kernel_threads
 
@@ -205,4 +204,6 @@ def conv_transpose(ctx: NodeCtx) -> None:
     call_gemm(ctx, spec, source, w.ptr, x.ptr, bias.ptr if bias is not None else None, y.ptr)
 
 
-__all__ = ["ConvSource", "TransposedSource", "itertools", "output_coords"]
+__all__ = ["ConvSource", "TransposedSource", "output_coords"]
+
+from . import cnn_pool, cnn_resize  # noqa: E402,F401 - register the pools, LRN and resize (kept in their own files)
