@@ -117,6 +117,18 @@ def import_model(model: onnx.ModelProto, *, base_dir: str | os.PathLike[str] | N
 # ---- the importer -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Signature:
+    """An OpDef's operand and attribute counts, computed once per op per import."""
+
+    min_inputs: int
+    max_inputs: int | None
+    required_inputs: tuple[int, ...]
+    min_outputs: int
+    max_outputs: int | None
+    required_attrs: tuple[str, ...]
+
+
 class _Importer:
     def __init__(self, model: onnx.ModelProto, base_dir: Path | None, source: str, limits: Limits):
         self.model = model
@@ -128,6 +140,7 @@ class _Importer:
         self.env: dict[str, Value] = {}
         self.node_tensors: dict[tuple[int, str], np.ndarray] = {}  # (node index, attribute) -> data
         self.constants: dict[int, np.ndarray] = {}  # node index of a Constant -> its value
+        self.signatures: dict[str, _Signature] = {}
 
     def fail(self, cls: type[CompilerError], msg: str) -> CompilerError:
         return cls(f"{self.source}: {msg}")
@@ -395,17 +408,19 @@ class _Importer:
 
     def _import_node(self, idx: int, version: int, value_types: Mapping[str, TensorType]) -> None:
         node = self.model.graph.node[idx]
-        label = _node_label(node, idx)
-        domain = canonical_domain(node.domain)
+        out_names = list(node.output)
         if idx in self.constants:
-            self.env[node.output[0]] = self._const_value(self.constants[idx], node.output[0])
+            self.env[out_names[0]] = self._const_value(self.constants[idx], out_names[0])
             return
-        opdef = onnx_op(node.op_type, domain)
+        op_type, domain, node_name = node.op_type, canonical_domain(node.domain), node.name or None
+        label = _node_label(node, idx)
+        opdef = onnx_op(op_type, domain)
         assert opdef is not None  # resolve_versions has checked it
-        inputs: list[Value | None] = [self.env[name] if name else None for name in node.input]
-        attrs = self._attributes(node, idx, label)
-        imp = ImportNode(opdef.name, inputs, attrs, node.name or None, node.op_type, version, self.graph)
-        adapt = find_adapter(domain, node.op_type, version) if version not in opdef.since else None
+        env = self.env
+        inputs: list[Value | None] = [env[name] if name else None for name in node.input]
+        attrs = self._attributes(node, idx, label) if len(node.attribute) else {}
+        imp = ImportNode(opdef.name, inputs, attrs, node_name, op_type, version, self.graph)
+        adapt = find_adapter(domain, op_type, version) if version not in opdef.since or opdef.onnx != op_type else None
         if adapt is not None:
             try:
                 adapt(imp)
@@ -414,25 +429,34 @@ class _Importer:
         opdef = OPS[imp.op]
         while imp.inputs and imp.inputs[-1] is None:
             imp.inputs.pop()
-        self._check_signature(opdef, imp, label)
-        attrs = self._typed_attrs(opdef, imp.attrs, label)
-        out_names = list(node.output)
+        sig = self._signature(opdef)
+        self._check_signature(opdef, sig, imp, label)
+        attrs = self._typed_attrs(opdef, imp.attrs, label) if imp.attrs or sig.required_attrs else {}
         while out_names and not out_names[-1]:
             out_names.pop()
-        if len(out_names) < opdef.min_outputs():
-            raise self.fail(ModelValidationError, f"node {label} has {len(out_names)} outputs, {node.op_type} needs "
-                                                  f"at least {opdef.min_outputs()}")
-        hi = opdef.max_outputs()
-        if hi is not None and len(out_names) > hi:
-            raise self.fail(ModelValidationError, f"node {label} has {len(out_names)} outputs, {node.op_type} gives "
-                                                  f"at most {hi}")
+        if len(out_names) < sig.min_outputs:
+            raise self.fail(ModelValidationError, f"node {label} has {len(out_names)} outputs, {op_type} needs "
+                                                  f"at least {sig.min_outputs}")
+        if sig.max_outputs is not None and len(out_names) > sig.max_outputs:
+            raise self.fail(ModelValidationError, f"node {label} has {len(out_names)} outputs, {op_type} gives "
+                                                  f"at most {sig.max_outputs}")
         types = self._output_types(opdef, imp, attrs, out_names, value_types, label)
         names = [n or f"{_hint(label)}.unused{i}" for i, n in enumerate(out_names)]
-        created = self.graph.add(opdef.name, imp.inputs, types, attrs, node.name or None, output_names=names)
+        created = self.graph.add(opdef.name, imp.inputs, types, attrs, node_name, output_names=names)
         for n, v in zip(out_names, created.outputs):
             if n:
-                self._claim(v, n)
-                self.env[n] = v
+                if v.name != n:
+                    self._claim(v, n)
+                env[n] = v
+
+    def _signature(self, opdef: OpDef) -> _Signature:
+        sig = self.signatures.get(opdef.name)
+        if sig is None:
+            required = tuple(i for i, o in enumerate(opdef.inputs) if not o.optional and not o.variadic)
+            sig = _Signature(opdef.min_inputs(), opdef.max_inputs(), required, opdef.min_outputs(), opdef.max_outputs(),
+                             tuple(k for k, a in opdef.attrs.items() if a.required))
+            self.signatures[opdef.name] = sig
+        return sig
 
     def _attributes(self, node: onnx.NodeProto, idx: int, label: str) -> dict[str, Any]:
         A = onnx.AttributeProto
@@ -472,15 +496,15 @@ class _Importer:
         except UnicodeDecodeError:
             raise self.fail(ModelValidationError, f"node {label}: attribute '{attr}' is not UTF-8 text") from None
 
-    def _check_signature(self, opdef: OpDef, imp: ImportNode, label: str) -> None:
+    def _check_signature(self, opdef: OpDef, sig: _Signature, imp: ImportNode, label: str) -> None:
         n = len(imp.inputs)
-        hi = opdef.max_inputs()
-        if n < opdef.min_inputs() or (hi is not None and n > hi):
-            takes = f"{opdef.min_inputs()}" + ("" if hi == opdef.min_inputs() else f" to {hi}" if hi is not None else " or more")
+        lo, hi = sig.min_inputs, sig.max_inputs
+        if n < lo or (hi is not None and n > hi):
+            takes = f"{lo}" + ("" if hi == lo else f" to {hi}" if hi is not None else " or more")
             raise self.fail(ModelValidationError, f"node {label} has {n} inputs, {imp.onnx_type} takes {takes}")
-        for i, o in enumerate(opdef.inputs):
-            if not o.optional and not o.variadic and i < n and imp.inputs[i] is None:
-                raise self.fail(ModelValidationError, f"node {label}: required input {o.name} is empty")
+        for i in sig.required_inputs:
+            if i < n and imp.inputs[i] is None:
+                raise self.fail(ModelValidationError, f"node {label}: required input {opdef.inputs[i].name} is empty")
 
     def _typed_attrs(self, opdef: OpDef, attrs: dict[str, Any], label: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -521,7 +545,9 @@ class _Importer:
         for i, name in enumerate(out_names):
             theirs = value_types.get(name) if name else None
             mine = ours[i] if i < len(ours) else None
-            if mine is not None and theirs is not None:
+            if mine is not None and mine == theirs:
+                types.append(mine)
+            elif mine is not None and theirs is not None:
                 if mine.dtype != theirs.dtype:
                     raise self.fail(ModelValidationError, f"node {label}: output '{name}' is {format_type(theirs)} "
                                                           f"in the model, but {imp.onnx_type} gives {format_type(mine)}")
