@@ -6,7 +6,8 @@ A scalar emitter gets a Scalar helper and its operands as *compute values* (floa
 half, bf16 widened to f32, ints as iN, bool as i1) and returns its result the same way.
 `emit_elementwise` lowers a single elementwise node; `fused_elementwise` nodes evaluate their
 whole body per element with the same emitters (ops/fused.py). Loops are simple enough for LLVM's
-vectoriser: one flat loop when every operand is either the full shape or a scalar.
+vectoriser: dims that every operand walks the same way are merged, so the innermost loop is one
+long contiguous (or broadcast) run, and most nodes become one flat loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import llvmlite.ir as ir
 
 from ...ir.types import DType
-from .builder import F32, I1, I16, I32, I64, broadcast_strides, elem_type, for_nest, for_range, gep, intrinsic, linear_index, suffix
+from . import mathfns
+from .builder import F32, I1, I16, I32, broadcast_strides, elem_type, for_nest, gep, intrinsic, linear_index, suffix
 from .context import Buf, NodeCtx
 
 ScalarEmitter = Callable[..., ir.Value]
@@ -26,11 +28,18 @@ SCALAR: dict[str, ScalarEmitter] = {}
 
 
 def scalar(*ops: str) -> Callable[[ScalarEmitter], ScalarEmitter]:
-    """Register the scalar emitter of elementwise ops."""
+    """Register the scalar emitter of elementwise ops. A bf16 result is rounded to bf16 right away
+    (it is carried in f32), so that inside a fused body each op rounds as the interpreter does."""
 
     def register(fn: ScalarEmitter) -> ScalarEmitter:
+        def emit(s: Scalar, *args: ir.Value | None) -> ir.Value:
+            out = fn(s, *args)
+            return round_bf16(s.b, out) if s.out_dtype is DType.BF16 else out
+
+        emit.__name__ = emit.__qualname__ = fn.__name__
+        emit.__doc__ = fn.__doc__
         for op in ops:
-            SCALAR[op] = fn
+            SCALAR[op] = emit
         return fn
 
     return register
@@ -74,6 +83,31 @@ class Scalar:
             return self.b.fptrunc(self.libm(name, *wide), t)
         fname = name + ("f" if isinstance(t, ir.FloatType) else "")
         return intrinsic(self.b, fname, t, list(args))
+
+    def math(self, name: str, x: ir.Value) -> ir.Value:
+        """exp, expm1, log, log1p, tanh, sigmoid, erf, erfc: inline vectorisable code for f32
+        (half computed in f32 and rounded once), libm for f64."""
+        if isinstance(x.type, ir.HalfType):
+            return self.b.fptrunc(self.math(name, self.b.fpext(x, F32)), x.type)
+        if isinstance(x.type, ir.FloatType):
+            return mathfns.FUNCTIONS[name](self.b, x)
+        if name == "sigmoid":
+            one = self.const(x, 1.0)
+            return self.b.fdiv(one, self.b.fadd(one, self.libm("exp", self.b.fneg(x))))
+        return self.libm(name, x)
+
+    def wide(self, x: ir.Value) -> ir.Value:
+        """16-bit floats are computed in f32 (bf16 already is): half -> float."""
+        return self.b.fpext(x, F32) if isinstance(x.type, ir.HalfType) else x
+
+    def narrow(self, v: ir.Value) -> ir.Value:
+        """A value computed by `wide` back in the result's compute type (one rounding)."""
+        t = compute_type(self.out_dtype)
+        return self.b.fptrunc(v, t) if isinstance(t, ir.HalfType) and not isinstance(v.type, ir.HalfType) else v
+
+    def dtype(self, i: int = 0) -> DType:
+        d = self.in_dtypes[i] if i < len(self.in_dtypes) else None
+        return d if d is not None else self.out_dtype
 
     @property
     def signed(self) -> bool:
@@ -124,6 +158,11 @@ def f32_to_bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.trunc(b.lshr(out, ir.Constant(I32, 16)), I16)
 
 
+def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """An f32 rounded to the nearest bf16 value, still as f32."""
+    return to_compute(b, f32_to_bf16_bits(b, x), DType.BF16)
+
+
 def store_compute(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Value, dtype: DType) -> None:
     b.store(to_storage(b, value, dtype), gep(b, ptr, index, elem_type(dtype)))
 
@@ -131,28 +170,37 @@ def store_compute(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Val
 # ---- the loop ---------------------------------------------------------------------------------------
 
 
+def collapse_dims(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+    """Drop size-1 dims and merge neighbours that every operand walks alike (both broadcast, or
+    contiguous across the pair), so that the loop nest has as few, and as long, loops as possible."""
+    dims: list[int] = []
+    merged: list[list[int]] = [[] for _ in strides]
+    for d, n in enumerate(out_shape):
+        if n == 1:
+            continue
+        if dims and all(m[-1] == st[d] * n for m, st in zip(merged, strides)):
+            dims[-1] *= n
+            for m, st in zip(merged, strides):
+                m[-1] = st[d]
+            continue
+        dims.append(n)
+        for m, st in zip(merged, strides):
+            m.append(st[d])
+    return dims, merged
+
+
 def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequence[int],
                    body: Callable[[list[ir.Value]], None]) -> None:
     """Call body(linear_indices) for every element of out_shape; linear_indices[i] indexes operand i
     (broadcast), and the last entry indexes the result."""
     b = ctx.b
-    shapes = [op.shape if op is not None else () for op in operands]
-    numel = 1
-    for d in out_shape:
-        numel *= d
-    if numel == 0:
+    if _numel(out_shape) == 0:
         return
-    flat_ok = all(op is None or tuple(s) == tuple(out_shape) or _numel(s) == 1 for op, s in zip(operands, shapes))
-    if flat_ok:
-        with for_range(b, numel, name="e") as i:
-            idx = [I64(0) if op is None or (_numel(s) == 1 and numel != 1) else i for op, s in zip(operands, shapes)]
-            body(idx + [i])
-        return
-    strides = [broadcast_strides(s, out_shape) for s in shapes]
-    out_strides = broadcast_strides(out_shape, out_shape)
-    with for_nest(b, list(out_shape), name="e") as ix:
-        idx = [linear_index(b, ix, st) for st in strides]
-        body(idx + [linear_index(b, ix, out_strides)])
+    strides = [broadcast_strides(op.shape if op is not None else (), out_shape) for op in operands]
+    strides.append(broadcast_strides(out_shape, out_shape))
+    dims, merged = collapse_dims(out_shape, strides)
+    with for_nest(b, dims, name="e") as ix:
+        body([linear_index(b, ix, st) for st in merged])
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -162,24 +210,25 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
-def emit_elementwise(ctx: NodeCtx, op: str | None = None) -> None:
-    """Lower a one-result elementwise node with SCALAR[op]."""
+def emit_elementwise(ctx: NodeCtx, op: str | None = None, operands: int | None = None) -> None:
+    """Lower a one-result elementwise node with SCALAR[op]; only the first `operands` operands are
+    read (the others reach the emitter as None), all of them by default."""
     node = ctx.node
     fn = SCALAR[op or node.op]
     out = ctx.outs[0]
     s = Scalar(ctx.b, ctx.attrs, [None if v is None else v.type.dtype for v in node.inputs], out.dtype)
+    ins = [buf if operands is None or i < operands else None for i, buf in enumerate(ctx.ins)]
 
     def body(idx: list[ir.Value]) -> None:
-        args = [None if op_buf is None else load_compute(ctx.b, op_buf.ptr, i, op_buf.dtype)
-                for op_buf, i in zip(ctx.ins, idx[:-1])]
+        args = [None if buf is None else load_compute(ctx.b, buf.ptr, i, buf.dtype) for buf, i in zip(ins, idx[:-1])]
         store_compute(ctx.b, fn(s, *args), out.ptr, idx[-1], out.dtype)
 
-    broadcast_loop(ctx, ctx.ins, out.shape, body)
+    broadcast_loop(ctx, ins, out.shape, body)
 
 
 def lower_elementwise(ctx: NodeCtx) -> None:
     emit_elementwise(ctx)
 
 
-__all__ = ["SCALAR", "Scalar", "broadcast_loop", "compute_type", "emit_elementwise", "is_float", "load_compute",
-           "lower_elementwise", "scalar", "store_compute", "to_compute", "to_storage"]
+__all__ = ["SCALAR", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "is_float",
+           "load_compute", "lower_elementwise", "round_bf16", "scalar", "store_compute", "to_compute", "to_storage"]
