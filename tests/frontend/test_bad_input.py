@@ -74,8 +74,9 @@ def test_textproto_instead_of_binary(tmp_path):
         load_model(p)
 
 
-def test_every_prefix_of_a_valid_model():
-    data = relu_model().SerializeToString()
+@pytest.mark.parametrize("make", [relu_model, weighted_model], ids=["relu", "with_initializer"])
+def test_every_prefix_of_a_valid_model(make):
+    data = make().SerializeToString()
     assert isinstance(load_model_bytes(data).outputs[0].type.shape, tuple)  # the whole model imports
     for n in range(len(data)):
         with pytest.raises((ModelFormatError, ModelValidationError)) as e:

@@ -204,3 +204,36 @@ def test_value_names_survive_helper_values():
     m = model(nodes, [vi("x", (4, 4))], [vi("y", (4, 4))], [numpy_helper.from_array(np.ones((4, 4), np.float32), "w")])
     g = import_model(m)
     assert [v.name for v in g.outputs] == ["y"] and g.value("w_").producer.op == "relu"
+
+
+# ---- odd but valid graphs (HARDENING.md B10, B12) ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".", "123", "_", "ünïcødé", "with\x00nul", "a/b/c", "x" * 5000, " ", "%v", "@g"])
+def test_odd_names(name):
+    nodes = [helper.make_node("Relu", [name], [name + "'"], name=name)]
+    g = import_model(model(nodes, [vi(name)], [vi(name + "'")], name=name))
+    assert [v.name for v in g.inputs] == [name] and [v.name for v in g.outputs] == [name + "'"]
+    text = print_graph(g)
+    assert print_graph(parse_graph(text, g.weights)) == text
+    y = Interpreter(g).run({name: np.array([[-1, 2, -3], [4, -5, 6]], np.float32)})[name + "'"]
+    np.testing.assert_array_equal(y, [[0, 2, 0], [4, 0, 6]])
+
+
+def test_empty_graph():
+    g = import_model(model([], [], []))
+    assert len(g) == 0 and g.inputs == [] and g.outputs == []
+
+
+def test_outputs_that_are_inputs_and_weights():
+    w = numpy_helper.from_array(np.ones((3, 3), np.float32), "w")
+    g = import_model(model([], [vi("x")], [vi("x"), vi("w", (3, 3))], [w]))
+    assert g.outputs[0] is g.inputs[0] and g.outputs[1].producer.op == "weight"
+    out = Interpreter(g).run({"x": np.ones((2, 3), np.float32)})
+    np.testing.assert_array_equal(out["w"], np.ones((3, 3)))
+
+
+def test_dead_nodes_are_kept_for_the_passes():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["dead"])]
+    g = import_model(model(nodes, [vi("x")], [vi("y")]))
+    assert [n.op for n in g] == ["relu", "neg"] and [v.name for v in g.outputs] == ["y"]

@@ -8,6 +8,8 @@ axis rule) is rewritten here, before it becomes an IR node. Each adapter is regi
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,12 +63,15 @@ ADAPTERS: dict[tuple[str, str, int], Adapter] = {}
 
 def adapter(op_type: str, *versions: int, domain: str = "") -> Callable[[Adapter], Adapter]:
     """Register `fn` as the adapter of the given since_versions of an ONNX op."""
+    domain = "" if domain == "ai.onnx" else domain
+    if not versions or not all(isinstance(v, int) and v > 0 for v in versions):
+        raise ValueError(f"adapter for {op_type}: versions must be positive ints, got {versions}")
 
     def register(fn: Adapter) -> Adapter:
         for v in versions:
             key = (domain, op_type, v)
             if key in ADAPTERS:
-                raise ValueError(f"two adapters for {op_type} version {v}")
+                raise ValueError(f"two adapters for {op_type} version {v} (domain '{domain or 'ai.onnx'}')")
             ADAPTERS[key] = fn
         return fn
 
@@ -74,10 +79,11 @@ def adapter(op_type: str, *versions: int, domain: str = "") -> Callable[[Adapter
 
 
 def find_adapter(domain: str, op_type: str, version: int) -> Adapter | None:
-    return ADAPTERS.get((domain, op_type, version))
+    return ADAPTERS.get(("" if domain == "ai.onnx" else domain, op_type, version))
 
 
-# Importing a family module registers its adapters.
-FAMILIES = ("elementwise", "shape", "reduce", "nn")
+# Every module in this package is a family of adapters; importing it registers them (a new family
+# file needs no edit here).
+FAMILIES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
 for _family in FAMILIES:
-    __import__(f"{__name__}.{_family}")
+    importlib.import_module(f"{__name__}.{_family}")
