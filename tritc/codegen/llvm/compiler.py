@@ -75,6 +75,15 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
     PassManager([InferShapes(bind=bind), FoldConstants(), EliminateDeadCode(), InferShapes()],
                 progress=progress).run(g)
+    # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
+    # folded, as in ONNX's expanded RotaryEmbedding): repeat the folding while that leaves fewer unknown dims.
+    for _ in range(8):
+        unknown = _unknown_values(g)
+        if not unknown:
+            break
+        PassManager([FoldConstants(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
+        if _unknown_values(g) >= unknown:
+            break
     for node in g:
         for v in node.outputs:
             if not v.type.is_static:
@@ -82,6 +91,10 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
                                        f"is not known after binding {', '.join(bind) or 'no dims'}")
     _own_outputs(g)
     return g
+
+
+def _unknown_values(g: Graph) -> int:
+    return sum(not v.type.is_static for node in g for v in node.outputs)
 
 
 def _own_outputs(g: Graph) -> None:
