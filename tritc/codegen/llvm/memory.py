@@ -133,6 +133,7 @@ def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
                 off = arena.alloc(size)
                 live[id(v)] = (off, size)
                 plan.storage[id(v)] = Storage("arena", off)
+        plan.arena_bytes = max(plan.arena_bytes, arena.top)  # before any release: dead results still get written
         # Free after allocating this node's results, so no result overlaps one of its operands.
         for v in node.inputs:
             if v is None:
