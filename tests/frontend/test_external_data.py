@@ -289,3 +289,29 @@ def test_model_folder_reached_through_a_symlink(env):
     (env.root / "alias").symlink_to(env.model_dir)
     g = load_model(env.root / "alias" / "model.onnx")
     np.testing.assert_array_equal(g.weights["w"], DATA.reshape(4, 4))
+
+
+@pytest.mark.parametrize("swap", ["symlink", "hardlink", "fifo"])
+def test_file_swapped_after_the_check(env, monkeypatch, swap):
+    """TOCTOU: the file is replaced right after the pre-open check. The read goes through one descriptor
+    opened without following links and checked again with fstat, so the swap gives UnsafePathError."""
+    import tritc.frontend.external_data as ext
+
+    real_stat = os.stat
+    target = env.model_dir / "w.bin"
+
+    def stat_then_swap(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        if path == "w.bin" and target.exists() and not target.is_symlink():
+            target.unlink()
+            if swap == "symlink":
+                target.symlink_to(env.outside / "secret.bin")
+            elif swap == "hardlink":
+                os.link(env.outside / "secret.bin", target)
+            else:
+                os.mkfifo(target)
+        return result
+
+    monkeypatch.setattr(ext.os, "stat", stat_then_swap)
+    error = load(env, _initializer(external_tensor("w", (4, 4), "w.bin")))
+    assert isinstance(error, UnsafePathError), error
