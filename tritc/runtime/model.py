@@ -56,11 +56,12 @@ class IOSpec:
 
 
 def value_specialised_inputs(graph: Graph) -> list[Value]:
-    """Small static integer inputs from which some operand that must be constant is reachable."""
+    """Small static inputs from which some operand that must be constant is reachable (integers, and floats:
+    Range's bounds and OneHot's depth may be float)."""
     found = []
     for v in graph.inputs:
         t = v.type
-        if not (t.dtype.is_int or t.dtype is DType.BOOL) or not t.is_static or (t.numel() or 0) > MAX_VALUE_SPECIALISED:
+        if not (t.dtype.is_int or t.dtype.is_float or t.dtype is DType.BOOL) or not t.is_static or (t.numel() or 0) > MAX_VALUE_SPECIALISED:
             continue
         stack, seen = [v], set()
         hit = False

@@ -122,7 +122,8 @@ def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
             if id(v) in outputs:
                 plan.storage[id(v)] = Storage("output", outputs[id(v)])
             elif node.op == "weight":
-                plan.storage[id(v)] = Storage("weight", weight_offsets[node.attrs["ref"]], node.attrs["ref"])
+                # A weight folded after the layout (shape specialisation) has no offset: lower embeds it.
+                plan.storage[id(v)] = Storage("weight", weight_offsets.get(node.attrs["ref"], -1), node.attrs["ref"])
             elif node.op == "constant":
                 plan.storage[id(v)] = Storage("constant")
             elif id(v) in root:
