@@ -13,7 +13,6 @@ verify the whole graph. docs/FRONTEND.md has the rules.
 
 from __future__ import annotations
 
-import heapq
 import os
 import warnings
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from .adapters import ImportNode, find_adapter
 from .constants import attr_kind, constant_value, refine
 from .limits import DEFAULT_LIMITS, Limits
 from .opsets import NEWER_OPSET_MARGIN, canonical_domain, read_opsets, resolve_versions
+from .structure import check_text, node_label, topological_order
 from .tensors import TensorReader, onnx_type_name
 
 __all__ = ["DEFAULT_LIMITS", "NEWER_OPSET_MARGIN", "ImportReport", "Limits", "import_model", "load_model",
@@ -148,12 +148,12 @@ class _Importer:
     def run(self) -> Graph:
         g = self.model.graph
         self._check_header()
-        _check_text(self.model, self.source)
+        check_text(self.model, self.source)
         opsets = read_opsets(self.model, self.source, self.report.warnings)
         if len(g.node) > self.limits.max_nodes:
             raise self.fail(ResourceLimitError, f"{len(g.node)} nodes is over the limit of {self.limits.max_nodes}")
-        versions = resolve_versions(g.node, opsets, self.source, _node_label)
-        order = self._topological_order()
+        versions = resolve_versions(g.node, opsets, self.source, node_label)
+        order = topological_order(self.model.graph, self.source, self.report.warnings)
         input_types = self._input_types()
         initial = self._load_tensors()
         value_types = self._value_types(order)
@@ -181,88 +181,6 @@ class _Importer:
             raise self.fail(UnsupportedError, f"IR version {m.ir_version} is newer than the newest this onnx "
                                               f"({onnx.__version__}) reads, {onnx.IR_VERSION}")
 
-    def _topological_order(self) -> list[int]:
-        """Node indices in a stable topological order, after checking every name is defined exactly once."""
-        g = self.model.graph
-        available: set[str] = set()
-        for kind, names in (("initializer", [t.name for t in g.initializer]),
-                            ("sparse initializer", [t.values.name for t in g.sparse_initializer])):
-            for name in names:
-                if not name:
-                    raise self.fail(ModelValidationError, f"an {kind} has no name")
-                if name in available:
-                    raise self.fail(ModelValidationError, f"{kind} '{name}' is defined twice")
-                available.add(name)
-        inputs: set[str] = set()
-        for vi in g.input:
-            if vi.name in inputs:
-                raise self.fail(ModelValidationError, f"graph input '{vi.name}' is listed twice")
-            inputs.add(vi.name)
-        available |= inputs
-        producer: dict[str, int] = {}
-        for idx, node in enumerate(g.node):
-            for o in node.output:
-                if not o:
-                    continue
-                if o in producer or o in available:
-                    raise self.fail(ModelValidationError, f"value '{o}' is defined twice (again by node "
-                                                          f"{_node_label(node, idx)})")
-                producer[o] = idx
-        seen_out: set[str] = set()
-        for o in g.output:
-            if o.name in seen_out:
-                raise self.fail(ModelValidationError, f"graph output '{o.name}' is listed twice")
-            seen_out.add(o.name)
-            if o.name not in producer and o.name not in available:
-                raise self.fail(ModelValidationError, f"graph output '{o.name}' is never produced")
-        n = len(g.node)
-        deps: list[list[int]] = [[] for _ in range(n)]
-        consumers: list[list[int]] = [[] for _ in range(n)]
-        for idx, node in enumerate(g.node):
-            mine = set()
-            for name in node.input:
-                if not name or name in available:
-                    continue
-                p = producer.get(name)
-                if p is None:
-                    raise self.fail(ModelValidationError, f"node {_node_label(node, idx)} uses '{name}', "
-                                                          f"which no node, input or initializer defines")
-                if p not in mine:
-                    mine.add(p)
-                    deps[idx].append(p)
-                    consumers[p].append(idx)
-        # Kahn's algorithm with a heap: the original order wherever the dependencies allow it.
-        waiting = [len(d) for d in deps]
-        ready = [i for i in range(n) if waiting[i] == 0]
-        heapq.heapify(ready)
-        order: list[int] = []
-        while ready:
-            i = heapq.heappop(ready)
-            order.append(i)
-            for c in consumers[i]:
-                waiting[c] -= 1
-                if waiting[c] == 0:
-                    heapq.heappush(ready, c)
-        if len(order) != n:
-            raise self.fail(ModelValidationError, f"the graph has a cycle: {self._cycle(deps, waiting)}")
-        if any(order[k] != k for k in range(n)):
-            self.report.warnings.append("nodes were not in topological order; they were re-sorted")
-        return order
-
-    def _cycle(self, deps: list[list[int]], waiting: list[int]) -> str:
-        """A readable cycle among the nodes Kahn's algorithm could not place (iterative walk)."""
-        nodes = self.model.graph.node
-        i = next(k for k in range(len(waiting)) if waiting[k] > 0)
-        path: list[int] = []
-        pos: dict[int, int] = {}
-        while i not in pos:
-            pos[i] = len(path)
-            path.append(i)
-            i = next(d for d in deps[i] if waiting[d] > 0)  # a stuck node always has a stuck dependency
-        loop = path[pos[i]:][::-1]
-        shown = [_node_label(nodes[k], k) for k in loop[:6]] + (["..."] if len(loop) > 6 else [])
-        return " -> ".join(shown + [_node_label(nodes[loop[0]], loop[0])])
-
     # -- tensors and types --------------------------------------------------------------------
 
     def _load_tensors(self) -> dict[str, np.ndarray]:
@@ -279,12 +197,12 @@ class _Importer:
                 kind = attr_kind(a)
                 if kind == A.TENSOR:
                     self.node_tensors[(idx, a.name)] = self.tensors.read(a.t, f"attribute '{a.name}' of node "
-                                                                               f"{_node_label(node, idx)}")
+                                                                               f"{node_label(node, idx)}")
                 elif kind == A.SPARSE_TENSOR:
                     self.node_tensors[(idx, a.name)] = self.tensors.read_sparse(
-                        a.sparse_tensor, f"attribute '{a.name}' of node {_node_label(node, idx)}")
+                        a.sparse_tensor, f"attribute '{a.name}' of node {node_label(node, idx)}")
             if node.op_type == "Constant" and canonical_domain(node.domain) == "":
-                self.constants[idx] = constant_value(node, _node_label(node, idx), self.node_tensors, idx, self.source)
+                self.constants[idx] = constant_value(node, node_label(node, idx), self.node_tensors, idx, self.source)
         return initial
 
     def _input_types(self) -> dict[str, TensorType]:
@@ -413,7 +331,7 @@ class _Importer:
             self.env[out_names[0]] = self._const_value(self.constants[idx], out_names[0])
             return
         op_type, domain, node_name = node.op_type, canonical_domain(node.domain), node.name or None
-        label = _node_label(node, idx)
+        label = node_label(node, idx)
         opdef = onnx_op(op_type, domain)
         assert opdef is not None  # resolve_versions has checked it
         env = self.env
@@ -567,41 +485,6 @@ class _Importer:
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _check_text(model: onnx.ModelProto, source: str) -> None:
-    """Every name must be UTF-8 text: protobuf hands invalid UTF-8 in proto2 strings back as bytes."""
-    g = model.graph
-
-    def bad(what: str) -> ModelFormatError:
-        return ModelFormatError(f"{source}: {what} is not valid UTF-8 text")
-
-    if not isinstance(g.name, str):
-        raise bad("the graph's name")
-    for e in model.opset_import:
-        if not isinstance(e.domain, str):
-            raise bad("an opset_import domain")
-    for kind, vis in (("graph input", g.input), ("graph output", g.output), ("value_info", g.value_info)):
-        for k, vi in enumerate(vis):
-            if not isinstance(vi.name, str):
-                raise bad(f"the name of {kind} #{k}")
-            if vi.type.HasField("tensor_type"):
-                for d in vi.type.tensor_type.shape.dim:
-                    if not isinstance(d.dim_param, str):
-                        raise bad(f"a dim_param of {kind} '{vi.name}'")
-    for k, t in enumerate(g.initializer):
-        if not isinstance(t.name, str):
-            raise bad(f"the name of initializer #{k}")
-    for k, sp in enumerate(g.sparse_initializer):
-        if not isinstance(sp.values.name, str):
-            raise bad(f"the name of sparse initializer #{k}")
-    for k, node in enumerate(g.node):
-        for s in (node.op_type, node.domain, node.name, *node.input, *node.output):
-            if not isinstance(s, str):
-                raise bad(f"a name in node #{k}")
-        for a in node.attribute:
-            if not isinstance(a.name, str) or not isinstance(a.ref_attr_name, str):
-                raise bad(f"an attribute name in node #{k}")
-
-
 def _sniff(data: bytes) -> str:
     """What non-ONNX bytes look like, as a hint at the start of an error message."""
     head = data[:16]
@@ -614,14 +497,6 @@ def _sniff(data: bytes) -> str:
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
         return "it looks like text (tritc reads binary .onnx files, not textproto); "
     return ""
-
-
-def _node_label(node: onnx.NodeProto, index: int | None) -> str:
-    if node.name:
-        return f"'{node.name}' ({node.op_type})"
-    if node.output and node.output[0]:
-        return f"{node.op_type} -> '{node.output[0]}'"
-    return f"#{index} ({node.op_type})" if index is not None else f"({node.op_type})"
 
 
 def _hint(label: str) -> str:
