@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 import warnings
 
@@ -34,6 +35,14 @@ def test_missing_file(tmp_path):
 def test_directory(tmp_path):
     with pytest.raises(ModelFormatError, match="directory"):
         load_model(tmp_path)
+
+
+def test_fifo_or_device_as_model(tmp_path):
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):  # neither is opened: a read would block or never end
+        with pytest.raises(ModelFormatError, match="not a regular file"):
+            load_model(path)
 
 
 def test_empty_file(tmp_path):
