@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..codegen.llvm.jit import LoadedObject
+from ..codegen.llvm.kernels.threads import ensure_pool
 from ..codegen.llvm.target import Target
 from ..ir.types import TensorType
 
@@ -30,7 +31,10 @@ class CpuExecutable:
     """Object code for one specialisation, ready to call."""
 
     def __init__(self, obj: bytes, target: Target, entry: str, input_types: Sequence[TensorType],
-                 output_types: Sequence[TensorType], arena_bytes: int, weights: np.ndarray):
+                 output_types: Sequence[TensorType], arena_bytes: int, weights: np.ndarray, threads: int = 1):
+        if b"tritc_parallel_for" in obj:
+            # Multi-threaded kernels call into the process-wide pool: it must exist before linking.
+            ensure_pool(threads)
         self.lib = LoadedObject(obj, target)
         self.entry = self.lib.function(entry, ctypes.c_int32, [ctypes.c_void_p] * 4)
         self.input_types = list(input_types)

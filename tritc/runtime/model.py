@@ -204,7 +204,7 @@ class CompiledModel:
                     entry = (spec, None)
                 if entry[1] is None:
                     exe = CpuExecutable(entry[0].object, self.target, entry[0].entry, entry[0].input_types,
-                                        entry[0].output_types, entry[0].arena_bytes, self.blob)
+                                        entry[0].output_types, entry[0].arena_bytes, self.blob, self.threads)
                     entry = (entry[0], exe)
                 self._specs[key] = entry
         return entry  # type: ignore[return-value]
