@@ -128,10 +128,10 @@ def plan_tiles(spec: MatmulSpec, isa: str) -> TilePlan:
         return TilePlan(min(spec.M, 2), 1) if isa == "avx2" else TilePlan(1, 1)
     if isa == "avx512vnni":
         if spec.M == 1 and spec.GKB <= MASKED_MAX_KB:
-            return TilePlan(1, 2 if grouped else 4, masked=True)
+            return TilePlan(1, 4, masked=True)
         return TilePlan(min(spec.M, 4), 2 if grouped else 4)
     if isa == "avx2":
-        return TilePlan(1 if spec.M == 1 else 2, 2)
+        return TilePlan(1, 2) if spec.M == 1 else TilePlan(min(spec.M, 4), 1)
     return TilePlan(1, 1)
 
 

@@ -1,0 +1,232 @@
+"""Ternary matmul: tritc's int8 kernel vs onnxruntime's fp32 MatMul and 2-bit MatMulNBits, same weights.
+
+    .venv/bin/python benchmarks/bench_kernels.py                # the five shapes, 1 thread and all cores
+    .venv/bin/python benchmarks/bench_kernels.py --shapes 1x4096x4096 --threads 1 --rounds 5
+
+All three run in one process, interleaved round by round; each is checked against numpy in the
+same run (tritc bit for bit against the interpreter's int8 semantics). Results go to
+benchmarks/results/bench_kernels.{json,md} with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (  # noqa: E402
+    Timer,
+    cores,
+    finish_info,
+    interleave,
+    machine_info,
+    machine_markdown,
+    write_results,
+)
+
+SHAPES = [(1, 4096, 4096), (1, 2560, 6912), (1, 6912, 2560), (8, 4096, 4096), (128, 2560, 6912)]
+
+
+def problem(M: int, K: int, N: int, seed: int = 0):
+    from tritc.ir.ternary import TernaryWeight
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    trits = rng.choice(np.array([-1, 0, 1], np.int8), size=(K, N), p=[0.3, 0.4, 0.3])
+    scale = (rng.random(N) * 0.02 + 0.01).astype(np.float32)
+    return x, TernaryWeight(trits, scale)
+
+
+def tritc_runner(x: np.ndarray, w, threads: int):
+    """Compile the kernel for this shape; returns (call, output array)."""
+    import llvmlite.ir as ir
+
+    from tritc.codegen.llvm.jit import compile_and_load
+    from tritc.codegen.llvm.kernels.ternary import emit_ternary_matmul
+    from tritc.codegen.llvm.kernels.threads import ensure_pool
+    from tritc.codegen.llvm.packing import pack_scales, pack_trits
+    from tritc.codegen.llvm.target import host_target
+
+    (M, K), N = x.shape, w.shape[1]
+    target = host_target()
+    module = ir.Module(name="bench")
+    module.triple = target.triple
+    emit_ternary_matmul(module, target, M=M, K=K, N=N, act="int8", granularity="per_channel", threads=threads, name="k")
+    if threads != 1:
+        ensure_pool(threads)
+    lib, _ = compile_and_load(module, target)
+    fn = lib.function("k", ctypes.c_int32, [ctypes.c_void_p] * 4)
+    packed, scales = pack_trits(w.trits), pack_scales(w)
+    y = np.zeros((M, N), np.float32)
+    args = (x.ctypes.data, packed.ctypes.data, scales.ctypes.data, y.ctypes.data)
+    keep = (lib, packed, scales)
+
+    def call() -> None:
+        fn(*args)
+
+    call.keep = keep  # type: ignore[attr-defined]
+    return call, y
+
+
+def _session(model, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _bound(sess, x: np.ndarray, N: int):
+    """A call through IO binding (no per-call numpy conversions) and its output array."""
+    import onnxruntime as ort
+
+    y = np.zeros((x.shape[0], N), np.float32)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input("A", ort.OrtValue.ortvalue_from_numpy(x))
+    binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy(y))
+
+    def call() -> None:
+        sess.run_with_iobinding(binding)
+
+    call.keep = binding  # type: ignore[attr-defined]
+    return call, y
+
+
+def _model(nodes, inits, M: int, K: int, N: int, opsets):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [M, K])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [M, N])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=10)
+
+
+def ort_matmul_runner(x: np.ndarray, w, threads: int):
+    from onnx import helper, numpy_helper
+
+    (M, K), N = x.shape, w.shape[1]
+    dense = w.dequantize()
+    model = _model([helper.make_node("MatMul", ["A", "B"], ["Y"])], [numpy_helper.from_array(dense, "B")], M, K, N, [("", 17)])
+    return _bound(_session(model, threads), x, N)
+
+
+def nbits_weights(w, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """MatMulNBits operands whose dequantised weight is exactly trits * scale: codes trit + 2, zero point 2.
+
+    B is [N, K/block, block/4] uint8 with 4 two-bit codes per byte, k-th code of a block at bits 2*(k%4)."""
+    K, N = w.shape
+    codes = (w.trits.T.astype(np.int16) + 2).astype(np.uint8).reshape(N, K // block, block // 4, 4)
+    B = codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
+    scales = np.repeat(w.scale[:, None], K // block, axis=1).reshape(-1).astype(np.float32)
+    return np.ascontiguousarray(B, dtype=np.uint8), scales
+
+
+def ort_nbits_runner(x: np.ndarray, w, threads: int, block: int):
+    from onnx import helper, numpy_helper
+
+    (M, K), N = x.shape, w.shape[1]
+    B, S = nbits_weights(w, block)
+    node = helper.make_node("MatMulNBits", ["A", "B", "S"], ["Y"], domain="com.microsoft", K=K, N=N, bits=2,
+                            block_size=block, accuracy_level=4)
+    model = _model([node], [numpy_helper.from_array(B, "B"), numpy_helper.from_array(S, "S")], M, K, N,
+                   [("", 17), ("com.microsoft", 1)])
+    return _bound(_session(model, threads), x, N)
+
+
+def check(x, w, outs: dict[str, np.ndarray]) -> dict:
+    """Errors of each output against numpy, run after one call of each contestant."""
+    from tritc.ir.ops.ternary import ternary_matmul
+
+    exact = ternary_matmul(x, w, act="int8", act_max=127.0, act_eps=1e-5, act_scale="div")
+    dense = x.astype(np.float64) @ w.dequantize().astype(np.float64)
+    norm = float(np.max(np.abs(dense))) or 1.0
+    rel = {k: float(np.max(np.abs(v - dense)) / norm) for k, v in outs.items()}
+    res = {"tritc_bit_exact": bool(np.array_equal(outs["tritc"], exact)), "max_rel_err_vs_fp64": rel}
+    res["ok"] = res["tritc_bit_exact"] and rel["ort_fp32"] < 1e-4 and rel["ort_nbits"] < 5e-2
+    return res
+
+
+def bench_one(M: int, K: int, N: int, threads: int, rounds: int, block: int) -> dict:
+    x, w = problem(M, K, N)
+    runners = {"tritc": tritc_runner(x, w, threads), "ort_fp32": ort_matmul_runner(x, w, threads),
+               "ort_nbits": ort_nbits_runner(x, w, threads, block)}
+    for call, _ in runners.values():
+        call()
+    correctness = check(x, w, {k: y for k, (_, y) in runners.items()})
+    timers = [Timer(k, call) for k, (call, _) in runners.items()]
+    interleave(timers, rounds)
+    t = {tm.name: tm for tm in timers}
+    row = {"M": M, "K": K, "N": N, "threads": threads, "nbits_block": block, **correctness}
+    for k, tm in t.items():
+        row[f"{k}_ms"] = tm.median * 1e3
+        row[f"{k}_best_ms"] = tm.best * 1e3
+        if threads == 1:
+            row[f"{k}_cpu_ms"] = tm.cpu_median * 1e3
+    row["tritc_gweights_s"] = K * N / t["tritc"].median / 1e9
+    row["tritc_gmac_s"] = M * K * N / t["tritc"].median / 1e9
+    row["ort_fp32_gmac_s"] = M * K * N / t["ort_fp32"].median / 1e9
+    row["ort_nbits_gmac_s"] = M * K * N / t["ort_nbits"].median / 1e9
+    row["speedup_vs_fp32"] = t["ort_fp32"].median / t["tritc"].median
+    row["speedup_vs_nbits"] = t["ort_nbits"].median / t["tritc"].median
+    return row
+
+
+def markdown(info: dict, rows: list[dict]) -> str:
+    head = ("| M | K | N | threads | tritc ms | ORT fp32 ms | ORT NBits ms | tritc G weights/s | tritc G MAC/s "
+            "| ORT fp32 G MAC/s | vs fp32 | vs NBits | checks |\n|" + "---|" * 13 + "\n")
+    lines = []
+    for r in rows:
+        lines.append(f"| {r['M']} | {r['K']} | {r['N']} | {r['threads']} | {r['tritc_ms']:.3f} | {r['ort_fp32_ms']:.3f} "
+                     f"| {r['ort_nbits_ms']:.3f} | {r['tritc_gweights_s']:.1f} | {r['tritc_gmac_s']:.1f} "
+                     f"| {r['ort_fp32_gmac_s']:.1f} | {r['speedup_vs_fp32']:.2f}x | {r['speedup_vs_nbits']:.2f}x "
+                     f"| {'ok' if r['ok'] else 'FAIL'} |")
+    cpu_rows = [r for r in rows if r["threads"] == 1]
+    cpu = ""
+    if cpu_rows:
+        cpu = ("\nSingle-thread CPU time per call (this thread's, so time lost to other processes on a shared "
+               "machine is excluded):\n\n| M | K | N | tritc ms | ORT fp32 ms | ORT NBits ms | vs fp32 | vs NBits |\n|"
+               + "---|" * 8 + "\n" + "\n".join(
+                   f"| {r['M']} | {r['K']} | {r['N']} | {r['tritc_cpu_ms']:.3f} | {r['ort_fp32_cpu_ms']:.3f} "
+                   f"| {r['ort_nbits_cpu_ms']:.3f} | {r['ort_fp32_cpu_ms'] / r['tritc_cpu_ms']:.2f}x "
+                   f"| {r['ort_nbits_cpu_ms'] / r['tritc_cpu_ms']:.2f}x |" for r in cpu_rows) + "\n")
+    return ("# Ternary matmul kernels vs onnxruntime\n\n" + machine_markdown(info)
+            + f"- tritc: int8 activations, per-channel scale; ORT MatMulNBits: bits=2, block_size={rows[0]['nbits_block']}, "
+              "accuracy_level=4, zero point 2; ORT fp32: MatMul on trits * scale. Medians of interleaved rounds.\n\n"
+            + head + "\n".join(lines) + "\n" + cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", nargs="*", help="MxKxN (default: the five issue shapes)")
+    ap.add_argument("--threads", nargs="*", type=int, help="thread counts (default: 1 and all cores)")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--block-size", type=int, default=32)
+    ap.add_argument("--out", default="bench_kernels", help="file stem under benchmarks/results")
+    args = ap.parse_args(argv)
+    shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes] if args.shapes else SHAPES
+    thread_counts = args.threads or sorted({1, cores()})
+    info = machine_info()
+    rows = []
+    for threads in thread_counts:
+        for M, K, N in shapes:
+            row = bench_one(M, K, N, threads, args.rounds, args.block_size)
+            rows.append(row)
+            print(f"M={M:4d} K={K:5d} N={N:5d} threads={threads}: tritc {row['tritc_ms']:.3f} ms "
+                  f"({row['tritc_gweights_s']:.0f} G weights/s, {row['tritc_gmac_s']:.0f} G MAC/s) | "
+                  f"ORT fp32 {row['ort_fp32_ms']:.3f} ms | ORT NBits {row['ort_nbits_ms']:.3f} ms | "
+                  f"x{row['speedup_vs_fp32']:.2f} vs fp32, x{row['speedup_vs_nbits']:.2f} vs NBits | "
+                  f"{'ok' if row['ok'] else 'CHECK FAILED ' + str(row)}", flush=True)
+    info = finish_info(info)
+    jpath, mpath = write_results(args.out, info, rows, markdown(info, rows))
+    print(f"wrote {jpath} and {mpath}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

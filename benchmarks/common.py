@@ -1,0 +1,145 @@
+"""Shared benchmark helpers: what machine this is, interleaved timing, and result files.
+
+Every benchmark records the CPU, its SIMD flags, the thread count, library versions, the date and
+the load average (the machine may be shared), so a number never travels without its context.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict:
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numpy
+    import onnxruntime
+
+    from tritc.codegen.llvm.target import host_target
+
+    target = host_target()
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "llvm_cpu": target.cpu,
+        "isa": target.isa,
+        "flags": cpu_flags(),
+        "cores": cores(),
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "llvmlite": llvmlite.__version__,
+        "llvm": ".".join(str(v) for v in llvm.llvm_version_info),
+        "onnxruntime": onnxruntime.__version__,
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+@dataclass
+class Timer:
+    """Samples of one contestant: each sample is the mean of `inner` back-to-back calls."""
+
+    name: str
+    fn: Callable[[], object]
+    inner: int = 1
+    wall: list[float] = field(default_factory=list)  # seconds per call
+    cpu: list[float] = field(default_factory=list)  # this thread's CPU seconds per call
+
+    def calibrate(self, target_s: float) -> None:
+        self.fn()
+        t0 = time.perf_counter()
+        self.fn()
+        one = max(time.perf_counter() - t0, 1e-6)
+        self.inner = max(1, min(10_000, int(target_s / one)))
+
+    def sample(self) -> None:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        for _ in range(self.inner):
+            self.fn()
+        t1, c1 = time.perf_counter(), time.thread_time()
+        self.wall.append((t1 - t0) / self.inner)
+        self.cpu.append((c1 - c0) / self.inner)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def best(self) -> float:
+        return min(self.wall)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def interleave(timers: list[Timer], rounds: int, target_s: float = 0.05, warmup: int = 2) -> None:
+    """Time the contestants in turn, round after round, so a burst of load hits them all alike."""
+    for t in timers:
+        for _ in range(warmup):
+            t.fn()
+        t.calibrate(target_s)
+    for _ in range(rounds):
+        for t in timers:
+            t.sample()
+
+
+def finish_info(info: dict) -> dict:
+    """info with the load average at the end of the run."""
+    return dict(info, loadavg_end=list(os.getloadavg()))
+
+
+def write_results(stem: str, info: dict, rows: list[dict], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
+    jpath.write_text(json.dumps({"machine": info, "results": rows}, indent=2) + "\n")
+    mpath.write_text(markdown)
+    return jpath, mpath
+
+
+def machine_markdown(info: dict) -> str:
+    return (f"- CPU: {info['cpu']} (LLVM cpu `{info['llvm_cpu']}`, kernels `{info['isa']}`), {info['cores']} cores; "
+            f"flags: {', '.join(info['flags'])}\n"
+            f"- python {info['python']}, numpy {info['numpy']}, llvmlite {info['llvmlite']} (LLVM {info['llvm']}), "
+            f"onnxruntime {info['onnxruntime']}\n"
+            f"- date {info['date']}; load average at start {', '.join(f'{x:.2f}' for x in info['loadavg_start'])}"
+            + (f", at end {', '.join(f'{x:.2f}' for x in info['loadavg_end'])}" if "loadavg_end" in info else "") + "\n")
