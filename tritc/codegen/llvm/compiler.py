@@ -27,6 +27,7 @@ from ...passes.pass_manager import PassManager
 from .jit import emit_assembly, emit_object, optimize, parse
 from .lower import ENTRY, lower_graph
 from .memory import plan_memory
+from .ops import CONST_OPERANDS
 from .target import Target
 from .weights import WeightLayout
 
@@ -94,7 +95,11 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
 
 
 def _unknown_values(g: Graph) -> int:
-    return sum(not v.type.is_static for node in g for v in node.outputs)
+    """Results with unknown dims, plus operands a lowering needs constant that are not yet (a Slice's starts
+    computed from the Shape of a Pad whose result only just became static)."""
+    pending = sum(1 for node in g for i in CONST_OPERANDS.get(node.op, ())
+                  if i < len(node.inputs) and node.inputs[i] is not None and g.const_value(node.inputs[i]) is None)
+    return pending + sum(not v.type.is_static for node in g for v in node.outputs)
 
 
 def _own_outputs(g: Graph) -> None:
