@@ -83,11 +83,11 @@ def build(cases: list[Case]) -> tuple[Graph, dict[str, np.ndarray]]:
     return g, feeds
 
 
-def check(*cases: Case) -> None:
+def check(*cases: Case, **options: Any) -> None:
     """Compile all cases as one graph; every result must equal the interpreter's bit for bit."""
     g, feeds = build(list(cases))
     expected = run(g, feeds)
-    model = tritc.compile(g, pipeline="none")
+    model = tritc.compile(g, pipeline="none", **options)
     got = model.run(None, feeds)
     for spec, y in zip(model.outputs, got):
         e = expected[spec.name]
@@ -116,8 +116,21 @@ def over(dtypes: list[str]) -> Callable[[Callable[..., list[Case]]], Callable[..
 @over(ALL)
 def test_transpose_every_dtype(dtype):
     return [Case("transpose", [data(dtype, 2, 3, 4)], {"perm": [2, 0, 1]}),
-            Case("transpose", [data(dtype, 40, 24)]),  # tiled 2-D
+            Case("transpose", [data(dtype, 40, 24)]),  # register blocks of 4..16 elements, ragged edges
+            Case("transpose", [data(dtype, 70, 45)]),  # blocks of 32 one- and two-byte elements
             Case("transpose", [data(dtype, 3, 0, 2)], {"perm": [1, 2, 0]})]
+
+
+@pytest.mark.parametrize("features", [None, "-avx512f"])
+def test_transpose_blocked(features):
+    """Transposes in n x n register blocks (n from the vector width), the blocked axes anywhere in the nest."""
+    check(Case("transpose", [data("f32", 2, 3, 64, 32)], {"perm": [0, 1, 3, 2]}),  # attention's K^T
+          Case("transpose", [data("f32", 3, 40, 2, 36)], {"perm": [0, 3, 2, 1]}),  # an axis between the blocked ones
+          Case("transpose", [data("i8", 33, 2, 65)], {"perm": [2, 1, 0]}),
+          Case("transpose", [data("u16", 48, 17)]),
+          Case("transpose", [data("f64", 9, 31)]),
+          Case("slice", [data("f32", 40, 36), vec(-1), vec(-100), vec(1), vec(-1)]),  # not a transpose: no blocks
+          cpu_features=features)
 
 
 def test_transpose_shapes():

@@ -21,13 +21,14 @@ from . import Lowering, lowering
 
 # Transposes move square blocks of n vectors of n elements: n loads, a transpose in registers, n stores.
 # A vector is one register wide (64 bytes with AVX-512, else 32), at most MAX_BLOCK elements.
-MAX_BLOCK = 32
+MAX_BLOCK = 16
 
 
 def out_of_line(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
     """@lowering, with the node's function kept out of line (noinline). LLVM otherwise inlines every node
     into tritc_main and optimises one huge function: compile time grows quadratically with the node count
-    (64 transposes: 150 s inlined, 10 s out of line). A call per node costs nothing next to moving data."""
+    (64 small transposes in one graph: 150 s inlined, 9 s out of line). A call per node costs nothing next
+    to moving data."""
 
     def register(fn: Lowering) -> Lowering:
         def lower(ctx: NodeCtx) -> None:
@@ -138,25 +139,30 @@ def emit_copy(ctx: NodeCtx, dst: ir.Value, src: ir.Value, axes: Sequence[Axis], 
     ap, aq = axes[p], axes[-1]
     outer = [a for k, a in enumerate(axes) if k not in (p, len(axes) - 1)]
     vt = ir.VectorType(et, n)
-    pb, qb = ap.n - ap.n % n, aq.n - aq.n % n
 
     def transpose_2d(d: ir.Value, s: ir.Value) -> None:
-        # Whole n x n blocks: n vector loads along p, a transpose in registers, n vector stores along q.
-        with for_range(b, pb, step=n, name="pb") as p0:
-            with for_range(b, qb, step=n, name="qb") as q0:
-                d0, s0 = step(ap, *step(aq, d, s, q0), p0)
+        # n x n blocks: n vector loads along p, a transpose in registers, n vector stores along q. A ragged
+        # last block is shifted back to end at the edge: it rewrites some values with the same values.
+        with for_range(b, _blocks(ap.n, n), name="pb") as i:
+            with for_range(b, _blocks(aq.n, n), name="qb") as j:
+                d0, s0 = step(ap, *step(aq, d, s, _block_start(b, j, n, aq.n)), _block_start(b, i, n, ap.n))
                 rows = [b.load(gep(b, src, _offset(b, s0, I64(r), aq.src), et), typ=vt, align=itemsize) for r in range(n)]
                 for r, v in enumerate(transpose_vectors(b, rows)):
                     b.store(v, gep(b, dst, _offset(b, d0, I64(r), ap.dst), et), align=itemsize)
-        # The edges: the last ap.n % n values of p for every q, the last aq.n % n values of q for the rest.
-        for p_lo, p_hi, q_lo in ((pb, ap.n, 0), (0, pb, qb)):
-            if p_hi > p_lo and aq.n > q_lo:
-                with for_range(b, p_hi, start=p_lo, name="pe") as ip:
-                    d1, s1 = step(ap, d, s, ip)
-                    with for_range(b, aq.n, start=q_lo, name="qe") as iq:
-                        element(*step(aq, d1, s1, iq))
 
     _nest(b, outer, I64(dst_off), I64(src_off), step, transpose_2d)
+
+
+def _blocks(length: int, n: int) -> int:
+    return -(-length // n)
+
+
+def _block_start(b: ir.IRBuilder, i: ir.Value, n: int, length: int) -> ir.Value:
+    """min(i * n, length - n): the first index of block i, the last block kept inside the axis."""
+    start = b.mul(i, I64(n), flags=["nsw"])
+    if length % n == 0:
+        return start
+    return b.select(b.icmp_signed("<", start, I64(length - n)), start, I64(length - n))
 
 
 def _block_size(ctx: NodeCtx, itemsize: int) -> int:
@@ -196,7 +202,12 @@ def transpose_vectors(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
-def _nest(b: ir.IRBuilder, axes: Sequence[Axis], d: ir.Value, s: ir.Value, step, leaf) -> None:
+Step = Callable[[Axis, ir.Value, ir.Value, ir.Value], tuple[ir.Value, ir.Value]]
+
+
+def _nest(b: ir.IRBuilder, axes: Sequence[Axis], d: ir.Value, s: ir.Value, step: Step,
+          leaf: Callable[[ir.Value, ir.Value], None]) -> None:
+    """Loops over `axes` (outermost first) carrying the destination and source offsets; leaf at the bottom."""
     if not axes:
         leaf(d, s)
         return

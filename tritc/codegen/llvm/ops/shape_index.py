@@ -358,7 +358,7 @@ def trilu(ctx: NodeCtx) -> None:
     with for_range(b, dst.numel // (h * w), name="m") as m:
         with for_range(b, h, name="r") as r:
             base = b.mul(b.add(b.mul(m, I64(h)), r), I64(w))
-            # The first column past the run of columns left of the diagonal bound, clamped to [0, w].
+            # Columns [0, edge) are zeroed (upper) or kept (lower): edge = r + k, or r + k + 1, within [0, w].
             edge = b.add(r, I64(k if upper else k + 1))
             edge = b.select(b.icmp_signed("<", edge, I64(0)), I64(0), edge)
             edge = b.select(b.icmp_signed(">", edge, I64(w)), I64(w), edge)
