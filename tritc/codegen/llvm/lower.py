@@ -94,6 +94,9 @@ def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, la
     params = [PTR] * (len(ins) + len(node.outputs))
     fn = ir.Function(mctx.module, ir.FunctionType(ir.VoidType(), params), f"node.{index}")
     fn.linkage = "internal"
+    # Out of line: inlining every node into tritc_main makes one huge function whose optimisation
+    # time grows much faster than its size; a call per node costs nanoseconds.
+    fn.attributes.add("noinline")
     n_in = len(ins)
     for i, a in enumerate(fn.args):
         a.add_attribute("noalias")

@@ -53,12 +53,16 @@ def ternary_matmul(ctx: NodeCtx) -> None:
             b.store(v, gep(b, out.ptr, i, F32))
         return
     a = ctx.attrs
-    fn = emit_ternary_matmul(ctx.module, ctx.target, M=M, K=K, N=N, act=a["act"],
-                             granularity=_granularity(entry.scale_shape, entry.group_size),
-                             group_size=entry.group_size, bias=bias is not None, threads=ctx.m.threads,
-                             name=f"node.{ctx.index}.ternary", act_max=a["act_max"], act_eps=a["act_eps"],
-                             act_scale=a["act_scale"])
-    fn.linkage = "internal"
+    spec = dict(M=M, K=K, N=N, act=a["act"], granularity=_granularity(entry.scale_shape, entry.group_size),
+                group_size=entry.group_size, bias=bias is not None, threads=ctx.m.threads, act_max=a["act_max"],
+                act_eps=a["act_eps"], act_scale=a["act_scale"])
+    # Layers of the same shape and mode share one kernel: models repeat them (every decoder layer).
+    key = ("ternary_matmul", tuple(sorted(spec.items())))
+    fn = ctx.m.cache.get(key)
+    if fn is None:
+        fn = emit_ternary_matmul(ctx.module, ctx.target, name=f"ternary.{len(ctx.m.cache)}", **spec)
+        fn.linkage = "internal"
+        ctx.m.cache[key] = fn
     scales = gep(b, w.ptr, entry.scale_offset - entry.offset, I8)
     args = [x.ptr, w.ptr, scales] + ([bias.ptr] if bias is not None else []) + [out.ptr]
     status = b.call(fn, args)
