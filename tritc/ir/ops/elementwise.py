@@ -290,7 +290,8 @@ def bit_shift(x: np.ndarray, y: np.ndarray, *, direction: str) -> np.ndarray:
         shifted = np.left_shift(unsigned, amount.astype(unsigned.dtype)).view(x.dtype)
         return _as(np.where(out_of_range, 0, shifted), x.dtype)
     shifted = np.right_shift(x, amount.astype(x.dtype))  # arithmetic for signed dtypes
-    return _as(np.where(out_of_range, np.where(x < 0, -1, 0), shifted), x.dtype)
+    fill = np.where(x < 0, -1, 0).astype(x.dtype)  # in x's dtype: an int64 fill would promote uint64 to float64
+    return _as(np.where(out_of_range, fill, shifted), x.dtype)
 
 
 # ---- selection, casts -------------------------------------------------------------------------
