@@ -85,15 +85,18 @@ class Scalar:
         return intrinsic(self.b, fname, t, list(args))
 
     def math(self, name: str, x: ir.Value) -> ir.Value:
-        """exp, expm1, log, log1p, tanh, sigmoid, erf, erfc: inline vectorisable code for f32
+        """exp, expm1, log, log1p, tanh, sigmoid, erf, erfc, gelu_erf: inline vectorisable code for f32
         (half computed in f32 and rounded once), libm for f64."""
         if isinstance(x.type, ir.HalfType):
             return self.b.fptrunc(self.math(name, self.b.fpext(x, F32)), x.type)
         if isinstance(x.type, ir.FloatType):
             return mathfns.FUNCTIONS[name](self.b, x)
-        if name == "sigmoid":
-            one = self.const(x, 1.0)
-            return self.b.fdiv(one, self.b.fadd(one, self.libm("exp", self.b.fneg(x))))
+        b, one = self.b, self.const(x, 1.0)
+        if name == "sigmoid":  # the interpreter's formulas
+            return b.fdiv(one, b.fadd(one, self.libm("exp", b.fneg(x))))
+        if name == "gelu_erf":
+            z = b.fdiv(x, self.const(x, 2 ** 0.5))
+            return b.fmul(b.fmul(self.const(x, 0.5), x), b.fadd(one, self.libm("erf", z)))
         return self.libm(name, x)
 
     def wide(self, x: ir.Value) -> ir.Value:

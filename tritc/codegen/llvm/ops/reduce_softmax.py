@@ -2,8 +2,9 @@
 
 Numerically stable as in the interpreter: m = max(x), e = exp(x - m), softmax = e / sum(e),
 log_softmax = (x - m) - log(sum(e)); 16-bit floats are computed in f32 and rounded once. Rows
-along a contiguous last axis run three vectorised passes (max, exp+sum, scale); an inner axis is
-processed a tile of columns at a time so that the innermost loop stays contiguous.
+along a contiguous last axis run three vectorised passes (max, exp+sum, scale by 1 / sum: within
+an ulp of the division); an inner axis is processed a tile of columns at a time so that the
+innermost loop stays contiguous.
 """
 
 from __future__ import annotations
@@ -60,17 +61,18 @@ def _rows(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int) -> None:
     with for_range(b, outer, name="row") as o:
         base = b.mul(o, i64(n))
         b.store(const_like(ct, -math.inf), m_slot)
-        reduce_run(b, m_slot, x.ptr, x.dtype, base, n, "max")
+        reduce_run(b, m_slot, x.ptr, x.dtype, base, n, "fmax")  # a nan is skipped here but still makes the row nan
         m = b.load(m_slot, typ=ct)
         b.store(const_like(ct, 0.0), s_slot)
         reduce_run(b, s_slot, x.ptr, x.dtype, base, n, "add", pre=lambda b, v: exp(b, b.fsub(v, vsplat(b, m, v))),
                    store=store_e if in_place else None, vectorize=vec_exp)
         s = b.load(s_slot, typ=ct)
         log_s = log(b, s) if log_form else None
+        inv_s = b.fdiv(const_like(ct, 1.0), s)
         with for_range(b, n, name="i") as i:
             k = b.add(base, i)
-            if in_place:
-                b.store(b.fdiv(b.load(gep(b, out.ptr, k, ct), typ=ct), s), gep(b, out.ptr, k, ct))
+            if in_place:  # e * (1 / sum): within an ulp of the interpreter's e / sum, and no division per element
+                b.store(b.fmul(b.load(gep(b, out.ptr, k, ct), typ=ct), inv_s), gep(b, out.ptr, k, ct))
             else:
                 shifted = b.fsub(load_wide(b, x.ptr, k, x.dtype), m)
                 y = b.fsub(shifted, log_s) if log_s is not None else b.fdiv(exp(b, shifted), s)
@@ -102,7 +104,7 @@ def _columns(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int, inner: int) -> 
             with for_range(b, nt, name="j") as j:
                 b.store(const_like(ct, -math.inf), at(m_arr, j))
                 b.store(const_like(ct, 0.0), at(s_arr, j))
-            each(lambda j, i: b.store(combine(b, "max", b.load(at(m_arr, j), typ=ct), load_wide(b, x.ptr, i, x.dtype)),
+            each(lambda j, i: b.store(combine(b, "fmax", b.load(at(m_arr, j), typ=ct), load_wide(b, x.ptr, i, x.dtype)),
                                       at(m_arr, j)))
 
             def shifted(j: ir.Value, i: ir.Value) -> ir.Value:
