@@ -19,6 +19,7 @@ from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
 from tritc.ir.ops import OPS, InferContext
 from tritc.ir.types import DType, TensorType
+from tritc.runtime.model import value_specialised_inputs
 
 rng = np.random.default_rng(7)
 ALL = ["f32", "f16", "bf16", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "bool"]
@@ -402,3 +403,24 @@ def test_shape_ops_in_one_graph():
     feeds = {"x": data("f32", 2, 6, 8)}
     got, = tritc.compile(g).run(None, feeds)
     assert got.tobytes() == run(g, feeds)[c.name].tobytes()
+
+
+def test_value_specialised_inputs():
+    """Range's float bounds are specialised on their values; an input whose Shape alone decides a shape is not."""
+    g = Graph("v")
+    start = g.add_input("start", TensorType(DType.F32, ()))
+    x = g.add_input("x", TensorType(DType.F32, (2, 3)))
+    r = g.add("range", [start, g.add_constant(np.array(4.0, np.float32), TensorType(DType.F32, ())),
+                        g.add_constant(np.array(0.5, np.float32), TensorType(DType.F32, ()))],
+              [TensorType(DType.F32, (None,))]).outputs[0]
+    s = g.add("shape", [x], [TensorType(DType.I64, (2,))]).outputs[0]
+    y = g.add("reshape", [x, s], [TensorType(DType.F32, (2, 3))]).outputs[0]
+    g.outputs += [r, y]
+    assert [v.name for v in value_specialised_inputs(g)] == ["start"]
+    model = tritc.compile(g, pipeline="none")
+    x23 = data("f32", 2, 3)
+    for v in (1.0, 2.75):
+        got_r, got_y = model.run(None, {"start": np.array(v, np.float32), "x": x23})
+        np.testing.assert_array_equal(got_r, np.arange(v, 4.0, 0.5, dtype=np.float32))
+        np.testing.assert_array_equal(got_y, x23)
+

@@ -34,6 +34,7 @@ from ..ir.types import DType, TensorType, format_type
 from .cpu import CpuExecutable, aligned_empty
 
 MAX_VALUE_SPECIALISED = 64  # elements: integer inputs this small that decide shapes are specialised on
+VALUE_BLIND = frozenset({"shape", "size"})  # ops whose results depend on their operand's shape only
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def value_specialised_inputs(graph: Graph) -> list[Value]:
                 if i in CONST_OPERANDS.get(node.op, ()):
                     hit = True
                     break
-                stack.extend(node.outputs)
+                if node.op not in VALUE_BLIND:
+                    stack.extend(node.outputs)
         if hit:
             found.append(v)
     return found
