@@ -49,6 +49,20 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def llc_bytes() -> int:
+    """Size of the last-level cache (32 MiB if the system does not say)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    best = 0
+    for idx in sorted(base.glob("index*")):
+        try:
+            text = (idx / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        best = max(best, int(text.rstrip("KMG")) * mult)
+    return best or 32 << 20
+
+
 def machine_info() -> dict:
     import llvmlite
     import llvmlite.binding as llvm
@@ -65,6 +79,7 @@ def machine_info() -> dict:
         "isa": target.isa,
         "flags": cpu_flags(),
         "cores": cores(),
+        "llc_bytes": llc_bytes(),
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
         "llvmlite": llvmlite.__version__,
