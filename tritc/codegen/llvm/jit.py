@@ -60,10 +60,12 @@ def optimize(ref: llvm.ModuleRef, target: Target) -> llvm.ModuleRef:
     pto = llvm.create_pipeline_tuning_options(speed_level=level)
     pto.loop_vectorization = level >= 2
     pto.slp_vectorization = level >= 2
-    # Kernels unroll their own register tiles; LLVM's generic unroller on top multiplies code size
-    # (8x on a transformer) and optimisation time (3x) for no measurable speed. Interleaving stays.
+    # LLVM's own unroller stays on: without it, LLVM 22's loop vectoriser miscompiles short min/max
+    # reductions (maxnum over 5..10 elements loses the tail) and can abort on an assertion
+    # (tests/codegen/test_llvm_pitfalls.py). Compile time is kept down by keeping node functions
+    # out of line instead.
     pto.loop_interleaving = True
-    pto.loop_unrolling = False
+    pto.loop_unrolling = True
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(ref, pb)
     return ref
