@@ -1,13 +1,11 @@
-"""What `make demo` runs: build the bundled BitNet example, dump its IR, and check the reference
-interpreter against onnxruntime at two sequence lengths (exit 1 if they disagree).
-
-One function per step, so that compiling and running the compiled model slot in as more steps.
+"""What `make demo` runs: build the bundled BitNet example, dump its IR, check the reference interpreter
+against onnxruntime, then the command line end to end: `tritc compile`, `tritc run`, `tritc verify` and one
+`tritc bench` line. Each step has a header; the first step that fails stops the demo with exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -46,22 +44,31 @@ def build(out_dir: Path) -> Path:
     return path
 
 
+def tritc(*argv: str) -> None:
+    """Run one `tritc` command in this process (as the console script would), loudly: a failure stops the demo."""
+    from tritc.cli import main as cli_main
+
+    print("$ tritc " + " ".join(_quote(a) for a in argv), flush=True)
+    try:
+        rc = cli_main(list(argv))
+    except SystemExit as e:  # argparse exits instead of returning
+        rc = e.code if isinstance(e.code, int) else 1
+    sys.stdout.flush()
+    if rc:
+        raise DemoStepError(f"`tritc {argv[0]}` exited with status {rc}")
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " {}*;") else arg
+
+
+class DemoStepError(Exception):
+    """A demo step failed (its own message was printed above)."""
+
+
 def dump(path: Path) -> None:
-    """Print the IR, through the CLI when it exists."""
-    if importlib.util.find_spec("tritc.cli") is not None:
-        from tritc.cli import main as cli_main
-
-        try:
-            rc = cli_main(["dump", str(path)])
-        except SystemExit as e:  # argparse-style CLIs exit instead of returning
-            rc = e.code if isinstance(e.code, int) else 1
-        if rc:
-            raise SystemExit(rc)
-        return
-    from tritc.frontend.onnx import load_model
-    from tritc.ir.text import print_graph
-
-    print(print_graph(load_model(path)), end="")
+    """The IR as imported (docs/IR.md explains the text)."""
+    tritc("dump", str(path))
 
 
 def load(path: Path) -> Graph:
@@ -171,26 +178,53 @@ def check(path: Path, graph: Graph, shapes: Sequence[tuple[int, int]]) -> bool:
     return ok
 
 
+def compiled_steps(path: Path, out_dir: Path) -> None:
+    """The command line on the example: compile, run, verify, bench."""
+    artifact = out_dir / "bitnet_tiny.tritc"
+    step("tritc compile: passes, ternary weights, native code for batch=1, seq=16")
+    tritc("compile", str(path), "-o", str(artifact), "--shape", "batch=1,seq=16")
+    step("tritc inspect: what the artifact holds")
+    tritc("inspect", str(artifact))
+    step("tritc run: the compiled model on token ids from a .npy file")
+    ids = out_dir / "input_ids.npy"
+    np.save(ids, random_feeds(1, 16, 32)["input_ids"])
+    tritc("run", str(artifact), "--input", f"input_ids={ids}", "--output-dir", str(out_dir / "outputs"))
+    step("tritc verify: the compiled model against onnxruntime and the interpreter")
+    tritc("verify", str(path), "-q")
+    step("tritc bench: the compiled model against onnxruntime")
+    tritc("bench", str(path), "--shape", "batch=1,seq=16", "--runs", "30", "-q")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="tritc demo: build, dump and check the bundled BitNet example")
+    ap = argparse.ArgumentParser(description="tritc demo: build the bundled BitNet example, dump it, check the "
+                                             "interpreter, then compile, run, verify and benchmark it with the CLI")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "build" / "demo")
     ap.add_argument("--no-dump", action="store_true", help="skip printing the IR")
     args = ap.parse_args(argv)
+    t0 = time.perf_counter()
 
     step("Building the example model (onnx.helper, ternary weights, int8 activation quantization)")
     path = build(args.out_dir)
     try:
-        step(f"IR of {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        step(f"tritc dump: the IR of {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
         if not args.no_dump:
             dump(path)
+        step("tritc dump --ternary-report: what fold-ternary does to each linear layer")
+        tritc("dump", str(path), "--pipeline", "cpu", "--ternary-report")
         graph = load(path)
         step(f"Reference interpreter vs onnxruntime (tolerance {TOLERANCE:g})")
-        ok = check(path, graph, SHAPES)
+        if not check(path, graph, SHAPES):
+            raise DemoStepError("the interpreter disagrees with onnxruntime")
+        print("OK: the interpreter matches onnxruntime")
+        compiled_steps(path, args.out_dir)
     except CompilerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"\nFAILED: {e}", file=sys.stderr)
         return 1
-    print("\nOK: the interpreter matches onnxruntime" if ok else "\nFAILED: the interpreter disagrees with onnxruntime")
-    return 0 if ok else 1
+    except DemoStepError as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"\nOK: every step passed ({time.perf_counter() - t0:.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":

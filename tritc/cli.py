@@ -1,7 +1,8 @@
-"""The `tritc` command line: one subcommand per function (`tritc dump` today; compile, run, verify, ... later).
+"""The `tritc` command line: dump, compile, run, inspect, verify, bench (one module each in tritc/commands/).
 
-User errors (a bad model, a bad option: any CompilerError) print one line, `tritc: error: ...`, and
-exit with status 2; anything else is a bug in tritc and keeps its traceback (status 1).
+Exit status: 0 ok; 1 verify found a mismatch, or a bug in tritc (which keeps its traceback); 2 a user error.
+User errors (a bad model, option, input file or artifact: any CompilerError) print one line,
+`tritc: error: ...`, with no traceback. docs/CLI.md describes every command and flag.
 """
 
 from __future__ import annotations
@@ -9,111 +10,39 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
+from .commands import modules
+from .commands.output import emit, write_atomic
 from .errors import CompilerError, OptionError
 
 EXIT_OK = 0
+EXIT_MISMATCH = 1  # verify: outputs differ beyond tolerance (and Python's status for an uncaught exception)
 EXIT_USER_ERROR = 2  # the same status argparse uses for a bad command line
 EXIT_INTERRUPTED = 130
 
 Command = Callable[[argparse.Namespace], int]
 
 
-# ---- output -----------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other tritc error (usage stays in --help)."""
 
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the complete new one, never half.
-
-    A temporary file in the same folder is written, flushed to disk and renamed over `path`; a
-    symlink at `path` is replaced, not written through. Nothing is left behind on failure."""
-    dest = Path(path)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    if dest.is_dir():
-        raise OptionError(f"{dest}: is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OptionError(f"{dest}: cannot write here: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise OptionError(f"{dest}: cannot write: {e.strerror}") from None
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)  # make the rename itself durable
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def emit(text: str, output: str | None) -> None:
-    """Text to stdout, or atomically to the file `output` ('-' is stdout too)."""
-    if output is None or output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text.encode("utf-8"))
-
-
-# ---- subcommands ------------------------------------------------------------------------------
-
-
-def cmd_dump(args: argparse.Namespace) -> int:
-    """tritc dump MODEL.onnx [-o FILE] [--format text|dot]: the imported IR, as text or Graphviz dot."""
-    from .frontend.onnx import load_model
-
-    graph = load_model(args.model)
-    if args.format == "dot":
-        from .ir.dot import to_dot
-
-        text = to_dot(graph)
-    else:
-        from .ir.text import print_graph
-
-        text = print_graph(graph)
-    emit(text, args.output)
-    return EXIT_OK
+    def error(self, message: str) -> NoReturn:
+        print(f"tritc: error: {self.prog.removeprefix('tritc ')}: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tritc", description="A compiler for ternary neural networks: ONNX in, "
-                                     "native CPU code or FPGA instruction streams out.")
+    parser = Parser(prog="tritc", description="A compiler for ternary neural networks: ONNX in, native CPU code or "
+                                              "FPGA instruction streams out. Exit status: 0 ok, 1 verify mismatch "
+                                              "(or an internal bug), 2 user error.")
     parser.add_argument("--version", action="version", version=f"tritc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    dump = sub.add_parser("dump", help="import a model and print its IR", description="Import an ONNX model and "
-                          "print the tritc IR (text), or a Graphviz dot picture of it.")
-    dump.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (external data is read from its folder)")
-    dump.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
-    dump.add_argument("--format", choices=("text", "dot"), default="text", help="IR text (default) or Graphviz dot")
-    dump.set_defaults(func=cmd_dump)
+    for module in modules():
+        module.add_parser(sub)
     return parser
 
 
@@ -156,6 +85,8 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
             continue
         print(f"tritc: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
+
+__all__ = ["EXIT_MISMATCH", "EXIT_OK", "EXIT_USER_ERROR", "OptionError", "build_parser", "emit", "main", "write_atomic"]
 
 if __name__ == "__main__":
     sys.exit(main())

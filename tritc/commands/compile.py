@@ -1,0 +1,115 @@
+"""tritc compile: ONNX -> a .tritc artifact (passes, weights, native code for the given shapes), with progress
+lines on stderr and a summary at the end."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+
+from ..errors import OptionError
+from .options import add_pass_options, add_shape_option, add_threads_option, build_pass_list, pass_kwargs
+from .output import Progress, check_output_file, format_bindings, human_bytes, human_seconds
+
+EXIT_OK = 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="compile a model to a .tritc artifact",
+                       description="Compile an ONNX model for this CPU: import, the pass pipeline, the weight blob, and "
+                                   "native code for one binding of the symbolic dims (other sizes compile on first "
+                                   "use). Writes one .tritc file (docs/ARTIFACT.md).")
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    p.add_argument("-o", "--output", metavar="OUT.tritc", required=True, help="the artifact to write (atomically)")
+    add_target_options(p)
+    add_shape_option(p, "dims not given are compiled at size 1")
+    add_pass_options(p, default_pipeline="cpu")
+    p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target")
+    g.add_argument("--target", default="cpu", help="cpu (the only target today)")
+    add_threads_option(g)
+    g.add_argument("--cpu-features", metavar="FEATS", default=None,
+                   help="LLVM features on top of this CPU's, e.g. -avx512f (AVX2 kernels) or 'generic' (portable x86-64)")
+    g.add_argument("-O", dest="opt_level", type=int, choices=range(4), default=3, metavar="0-3",
+                   help="LLVM optimisation level (default 3)")
+
+
+def check_cpu_features(text: str | None) -> None:
+    """Refuse feature names LLVM does not know (it would only warn, and build something else than asked)."""
+    if text is None or text.strip() == "generic":
+        return
+    from ..codegen.llvm.target import host_features, parse_features
+
+    known = host_features()
+    for item in text.split(","):
+        name = item.strip().lstrip("+-")
+        if not item.strip():
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise OptionError(f"--cpu-features: unknown CPU feature '{name}'{hint} (features are +name or -name, "
+                              f"comma separated, or 'generic')")
+    parse_features(text)
+
+
+def compile_with_options(args: argparse.Namespace, model: object, say: Progress, shapes: object = None):  # -> CompiledModel
+    """compile_model with the command's target and pass options; progress on `say`."""
+    from ..driver import compile_model
+
+    check_cpu_features(args.cpu_features)
+    build_pass_list(args)  # validates the pass options before the model is even read
+
+    def relay(msg: str) -> None:
+        if msg == "importing" and not isinstance(model, (str, os.PathLike)):
+            return  # the command imported the model itself (and said so)
+        say({"importing": f"importing {model}", "done": "compiled"}.get(msg, msg))
+
+    cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
+                       cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, **pass_kwargs(args))
+    cm.progress = None  # later compilations (a new shape at run time) are not part of this command's progress
+    return cm
+
+
+def run(args: argparse.Namespace) -> int:
+    out = check_output_file(args.output)
+    say = Progress(args.quiet)
+    cm = compile_with_options(args, args.model, say)
+    say(f"writing {out}")
+    cm.save(out)
+    if args.timings:
+        print(getattr(cm, "pass_timings", ""), file=sys.stderr)
+    print(summary(cm, out, say.elapsed), end="")
+    return EXIT_OK
+
+
+def summary(cm, out: os.PathLike[str] | str, seconds: float) -> str:  # cm: CompiledModel
+    t = cm.target
+    shapes = [format_bindings(s.bindings) for s in cm.specializations]
+    if not shapes:
+        shapes = ["none yet: compiled on first run (small integer inputs decide shapes: specialised on their values)"]
+    elif cm.symbols:
+        shapes[-1] += " (other sizes compile on first use)"
+    report = getattr(cm, "ternary_report", None)
+    if report is None:
+        ternary = "no fold-ternary pass ran"
+    else:
+        s = report.summary()
+        ternary = (f"{s['folded']} of {s['layers']} linear layers ({s['exact']} exact); weights "
+                   f"{human_bytes(s['bytes_before'])} -> {human_bytes(s['bytes_after'])}")
+    ins = ", ".join(map(str, cm.inputs))
+    outs = ", ".join(map(str, cm.outputs))
+    rows = [("model", f"{ins} -> {outs}"),
+            ("target", f"{t.triple}, cpu {t.cpu}, {t.isa} kernels, -O{t.opt_level}, {cm.threads} thread"
+                       f"{'s' if cm.threads != 1 else ''}"),
+            ("shapes", "; ".join(shapes)),
+            ("ternary", ternary),
+            ("time", human_seconds(seconds))]
+    size = os.path.getsize(out)
+    return f"wrote {out} ({human_bytes(size)})\n" + "".join(f"  {k:<8}  {v}\n" for k, v in rows)

@@ -1,0 +1,112 @@
+"""tritc dump: the IR of a model as imported, or after a pipeline / pass list, or after one pass or every pass;
+per-pass timings; the ternary report (table or JSON) instead of the IR."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from ..errors import OptionError
+from ..ir.graph import Graph
+from ..passes import load_all
+from ..passes.pass_manager import PASSES, Pass, PassManager
+from .options import add_pass_options, build_pass_list
+from .output import emit, prepare_folder, write_atomic
+
+EXIT_OK = 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dump", help="import a model and print its IR (optionally after passes)",
+                       description="Import an ONNX model and print the tritc IR (round-trippable text) or a Graphviz "
+                                   "dot picture of it: as imported, after a pipeline or pass list, after one pass "
+                                   "(--after PASS) or after every pass (--after all -o DIR).")
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (external data is read from its folder)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout; "
+                                                          "with --after all, the folder for the per-pass files")
+    p.add_argument("--format", choices=("text", "dot"), default="text", help="IR text (default) or Graphviz dot")
+    add_pass_options(p, default_pipeline="none")
+    p.add_argument("--after", metavar="PASS", help="print the IR after this pass (its name, or its step number when a "
+                                                   "pass runs twice); 'all': one numbered file per pass into -o DIR")
+    p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
+    p.add_argument("--ternary-report", action="store_true", help="print fold-ternary's per-layer report, not the IR")
+    p.add_argument("--json", action="store_true", help="with --ternary-report: the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..frontend import onnx as frontend  # looked up at call time, so tests can stand in a broken frontend
+
+    if args.json and not args.ternary_report:
+        raise OptionError("--json goes with --ternary-report (the IR itself is text or dot)")
+    if args.ternary_report and args.after:
+        raise OptionError("--ternary-report and --after both choose what to print; give one")
+    if args.after == "all" and not args.output:
+        raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
+    passes = build_pass_list(args)
+    step = _after_step(args.after, passes) if args.after not in (None, "all") else None
+    render = _renderer(args.format)
+    ext = "dot" if args.format == "dot" else "ir"
+
+    graph = frontend.load_model(args.model)
+    per_pass: list[tuple[str, str]] = []  # (file name, text): written only once every pass succeeded
+    chosen: list[str] = []
+
+    def after(n: int, p: Pass, g: Graph) -> None:
+        if args.after == "all":
+            per_pass.append((f"{n:0{max(2, len(str(len(passes))))}d}-{p.name}.{ext}", render(g)))
+        elif n == step:
+            chosen.append(render(g))
+
+    pm = PassManager(passes, after=after)
+    pm.run(graph)
+    if args.timings:
+        print(pm.timing_table(), file=sys.stderr)
+    if args.ternary_report:
+        report = next((p.report for p in reversed(passes) if p.name == "fold-ternary"), None)
+        if report is None:
+            raise OptionError("--ternary-report needs the fold-ternary pass: use --pipeline cpu, or add fold-ternary to -p")
+        emit(report.to_json() + "\n" if args.json else report.table() + "\n", args.output)
+    elif args.after == "all":
+        folder = prepare_folder(args.output, "-o with --after all")
+        for name, text in per_pass:
+            write_atomic(folder / name, text.encode("utf-8"))
+        print(f"wrote {len(per_pass)} file{'s' if len(per_pass) != 1 else ''} into {folder}", file=sys.stderr)
+    else:
+        emit(chosen[0] if step is not None else render(graph), args.output)
+    return EXIT_OK
+
+
+def _renderer(fmt: str) -> Callable[[Graph], str]:
+    if fmt == "dot":
+        from ..ir.dot import to_dot
+
+        return to_dot
+    from ..ir.text import print_graph
+
+    return print_graph
+
+
+def _after_step(which: str, passes: list[Pass]) -> int:
+    """The step (1-based) whose IR --after asks for: a step number, a pass name or a pass as written with options."""
+    load_all()
+    names = [p.name for p in passes]
+    listing = ", ".join(f"{i}:{p.describe()}" for i, p in enumerate(passes, 1)) or "none: no pass runs"
+    if which.isdigit():
+        n = int(which)
+        if not 1 <= n <= len(passes):
+            raise OptionError(f"--after {which}: there are {len(passes)} steps ({listing})")
+        return n
+    hits = [i for i, p in enumerate(passes, 1) if which in (p.name, p.describe())]
+    if not hits:
+        base = which.split("{", 1)[0].strip()
+        if base not in PASSES:
+            raise OptionError(f"--after: unknown pass '{which}' (known: {', '.join(sorted(PASSES))})")
+        how = "no pass runs: choose --pipeline or -p" if not passes else listing
+        raise OptionError(f"--after: pass '{which}' does not run in this pipeline ({how})")
+    if len(hits) > 1:
+        others = ", ".join(str(h) for h in hits[1:])
+        print(f"tritc: note: {names[hits[0] - 1]} runs at steps {', '.join(map(str, hits))}; printing the IR after "
+              f"step {hits[0]} (--after {others} for {'another' if len(hits) == 2 else 'the others'})", file=sys.stderr)
+    return hits[0]

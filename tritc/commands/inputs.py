@@ -1,0 +1,246 @@
+"""Model inputs and outputs on the command line: `.npy` files (never pickles), random inputs that respect each
+input's dtype and shape, sizes for the symbolic dims, and output files whose names cannot leave their folder."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError
+from ..ir import dims as dimlib
+from ..ir.types import DType, TensorType, format_type
+
+DEFAULT_DIM = 4  # size verify and bench give a symbolic dim nobody gave a size for
+INT_HIGH = 32  # random integer inputs are in [0, INT_HIGH): token ids below any vocabulary, valid indices
+
+
+# ---- .npy files ---------------------------------------------------------------------------------
+
+
+def load_npy(path: str, what: str) -> np.ndarray:
+    """An array from a .npy file. Pickled object arrays are refused, and a header that promises more data
+    than the file holds is caught before anything of that size is allocated."""
+    p = Path(path)
+    if not p.exists():
+        raise OptionError(f"{what}: {path}: no such file")
+    if not p.is_file():
+        raise OptionError(f"{what}: {path}: not a file")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+        except ValueError:
+            raise OptionError(f"{what}: {path}: not a .npy file (no NumPy magic; save arrays with numpy.save)") from None
+        try:
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                shape, dtype = None, None
+        except ValueError as e:
+            raise OptionError(f"{what}: {path}: bad .npy header ({_first_line(e)})") from None
+        if dtype is not None:
+            if dtype.hasobject:
+                raise OptionError(f"{what}: {path}: holds Python objects (a pickle), which tritc never loads")
+            need = math.prod(shape) * dtype.itemsize
+            if size - f.tell() < need:
+                raise OptionError(f"{what}: {path}: truncated (the header promises {need} bytes of data, "
+                                  f"the file has {size - f.tell()})")
+        f.seek(0)
+        try:
+            arr = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise OptionError(f"{what}: {path}: unreadable .npy file ({_first_line(e)})") from None
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - .npz has no .npy magic and is refused above
+        raise OptionError(f"{what}: {path}: not a single array")
+    return arr
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def parse_input_files(items: Sequence[str]) -> dict[str, np.ndarray]:
+    """--input NAME=FILE.npy ... -> arrays by input name."""
+    out: dict[str, np.ndarray] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise OptionError(f"bad --input '{item}' (expected NAME=FILE.npy, e.g. input_ids=ids.npy)")
+        if name in out:
+            raise OptionError(f"--input {name} is given twice")
+        out[name] = load_npy(path, f"--input {name}")
+    return out
+
+
+def check_names(given: Mapping[str, object], inputs: Sequence[tuple[str, TensorType]], *, all_required: bool) -> None:
+    names = [n for n, _ in inputs]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise OptionError(f"unknown input name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                          f"the model takes {', '.join(f'{n}: {format_type(t)}' for n, t in inputs) or 'no inputs'}")
+    missing = [n for n in names if n not in given]
+    if all_required and missing:
+        raise OptionError(f"missing --input for {', '.join(missing)} (the model takes "
+                          f"{', '.join(f'{n}: {format_type(t)}' for n, t in inputs)})")
+
+
+# ---- symbolic dims and random inputs --------------------------------------------------------------
+
+
+@dataclass
+class Bindings:
+    sizes: dict[str, int]
+    source: dict[str, str]  # symbol -> "--shape", "input NAME", "default"
+
+    def describe(self) -> str:
+        if not self.sizes:
+            return "static shapes"
+        parts = []
+        for k, v in self.sizes.items():
+            why = self.source[k]
+            parts.append(f"{k}={v}" + ("" if why == "--shape" else f" ({why})"))
+        return ", ".join(parts)
+
+
+def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str, int],
+                    files: Mapping[str, np.ndarray], default: int = DEFAULT_DIM) -> Bindings:
+    """Sizes for every symbol of the inputs: --shape first, then the shapes of input files, then `default`."""
+    symbols: dict[str, None] = {}
+    for _, t in inputs:
+        for d in t.shape or ():
+            for s in sorted(dimlib.symbols(d)):
+                symbols.setdefault(s, None)
+    unknown = [k for k in given if k not in symbols]
+    if unknown:
+        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
+                          f"{', '.join(symbols) or 'none, all static'})")
+    sizes = {k: int(v) for k, v in given.items()}
+    source = {k: "--shape" for k in given}
+    for name, t in inputs:
+        arr = files.get(name)
+        if arr is None or t.shape is None or arr.ndim != len(t.shape):
+            continue  # a rank mismatch is reported when the inputs are checked
+        for d, n in zip(t.shape, arr.shape):
+            if isinstance(d, str) and dimlib.symbols(d) == {d}:
+                if d in sizes and sizes[d] != n:
+                    raise OptionError(f"dim '{d}' is {sizes[d]} ({source[d]}) but {n} in --input {name} "
+                                      f"(shape {list(arr.shape)})")
+                if d not in sizes:
+                    sizes[d], source[d] = int(n), f"from --input {name}"
+    for s in symbols:
+        if s not in sizes:
+            sizes[s], source[s] = default, "default"
+    return Bindings({s: sizes[s] for s in symbols}, source)
+
+
+def concrete_shape(name: str, t: TensorType, bindings: Mapping[str, int]) -> tuple[int, ...]:
+    if t.shape is None:
+        raise OptionError(f"input '{name}' has an unknown rank; give it with --input {name}=FILE.npy")
+    shape = []
+    for d in t.shape:
+        n = d if isinstance(d, int) else (dimlib.evaluate(d, dict(bindings)) if isinstance(d, str) else None)
+        if n is None:
+            raise OptionError(f"input '{name}' ({format_type(t)}) has a dim of unknown size; give it with "
+                              f"--input {name}=FILE.npy")
+        shape.append(int(n))
+    return tuple(shape)
+
+
+def random_input(name: str, t: TensorType, bindings: Mapping[str, int], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(array, how it was made): masks all ones, integers in [0, INT_HIGH), floats standard normal."""
+    shape = concrete_shape(name, t, bindings)
+    dt = t.dtype
+    if dt is DType.T2:
+        raise OptionError(f"input '{name}' is ternary (t2); give it with --input {name}=FILE.npy")
+    if "mask" in name.lower():
+        return np.ones(shape, dt.np_dtype), "all ones (a mask)"
+    if dt is DType.BOOL:
+        return rng.integers(0, 2, size=shape).astype(np.bool_), "random booleans"
+    if dt.is_int:
+        return rng.integers(0, INT_HIGH, size=shape).astype(dt.np_dtype), f"random integers in [0, {INT_HIGH})"
+    return rng.standard_normal(size=shape).astype(dt.np_dtype), "random normal"
+
+
+def make_inputs(inputs: Sequence[tuple[str, TensorType]], bindings: Mapping[str, int], files: Mapping[str, np.ndarray],
+                seed: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """One array per input: from its file, or random. Also how each was made, for the report."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    how: dict[str, str] = {}
+    for name, t in inputs:
+        if name in files:
+            feeds[name], how[name] = files[name], "from file"
+        else:
+            feeds[name], how[name] = random_input(name, t, bindings, rng)
+    return feeds, how
+
+
+def describe_array(a: np.ndarray) -> str:
+    return f"{DType.from_numpy(a.dtype).ir_name if _known(a.dtype) else a.dtype}[{','.join(map(str, a.shape))}]"
+
+
+def _known(dt: np.dtype) -> bool:
+    try:
+        DType.from_numpy(dt)
+        return True
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+# ---- outputs --------------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_NAME = 120
+
+
+def output_file_names(names: Sequence[str]) -> list[str]:
+    """A distinct, safe file name per output name: only [A-Za-z0-9_.-], no leading dot (no '..', no hidden
+    files), bounded length; collisions (also ignoring case) get a numeric suffix."""
+    taken: set[str] = set()
+    out = []
+    for name in names:
+        base = _UNSAFE.sub("_", name).lstrip(".")[:MAX_NAME] or "output"
+        stem, i = base, 1
+        while stem.lower() in taken:
+            i += 1
+            stem = f"{base}_{i}"
+        taken.add(stem.lower())
+        out.append(stem + ".npy")
+    return out
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def summarize(a: np.ndarray) -> str:
+    """shape, dtype, min/max/mean (finite values; NaN and inf counted)."""
+    head = describe_array(a)
+    if a.size == 0:
+        return f"{head}  (empty)"
+    if a.dtype == np.bool_:
+        return f"{head}  true {int(np.count_nonzero(a))} of {a.size}"
+    x = a.astype(np.float64)
+    finite = np.isfinite(x)
+    parts = [head]
+    if finite.any():
+        v = x[finite]
+        parts.append(f"min {_num(v.min())}  max {_num(v.max())}  mean {_num(v.mean())}")
+    bad = a.size - int(np.count_nonzero(finite))
+    if bad:
+        parts.append(f"non-finite {bad} (nan {int(np.count_nonzero(np.isnan(x)))})")
+    return "  ".join(parts)
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"

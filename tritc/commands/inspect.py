@@ -1,0 +1,143 @@
+"""tritc inspect: what an artifact holds (manifest summary and a table of its sections), or its stored IR,
+its LLVM IR (from the bitcode) or the target assembly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ..errors import ArtifactError, CompilerError
+from .output import format_bindings, human_bytes, table
+
+EXIT_OK = 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="show what a .tritc artifact holds",
+                       description="Verify an artifact (header, manifest and section hashes) and print a summary of its "
+                                   "manifest and a table of its sections; or, with --ir / --llvm / --asm, only that "
+                                   "text (for piping).")
+    p.add_argument("artifact", metavar="MODEL.tritc")
+    p.add_argument("--ir", action="store_true", help="print the stored IR (the final IR after the pipeline)")
+    p.add_argument("--llvm", action="store_true", help="print the LLVM IR of each compiled shape (from its bitcode)")
+    p.add_argument("--asm", action="store_true", help="print the target assembly of each compiled shape")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runtime.artifact import HEADER, read_artifact
+
+    art = read_artifact(args.artifact)  # verifies everything; nothing below runs on an unverified byte
+    m = art.manifest
+    texts = []
+    try:
+        if args.json:
+            texts.append(json.dumps(m, indent=2, sort_keys=True) + "\n")
+        elif not (args.ir or args.llvm or args.asm):
+            with open(args.artifact, "rb") as f:
+                mlen = HEADER.unpack(f.read(HEADER.size))[3]
+            texts.append(summary(args.artifact, m, HEADER.size + mlen))
+        if args.ir:
+            texts.append(_section(art.sections, "ir").decode("utf-8", errors="replace"))
+        if args.llvm or args.asm:
+            specs = _specs(m)
+            if args.llvm:
+                texts.append(_per_spec(specs, art.sections, "llvm", multi=len(specs) > 1 or len(texts) > 0))
+            if args.asm:
+                texts.append(_per_spec(specs, art.sections, "asm", multi=len(specs) > 1 or len(texts) > 0, target=m["target"]))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ArtifactError(f"{args.artifact}: malformed manifest ({type(e).__name__}: {e})") from None
+    sys.stdout.write("".join(t if t.endswith("\n") else t + "\n" for t in texts))
+    return EXIT_OK
+
+
+def _section(sections: dict[str, bytes], name: str) -> bytes:
+    if name not in sections:
+        raise ArtifactError(f"the artifact has no '{name}' section")
+    return sections[name]
+
+
+def _specs(m: dict[str, Any]) -> list[dict[str, Any]]:
+    specs = m.get("specializations") or []
+    if not isinstance(specs, list):
+        raise TypeError("specializations is not a list")
+    return specs
+
+
+def _per_spec(specs: list[dict[str, Any]], sections: dict[str, bytes], what: str, *, multi: bool,
+              target: dict[str, Any] | None = None) -> str:
+    import llvmlite.binding as llvm
+
+    from ..codegen.llvm.target import init_llvm
+
+    if not specs:
+        return ("; " if what == "llvm" else "# ") + "no compiled shapes in this artifact (they compile on first run)\n"
+    init_llvm()
+    out = []
+    comment = ";" if what == "llvm" else "#"
+    for i, s in enumerate(specs):
+        bitcode = _section(sections, s["bitcode"])
+        try:
+            ref = llvm.parse_bitcode(bitcode)
+        except RuntimeError as e:
+            raise ArtifactError(f"section '{s['bitcode']}' is not LLVM bitcode ({e})") from None
+        if multi:
+            out.append(f"{comment} ---- {what} of shape {i}: {format_bindings(dict(s['bindings']))} ----\n")
+        if what == "llvm":
+            out.append(str(ref))
+        else:
+            out.append(_assembly(bitcode, {str(k): int(v) for k, v in s["bindings"].items()}, target or {}))
+    return "".join(out)
+
+
+def _assembly(bitcode: bytes, bindings: dict[str, int], t: dict[str, Any]) -> str:
+    import llvmlite.binding as llvm
+
+    from ..codegen.llvm.compiler import Specialization, assembly
+    from ..codegen.llvm.target import Target
+
+    target = Target(str(t.get("triple", "")), str(t.get("cpu", "")), str(t.get("features", "")), int(t.get("opt_level", 3)))
+    host_arch = llvm.get_process_triple().split("-")[0]
+    if target.triple.split("-")[0] != host_arch:
+        raise CompilerError(f"built for {target.triple}: this tritc prints assembly for {host_arch} only")
+    return assembly(Specialization(bindings, [], [], 0, b"", bitcode), target)
+
+
+def summary(path: str, m: dict[str, Any], data_start: int) -> str:
+    t = m.get("target") or {}
+    meta = m.get("meta") or {}
+    weights = m.get("weights") or []
+    kinds = [w.get("kind", "?") for w in weights]
+    specs = _specs(m)
+    enabled = [f[1:] for f in str(t.get("features", "")).split(",") if f.startswith("+")]
+    rows = [
+        ("artifact", f"{path} ({human_bytes(os.path.getsize(path))})"),
+        ("format", f"{m.get('format_version')} (written by tritc {m.get('tritc_version', '?')})"),
+        ("source", str(meta.get("source") or "-")),
+        ("target", f"{t.get('triple', '?')}, cpu {t.get('cpu', '?')}, {t.get('isa', '?')} kernels, "
+                   f"-O{t.get('opt_level', '?')}, {m.get('threads', '?')} threads"),
+        ("features", " ".join(enabled) if enabled else "baseline (no extra features)"),
+        ("inputs", ", ".join(f"{i['name']}: {i['type']}" for i in m.get("inputs", []))),
+        ("outputs", ", ".join(f"{o['name']}: {o['type']}" for o in m.get("outputs", []))),
+        ("arena", f"{human_bytes(int(m.get('arena_bytes', 0)))} (largest compiled shape)"),
+        ("weights", f"{human_bytes(int(m.get('weights_bytes', 0)))} in {len(weights)} tensors "
+                    f"({kinds.count('ternary')} ternary, {kinds.count('dense')} dense)"),
+        ("shapes", "; ".join(f"{format_bindings(dict(s['bindings']))} (arena {human_bytes(int(s['arena_bytes']))})"
+                             for s in specs) or "none (compiled on first run)"),
+    ]
+    if meta.get("passes"):
+        rows.append(("passes", ", ".join(map(str, meta["passes"]))))
+    tern = meta.get("ternary")
+    if isinstance(tern, dict):
+        rows.append(("ternary", f"{tern.get('folded')} of {tern.get('layers')} linear layers ({tern.get('exact')} exact); "
+                                f"weights {human_bytes(int(tern.get('bytes_before', 0)))} -> "
+                                f"{human_bytes(int(tern.get('bytes_after', 0)))}"))
+    head = "".join(f"{k:<9} {v}\n" for k, v in rows)
+    sec_rows = [("section", "offset", "bytes", "sha256")]
+    for s in m.get("sections", []):
+        sec_rows.append((str(s["name"]), str(data_start + int(s["offset"])), str(int(s["length"])), str(s["sha256"])))
+    return head + "\n" + table(sec_rows, right=(1, 2))

@@ -1,0 +1,75 @@
+"""Command-line options shared by several commands: the pass options, shapes, threads, target.
+
+    --pipeline NAME | -p LIST, --ternary MODE, --ternary-include/-exclude PAT, --ternary-act float|int8
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import OptionError
+from ..passes.pass_manager import Pass
+
+
+def add_pass_options(parser: argparse.ArgumentParser, *, default_pipeline: str) -> None:
+    g = parser.add_argument_group("passes")
+    g.add_argument("--pipeline", metavar="NAME", default=None,
+                   help=f"a named pipeline: cpu, fpga or none (default: {default_pipeline}"
+                        f"{', the graph as imported' if default_pipeline == 'none' else ''})")
+    g.add_argument("-p", "--passes", metavar="LIST", default=None,
+                   help='a custom pass list instead, e.g. "infer-shapes,fold-ternary{mode=absmean}"')
+    g.add_argument("--ternary", metavar="MODE", default=None,
+                   help="fold-ternary's mode: exact (only weights that are trits x scale), absmean (quantise any "
+                        "float weight, BitNet b1.58), off")
+    g.add_argument("--ternary-include", metavar="PAT", action="append", default=[],
+                   help="also fold layers matching this glob (e.g. lm_head.weight); repeatable")
+    g.add_argument("--ternary-exclude", metavar="PAT", action="append", default=[],
+                   help="never fold layers matching this glob; repeatable")
+    g.add_argument("--ternary-act", metavar="float|int8", default=None,
+                   help="activations of the ternary layers: float, or int8 per-token quantisation")
+    parser.set_defaults(default_pipeline=default_pipeline)
+
+
+def add_shape_option(parser: argparse.ArgumentParser, default_note: str) -> None:
+    parser.add_argument("--shape", metavar="NAME=SIZE", action="append", default=[],
+                        help=f"size of a symbolic dim, e.g. --shape batch=1 --shape seq=128 (or batch=1,seq=128); "
+                             f"{default_note}")
+
+
+def add_threads_option(parser: argparse._ActionsContainer, default_note: str = "all cores") -> None:
+    parser.add_argument("--threads", metavar="N", type=int, default=None, help=f"threads (default: {default_note})")
+
+
+def pass_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The compile_model / build_passes keyword arguments the pass options ask for."""
+    if args.pipeline is not None and args.passes is not None:
+        raise OptionError("give --pipeline NAME or -p LIST, not both")
+    return {"pipeline": args.pipeline if args.pipeline is not None else args.default_pipeline,
+            "passes": args.passes, "ternary": args.ternary, "ternary_include": tuple(args.ternary_include),
+            "ternary_exclude": tuple(args.ternary_exclude), "ternary_act": args.ternary_act}
+
+
+def ternary_flags(args: argparse.Namespace) -> list[str]:
+    given = [("--ternary", args.ternary), ("--ternary-include", args.ternary_include),
+             ("--ternary-exclude", args.ternary_exclude), ("--ternary-act", args.ternary_act)]
+    return [flag for flag, value in given if value]
+
+
+def build_pass_list(args: argparse.Namespace) -> list[Pass]:
+    """The passes to run, with the ternary options checked: they must have a fold-ternary step to apply to."""
+    from ..driver import build_passes
+
+    kwargs = pass_kwargs(args)
+    passes = build_passes(**kwargs)
+    check_ternary_applies(args, passes)
+    return passes
+
+
+def check_ternary_applies(args: argparse.Namespace, passes: list[Pass]) -> None:
+    flags = ternary_flags(args)
+    if flags and not any(p.name == "fold-ternary" for p in passes):
+        which = f"-p '{args.passes}'" if args.passes else f"pipeline '{pass_kwargs(args)['pipeline']}'"
+        verb = "configures" if len(flags) == 1 else "configure"
+        raise OptionError(f"{', '.join(flags)} {verb} the fold-ternary pass, which the {which} does not run "
+                          f"(use --pipeline cpu, or add fold-ternary to -p)")

@@ -1,0 +1,142 @@
+"""What the commands write: atomic files, text to stdout or a file, progress lines with elapsed time, sizes.
+
+Everything a command prints for a person goes through here, so that every command reads alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import OptionError
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the complete new one, never half.
+
+    A temporary file in the same folder is written, flushed to disk and renamed over `path`; a
+    symlink at `path` is replaced, not written through. Nothing is left behind on failure."""
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    if dest.is_dir():
+        raise OptionError(f"{dest}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OptionError(f"{dest}: cannot write here: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dest)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise OptionError(f"{dest}: cannot write: {e.strerror}") from None
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)  # make the rename itself durable
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def emit(text: str, output: str | None) -> None:
+    """Text to stdout, or atomically to the file `output` ('-' is stdout too)."""
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text.encode("utf-8"))
+
+
+def check_output_file(path: str) -> Path:
+    """Fail before any work when `path` cannot be a file we write: its folder is missing, or it is a folder."""
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    if dest.is_dir():
+        raise OptionError(f"{dest}: is a directory (give a file name, e.g. {dest / 'model.tritc'})")
+    if not folder.is_dir():
+        raise OptionError(f"{dest}: the folder {folder} does not exist")
+    return dest
+
+
+def prepare_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """A folder to write into, created (with its parents) if missing; a file in the way is an error."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{folder}: {what} must be a folder, and this is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptionError(f"{folder}: cannot create the folder: {e.strerror}") from None
+    return folder
+
+
+class Progress:
+    """Progress lines on stderr, each with the time since the command started: `[  1.23s] compiling`."""
+
+    def __init__(self, quiet: bool = False):
+        self.t0 = time.perf_counter()
+        self.quiet = quiet
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{self.elapsed:7.2f}s] {message}", file=sys.stderr, flush=True)
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as `ls -h --si`)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover - the loop always returns
+
+
+def human_seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s:.2f} s"
+
+
+def table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell; columns listed in `right` are right-aligned."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_bindings(bindings: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in bindings.items()) or "static shapes"
