@@ -257,3 +257,43 @@ def test_rejects_what_it_cannot_compile(kw, match):
     args = dict(M=1, K=96, N=16) | kw
     with pytest.raises(UnsupportedError, match=match):
         emit_ternary_matmul(ir.Module(), host_target(), **args)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nan_row_gives_nan_outputs(isa):
+    """A NaN in a token makes its scale NaN, hence the whole output row NaN (as in the interpreter)."""
+    M, K, N = 3, 64, 20
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    x[1, 5] = np.nan
+    w = make_weight(rng, K, N, "per_channel")
+    with np.errstate(invalid="ignore"):
+        ref = reference(x, w, "int8")
+    y = kernel(isa, M=M, K=K, N=N, act="int8")(x, w)
+    assert np.isnan(ref[1]).all() and np.isnan(y[1]).all()
+    np.testing.assert_array_equal(y[[0, 2]], ref[[0, 2]])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("granularity,group_size,activation", [("per_channel", 0, "relu"), ("per_tensor", 0, "silu"),
+                                                               ("per_group", 32, None)])
+def test_float_path_non_finite_inputs_like_numpy(isa, bad, granularity, group_size, activation):
+    """0 * NaN and 0 * Inf are NaN in numpy's matmul and Inf - Inf is NaN; the add-only kernel must agree."""
+    M, K, N = 3, 64, 37
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    x[0, 17] = bad
+    x[2, 3], x[2, 40] = np.inf, -np.inf
+    w = make_weight(rng, K, N, granularity, group_size)
+    bias = rng.standard_normal(N).astype(np.float32)
+    res = rng.standard_normal((M, N)).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = reference(x, w, "float", bias, res, activation=activation)
+    y = kernel(isa, M=M, K=K, N=N, act="float", granularity=granularity, group_size=group_size, bias=True,
+               residual=True, activation=activation)(x, w, bias, res)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(y), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-5)

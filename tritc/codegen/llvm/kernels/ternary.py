@@ -194,6 +194,8 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
         b.call(task, [ctx, i64(0)])
     else:
         b.call(declare_parallel_for(module), [task, ctx, i64(tn * tm)])
+    if act == "float":
+        _emit_nonfinite_fixup(b, spec, args)
     if scratch is not None:
         b.call(_libc(module, "free", VOID, [PTR]), [scratch])
     b.ret(ir.Constant(I32, 0))
@@ -251,13 +253,14 @@ def _emit_quantize(b: ir.IRBuilder, spec: MatmulSpec, x: ir.Value, q: ir.Value, 
         amax = slots(b, V16F32, const_vec(V16F32, 0.0), 1)[0]
         with loop(b, 0, full, "qa") as v:
             xv = vload(b, x, b.add(row, b.mul(v, i64(16))), V16F32)
-            b.store(call(b, "llvm.maxnum.v16f32", V16F32, b.load(amax, typ=V16F32), call(b, "llvm.fabs.v16f32", V16F32, xv)), amax)
+            b.store(call(b, "llvm.maximum.v16f32", V16F32, b.load(amax, typ=V16F32), call(b, "llvm.fabs.v16f32", V16F32, xv)), amax)
         cur = b.load(amax, typ=V16F32)
         if tail:
             xv = load_prefix(b, x, b.add(row, i64(full * 16)), V16F32, tail, 0.0)
-            cur = call(b, "llvm.maxnum.v16f32", V16F32, cur, call(b, "llvm.fabs.v16f32", V16F32, xv))
-        absmax = call(b, "llvm.vector.reduce.fmax.v16f32", F32, cur)
-        clamped = call(b, "llvm.maxnum.f32", F32, absmax, eps)
+            cur = call(b, "llvm.maximum.v16f32", V16F32, cur, call(b, "llvm.fabs.v16f32", V16F32, xv))
+        # NaN-propagating maxima, as numpy's: a row holding a NaN gets s = NaN, so its outputs are NaN
+        absmax = call(b, "llvm.vector.reduce.fmaximum.v16f32", F32, cur)
+        clamped = call(b, "llvm.maximum.f32", F32, absmax, eps)
         if spec.act_scale == "mul_reciprocal":
             sm = b.fmul(b.fdiv(ir.Constant(F32, 1.0), clamped), act_max)
         else:
@@ -267,6 +270,7 @@ def _emit_quantize(b: ir.IRBuilder, spec: MatmulSpec, x: ir.Value, q: ir.Value, 
 
         def quant(xv: ir.Value) -> ir.Value:
             r = call(b, "llvm.roundeven.v16f32", V16F32, b.fmul(xv, ssplat))
+            # maxnum maps NaN to -128, so fptosi never sees a NaN (the row's outputs are NaN anyway)
             r = call(b, "llvm.minnum.v16f32", V16F32, call(b, "llvm.maxnum.v16f32", V16F32, r, const_vec(V16F32, -128.0)),
                      const_vec(V16F32, 127.0))
             return b.fptosi(r, vec(ir.IntType(8), 16))
@@ -286,6 +290,54 @@ def _emit_quantize(b: ir.IRBuilder, spec: MatmulSpec, x: ir.Value, q: ir.Value, 
                 vstore(b, qv, q, b.add(qrow, i64(full * 16)), align=16)
                 acc = b.add(acc, b.sext(qv, V16I32))
             b.store(call(b, "llvm.vector.reduce.add.v16i32", I32, acc), gep(b, sumq, b.add(b.mul(m, i64(spec.G)), ival(g)), I32))
+
+
+def _emit_nonfinite_fixup(b: ir.IRBuilder, spec: MatmulSpec, args: dict[str, ir.Value]) -> None:
+    """Float path, rows of x holding NaN or +-Inf: recompute those rows' outputs as numpy does.
+
+    In numpy every output of such a row is NaN or +-Inf (0 * Inf = NaN, Inf - Inf = NaN), and which
+    one depends only on the non-finite terms; the add-only loop skips trit 0 and folds the minus
+    sums twice, so it can get that class wrong. Here pre[n] = sum over the non-finite x[k] of
+    x[k] * trit(k, n) * scale(k, n), then the usual epilogue. A scan of x is cheap next to the
+    matmul; the recomputation only runs for rows that need it."""
+    x, w, y = args["x"], args["w"], args["y"]
+    I8T = ir.IntType(8)
+    bad = entry_alloca(b, I8T, "bad")
+    with for_range(b, spec.M, name="fm") as m:
+        row = b.mul(m, i64(spec.K))
+        b.store(ir.Constant(I8T, 0), bad)
+        with for_range(b, spec.K, name="fk") as k:
+            v = sload(b, x, b.add(row, k), F32)
+            nonfinite = b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))
+            b.store(b.or_(b.load(bad, typ=I8T), b.zext(nonfinite, I8T)), bad)
+        with b.if_then(b.icmp_unsigned("!=", b.load(bad, typ=I8T), ir.Constant(I8T, 0)), likely=False):
+            with for_range(b, spec.N, name="fn") as n:
+                pre = entry_alloca(b, F32, "pre")
+                b.store(ir.Constant(F32, 0.0), pre)
+                nb, lane = b.udiv(n, i64(16)), b.urem(n, i64(16))
+                with for_range(b, spec.K, name="fk2") as k:
+                    v = sload(b, x, b.add(row, k), F32)
+                    with b.if_then(b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))):
+                        kb, kr = b.udiv(k, i64(16)), b.urem(k, i64(16))
+                        byte = b.add(b.mul(b.add(b.mul(nb, i64(spec.KB)), kb), i64(64)),
+                                     b.add(b.mul(lane, i64(4)), b.urem(kr, i64(4))))
+                        shift = b.trunc(b.mul(b.udiv(kr, i64(4)), i64(2)), I8T)
+                        code = b.and_(b.lshr(sload(b, w, byte, I8T, align=1), shift), ir.Constant(I8T, 3))
+                        trit = b.sitofp(b.sub(b.zext(code, ir.IntType(32)), ir.Constant(ir.IntType(32), 1)), F32)
+                        if spec.granularity == "per_tensor":
+                            scale = sload(b, args["scales"], 0, F32)
+                        elif spec.granularity == "per_channel":
+                            scale = sload(b, args["scales"], n, F32)
+                        else:
+                            g = b.udiv(k, i64(spec.group_size))
+                            scale = sload(b, args["scales"], b.add(b.mul(g, i64(spec.NP)), n), F32)
+                        b.store(b.fadd(b.load(pre, typ=F32), b.fmul(b.fmul(v, trit), scale)), pre)
+                out = b.load(pre, typ=F32)
+                if spec.bias:
+                    out = b.fadd(out, sload(b, args["bias"], n, F32))
+                if spec.residual:
+                    out = b.fadd(out, sload(b, args["residual"], b.add(b.mul(m, i64(spec.N)), n), F32))
+                b.store(_activate(b, spec, out), gep(b, y, b.add(b.mul(m, i64(spec.N)), n), F32))
 
 
 def _emit_task(module: ir.Module, spec: MatmulSpec, isa: str, plan: TilePlan, tn: int, tm: int, name: str) -> ir.Function:
@@ -416,9 +468,18 @@ def _finish(f: Frame, v: ir.Value, m: ir.Value | int, nb: ir.Value | int, count:
         v = b.fadd(v, load_prefix(b, f.bias, n0, V16F32, count))
     if f.residual is not None:
         v = b.fadd(v, load_prefix(b, f.residual, add(b, mul(b, m, spec.N), n0), V16F32, count))
-    if spec.activation == "relu":
-        v = b.select(b.fcmp_ordered("<", v, const_vec(V16F32, 0.0)), const_vec(V16F32, 0.0), v)
-    elif spec.activation == "silu":
-        e = call(b, "llvm.exp.v16f32", V16F32, b.fneg(v))
-        v = b.fdiv(v, b.fadd(const_vec(V16F32, 1.0), e))
+    v = _activate(b, spec, v)
     store_prefix(b, v, f.y, add(b, mul(b, m, spec.N), n0), count)
+
+
+def _activate(b: ir.IRBuilder, spec: MatmulSpec, v: ir.Value) -> ir.Value:
+    """relu / silu on a scalar or a vector (NaN stays NaN, as np.maximum and numpy's exp)."""
+    t = v.type
+    vector = isinstance(t, ir.VectorType)
+    zero = const_vec(t, 0.0) if vector else ir.Constant(F32, 0.0)
+    if spec.activation == "relu":
+        return b.select(b.fcmp_ordered("<", v, zero), zero, v)
+    if spec.activation == "silu":
+        e = call(b, "llvm.exp.v16f32" if vector else "llvm.exp.f32", t, b.fneg(v))
+        return b.fdiv(v, b.fadd(const_vec(t, 1.0) if vector else ir.Constant(F32, 1.0), e))
+    return v
