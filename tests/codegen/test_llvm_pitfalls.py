@@ -29,3 +29,33 @@ def test_short_min_max_reductions_see_every_element(n):
     _, scale, zero = _dynamic_quantize(n).run(None, {"x": x})
     assert scale * 255 == pytest.approx(n, rel=1e-6)
     assert int(zero) == 255
+
+
+def test_invalid_llvm_ir_is_a_compiler_error():
+    from tritc.codegen.llvm.target import host_target
+    from tritc.codegen.llvm.worker import compile_text
+    from tritc.errors import CompilerError
+
+    bad = "define i32 @f() {\nentry:\n  ret i64 0\n}\n"
+    with pytest.raises(CompilerError, match="LLVM IR verify failed|error"):
+        compile_text(bad, host_target(), "bad")
+
+
+def test_a_crashing_llvm_worker_is_an_error_not_a_crash(monkeypatch):
+    import subprocess
+    import sys
+
+    from tritc.codegen.llvm import worker
+    from tritc.codegen.llvm.target import host_target
+    from tritc.errors import CompilerError
+
+    w = worker._Worker()
+    monkeypatch.setattr(w, "_start", lambda: subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; sys.stdin.buffer.read(8); os.abort()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    with pytest.raises(CompilerError, match="LLVM crashed .signal SIGABRT"):
+        w.compile("define void @f() {\nentry:\n  ret void\n}\n", host_target(), "m")
+    assert w.proc is None  # the next compile starts a fresh worker
+    monkeypatch.undo()
+    obj, bc = w.compile("define void @f() {\nentry:\n  ret void\n}\n", host_target(), "m")
+    assert obj and bc

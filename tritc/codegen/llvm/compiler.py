@@ -8,7 +8,8 @@ seen for the first time at run time is compiled then, from the same IR, and cach
     outputs   each graph output produced by its own node (identity copies where needed)
     plan      memory plan: caller buffers, weight blob offsets, one arena
     lower     one LLVM function per node and the entry tritc_main
-    emit      verify, optimise (new pass manager, O3), object code and bitcode
+    emit      verify, optimise (new pass manager, O3), object code and bitcode (worker.py: in a child
+              process, so an LLVM crash is an error, not the end of the caller)
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from ...passes.eliminate_dead_code import EliminateDeadCode
 from ...passes.fold_constants import FoldConstants
 from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
-from .jit import emit_assembly, emit_object, optimize, parse
+from .jit import emit_assembly, emit_object, optimize
 from .lower import ENTRY, lower_graph
 from .memory import plan_memory
 from .ops import CONST_OPERANDS
 from .target import Target
 from .weights import WeightLayout
+from .worker import compile_text
 
 
 @dataclass
@@ -137,14 +139,12 @@ def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping
     module = lower_graph(g, plan, layout, target, threads=threads)
     text = str(module)
     t2 = time.perf_counter()
-    ref = optimize(parse(text), target)
+    obj, bitcode = compile_text(text, target, f"@{graph.name}")  # optimise + emit, in the LLVM worker process
     t3 = time.perf_counter()
-    obj = emit_object(ref, target)
-    t4 = time.perf_counter()
-    stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "optimise_s": t3 - t2, "codegen_s": t4 - t3,
+    stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "llvm_s": t3 - t2,
              "nodes": float(len(g)), "arena_bytes": float(plan.arena_bytes), "views_aliased": float(plan.aliases)}
     return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
-                          obj, ref.as_bitcode(), stats=stats, llvm_ir=text if keep_ir else "", graph=g)
+                          obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g)
 
 
 def assembly(spec: Specialization, target: Target) -> str:
