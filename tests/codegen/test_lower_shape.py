@@ -68,15 +68,17 @@ def build(cases: list[Case]) -> tuple[Graph, dict[str, np.ndarray]]:
     g = Graph("t")
     feeds: dict[str, np.ndarray] = {}
     for ci, case in enumerate(cases):
-        vals, types, consts = [], [], []
+        vals = []
         for k, x in enumerate(case.inputs):
             if x is None:
-                vals.append(None), types.append(None), consts.append(None)
+                vals.append(None)
             elif isinstance(x, Const):
-                vals.append(g.add_constant(x.a, _tt(x.a), f"c{ci}_{k}")), types.append(_tt(x.a)), consts.append(x.a)
+                vals.append(g.add_constant(x.a, _tt(x.a), f"c{ci}_{k}"))
             else:
                 feeds[f"x{ci}_{k}"] = x
-                vals.append(g.add_input(f"x{ci}_{k}", _tt(x))), types.append(_tt(x)), consts.append(None)
+                vals.append(g.add_input(f"x{ci}_{k}", _tt(x)))
+        types = [None if x is None else _tt(x.a if isinstance(x, Const) else x) for x in case.inputs]
+        consts = [x.a if isinstance(x, Const) else None for x in case.inputs]
         opdef = OPS[case.op]
         out_types = opdef.infer(InferContext(case.op, types, opdef.with_defaults(case.attrs), consts, case.n_out))
         node = g.add(case.op, vals, out_types, case.attrs, output_names=[f"y{ci}_{j}" for j in range(case.n_out)])
