@@ -14,39 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
-import numpy as np
 
 from ....errors import UnsupportedError
 from ....ir.ternary import GRANULARITIES
-from ..builder import F32, I32, I64, PTR, VOID, for_range, gep, i64
+from ..builder import F32, I32, PTR, VOID, for_range, i64
 from ..packing import padded
 from ..target import Target
-from .ternary_float import accumulate_float
+from .ternary_float import accumulate_float, emit_nonfinite_fixup
 from .ternary_int8 import MASKED_MAX_KB, accumulate_avx2, accumulate_portable, accumulate_vnni
+from .ternary_quant import emit_quantize, emit_scratch
 from .threads import TASK_FN, declare_parallel_for, default_threads
-from .vec import (
-    V16F32,
-    V16I32,
-    add,
-    call,
-    const_vec,
-    entry_alloca,
-    ival,
-    load_prefix,
-    loop,
-    mul,
-    sload,
-    slots,
-    splat,
-    store_prefix,
-    vec,
-    vload,
-    vstore,
-)
+from .vec import V16F32, activation, add, entry_alloca, intrinsic_fn, load_prefix, mul, sload, slots, splat, store_prefix, vload
 
 ACTIVATIONS = (None, "relu", "silu")
 MAX_K = 1 << 22  # sum_k c * q with c <= 2, |q| <= 128 stays inside int32 for KP <= 2^22
-STACK_SCRATCH = 64 * 1024  # larger quantisation scratch comes from malloc
 TASKS_PER_THREAD = 8  # more tasks than threads: a busy core then only delays a small task
 
 
@@ -185,8 +166,8 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
         fields["residual"] = args["residual"]
     scratch = None
     if act == "int8":
-        scratch, q, s, sumq = _scratch(b, spec)
-        _emit_quantize(b, spec, args["x"], q, s, sumq)
+        scratch, q, s, sumq = emit_scratch(b, spec)
+        emit_quantize(b, spec, args["x"], q, s, sumq)
         fields.update(act=q, s=s, sumq=sumq)
     for i, key in enumerate(CTX_FIELDS):
         b.store(fields[key], b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=ctx.allocated_type))
@@ -195,9 +176,9 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     else:
         b.call(declare_parallel_for(module), [task, ctx, i64(tn * tm)])
     if act == "float":
-        _emit_nonfinite_fixup(b, spec, args)
+        emit_nonfinite_fixup(b, spec, args)
     if scratch is not None:
-        b.call(_libc(module, "free", VOID, [PTR]), [scratch])
+        b.call(intrinsic_fn(module, "free", VOID, [PTR]), [scratch])
     b.ret(ir.Constant(I32, 0))
     return fn
 
@@ -211,133 +192,6 @@ def task_grid(spec: MatmulSpec, plan: TilePlan) -> tuple[int, int]:
     tn = min(n_tiles, want)
     tm = min(m_tiles, -(-want // tn)) if tn < want else 1
     return tn, tm
-
-
-def _libc(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    existing = module.globals.get(name)
-    return existing if existing is not None else ir.Function(module, ir.FunctionType(ret, args), name)  # type: ignore[return-value]
-
-
-def _scratch(b: ir.IRBuilder, spec: MatmulSpec) -> tuple[ir.Value | None, ir.Value, ir.Value, ir.Value]:
-    """q [M, KP] i8 (64-byte aligned), s [M] f32, sumq [M, G] i32: on the stack if small, else malloc.
-
-    A failed malloc makes the kernel return 1."""
-    qbytes = spec.M * spec.KP
-    total = qbytes + 4 * spec.M + 4 * spec.M * spec.G + 64
-    if total <= STACK_SCRATCH:
-        base = entry_alloca(b, ir.ArrayType(ir.IntType(8), total), "scratch")
-        base.align = 64
-        owned = None
-    else:
-        size = (total + 63) // 64 * 64
-        base = b.call(_libc(b.module, "aligned_alloc", PTR, [I64, I64]), [i64(64), i64(size)])
-        with b.if_then(b.icmp_unsigned("==", base, ir.Constant(PTR, None)), likely=False):
-            b.ret(ir.Constant(I32, 1))
-        owned = base
-    s = gep(b, base, qbytes, ir.IntType(8))
-    sumq = gep(b, base, qbytes + 4 * spec.M, ir.IntType(8))
-    return owned, base, s, sumq
-
-
-def _emit_quantize(b: ir.IRBuilder, spec: MatmulSpec, x: ir.Value, q: ir.Value, s: ir.Value, sumq: ir.Value) -> None:
-    """Per row: s = act_max / max(max|x|, eps) (f32; or act_max * (1 / ...)), q = clip(roundeven(x * s), -128, 127) -> int8, sums of q.
-
-    Exactly quantize_activations: the same f32 operations; max is order-independent. Padding
-    columns K..KP-1 get q = 0."""
-    K, KP = spec.K, spec.KP
-    full, tail = divmod(K, 16)
-    act_max = ir.Constant(F32, float(np.float32(spec.act_max)))
-    eps = ir.Constant(F32, float(np.float32(spec.act_eps)))
-    with for_range(b, spec.M, name="qm") as m:
-        row = b.mul(m, i64(K))
-        amax = slots(b, V16F32, const_vec(V16F32, 0.0), 1)[0]
-        with loop(b, 0, full, "qa") as v:
-            xv = vload(b, x, b.add(row, b.mul(v, i64(16))), V16F32)
-            b.store(call(b, "llvm.maximum.v16f32", V16F32, b.load(amax, typ=V16F32), call(b, "llvm.fabs.v16f32", V16F32, xv)), amax)
-        cur = b.load(amax, typ=V16F32)
-        if tail:
-            xv = load_prefix(b, x, b.add(row, i64(full * 16)), V16F32, tail, 0.0)
-            cur = call(b, "llvm.maximum.v16f32", V16F32, cur, call(b, "llvm.fabs.v16f32", V16F32, xv))
-        # NaN-propagating maxima, as numpy's: a row holding a NaN gets s = NaN, so its outputs are NaN
-        absmax = call(b, "llvm.vector.reduce.fmaximum.v16f32", F32, cur)
-        clamped = call(b, "llvm.maximum.f32", F32, absmax, eps)
-        if spec.act_scale == "mul_reciprocal":
-            sm = b.fmul(b.fdiv(ir.Constant(F32, 1.0), clamped), act_max)
-        else:
-            sm = b.fdiv(act_max, clamped)
-        b.store(sm, gep(b, s, m, F32))
-        ssplat = splat(b, sm, 16)
-
-        def quant(xv: ir.Value) -> ir.Value:
-            r = call(b, "llvm.roundeven.v16f32", V16F32, b.fmul(xv, ssplat))
-            # maxnum maps NaN to -128, so fptosi never sees a NaN (the row's outputs are NaN anyway)
-            r = call(b, "llvm.minnum.v16f32", V16F32, call(b, "llvm.maxnum.v16f32", V16F32, r, const_vec(V16F32, -128.0)),
-                     const_vec(V16F32, 127.0))
-            return b.fptosi(r, vec(ir.IntType(8), 16))
-
-        qrow = b.mul(m, i64(KP))
-        vecs_per_group = spec.group_size // 16 if spec.G > 1 else full
-        with loop(b, 0, spec.G, "qg") as g:
-            total = slots(b, V16I32, const_vec(V16I32, 0), 1)[0]
-            with loop(b, 0, vecs_per_group, "qv") as v:
-                kv = b.add(mul(b, g, spec.group_size) if spec.G > 1 else i64(0), b.mul(v, i64(16)))
-                qv = quant(vload(b, x, b.add(row, kv), V16F32))
-                vstore(b, qv, q, b.add(qrow, kv), align=16)
-                b.store(b.add(b.load(total, typ=V16I32), b.sext(qv, V16I32)), total)
-            acc = b.load(total, typ=V16I32)
-            if tail:  # only when G == 1 (per-group needs K % 16 == 0)
-                qv = quant(load_prefix(b, x, b.add(row, i64(full * 16)), V16F32, tail, 0.0))
-                vstore(b, qv, q, b.add(qrow, i64(full * 16)), align=16)
-                acc = b.add(acc, b.sext(qv, V16I32))
-            b.store(call(b, "llvm.vector.reduce.add.v16i32", I32, acc), gep(b, sumq, b.add(b.mul(m, i64(spec.G)), ival(g)), I32))
-
-
-def _emit_nonfinite_fixup(b: ir.IRBuilder, spec: MatmulSpec, args: dict[str, ir.Value]) -> None:
-    """Float path, rows of x holding NaN or +-Inf: recompute those rows' outputs as numpy does.
-
-    In numpy every output of such a row is NaN or +-Inf (0 * Inf = NaN, Inf - Inf = NaN), and which
-    one depends only on the non-finite terms; the add-only loop skips trit 0 and folds the minus
-    sums twice, so it can get that class wrong. Here pre[n] = sum over the non-finite x[k] of
-    x[k] * trit(k, n) * scale(k, n), then the usual epilogue. A scan of x is cheap next to the
-    matmul; the recomputation only runs for rows that need it."""
-    x, w, y = args["x"], args["w"], args["y"]
-    I8T = ir.IntType(8)
-    bad = entry_alloca(b, I8T, "bad")
-    with for_range(b, spec.M, name="fm") as m:
-        row = b.mul(m, i64(spec.K))
-        b.store(ir.Constant(I8T, 0), bad)
-        with for_range(b, spec.K, name="fk") as k:
-            v = sload(b, x, b.add(row, k), F32)
-            nonfinite = b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))
-            b.store(b.or_(b.load(bad, typ=I8T), b.zext(nonfinite, I8T)), bad)
-        with b.if_then(b.icmp_unsigned("!=", b.load(bad, typ=I8T), ir.Constant(I8T, 0)), likely=False):
-            with for_range(b, spec.N, name="fn") as n:
-                pre = entry_alloca(b, F32, "pre")
-                b.store(ir.Constant(F32, 0.0), pre)
-                nb, lane = b.udiv(n, i64(16)), b.urem(n, i64(16))
-                with for_range(b, spec.K, name="fk2") as k:
-                    v = sload(b, x, b.add(row, k), F32)
-                    with b.if_then(b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))):
-                        kb, kr = b.udiv(k, i64(16)), b.urem(k, i64(16))
-                        byte = b.add(b.mul(b.add(b.mul(nb, i64(spec.KB)), kb), i64(64)),
-                                     b.add(b.mul(lane, i64(4)), b.urem(kr, i64(4))))
-                        shift = b.trunc(b.mul(b.udiv(kr, i64(4)), i64(2)), I8T)
-                        code = b.and_(b.lshr(sload(b, w, byte, I8T, align=1), shift), ir.Constant(I8T, 3))
-                        trit = b.sitofp(b.sub(b.zext(code, ir.IntType(32)), ir.Constant(ir.IntType(32), 1)), F32)
-                        if spec.granularity == "per_tensor":
-                            scale = sload(b, args["scales"], 0, F32)
-                        elif spec.granularity == "per_channel":
-                            scale = sload(b, args["scales"], n, F32)
-                        else:
-                            g = b.udiv(k, i64(spec.group_size))
-                            scale = sload(b, args["scales"], b.add(b.mul(g, i64(spec.NP)), n), F32)
-                        b.store(b.fadd(b.load(pre, typ=F32), b.fmul(b.fmul(v, trit), scale)), pre)
-                out = b.load(pre, typ=F32)
-                if spec.bias:
-                    out = b.fadd(out, sload(b, args["bias"], n, F32))
-                if spec.residual:
-                    out = b.fadd(out, sload(b, args["residual"], b.add(b.mul(m, i64(spec.N)), n), F32))
-                b.store(_activate(b, spec, out), gep(b, y, b.add(b.mul(m, i64(spec.N)), n), F32))
 
 
 def _emit_task(module: ir.Module, spec: MatmulSpec, isa: str, plan: TilePlan, tn: int, tm: int, name: str) -> ir.Function:
@@ -468,18 +322,6 @@ def _finish(f: Frame, v: ir.Value, m: ir.Value | int, nb: ir.Value | int, count:
         v = b.fadd(v, load_prefix(b, f.bias, n0, V16F32, count))
     if f.residual is not None:
         v = b.fadd(v, load_prefix(b, f.residual, add(b, mul(b, m, spec.N), n0), V16F32, count))
-    v = _activate(b, spec, v)
+    v = activation(b, spec.activation, v)
     store_prefix(b, v, f.y, add(b, mul(b, m, spec.N), n0), count)
 
-
-def _activate(b: ir.IRBuilder, spec: MatmulSpec, v: ir.Value) -> ir.Value:
-    """relu / silu on a scalar or a vector (NaN stays NaN, as np.maximum and numpy's exp)."""
-    t = v.type
-    vector = isinstance(t, ir.VectorType)
-    zero = const_vec(t, 0.0) if vector else ir.Constant(F32, 0.0)
-    if spec.activation == "relu":
-        return b.select(b.fcmp_ordered("<", v, zero), zero, v)
-    if spec.activation == "silu":
-        e = call(b, "llvm.exp.v16f32" if vector else "llvm.exp.f32", t, b.fneg(v))
-        return b.fdiv(v, b.fadd(const_vec(t, 1.0) if vector else ir.Constant(F32, 1.0), e))
-    return v

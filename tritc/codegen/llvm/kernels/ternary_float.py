@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..builder import F32
+import llvmlite.ir as ir
+
+from ..builder import F32, for_range, gep, i64
 from .ternary_int8 import _accumulate, chunk_byte
-from .vec import V16F32, V16I32, add, const_vec, mul, sload, splat, vload_bytes
+from .vec import V16F32, V16I32, activation, add, const_vec, entry_alloca, mul, sload, splat, vload_bytes
 
 if TYPE_CHECKING:
-    import llvmlite.ir as ir
-
-    from .ternary import Frame
+    from .ternary import Frame, MatmulSpec
 
 
 def accumulate_float(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, nc: int,
@@ -81,3 +81,51 @@ def _step(f: Frame, acc: list[list[ir.Value]], m0: ir.Value | int, nb0: ir.Value
                 cell[part] = b.select(nonzero[c], b.fadd(cell[part], xk), cell[part])
                 cell[split + part] = b.select(minus[c], b.fadd(cell[split + part], xk), cell[split + part])
     return [v for row in out for cell in row for v in cell]
+
+
+def emit_nonfinite_fixup(b: ir.IRBuilder, spec: MatmulSpec, args: dict[str, ir.Value]) -> None:
+    """Float path, rows of x holding NaN or +-Inf: recompute those rows' outputs as numpy does.
+
+    In numpy every output of such a row is NaN or +-Inf (0 * Inf = NaN, Inf - Inf = NaN), and which
+    one depends only on the non-finite terms; the add-only loop skips trit 0 and folds the minus
+    sums twice, so it can get that class wrong. Here pre[n] = sum over the non-finite x[k] of
+    x[k] * trit(k, n) * scale(k, n), then the usual epilogue. A scan of x is cheap next to the
+    matmul; the recomputation only runs for rows that need it."""
+    x, w, y = args["x"], args["w"], args["y"]
+    I8T = ir.IntType(8)
+    bad = entry_alloca(b, I8T, "bad")
+    with for_range(b, spec.M, name="fm") as m:
+        row = b.mul(m, i64(spec.K))
+        b.store(ir.Constant(I8T, 0), bad)
+        with for_range(b, spec.K, name="fk") as k:
+            v = sload(b, x, b.add(row, k), F32)
+            nonfinite = b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))
+            b.store(b.or_(b.load(bad, typ=I8T), b.zext(nonfinite, I8T)), bad)
+        with b.if_then(b.icmp_unsigned("!=", b.load(bad, typ=I8T), ir.Constant(I8T, 0)), likely=False):
+            with for_range(b, spec.N, name="fn") as n:
+                pre = entry_alloca(b, F32, "pre")
+                b.store(ir.Constant(F32, 0.0), pre)
+                nb, lane = b.udiv(n, i64(16)), b.urem(n, i64(16))
+                with for_range(b, spec.K, name="fk2") as k:
+                    v = sload(b, x, b.add(row, k), F32)
+                    with b.if_then(b.fcmp_unordered("uno", b.fsub(v, v), b.fsub(v, v))):
+                        kb, kr = b.udiv(k, i64(16)), b.urem(k, i64(16))
+                        byte = b.add(b.mul(b.add(b.mul(nb, i64(spec.KB)), kb), i64(64)),
+                                     b.add(b.mul(lane, i64(4)), b.urem(kr, i64(4))))
+                        shift = b.trunc(b.mul(b.udiv(kr, i64(4)), i64(2)), I8T)
+                        code = b.and_(b.lshr(sload(b, w, byte, I8T, align=1), shift), ir.Constant(I8T, 3))
+                        trit = b.sitofp(b.sub(b.zext(code, ir.IntType(32)), ir.Constant(ir.IntType(32), 1)), F32)
+                        if spec.granularity == "per_tensor":
+                            scale = sload(b, args["scales"], 0, F32)
+                        elif spec.granularity == "per_channel":
+                            scale = sload(b, args["scales"], n, F32)
+                        else:
+                            g = b.udiv(k, i64(spec.group_size))
+                            scale = sload(b, args["scales"], b.add(b.mul(g, i64(spec.NP)), n), F32)
+                        b.store(b.fadd(b.load(pre, typ=F32), b.fmul(b.fmul(v, trit), scale)), pre)
+                out = b.load(pre, typ=F32)
+                if spec.bias:
+                    out = b.fadd(out, sload(b, args["bias"], n, F32))
+                if spec.residual:
+                    out = b.fadd(out, sload(b, args["residual"], b.add(b.mul(m, i64(spec.N)), n), F32))
+                b.store(activation(b, spec.activation, out), gep(b, y, b.add(b.mul(m, i64(spec.N)), n), F32))

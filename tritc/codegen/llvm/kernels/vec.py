@@ -149,3 +149,16 @@ def intrinsic_fn(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.T
 def call(b: ir.IRBuilder, name: str, ret: ir.Type, *args: ir.Value) -> ir.Value:
     """Call the intrinsic or libc function `name` (declared on first use)."""
     return b.call(intrinsic_fn(b.module, name, ret, [a.type for a in args]), list(args))
+
+
+def activation(b: ir.IRBuilder, kind: str | None, v: ir.Value) -> ir.Value:
+    """relu / silu (or nothing) on an f32 scalar or vector; NaN stays NaN, as with np.maximum and np.exp."""
+    t = v.type
+    vector = isinstance(t, ir.VectorType)
+    zero = const_vec(t, 0.0) if vector else ir.Constant(F32, 0.0)
+    if kind == "relu":
+        return b.select(b.fcmp_ordered("<", v, zero), zero, v)
+    if kind == "silu":
+        e = call(b, f"llvm.exp.v{t.count}f32" if vector else "llvm.exp.f32", t, b.fneg(v))
+        return b.fdiv(v, b.fadd(const_vec(t, 1.0) if vector else ir.Constant(F32, 1.0), e))
+    return v
