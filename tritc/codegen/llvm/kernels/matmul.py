@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
+import numpy as np
 
 from ....ir.types import DType
 from ..builder import F32, F64, I1, I16, I32, I64, PTR, VOID, declare, elem_type, for_range, gep, i64, suffix
@@ -195,6 +196,11 @@ class Gen:
         one = b.insert_element(ir.Constant(self.vt, ir.Undefined), s, ir.Constant(I32, 0))
         return b.shuffle_vector(one, ir.Constant(self.vt, ir.Undefined), ir.Constant(ir.VectorType(I32, self.L), [0] * self.L))
 
+    def splat_f(self, s: ir.Value, t: ir.VectorType) -> ir.Value:
+        """A scalar splat to vector type t (of this kernel's lane count)."""
+        one = self.b.insert_element(ir.Constant(t, ir.Undefined), s, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(one, ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(I32, self.L), [0] * self.L))
+
     def madd(self, acc: ir.Value, x: ir.Value, y: ir.Value) -> ir.Value:
         if self.is_float:
             return self.call(f"llvm.fma.{suffix(self.vt)}", self.vt, x, y, acc)
@@ -204,18 +210,68 @@ class Gen:
         return ir.Constant(ir.VectorType(t, len(values)), [ir.Constant(t, int(v)) for v in values])
 
 
-class BSource:
-    """Where B(k..., j) comes from. `vector` returns lanes j0 .. j0 + L - 1 in the compute type, 0 (and not
-    read) for lanes that are not `valid` (a static count or a runtime mask). `dot_stride` is set when
-    B(k, j) = base[j * dot_stride + k] (the dot loops). `key` identifies the source for kernel reuse."""
+class Params:
+    """A kernel's runtime parameters: named i64 slots of one array (floats as their f64 bits) and table pointers.
 
-    dot_stride: int | None = None
+    The emitter declares the names (`slot`), the caller fills the values in the same order, and the
+    kernel reads them once at the top of each task (`load`)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.n_ptrs = 0
+
+    def slot(self, *names: str) -> None:
+        self.names.extend(names)
+
+    def values(self, given: dict[str, int | float]) -> list[int]:
+        out = []
+        for n in self.names:
+            v = given[n]
+            out.append(int(np.float64(v).view(np.int64)) if isinstance(v, float) else int(v))
+        return out
+
+
+class Values:
+    """The loaded parameters inside a task: p["M"] is an i64, p.f("alpha", F32) a float, p.ptr(i) a table."""
+
+    def __init__(self, b: ir.IRBuilder, layout: Params, params: ir.Value, ptrs: ir.Value):
+        self.b = b
+        self._v = {n: b.load(gep(b, params, i, I64), typ=I64, name=n) for i, n in enumerate(layout.names)}
+        self._p = [b.load(gep(b, ptrs, i, PTR), typ=PTR) for i in range(layout.n_ptrs)]
+
+    def __getitem__(self, name: str) -> ir.Value:
+        return self._v[name]
+
+    def f(self, name: str, t: ir.Type) -> ir.Value:
+        v = self.b.bitcast(self._v[name], F64)
+        return v if t == F64 else self.b.fptrunc(v, t)
+
+    def ptr(self, i: int) -> ir.Value:
+        return self._p[i]
+
+
+class BSource:
+    """Where B(k..., j) comes from. `vector` returns lanes j0 .. j0 + L - 1 in the compute type, 0 (and not read)
+    for lanes not `valid` (None: all; else a lane mask). A kernel is specialised on `key` only; the rest of a
+    source is runtime parameters (`declare` names them, `values` gives a node's) and `tables` (arrays the
+    kernel reads through pointers). `dot` is set when B(k, j) = base[j * ("s.sj") + k] (the dot loops)."""
+
+    dot = False
 
     @property
     def key(self) -> tuple:
         raise NotImplementedError
 
-    def vector(self, g: Gen, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+    def declare(self, layout: Params) -> None:
+        raise NotImplementedError
+
+    def values(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def tables(self) -> list[np.ndarray]:
+        return []
+
+    def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         raise NotImplementedError
 
 
@@ -224,20 +280,25 @@ class StridedB(BSource):
 
     def __init__(self, sk: int, sj: int):
         self.sk, self.sj = sk, sj
-        self.dot_stride = sj if sk == 1 and sj != 1 else None
+        self.dot = sk == 1 and sj != 1
 
     @property
     def key(self) -> tuple:
-        return ("strided", self.sk, self.sj)
+        return ("strided", self.sj == 1, self.dot)
 
-    def vector(self, g: Gen, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+    def declare(self, layout: Params) -> None:
+        layout.slot("s.sk", "s.sj")
+
+    def values(self) -> dict[str, int]:
+        return {"s.sk": self.sk, "s.sj": self.sj}
+
+    def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         b = g.b
-        row = b.mul(ks[0], i64(self.sk)) if self.sk != 1 else ks[0]
+        row = b.mul(ks[0], p["s.sk"])
         if self.sj == 1:
             return g.load(base, b.add(row, j0), valid)
-        start = b.add(row, b.mul(j0, i64(self.sj)))
-        lanes = g.iconst([lane * self.sj for lane in range(g.L)], I64)
-        return g.gather(gep(b, base, start, g.st), lanes, g.valid_mask(valid))
+        lanes = b.mul(g.iconst(range(g.L), I64), g.splat_int(p["s.sj"]))
+        return g.gather(gep(b, base, b.add(row, b.mul(j0, p["s.sj"])), g.st), lanes, valid)
 
 
 # ---- plans --------------------------------------------------------------------------------------------------
@@ -245,10 +306,10 @@ class StridedB(BSource):
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str  # "packed" | "direct" | "dot"
+    kind: str  # "packed" | "direct" | "dot" | "stream"
     mr: int  # rows of A per register tile
-    nv: int  # vectors per tile row (packed, direct); dot: columns per tile
-    tj: int = 1  # tasks per batch over column blocks
+    nv: int  # vectors per tile row (packed, direct, stream); dot: columns per tile
+    tj: int = 1  # tasks per batch over column blocks (a runtime parameter)
     tm: int = 1  # ... and over row blocks
 
     def width(self, lanes: int) -> int:
@@ -269,10 +330,9 @@ def choose_plan(spec: GemmSpec, source: BSource, isa: str) -> Plan:
         # 16 accumulators + 2 B vectors + a broadcast of A on AVX-512 (measured best of 4..14 x 32 on Zen 4)
         mr, nv = (8, 2) if regs >= 32 else (6, 1) if regs >= 8 else (3, 1)
         plan = Plan("packed", mr, nv)
-    elif spec.dtype is DType.F32 and spec.M == 1 and isinstance(source, StridedB) and source.sj == 1 and spec.K > 0:
+    elif spec.dtype is DType.F32 and spec.M == 1 and isinstance(source, StridedB) and source.sj == 1:
         plan = Plan("stream", 1, 16)
-    elif spec.dtype is DType.F32 and small and source.dot_stride is not None and len(spec.k_shape) == 1 \
-            and spec.a_k[0] == 1 and spec.K >= 16:
+    elif spec.dtype is DType.F32 and small and source.dot and len(spec.k_shape) == 1 and spec.a_k[0] == 1:
         plan = Plan("dot", spec.M, 8 if spec.M == 1 and regs >= 32 else 4)
     else:
         mr = min(spec.M, 4) if spec.M else 1
@@ -290,286 +350,301 @@ def _split(spec: GemmSpec, plan: Plan) -> Plan:
     if spec.nb >= want:
         return plan
     per_batch = -(-want // spec.nb)
-    width = plan.width(lanes(spec.dtype))
-    j_units, m_units = max(1, -(-spec.N // width)), max(1, -(-spec.M // plan.mr))
+    j_units, m_units = max(1, -(-spec.N // plan.width(lanes(spec.dtype)))), max(1, -(-spec.M // plan.mr))
     tj = min(j_units, per_batch)
     tm = min(m_units, -(-per_batch // tj)) if tj < per_batch else 1
     return Plan(plan.kind, plan.mr, plan.nv, tj, tm)
 
 
-# ---- the kernel ---------------------------------------------------------------------------------------------
+# ---- the kernel: specialised on a signature, sizes at run time ---------------------------------------------------
 
 
-def emit_gemm(module: ir.Module, isa: str, spec: GemmSpec, source: BSource, name: str) -> ir.Function:
-    """Emit `void name(ptr a, ptr b, ptr bias, ptr c)` (bias may be null when spec.bias is None)."""
-    plan = choose_plan(spec, source, isa)
-    task = _emit_task(module, spec, source, plan, f"{name}.task")
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 4), name)
+@dataclass(frozen=True)
+class Signature:
+    """What a kernel is compiled for; every size and stride is a runtime parameter, so nodes share kernels."""
+
+    dtype: DType
+    kind: str
+    mr: int
+    nv: int
+    k_rank: int
+    batch_rank: int
+    bias: int | None  # None, or the bias' column stride (0 or 1)
+    alpha: bool  # alpha != 1
+    beta: bool  # beta != 1
+    source: tuple
+    parallel: bool
+
+
+def signature(spec: GemmSpec, plan: Plan, source: BSource) -> Signature:
+    return Signature(spec.dtype, plan.kind, plan.mr, plan.nv, len(spec.k_shape), len(spec.batch),
+                     None if spec.bias is None else spec.bias[1], spec.alpha != 1.0, spec.beta != 1.0, source.key,
+                     plan.tj * plan.tm > 1)
+
+
+def layout_of(sig: Signature, source: BSource) -> Params:
+    layout = Params()
+    layout.slot("M", "N", "a_m", "ldc", "tj", "tm", "nb", "bias_s0", "alpha", "beta")
+    layout.slot(*(f"k{d}" for d in range(sig.k_rank)), *(f"ak{d}" for d in range(sig.k_rank)))
+    for d in range(sig.batch_rank):
+        layout.slot(f"bd{d}", f"ba{d}", f"bb{d}", f"bbias{d}", f"bc{d}")
+    source.declare(layout)
+    layout.n_ptrs = len(source.tables())
+    return layout
+
+
+def param_values(spec: GemmSpec, plan: Plan, source: BSource) -> dict[str, int | float]:
+    v: dict[str, int | float] = {"M": spec.M, "N": spec.N, "a_m": spec.a_m, "ldc": spec.ldc, "tj": plan.tj, "tm": plan.tm,
+                                 "nb": spec.nb, "bias_s0": spec.bias[0] if spec.bias else 0,
+                                 "alpha": float(spec.alpha), "beta": float(spec.beta)}
+    for d, (k, s) in enumerate(zip(spec.k_shape, spec.a_k)):
+        v[f"k{d}"], v[f"ak{d}"] = k, s
+    for d, size in enumerate(spec.batch):
+        v[f"bd{d}"] = size
+        for name, strides in (("ba", spec.a_batch), ("bb", spec.b_batch), ("bbias", spec.bias_batch), ("bc", spec.c_batch)):
+            v[f"{name}{d}"] = strides[d] if strides else 0
+    v.update(source.values())
+    return v
+
+
+def emit_kernel(module: ir.Module, isa: str, sig: Signature, source: BSource, name: str) -> ir.Function:
+    """`void name(ptr a, ptr b, ptr bias, ptr c, ptr params, ptr tables)`: the GEMM for every spec of `sig`."""
+    layout = layout_of(sig, source)
+    task = _emit_task(module, sig, layout, source, f"{name}.task")
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 6), name)
     fn.linkage = "internal"
-    for a, n in zip(fn.args, ("a", "b", "bias", "c")):
-        a.name = n
+    fn.attributes.add("noinline")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    ntasks = spec.nb * plan.tj * plan.tm
-    if ntasks and spec.M and spec.N:
-        ctx = entry_alloca(b, ir.ArrayType(PTR, 4), "ctx")
-        for i, a in enumerate(fn.args):
-            b.store(a, b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=ir.ArrayType(PTR, 4)))
-        if plan.tj * plan.tm > 1:
-            b.call(declare_parallel_for(module), [task, ctx, i64(ntasks)])
-        elif ntasks == 1:
-            b.call(task, [ctx, i64(0)])
-        else:
-            with for_range(b, ntasks, name="t") as t:
-                b.call(task, [ctx, t])
+    ctx = entry_alloca(b, ir.ArrayType(PTR, 6), "ctx")
+    for i, a in enumerate(fn.args):
+        b.store(a, b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=ir.ArrayType(PTR, 6)))
+    params = fn.args[4]
+    nb = b.load(gep(b, params, layout.names.index("nb"), I64), typ=I64)
+    per = b.mul(b.load(gep(b, params, layout.names.index("tj"), I64), typ=I64),
+                b.load(gep(b, params, layout.names.index("tm"), I64), typ=I64))
+    ntasks = b.mul(nb, per)
+    if sig.parallel:
+        b.call(declare_parallel_for(module), [task, ctx, ntasks])
+    else:
+        with for_range(b, ntasks, name="t") as t:
+            b.call(task, [ctx, t])
     b.ret_void()
     return fn
 
 
 @dataclass
 class _Task:
-    """What the tile emitters need inside one task: pointers already offset to the batch."""
+    """What the tile emitters need inside one task: runtime parameters and pointers offset to the batch."""
 
     g: Gen
-    spec: GemmSpec
+    sig: Signature
+    p: Values
     source: BSource
-    plan: Plan
     a: ir.Value
     b: ir.Value
     bias: ir.Value
     c: ir.Value
 
+    @property
+    def ks(self) -> list[ir.Value]:
+        return [self.p[f"k{d}"] for d in range(self.sig.k_rank)]
 
-def _emit_task(module: ir.Module, spec: GemmSpec, source: BSource, plan: Plan, name: str) -> ir.Function:
+
+def _emit_task(module: ir.Module, sig: Signature, layout: Params, source: BSource, name: str) -> ir.Function:
     fn = ir.Function(module, TASK_FN, name)
     fn.linkage = "internal"
     ctx, t = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    g = Gen(b, spec.dtype)
-    arr = ir.ArrayType(PTR, 4)
-    ptrs = [b.load(b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=arr), typ=PTR) for i in range(4)]
-    per = plan.tj * plan.tm
-    bi = b.udiv(t, i64(per)) if per > 1 else t
-    part = b.urem(t, i64(per)) if per > 1 else i64(0)
-    jp = b.udiv(part, i64(plan.tm)) if plan.tm > 1 else part
-    mp = b.urem(part, i64(plan.tm)) if plan.tm > 1 else i64(0)
-    offs = _batch_offsets(b, spec, bi)
-    a, bb, bias, c = (gep(b, p, o, g.st) if o is not None else p for p, o in zip(ptrs, offs))
-    k = _Task(g, spec, source, plan, a, bb, bias, c)
-    width = plan.width(g.L)
-    nj, tail_j = divmod(spec.N, width)
-    nm, tail_m = divmod(spec.M, plan.mr)
-    j_lo, j_hi = _part(b, jp, nj, plan.tj)
-    m_lo, m_hi = _part(b, mp, nm, plan.tm)
-    last_j = b.icmp_unsigned("==", jp, i64(plan.tj - 1))
-    last_m = b.icmp_unsigned("==", mp, i64(plan.tm - 1))
-    buf: ir.Value | None = None
-    if plan.kind == "packed":
-        rows = _block_rows(spec)
-        buf = entry_alloca(b, ir.ArrayType(F32, rows * width), "panel")
-        buf.align = 64
+    g = Gen(b, sig.dtype)
+    arr = ir.ArrayType(PTR, 6)
+    ptrs = [b.load(b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=arr), typ=PTR) for i in range(6)]
+    p = Values(b, layout, ptrs[4], ptrs[5])
+    tj, tm = p["tj"], p["tm"]
+    per = b.mul(tj, tm)
+    bi, part = b.udiv(t, per), b.urem(t, per)
+    jp, mp = b.udiv(part, tm), b.urem(part, tm)
+    offs = _batch_offsets(b, sig, p, bi)
+    a, bb, bias, c = (gep(b, q, o, g.st) if o is not None else q for q, o in zip(ptrs[:4], offs))
+    k = _Task(g, sig, p, source, a, bb, bias, c)
+    M, N = p["M"], p["N"]
+    width = i64(Plan(sig.kind, sig.mr, sig.nv).width(g.L))
+    units = b.udiv(b.add(N, b.sub(width, i64(1))), width)  # column blocks, the last maybe ragged
+    nm = b.udiv(M, i64(sig.mr))
+    j_lo, j_hi = _part(b, jp, units, tj)
+    m_lo, m_hi = _part(b, mp, nm, tm)
+    last_m = b.icmp_unsigned("==", mp, b.sub(tm, i64(1)))
+    i_lo = b.mul(m_lo, i64(sig.mr))
+    i_hi = b.select(last_m, M, b.mul(m_hi, i64(sig.mr)))
 
-    def tiles(emit) -> None:
-        if nm:
-            with for_range(b, m_hi, start=m_lo, name="mt") as mt:
-                emit(b.mul(mt, i64(plan.mr)), plan.mr)
-        if tail_m:
-            with b.if_then(last_m):
-                emit(i64(nm * plan.mr), tail_m)
+    def tiles(emit, tail_rows) -> None:
+        """Row tiles [m_lo, m_hi) of sig.mr rows, then (last row part only) the M % mr leftover rows."""
+        with for_range(b, m_hi, start=m_lo, name="mt") as mt:
+            emit(b.mul(mt, i64(sig.mr)), sig.mr)
+        with b.if_then(b.and_(last_m, b.icmp_unsigned("<", b.mul(nm, i64(sig.mr)), M))):
+            tail_rows(b.mul(nm, i64(sig.mr)))
 
-    if plan.kind == "packed":
-        # every panel, the ragged last one included, runs the same code with a runtime column count
-        units = nj + (1 if tail_j else 0)
-        p_lo, p_hi = _part(b, jp, units, plan.tj)
-        i_lo = b.mul(m_lo, i64(plan.mr))
-        i_hi = b.select(last_m, i64(spec.M), b.mul(m_hi, i64(plan.mr)))
-        with for_range(b, p_hi, start=p_lo, name="jt") as jt:
-            j0 = b.mul(jt, i64(width))
-            count = b.sub(i64(spec.N), j0)
-            count = b.select(b.icmp_signed("<", count, i64(width)), count, i64(width))
-            _packed_panel(k, buf, j0, count, tiles, i_lo, i_hi)
-        b.ret_void()
-        return fn
+    def one_by_one(emit):
+        def rows(start: ir.Value) -> None:
+            with for_range(b, M, start=start, name="mr") as i:
+                emit(i, 1)
+        return rows
 
-    if plan.kind == "stream":
-        units = nj + (1 if tail_j else 0)
-        u_lo, u_hi = _part(b, jp, units, plan.tj)
-        v_hi = b.mul(u_hi, i64(plan.nv))
-        full_vectors = spec.N // g.L
-        v_hi = b.select(b.icmp_unsigned("<", v_hi, i64(full_vectors)), v_hi, i64(full_vectors))
-        _stream(k, b.mul(u_lo, i64(plan.nv)), v_hi, last_j)
-        b.ret_void()
-        return fn
-
-    def rows_of(j0: ir.Value, count: int) -> None:
-        if plan.kind == "dot":
-            tiles(lambda i0, mr: _dot_tile(k, i0, mr, j0, count))
+    with for_range(b, j_hi, start=j_lo, name="jt") as jt:
+        j0 = b.mul(jt, width)
+        count = b.sub(N, j0)
+        count = b.select(b.icmp_signed("<", count, width), count, width)
+        if sig.kind == "packed":
+            _packed_panel(k, j0, count, tiles, i_lo, i_hi)
+        elif sig.kind == "stream":
+            _stream(k, j0, count)
         else:
-            tiles(lambda i0, mr: _direct_tile(k, i0, mr, j0, count))
-
-    if nj:
-        with for_range(b, j_hi, start=j_lo, name="jt") as jt:
-            rows_of(b.mul(jt, i64(width)), width)
-    if tail_j:
-        with b.if_then(last_j):
-            rows_of(i64(nj * width), tail_j)
+            tile = _dot_tile if sig.kind == "dot" else _direct_tile
+            full = b.icmp_unsigned("==", count, width)
+            with b.if_else(full) as (whole, ragged):
+                with whole:
+                    emit = lambda i0, mr: tile(k, i0, mr, j0, None)  # noqa: E731
+                    tiles(emit, one_by_one(emit))
+                with ragged:
+                    emit = lambda i0, mr: tile(k, i0, mr, j0, count)  # noqa: E731
+                    tiles(emit, one_by_one(emit))
     b.ret_void()
     return fn
 
 
-def _batch_offsets(b: ir.IRBuilder, spec: GemmSpec, bi: ir.Value) -> list[ir.Value | None]:
-    """Element offsets of a, b, bias, c for batch index bi (row-major over spec.batch)."""
-    if not spec.batch:
+def _batch_offsets(b: ir.IRBuilder, sig: Signature, p: Values, bi: ir.Value) -> list[ir.Value | None]:
+    """Element offsets of a, b, bias, c for batch index bi (row-major over the batch dims)."""
+    if not sig.batch_rank:
         return [None] * 4
-    idx = []
-    rest = spec.nb
-    for d in spec.batch:
-        rest //= d
-        q = b.udiv(bi, i64(rest)) if rest > 1 else bi
-        idx.append(b.urem(q, i64(d)) if d > 1 else i64(0))
-    out: list[ir.Value | None] = []
-    for strides in (spec.a_batch, spec.b_batch, spec.bias_batch, spec.c_batch):
-        if not strides or not any(strides):
-            out.append(None)
-            continue
-        acc: ir.Value = i64(0)
-        for i, s in zip(idx, strides):
-            if s:
-                acc = b.add(acc, b.mul(i, i64(s)))
-        out.append(acc)
-    return out
+    offs: list[ir.Value] = [i64(0)] * 4
+    rest = bi
+    for d in reversed(range(sig.batch_rank)):
+        size = p[f"bd{d}"]
+        idx = b.urem(rest, size)
+        rest = b.udiv(rest, size)
+        for n, name in enumerate(("ba", "bb", "bbias", "bc")):
+            offs[n] = b.add(offs[n], b.mul(idx, p[f"{name}{d}"]))
+    return list(offs)
 
 
-def _part(b: ir.IRBuilder, index: ir.Value, total: int, parts: int) -> tuple[ir.Value, ir.Value]:
+def _part(b: ir.IRBuilder, index: ir.Value, total: ir.Value, parts: ir.Value) -> tuple[ir.Value, ir.Value]:
     """[lo, hi) of part `index` when `total` units are cut into `parts` near-equal parts."""
-    if parts == 1:
-        return i64(0), i64(total)
-    per = -(-total // parts) if total else 0
-    lo = b.mul(index, i64(per))
-    hi = b.add(lo, i64(per))
-    lo = b.select(b.icmp_unsigned("<", lo, i64(total)), lo, i64(total))
-    hi = b.select(b.icmp_unsigned("<", hi, i64(total)), hi, i64(total))
+    per = b.udiv(b.add(total, b.sub(parts, i64(1))), parts)
+    lo = b.mul(index, per)
+    hi = b.add(lo, per)
+    lo = b.select(b.icmp_unsigned("<", lo, total), lo, total)
+    hi = b.select(b.icmp_unsigned("<", hi, total), hi, total)
     return lo, hi
 
 
-def _counts(count: int, lanes: int, nv: int) -> list[int]:
-    """Valid lanes of each vector of a tile row holding `count` columns."""
-    return [max(0, min(lanes, count - v * lanes)) for v in range(nv)]
-
-
-def _k_nest(b: ir.IRBuilder, extents: Sequence[int], body, start: ir.Value | None = None,
+def _k_nest(b: ir.IRBuilder, extents: Sequence[ir.Value], body, start: ir.Value | None = None,
             stop: ir.Value | None = None, depth: int = 0, ks: tuple = ()) -> None:
-    """Nested loops over extents (the outermost optionally over [start, stop)); body(ks)."""
+    """Nested loops over runtime extents (the outermost optionally over [start, stop)); body(ks)."""
     if depth == len(extents):
         body(list(ks))
         return
     lo = start if depth == 0 and start is not None else i64(0)
-    hi = stop if depth == 0 and stop is not None else i64(extents[depth])
-    if extents[depth] == 1 and not (depth == 0 and start is not None):
-        _k_nest(b, extents, body, start, stop, depth + 1, ks + (i64(0),))
-        return
-    with for_range(b, hi, start=lo, name=f"k{depth}") as k:
-        _k_nest(b, extents, body, start, stop, depth + 1, ks + (k,))
+    hi = stop if depth == 0 and stop is not None else extents[depth]
+    with for_range(b, hi, start=lo, name=f"k{depth}") as kd:
+        _k_nest(b, extents, body, start, stop, depth + 1, ks + (kd,))
 
 
 def _a_offset(k: _Task, i: ir.Value, ks: Sequence[ir.Value]) -> ir.Value:
     b = k.g.b
-    off = b.mul(i, i64(k.spec.a_m)) if k.spec.a_m != 1 else i
-    for kd, s in zip(ks, k.spec.a_k):
-        if s:
-            off = b.add(off, b.mul(kd, i64(s)) if s != 1 else kd)
+    off = b.mul(i, k.p["a_m"])
+    for d, kd in enumerate(ks):
+        off = b.add(off, b.mul(kd, k.p[f"ak{d}"]))
     return off
 
 
-def _epilogue(k: _Task, acc: ir.Value, i: ir.Value, j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+def _masks(k: _Task, count: ir.Value | None, nv: int) -> list[ir.Value | None]:
+    return [None if count is None else k.g.lanes_below(count, v * k.g.L) for v in range(nv)]
+
+
+def _epilogue(k: _Task, acc: ir.Value, i: ir.Value, j0: ir.Value, valid: ir.Value | None) -> ir.Value:
     """alpha * acc + beta * bias(i, j0 + lane), in the compute type (ints with a float alpha/beta via f64)."""
-    g, spec = k.g, k.spec
+    g, sig = k.g, k.sig
     b = g.b
     bias = None
-    if spec.bias is not None:
-        s0, s1 = spec.bias
-        row = b.mul(i, i64(s0)) if s0 else i64(0)
-        bias = g.load(k.bias, b.add(row, j0), valid) if s1 else g.splat(g.scalar(k.bias, row))
-    if spec.alpha == 1.0 and (bias is None or spec.beta == 1.0):
+    if sig.bias is not None:
+        row = b.mul(i, k.p["bias_s0"])
+        bias = g.load(k.bias, b.add(row, j0), valid) if sig.bias else g.splat(g.scalar(k.bias, row))
+    if not sig.alpha and (bias is None or not sig.beta):
         if bias is None:
             return acc
         return b.fadd(acc, bias) if g.is_float else b.add(acc, bias)
     if not g.is_float:  # numpy: an int product times a Python float is float64, cast back at the end
         wide = ir.VectorType(F64, g.L)
-        signed = spec.dtype.is_signed
-        y = b.fmul(b.sitofp(acc, wide) if signed else b.uitofp(acc, wide), _fconst(wide, spec.alpha))
+        signed = sig.dtype.is_signed
+
+        def to_f(v: ir.Value) -> ir.Value:
+            return b.sitofp(v, wide) if signed else b.uitofp(v, wide)
+
+        y = to_f(acc)
+        if sig.alpha:
+            y = b.fmul(y, g.splat_f(k.p.f("alpha", F64), wide))
         if bias is not None:
-            fb = b.sitofp(bias, wide) if signed else b.uitofp(bias, wide)
-            y = b.fadd(y, b.fmul(fb, _fconst(wide, spec.beta)) if spec.beta != 1.0 else fb)
+            y = b.fadd(y, b.fmul(to_f(bias), g.splat_f(k.p.f("beta", F64), wide)) if sig.beta else to_f(bias))
         return b.fptosi(y, g.vt) if signed else b.fptoui(y, g.vt)
-    y = b.fmul(acc, _fconst(g.vt, spec.alpha)) if spec.alpha != 1.0 else acc
+    y = b.fmul(acc, g.splat(k.p.f("alpha", g.ct))) if sig.alpha else acc
     if bias is not None:
-        y = b.fadd(y, b.fmul(bias, _fconst(g.vt, spec.beta)) if spec.beta != 1.0 else bias)
+        y = b.fadd(y, b.fmul(bias, g.splat(k.p.f("beta", g.ct))) if sig.beta else bias)
     return y
-
-
-def _fconst(t: ir.VectorType, v: float) -> ir.Constant:
-    import numpy as np
-
-    value = float(np.float32(v)) if t.element == F32 else float(v)
-    return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
 
 
 # ---- direct: a register tile over the whole K, B read from the source -------------------------------------
 
 
-def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: int) -> None:
-    g, spec = k.g, k.spec
+def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value | None) -> None:
+    g, sig = k.g, k.sig
     b = g.b
-    counts = [c for c in _counts(count, g.L, k.plan.nv) if c]
-    accs = [[entry_alloca(b, g.vt) for _ in counts] for _ in range(mr)]
+    valid = _masks(k, count, sig.nv)
+    accs = [[entry_alloca(b, g.vt) for _ in range(sig.nv)] for _ in range(mr)]
     for row in accs:
         for s in row:
             b.store(g.zero(), s)
 
     def step(ks: list[ir.Value]) -> None:
-        bv = [k.source.vector(g, k.b, ks, b.add(j0, i64(v * g.L)), c) for v, c in enumerate(counts)]
+        bv = [k.source.vector(g, k.p, k.b, ks, b.add(j0, i64(v * g.L)), valid[v]) for v in range(sig.nv)]
         for r in range(mr):
             a = g.splat(g.scalar(k.a, _a_offset(k, b.add(i0, i64(r)), ks)))
             for v, s in enumerate(accs[r]):
                 b.store(g.madd(b.load(s, typ=g.vt), a, bv[v]), s)
 
-    _k_nest(b, spec.k_shape, step)
+    _k_nest(b, k.ks, step)
     for r in range(mr):
         i = b.add(i0, i64(r))
-        for v, c in enumerate(counts):
+        for v in range(sig.nv):
             jv = b.add(j0, i64(v * g.L))
-            y = _epilogue(k, b.load(accs[r][v], typ=g.vt), i, jv, c)
-            g.store(y, k.c, b.add(b.mul(i, i64(spec.ldc)), jv), c)
+            y = _epilogue(k, b.load(accs[r][v], typ=g.vt), i, jv, valid[v])
+            g.store(y, k.c, b.add(b.mul(i, k.p["ldc"]), jv), valid[v])
 
 
-# ---- stream: one row of A against a row-major B, B read as long contiguous rows -------------------------
+# ---- stream: one row of A against a row-major B ---------------------------------------------------------------
 
 
-def _stream(k: _Task, v_lo: ir.Value, v_hi: ir.Value, last: ir.Value) -> None:
-    """C[0, 16 v_lo : 16 v_hi] (and the ragged end when `last`) = A[0, :] @ B: C accumulates in place
-    over steps of 4 rows of B, so B streams through memory row by row (a GEMV is bound by reading B)."""
-    g, spec = k.g, k.spec
+def _stream(k: _Task, j0: ir.Value, count: ir.Value) -> None:
+    """C[0, j0 : j0 + count] = A[0, :] @ B[:, j0 : j0 + count], accumulated in place over steps of 4 rows of B,
+    so B streams through memory row by row (a GEMV is bound by reading B)."""
+    g, sig = k.g, k.sig
     b = g.b
-    source = k.source
-    assert isinstance(source, StridedB)
-    K, L, ak = spec.K, g.L, spec.a_k[0]
-    tail = spec.N % L
-    t0 = spec.N - tail
+    L = g.L
+    K, ak, sk = k.p["k0"], k.p["ak0"], k.p["s.sk"]
+    full = b.udiv(count, i64(L))
+    tail = b.urem(count, i64(L))
 
     def vectors(body) -> None:
-        with for_range(b, v_hi, start=v_lo, name="v") as v:
-            body(b.mul(v, i64(L)), None)
-        if tail:
-            with b.if_then(last):
-                body(i64(t0), tail)
+        with for_range(b, full, name="v") as v:
+            body(b.add(j0, b.mul(v, i64(L))), None)
+        with b.if_then(b.icmp_unsigned("!=", tail, i64(0))):
+            body(b.add(j0, b.mul(full, i64(L))), g.lanes_below(tail))
 
     vectors(lambda j, valid: g.store(g.zero(), k.c, j, valid))
 
     def step(k0: ir.Value, rows: int) -> None:
-        xs = [g.splat(g.scalar(k.a, b.mul(b.add(k0, i64(r)), i64(ak)))) for r in range(rows)]
-        starts = [b.mul(b.add(k0, i64(r)), i64(source.sk)) for r in range(rows)]
+        xs = [g.splat(g.scalar(k.a, b.mul(b.add(k0, i64(r)), ak))) for r in range(rows)]
+        starts = [b.mul(b.add(k0, i64(r)), sk) for r in range(rows)]
 
-        def update(j: ir.Value, valid: int | None) -> None:
+        def update(j: ir.Value, valid: ir.Value | None) -> None:
             acc = g.load(k.c, j, valid)
             for r in range(rows):
                 acc = g.madd(acc, xs[r], g.load(k.b, b.add(starts[r], j), valid))
@@ -577,50 +652,58 @@ def _stream(k: _Task, v_lo: ir.Value, v_hi: ir.Value, last: ir.Value) -> None:
 
         vectors(update)
 
-    steps, rest = divmod(K, 4)
-    if steps:
-        with for_range(b, steps, name="ks") as ks:
-            step(b.mul(ks, i64(4)), 4)
-    if rest:
-        step(i64(steps * 4), rest)
-    if spec.bias is not None or spec.alpha != 1.0:
+    with for_range(b, b.udiv(K, i64(4)), name="ks") as ks:
+        step(b.mul(ks, i64(4)), 4)
+    with for_range(b, K, start=b.mul(b.udiv(K, i64(4)), i64(4)), name="kr") as kr:
+        step(kr, 1)
+    if sig.bias is not None or sig.alpha:
         vectors(lambda j, valid: g.store(_epilogue(k, g.load(k.c, j, valid), i64(0), j, valid), k.c, j, valid))
 
 
 # ---- dot: small M against B contiguous along k ----------------------------------------------------------------
 
 
-def _dot_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: int) -> None:
-    """C[i0:i0+mr, j0:j0+count] as vector dot products along k, tree-reduced at the end."""
-    g, spec = k.g, k.spec
+def _dot_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value | None) -> None:
+    """C[i0:i0+mr, j0:j0+nv] as vector dot products along k, tree-reduced at the end; a ragged last block
+    (count < nv) runs one column at a time."""
+    if count is not None:
+        b = k.g.b
+        with for_range(k.g.b, b.add(j0, count), start=j0, name="jc") as j:
+            _dot_columns(k, i0, mr, j, 1)
+        return
+    _dot_columns(k, i0, mr, j0, k.sig.nv)
+
+
+def _dot_columns(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, cols: int) -> None:
+    g = k.g
     b = g.b
-    K, ds = spec.K, k.source.dot_stride
-    assert ds is not None
-    accs = [[entry_alloca(b, g.vt) for _ in range(count)] for _ in range(mr)]
+    K, ds, a_m = k.p["k0"], k.p["s.sj"], k.p["a_m"]
+    accs = [[entry_alloca(b, g.vt) for _ in range(cols)] for _ in range(mr)]
     for row in accs:
         for s in row:
             b.store(g.zero(), s)
 
-    def step(kk: ir.Value, kcount: int) -> None:
-        av = [g.load(k.a, b.add(b.mul(b.add(i0, i64(r)), i64(spec.a_m)), kk), kcount) for r in range(mr)]
-        for t in range(count):
-            bv = g.load(k.b, b.add(b.mul(b.add(j0, i64(t)), i64(ds)), kk), kcount)
+    def step(kk: ir.Value, valid: ir.Value | None) -> None:
+        av = [g.load(k.a, b.add(b.mul(b.add(i0, i64(r)), a_m), kk), valid) for r in range(mr)]
+        for t in range(cols):
+            bv = g.load(k.b, b.add(b.mul(b.add(j0, i64(t)), ds), kk), valid)
             for r in range(mr):
                 b.store(g.madd(b.load(accs[r][t], typ=g.vt), av[r], bv), accs[r][t])
 
-    full, tail = divmod(K, g.L)
-    if full:
-        with for_range(b, full, name="kv") as kv:
-            step(b.mul(kv, i64(g.L)), g.L)
-    if tail:
-        step(i64(full * g.L), tail)
+    full = b.udiv(K, i64(g.L))
+    with for_range(b, full, name="kv") as kv:
+        step(b.mul(kv, i64(g.L)), None)
+    rest = b.urem(K, i64(g.L))
+    with b.if_then(b.icmp_unsigned("!=", rest, i64(0))):
+        step(b.mul(full, i64(g.L)), g.lanes_below(rest))
+    valid = g.lanes_below(i64(cols))
     for r in range(mr):
         i = b.add(i0, i64(r))
         out = g.zero()
-        for t in range(count):
+        for t in range(cols):
             out = b.insert_element(out, _reduce(g, b.load(accs[r][t], typ=g.vt)), ir.Constant(I32, t))
-        y = _epilogue(k, out, i, j0, count)
-        g.store(y, k.c, b.add(b.mul(i, i64(spec.ldc)), j0), count)
+        y = _epilogue(k, out, i, j0, valid)
+        g.store(y, k.c, b.add(b.mul(i, k.p["ldc"]), j0), valid)
 
 
 def _reduce(g: Gen, v: ir.Value) -> ir.Value:
@@ -639,53 +722,73 @@ def _reduce(g: Gen, v: ir.Value) -> ir.Value:
 # ---- packed: B panels packed per K block, an MR x NR FMA tile over them ------------------------------------------
 
 
-def _block_rows(spec: GemmSpec) -> int:
-    inner = math.prod(spec.k_shape[1:])
-    return max(1, KC_TARGET // inner) * inner if inner <= KC_TARGET else inner
-
-
-def _packed_panel(k: _Task, buf: ir.Value, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value, i_hi: ir.Value) -> None:
-    """Columns j0 .. j0 + count of C: for each K block, pack B into buf, then run every row tile over it."""
-    g, spec, plan = k.g, k.spec, k.plan
+def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value, i_hi: ir.Value) -> None:
+    """Columns j0 .. j0 + count of C: for each K block, pack B into the panel buffer, then run every row tile."""
+    g, sig = k.g, k.sig
     b = g.b
-    outer, inner = spec.k_shape[0], math.prod(spec.k_shape[1:])
-    per_block = _block_rows(spec) // inner  # outer k steps per block
-    nkb = -(-outer // per_block)
-    width = plan.nv * g.L
-    valid = [g.lanes_below(count, v * g.L) for v in range(plan.nv)]
+    width = sig.nv * g.L
+    buf = entry_alloca(b, ir.ArrayType(F32, MAX_PACK_ROWS * width), "panel")
+    buf.align = 64
+    extents = k.ks
+    outer = extents[0]
+    inner: ir.Value = i64(1)
+    for e in extents[1:]:
+        inner = b.mul(inner, e)
+    # K blocks of whole outer steps, about KC_TARGET rows each (inner <= MAX_PACK_ROWS by the plan)
+    per_block = b.udiv(i64(KC_TARGET), inner)
+    per_block = b.select(b.icmp_unsigned("<", per_block, i64(1)), i64(1), per_block)
+    nkb = b.udiv(b.add(outer, b.sub(per_block, i64(1))), per_block)
+    valid = [g.lanes_below(count, v * g.L) for v in range(sig.nv)]
+    a_k = k.p[f"ak{sig.k_rank - 1}"]
     with for_range(b, nkb, name="kb") as kb:
-        c0 = b.mul(kb, i64(per_block))
-        c1 = b.add(c0, i64(per_block))
-        c1 = b.select(b.icmp_unsigned("<", c1, i64(outer)), c1, i64(outer))
-        kc = b.mul(b.sub(c1, c0), i64(inner))
+        c0 = b.mul(kb, per_block)
+        c1 = b.add(c0, per_block)
+        c1 = b.select(b.icmp_unsigned("<", c1, outer), c1, outer)
+        kc = b.mul(b.sub(c1, c0), inner)
 
         def pack(ks: list[ir.Value]) -> None:
             row = b.sub(ks[0], c0)
             for d, kd in enumerate(ks[1:]):
-                row = b.add(b.mul(row, i64(spec.k_shape[d + 1])), kd)
+                row = b.add(b.mul(row, extents[d + 1]), kd)
             base = b.mul(row, i64(width))
-            for v in range(plan.nv):
-                vec = k.source.vector(g, k.b, ks, b.add(j0, i64(v * g.L)), valid[v])
+            for v in range(sig.nv):
+                vec = k.source.vector(g, k.p, k.b, ks, b.add(j0, i64(v * g.L)), valid[v])
                 b.store(vec, gep(b, buf, b.add(base, i64(v * g.L)), F32), align=64)
 
-        _k_nest(b, spec.k_shape, pack, start=c0, stop=c1)
+        _k_nest(b, extents, pack, start=c0, stop=c1)
         first = b.icmp_unsigned("==", kb, i64(0))
-        a_k = spec.a_k[-1]
-        k0 = b.mul(c0, i64(inner * a_k))
+        k0 = b.mul(b.mul(c0, inner), a_k)
 
         def micro(i0: ir.Value, mr: int) -> None:
-            fn = _micro_fn(b.module, mr, plan.nv)
-            a = gep(b, k.a, b.add(b.mul(i0, i64(spec.a_m)), k0), F32)
-            c = gep(b, k.c, b.add(b.mul(i0, i64(spec.ldc)), j0), F32)
-            b.call(fn, [a, i64(spec.a_m), i64(a_k), buf, kc, c, i64(spec.ldc), count, first])
+            fn = _micro_fn(b.module, mr, sig.nv)
+            a = gep(b, k.a, b.add(b.mul(i0, k.p["a_m"]), k0), F32)
+            c = gep(b, k.c, b.add(b.mul(i0, k.p["ldc"]), j0), F32)
+            b.call(fn, [a, k.p["a_m"], a_k, buf, kc, c, k.p["ldc"], count, first])
 
-        tiles(micro)
-    if spec.bias is not None or spec.alpha != 1.0:
+        def tail_rows(i0: ir.Value) -> None:
+            left = b.sub(k.p["M"], i0)
+            sw = b.switch(left, b.function.append_basic_block("tail.none"))
+            done = b.function.append_basic_block("tail.done")
+            for mr in range(1, sig.mr):
+                case = b.function.append_basic_block(f"tail.{mr}")
+                sw.add_case(i64(mr), case)
+                b.position_at_end(case)
+                micro(i0, mr)
+                b.branch(done)
+            b.position_at_end(sw.default)
+            b.branch(done)
+            b.position_at_end(done)
+
+        tiles(micro, tail_rows)
+    if sig.bias is not None or sig.alpha:
         with for_range(b, i_hi, start=i_lo, name="ep") as i:
-            for v in range(plan.nv):
-                at = b.add(b.mul(i, i64(spec.ldc)), b.add(j0, i64(v * g.L)))
+            for v in range(sig.nv):
+                at = b.add(b.mul(i, k.p["ldc"]), b.add(j0, i64(v * g.L)))
                 y = _epilogue(k, g.load(k.c, at, valid[v]), i, b.add(j0, i64(v * g.L)), valid[v])
                 g.store(y, k.c, at, valid[v])
+
+
+MICRO_UNROLL = 4  # k steps per loop iteration in the micro-kernel (LLVM's unroller is off)
 
 
 def _micro_fn(module: ir.Module, mr: int, nv: int) -> ir.Function:
@@ -713,15 +816,57 @@ def _micro_fn(module: ir.Module, mr: int, nv: int) -> ir.Function:
     for r in range(mr):
         for v in range(nv):
             b.store(b.select(first, g.zero(), g.load(c, c_at[r][v], valid[v])), accs[r][v])
-    with for_range(b, kc, name="kk") as kk:
+
+    def step(kk: ir.Value) -> None:
         bv = [b.load(gep(b, panel, b.add(b.mul(kk, i64(width)), i64(v * g.L)), F32), typ=g.vt, align=64) for v in range(nv)]
         ka = b.mul(kk, a_k)
         for r in range(mr):
             x = g.splat(b.load(gep(b, rows[r], ka, F32), typ=F32))
             for v in range(nv):
                 b.store(g.madd(b.load(accs[r][v], typ=g.vt), x, bv[v]), accs[r][v])
+
+    steps = b.udiv(kc, i64(MICRO_UNROLL))
+    with for_range(b, steps, name="kk") as kk:
+        for u in range(MICRO_UNROLL):
+            step(b.add(b.mul(kk, i64(MICRO_UNROLL)), i64(u)))
+    with for_range(b, kc, start=b.mul(steps, i64(MICRO_UNROLL)), name="kr") as kk:
+        step(kk)
     for r in range(mr):
         for v in range(nv):
             g.store(b.load(accs[r][v], typ=g.vt), c, c_at[r][v], valid[v])
     b.ret_void()
     return fn
+
+
+def call_gemm(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, source: BSource, table, a: ir.Value,
+              bm: ir.Value, bias: ir.Value | None, c: ir.Value) -> None:
+    """Emit a call of the kernel for spec (emitted once per module and signature) with spec's sizes.
+
+    `table(array, name)` embeds a read-only array (the caller's global_array); cache is per module."""
+    if spec.M == 0 or spec.N == 0 or spec.nb == 0:
+        return
+    module = b.module
+    plan = choose_plan(spec, source, isa)
+    sig = signature(spec, plan, source)
+    fn = cache.get(("gemm", sig))
+    if fn is None:
+        fn = emit_kernel(module, isa, sig, source, f"tritc.gemm.{sum(1 for key in cache if key[0] == 'gemm')}")
+        cache[("gemm", sig)] = fn
+    layout = layout_of(sig, source)
+    params = table(np.asarray(layout.values(param_values(spec, plan, source)), dtype=np.int64), "gemm_params")
+    globs = []
+    for arr in source.tables():
+        key = ("gemm_table", arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in cache:
+            cache[key] = table(arr, "gemm_table")
+        globs.append(cache[key])
+    if globs:
+        ptrs = ir.GlobalVariable(module, ir.ArrayType(PTR, len(globs)), f"{fn.name}.tables.{len(cache)}")
+        ptrs.global_constant = True
+        ptrs.linkage = "internal"
+        ptrs.initializer = ir.Constant(ir.ArrayType(PTR, len(globs)), globs)
+        cache[("gemm_tables", ptrs.name)] = ptrs
+    else:
+        ptrs = ir.Constant(PTR, None)
+    null = ir.Constant(PTR, None)
+    b.call(fn, [a, bm, bias if bias is not None else null, c, params, ptrs])

@@ -19,7 +19,7 @@ import numpy as np
 from ....ir.ops.cnn import Window, _transposed_geometry
 from ..builder import I32, I64, contiguous_strides, gep
 from ..context import NodeCtx
-from ..kernels.matmul import BSource, GemmSpec, Gen, StridedB
+from ..kernels.matmul import BSource, GemmSpec, Gen, Params, StridedB, Values
 from . import lowering
 from .nn import call_gemm, kernel_threads
 
@@ -31,64 +31,71 @@ def output_coords(out: Sequence[int]) -> np.ndarray:
 
 
 class _WindowSource(BSource):
-    """B(c, k1..kd, p) = X[c, coordinate(p, k)] for a sliding window; subclasses map (p, k) -> coordinate."""
+    """B(c, k1..kd, p) = X[c, coordinate(p, k)] for a sliding window; subclasses map (p, k) -> coordinate.
 
-    def __init__(self, ctx: NodeCtx, in_shape: Sequence[int], tables: np.ndarray, tag: str):
+    Runtime parameters: the input plane size, each spatial dim's length, stride in X and dilation; one
+    table per spatial dim of a per-output-position start (padded by a panel width of far-out-of-range
+    entries, so whole vectors can be read past the last position: those lanes are never valid)."""
+
+    tag = ""
+
+    def __init__(self, in_shape: Sequence[int], starts: np.ndarray, dilations: Sequence[int]):
         self.in_shape = tuple(in_shape)
-        self.plane = math.prod(in_shape)
+        self.d = len(in_shape)
         self.in_strides = contiguous_strides(in_shape)
-        # One start per output position and spatial dim, padded by a panel width of far-out-of-range
-        # entries so whole vectors can be read past the last position (those lanes are never valid).
-        pad = np.full((len(in_shape), 64), -(1 << 30), dtype=np.int32)
-        self.data = np.concatenate([tables.astype(np.int32), pad], axis=1)
-        self.ctx = ctx
-        self.tag = tag
-        self._globals: list[ir.Value] | None = None
+        self.dilations = tuple(dilations)
+        pad = np.full((self.d, 64), -(1 << 30), dtype=np.int32)
+        self.starts = np.concatenate([starts.astype(np.int32), pad], axis=1)
 
     @property
     def key(self) -> tuple:
-        return (self.tag, self.in_shape, self.data.tobytes())
+        return (self.tag, self.d)
 
-    def tables(self) -> list[ir.Value]:
-        if self._globals is None:
-            self._globals = [self.ctx.global_array(row, "conv_start") for row in self.data]
-        return self._globals
+    def declare(self, layout: Params) -> None:
+        layout.slot("s.plane", *(f"s.{n}{d}" for d in range(self.d) for n in ("n", "st", "dil")))
 
-    def coordinate(self, g: Gen, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
+    def values(self) -> dict[str, int]:
+        v = {"s.plane": math.prod(self.in_shape)}
+        for d in range(self.d):
+            v[f"s.n{d}"], v[f"s.st{d}"], v[f"s.dil{d}"] = self.in_shape[d], self.in_strides[d], self.dilations[d]
+        return v
+
+    def tables(self) -> list[np.ndarray]:
+        return [np.ascontiguousarray(row) for row in self.starts]
+
+    def coordinate(self, g: Gen, p: Values, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(input coordinate, in-range mask) along dim d for kernel offset k (an i64)."""
         raise NotImplementedError
 
-    def vector(self, g: Gen, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+    def _start(self, g: Gen, p: Values, d: int, j0: ir.Value) -> ir.Value:
+        return g.b.load(gep(g.b, p.ptr(d), j0, I32), typ=ir.VectorType(I32, g.L), align=4)
+
+    def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         b = g.b
-        vi = ir.VectorType(I32, g.L)
-        mask = g.valid_mask(valid)
+        mask = valid
         flat = None
-        for d, table in enumerate(self.tables()):
-            start = b.load(gep(b, table, j0, I32), typ=vi, align=4)
-            coord, ok = self.coordinate(g, start, d, ks[1 + d])
+        for d in range(self.d):
+            coord, ok = self.coordinate(g, p, self._start(g, p, d, j0), d, ks[1 + d])
             mask = ok if mask is None else b.and_(mask, ok)
-            term = coord if self.in_strides[d] == 1 else b.mul(coord, _splat_i32(g, self.in_strides[d]))
+            term = b.mul(coord, _splat_i32(g, p[f"s.st{d}"]))
             flat = term if flat is None else b.add(flat, term)
-        plane = gep(b, base, b.mul(ks[0], I64(self.plane)), g.st)
-        if flat is None:  # no spatial dims
-            return g.load(plane, 0, 1)
+        plane = gep(b, base, b.mul(ks[0], p["s.plane"]), g.st)
         return g.gather(plane, flat, mask)
 
 
-def _splat_i32(g: Gen, v: int | ir.Value) -> ir.Value:
-    if isinstance(v, int):
-        return g.iconst([v] * g.L)
+def _splat_i32(g: Gen, v: ir.Value) -> ir.Value:
     return g.splat_int(g.b.trunc(v, I32))
 
 
 class ConvSource(_WindowSource):
     """Conv: coordinate = start[p] + k * dilation, where start = o * stride - begin pad."""
 
-    def __init__(self, ctx: NodeCtx, in_shape: Sequence[int], out: Sequence[int], win: Window, begins: Sequence[int]):
+    tag = "conv"
+
+    def __init__(self, in_shape: Sequence[int], out: Sequence[int], win: Window, begins: Sequence[int]):
         coords = output_coords(out)
         starts = coords * np.asarray(win.strides)[:, None] - np.asarray(begins)[:, None]
-        super().__init__(ctx, in_shape, starts, "conv")
-        self.dilations = win.dilations
+        super().__init__(in_shape, starts, win.dilations)
         self.begins = tuple(begins)
         # Stride 1 with output rows as long as the input's: the input index of output position p is
         # p + (a constant per kernel offset), so B rows are contiguous masked loads, not gathers.
@@ -96,51 +103,56 @@ class ConvSource(_WindowSource):
 
     @property
     def key(self) -> tuple:
-        return (*super().key, self.dilations, self.contiguous)
+        return (*super().key, self.contiguous)
 
-    def vector(self, g: Gen, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: int | ir.Value | None) -> ir.Value:
+    def declare(self, layout: Params) -> None:
+        super().declare(layout)
+        layout.slot(*(f"s.beg{d}" for d in range(self.d)))
+
+    def values(self) -> dict[str, int]:
+        return {**super().values(), **{f"s.beg{d}": self.begins[d] for d in range(self.d)}}
+
+    def coordinate(self, g: Gen, p: Values, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
+        b = g.b
+        coord = b.add(start, _splat_i32(g, b.mul(k, p[f"s.dil{d}"])))
+        return coord, b.icmp_unsigned("<", coord, _splat_i32(g, p[f"s.n{d}"]))
+
+    def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         if not self.contiguous:
-            return super().vector(g, base, ks, j0, valid)
+            return super().vector(g, p, base, ks, j0, valid)
         b = g.b
-        vi = ir.VectorType(I32, g.L)
-        mask = g.valid_mask(valid)
+        mask = valid
         shift: ir.Value = I64(0)
-        for d, table in enumerate(self.tables()):
-            start = b.load(gep(b, table, j0, I32), typ=vi, align=4)
-            _, ok = self.coordinate(g, start, d, ks[1 + d])
+        for d in range(self.d):
+            _, ok = self.coordinate(g, p, self._start(g, p, d, j0), d, ks[1 + d])
             mask = ok if mask is None else b.and_(mask, ok)
-            off = b.sub(b.mul(ks[1 + d], I64(self.dilations[d])), I64(self.begins[d]))
-            shift = b.add(shift, b.mul(off, I64(self.in_strides[d])))
-        plane = b.gep(base, [b.add(b.mul(ks[0], I64(self.plane)), b.add(j0, shift))], source_etype=g.st)
+            off = b.sub(b.mul(ks[1 + d], p[f"s.dil{d}"]), p[f"s.beg{d}"])
+            shift = b.add(shift, b.mul(off, p[f"s.st{d}"]))
+        plane = b.gep(base, [b.add(b.mul(ks[0], p["s.plane"]), b.add(j0, shift))], source_etype=g.st)
         return g.load(plane, 0, mask)  # not inbounds: masked-off lanes may lie before the plane
-
-    def coordinate(self, g: Gen, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
-        b = g.b
-        off = b.mul(k, I64(self.dilations[d])) if self.dilations[d] != 1 else k
-        coord = b.add(start, _splat_i32(g, off))
-        return coord, b.icmp_unsigned("<", coord, g.iconst([self.in_shape[d]] * g.L))
 
 
 class TransposedSource(_WindowSource):
     """ConvTranspose: output position f (in the uncropped result) meets input i through kernel offset k
-    when f = i * stride + k * dilation; start[p] = f."""
+    when f = i * stride + k * dilation; start[p] = f. The strides are compiled in (they divide)."""
 
-    def __init__(self, ctx: NodeCtx, in_shape: Sequence[int], out: Sequence[int], win: Window, begins: Sequence[int]):
-        coords = output_coords(out) + np.asarray(begins)[:, None]
-        super().__init__(ctx, in_shape, coords, "conv_transpose")
-        self.strides, self.dilations = win.strides, win.dilations
+    tag = "conv_transpose"
+
+    def __init__(self, in_shape: Sequence[int], out: Sequence[int], win: Window, begins: Sequence[int]):
+        super().__init__(in_shape, output_coords(out) + np.asarray(begins)[:, None], win.dilations)
+        self.strides = tuple(win.strides)
 
     @property
     def key(self) -> tuple:
-        return (*super().key, self.strides, self.dilations)
+        return (*super().key, self.strides)
 
-    def coordinate(self, g: Gen, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
+    def coordinate(self, g: Gen, p: Values, start: ir.Value, d: int, k: ir.Value) -> tuple[ir.Value, ir.Value]:
         b = g.b
-        off = b.mul(k, I64(self.dilations[d])) if self.dilations[d] != 1 else k
-        t = b.sub(start, _splat_i32(g, off))
-        s, n = self.strides[d], self.in_shape[d]
+        t = b.sub(start, _splat_i32(g, b.mul(k, p[f"s.dil{d}"])))
+        s = self.strides[d]
         # 0 <= t <= (n - 1) * s (an unsigned compare also rejects t < 0), and t a multiple of s
-        ok = b.icmp_unsigned("<=", t, g.iconst([(n - 1) * s] * g.L))
+        limit = _splat_i32(g, b.mul(b.sub(p[f"s.n{d}"], I64(1)), I64(s)))
+        ok = b.icmp_unsigned("<=", t, limit)
         if s == 1:
             return t, ok
         ok = b.and_(ok, b.icmp_unsigned("==", b.urem(t, g.iconst([s] * g.L)), g.iconst([0] * g.L)))
@@ -175,7 +187,7 @@ def conv(ctx: NodeCtx) -> None:
                         threads=spec.threads)
         source: BSource = StridedB(hw, 1)
     else:
-        source = ConvSource(ctx, in_sp, out_sp, win, begins)
+        source = ConvSource(in_sp, out_sp, win, begins)
     call_gemm(ctx, spec, source, w.ptr, x.ptr, bias.ptr if bias is not None else None, y.ptr)
 
 
@@ -200,7 +212,7 @@ def conv_transpose(ctx: NodeCtx) -> None:
     spec = GemmSpec(mg, p, (cg, *kernel), x.dtype, a_m=kk, a_k=(mg * kk, *contiguous_strides(kernel)), ldc=p,
                     batch=(n, groups), a_batch=(0, cg * mg * kk), b_batch=(c * hw, cg * hw), c_batch=(m * p, mg * p),
                     bias_batch=(0, mg), bias=(1, 0) if bias is not None else None, threads=kernel_threads(ctx))
-    source = TransposedSource(ctx, in_sp, out_sp, win, begins)
+    source = TransposedSource(in_sp, out_sp, win, begins)
     call_gemm(ctx, spec, source, w.ptr, x.ptr, bias.ptr if bias is not None else None, y.ptr)
 
 

@@ -11,9 +11,10 @@ import numpy as np
 
 from ....errors import UnsupportedError
 from ....ir.ops.nn import _einsum_terms
-from ..builder import I64, PTR, broadcast_strides, contiguous_strides, for_nest, for_range, gep
+from ..builder import I64, broadcast_strides, contiguous_strides, for_nest, for_range, gep
 from ..context import NodeCtx
-from ..kernels.matmul import BSource, GemmSpec, StridedB, compute_type, emit_gemm
+from ..kernels.matmul import BSource, GemmSpec, StridedB, compute_type
+from ..kernels.matmul import call_gemm as emit_gemm_call
 from ..kernels.threads import ensure_pool
 from . import lowering
 from .core import copy_buffer
@@ -30,13 +31,8 @@ def kernel_threads(ctx: NodeCtx) -> int:
 
 def call_gemm(ctx: NodeCtx, spec: GemmSpec, source: BSource, a: ir.Value, b: ir.Value, bias: ir.Value | None,
               c: ir.Value) -> None:
-    """Call the GEMM kernel for (spec, source), emitted once per module: nodes of the same shape share it."""
-    key = ("gemm", spec, source.key)
-    fn = ctx.m.cache.get(key)
-    if fn is None:
-        fn = emit_gemm(ctx.module, ctx.target.isa, spec, source, f"tritc.gemm.{len(ctx.m.cache)}")
-        ctx.m.cache[key] = fn
-    ctx.b.call(fn, [a, b, bias if bias is not None else ir.Constant(PTR, None), c])
+    """Call the GEMM kernel for spec: one kernel per module and signature, the node's sizes as parameters."""
+    emit_gemm_call(ctx.b, ctx.m.cache, ctx.target.isa, spec, source, ctx.global_array, a, b, bias, c)
 
 
 @lowering("matmul")
