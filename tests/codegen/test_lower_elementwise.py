@@ -47,7 +47,8 @@ class Case:
 
 
 def data(dtype: str, *shape: int, lo: float = -10.0, hi: float = 10.0, specials: bool = True) -> np.ndarray:
-    """Random values of an IR dtype; floats get nan, +-inf and -0 at fixed places when there is room."""
+    """Random values of an IR dtype in [lo, hi] (ints in [10 lo, 10 hi] within the dtype); with `specials`, floats
+    get nan, +-inf and -0 and ints their extremes at fixed places when there is room."""
     dt = DType.from_name(dtype)
     n = math.prod(shape)
     if dt is DType.BOOL:
@@ -58,8 +59,8 @@ def data(dtype: str, *shape: int, lo: float = -10.0, hi: float = 10.0, specials:
             a[[1, 3, 5, 7]] = np.array([np.nan, np.inf, -np.inf, -0.0]).astype(dt.np_dtype)
     else:
         info = np.iinfo(dt.np_dtype)
-        a = rng.integers(max(info.min, -100), min(info.max, 100), n, endpoint=True).astype(dt.np_dtype)
-        if n >= 4:
+        a = rng.integers(max(info.min, int(lo * 10)), min(info.max, int(hi * 10)), n, endpoint=True).astype(dt.np_dtype)
+        if specials and n >= 4:
             a[[0, 2]] = [info.min, info.max]
     return a.reshape(shape)
 

@@ -152,20 +152,20 @@ def _inner(r: _Reduction, groups: list[Group]) -> None:
     out_strides = contiguous_strides([g.size for g in kept])
     slot = entry_alloca(b, r.acc_t)
 
-    def run(base: ir.Value, how: str, pre: Callable[[ir.IRBuilder, ir.Value], ir.Value]) -> ir.Value:
+    def run(base: ir.Value, how: str, pre: Callable[[ir.IRBuilder, ir.Value], ir.Value], vectorize: bool) -> ir.Value:
         b.store(identity(how, r.acc), slot)
         with for_nest(b, [g.size for g in red[:-1]], name="r") as ro:
             rb = b.add(base, linear_index(b, ro, [g.stride for g in red[:-1]]))
-            reduce_run(b, slot, x.ptr, x.dtype, rb, red[-1].size, how, pre, vectorize=r.vectorize, signed=r.signed)
+            reduce_run(b, slot, x.ptr, x.dtype, rb, red[-1].size, how, pre, vectorize=vectorize, signed=r.signed, acc=r.acc)
         return b.load(slot, typ=r.acc_t)
 
     with for_nest(b, [g.size for g in kept], name="k") as ko:
         base = linear_index(b, ko, [g.stride for g in kept])
-        acc = run(base, r.spec.how, r.pre)
+        acc = run(base, r.spec.how, r.pre, r.vectorize)
         shift = None
         if r.lse:
             shift = r.shift(b, acc)
-            acc = run(base, "add", r.shifted_exp(shift))
+            acc = run(base, "add", r.shifted_exp(shift), r.vectorize and r.acc is DType.F32)  # f64 exp is libm
         store_compute(b, r.final(b, acc, shift), r.out.ptr, linear_index(b, ko, out_strides), r.out.dtype)
 
 

@@ -117,10 +117,11 @@ def store_vec(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, index: ir.Value) -> N
 
 def reduce_run(b: ir.IRBuilder, slot: ir.Value, ptr: ir.Value, dtype: DType, base: ir.Value, n: int, how: str,
                pre: Map | None = None, store: Callable[[ir.IRBuilder, ir.Value, ir.Value], None] | None = None,
-               vectorize: bool = True, signed: bool = True) -> None:
-    """*slot = combine(*slot, pre(x[base + i])) for i < n. `pre` maps loaded values (scalars or
-    vectors) before combining; `store(b, index, value)` sees each mapped value (softmax writes them)."""
-    acc_t = compute_type(acc_dtype(dtype))
+               vectorize: bool = True, signed: bool = True, acc: DType | None = None) -> None:
+    """*slot = combine(*slot, pre(x[base + i])) for i < n, in the accumulation dtype `acc` (by default
+    acc_dtype(dtype)). `pre` maps loaded values (scalars or vectors) into it before combining;
+    `store(b, index, value)` sees each mapped value (softmax writes them)."""
+    acc_t = compute_type(acc or acc_dtype(dtype))
     pre = pre or (lambda _b, v: v)
     lanes = LANES if isinstance(acc_t, ir.FloatType) else LANES // 2
     nvec = n // lanes if vectorize and isinstance(acc_t, (ir.FloatType, ir.DoubleType)) else 0
