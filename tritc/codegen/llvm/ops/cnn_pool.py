@@ -22,7 +22,7 @@ from ..context import Buf, NodeCtx
 from ..elementwise import compute_type
 from ..kernels.vec import entry_alloca
 from . import lowering
-from .nn_norm import Vals, float_ct, vsum
+from .nn_norm import Vals, float_ct, shared_body, vsum
 
 Update = Callable[[list[ir.Value], ir.Value, ir.Value, ir.Value, ir.Value], None]
 
@@ -105,6 +105,7 @@ def _geometry(x: Buf, win: Window) -> tuple[list[int], list[int]]:
 
 
 @lowering("max_pool")
+@shared_body
 def max_pool(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
@@ -162,6 +163,7 @@ def max_pool(ctx: NodeCtx) -> None:
 
 
 @lowering("average_pool", "lp_pool")
+@shared_body
 def sum_pool(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
@@ -241,6 +243,7 @@ def _const_like(x: ir.Value, v: float) -> ir.Constant:
 
 
 @lowering("global_average_pool", "global_lp_pool")
+@shared_body
 def global_sum_pool(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
@@ -254,12 +257,13 @@ def global_sum_pool(ctx: NodeCtx) -> None:
         if lp:
             def fn(vec: ir.Value) -> ir.Value:
                 return _power(b, _call(b, "llvm.fabs", vec), p)
-        total = vsum(ctx, x, b.mul(nc, I64(n)), n, v.ct, fn)
+        total = vsum(b, x.ptr, x.dtype, b.mul(nc, I64(n)), n, v.ct, fn)
         res = _root(b, total, p) if lp else b.fdiv(total, ir.Constant(v.ct, float(n)))
         v.store(res, y.ptr, nc)
 
 
 @lowering("global_max_pool")
+@shared_body
 def global_max_pool(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
@@ -287,6 +291,7 @@ def global_max_pool(ctx: NodeCtx) -> None:
 
 
 @lowering("lrn")
+@shared_body
 def lrn(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None

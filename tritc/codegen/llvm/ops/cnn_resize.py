@@ -16,7 +16,7 @@ from ....ir.types import DType
 from ..builder import F64, I8, I64, contiguous_strides, elem_type, for_nest, gep, intrinsic
 from ..context import NodeCtx
 from . import lowering
-from .nn_norm import Vals, convert
+from .nn_norm import Vals, convert, shared_body
 
 
 def axis_tables(in_len: int, out_len: int, scale: float, box: tuple[float, float], attrs: dict
@@ -33,6 +33,7 @@ def axis_tables(in_len: int, out_len: int, scale: float, box: tuple[float, float
 
 
 @lowering("resize", const_operands=(1, 2, 3))
+@shared_body
 def resize(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None

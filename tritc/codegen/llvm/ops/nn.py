@@ -18,7 +18,7 @@ from ..kernels.matmul import call_gemm as emit_gemm_call
 from ..kernels.threads import ensure_pool
 from . import lowering
 from .core import copy_buffer
-from .nn_norm import Vals
+from .nn_norm import Vals, shared_body
 
 
 def kernel_threads(ctx: NodeCtx) -> int:
@@ -81,6 +81,7 @@ def gemm(ctx: NodeCtx) -> None:
 
 
 @lowering("einsum")
+@shared_body
 def einsum(ctx: NodeCtx) -> None:
     """A loop over the output's labels, and inside it one over the summed labels: out += prod(operands)."""
     ins = [x for x in ctx.ins if x is not None]

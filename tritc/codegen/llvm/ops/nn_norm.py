@@ -8,6 +8,7 @@ its compute type (the stash type, or f32 for f16/bf16); values the interpreter r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -15,10 +16,11 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import F16, F32, F64, I32, I64, broadcast_strides, contiguous_strides, elem_type, for_nest, for_range, gep
+from ..builder import F16, F32, F64, I32, I64, PTR, broadcast_strides, contiguous_strides, elem_type, for_nest, for_range, gep
 from ..context import Buf, NodeCtx
 from ..elementwise import to_compute, to_storage
 from ..kernels.matmul import Gen
+from ..kernels.vec import entry_alloca
 from . import lowering
 
 # ---- scalars and vectors in a compute type ----------------------------------------------------------------------
@@ -99,29 +101,31 @@ def _intrinsic(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
     return intrinsic(b, f"{name}.{suffix(x.type)}", x.type, [x])
 
 
-def vsum(ctx: NodeCtx, x: Buf, base: ir.Value, n: int, ct: ir.Type,
+def vsum(b: ir.IRBuilder, ptr: ir.Value, dtype: DType, base: ir.Value, n: int | ir.Value, ct: ir.Type,
          fn: Callable[[ir.Value], ir.Value] | None = None) -> ir.Value:
     """sum(fn(x[base : base + n])) in type ct, with 16 (or 8) lanes accumulating side by side, then a fixed tree."""
-    b = ctx.b
-    g = Gen(b, x.dtype)
+    g = Gen(b, dtype)
     L = g.L
     vt = ir.VectorType(ct, L)
-    acc = b.alloca(vt)
-    b.store(ir.Constant(vt, [ir.Constant(ct, 0.0)] * L), acc)
+    zero = ir.Constant(vt, [ir.Constant(ct, 0.0)] * L)
+    acc = entry_alloca(b, vt)
+    b.store(zero, acc)
 
-    def add(v: ir.Value, count: int) -> None:
+    def add(v: ir.Value, mask: ir.Value | None) -> None:
         v = _widen_vec(b, v, vt)
         v = fn(v) if fn is not None else v
-        if count < L:  # masked lanes of fn(0) may not be zero
-            v = b.select(g.mask(count), v, ir.Constant(vt, [ir.Constant(ct, 0.0)] * L))
+        if mask is not None:  # masked lanes of fn(0) may not be zero
+            v = b.select(mask, v, zero)
         b.store(b.fadd(b.load(acc, typ=vt), v), acc)
 
-    full, tail = divmod(n, L)
-    if full:
-        with for_range(b, full, name="vs") as i:
-            add(g.load(x.ptr, b.add(base, b.mul(i, I64(L)))), L)
-    if tail:
-        add(g.load(x.ptr, b.add(base, I64(full * L)), tail), tail)
+    nv = I64(n) if isinstance(n, int) else n
+    full, tail = b.udiv(nv, I64(L)), b.urem(nv, I64(L))
+    with for_range(b, full, name="vs") as i:
+        add(g.load(ptr, b.add(base, b.mul(i, I64(L)))), None)
+    if not isinstance(n, int) or n % L:
+        with b.if_then(b.icmp_unsigned("!=", tail, I64(0))):
+            mask = g.lanes_below(tail)
+            add(g.load(ptr, b.add(base, b.mul(full, I64(L))), mask), mask)
     v = b.load(acc, typ=vt)
     while L > 1:
         half = L // 2
@@ -142,18 +146,17 @@ def splat_const(vt: ir.VectorType, v: float) -> ir.Constant:
     return ir.Constant(vt, [ir.Constant(vt.element, v)] * vt.count)
 
 
-def mean_var(ctx: NodeCtx, x: Buf, base: ir.Value, n: int, ct: ir.Type) -> tuple[ir.Value, ir.Value]:
+def mean_var(b: ir.IRBuilder, ptr: ir.Value, dtype: DType, base: ir.Value, n: int | ir.Value, ct: ir.Type
+             ) -> tuple[ir.Value, ir.Value]:
     """(mean, mean((x - mean)^2)) of a contiguous run, as numpy's mean and var compute them."""
-    b = ctx.b
-    count = ir.Constant(ct, float(n))
-    mean = b.fdiv(vsum(ctx, x, base, n, ct), count)
+    count = b.uitofp(n, ct) if isinstance(n, ir.Value) else ir.Constant(ct, float(n))
+    mean = b.fdiv(vsum(b, ptr, dtype, base, n, ct), count)
 
     def sq(v: ir.Value) -> ir.Value:
         d = b.fsub(v, _splat(b, mean, v.type))
         return b.fmul(d, d)
 
-    var = b.fdiv(vsum(ctx, x, base, n, ct, sq), count)
-    return mean, var
+    return mean, b.fdiv(vsum(b, ptr, dtype, base, n, ct, sq), count)
 
 
 def _splat(b: ir.IRBuilder, s: ir.Value, vt: ir.VectorType) -> ir.Value:
@@ -169,6 +172,43 @@ def _index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[int], bas
     return acc
 
 
+def shared_body(lower: Callable[[NodeCtx], None]) -> Callable[[NodeCtx], None]:
+    """Make a lowering emit its body once per module for every node with the same op, attributes, operand
+    and result types and constant operands, into a function the nodes call (a model's repeated layers
+    then compile once)."""
+
+    def wrapper(ctx: NodeCtx) -> None:
+        from . import CONST_OPERANDS
+
+        node = ctx.node
+        consts = tuple(None if (c := ctx.const(i)) is None else (c.dtype.str, c.shape, c.tobytes())
+                       for i in CONST_OPERANDS.get(node.op, ()))
+        key = ("shared", node.op, repr(sorted(ctx.attrs.items())), tuple(None if v is None else repr(v.type) for v in node.inputs),
+               tuple(None if v is None else repr(v.type) for v in node.outputs), consts)
+        ins = [x for x in ctx.ins if x is not None]
+        fn = ctx.m.cache.get(key)
+        if fn is None:
+            fn = ir.Function(ctx.module, ir.FunctionType(ir.VoidType(), [PTR] * (len(ins) + len(ctx.outs))),
+                             f"tritc.{node.op}.{sum(1 for k in ctx.m.cache if k[:2] == key[:2])}")
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            for a in fn.args:
+                a.add_attribute("noalias")
+            args = iter(fn.args)
+            body = dataclasses.replace(ctx, b=ir.IRBuilder(fn.append_basic_block("entry")),
+                                       ins=[None if x is None else Buf(next(args), x.type) for x in ctx.ins],
+                                       outs=[Buf(next(args), o.type) for o in ctx.outs])
+            lower(body)
+            if not body.b.block.is_terminated:
+                body.b.ret_void()
+            ctx.m.cache[key] = fn
+        ctx.b.call(fn, [x.ptr for x in ins] + [o.ptr for o in ctx.outs])
+
+    wrapper.__name__ = lower.__name__
+    wrapper.__doc__ = lower.__doc__
+    return wrapper
+
+
 def _stash(code: int) -> DType:
     d = DType.from_onnx(code)
     assert d is not None
@@ -179,11 +219,13 @@ def _stash(code: int) -> DType:
 
 
 @lowering("layer_normalization")
+@shared_body
 def layer_normalization(ctx: NodeCtx) -> None:
     _trailing_norm(ctx, rms=False)
 
 
 @lowering("rms_normalization")
+@shared_body
 def rms_normalization(ctx: NodeCtx) -> None:
     _trailing_norm(ctx, rms=True)
 
@@ -213,11 +255,11 @@ def _trailing_norm(ctx: NodeCtx, rms: bool) -> None:
         r = _index(b, ri, contiguous_strides(lead)) if lead else I64(0)
         base = b.mul(r, I64(cols))
         if rms:
-            ms = b.fdiv(vsum(ctx, x, base, cols, ct, lambda v: b.fmul(v, v)), ir.Constant(ct, float(cols)))
+            ms = b.fdiv(vsum(b, x.ptr, x.dtype, base, cols, ct, lambda v: b.fmul(v, v)), ir.Constant(ct, float(cols)))
             inv = b.fdiv(one, sv.sqrt(b.fadd(ms, eps)))
             mean = None
         else:
-            mean, var = mean_var(ctx, x, base, cols, ct)
+            mean, var = mean_var(b, x.ptr, x.dtype, base, cols, ct)
             inv = b.fdiv(one, sv.sqrt(b.fadd(var, eps)))
             for k, v in ((1, mean), (2, inv)):  # Mean and InvStdDev, in the stash type
                 if len(ctx.outs) > k and ctx.node.outputs[k] is not None:
@@ -239,6 +281,7 @@ def _trailing_norm(ctx: NodeCtx, rms: bool) -> None:
 
 
 @lowering("group_normalization")
+@shared_body
 def group_normalization(ctx: NodeCtx) -> None:
     x, scale, bias = ctx.ins[0], ctx.ins[1], ctx.ins[2]
     assert x is not None and scale is not None and bias is not None
@@ -257,7 +300,7 @@ def group_normalization(ctx: NodeCtx) -> None:
         return
     with for_range(b, n * groups, name="g") as ng:
         base = b.mul(ng, I64(per * spatial))
-        mean, var = mean_var(ctx, x, base, per * spatial, ct)
+        mean, var = mean_var(b, x.ptr, x.dtype, base, per * spatial, ct)
         std = sv.sqrt(b.fadd(var, eps))
         with for_range(b, per, name="ch") as k:
             ch = b.add(b.mul(b.urem(ng, I64(groups)), I64(per)), k)
@@ -272,6 +315,7 @@ def group_normalization(ctx: NodeCtx) -> None:
 
 
 @lowering("instance_normalization")
+@shared_body
 def instance_normalization(ctx: NodeCtx) -> None:
     x, scale, bias = ctx.ins[0], ctx.ins[1], ctx.ins[2]
     assert x is not None and scale is not None and bias is not None
@@ -286,7 +330,7 @@ def instance_normalization(ctx: NodeCtx) -> None:
         return
     with for_range(b, n * c, name="nc") as nc:
         base = b.mul(nc, I64(spatial))
-        mean, var = mean_var(ctx, x, base, spatial, ct)
+        mean, var = mean_var(b, x.ptr, x.dtype, base, spatial, ct)
         ch = b.urem(nc, I64(c))
         _affine(ctx, x, y, v, base, spatial, v.load(scale.ptr, ch, scale.dtype), mean, b.fadd(var, eps),
                 v.load(bias.ptr, ch, bias.dtype))
@@ -305,48 +349,77 @@ def _affine(ctx: NodeCtx, x: Buf, y: Buf, v: Vals, base: ir.Value, n: int, scale
 
 @lowering("batch_normalization")
 def batch_normalization(ctx: NodeCtx) -> None:
+    """One function per dtype combination and mode, shared by every node: sizes, epsilon and momentum are
+    arguments (a CNN has dozens of these with different channel counts)."""
     x, scale, bias, mean_in, var_in = ctx.ins[:5]
     assert x is not None and scale is not None and bias is not None and mean_in is not None and var_in is not None
-    y, at = ctx.outs[0], ctx.attrs
+    at = ctx.attrs
+    outs: list[Buf | None] = [o if k < len(ctx.node.outputs) and ctx.node.outputs[k] is not None else None
+                              for k, o in enumerate(ctx.outs)]
+    outs += [None] * (3 - len(outs))
+    ins = [x, scale, bias, mean_in, var_in]
+    key = ("batch_normalization", tuple(i.dtype for i in ins), tuple(o.dtype if o else None for o in outs),
+           bool(at["training_mode"]))
+    fn = ctx.m.cache.get(key)
+    if fn is None:
+        fn = _emit_batch_norm(ctx.module, key, f"tritc.batch_norm.{sum(1 for k in ctx.m.cache if k[0] == key[0])}")
+        ctx.m.cache[key] = fn
+    null = ir.Constant(PTR, None)
     n, c = x.shape[:2]
-    spatial = math.prod(x.shape[2:])
-    ct = float_ct(x.dtype, scale.dtype, bias.dtype, mean_in.dtype, var_in.dtype)
-    v = Vals(ctx.b, y.dtype, ct)
-    b = ctx.b
-    eps = v.const(at["epsilon"])
-    training = bool(at["training_mode"])
-    outs = [o if k < len(ctx.node.outputs) and ctx.node.outputs[k] is not None else None for k, o in enumerate(ctx.outs)]
+    args = [i.ptr for i in ins] + [o.ptr if o else null for o in outs]
+    args += [I64(n), I64(c), I64(math.prod(x.shape[2:])), ir.Constant(F64, float(at["epsilon"])),
+             ir.Constant(F64, float(at["momentum"])), ir.Constant(F64, 1.0 - float(at["momentum"]))]
+    ctx.b.call(fn, args)
+
+
+def _emit_batch_norm(module: ir.Module, key: tuple, name: str) -> ir.Function:
+    (x_t, s_t, b_t, m_t, v_t), (y_t, rm_t, rv_t), training = key[1:]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 8 + [I64] * 3 + [F64] * 3), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    x, scale, bias, mean_in, var_in, y, run_mean, run_var, n, c, spatial, eps, momentum, rest = fn.args
+    for a in fn.args[:8]:
+        a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ct = float_ct(x_t, s_t, b_t, m_t, v_t)
+    v = Vals(b, y_t, ct)
+    eps_c = convert(b, eps, ct)
     with for_range(b, c, name="ch") as ch:
-        m_in = v.load(mean_in.ptr, ch, mean_in.dtype)
-        v_in = v.load(var_in.ptr, ch, var_in.dtype)
+        m_in = v.load(mean_in, ch, m_t)
+        v_in = v.load(var_in, ch, v_t)
         if training:
-            mean, var = _channel_stats(ctx, x, ch, n, c, spatial, ct)
-            mom = v.const(at["momentum"])
-            rest = v.const(1 - at["momentum"])
-            run_m = b.fadd(b.fmul(m_in, mom), b.fmul(mean, rest))
-            run_v = b.fadd(b.fmul(v_in, mom), b.fmul(var, rest))
+            mean, var = _channel_stats(b, x, x_t, ch, n, c, spatial, ct)
+            mom, keep = convert(b, momentum, ct), convert(b, rest, ct)
+            run_m = b.fadd(b.fmul(m_in, mom), b.fmul(mean, keep))
+            run_v = b.fadd(b.fmul(v_in, mom), b.fmul(var, keep))
         else:
             mean, var, run_m, run_v = m_in, v_in, m_in, v_in
-        for k, val in ((1, run_m), (2, run_v)):
-            if len(outs) > k and outs[k] is not None:
-                v.store(val, outs[k].ptr, ch, outs[k].dtype)
-        s, sh = v.load(scale.ptr, ch, scale.dtype), v.load(bias.ptr, ch, bias.dtype)
+        for ptr, val, t in ((run_mean, run_m, rm_t), (run_var, run_v, rv_t)):
+            if t is not None:
+                v.store(val, ptr, ch, t)
+        s, sh = v.load(scale, ch, s_t), v.load(bias, ch, b_t)
+        std = v.sqrt(b.fadd(var, eps_c))
         with for_range(b, n, name="n") as ni:
-            base = b.mul(b.add(b.mul(ni, I64(c)), ch), I64(spatial))
-            _affine(ctx, x, y, v, base, spatial, s, mean, b.fadd(var, eps), sh)
+            base = b.mul(b.add(b.mul(ni, c), ch), spatial)
+            with for_range(b, spatial, name="p") as p:
+                i = b.add(base, p)
+                d = b.fsub(v.load(x, i, x_t), mean)
+                v.store(b.fadd(b.fdiv(b.fmul(s, d), std), sh), y, i)
+    b.ret_void()
+    return fn
 
 
-def _channel_stats(ctx: NodeCtx, x: Buf, ch: ir.Value, n: int, c: int, spatial: int, ct: ir.Type) -> tuple[ir.Value, ir.Value]:
+def _channel_stats(b: ir.IRBuilder, x: ir.Value, dtype: DType, ch: ir.Value, n: ir.Value, c: ir.Value, spatial: ir.Value,
+                   ct: ir.Type) -> tuple[ir.Value, ir.Value]:
     """Mean and (biased) variance of channel ch over the batch and spatial dims."""
-    b = ctx.b
-    count = ir.Constant(ct, float(n * spatial))
-    total = b.alloca(ct)
+    count = b.uitofp(b.mul(n, spatial), ct)
+    total = entry_alloca(b, ct)
 
     def over(fn) -> ir.Value:
         b.store(ir.Constant(ct, 0.0), total)
         with for_range(b, n, name="sn") as ni:
-            base = b.mul(b.add(b.mul(ni, I64(c)), ch), I64(spatial))
-            b.store(b.fadd(b.load(total, typ=ct), vsum(ctx, x, base, spatial, ct, fn)), total)
+            base = b.mul(b.add(b.mul(ni, c), ch), spatial)
+            b.store(b.fadd(b.load(total, typ=ct), vsum(b, x, dtype, base, spatial, ct, fn)), total)
         return b.load(total, typ=ct)
 
     mean = b.fdiv(over(None), count)
@@ -362,6 +435,7 @@ def _channel_stats(ctx: NodeCtx, x: Buf, ch: ir.Value, n: int, c: int, spatial: 
 
 
 @lowering("lp_normalization")
+@shared_body
 def lp_normalization(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
@@ -391,6 +465,7 @@ def lp_normalization(ctx: NodeCtx) -> None:
 
 
 @lowering("mean_variance_normalization")
+@shared_body
 def mean_variance_normalization(ctx: NodeCtx) -> None:
     x, y = ctx.ins[0], ctx.outs[0]
     assert x is not None
