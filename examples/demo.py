@@ -182,7 +182,7 @@ def compiled_steps(path: Path, out_dir: Path) -> None:
     """The command line on the example: compile, run, verify, bench."""
     artifact = out_dir / "bitnet_tiny.tritc"
     step("tritc compile: passes, ternary weights, native code for batch=1, seq=16")
-    tritc("compile", str(path), "-o", str(artifact), "--shape", "batch=1,seq=16")
+    tritc("compile", str(path), "-o", str(artifact), "--shape", "batch=1,seq=16", "--progress")
     step("tritc inspect: what the artifact holds")
     tritc("inspect", str(artifact))
     step("tritc run: the compiled model on token ids from a .npy file")

@@ -280,3 +280,193 @@ def test_console_script(tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("graph @g(")
     proc = subprocess.run([str(script), "dump", "nope.onnx"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr == "tritc: error: nope.onnx: no such file\n"
+
+
+# ---- dump after passes --------------------------------------------------------------------------
+
+TRITS_SEED = 3
+
+
+def ternary_weight(k: int, n: int, seed: int) -> np.ndarray:
+    """trits x one positive scale per output column: what fold-ternary's exact mode recovers."""
+    rng = np.random.default_rng([TRITS_SEED, seed])
+    trits = rng.integers(-1, 2, size=(k, n)).astype(np.float32)
+    return trits * rng.uniform(0.5, 1.5, size=n).astype(np.float32)
+
+
+def mlp_model(*, head_ternary: bool = True, ir_version: int = 9) -> onnx.ModelProto:
+    """y = relu(x @ fc1) @ fc2 with x f32[batch, 8]: two linear layers, exactly ternary; fc2 is the output head."""
+    fc1 = numpy_helper.from_array(ternary_weight(8, 16, 1), "fc1.weight")
+    w2 = ternary_weight(16, 4, 2) if head_ternary else np.random.default_rng(5).standard_normal((16, 4)).astype(np.float32)
+    fc2 = numpy_helper.from_array(w2, "fc2.weight")
+    nodes = [helper.make_node("MatMul", ["x", "fc1.weight"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("MatMul", ["r", "fc2.weight"], ["y"], name="fc2")]
+    return model(nodes, [vi("x", ("batch", 8))], [vi("y", ("batch", 4))], [fc1, fc2], ir_version=ir_version)
+
+
+def _parse(text: str):
+    from tritc.ir.text import parse_graph
+
+    return parse_graph(text)
+
+
+def _after_each(path: Path, pipeline: str) -> list[str]:
+    """The IR after each pass of `pipeline`, computed here without the CLI."""
+    from tritc.passes.pass_manager import PassManager
+    from tritc.passes.pipelines import pipeline as named
+
+    texts: list[str] = []
+    graph = load_model(path)
+    PassManager(named(pipeline), after=lambda n, p, g: texts.append(print_graph(g))).run(graph)
+    return texts
+
+
+def test_dump_after_a_pipeline(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu")
+    assert code == 0 and err == ""
+    assert out == _after_each(path, "cpu")[-1]
+    assert "ternary_matmul" in out and "ternary_matmul" not in print_graph(load_model(path))
+    assert print_graph(_parse(out)) == out  # the dump is the round-trippable IR text
+
+
+def test_dump_with_a_pass_list(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model(head_ternary=False))  # fc2 is a float weight, not trits x scale
+    code, out, err = run(capsys, "dump", str(path), "-p", "infer-shapes,fold-ternary{mode=absmean,include=[fc2.weight]}")
+    assert code == 0 and err == ""
+    assert out.count("ternary_matmul(") == 2 and "= matmul(" not in out  # absmean quantises the float fc2 too
+    code, out, err = run(capsys, "dump", str(path), "-p", "infer-shapes,fold-ternary{include=[fc2.weight]}")
+    assert code == 0 and out.count("ternary_matmul(") == 1 and "= matmul(%r, %fc2.weight)" in out  # exact: fc2 stays
+
+
+def test_dump_after_one_pass(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    expected = _after_each(path, "cpu")
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "fold-ternary")
+    assert code == 0 and err == "" and out == expected[5]
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "3")
+    assert code == 0 and out == expected[2]
+
+
+def test_dump_after_a_pass_that_runs_twice(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    expected = _after_each(path, "cpu")
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "eliminate-dead-code")
+    assert code == 0 and out == expected[4]
+    assert err.startswith("tritc: note: eliminate-dead-code runs at steps 5, 9") and err.count("\n") == 1
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "9")
+    assert code == 0 and out == expected[8] and err == ""
+
+
+def test_dump_after_every_pass(tmp_path, capsys):
+    from tritc.passes.pipelines import PIPELINES
+
+    path = save(tmp_path / "m.onnx", mlp_model())
+    folder = tmp_path / "dumps" / "cpu"
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "all", "-o", str(folder))
+    assert code == 0 and out == "" and f"wrote 9 files into {folder}" in err
+    names = [f"{i:02d}-{p}.ir" for i, p in enumerate(PIPELINES["cpu"], 1)]
+    assert sorted(os.listdir(folder)) == names
+    for name, text in zip(names, _after_each(path, "cpu")):
+        assert (folder / name).read_text() == text
+        assert print_graph(_parse(text)) == text
+
+
+def test_dump_after_every_pass_as_dot(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, _, _ = run(capsys, "dump", str(path), "-p", "infer-shapes,fold-ternary", "--after", "all", "-o",
+                     str(tmp_path / "d"), "--format", "dot")
+    assert code == 0 and sorted(os.listdir(tmp_path / "d")) == ["01-infer-shapes.dot", "02-fold-ternary.dot"]
+    assert (tmp_path / "d" / "02-fold-ternary.dot").read_text().startswith("digraph")
+
+
+def test_dump_timings(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--timings")
+    assert code == 0 and out.startswith("graph @")
+    lines = err.splitlines()
+    assert lines[0].split() == ["pass", "ms", "changed"] and lines[-1].startswith("total")
+    assert len(lines) == 2 + 9 and lines[6].startswith("fold-ternary") and lines[6].endswith("yes")
+
+
+def test_dump_ternary_report(tmp_path, capsys):
+    import json
+
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-report")
+    assert code == 0 and err == ""
+    assert out.splitlines()[0].split()[:3] == ["layer", "shape", "mode"]
+    assert "fc1.weight" in out and "output head" in out
+    last = out.rstrip().splitlines()[-1]
+    before = (8 * 16 + 16 * 4) * 4  # both weights in float32
+    assert last.startswith(f"1 of 2 linear layers ternary (1 exact); weights {before} -> ")
+    assert 16 * 4 * 4 < int(last.split()[-2]) < before  # the float head plus fc1 at 2 bits a weight and its scales
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-report", "--json",
+                         "--ternary-include", "fc2.*")
+    report = json.loads(out)
+    assert code == 0 and report["summary"]["folded"] == 2 and report["summary"]["exact"] == 2
+    assert {lay["name"]: lay["mode"] for lay in report["layers"]} == {"fc1.weight": "exact", "fc2.weight": "exact"}
+
+
+def test_dump_ternary_options(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, out, _ = run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-exclude", "fc1*")
+    assert code == 0 and "ternary_matmul" not in out  # fc1 excluded, fc2 is the head (float by default)
+    code, out, _ = run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-include", "fc2.weight",
+                       "--ternary-act", "int8")
+    assert code == 0 and out.count("ternary_matmul(") == 2 and out.count('act = "int8"') == 2
+    code, out, _ = run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary", "off")
+    assert code == 0 and "ternary_matmul" not in out
+
+
+DUMP_BAD_OPTIONS = {
+    "unknown_pass": (["-p", "infer-shapes,fold-everything"], "unknown pass 'fold-everything'"),
+    "malformed_option": (["-p", "fold-ternary{mode}"], "malformed option 'mode'"),
+    "bad_option_value": (["-p", "fold-ternary{mode=fancy}"], "must be one of exact, absmean, off"),
+    "unknown_option": (["-p", "fold-ternary{speed=2}"], "has no option 'speed'"),
+    "malformed_list": (["-p", "infer-shapes,,{"], "malformed pass list"),
+    "unknown_pipeline": (["--pipeline", "gpu"], "unknown pipeline 'gpu'"),
+    "include_matches_nothing": (["--pipeline", "cpu", "--ternary-include", "decoder.*"],
+                                "--ternary-include pattern 'decoder.*' matches no linear layer"),
+    "exclude_matches_nothing": (["--pipeline", "cpu", "--ternary-exclude", "nope"], "'nope' matches no linear layer"),
+    "bad_ternary_mode": (["--pipeline", "cpu", "--ternary", "binary"], "--ternary must be exact, absmean or off"),
+    "bad_ternary_act": (["--pipeline", "cpu", "--ternary-act", "int4"], "--ternary-act must be float or int8"),
+    "ternary_without_fold": (["--ternary", "absmean"], "pipeline 'none' does not run"),
+    "after_unknown_pass": (["--pipeline", "cpu", "--after", "fold-everything"], "unknown pass 'fold-everything'"),
+    "after_pass_not_run": (["-p", "infer-shapes", "--after", "fold-ternary"], "does not run in this pipeline"),
+    "after_step_out_of_range": (["--pipeline", "cpu", "--after", "10"], "there are 9 steps"),
+    "after_all_without_folder": (["--pipeline", "cpu", "--after", "all"], "give the folder with -o DIR"),
+    "json_without_report": (["--json"], "--json goes with --ternary-report"),
+    "pipeline_and_passes": (["--pipeline", "cpu", "-p", "infer-shapes"], "not both"),
+    "report_without_fold": (["-p", "infer-shapes", "--ternary-report"], "needs the fold-ternary pass"),
+}
+
+
+@pytest.mark.parametrize("case", DUMP_BAD_OPTIONS)
+def test_dump_bad_options(tmp_path, capsys, case):
+    argv, expected = DUMP_BAD_OPTIONS[case]
+    path = save(tmp_path / "m.onnx", mlp_model())
+    dest = tmp_path / "out" / "x.ir"
+    if "all" not in argv:
+        argv = [*argv, "-o", str(dest)]
+    code, out, err = run(capsys, "dump", str(path), *argv)
+    assert code == 2 and out == "", err
+    assert err.startswith("tritc: error: ") and err.count("\n") == 1 and expected in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]  # nothing written, no folder made
+
+
+def test_dump_after_all_into_a_file_is_refused(tmp_path, capsys):
+    path = save(tmp_path / "m.onnx", mlp_model())
+    (tmp_path / "f").write_text("keep")
+    code, out, err = run(capsys, "dump", str(path), "--pipeline", "cpu", "--after", "all", "-o", str(tmp_path / "f"))
+    assert code == 2 and "must be a folder" in err and err.count("\n") == 1
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compile", "m.onnx"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("tritc: error: compile: the following arguments are required: -o/--output")

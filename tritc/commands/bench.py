@@ -15,9 +15,10 @@ from pathlib import Path
 from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
 from .inputs import check_names, choose_bindings, make_inputs
-from .options import add_pass_options, add_shape_option, build_pass_list
+from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
 from .output import Progress, human_seconds
 from .run import check_feed
+from .verify import ort_reason
 
 EXIT_OK = 0
 
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", metavar="R", type=int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     add_pass_options(p, default_pipeline="cpu")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_progress_options(p)
     p.set_defaults(func=run)
 
 
@@ -79,8 +80,7 @@ def ort_session(path: str, threads: int):  # -> onnxruntime.InferenceSession
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own exception classes
-        raise OptionError(f"onnxruntime refuses {path}, so there is nothing to compare with "
-                          f"({' '.join(str(e).split())[:300]})") from None
+        raise OptionError(f"onnxruntime refuses {path}, so there is nothing to compare with ({ort_reason(e)})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     args.threads = threads
-    say = Progress(args.quiet)
+    say = Progress.from_args(args)
     say(f"importing {args.model}")
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]

@@ -9,7 +9,14 @@ import os
 import sys
 
 from ..errors import OptionError
-from .options import add_pass_options, add_shape_option, add_threads_option, build_pass_list, pass_kwargs
+from .options import (
+    add_pass_options,
+    add_progress_options,
+    add_shape_option,
+    add_threads_option,
+    build_pass_list,
+    pass_kwargs,
+)
 from .output import Progress, check_output_file, format_bindings, human_bytes, human_seconds
 
 EXIT_OK = 0
@@ -26,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_shape_option(p, "dims not given are compiled at size 1")
     add_pass_options(p, default_pipeline="cpu")
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_progress_options(p)
     p.set_defaults(func=run)
 
 
@@ -61,10 +68,11 @@ def check_cpu_features(text: str | None) -> None:
 
 def compile_with_options(args: argparse.Namespace, model: object, say: Progress, shapes: object = None):  # -> CompiledModel
     """compile_model with the command's target and pass options; progress on `say`."""
-    from ..driver import compile_model
+    from ..driver import compile_model, parse_shapes
 
     check_cpu_features(args.cpu_features)
-    build_pass_list(args)  # validates the pass options before the model is even read
+    build_pass_list(args)  # the pass options and --shape are checked before the model is even read
+    parse_shapes(args.shape)
 
     def relay(msg: str) -> None:
         if msg == "importing" and not isinstance(model, (str, os.PathLike)):
@@ -79,7 +87,7 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.output)
-    say = Progress(args.quiet)
+    say = Progress.from_args(args)
     cm = compile_with_options(args, args.model, say)
     say(f"writing {out}")
     cm.save(out)

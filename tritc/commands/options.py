@@ -41,6 +41,13 @@ def add_threads_option(parser: argparse._ActionsContainer, default_note: str = "
     parser.add_argument("--threads", metavar="N", type=int, default=None, help=f"threads (default: {default_note})")
 
 
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="progress lines on stderr even when it is not a terminal (default: only on a terminal)")
+    g.add_argument("-q", "--quiet", dest="progress", action="store_false", help="no progress lines")
+
+
 def pass_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The compile_model / build_passes keyword arguments the pass options ask for."""
     if args.pipeline is not None and args.passes is not None:

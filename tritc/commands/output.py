@@ -94,18 +94,26 @@ def prepare_folder(path: str | os.PathLike[str], what: str) -> Path:
 
 
 class Progress:
-    """Progress lines on stderr, each with the time since the command started: `[  1.23s] compiling`."""
+    """Progress lines on stderr, each with the time since the command started: `[   1.23s] compiling ...`.
 
-    def __init__(self, quiet: bool = False):
+    As git does: on when stderr is a terminal, `--progress` turns them on anyway (logs), `-q` off; so a
+    failing command run by a script prints its one error line and nothing else."""
+
+    def __init__(self, enabled: bool = True):
         self.t0 = time.perf_counter()
-        self.quiet = quiet
+        self.enabled = enabled
+
+    @classmethod
+    def from_args(cls, args: object) -> Progress:
+        forced = getattr(args, "progress", None)
+        return cls(forced if forced is not None else sys.stderr.isatty())
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
     def __call__(self, message: str) -> None:
-        if not self.quiet:
+        if self.enabled:
             print(f"[{self.elapsed:7.2f}s] {message}", file=sys.stderr, flush=True)
 
 

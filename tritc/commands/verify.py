@@ -5,6 +5,7 @@ final IR. Exit 0 within tolerance, 1 beyond it."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 from ..errors import OptionError, UnsupportedError
 from .compile import add_target_options, compile_with_options
 from .inputs import check_names, choose_bindings, describe_array, make_inputs, parse_input_files
-from .options import add_pass_options, add_shape_option, build_pass_list
+from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
 from .output import Progress, table
 from .run import check_feed
 
@@ -37,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     add_pass_options(p, default_pipeline="cpu")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_progress_options(p)
     p.set_defaults(func=run)
 
 
@@ -94,7 +95,7 @@ def reference_outputs(path: str, feeds: Mapping[str, np.ndarray]) -> tuple[dict[
         results = session.run(None, dict(feeds))
         return {o.name: r for o, r in zip(session.get_outputs(), results)}, f"onnxruntime {ort.__version__}", None
     except Exception as e:  # onnxruntime's own exception classes (Fail, InvalidGraph, NotImplemented, ...)
-        why = " ".join(str(e).split())[:300]
+        why = ort_reason(e)
     import onnx
     from onnx.reference import ReferenceEvaluator
 
@@ -105,6 +106,26 @@ def reference_outputs(path: str, feeds: Mapping[str, np.ndarray]) -> tuple[dict[
         raise UnsupportedError(f"no reference to compare with: onnxruntime refused the model ({why}), and onnx's "
                                f"ReferenceEvaluator failed too ({' '.join(str(e).split())[:300]})") from None
     return {n: np.asarray(r) for n, r in zip(evaluator.output_names, results)}, "onnx.reference.ReferenceEvaluator", why
+
+
+def ort_reason(e: BaseException) -> str:
+    """onnxruntime's message without its status prefix and C++ source location:
+    "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/src/model.cc:256 Model::Model(a, b) Unsupported
+    model IR version: 14" -> "Load model from m.onnx failed: Unsupported model IR version: 14"."""
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(e).split()))
+    m = re.search(r"[\w./-]*\.(?:cc|cpp|h):\d+ ", text)
+    if m:
+        depth, end = 0, m.end()
+        for i in range(m.end(), len(text)):  # skip the function signature: up to its balancing parenthesis
+            if text[i] == "(":
+                depth += 1
+            elif text[i] == ")":
+                depth -= 1
+                if depth == 0:
+                    end = i + 1
+                    break
+        text = (text[:m.start()].rstrip(": ") + ": " + text[end:].strip()).strip(": ")
+    return text[:300]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     check_cpu_features(args.cpu_features)
     build_pass_list(args)
     files = parse_input_files(args.input)
-    say = Progress(args.quiet)
+    say = Progress.from_args(args)
     say(f"importing {args.model}")
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]
