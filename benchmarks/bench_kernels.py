@@ -163,14 +163,17 @@ def check(x, w, outs: dict[str, np.ndarray]) -> dict:
     rel = {k: float(np.max(np.abs(v - dense)) / norm) for k, v in outs.items()}
     res = {"tritc_bit_exact": all(np.array_equal(v, exact) for k, v in outs.items() if k.startswith("tritc")),
            "max_rel_err_vs_fp64": rel}
-    res["ok"] = res["tritc_bit_exact"] and rel["ort_fp32"] < 1e-4 and rel["ort_nbits"] < 5e-2
+    # fp32 MatMul differs from fp64 by rounding; int8 activations (tritc, MatMulNBits level 4) by ~1%
+    res["ok"] = (res["tritc_bit_exact"] and rel["ort_fp32"] < 1e-4
+                 and all(v < 5e-2 for k, v in rel.items() if k.startswith("ort_nbits")))
     return res
 
 
-def bench_one(M: int, K: int, N: int, threads: int, rounds: int, block: int, cold: bool = True) -> dict:
+def bench_one(M: int, K: int, N: int, threads: int, rounds: int, blocks: list[int], cold: bool = True) -> dict:
     x, w = problem(M, K, N)
-    runners = {"tritc": tritc_runner(x, w, threads), "ort_fp32": ort_matmul_runner(x, w, threads),
-               "ort_nbits": ort_nbits_runner(x, w, threads, block)}
+    runners = {"tritc": tritc_runner(x, w, threads), "ort_fp32": ort_matmul_runner(x, w, threads)}
+    for block in blocks:
+        runners[f"ort_nbits{block}"] = ort_nbits_runner(x, w, threads, block)
     if cold and M <= 8:  # large M is compute-bound: cold weights change nothing there
         runners["tritc_cold"] = tritc_runner(x, w, threads, cold_copies(K, N))
     for call, _ in runners.values():
@@ -178,50 +181,62 @@ def bench_one(M: int, K: int, N: int, threads: int, rounds: int, block: int, col
     correctness = check(x, w, {k: y for k, (_, y) in runners.items()})
     timers = [Timer(k, call) for k, (call, _) in runners.items()]
     interleave(timers, rounds)
-    t = {tm.name: tm for tm in timers}
-    row = {"M": M, "K": K, "N": N, "threads": threads, "nbits_block": block, **correctness}
-    for k, tm in t.items():
-        row[f"{k}_ms"] = tm.median * 1e3
-        row[f"{k}_best_ms"] = tm.best * 1e3
+    row = {"M": M, "K": K, "N": N, "threads": threads, "nbits_blocks": blocks, **correctness}
+    base = timers[0]
+    for tm in timers:
+        row[f"{tm.name}_ms"] = tm.median * 1e3
+        row[f"{tm.name}_best_ms"] = tm.best * 1e3
+        row[f"{tm.name}_gmac_s"] = M * K * N / tm.median / 1e9
         if threads == 1:
-            row[f"{k}_cpu_ms"] = tm.cpu_median * 1e3
-    row["tritc_gweights_s"] = K * N / t["tritc"].median / 1e9
-    row["tritc_gmac_s"] = M * K * N / t["tritc"].median / 1e9
-    row["ort_fp32_gmac_s"] = M * K * N / t["ort_fp32"].median / 1e9
-    row["ort_nbits_gmac_s"] = M * K * N / t["ort_nbits"].median / 1e9
-    row["speedup_vs_fp32"] = t["ort_fp32"].median / t["tritc"].median
-    row["speedup_vs_nbits"] = t["ort_nbits"].median / t["tritc"].median
-    if "tritc_cold" in t:
-        row["tritc_cold_gweights_s"] = K * N / t["tritc_cold"].median / 1e9
+            row[f"{tm.name}_cpu_ms"] = tm.cpu_median * 1e3
+        if tm is not base and not tm.name.startswith("tritc"):
+            row[f"speedup_vs_{tm.name}"] = tm.median / base.median
+    row["tritc_gweights_s"] = K * N / base.median / 1e9
     return row
 
 
+def _others(rows: list[dict]) -> list[str]:
+    return ["ort_fp32"] + [f"ort_nbits{b}" for b in rows[0]["nbits_blocks"]]
+
+
+def _label(name: str) -> str:
+    return "ORT fp32" if name == "ort_fp32" else f"ORT NBits b{name[9:]}"
+
+
 def markdown(info: dict, rows: list[dict]) -> str:
-    head = ("| M | K | N | threads | tritc ms | ORT fp32 ms | ORT NBits ms | tritc G weights/s | tritc G MAC/s "
-            "| ORT fp32 G MAC/s | vs fp32 | vs NBits | tritc cold ms | checks |\n|" + "---|" * 14 + "\n")
-    lines = []
+    others = _others(rows)
+    cols = (["M", "K", "N", "threads", "tritc ms"] + [f"{_label(o)} ms" for o in others]
+            + ["tritc G weights/s", "tritc G MAC/s", "ORT fp32 G MAC/s"] + [f"vs {_label(o)}" for o in others]
+            + ["tritc cold ms", "checks"])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cold = f"{r['tritc_cold_ms']:.3f}" if "tritc_cold_ms" in r else "-"
-        lines.append(f"| {r['M']} | {r['K']} | {r['N']} | {r['threads']} | {r['tritc_ms']:.3f} | {r['ort_fp32_ms']:.3f} "
-                     f"| {r['ort_nbits_ms']:.3f} | {r['tritc_gweights_s']:.1f} | {r['tritc_gmac_s']:.1f} "
-                     f"| {r['ort_fp32_gmac_s']:.1f} | {r['speedup_vs_fp32']:.2f}x | {r['speedup_vs_nbits']:.2f}x "
-                     f"| {cold} | {'ok' if r['ok'] else 'FAIL'} |")
+        cells = [str(r["M"]), str(r["K"]), str(r["N"]), str(r["threads"]), f"{r['tritc_ms']:.3f}"]
+        cells += [f"{r[o + '_ms']:.3f}" for o in others]
+        cells += [f"{r['tritc_gweights_s']:.1f}", f"{r['tritc_gmac_s']:.1f}", f"{r['ort_fp32_gmac_s']:.1f}"]
+        cells += [f"{r['speedup_vs_' + o]:.2f}x" for o in others]
+        cells += [f"{r['tritc_cold_ms']:.3f}" if "tritc_cold_ms" in r else "-", "ok" if r["ok"] else "FAIL"]
+        lines.append("| " + " | ".join(cells) + " |")
     cpu_rows = [r for r in rows if r["threads"] == 1]
     cpu = ""
     if cpu_rows:
-        cpu = ("\nSingle-thread CPU time per call (this thread's, so time lost to other processes on a shared "
-               "machine is excluded):\n\n| M | K | N | tritc ms | ORT fp32 ms | ORT NBits ms | vs fp32 | vs NBits |\n|"
-               + "---|" * 8 + "\n" + "\n".join(
-                   f"| {r['M']} | {r['K']} | {r['N']} | {r['tritc_cpu_ms']:.3f} | {r['ort_fp32_cpu_ms']:.3f} "
-                   f"| {r['ort_nbits_cpu_ms']:.3f} | {r['ort_fp32_cpu_ms'] / r['tritc_cpu_ms']:.2f}x "
-                   f"| {r['ort_nbits_cpu_ms'] / r['tritc_cpu_ms']:.2f}x |" for r in cpu_rows) + "\n")
+        ccols = ["M", "K", "N", "tritc ms"] + [f"{_label(o)} ms" for o in others] + [f"vs {_label(o)}" for o in others]
+        clines = ["| " + " | ".join(ccols) + " |", "|" + "---|" * len(ccols)]
+        for r in cpu_rows:
+            cells = [str(r["M"]), str(r["K"]), str(r["N"]), f"{r['tritc_cpu_ms']:.3f}"]
+            cells += [f"{r[o + '_cpu_ms']:.3f}" for o in others]
+            cells += [f"{r[o + '_cpu_ms'] / r['tritc_cpu_ms']:.2f}x" for o in others]
+            clines.append("| " + " | ".join(cells) + " |")
+        cpu = ("\nSingle thread, CPU time of the calling thread per call (time lost to other processes on a shared "
+               "machine is excluded):\n\n" + "\n".join(clines) + "\n")
+    blocks = ", ".join(str(b) for b in rows[0]["nbits_blocks"])
     return ("# Ternary matmul kernels vs onnxruntime\n\n" + machine_markdown(info)
-            + f"- tritc: int8 activations, per-channel scale; ORT MatMulNBits: bits=2, block_size={rows[0]['nbits_block']}, "
-              "accuracy_level=4, zero point 2; ORT fp32: MatMul on trits * scale. Medians of interleaved rounds. "
-              "The weights of one shape stay in the caches between calls for all three (ORT fp32's do not fit: "
+            + f"- tritc: int8 activations, per-channel scale. ORT MatMulNBits: bits=2, block_size {blocks} (bN), "
+              "accuracy_level=4, zero point 2, scales = the per-channel scale per block. ORT fp32: MatMul on "
+              "trits * scale. Times are medians of interleaved rounds (wall clock); *vs X* = X's time / tritc's. "
+              "The weights of one shape stay in the caches between calls for all of them (ORT fp32's do not fit: "
               "they stream from DRAM); *tritc cold* cycles through copies of its weights larger than twice the "
               "L3, as a layer of a large model would see them.\n\n"
-            + head + "\n".join(lines) + "\n" + cpu)
+            + "\n".join(lines) + "\n" + cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", nargs="*", help="MxKxN (default: the five issue shapes)")
     ap.add_argument("--threads", nargs="*", type=int, help="thread counts (default: 1 and all cores)")
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--block-size", type=int, default=32)
+    ap.add_argument("--block-size", nargs="*", type=int, default=[64, 128],
+                    help="MatMulNBits block sizes (128 is ORT's fastest here, 256 falls off its fast path)")
     ap.add_argument("--out", default="bench_kernels", help="file stem under benchmarks/results")
     args = ap.parse_args(argv)
     shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes] if args.shapes else SHAPES
@@ -238,13 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for threads in thread_counts:
         for M, K, N in shapes:
-            row = bench_one(M, K, N, threads, args.rounds, args.block_size)
-            rows.append(row)
-            print(f"M={M:4d} K={K:5d} N={N:5d} threads={threads}: tritc {row['tritc_ms']:.3f} ms "
-                  f"({row['tritc_gweights_s']:.0f} G weights/s, {row['tritc_gmac_s']:.0f} G MAC/s) | "
-                  f"ORT fp32 {row['ort_fp32_ms']:.3f} ms | ORT NBits {row['ort_nbits_ms']:.3f} ms | "
-                  f"x{row['speedup_vs_fp32']:.2f} vs fp32, x{row['speedup_vs_nbits']:.2f} vs NBits | "
-                  f"{'ok' if row['ok'] else 'CHECK FAILED ' + str(row)}", flush=True)
+            r = bench_one(M, K, N, threads, args.rounds, args.block_size)
+            rows.append(r)
+            others = " | ".join(f"{_label(o)} {r[o + '_ms']:.3f} ms (x{r['speedup_vs_' + o]:.2f})" for o in _others(rows))
+            print(f"M={M:4d} K={K:5d} N={N:5d} threads={threads}: tritc {r['tritc_ms']:.3f} ms "
+                  f"({r['tritc_gweights_s']:.0f} G weights/s, {r['tritc_gmac_s']:.0f} G MAC/s) | {others} | "
+                  f"{'ok' if r['ok'] else 'CHECK FAILED ' + str(r)}", flush=True)
     info = finish_info(info)
     jpath, mpath = write_results(args.out, info, rows, markdown(info, rows))
     print(f"wrote {jpath} and {mpath}")
