@@ -1,0 +1,126 @@
+"""The LLVM-IR thread pool: every task runs exactly once, busy or nested regions fall back to the caller,
+concurrent callers are safe, and an idle pool burns no CPU."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import resource
+import threading
+import time
+
+import llvmlite.ir as ir
+import numpy as np
+import pytest
+
+from tritc.codegen.llvm.builder import I64, PTR, VOID, gep
+from tritc.codegen.llvm.jit import compile_and_load
+from tritc.codegen.llvm.kernels import threads
+from tritc.codegen.llvm.target import host_target
+
+
+@functools.cache
+def programs():
+    """count(out, n): out[t] += t + 1 for t < n, in parallel. nested(out, n): each of n tasks runs
+    a parallel_for of 4 tasks adding 1 to out[4 * t + i]."""
+    threads.ensure_pool()
+    target = host_target()
+    m = ir.Module(name="pooltest")
+    m.triple = target.triple
+    pfor = threads.declare_parallel_for(m)
+
+    task = ir.Function(m, threads.TASK_FN, "count_task")
+    b = ir.IRBuilder(task.append_basic_block())
+    ctx, t = task.args
+    slot = gep(b, ctx, t, I64)
+    b.store(b.add(b.load(slot, typ=I64), b.add(t, ir.Constant(I64, 1))), slot)
+    b.ret_void()
+
+    count = ir.Function(m, ir.FunctionType(VOID, [PTR, I64]), "count")
+    b = ir.IRBuilder(count.append_basic_block())
+    b.call(pfor, [task, count.args[0], count.args[1]])
+    b.ret_void()
+
+    inner = ir.Function(m, threads.TASK_FN, "inner_task")
+    b = ir.IRBuilder(inner.append_basic_block())
+    slot = gep(b, inner.args[0], inner.args[1], I64)
+    b.store(b.add(b.load(slot, typ=I64), ir.Constant(I64, 1)), slot)
+    b.ret_void()
+    outer = ir.Function(m, threads.TASK_FN, "outer_task")
+    b = ir.IRBuilder(outer.append_basic_block())
+    b.call(pfor, [inner, gep(b, outer.args[0], b.mul(outer.args[1], ir.Constant(I64, 4)), I64), ir.Constant(I64, 4)])
+    b.ret_void()
+    nested = ir.Function(m, ir.FunctionType(VOID, [PTR, I64]), "nested")
+    b = ir.IRBuilder(nested.append_basic_block())
+    b.call(pfor, [outer, nested.args[0], nested.args[1]])
+    b.ret_void()
+
+    lib, _ = compile_and_load(m, target)
+    sig = [ctypes.c_void_p, ctypes.c_int64]
+    return lib.function("count", None, sig), lib.function("nested", None, sig)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 100, 5000, threads.MAX_TASKS + 3])
+def test_every_task_runs_once(n):
+    count, _ = programs()
+    out = np.zeros(max(n, 1), np.int64)
+    for _ in range(20):
+        count(out.ctypes.data, n)
+    np.testing.assert_array_equal(out[:n], 20 * (np.arange(n) + 1))
+
+
+def test_nested_regions_run_in_the_caller():
+    _, nested = programs()
+    out = np.zeros(4 * 64, np.int64)
+    for _ in range(10):
+        nested(out.ctypes.data, 64)
+    assert (out == 10).all()
+
+
+def test_concurrent_callers():
+    count, _ = programs()
+    arrays = [np.zeros(1000, np.int64) for _ in range(4)]
+
+    def work(a):
+        for _ in range(200):
+            count(a.ctypes.data, 1000)
+
+    ts = [threading.Thread(target=work, args=(a,)) for a in arrays]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for a in arrays:
+        np.testing.assert_array_equal(a, 200 * (np.arange(1000) + 1))
+
+
+def test_idle_pool_sleeps():
+    count, _ = programs()
+    out = np.zeros(64, np.int64)
+    for _ in range(50):
+        count(out.ctypes.data, 16)
+    time.sleep(0.05)  # past the spin and yield phases
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(0.5)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    assert (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime) < 0.1
+
+
+def test_pool_size_and_default_threads(monkeypatch):
+    programs()
+    assert threads.pool_size() >= 1
+    monkeypatch.setenv("TRITC_NUM_THREADS", "3")
+    assert threads.default_threads() == 3
+    monkeypatch.setenv("TRITC_NUM_THREADS", "zero")
+    assert threads.default_threads() >= 1
+
+
+def test_stop_and_restart():
+    count, _ = programs()
+    threads.stop_pool()
+    assert threads.pool_size() == 1
+    out = np.zeros(10, np.int64)
+    count(out.ctypes.data, 10)  # no workers: the caller runs every task
+    assert threads.ensure_pool(2) == 2
+    count(out.ctypes.data, 10)
+    np.testing.assert_array_equal(out, 2 * (np.arange(10) + 1))
