@@ -76,7 +76,7 @@ def tritc_runner(x: np.ndarray, w, threads: int, copies: int = 1):
         state["i"] = (state["i"] + 1) % copies
         fn(*args[state["i"]])
 
-    call.keep = (lib, packed, scales)  # type: ignore[attr-defined]
+    call.keep = (lib, packed, scales, x, y)  # type: ignore[attr-defined]  # the raw pointers in args need these alive
     return call, y
 
 
@@ -103,13 +103,14 @@ def _bound(sess, x: np.ndarray, N: int):
 
     y = np.zeros((x.shape[0], N), np.float32)
     binding = sess.io_binding()
-    binding.bind_ortvalue_input("A", ort.OrtValue.ortvalue_from_numpy(x))
-    binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy(y))
+    xv, yv = ort.OrtValue.ortvalue_from_numpy(x), ort.OrtValue.ortvalue_from_numpy(y)
+    binding.bind_ortvalue_input("A", xv)
+    binding.bind_ortvalue_output("Y", yv)
 
     def call() -> None:
         sess.run_with_iobinding(binding)
 
-    call.keep = binding  # type: ignore[attr-defined]
+    call.keep = (binding, xv, yv, x, y)  # type: ignore[attr-defined]  # ORT reads and writes these buffers in place
     return call, y
 
 
