@@ -213,15 +213,25 @@ def _emit_parallel_for(pool: _Pool) -> None:
     b.position_at_end(work)  # the caller works too, then waits for the workers' last tasks
     t = pool.load(b, pool.ticket, "acquire")
     idx, _ = pool.decode(b, t)
+    work_exit = b.block
     b.cbranch(b.icmp_unsigned("<", idx, n), claim, waitb)
     b.position_at_end(claim)
     pool.try_run_one(b, t, idx, work, work)
 
+    # Wait for the workers' last tasks: spin, then yield, so that on an oversubscribed machine the
+    # caller hands its core to the descheduled worker it waits for.
     b.position_at_end(waitb)
+    waited = b.phi(I32, name="waited")
+    waited.add_incoming(ir.Constant(I32, 0), work_exit)
     done = pool.load(b, pool.done, "acquire")
     b.cbranch(b.icmp_signed("<", done, n), spin, finish)
     b.position_at_end(spin)
-    pool.pause(b)
+    with b.if_else(b.icmp_unsigned("<", waited, ir.Constant(I32, SPIN_ITERS))) as (short, long):
+        with short:
+            pool.pause(b)
+        with long:
+            b.call(pool.sched_yield, [])
+    waited.add_incoming(b.add(waited, ir.Constant(I32, 1)), b.block)
     b.branch(waitb)
 
     b.position_at_end(finish)
