@@ -188,6 +188,7 @@ def bench_one(M: int, K: int, N: int, threads: int, rounds: int, blocks: list[in
         row[f"{tm.name}_ms"] = tm.median * 1e3
         row[f"{tm.name}_best_ms"] = tm.best * 1e3
         row[f"{tm.name}_gmac_s"] = M * K * N / tm.median / 1e9
+        row[f"{tm.name}_process_cpu_ms"] = tm.proc_median * 1e3
         if threads == 1:
             row[f"{tm.name}_cpu_ms"] = tm.cpu_median * 1e3
         if tm is not base and not tm.name.startswith("tritc"):
@@ -229,6 +230,19 @@ def markdown(info: dict, rows: list[dict]) -> str:
             clines.append("| " + " | ".join(cells) + " |")
         cpu = ("\nSingle thread, CPU time of the calling thread per call (time lost to other processes on a shared "
                "machine is excluded):\n\n" + "\n".join(clines) + "\n")
+    multi = [r for r in rows if r["threads"] > 1]
+    if multi:
+        base = {(r["M"], r["K"], r["N"]): r for r in cpu_rows}
+        mcols = ["M", "K", "N", "threads", "tritc wall ms", "tritc process CPU ms", "tritc 1-thread CPU ms"]
+        mlines = ["| " + " | ".join(mcols) + " |", "|" + "---|" * len(mcols)]
+        for r in multi:
+            one = base.get((r["M"], r["K"], r["N"]))
+            mlines.append(f"| {r['M']} | {r['K']} | {r['N']} | {r['threads']} | {r['tritc_ms']:.3f} "
+                          f"| {r['tritc_process_cpu_ms']:.3f} | {one['tritc_cpu_ms']:.3f} |" if one else
+                          f"| {r['M']} | {r['K']} | {r['N']} | {r['threads']} | {r['tritc_ms']:.3f} "
+                          f"| {r['tritc_process_cpu_ms']:.3f} | - |")
+        cpu += ("\nMulti-threaded tritc, CPU time of the whole process per call (all threads; equal to the "
+                "single-thread CPU time when splitting the work wastes nothing):\n\n" + "\n".join(mlines) + "\n")
     blocks = ", ".join(str(b) for b in rows[0]["nbits_blocks"])
     return ("# Ternary matmul kernels vs onnxruntime\n\n" + machine_markdown(info)
             + f"- tritc: int8 activations, per-channel scale. ORT MatMulNBits: bits=2, block_size {blocks} (bN), "

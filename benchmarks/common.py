@@ -98,6 +98,7 @@ class Timer:
     inner: int = 1
     wall: list[float] = field(default_factory=list)  # seconds per call
     cpu: list[float] = field(default_factory=list)  # this thread's CPU seconds per call
+    proc: list[float] = field(default_factory=list)  # the whole process's CPU seconds per call (all threads)
 
     def calibrate(self, target_s: float) -> None:
         self.fn()
@@ -107,12 +108,13 @@ class Timer:
         self.inner = max(1, min(10_000, int(target_s / one)))
 
     def sample(self) -> None:
-        c0, t0 = time.thread_time(), time.perf_counter()
+        p0, c0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
         for _ in range(self.inner):
             self.fn()
-        t1, c1 = time.perf_counter(), time.thread_time()
+        t1, c1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
         self.wall.append((t1 - t0) / self.inner)
         self.cpu.append((c1 - c0) / self.inner)
+        self.proc.append((p1 - p0) / self.inner)
 
     @property
     def median(self) -> float:
@@ -125,6 +127,10 @@ class Timer:
     @property
     def cpu_median(self) -> float:
         return statistics.median(self.cpu)
+
+    @property
+    def proc_median(self) -> float:
+        return statistics.median(self.proc)
 
 
 def interleave(timers: list[Timer], rounds: int, target_s: float = 0.05, warmup: int = 2) -> None:
