@@ -766,18 +766,16 @@ def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value
             b.call(fn, [a, k.p["a_m"], a_k, buf, kc, c, k.p["ldc"], count, first])
 
         def tail_rows(i0: ir.Value) -> None:
-            left = b.sub(k.p["M"], i0)
-            sw = b.switch(left, b.function.append_basic_block("tail.none"))
-            done = b.function.append_basic_block("tail.done")
-            for mr in range(1, sig.mr):
-                case = b.function.append_basic_block(f"tail.{mr}")
-                sw.add_case(i64(mr), case)
-                b.position_at_end(case)
-                micro(i0, mr)
-                b.branch(done)
-            b.position_at_end(sw.default)
-            b.branch(done)
-            b.position_at_end(done)
+            # the M % mr leftover rows as tiles of 4, 2 and 1 rows: few micro-kernels per module
+            row = i0
+            size = 1 << max(0, (sig.mr - 1).bit_length() - 1)  # the largest power of two below mr
+            while size >= 1 and sig.mr > 1:
+                left = b.sub(k.p["M"], row)
+                take = b.icmp_unsigned(">=", left, i64(size))
+                with b.if_then(take):
+                    micro(row, size)
+                row = b.select(take, b.add(row, i64(size)), row)
+                size //= 2
 
         tiles(micro, tail_rows)
     if sig.bias is not None or sig.alpha:
