@@ -297,3 +297,32 @@ def test_float_path_non_finite_inputs_like_numpy(isa, bad, granularity, group_si
     np.testing.assert_array_equal(np.isneginf(y), np.isneginf(ref))
     finite = np.isfinite(ref)
     np.testing.assert_allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool_in_module", [False, True])
+def test_several_kernels_in_one_module(pool_in_module):
+    """A model's module holds many kernels (shared declarations), optionally with its own pool."""
+    target = host_target()
+    module = ir.Module(name="model")
+    module.triple = target.triple
+    if pool_in_module:
+        threads.emit_thread_pool(module)
+    shapes = {"a": (3, 96, 40, "int8"), "b": (1, 200, 70, "float"), "c": (5, 64, 33, "int8")}
+    for name, (M, K, N, act) in shapes.items():
+        emit_ternary_matmul(module, target, M=M, K=K, N=N, act=act, threads=2, name=name)
+    if not pool_in_module:
+        threads.ensure_pool()
+    lib, _ = compile_and_load(module, target)
+    if pool_in_module:
+        assert lib.function("tritc_pool_start", ctypes.c_int32, [ctypes.c_int32])(2) == 2
+    rng = np.random.default_rng(8)
+    for name, (M, K, N, act) in shapes.items():
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        w = make_weight(rng, K, N, "per_channel")
+        y = np.zeros((M, N), np.float32)
+        fn = lib.function(name, ctypes.c_int32, [ctypes.c_void_p] * 4)
+        packed, scales = pack_trits(w.trits), pack_scales(w)
+        assert fn(x.ctypes.data, packed.ctypes.data, scales.ctypes.data, y.ctypes.data) == 0
+        assert_close(y, reference(x, w, act), x, w, act)
+    if pool_in_module:
+        lib.function("tritc_pool_stop", None, [])()  # join its workers before the code is unmapped
