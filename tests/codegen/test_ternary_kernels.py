@@ -157,7 +157,7 @@ def test_reciprocal_scale_form(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", ["int8", "float"])
-@pytest.mark.parametrize("M,K,N", [(1, 512, 1000), (33, 200, 300)])
+@pytest.mark.parametrize("M,K,N", [(1, 512, 1000), (33, 200, 300), (64, 64, 16)])
 def test_threaded_equals_serial(isa, act, M, K, N):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((M, K)).astype(np.float32)
