@@ -326,3 +326,17 @@ def test_several_kernels_in_one_module(pool_in_module):
         assert_close(y, reference(x, w, act), x, w, act)
     if pool_in_module:
         lib.function("tritc_pool_stop", None, [])()  # join its workers before the code is unmapped
+
+
+@pytest.mark.parametrize("K", [32767 * 16, 32769 * 16])
+def test_vnni_gemv_masked_bound(K):
+    """The masked GEMV holds 4^j-scaled sums: up to 32767 K blocks fit int32, past that the plain loop runs."""
+    if host_target().isa != "avx512vnni":
+        pytest.skip("host has no AVX-512 VNNI")
+    M, N = 1, 16
+    x = np.full((M, K), -1.0, np.float32)  # q = -128 everywhere with act_max 128
+    trits = np.ones((K, N), np.int8)
+    trits[:, 1::2] = -1
+    w = TernaryWeight(trits, np.ones(N, np.float32))
+    y = kernel("avx512vnni", M=M, K=K, N=N, act="int8", act_max=128.0)(x, w)
+    np.testing.assert_array_equal(y, reference(x, w, "int8", act_max=128.0))
