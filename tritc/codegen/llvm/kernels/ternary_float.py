@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import llvmlite.ir as ir
 
 from ..builder import F32, for_range, gep, i64
-from .ternary_int8 import _accumulate, chunk_byte
+from .ternary_int8 import accumulate_loop, chunk_byte
 from .vec import V16F32, V16I32, activation, add, const_vec, entry_alloca, mul, sload, splat, vload_bytes
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def accumulate_float(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int,
     shape = (mt, nc, 2 * split)
     sums: list | None = None
     if full:
-        sums = _accumulate(f, shape, V16F32, kb0, full, lambda acc, kb: _step(f, acc, m0, nb0, mt, nc, kb, 16),
+        sums = accumulate_loop(f, shape, V16F32, kb0, full, lambda acc, kb: _step(f, acc, m0, nb0, mt, nc, kb, 16),
                            lambda acc: acc)
     if tail:
         start = sums or [[[const_vec(V16F32, 0.0)] * (2 * split) for _ in range(nc)] for _ in range(mt)]

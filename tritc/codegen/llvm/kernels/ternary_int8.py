@@ -8,7 +8,8 @@ They return acc[t][c], one <16 x i32> per token and chunk, lane L = output 16*(n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import llvmlite.ir as ir
 
@@ -37,9 +38,10 @@ def q_dword(f: Frame, m: ir.Value | int, kb: ir.Value | int, j: int) -> ir.Value
     return b.load(gep(b, f.act, ival(byte), I8), typ=I32, align=4)
 
 
-def _accumulate(f: Frame, shape: tuple[int, ...], vtype: ir.VectorType, kb0: ir.Value | int, nkb: int,
-                step, result):
-    """Zeroed accumulators of `shape`, a K-block loop calling step(accs, kb) -> new accs, then result(accs)."""
+def accumulate_loop(f: Frame, shape: tuple[int, ...], vtype: ir.VectorType, kb0: ir.Value | int, nkb: int,
+                    step: Callable[[list, ir.Value], list[ir.Value]], result: Callable[[list], Any]) -> Any:
+    """Zeroed accumulators of `shape` (stack slots that mem2reg turns into registers), a loop over K
+    blocks [kb0, kb0 + nkb) calling step(accs, kb) -> the new accs flattened, then result(accs)."""
     b = f.b
     acc = slots(b, vtype, const_vec(vtype, 0), *shape)
     flat = _flatten(acc)
@@ -98,7 +100,7 @@ def accumulate_vnni(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, 
         def result(acc):
             return [[_recombine(b, acc[t][c]) for c in range(nc)] for t in range(mt)]
 
-        return _accumulate(f, (mt, nc, 4), V16I32, kb0, nkb, step, result)
+        return accumulate_loop(f, (mt, nc, 4), V16I32, kb0, nkb, step, result)
 
     def step_plain(acc, kb):
         w = [vload_bytes(b, f.w, chunk_byte(f, add(b, nb0, c), kb), V16I32) for c in range(nc)]
@@ -111,7 +113,7 @@ def accumulate_vnni(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, 
                     out[t][c] = _dpbusd(b, out[t][c], codes[c], xq)
         return _flatten(out)
 
-    return _accumulate(f, (mt, nc), V16I32, kb0, nkb, step_plain, lambda acc: acc)
+    return accumulate_loop(f, (mt, nc), V16I32, kb0, nkb, step_plain, lambda acc: acc)
 
 
 def _recombine(b: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
@@ -155,9 +157,9 @@ def accumulate_avx2(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, 
     if blocks:
         with loop(b, 0, blocks, "kblk") as blk:
             start = add(b, kb0, mul(b, blk, AVX2_FLUSH_KB))
-            _accumulate(f, (mt, nc, 2), V16I16, start, AVX2_FLUSH_KB, step, flush)
+            accumulate_loop(f, (mt, nc, 2), V16I16, start, AVX2_FLUSH_KB, step, flush)
     if rest:
-        _accumulate(f, (mt, nc, 2), V16I16, add(b, kb0, blocks * AVX2_FLUSH_KB), rest, step, flush)
+        accumulate_loop(f, (mt, nc, 2), V16I16, add(b, kb0, blocks * AVX2_FLUSH_KB), rest, step, flush)
     lo_hi = ir.Constant(vec(I32, 16), list(range(16)))
     return [[b.shuffle_vector(b.load(acc32[t][c][0], typ=V8I32), b.load(acc32[t][c][1], typ=V8I32), lo_hi)
              for c in range(nc)] for t in range(mt)]
@@ -184,4 +186,4 @@ def accumulate_portable(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: i
                         out[t][c] = b.add(out[t][c], b.mul(lanes[c], qk))
         return _flatten(out)
 
-    return _accumulate(f, (mt, nc), V16I32, kb0, nkb, step, lambda acc: acc)
+    return accumulate_loop(f, (mt, nc), V16I32, kb0, nkb, step, lambda acc: acc)
