@@ -370,15 +370,14 @@ class Signature:
     k_rank: int
     batch_rank: int
     bias: int | None  # None, or the bias' column stride (0 or 1)
-    alpha: bool  # alpha != 1
-    beta: bool  # beta != 1
+    scaled: bool  # alpha or beta != 1: results are alpha * acc + beta * bias (exact when either is 1)
     source: tuple
     parallel: bool
 
 
 def signature(spec: GemmSpec, plan: Plan, source: BSource) -> Signature:
     return Signature(spec.dtype, plan.kind, plan.mr, plan.nv, len(spec.k_shape), len(spec.batch),
-                     None if spec.bias is None else spec.bias[1], spec.alpha != 1.0, spec.beta != 1.0, source.key,
+                     None if spec.bias is None else spec.bias[1], spec.alpha != 1.0 or spec.beta != 1.0, source.key,
                      plan.tj * plan.tm > 1)
 
 
@@ -499,14 +498,11 @@ def _emit_task(module: ir.Module, sig: Signature, layout: Params, source: BSourc
             _stream(k, j0, count)
         else:
             tile = _dot_tile if sig.kind == "dot" else _direct_tile
-            full = b.icmp_unsigned("==", count, width)
-            with b.if_else(full) as (whole, ragged):
-                with whole:
-                    emit = lambda i0, mr: tile(k, i0, mr, j0, None)  # noqa: E731
-                    tiles(emit, one_by_one(emit))
-                with ragged:
-                    emit = lambda i0, mr: tile(k, i0, mr, j0, count)  # noqa: E731
-                    tiles(emit, one_by_one(emit))
+
+            def emit(i0: ir.Value, mr: int) -> None:
+                tile(k, i0, mr, j0, count)
+
+            tiles(emit, one_by_one(emit))
     b.ret_void()
     return fn
 
@@ -568,7 +564,7 @@ def _epilogue(k: _Task, acc: ir.Value, i: ir.Value, j0: ir.Value, valid: ir.Valu
     if sig.bias is not None:
         row = b.mul(i, k.p["bias_s0"])
         bias = g.load(k.bias, b.add(row, j0), valid) if sig.bias else g.splat(g.scalar(k.bias, row))
-    if not sig.alpha and (bias is None or not sig.beta):
+    if not sig.scaled:
         if bias is None:
             return acc
         return b.fadd(acc, bias) if g.is_float else b.add(acc, bias)
@@ -579,22 +575,20 @@ def _epilogue(k: _Task, acc: ir.Value, i: ir.Value, j0: ir.Value, valid: ir.Valu
         def to_f(v: ir.Value) -> ir.Value:
             return b.sitofp(v, wide) if signed else b.uitofp(v, wide)
 
-        y = to_f(acc)
-        if sig.alpha:
-            y = b.fmul(y, g.splat_f(k.p.f("alpha", F64), wide))
+        y = b.fmul(to_f(acc), g.splat_f(k.p.f("alpha", F64), wide))
         if bias is not None:
-            y = b.fadd(y, b.fmul(to_f(bias), g.splat_f(k.p.f("beta", F64), wide)) if sig.beta else to_f(bias))
+            y = b.fadd(y, b.fmul(to_f(bias), g.splat_f(k.p.f("beta", F64), wide)))
         return b.fptosi(y, g.vt) if signed else b.fptoui(y, g.vt)
-    y = b.fmul(acc, g.splat(k.p.f("alpha", g.ct))) if sig.alpha else acc
+    y = b.fmul(acc, g.splat(k.p.f("alpha", g.ct)))
     if bias is not None:
-        y = b.fadd(y, b.fmul(bias, g.splat(k.p.f("beta", g.ct))) if sig.beta else bias)
+        y = b.fadd(y, b.fmul(bias, g.splat(k.p.f("beta", g.ct))))
     return y
 
 
 # ---- direct: a register tile over the whole K, B read from the source -------------------------------------
 
 
-def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value | None) -> None:
+def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value) -> None:
     g, sig = k.g, k.sig
     b = g.b
     valid = _masks(k, count, sig.nv)
@@ -656,22 +650,23 @@ def _stream(k: _Task, j0: ir.Value, count: ir.Value) -> None:
         step(b.mul(ks, i64(4)), 4)
     with for_range(b, K, start=b.mul(b.udiv(K, i64(4)), i64(4)), name="kr") as kr:
         step(kr, 1)
-    if sig.bias is not None or sig.alpha:
+    if sig.bias is not None or sig.scaled:
         vectors(lambda j, valid: g.store(_epilogue(k, g.load(k.c, j, valid), i64(0), j, valid), k.c, j, valid))
 
 
 # ---- dot: small M against B contiguous along k ----------------------------------------------------------------
 
 
-def _dot_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value | None) -> None:
-    """C[i0:i0+mr, j0:j0+nv] as vector dot products along k, tree-reduced at the end; a ragged last block
+def _dot_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value) -> None:
+    """C[i0:i0+mr, j0:j0+count] as vector dot products along k, tree-reduced at the end; a ragged last block
     (count < nv) runs one column at a time."""
-    if count is not None:
-        b = k.g.b
-        with for_range(k.g.b, b.add(j0, count), start=j0, name="jc") as j:
-            _dot_columns(k, i0, mr, j, 1)
-        return
-    _dot_columns(k, i0, mr, j0, k.sig.nv)
+    b = k.g.b
+    with b.if_else(b.icmp_unsigned("==", count, i64(k.sig.nv))) as (whole, ragged):
+        with whole:
+            _dot_columns(k, i0, mr, j0, k.sig.nv)
+        with ragged:
+            with for_range(b, b.add(j0, count), start=j0, name="jc") as j:
+                _dot_columns(k, i0, mr, j, 1)
 
 
 def _dot_columns(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, cols: int) -> None:
@@ -778,7 +773,7 @@ def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value
                 size //= 2
 
         tiles(micro, tail_rows)
-    if sig.bias is not None or sig.alpha:
+    if sig.bias is not None or sig.scaled:
         with for_range(b, i_hi, start=i_lo, name="ep") as i:
             for v in range(sig.nv):
                 at = b.add(b.mul(i, k.p["ldc"]), b.add(j0, i64(v * g.L)))

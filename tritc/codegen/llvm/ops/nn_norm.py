@@ -88,11 +88,25 @@ def convert(b: ir.IRBuilder, v: ir.Value, t: ir.Type) -> ir.Value:
     src = v.type
     if src == t:
         return v
+    if src == F64 and t == F16:
+        return b.fptrunc(_f64_to_f32_odd(b, v), F16)
     if _width(src) and _width(t):
         return b.fpext(v, t) if _width(src) < _width(t) else b.fptrunc(v, t)
     if isinstance(src, ir.IntType) and _width(t):
         return b.uitofp(v, t) if src.width == 1 else b.sitofp(v, t)
     raise TypeError(f"cannot convert {src} to {t}")
+
+
+def _f64_to_f32_odd(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """v rounded to f32 toward zero with the last bit set when inexact (round to odd), so that rounding the
+    result to f16 rounds v correctly. LLVM would call __truncdfhf2, which the process may not have."""
+    r = b.fptrunc(v, F32)
+    bits = b.bitcast(r, I32)
+    inexact = b.fcmp_ordered("!=", b.fpext(r, F64), v)
+    away = b.fcmp_ordered(">", _intrinsic(b, "llvm.fabs", b.fpext(r, F64)), _intrinsic(b, "llvm.fabs", v))
+    toward_zero = b.select(away, b.sub(bits, ir.Constant(I32, 1)), bits)
+    odd = b.or_(toward_zero, ir.Constant(I32, 1))
+    return b.bitcast(b.select(inexact, odd, bits), F32)
 
 
 def _intrinsic(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
