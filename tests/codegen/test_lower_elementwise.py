@@ -105,11 +105,14 @@ def assert_same(y: np.ndarray, e: np.ndarray, approx: bool, what: str, tol: tupl
         np.testing.assert_array_equal(y64, e64, err_msg=what)
 
 
-def check(*cases: Case, pipeline: str = "none") -> dict[str, np.ndarray]:
-    """Compile all cases as one graph and compare every result with the interpreter's."""
+def check(*cases: Case, threads: int | None = None, split: bool = False) -> dict[str, np.ndarray]:
+    """Compile all cases as one graph and compare every result with the interpreter's. With `split`, the
+    compiled code must hand work to the thread pool (large nodes split over `threads`)."""
     g, feeds = build(list(cases))
     expected = run(g, feeds)
-    model = tritc.compile(g, pipeline=pipeline)
+    model = tritc.compile(g, pipeline="none", threads=threads)
+    if split:
+        assert all(b"tritc_parallel_for" in spec.object for spec in model.specializations)
     got = dict(zip([o.name for o in model.outputs], model.run(None, feeds)))
     for name, e in expected.items():
         case = cases[int(name[1:].split("_")[0])]
@@ -316,6 +319,13 @@ def test_inline_f32_math_is_accurate(fn, lo, hi, max_ulp):
     normal = np.abs(truth) > 1.2e-38
     ulps = np.abs(got[normal] - truth[normal]) / np.spacing(np.abs(truth[normal]).astype(np.float32)).astype(np.float64)
     assert ulps.max() <= max_ulp, (fn, ulps.max(), x[normal][np.argmax(ulps)])
+
+
+def test_large_nodes_split_over_threads():
+    """Tasks cover the outermost dim in ranges: flat loops, broadcast nests, every task's own buffers."""
+    check(Case("sigmoid", [data("f32", 300_001)], approx=True), Case("add", [data("f32", 4, 70_000), data("f32", 70_000)]),
+          Case("mul", [data("i32", 513, 1, 400), data("i32", 1, 3, 400)]), Case("gelu", [data("f16", 3, 50_000)], approx=True),
+          threads=4, split=True)
 
 
 def test_f32_transcendentals_are_inline_and_vectorised():

@@ -86,6 +86,15 @@ def test_reduction_layouts_and_tiles():
           Case("reduce_sum_square", [d, axes(4, 0)], {"keepdims": 0}, approx=True))
 
 
+def test_large_reductions_split_over_threads():
+    x = data("f32", 8, 512, 64, lo=0.5, hi=1.5, specials=False)
+    rows = data("f32", 64, 1024, lo=-5, hi=5, specials=False)
+    check(Case("reduce_sum", [x, axes(1)], approx=True), Case("reduce_log_sum_exp", [x, axes(2)], approx=True),
+          Case("reduce_max", [rows, axes(1)]), Case("reduce_mean", [data("i32", 64, 1024), axes(-1)]),
+          Case("softmax", [rows], tol=(4e-6, 1e-7)), Case("log_softmax", [rows], tol=(4e-6, 1e-6)),
+          Case("softmax", [x], {"axis": 1}, tol=(4e-6, 1e-7)), threads=4, split=True)
+
+
 # ---- arg_max / arg_min ------------------------------------------------------------------------------------------
 
 

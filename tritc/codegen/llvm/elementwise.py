@@ -20,7 +20,23 @@ import llvmlite.ir as ir
 
 from ...ir.types import DType
 from . import mathfns
-from .builder import F32, I1, I16, I32, broadcast_strides, elem_type, for_nest, gep, intrinsic, linear_index, suffix
+from .builder import (
+    F32,
+    I1,
+    I16,
+    I32,
+    PTR,
+    VOID,
+    broadcast_strides,
+    elem_type,
+    for_nest,
+    for_range,
+    gep,
+    i64,
+    intrinsic,
+    linear_index,
+    suffix,
+)
 from .context import Buf, NodeCtx
 
 ScalarEmitter = Callable[..., ir.Value]
@@ -193,17 +209,80 @@ def collapse_dims(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) ->
 
 
 def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequence[int],
-                   body: Callable[[list[ir.Value]], None]) -> None:
+                   body: Callable[[list[ir.Value]], None], work: float = 1.0) -> None:
     """Call body(linear_indices) for every element of out_shape; linear_indices[i] indexes operand i
-    (broadcast), and the last entry indexes the result."""
-    b = ctx.b
+    (broadcast), and the last entry indexes the result. `work` (about 1 per cheap op per element)
+    decides whether a large loop is split over the node's threads (the outermost dim is split)."""
     if _numel(out_shape) == 0:
         return
     strides = [broadcast_strides(op.shape if op is not None else (), out_shape) for op in operands]
     strides.append(broadcast_strides(out_shape, out_shape))
     dims, merged = collapse_dims(out_shape, strides)
-    with for_nest(b, dims, name="e") as ix:
-        body([linear_index(b, ix, st) for st in merged])
+    if not dims:
+        body([i64(0)] * len(merged))
+        return
+
+    def part(lo: ir.Value, hi: ir.Value) -> None:
+        b = ctx.b  # the task's builder when split
+        with for_range(b, hi, start=lo, name="e0") as i0, for_nest(b, dims[1:], name="e") as rest:
+            body([linear_index(b, [i0, *rest], st) for st in merged])
+
+    parallel_range(ctx, dims[0], work * _numel(dims[1:]), part)
+
+
+# ---- splitting a node's work over the thread pool ---------------------------------------------------------
+
+MIN_TASK_WORK = 1 << 15  # a task should do at least this much (cheap element ops): a parallel_for costs microseconds
+TASKS_PER_THREAD = 4  # tasks are claimed dynamically: a few per thread even out uneven cores
+
+
+def parallel_range(ctx: NodeCtx, units: int, work_per_unit: float, part: Callable[[ir.Value, ir.Value], None]) -> None:
+    """part(lo, hi) for [lo, hi) covering range(units): inline when the node has one thread or little work,
+    else in tasks on the thread pool. `part` must emit with `ctx.b` and read buffers through the Bufs of
+    ctx.ins / ctx.outs at emission time (their pointers are the task's own while it is emitted), and make
+    its stack slots with entry_alloca on ctx.b (so that each task has its own)."""
+    threads = ctx.m.threads
+    ntasks = min(units, threads * TASKS_PER_THREAD, int(units * work_per_unit // MIN_TASK_WORK)) if threads > 1 else 1
+    if ntasks < 2:
+        part(i64(0), i64(units))
+        return
+    from .kernels.threads import TASK_FN, declare_parallel_for, ensure_pool
+    from .kernels.vec import entry_alloca
+
+    ensure_pool(threads)
+    chunk = -(-units // ntasks)
+    ntasks = -(-units // chunk)
+    b, bufs = ctx.b, [buf for buf in ctx.ins if buf is not None] + list(ctx.outs)
+    args = list(b.function.args)  # the node function's parameters: its operands' and results' pointers
+    assert len(args) == len(bufs)
+    # The range's code goes in a function of its own whose pointer parameters are noalias, as the node's are.
+    k = sum(1 for g in ctx.module.globals if g.startswith(f"node.{ctx.index}.part"))
+    fn = ctx.new_function(f"part{k}", VOID, [PTR] * len(bufs) + [ir.IntType(64)] * 2)
+    for a in fn.args[:len(bufs)]:
+        a.add_attribute("noalias")
+    saved = [buf.ptr for buf in bufs]
+    try:
+        for buf, a in zip(bufs, fn.args):
+            buf.ptr = a
+        ctx.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        part(fn.args[-2], fn.args[-1])
+        ctx.b.ret_void()
+    finally:
+        for buf, p in zip(bufs, saved):
+            buf.ptr = p
+        ctx.b = b
+    task = ctx.new_function(f"task{k}", VOID, list(TASK_FN.args))
+    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    ptrs = [tb.load(gep(tb, task.args[0], j, PTR), typ=PTR) for j in range(len(bufs))]
+    lo = tb.mul(task.args[1], i64(chunk))
+    hi = tb.add(lo, i64(chunk))
+    hi = tb.select(tb.icmp_signed("<", hi, i64(units)), hi, i64(units))
+    tb.call(fn, [*ptrs, lo, hi])
+    tb.ret_void()
+    table = entry_alloca(b, ir.ArrayType(PTR, len(args)))
+    for j, a in enumerate(args):
+        b.store(a, gep(b, table, j, PTR))
+    b.call(declare_parallel_for(ctx.module), [task, table, i64(ntasks)])
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -217,21 +296,29 @@ def emit_elementwise(ctx: NodeCtx, op: str | None = None, operands: int | None =
     """Lower a one-result elementwise node with SCALAR[op]; only the first `operands` operands are
     read (the others reach the emitter as None), all of them by default."""
     node = ctx.node
-    fn = SCALAR[op or node.op]
+    name = op or node.op
+    fn = SCALAR[name]
     out = ctx.outs[0]
-    s = Scalar(ctx.b, ctx.attrs, [None if v is None else v.type.dtype for v in node.inputs], out.dtype)
+    attrs, dtypes = ctx.attrs, [None if v is None else v.type.dtype for v in node.inputs]
     ins = [buf if operands is None or i < operands else None for i, buf in enumerate(ctx.ins)]
 
     def body(idx: list[ir.Value]) -> None:
-        args = [None if buf is None else load_compute(ctx.b, buf.ptr, i, buf.dtype) for buf, i in zip(ins, idx[:-1])]
-        store_compute(ctx.b, fn(s, *args), out.ptr, idx[-1], out.dtype)
+        b = ctx.b
+        args = [None if buf is None else load_compute(b, buf.ptr, i, buf.dtype) for buf, i in zip(ins, idx[:-1])]
+        store_compute(b, fn(Scalar(b, attrs, dtypes, out.dtype), *args), out.ptr, idx[-1], out.dtype)
 
-    broadcast_loop(ctx, ins, out.shape, body)
+    broadcast_loop(ctx, ins, out.shape, body, work=WORK.get(name, 1.0))
+
+
+# Rough cost per element of ops much dearer than a load/add/store: decides when a node is worth splitting.
+WORK = {op: 8.0 for op in ("exp", "log", "tanh", "sigmoid", "erf", "gelu", "softplus", "mish", "swish", "elu", "selu", "celu",
+                           "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "pow", "mod")}
 
 
 def lower_elementwise(ctx: NodeCtx) -> None:
     emit_elementwise(ctx)
 
 
-__all__ = ["SCALAR", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "is_float",
-           "load_compute", "lower_elementwise", "round_bf16", "scalar", "store_compute", "to_compute", "to_storage"]
+__all__ = ["SCALAR", "WORK", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "is_float",
+           "load_compute", "lower_elementwise", "parallel_range", "round_bf16", "scalar", "store_compute", "to_compute",
+           "to_storage"]

@@ -19,7 +19,7 @@ import llvmlite.ir as ir
 from ....ir.types import DType
 from ..builder import I64, contiguous_strides, for_nest, for_range, gep, i64, intrinsic, linear_index, suffix
 from ..context import NodeCtx
-from ..elementwise import compute_type, store_compute
+from ..elementwise import compute_type, parallel_range, store_compute
 from . import lowering
 from .elementwise_cast import convert
 from .reduce_runs import acc_dtype, combine, const_like, entry_alloca, exp, identity, load_wide, log, reduce_run, vsplat
@@ -77,7 +77,7 @@ class _Reduction:
     """One Reduce* node: how elements are mapped, combined and finished, in which dtypes."""
 
     def __init__(self, ctx: NodeCtx, spec: Spec, count: int):
-        self.ctx, self.b, self.spec, self.count = ctx, ctx.b, spec, count
+        self.ctx, self.spec, self.count = ctx, spec, count
         self.x, self.out = ctx.ins[0], ctx.outs[0]
         assert self.x is not None
         xd = self.x.dtype
@@ -85,6 +85,10 @@ class _Reduction:
         self.acc_t = compute_type(self.acc)
         self.signed = xd.is_signed
         self.lse = ctx.node.op == "reduce_log_sum_exp"
+
+    @property
+    def b(self) -> ir.IRBuilder:
+        return self.ctx.b  # a task's builder while the node's work is split over threads
 
     @property
     def vectorize(self) -> bool:
@@ -144,29 +148,52 @@ def reduce(ctx: NodeCtx) -> None:
         _inner(r, groups)
 
 
+def over_kept(r: _Reduction, kept: list[Group], work_per_unit: float, emit: Callable[[ir.Value, ir.Value], None]) -> None:
+    """emit(input offset, k) for every point k (linear, row-major) of the kept groups' index space,
+    split over the node's threads when there is enough work."""
+    sizes = [g.size for g in kept]
+
+    def part(lo: ir.Value, hi: ir.Value) -> None:
+        b = r.b
+        with for_range(b, hi, start=lo, name="k") as k:
+            base: ir.Value = i64(0)
+            inner = 1
+            for d in range(len(kept) - 1, -1, -1):  # k's index along each group, innermost first
+                q = k if inner == 1 else b.udiv(k, i64(inner))
+                idx = q if d == 0 else b.urem(q, i64(sizes[d]))
+                base = b.add(base, b.mul(idx, i64(kept[d].stride)))
+                inner *= sizes[d]
+            emit(base, k)
+
+    parallel_range(r.ctx, math.prod(sizes), work_per_unit, part)
+
+
 def _inner(r: _Reduction, groups: list[Group]) -> None:
     """Each result reduces contiguous runs: the innermost group is reduced (stride 1)."""
-    b, x = r.b, r.x
+    x = r.x
     kept = [g for g in groups if not g.reduced]
     red = [g for g in groups if g.reduced] or [Group(1, 1, True)]
-    out_strides = contiguous_strides([g.size for g in kept])
-    slot = entry_alloca(b, r.acc_t)
 
-    def run(base: ir.Value, how: str, pre: Callable[[ir.IRBuilder, ir.Value], ir.Value], vectorize: bool) -> ir.Value:
+    def run(slot: ir.Value, base: ir.Value, how: str, pre: Callable[[ir.IRBuilder, ir.Value], ir.Value],
+            vectorize: bool) -> ir.Value:
+        b = r.b
         b.store(identity(how, r.acc), slot)
         with for_nest(b, [g.size for g in red[:-1]], name="r") as ro:
             rb = b.add(base, linear_index(b, ro, [g.stride for g in red[:-1]]))
             reduce_run(b, slot, x.ptr, x.dtype, rb, red[-1].size, how, pre, vectorize=vectorize, signed=r.signed, acc=r.acc)
         return b.load(slot, typ=r.acc_t)
 
-    with for_nest(b, [g.size for g in kept], name="k") as ko:
-        base = linear_index(b, ko, [g.stride for g in kept])
-        acc = run(base, r.spec.how, r.pre, r.vectorize)
+    def one(base: ir.Value, k: ir.Value) -> None:  # emitted once, in the node function or in its task
+        b = r.b
+        slot = entry_alloca(b, r.acc_t)
+        acc = run(slot, base, r.spec.how, r.pre, r.vectorize)
         shift = None
         if r.lse:
             shift = r.shift(b, acc)
-            acc = run(base, "add", r.shifted_exp(shift), r.vectorize and r.acc is DType.F32)  # f64 exp is libm
-        store_compute(b, r.final(b, acc, shift), r.out.ptr, linear_index(b, ko, out_strides), r.out.dtype)
+            acc = run(slot, base, "add", r.shifted_exp(shift), r.vectorize and r.acc is DType.F32)  # f64 exp is libm
+        store_compute(b, r.final(b, acc, shift), r.out.ptr, k, r.out.dtype)
+
+    over_kept(r, kept, r.count * (10 if r.lse else 1), one)
 
 
 def tiles(b: ir.IRBuilder, length: int, tile: int, body: Callable[[ir.Value, ir.Value], None]) -> None:
@@ -181,20 +208,20 @@ def tiles(b: ir.IRBuilder, length: int, tile: int, body: Callable[[ir.Value, ir.
 
 def _tiled(r: _Reduction, groups: list[Group]) -> None:
     """The innermost group is kept: accumulate a tile of results in a stack array."""
-    b, x = r.b, r.x
+    x = r.x
     kept = [g for g in groups if not g.reduced]
     red = [g for g in groups if g.reduced]
-    out_strides = contiguous_strides([g.size for g in kept])
-    tile = min(kept[-1].size, TILE)
-    arr = entry_alloca(b, ir.ArrayType(r.acc_t, tile))
-    shifts = entry_alloca(b, ir.ArrayType(r.acc_t, tile)) if r.lse else None
+    length = kept[-1].size
+    tile = min(length, TILE)
 
-    def acc_at(j: ir.Value, a: ir.Value = arr) -> ir.Value:
-        return gep(b, a, j, r.acc_t)
+    def one(base: ir.Value, k: ir.Value) -> None:
+        b = r.b
+        arr = entry_alloca(b, ir.ArrayType(r.acc_t, tile))
+        shifts = entry_alloca(b, ir.ArrayType(r.acc_t, tile)) if r.lse else None
+        obase = b.mul(k, i64(length))
 
-    with for_nest(b, [g.size for g in kept[:-1]], name="k") as ko:
-        base = linear_index(b, ko, [g.stride for g in kept[:-1]])
-        obase = linear_index(b, ko, out_strides[:-1])
+        def acc_at(j: ir.Value, a: ir.Value = arr) -> ir.Value:
+            return gep(b, a, j, r.acc_t)
 
         def one_tile(t: ir.Value, n: ir.Value) -> None:
             def accumulate(how: str, pre: Callable[[ir.Value, ir.Value], ir.Value]) -> None:
@@ -216,7 +243,9 @@ def _tiled(r: _Reduction, groups: list[Group]) -> None:
                 value = r.final(b, b.load(acc_at(j), typ=r.acc_t), shift)
                 store_compute(b, value, r.out.ptr, b.add(b.add(obase, t), j), r.out.dtype)
 
-        tiles(b, kept[-1].size, tile, one_tile)
+        tiles(b, length, tile, one_tile)
+
+    over_kept(r, kept[:-1], r.count * length * (10 if r.lse else 1), one)
 
 
 # ---- arg_max / arg_min --------------------------------------------------------------------------------

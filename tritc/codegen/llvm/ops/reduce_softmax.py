@@ -16,7 +16,7 @@ import llvmlite.ir as ir
 from ....ir.types import DType
 from ..builder import I64, for_range, gep, i64
 from ..context import Buf, NodeCtx
-from ..elementwise import compute_type, store_compute
+from ..elementwise import compute_type, parallel_range, store_compute
 from . import lowering
 from .elementwise_cast import convert
 from .reduce import TILE, axis_split, better, tiles
@@ -44,13 +44,12 @@ def softmax(ctx: NodeCtx) -> None:
 
 
 def _rows(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int) -> None:
-    b = ctx.b
+    """Contiguous rows, split over the node's threads (x and out are read at emission time: a task's own)."""
     cd = acc_dtype(x.dtype)
     ct = compute_type(cd)
     log_form = ctx.node.op == "log_softmax"
     in_place = not log_form and out.dtype is cd  # e is stored, then scaled; 16-bit results recompute e instead
     vec_exp = cd is DType.F32  # f64 exp is libm: scalar
-    m_slot, s_slot = entry_alloca(b, ct), entry_alloca(b, ct)
 
     def store_e(b: ir.IRBuilder, i: ir.Value, e: ir.Value) -> None:
         if isinstance(e.type, ir.VectorType):
@@ -58,7 +57,13 @@ def _rows(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int) -> None:
         else:
             b.store(e, gep(b, out.ptr, i, ct))
 
-    with for_range(b, outer, name="row") as o:
+    def rows(lo: ir.Value, hi: ir.Value) -> None:
+        b = ctx.b
+        m_slot, s_slot = entry_alloca(b, ct), entry_alloca(b, ct)
+        with for_range(b, hi, start=lo, name="row") as o:
+            _row(b, o, m_slot, s_slot)
+
+    def _row(b: ir.IRBuilder, o: ir.Value, m_slot: ir.Value, s_slot: ir.Value) -> None:
         base = b.mul(o, i64(n))
         b.store(const_like(ct, -math.inf), m_slot)
         reduce_run(b, m_slot, x.ptr, x.dtype, base, n, "fmax")  # a nan is skipped here but still makes the row nan
@@ -78,20 +83,26 @@ def _rows(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int) -> None:
                 y = b.fsub(shifted, log_s) if log_s is not None else b.fdiv(exp(b, shifted), s)
                 store_compute(b, convert(b, y, cd, out.dtype), out.ptr, k, out.dtype)
 
+    parallel_range(ctx, outer, n * 10, rows)
+
 
 def _columns(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int, inner: int) -> None:
     """Softmax along a strided axis: a tile of neighbouring columns at a time, columns innermost."""
-    b = ctx.b
     cd = acc_dtype(x.dtype)
     ct = compute_type(cd)
     log_form = ctx.node.op == "log_softmax"
     tile = min(inner, TILE)
-    m_arr, s_arr = entry_alloca(b, ir.ArrayType(ct, tile)), entry_alloca(b, ir.ArrayType(ct, tile))
 
-    def at(arr: ir.Value, j: ir.Value) -> ir.Value:
-        return gep(b, arr, j, ct)
+    def blocks(lo: ir.Value, hi: ir.Value) -> None:
+        b = ctx.b
+        m_arr, s_arr = entry_alloca(b, ir.ArrayType(ct, tile)), entry_alloca(b, ir.ArrayType(ct, tile))
+        with for_range(b, hi, start=lo, name="o") as o:
+            _block(b, o, m_arr, s_arr)
 
-    with for_range(b, outer, name="o") as o:
+    def _block(b: ir.IRBuilder, o: ir.Value, m_arr: ir.Value, s_arr: ir.Value) -> None:
+        def at(arr: ir.Value, j: ir.Value) -> ir.Value:
+            return gep(b, arr, j, ct)
+
         obase = b.mul(o, i64(n * inner))
 
         def one_tile(t: ir.Value, nt: ir.Value) -> None:
@@ -123,6 +134,8 @@ def _columns(ctx: NodeCtx, x: Buf, out: Buf, outer: int, n: int, inner: int) -> 
             each(result)
 
         tiles(b, inner, tile, one_tile)
+
+    parallel_range(ctx, outer, n * inner * 20, blocks)
 
 
 @lowering("hardmax")
