@@ -31,6 +31,7 @@ from .vec import entry_alloca
 KC_TARGET = 256  # rows of a packed B block: a 32-wide panel is then 32 KB, the size of L1
 MAX_PACK_ROWS = 1024  # a K block is whole outer k steps; larger inner nests use the direct loops
 TASKS_PER_THREAD = 4
+MAX_TILE_COLUMNS = 128  # the widest register tile (8 vectors of 16): sources' tables are padded by this
 MIN_PARALLEL_FLOPS = 1 << 21  # below this a parallel_for costs more than it saves
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ....ir.ops.cnn import Window, _transposed_geometry
 from ..builder import I32, I64, contiguous_strides, gep
 from ..context import NodeCtx
-from ..kernels.matmul import BSource, GemmSpec, Gen, Params, StridedB, Values
+from ..kernels.matmul import MAX_TILE_COLUMNS, BSource, GemmSpec, Gen, Params, StridedB, Values
 from . import lowering
 from .nn import call_gemm, kernel_threads
 
@@ -44,7 +44,7 @@ class _WindowSource(BSource):
         self.d = len(in_shape)
         self.in_strides = contiguous_strides(in_shape)
         self.dilations = tuple(dilations)
-        pad = np.full((self.d, 64), -(1 << 30), dtype=np.int32)
+        pad = np.full((self.d, MAX_TILE_COLUMNS), -(1 << 30), dtype=np.int32)
         self.starts = np.concatenate([starts.astype(np.int32), pad], axis=1)
 
     @property
