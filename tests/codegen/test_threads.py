@@ -124,3 +124,75 @@ def test_stop_and_restart():
     assert threads.ensure_pool(2) == 2
     count(out.ctypes.data, 10)
     np.testing.assert_array_equal(out, 2 * (np.arange(10) + 1))
+
+
+@functools.cache
+def who_program():
+    """who(out, n): task t sleeps 20 us (so that every thread gets some), then writes pthread_self() to out[t]."""
+    threads.ensure_pool()
+    target = host_target()
+    m = ir.Module(name="who")
+    m.triple = target.triple
+    task = ir.Function(m, threads.TASK_FN, "who_task")
+    b = ir.IRBuilder(task.append_basic_block())
+    b.call(ir.Function(m, ir.FunctionType(ir.IntType(32), [ir.IntType(32)]), "usleep"), [ir.Constant(ir.IntType(32), 20)])
+    b.store(b.call(ir.Function(m, ir.FunctionType(I64, []), "pthread_self"), []), gep(b, task.args[0], task.args[1], I64))
+    b.ret_void()
+    who = ir.Function(m, ir.FunctionType(VOID, [PTR, I64]), "who")
+    b = ir.IRBuilder(who.append_basic_block())
+    threads.emit_parallel_call(b, task, who.args[0], 400)
+    b.ret_void()
+    lib, _ = compile_and_load(m, target)
+    return lib.function("who", None, [ctypes.c_void_p, ctypes.c_int64])
+
+
+def test_kernels_reach_the_process_pool():
+    """A weakly declared tritc_parallel_for resolves to the registered pool: tasks run on 2+ threads."""
+    if threads.ensure_pool() < 2:
+        pytest.skip("one CPU: the pool has no workers")
+    who = who_program()
+    seen: set[int] = set()
+    for _ in range(20):
+        out = np.zeros(400, np.int64)
+        who(out.ctypes.data, 400)
+        assert (out != 0).all()
+        seen |= set(out.tolist())
+        if len(seen) > 1:
+            break
+    assert len(seen) > 1
+
+
+def test_threaded_kernel_without_a_pool_runs_serially():
+    """An object that declares tritc_parallel_for, loaded where no pool was registered, must neither
+    fail to load nor jump to address 0: the weak symbol is null and the kernel runs its tasks itself."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import ctypes
+        import llvmlite.ir as ir
+        import numpy as np
+        from tritc.codegen.llvm.jit import compile_and_load
+        from tritc.codegen.llvm.kernels.ternary import emit_ternary_matmul, task_grid, plan_tiles, MatmulSpec
+        from tritc.codegen.llvm.packing import pack_scales, pack_trits
+        from tritc.codegen.llvm.target import host_target
+        from tritc.ir.ops.ternary import ternary_matmul
+        from tritc.ir.ternary import TernaryWeight
+        t = host_target(); m = ir.Module(); m.triple = t.triple
+        spec = MatmulSpec(3, 64, 512, threads=2)
+        assert task_grid(spec, plan_tiles(spec, t.isa)) != (1, 1)
+        emit_ternary_matmul(m, t, M=3, K=64, N=512, threads=2, name="k")
+        lib, _ = compile_and_load(m, t)
+        fn = lib.function("k", ctypes.c_int32, [ctypes.c_void_p] * 4)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((3, 64)).astype(np.float32)
+        w = TernaryWeight(rng.integers(-1, 2, (64, 512)).astype(np.int8), np.ones(512, np.float32))
+        p, s, y = pack_trits(w.trits), pack_scales(w), np.zeros((3, 512), np.float32)
+        assert fn(x.ctypes.data, p.ctypes.data, s.ctypes.data, y.ctypes.data) == 0
+        ref = ternary_matmul(x, w, act="int8", act_max=127.0, act_eps=1e-5, act_scale="div")
+        print("ok" if np.array_equal(y, ref) else "mismatch")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "ok"

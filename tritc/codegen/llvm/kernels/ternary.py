@@ -23,7 +23,7 @@ from ..target import Target
 from .ternary_float import accumulate_float, emit_nonfinite_fixup
 from .ternary_int8 import MASKED_MAX_KB, accumulate_avx2, accumulate_portable, accumulate_vnni
 from .ternary_quant import emit_quantize, emit_scratch
-from .threads import TASK_FN, declare_parallel_for, default_threads
+from .threads import TASK_FN, default_threads, emit_parallel_call
 from .vec import V16F32, activation, add, entry_alloca, intrinsic_fn, load_prefix, mul, sload, slots, splat, store_prefix, vload
 
 ACTIVATIONS = (None, "relu", "silu")
@@ -174,7 +174,7 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     if tn * tm == 1:
         b.call(task, [ctx, i64(0)])
     else:
-        b.call(declare_parallel_for(module), [task, ctx, i64(tn * tm)])
+        emit_parallel_call(b, task, ctx, tn * tm)
     if act == "float":
         emit_nonfinite_fixup(b, spec, args)
     if scratch is not None:

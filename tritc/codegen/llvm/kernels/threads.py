@@ -37,8 +37,26 @@ TASK_FN = ir.FunctionType(VOID, [PTR, I64])
 
 
 def declare_parallel_for(module: ir.Module) -> ir.Function:
-    """`void tritc_parallel_for(ptr fn, ptr ctx, i64 n)`, for kernels that split work into tasks."""
-    return declare(module, "tritc_parallel_for", VOID, [PTR, PTR, I64])
+    """`void tritc_parallel_for(ptr fn, ptr ctx, i64 n)`, for kernels that split work into tasks.
+
+    Declared extern_weak: an object loaded where no pool was registered sees a null address
+    instead of failing or jumping to 0, and `emit_parallel_call` then runs the tasks itself."""
+    fn = declare(module, "tritc_parallel_for", VOID, [PTR, PTR, I64])
+    if not fn.blocks:
+        fn.linkage = "extern_weak"
+    return fn
+
+
+def emit_parallel_call(b: ir.IRBuilder, task: ir.Function, ctx: ir.Value, n_tasks: int) -> None:
+    """tritc_parallel_for(task, ctx, n_tasks) if a pool is linked in, else the tasks in a loop here."""
+    pfor = declare_parallel_for(b.module)
+    linked = b.icmp_unsigned("!=", pfor, ir.Constant(PTR, None))
+    with b.if_else(linked, likely=True) as (pool, alone):
+        with pool:
+            b.call(pfor, [task, ctx, ir.Constant(I64, n_tasks)])
+        with alone:
+            with for_range(b, n_tasks, name="task") as t:
+                b.call(task, [ctx, t])
 
 
 class _Pool:
@@ -181,6 +199,7 @@ def _emit_worker(pool: _Pool) -> ir.Function:
 
 def _emit_parallel_for(pool: _Pool) -> None:
     fn = declare(pool.m, "tritc_parallel_for", VOID, [PTR, PTR, I64])
+    fn.linkage = ""  # a definition here, even if a kernel declared it extern_weak first
     task, ctx, n = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     serial, lock, post, work, claim, waitb, spin, finish, ret = (
