@@ -209,12 +209,15 @@ def collapse_dims(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) ->
 
 
 def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequence[int],
-                   body: Callable[[list[ir.Value]], None], work: float = 1.0) -> None:
+                   body: Callable[[list[ir.Value]], None], work: float | None = None) -> None:
     """Call body(linear_indices) for every element of out_shape; linear_indices[i] indexes operand i
-    (broadcast), and the last entry indexes the result. `work` (about 1 per cheap op per element)
-    decides whether a large loop is split over the node's threads (the outermost dim is split)."""
+    (broadcast), and the last entry indexes the result. `work` (about 1 per cheap op per element;
+    by default estimated from the node) decides whether a large loop is split over the node's threads
+    (the outermost dim is split)."""
     if _numel(out_shape) == 0:
         return
+    if work is None:
+        work = _work_of(ctx)
     strides = [broadcast_strides(op.shape if op is not None else (), out_shape) for op in operands]
     strides.append(broadcast_strides(out_shape, out_shape))
     dims, merged = collapse_dims(out_shape, strides)
@@ -228,6 +231,15 @@ def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequ
             body([linear_index(b, [i0, *rest], st) for st in merged])
 
     parallel_range(ctx, dims[0], work * _numel(dims[1:]), part)
+
+
+def _work_of(ctx: NodeCtx) -> float:
+    """Per-element cost of a node: its op's, or the sum over a fused body's ops."""
+    if ctx.node.op != "fused_elementwise":
+        return WORK.get(ctx.node.op, 1.0)
+    from ...ir.ops.fused import parse_body
+
+    return float(sum(WORK.get(n.op, 1.0) for n in parse_body(ctx.node.attrs["body"]) if n.op != "constant"))
 
 
 # ---- splitting a node's work over the thread pool ---------------------------------------------------------
