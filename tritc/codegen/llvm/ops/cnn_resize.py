@@ -13,8 +13,9 @@ import numpy as np
 
 from ....ir.ops.cnn_resize import _nearest, _present, _source_coords, _taps, _targets
 from ....ir.types import DType
-from ..builder import F64, I8, I64, contiguous_strides, elem_type, for_nest, gep, intrinsic
+from ..builder import F64, I8, I64, contiguous_strides, elem_type, for_nest, for_range, gep, intrinsic
 from ..context import NodeCtx
+from ..kernels.vec import entry_alloca
 from . import lowering
 from .nn_norm import Vals, convert, shared_body
 
@@ -59,9 +60,10 @@ def resize(ctx: NodeCtx) -> None:
     g_weight = {a: ctx.global_array(t[1], "resize_weight") for a, t in tables.items() if t[1] is not None}
     g_outside = {a: ctx.global_array(t[2].astype(np.uint8), "resize_outside") for a, t in tables.items() if t[2] is not None}
     taps = {a: t[0].shape[1] for a, t in tables.items()}
-    resized = sorted(tables)
+    order = list(tables)  # the axes in the order the interpreter resizes them
     et = elem_type(x.dtype)
     v = Vals(b, x.dtype, F64)
+    extrapolation = ir.Constant(F64, float(attrs["extrapolation_value"]))
 
     with for_nest(b, list(y.shape), name="o") as oi:
         dst = _dot(b, oi, out_strides)
@@ -70,38 +72,59 @@ def resize(ctx: NodeCtx) -> None:
             if d not in tables:
                 base = b.add(base, b.mul(oi[d], I64(strides[d])))
 
-        def value() -> None:
-            if nearest:
-                src = base
-                for d in resized:
-                    src = b.add(src, b.mul(b.load(gep(b, g_index[d], oi[d], I64), typ=I64), I64(strides[d])))
-                b.store(b.load(gep(b, x.ptr, src, et), typ=et), gep(b, y.ptr, dst, et))
-                return
-            acc = b.alloca(F64)
-            b.store(ir.Constant(F64, 0.0), acc)
-            with for_nest(b, [taps[d] for d in resized], name="t") as ti:
-                src, w = base, None
-                for d, t in zip(resized, ti):
-                    at = b.add(b.mul(oi[d], I64(taps[d])), t)
-                    src = b.add(src, b.mul(b.load(gep(b, g_index[d], at, I64), typ=I64), I64(strides[d])))
-                    wd = b.load(gep(b, g_weight[d], at, F64), typ=F64)
-                    w = wd if w is None else b.fmul(w, wd)
-                term = v.load(x.ptr, src)
-                b.store(b.fadd(b.load(acc, typ=F64), term if w is None else b.fmul(w, term)), acc)
-            _store(ctx, v, b.load(acc, typ=F64), dst, x.dtype)
+        def outside(d: int) -> ir.Value:
+            return b.icmp_unsigned("!=", b.load(gep(b, g_outside[d], oi[d], I8), typ=I8), ir.Constant(I8, 0))
 
-        if g_outside:
-            outside = None
-            for d, g in g_outside.items():
-                flag = b.icmp_unsigned("!=", b.load(gep(b, g, oi[d], I8), typ=I8), ir.Constant(I8, 0))
-                outside = flag if outside is None else b.or_(outside, flag)
-            with b.if_else(outside) as (then, otherwise):
+        def level(k: int, src: ir.Value) -> ir.Value:
+            """The interpreter's value after resizing axes order[:k]: a weighted sum over axis order[k-1]'s
+            taps of the previous level's values, summed in numpy's order, in float64."""
+            if k == 0:
+                return v.load(x.ptr, src)
+            d = order[k - 1]
+            n = taps[d]
+
+            def term(t: ir.Value) -> ir.Value:
+                at = b.add(b.mul(oi[d], I64(n)), t)
+                index = b.load(gep(b, g_index[d], at, I64), typ=I64)
+                inner = level(k - 1, b.add(src, b.mul(index, I64(strides[d]))))
+                return b.fmul(inner, b.load(gep(b, g_weight[d], at, F64), typ=F64))
+
+            if d == rank - 1 and n >= 8:  # numpy sums a contiguous run of 8 or more pairwise
+                terms = [term(I64(t)) for t in range(n)]
+                r, i = terms[:8], 8
+                while i + 8 <= n:
+                    r = [b.fadd(r[j], terms[i + j]) for j in range(8)]
+                    i += 8
+                res = b.fadd(b.fadd(b.fadd(r[0], r[1]), b.fadd(r[2], r[3])), b.fadd(b.fadd(r[4], r[5]), b.fadd(r[6], r[7])))
+                for t in terms[i:]:
+                    res = b.fadd(res, t)
+            else:  # ... and anything else in order
+                acc = entry_alloca(b, F64)
+                b.store(ir.Constant(F64, 0.0), acc)
+                with for_range(b, n, name=f"t{k}") as t:
+                    b.store(b.fadd(b.load(acc, typ=F64), term(t)), acc)
+                res = b.load(acc, typ=F64)
+            return b.select(outside(d), extrapolation, res) if d in g_outside else res
+
+        def gather() -> None:
+            src = base
+            for d in order:
+                src = b.add(src, b.mul(b.load(gep(b, g_index[d], oi[d], I64), typ=I64), I64(strides[d])))
+            b.store(b.load(gep(b, x.ptr, src, et), typ=et), gep(b, y.ptr, dst, et))
+
+        if not nearest:
+            _store(ctx, v, level(len(order), base), dst, x.dtype)
+        elif g_outside:  # an output outside the crop box along any axis is the extrapolation value
+            out_any = None
+            for d in g_outside:
+                out_any = outside(d) if out_any is None else b.or_(out_any, outside(d))
+            with b.if_else(out_any) as (then, otherwise):
                 with then:
                     _store_const(ctx, float(attrs["extrapolation_value"]), dst, x.dtype)
                 with otherwise:
-                    value()
+                    gather()
         else:
-            value()
+            gather()
 
 
 def _dot(b: ir.IRBuilder, idx: list[ir.Value], strides: list[int]) -> ir.Value:
