@@ -31,7 +31,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other tritc error (usage stays in --help)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"tritc: error: {self.prog.removeprefix('tritc ')}: {message} (see '{self.prog} --help')", file=sys.stderr)
+        where = self.prog.removeprefix("tritc").strip()
+        print(f"tritc: error: {where + ': ' if where else ''}{message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
 

@@ -181,7 +181,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.write(f"\nFAIL: the compiled model differs from {'the reference' if why else ref_name} or from the interpreter "
               f"beyond tolerance\n")
-    if any(n.op == "round" for n in graph):
+    report = getattr(cm, "ternary_report", None)
+    lossy = [lay.name for lay in report.folded() if not lay.exact] if report is not None else []
+    if lossy:
+        many = len(lossy) != 1
+        out.write(f"note: fold-ternary quantised {len(lossy)} layer{'s' if many else ''} that {'are' if many else 'is'} "
+                  f"not exactly ternary ({', '.join(lossy[:3])}{', ...' if len(lossy) > 3 else ''}): the compiled model computes a "
+                  f"different function from the ONNX model by design; 'tritc dump --pipeline cpu --ternary-report' "
+                  f"shows the error per layer\n")
+    elif any(n.op == "round" for n in graph):
         out.write("note: the model rounds activations (quantisation): float noise that lands a value on the other side "
                   "of a .5 tie moves it by a whole step, so two correct implementations can differ there\n")
     return EXIT_MISMATCH
