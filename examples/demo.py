@@ -68,7 +68,7 @@ class DemoStepError(Exception):
 
 def dump(path: Path) -> None:
     """The IR as imported (docs/IR.md explains the text)."""
-    tritc("dump", str(path))
+    tritc("dump", _shown(path))
 
 
 def load(path: Path) -> Graph:
@@ -179,20 +179,25 @@ def check(path: Path, graph: Graph, shapes: Sequence[tuple[int, int]]) -> bool:
 
 
 def compiled_steps(path: Path, out_dir: Path) -> None:
-    """The command line on the example: compile, run, verify, bench."""
-    artifact = out_dir / "bitnet_tiny.tritc"
+    """The command line on the example: compile, inspect, run, verify, bench."""
+    model, artifact, ids = _shown(path), _shown(out_dir / "bitnet_tiny.tritc"), _shown(out_dir / "input_ids.npy")
     step("tritc compile: passes, ternary weights, native code for batch=1, seq=16")
-    tritc("compile", str(path), "-o", str(artifact), "--shape", "batch=1,seq=16", "--progress")
+    tritc("compile", model, "-o", artifact, "--shape", "batch=1,seq=16", "--progress")
     step("tritc inspect: what the artifact holds")
-    tritc("inspect", str(artifact))
+    tritc("inspect", artifact)
     step("tritc run: the compiled model on token ids from a .npy file")
-    ids = out_dir / "input_ids.npy"
     np.save(ids, random_feeds(1, 16, 32)["input_ids"])
-    tritc("run", str(artifact), "--input", f"input_ids={ids}", "--output-dir", str(out_dir / "outputs"))
+    tritc("run", artifact, "--input", f"input_ids={ids}", "--output-dir", _shown(out_dir / "outputs"))
     step("tritc verify: the compiled model against onnxruntime and the interpreter")
-    tritc("verify", str(path), "-q")
+    tritc("verify", model, "-q")
     step("tritc bench: the compiled model against onnxruntime")
-    tritc("bench", str(path), "--shape", "batch=1,seq=16", "--runs", "30", "-q")
+    tritc("bench", model, "--shape", "batch=1,seq=16", "--runs", "30", "-q")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it: the command lines read as one would type them."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,11 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     step("Building the example model (onnx.helper, ternary weights, int8 activation quantization)")
     path = build(args.out_dir)
     try:
-        step(f"tritc dump: the IR of {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        step(f"tritc dump: the IR of {_shown(path)}")
         if not args.no_dump:
             dump(path)
         step("tritc dump --ternary-report: what fold-ternary does to each linear layer")
-        tritc("dump", str(path), "--pipeline", "cpu", "--ternary-report")
+        tritc("dump", _shown(path), "--pipeline", "cpu", "--ternary-report")
         graph = load(path)
         step(f"Reference interpreter vs onnxruntime (tolerance {TOLERANCE:g})")
         if not check(path, graph, SHAPES):

@@ -554,3 +554,21 @@ def test_console_script_compile_and_run(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "tritc: error: missing/m.tritc: the folder missing does not exist\n"
+
+
+def test_demo_stops_loudly_at_a_failing_step(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tritc_demo_under_test", EXAMPLES / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look their module up there
+    spec.loader.exec_module(demo)
+    monkeypatch.setattr(demo, "SHAPES", ((1, 3),))
+    monkeypatch.setattr(demo, "compiled_steps", lambda path, out_dir: demo.tritc("inspect", str(tmp_path / "gone.tritc")))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = demo.main(["--out-dir", str(tmp_path), "--no-dump"])
+    assert code == 1 and "OK: every step passed" not in out.getvalue()
+    assert f"$ tritc inspect {tmp_path / 'gone.tritc'}" in out.getvalue()
+    assert err.getvalue().endswith("\nFAILED: `tritc inspect` exited with status 2\n")
