@@ -4,8 +4,9 @@
 
 libm calls (expf, ...) stop LLVM's loop vectoriser, so the hot f32 functions are written here as
 range reduction + polynomial with selects for the special cases (inf, nan, underflow, negative
-arguments of log). Accuracy: about 1-2 ulp (erf/erfc a few ulp); f64 keeps libm. Polynomials are
-evaluated with llvm.fmuladd, which becomes one FMA where the target has it.
+arguments of log). Accuracy, measured over every 97th f32: exp 1 ulp, log 0.8, log1p 2.4, sigmoid 2.3,
+erf 1.1, expm1 3.4, erfc 4.3, tanh 4.7 (a rational function: one division instead of an exp, twice as
+fast); f64 keeps libm. Polynomials are evaluated with llvm.fmuladd (one FMA where the target has it).
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ import llvmlite.ir as ir
 
 from .builder import I32, intrinsic, suffix
 
-# Cephes logf / tanhf coefficients; exp, erf and erfc were fitted (Chebyshev nodes, float64) for tritc.
+# Cephes logf coefficients; exp, tanh, erf, log erfc and erfc were fitted (float64 least squares) for tritc.
 # (e^r - 1 - r) / r^2 on |r| <= ln2/2 (weighted least squares: relative error of e^r 4.6e-9)
 _EXP = (0.0013746219157218032, 0.008370347368880631, 0.04166976263224339, 0.1666650632923374, 0.49999987185213735)
 _LOG = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
         2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
-_TANH = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
+# tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9.1 (rational fit with relative weights: 3.1e-8 before rounding)
+_TANH_P = (1.3264358918459625e-08, 2.0551894030535093e-05, 0.003492468512507219, 0.13378520015823117, 0.9999999917494781)
+_TANH_Q = (7.741938964861646e-07, 0.000328028114764734, 0.025865487895301343, 0.4671183993699676, 1.0)
 # erf(x) / x - 1 as a polynomial in t = x*x on [0, 1] (relative error 1.4e-9 before rounding to f32).
 _ERF = (7.882497109293133e-05, -0.000801885499248199, 0.005189311942640423, -0.02685432879603255,
         0.11283597463486737, -0.3761262690358022, 0.1283791658815026)  # the constant term minus 1
+# log(erfc(a)) on [0.921875, 4] (erf = 1 - exp of it: at most 0.1 ulp of erf before rounding)
+_LOG_ERFC = (1.6131019009836337e-06, -4.55711847159602e-05, 0.0005926017196520812, -0.004739417686779931,
+             0.026362380200075274, -0.1099740464715407, -0.6319416357852465, -1.130163978371588, 0.0003025418138778999)
 # (1 + 2a) exp(a^2) erfc(a) as a polynomial in q = (a - 2) / (a + 2), a in [0, 10.06] (relative error 1.2e-9).
 _ERFC = (8.109653366135466e-05, 0.0001723622350257127, -0.0004015426541176036, -0.0014242898134075406,
          0.001252260284280016, 0.008710553554067912, -0.008030564426838525, -0.05421808099070449,
@@ -171,13 +177,12 @@ def sigmoid_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def tanh_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Odd polynomial for |x| < 0.625, else 1 - 2 / (e^2|x| + 1) with x's sign."""
-    a = fabs(b, x)
-    z = b.fmul(x, x)
-    small = fma(b, b.fmul(poly(b, z, _TANH), z), x, x)
-    e = exp_f32(b, b.fadd(a, a))
-    big = copysign(b, b.fsub(c(x, 1.0), b.fdiv(c(x, 2.0), b.fadd(e, c(x, 1.0)))), x)
-    return b.select(b.fcmp_ordered("<", a, c(x, 0.625)), small, big)
+    """A rational function of x^2 (one division) on |x| < 9.1; tanh rounds to exactly +-1 beyond."""
+    big = b.fcmp_ordered(">=", fabs(b, x), c(x, 9.1))
+    xc = b.select(big, c(x, 9.1), x)  # keeps the polynomials finite for inf
+    t = b.fmul(xc, xc)
+    r = b.fdiv(b.fmul(xc, poly(b, t, _TANH_P)), poly(b, t, _TANH_Q))
+    return b.select(big, copysign(b, c(x, 1.0), x), r)
 
 
 def _square(b: ir.IRBuilder, v: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -217,11 +222,13 @@ def erfc_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def erf_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """x * p(x^2) for |x| < 1, else sign(x) (1 - erfc(|x|))."""
+    """x p(x^2) for |x| < 0.921875, else sign(x) (1 - exp(q(|x|))) with q ~ log erfc (|x| clamped to 4,
+    past which erf rounds to 1): one exp, no division."""
     a = fabs(b, x)
     small = fma(b, x, poly(b, b.fmul(x, x), _ERF), x)  # x + x (p - 1): the rounding of p's 1.128 costs less
-    big = copysign(b, b.fsub(c(x, 1.0), _erfc_nonneg(b, a)), x)
-    return b.select(b.fcmp_ordered("<", a, c(x, 1.0)), small, big)
+    ac = b.select(b.fcmp_ordered(">", a, c(x, 4.0)), c(x, 4.0), a)
+    big = copysign(b, b.fsub(c(x, 1.0), exp_f32(b, poly(b, ac, _LOG_ERFC))), x)
+    return b.select(b.fcmp_ordered("<", a, c(x, 0.921875)), small, big)
 
 
 FUNCTIONS = {"exp": exp_f32, "expm1": expm1_f32, "log": log_f32, "log1p": log1p_f32, "sigmoid": sigmoid_f32, "tanh": tanh_f32,
