@@ -12,6 +12,7 @@ Protocol on the child's stdin/stdout: length-prefixed JSON header + payload fram
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -61,6 +62,22 @@ class _Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        """Let the child finish (its stdin closes) and reap it."""
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        try:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            p.kill()
+            p.wait()
+        finally:
+            if p.stdout is not None:
+                p.stdout.close()
+
     def _start(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONHASHSEED="0")
         return subprocess.Popen([sys.executable, "-m", "tritc.codegen.llvm.worker"], stdin=subprocess.PIPE,
@@ -94,6 +111,7 @@ class _Worker:
 
 
 _WORKER = _Worker()
+atexit.register(_WORKER.close)
 
 
 def _serve() -> None:
