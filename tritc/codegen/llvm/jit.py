@@ -26,6 +26,11 @@ def _load_libm() -> None:
     path = ctypes.util.find_library("m")
     if path:
         llvm.load_library_permanently(path)
+    # libgcc's f16 conversions (__extendhfsf2, __truncsfhf2, __truncdfhf2), which LLVM calls for half
+    # arithmetic on targets without F16C (e.g. a "generic" build): unresolved, they would be null calls
+    gcc = ctypes.util.find_library("gcc_s")
+    if gcc:
+        llvm.load_library_permanently(gcc)
 
 
 def parse(module: ir.Module | str, name: str = "module") -> llvm.ModuleRef:
