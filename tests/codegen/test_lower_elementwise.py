@@ -305,7 +305,7 @@ def test_special_values_of_the_inline_f32_math():
     assert got.dtype == np.float32 and far[SPECIALS == np.float32(-9.5)][0] < 0  # -1e-20, where the interpreter has -0
 
 
-@pytest.mark.parametrize("fn, lo, hi, max_ulp", [("exp", -104, 88.7, 1.5), ("log", 0, 1e30, 1.5), ("tanh", -10, 10, 5),
+@pytest.mark.parametrize("fn, lo, hi, max_ulp", [("exp", -104, 88.7, 1.5), ("log", 0, 1e30, 1.5), ("tanh", -10, 10, 6),
                                                   ("sigmoid", -90, 30, 3), ("erf", -5, 5, 2), ("gelu", -14, 14, 8)])
 def test_inline_f32_math_is_accurate(fn, lo, hi, max_ulp):
     """Dense samples against float64 truth (log: log-uniform): the error stays within a few ulps."""

@@ -46,7 +46,7 @@ def identity(how: str, dtype: DType) -> ir.Constant:
     t = compute_type(dtype)
     if how in ("add", "mul"):
         return const_like(t, 0 if how == "add" else 1)
-    largest = how == "min"
+    largest = how in ("min", "fmin")
     if dtype is DType.BOOL:
         return ir.Constant(I1, int(largest))
     if dtype.is_float:
@@ -132,7 +132,7 @@ def reduce_run(b: ir.IRBuilder, slot: ir.Value, ptr: ir.Value, dtype: DType, bas
         fast = {"max": "fmax", "min": "fmin"}.get(how, how)
         mt = ir.VectorType(I1, lanes)
         vslot, nan_slot = entry_alloca(b, vt), entry_alloca(b, mt) if fast != how else None
-        b.store(const_like(vt, _identity_value(how, acc_t)), vslot)
+        b.store(const_like(vt, _identity_value(how)), vslot)
         if nan_slot is not None:
             b.store(ir.Constant(mt, [ir.Constant(I1, 0)] * lanes), nan_slot)
         with for_range(b, nvec, name="v") as k:
@@ -157,7 +157,7 @@ def reduce_run(b: ir.IRBuilder, slot: ir.Value, ptr: ir.Value, dtype: DType, bas
             b.store(combine(b, how, b.load(slot, typ=acc_t), v, signed), slot)
 
 
-def _identity_value(how: str, t: ir.Type) -> float:
+def _identity_value(how: str) -> float:
     return {"add": 0.0, "mul": 1.0, "max": -math.inf, "min": math.inf, "fmax": -math.inf, "fmin": math.inf}[how]
 
 
