@@ -46,9 +46,9 @@ def convert(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
 
 
 def _float_to_float(b: ir.IRBuilder, v: ir.Value, t: ir.Type) -> ir.Value:
-    """fpext/fptrunc, with half always converted through f32: LLVM would call compiler-rt for
-    f64 <-> f16, which the JIT does not provide. f64 -> f32 rounds to odd first, so that the
-    second rounding to f16 is still the correctly rounded result (numpy rounds once)."""
+    """fpext/fptrunc, with half always converted through f32 (f64 <-> f16 directly would be a libgcc
+    call even with F16C). f64 -> f32 rounds to odd first, so that the second rounding to f16 is still
+    the correctly rounded result (numpy rounds once)."""
     if isinstance(v.type, ir.HalfType):
         v = b.fpext(v, F32)
     if isinstance(t, ir.HalfType):
