@@ -258,7 +258,7 @@ def parallel_range(ctx: NodeCtx, units: int, work_per_unit: float, part: Callabl
     if ntasks < 2:
         part(i64(0), i64(units))
         return
-    from .kernels.threads import TASK_FN, declare_parallel_for, ensure_pool
+    from .kernels.threads import TASK_FN, emit_parallel_call, ensure_pool
     from .kernels.vec import entry_alloca
 
     ensure_pool(threads)
@@ -294,7 +294,7 @@ def parallel_range(ctx: NodeCtx, units: int, work_per_unit: float, part: Callabl
     table = entry_alloca(b, ir.ArrayType(PTR, len(args)))
     for j, a in enumerate(args):
         b.store(a, gep(b, table, j, PTR))
-    b.call(declare_parallel_for(ctx.module), [task, table, i64(ntasks)])
+    emit_parallel_call(b, task, table, ntasks)  # the tasks run inline if no pool is linked in
 
 
 def _numel(shape: Sequence[int]) -> int:
