@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tritc
-from tritc.codegen.llvm.kernels.matmul import GemmSpec, StridedB, choose_plan
+from tritc.codegen.llvm.kernels.matmul import GemmSpec, Plan, StridedB, _k_blocks_outermost, choose_plan
 from tritc.codegen.llvm.target import host_target
 from tritc.errors import UnsupportedError
 from tritc.ir.graph import Graph
@@ -119,14 +119,17 @@ def test_integer_matmul_wraps_like_numpy():
 
 def test_matmul_loop_shapes():
     """Every loop shape of the kernel, each with ragged row and column blocks: the packed 8x32 tile (constant
-    and runtime B, K blocks), the streamed GEMV, the dot products of a transposed B, the direct tile."""
+    and runtime B, K blocks inside or outside the panels), the streamed GEMV, the dot products of a transposed
+    B, the direct tile."""
     isa = host_target().isa
-    cases = [((19, 300), (300, 70)), ((64, 600), Const(data("f32", 600, 33))), ((1, 1000), (1000, 77)),
+    cases = [((19, 300), (300, 70)), ((64, 600), Const(data("f32", 600, 33))), ((41, 7000), (7000, 20)), ((1, 1000), (1000, 77)),
              ((1, 37), Const(data("f32", 37, 129))), ((3, 40), (40, 50)), ((1, 4), (4, 3))]
     check(*(Case("matmul", [data("f32", *a), b if isinstance(b, Const) else data("f32", *b)], rtol=1e-4) for a, b in cases))
     plans = {choose_plan(GemmSpec(m, n, (k,), DType.F32, k, (1,), n), StridedB(n, 1), isa).kind
              for (m, k), (_, n) in [((19, 300), (300, 70)), ((1, 1000), (1000, 77)), ((3, 40), (40, 50))]}
     assert plans == {"packed", "stream", "direct"}
+    assert _k_blocks_outermost(GemmSpec(41, 20, (7000,), DType.F32, 7000, (1,), 20), Plan("packed", 8, 2))
+    assert not _k_blocks_outermost(GemmSpec(19, 70, (300,), DType.F32, 300, (1,), 70), Plan("packed", 8, 2))
     assert choose_plan(GemmSpec(2, 9, (50,), DType.F32, 50, (1,), 9), StridedB(1, 50), isa).kind == "dot"
 
 

@@ -31,6 +31,7 @@ from .vec import entry_alloca
 KC_TARGET = 256  # rows of a packed B block: a 32-wide panel is then 32 KB, the size of L1
 MAX_PACK_ROWS = 1024  # a K block is whole outer k steps; larger inner nests use the direct loops
 TASKS_PER_THREAD = 4
+A_IN_L2 = 1 << 20  # bytes of L2 per core (Zen 4), for the packed loops' order
 MAX_TILE_COLUMNS = 128  # the widest register tile (8 vectors of 16): sources' tables are padded by this
 MIN_PARALLEL_FLOPS = 1 << 21  # below this a parallel_for costs more than it saves
 
@@ -374,17 +375,18 @@ class Signature:
     scaled: bool  # alpha or beta != 1: results are alpha * acc + beta * bias (exact when either is 1)
     source: tuple
     parallel: bool
+    unit_k: bool = False  # packed: A's k stride is 1
 
 
 def signature(spec: GemmSpec, plan: Plan, source: BSource) -> Signature:
     return Signature(spec.dtype, plan.kind, plan.mr, plan.nv, len(spec.k_shape), len(spec.batch),
                      None if spec.bias is None else spec.bias[1], spec.alpha != 1.0 or spec.beta != 1.0, source.key,
-                     plan.tj * plan.tm > 1)
+                     plan.tj * plan.tm > 1, plan.kind == "packed" and spec.a_k[-1] == 1)
 
 
 def layout_of(sig: Signature, source: BSource) -> Params:
     layout = Params()
-    layout.slot("M", "N", "a_m", "ldc", "tj", "tm", "nb", "bias_s0", "alpha", "beta")
+    layout.slot("M", "N", "a_m", "ldc", "tj", "tm", "nb", "bias_s0", "alpha", "beta", "kb_outer")
     layout.slot(*(f"k{d}" for d in range(sig.k_rank)), *(f"ak{d}" for d in range(sig.k_rank)))
     for d in range(sig.batch_rank):
         layout.slot(f"bd{d}", f"ba{d}", f"bb{d}", f"bbias{d}", f"bc{d}")
@@ -396,7 +398,8 @@ def layout_of(sig: Signature, source: BSource) -> Params:
 def param_values(spec: GemmSpec, plan: Plan, source: BSource) -> dict[str, int | float]:
     v: dict[str, int | float] = {"M": spec.M, "N": spec.N, "a_m": spec.a_m, "ldc": spec.ldc, "tj": plan.tj, "tm": plan.tm,
                                  "nb": spec.nb, "bias_s0": spec.bias[0] if spec.bias else 0,
-                                 "alpha": float(spec.alpha), "beta": float(spec.beta)}
+                                 "alpha": float(spec.alpha), "beta": float(spec.beta),
+                                 "kb_outer": int(_k_blocks_outermost(spec, plan))}
     for d, (k, s) in enumerate(zip(spec.k_shape, spec.a_k)):
         v[f"k{d}"], v[f"ak{d}"] = k, s
     for d, size in enumerate(spec.batch):
@@ -405,6 +408,14 @@ def param_values(spec: GemmSpec, plan: Plan, source: BSource) -> dict[str, int |
             v[f"{name}{d}"] = strides[d] if strides else 0
     v.update(source.values())
     return v
+
+
+def _k_blocks_outermost(spec: GemmSpec, plan: Plan) -> bool:
+    """The packed loops' order: K blocks outermost when the task's A is too big for L2 and its C is small
+    (few panels: C tiles re-read per K block stay cached); else panels outermost (measured on Zen 4)."""
+    rows = -(-spec.M // plan.tm)
+    cols = -(-spec.N // plan.tj)
+    return rows * spec.K * 4 > A_IN_L2 and rows * cols * 4 <= A_IN_L2 // 2
 
 
 def emit_kernel(module: ir.Module, isa: str, sig: Signature, source: BSource, name: str) -> ir.Function:
@@ -489,21 +500,22 @@ def _emit_task(module: ir.Module, sig: Signature, layout: Params, source: BSourc
                 emit(i, 1)
         return rows
 
-    with for_range(b, j_hi, start=j_lo, name="jt") as jt:
-        j0 = b.mul(jt, width)
-        count = b.sub(N, j0)
-        count = b.select(b.icmp_signed("<", count, width), count, width)
-        if sig.kind == "packed":
-            _packed_panel(k, j0, count, tiles, i_lo, i_hi)
-        elif sig.kind == "stream":
-            _stream(k, j0, count)
-        else:
-            tile = _dot_tile if sig.kind == "dot" else _direct_tile
+    if sig.kind == "packed":
+        _packed(k, j_lo, j_hi, tiles, i_lo, i_hi)
+    else:
+        with for_range(b, j_hi, start=j_lo, name="jt") as jt:
+            j0 = b.mul(jt, width)
+            count = b.sub(N, j0)
+            count = b.select(b.icmp_signed("<", count, width), count, width)
+            if sig.kind == "stream":
+                _stream(k, j0, count)
+            else:
+                tile = _dot_tile if sig.kind == "dot" else _direct_tile
 
-            def emit(i0: ir.Value, mr: int) -> None:
-                tile(k, i0, mr, j0, count)
+                def emit(i0: ir.Value, mr: int) -> None:
+                    tile(k, i0, mr, j0, count)
 
-            tiles(emit, one_by_one(emit))
+                tiles(emit, one_by_one(emit))
     b.ret_void()
     return fn
 
@@ -718,8 +730,10 @@ def _reduce(g: Gen, v: ir.Value) -> ir.Value:
 # ---- packed: B panels packed per K block, an MR x NR FMA tile over them ------------------------------------------
 
 
-def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value, i_hi: ir.Value) -> None:
-    """Columns j0 .. j0 + count of C: for each K block, pack B into the panel buffer, then run every row tile."""
+def _packed(k: _Task, j_lo: ir.Value, j_hi: ir.Value, tiles, i_lo: ir.Value, i_hi: ir.Value) -> None:
+    """Column panels [j_lo, j_hi) of C: for each (K block, panel) pack B into the panel buffer, then run every
+    row tile over it. K blocks outermost when A is too big for L2 (its block then stays there for every
+    panel; C tiles are re-read per block), else panels outermost (A stays cached anyway; C is written once)."""
     g, sig = k.g, k.sig
     b = g.b
     width = sig.nv * g.L
@@ -734,9 +748,16 @@ def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value
     per_block = b.udiv(i64(KC_TARGET), inner)
     per_block = b.select(b.icmp_unsigned("<", per_block, i64(1)), i64(1), per_block)
     nkb = b.udiv(b.add(outer, b.sub(per_block, i64(1))), per_block)
-    valid = [g.lanes_below(count, v * g.L) for v in range(sig.nv)]
     a_k = k.p[f"ak{sig.k_rank - 1}"]
-    with for_range(b, nkb, name="kb") as kb:
+
+    def columns(jt: ir.Value) -> tuple[ir.Value, ir.Value, list[ir.Value]]:
+        j0 = b.mul(jt, i64(width))
+        count = b.sub(k.p["N"], j0)
+        count = b.select(b.icmp_signed("<", count, i64(width)), count, i64(width))
+        return j0, count, [g.lanes_below(count, v * g.L) for v in range(sig.nv)]
+
+    def block(kb: ir.Value, jt: ir.Value) -> None:
+        j0, count, valid = columns(jt)
         c0 = b.mul(kb, per_block)
         c1 = b.add(c0, per_block)
         c1 = b.select(b.icmp_unsigned("<", c1, outer), c1, outer)
@@ -756,7 +777,7 @@ def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value
         k0 = b.mul(b.mul(c0, inner), a_k)
 
         def micro(i0: ir.Value, mr: int) -> None:
-            fn = _micro_fn(b.module, mr, sig.nv)
+            fn = _micro_fn(b.module, mr, sig.nv, sig.unit_k)
             a = gep(b, k.a, b.add(b.mul(i0, k.p["a_m"]), k0), F32)
             c = gep(b, k.c, b.add(b.mul(i0, k.p["ldc"]), j0), F32)
             b.call(fn, [a, k.p["a_m"], a_k, buf, kc, c, k.p["ldc"], count, first])
@@ -774,23 +795,37 @@ def _packed_panel(k: _Task, j0: ir.Value, count: ir.Value, tiles, i_lo: ir.Value
                 size //= 2
 
         tiles(micro, tail_rows)
+
+    with b.if_else(b.icmp_unsigned("!=", k.p["kb_outer"], i64(0))) as (blocks_first, panels_first):
+        with blocks_first:
+            with for_range(b, nkb, name="kb") as kb:
+                with for_range(b, j_hi, start=j_lo, name="jt") as jt:
+                    block(kb, jt)
+        with panels_first:
+            with for_range(b, j_hi, start=j_lo, name="jt") as jt:
+                with for_range(b, nkb, name="kb") as kb:
+                    block(kb, jt)
     if sig.bias is not None or sig.scaled:
-        with for_range(b, i_hi, start=i_lo, name="ep") as i:
-            for v in range(sig.nv):
-                at = b.add(b.mul(i, k.p["ldc"]), b.add(j0, i64(v * g.L)))
-                y = _epilogue(k, g.load(k.c, at, valid[v]), i, b.add(j0, i64(v * g.L)), valid[v])
-                g.store(y, k.c, at, valid[v])
+        with for_range(b, j_hi, start=j_lo, name="jt") as jt:
+            j0, _, valid = columns(jt)
+            with for_range(b, i_hi, start=i_lo, name="ep") as i:
+                for v in range(sig.nv):
+                    at = b.add(b.mul(i, k.p["ldc"]), b.add(j0, i64(v * g.L)))
+                    y = _epilogue(k, g.load(k.c, at, valid[v]), i, b.add(j0, i64(v * g.L)), valid[v])
+                    g.store(y, k.c, at, valid[v])
 
 
 MICRO_UNROLL = 4  # k steps per loop iteration in the micro-kernel (LLVM's unroller is off)
 
 
-def _micro_fn(module: ir.Module, mr: int, nv: int) -> ir.Function:
+def _micro_fn(module: ir.Module, mr: int, nv: int, unit_k: bool) -> ir.Function:
     """`void micro(a, a_m, a_k, panel, kc, c, ldc, count, first)`: C[0:mr, 0:count] (+)= A[0:mr, 0:kc] @ panel.
 
     The register tile: mr x nv accumulators of 16 floats, one FMA per (row, vector) per k, A broadcast
-    from memory. One function per tile shape, shared by every kernel of the module."""
-    name = f"tritc.sgemm.micro.{mr}x{nv * 16}"
+    from memory. One function per tile shape, shared by every kernel of the module. With `unit_k`
+    (A's rows contiguous, the usual case) the a_k argument is ignored and each row of A is addressed
+    as its own base plus one shared index, instead of a chain of adds from the first row."""
+    name = f"tritc.sgemm.micro.{mr}x{nv * 16}{'.u' if unit_k else ''}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing  # type: ignore[return-value]
@@ -813,7 +848,7 @@ def _micro_fn(module: ir.Module, mr: int, nv: int) -> ir.Function:
 
     def step(kk: ir.Value) -> None:
         bv = [b.load(gep(b, panel, b.add(b.mul(kk, i64(width)), i64(v * g.L)), F32), typ=g.vt, align=64) for v in range(nv)]
-        ka = b.mul(kk, a_k)
+        ka = kk if unit_k else b.mul(kk, a_k)
         for r in range(mr):
             x = g.splat(b.load(gep(b, rows[r], ka, F32), typ=F32))
             for v in range(nv):
