@@ -22,7 +22,7 @@ from ..context import Buf, NodeCtx
 from ..elementwise import compute_type
 from ..kernels.vec import entry_alloca
 from . import lowering
-from .nn_norm import Vals, float_ct, shared_body, vsum
+from .nn_values import Vals, float_ct, shared_body, vsum
 
 Update = Callable[[list[ir.Value], ir.Value, ir.Value, ir.Value, ir.Value], None]
 

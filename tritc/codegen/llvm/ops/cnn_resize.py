@@ -17,7 +17,7 @@ from ..builder import F64, I8, I64, contiguous_strides, elem_type, for_nest, for
 from ..context import NodeCtx
 from ..kernels.vec import entry_alloca
 from . import lowering
-from .nn_norm import Vals, convert, shared_body
+from .nn_values import Vals, convert, shared_body
 
 
 def axis_tables(in_len: int, out_len: int, scale: float, box: tuple[float, float], attrs: dict

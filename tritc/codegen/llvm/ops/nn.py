@@ -18,7 +18,7 @@ from ..kernels.matmul import call_gemm as emit_gemm_call
 from ..kernels.threads import ensure_pool
 from . import lowering
 from .core import copy_buffer
-from .nn_norm import Vals, shared_body
+from .nn_values import Vals, shared_body
 
 
 def kernel_threads(ctx: NodeCtx) -> int:
