@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import sys
 import time
 from pathlib import Path
@@ -202,6 +203,8 @@ def bench_one(M: int, K: int, N: int, threads: int, rounds: int, blocks: list[in
         if tm is not base and not tm.name.startswith("tritc"):
             row[f"speedup_vs_{tm.name}"] = tm.median / base.median
     row["tritc_gweights_s"] = K * N / base.median / 1e9
+    runners.clear()  # release the sessions (and their thread pools) before the next shape
+    gc.collect()
     return row
 
 

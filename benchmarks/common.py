@@ -133,14 +133,18 @@ class Timer:
         return statistics.median(self.proc)
 
 
-def interleave(timers: list[Timer], rounds: int, target_s: float = 0.05, warmup: int = 2) -> None:
-    """Time the contestants in turn, round after round, so a burst of load hits them all alike."""
+def interleave(timers: list[Timer], rounds: int, target_s: float = 0.05, warmup: int = 2, gap_s: float = 0.05) -> None:
+    """Time the contestants in turn, round after round, so a burst of load hits them all alike.
+
+    Each sample starts after a pause of gap_s: thread pools (onnxruntime's, tritc's) keep spinning
+    for a while after a run, and would otherwise take cores from whoever is timed next."""
     for t in timers:
         for _ in range(warmup):
             t.fn()
         t.calibrate(target_s)
     for _ in range(rounds):
         for t in timers:
+            time.sleep(gap_s)
             t.sample()
 
 
