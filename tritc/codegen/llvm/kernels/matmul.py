@@ -117,7 +117,8 @@ def _split(spec: GemmSpec, plan: Plan) -> Plan:
     flops = 2 * spec.nb * spec.M * spec.N * max(spec.K, 1)
     if threads <= 1 or flops < MIN_PARALLEL_FLOPS:
         return plan
-    want = threads * TASKS_PER_THREAD
+    # a GEMV is bound by reading B: one long column range per thread reads it in the longest runs
+    want = threads * (1 if plan.kind == "stream" else TASKS_PER_THREAD)
     if spec.nb >= want:
         return plan
     per_batch = -(-want // spec.nb)

@@ -155,9 +155,9 @@ def _stream(k: _Task, j0: ir.Value, count: ir.Value) -> None:
 
         vectors(update)
 
-    with for_range(b, b.udiv(K, i64(4)), name="ks") as ks:
-        step(b.mul(ks, i64(4)), 4)
-    with for_range(b, K, start=b.mul(b.udiv(K, i64(4)), i64(4)), name="kr") as kr:
+    with for_range(b, b.udiv(K, i64(8)), name="ks") as ks:
+        step(b.mul(ks, i64(8)), 8)
+    with for_range(b, K, start=b.mul(b.udiv(K, i64(8)), i64(8)), name="kr") as kr:
         step(kr, 1)
     if sig.bias is not None or sig.scaled:
         vectors(lambda j, valid: g.store(_epilogue(k, g.load(k.c, j, valid), i64(0), j, valid), k.c, j, valid))
