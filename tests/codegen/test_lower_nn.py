@@ -123,11 +123,13 @@ def test_matmul_loop_shapes():
     B, the direct tile."""
     isa = host_target().isa
     cases = [((19, 300), (300, 70)), ((64, 600), Const(data("f32", 600, 33))), ((41, 7000), (7000, 20)), ((1, 1000), (1000, 77)),
-             ((1, 37), Const(data("f32", 37, 129))), ((3, 40), (40, 50)), ((1, 4), (4, 3))]
+             ((1, 37), Const(data("f32", 37, 129))), ((3, 40), (40, 50)), ((8, 333), (333, 41)), ((5, 9), (9, 2000)), ((1, 4), (4, 3))]
     check(*(Case("matmul", [data("f32", *a), b if isinstance(b, Const) else data("f32", *b)], rtol=1e-4) for a, b in cases))
     plans = {choose_plan(GemmSpec(m, n, (k,), DType.F32, k, (1,), n), StridedB(n, 1), isa).kind
-             for (m, k), (_, n) in [((19, 300), (300, 70)), ((1, 1000), (1000, 77)), ((3, 40), (40, 50))]}
-    assert plans == {"packed", "stream", "direct"}
+             for (m, k), (_, n) in [((19, 300), (300, 70)), ((1, 1000), (1000, 77)), ((8, 40), (40, 50))]}
+    assert plans == {"packed", "stream"}
+    assert choose_plan(GemmSpec(2, 9, (50,), DType.F32, 50, (1,), 9), StridedB(1, 50), isa).kind == "dot"
+    assert choose_plan(GemmSpec(3, 9, (50,), DType.F32, 1, (3,), 9), StridedB(9, 1), isa).kind == "direct"  # A transposed
     assert _k_blocks_outermost(GemmSpec(41, 20, (7000,), DType.F32, 7000, (1,), 20), Plan("packed", 8, 2))
     assert not _k_blocks_outermost(GemmSpec(19, 70, (300,), DType.F32, 300, (1,), 70), Plan("packed", 8, 2))
     assert choose_plan(GemmSpec(2, 9, (50,), DType.F32, 50, (1,), 9), StridedB(1, 50), isa).kind == "dot"
@@ -139,6 +141,7 @@ def test_matmul_threads_split_the_work():
     plan = choose_plan(spec, StridedB(300, 1), host_target().isa)
     assert plan.tj * plan.tm > 1
     check(Case("matmul", [a, b], rtol=1e-4), Case("matmul", [data("f32", 1, 2000), data("f32", 2000, 1500)], rtol=1e-4),
+          Case("matmul", [data("f32", 6, 700), data("f32", 700, 1000)], rtol=1e-4),
           Case("matmul", [data("f32", 6, 70, 50), data("f32", 6, 50, 40)], rtol=1e-4), threads=4)
 
 

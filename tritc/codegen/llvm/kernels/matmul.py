@@ -35,6 +35,7 @@ from .vec import entry_alloca
 TASKS_PER_THREAD = 4
 A_IN_L2 = 1 << 20  # bytes of L2 per core (Zen 4), for the packed loops' order
 MAX_TILE_COLUMNS = 128  # the widest register tile (8 vectors of 16): sources' tables are padded by this
+STREAM_ROWS = 8  # up to this many rows of A against a row-major B: the stream loops, not the packed ones
 MIN_PARALLEL_FLOPS = 1 << 21  # below this a parallel_for costs more than it saves
 
 
@@ -95,15 +96,15 @@ def _registers(isa: str) -> int:
 
 def choose_plan(spec: GemmSpec, source: BSource, isa: str) -> Plan:
     regs = _registers(isa)
-    small = spec.M <= 4
-    if spec.dtype is DType.F32 and spec.K > 0 and not small and spec.a_linear and \
-            math.prod(spec.k_shape[1:]) <= MAX_PACK_ROWS:
+    f32 = spec.dtype is DType.F32
+    streams = f32 and spec.M <= STREAM_ROWS and isinstance(source, StridedB) and source.sj == 1 and spec.a_k[0] == 1
+    if streams:
+        plan = Plan("stream", spec.M, 16)
+    elif f32 and spec.K > 0 and spec.M > 4 and spec.a_linear and math.prod(spec.k_shape[1:]) <= MAX_PACK_ROWS:
         # 16 accumulators + 2 B vectors + a broadcast of A on AVX-512 (measured best of 4..14 x 32 on Zen 4)
         mr, nv = (8, 2) if regs >= 32 else (6, 1) if regs >= 8 else (3, 1)
         plan = Plan("packed", mr, nv)
-    elif spec.dtype is DType.F32 and spec.M == 1 and isinstance(source, StridedB) and source.sj == 1:
-        plan = Plan("stream", 1, 16)
-    elif spec.dtype is DType.F32 and small and source.dot and len(spec.k_shape) == 1 and spec.a_k[0] == 1:
+    elif f32 and spec.M <= 4 and source.dot and len(spec.k_shape) == 1 and spec.a_k[0] == 1:
         plan = Plan("dot", spec.M, 8 if spec.M == 1 and regs >= 32 else 4)
     else:
         mr = min(spec.M, 4) if spec.M else 1
@@ -254,20 +255,23 @@ def _emit_task(module: ir.Module, sig: Signature, layout: Params, source: BSourc
 
     if sig.kind == "packed":
         _packed(k, j_lo, j_hi, tiles, i_lo, i_hi)
+    elif sig.kind == "stream":  # the task's whole column range at once: the longest runs of B's rows
+        j_start = b.mul(j_lo, width)
+        j_end = b.mul(j_hi, width)
+        j_end = b.select(b.icmp_unsigned("<", j_end, N), j_end, N)
+        with b.if_then(b.icmp_unsigned("<", j_start, j_end)):
+            _stream(k, j_start, b.sub(j_end, j_start), sig.mr)
     else:
         with for_range(b, j_hi, start=j_lo, name="jt") as jt:
             j0 = b.mul(jt, width)
             count = b.sub(N, j0)
             count = b.select(b.icmp_signed("<", count, width), count, width)
-            if sig.kind == "stream":
-                _stream(k, j0, count)
-            else:
-                tile = _dot_tile if sig.kind == "dot" else _direct_tile
+            tile = _dot_tile if sig.kind == "dot" else _direct_tile
 
-                def emit(i0: ir.Value, mr: int) -> None:
-                    tile(k, i0, mr, j0, count)
+            def emit(i0: ir.Value, mr: int) -> None:
+                tile(k, i0, mr, j0, count)
 
-                tiles(emit, one_by_one(emit))
+            tiles(emit, one_by_one(emit))
     b.ret_void()
     return fn
 

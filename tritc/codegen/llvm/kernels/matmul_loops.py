@@ -18,6 +18,7 @@ from .vec import entry_alloca
 if TYPE_CHECKING:
     from .matmul import Signature
 
+PREFETCH_ROWS = 16  # rows of B ahead that the packing loop prefetches
 KC_TARGET = 256  # rows of a packed B block: a 32-wide panel is then 32 KB, the size of L1
 MAX_PACK_ROWS = 1024  # a K block is whole outer k steps; larger inner nests use the direct loops
 MICRO_UNROLL = 4  # k steps per loop iteration in the micro-kernel (LLVM's unroller is off)
@@ -125,15 +126,29 @@ def _direct_tile(k: _Task, i0: ir.Value, mr: int, j0: ir.Value, count: ir.Value)
 # ---- stream: one row of A against a row-major B ---------------------------------------------------------------
 
 
-def _stream(k: _Task, j0: ir.Value, count: ir.Value) -> None:
-    """C[0, j0 : j0 + count] = A[0, :] @ B[:, j0 : j0 + count], accumulated in place over steps of 4 rows of B,
-    so B streams through memory row by row (a GEMV is bound by reading B)."""
+def _stream(k: _Task, j_start: ir.Value, j_count: ir.Value, rows: int) -> None:
+    """C[0:rows, columns] = A[0:rows, :] @ B[:, columns] for a few rows of A, in column chunks whose C rows fit
+    L1 (16 KB): each chunk accumulates in place over steps of a few rows of B, so B streams through memory
+    in long row runs and each of its vectors serves every row of A (a GEMV or a small batch is bound by
+    reading B)."""
+    chunk = max(256, 4096 // rows)
+    b = k.g.b
+    with for_range(b, b.add(j_start, j_count), start=j_start, step=chunk, name="jc") as j0:
+        left = b.sub(b.add(j_start, j_count), j0)
+        _stream_chunk(k, j0, b.select(b.icmp_signed("<", left, i64(chunk)), left, i64(chunk)), rows)
+
+
+def _stream_chunk(k: _Task, j0: ir.Value, count: ir.Value, rows: int) -> None:
+    """One chunk, zeroed, then per step of a few rows of B one sweep over its vectors: each vector of B is
+    loaded once and used by every row of A. (A register tile over blocks of B's rows was slower here: it
+    reads B as many short runs at once, which the prefetchers do not follow.)"""
     g, sig = k.g, k.sig
     b = g.b
     L = g.L
-    K, ak, sk = k.p["k0"], k.p["ak0"], k.p["s.sk"]
+    K, ak, sk, am, ldc = k.p["k0"], k.p["ak0"], k.p["s.sk"], k.p["a_m"], k.p["ldc"]
     full = b.udiv(count, i64(L))
     tail = b.urem(count, i64(L))
+    step_rows = max(4, 16 // rows)  # rows of B per sweep over C (2 for 8 rows of A was slower: C traffic)
 
     def vectors(body) -> None:
         with for_range(b, full, name="v") as v:
@@ -141,26 +156,34 @@ def _stream(k: _Task, j0: ir.Value, count: ir.Value) -> None:
         with b.if_then(b.icmp_unsigned("!=", tail, i64(0))):
             body(b.add(j0, b.mul(full, i64(L))), g.lanes_below(tail))
 
-    vectors(lambda j, valid: g.store(g.zero(), k.c, j, valid))
+    def at(m: int, j: ir.Value) -> ir.Value:
+        return b.add(b.mul(i64(m), ldc), j)
 
-    def step(k0: ir.Value, rows: int) -> None:
-        xs = [g.splat(g.scalar(k.a, b.mul(b.add(k0, i64(r)), ak))) for r in range(rows)]
-        starts = [b.mul(b.add(k0, i64(r)), sk) for r in range(rows)]
+    vectors(lambda j, valid: [g.store(g.zero(), k.c, at(m, j), valid) for m in range(rows)])
+
+    def step(k0: ir.Value, n: int) -> None:
+        xs = [[g.splat(g.scalar(k.a, b.add(b.mul(i64(m), am), b.mul(b.add(k0, i64(r)), ak)))) for r in range(n)]
+              for m in range(rows)]
+        starts = [b.mul(b.add(k0, i64(r)), sk) for r in range(n)]
 
         def update(j: ir.Value, valid: ir.Value | None) -> None:
-            acc = g.load(k.c, j, valid)
-            for r in range(rows):
-                acc = g.madd(acc, xs[r], g.load(k.b, b.add(starts[r], j), valid))
-            g.store(acc, k.c, j, valid)
+            bv = [g.load(k.b, b.add(starts[r], j), valid) for r in range(n)]
+            for m in range(rows):
+                acc = g.load(k.c, at(m, j), valid)
+                for r in range(n):
+                    acc = g.madd(acc, xs[m][r], bv[r])
+                g.store(acc, k.c, at(m, j), valid)
 
         vectors(update)
 
-    with for_range(b, b.udiv(K, i64(8)), name="ks") as ks:
-        step(b.mul(ks, i64(8)), 8)
-    with for_range(b, K, start=b.mul(b.udiv(K, i64(8)), i64(8)), name="kr") as kr:
+    with for_range(b, b.udiv(K, i64(step_rows)), name="ks") as ks:
+        step(b.mul(ks, i64(step_rows)), step_rows)
+    with for_range(b, K, start=b.mul(b.udiv(K, i64(step_rows)), i64(step_rows)), name="kr") as kr:
         step(kr, 1)
     if sig.bias is not None or sig.scaled:
-        vectors(lambda j, valid: g.store(_epilogue(k, g.load(k.c, j, valid), i64(0), j, valid), k.c, j, valid))
+        for m in range(rows):
+            vectors(lambda j, valid, m=m: g.store(_epilogue(k, g.load(k.c, at(m, j), valid), i64(m), j, valid),
+                                                  k.c, at(m, j), valid))
 
 
 # ---- dot: small M against B contiguous along k ----------------------------------------------------------------
@@ -267,6 +290,8 @@ def _packed(k: _Task, j_lo: ir.Value, j_hi: ir.Value, tiles, i_lo: ir.Value, i_h
             for v in range(sig.nv):
                 vec = k.source.vector(g, k.p, k.b, ks, b.add(j0, i64(v * g.L)), valid[v])
                 b.store(vec, gep(b, buf, b.add(base, i64(v * g.L)), F32), align=64)
+            # rows of B lie far apart (a panel is 128 bytes of each): fetch ahead, the hardware will not
+            k.source.prefetch(g, k.p, k.b, [b.add(ks[0], i64(PREFETCH_ROWS)), *ks[1:]], j0, width)
 
         _k_nest(b, extents, pack, start=c0, stop=c1)
         first = b.icmp_unsigned("==", kb, i64(0))

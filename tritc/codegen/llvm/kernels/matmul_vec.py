@@ -11,7 +11,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import F32, F64, I1, I16, I32, I64, PTR, VOID, declare, elem_type, gep, suffix
+from ..builder import F32, F64, I1, I16, I32, I64, PTR, VOID, declare, elem_type, gep, i64, suffix
 
 
 def compute_type(dtype: DType) -> ir.Type:
@@ -220,6 +220,9 @@ class BSource:
     def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         raise NotImplementedError
 
+    def prefetch(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, width: int) -> None:
+        """Hint that B(ks, j0 .. j0 + width) will be read soon (by default: nothing)."""
+
 
 class StridedB(BSource):
     """B(k, j) = base[k * sk + j * sj]: a plain or transposed matrix."""
@@ -237,6 +240,21 @@ class StridedB(BSource):
 
     def values(self) -> dict[str, int]:
         return {"s.sk": self.sk, "s.sj": self.sj}
+
+    def prefetch(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, width: int) -> None:
+        if self.sj != 1:
+            return
+        b = g.b
+        at = b.add(b.mul(ks[0], p["s.sk"]), j0)
+        size = self.dtype_bytes(g)
+        for off in range(0, width * size, 64):  # every cache line of the run
+            # a hint only: the address may lie past B's end, which a prefetch never faults on
+            ptr = b.gep(base, [b.add(at, i64(off // size))], source_etype=g.st)
+            g.call("llvm.prefetch.p0", VOID, ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1))
+
+    @staticmethod
+    def dtype_bytes(g: Gen) -> int:
+        return g.dtype.itemsize
 
     def vector(self, g: Gen, p: Values, base: ir.Value, ks: Sequence[ir.Value], j0: ir.Value, valid: ir.Value | None) -> ir.Value:
         b = g.b
