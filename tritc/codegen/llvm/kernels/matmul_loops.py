@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 PREFETCH_ROWS = 16  # rows of B ahead that the packing loop prefetches
 KC_TARGET = 256  # rows of a packed B block: a 32-wide panel is then 32 KB, the size of L1
-MAX_PACK_ROWS = 1024  # a K block is whole outer k steps; larger inner nests use the direct loops
+MAX_PACK_ROWS = 512  # a K block is whole outer k steps (larger inner nests use the direct loops): 64 KB of stack
 MICRO_UNROLL = 4  # k steps per loop iteration in the micro-kernel (LLVM's unroller is off)
 
 
