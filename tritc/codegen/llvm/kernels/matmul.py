@@ -26,7 +26,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import I64, PTR, VOID, for_range, gep, i64
+from ..builder import I1, I64, PTR, VOID, for_range, gep, i64
 from .matmul_loops import MAX_PACK_ROWS, _direct_tile, _dot_tile, _packed, _stream, _Task
 from .matmul_vec import BSource, Gen, Params, StridedB, Values, compute_type, lanes
 from .threads import TASK_FN, declare_parallel_for, default_threads
@@ -205,9 +205,13 @@ def emit_kernel(module: ir.Module, isa: str, sig: Signature, source: BSource, na
     per = b.mul(b.load(gep(b, params, layout.names.index("tj"), I64), typ=I64),
                 b.load(gep(b, params, layout.names.index("tm"), I64), typ=I64))
     ntasks = b.mul(nb, per)
-    if sig.parallel:
-        b.call(declare_parallel_for(module), [task, ctx, ntasks])
-    else:
+    serial = ir.Constant(I1, 1)
+    if sig.parallel:  # the pool when one is linked in (tritc_parallel_for is extern_weak), else in a loop here
+        pfor = declare_parallel_for(module)
+        serial = b.icmp_unsigned("==", pfor, ir.Constant(PTR, None))
+        with b.if_then(b.not_(serial), likely=True):
+            b.call(pfor, [task, ctx, ntasks])
+    with b.if_then(serial):
         with for_range(b, ntasks, name="t") as t:
             b.call(task, [ctx, t])
     b.ret_void()

@@ -15,18 +15,14 @@ from ..builder import I64, broadcast_strides, contiguous_strides, for_nest, for_
 from ..context import NodeCtx
 from ..kernels.matmul import BSource, GemmSpec, StridedB, compute_type
 from ..kernels.matmul import call_gemm as emit_gemm_call
-from ..kernels.threads import ensure_pool
 from . import lowering
 from .core import copy_buffer
 from .nn_values import Vals, shared_body
 
 
 def kernel_threads(ctx: NodeCtx) -> int:
-    """Threads the node's kernels may split work over (the pool is started when there is more than one)."""
-    n = ctx.m.threads
-    if n > 1:
-        ensure_pool(n)
-    return max(1, n)
+    """Threads the node's kernels may split work over (the runtime starts the pool before loading the code)."""
+    return max(1, ctx.m.threads)
 
 
 def call_gemm(ctx: NodeCtx, spec: GemmSpec, source: BSource, a: ir.Value, b: ir.Value, bias: ir.Value | None,
