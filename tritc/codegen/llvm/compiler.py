@@ -76,15 +76,14 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
             raise UnsupportedError(f"dynamic dim on input '{v.name}' ({format_type(v.type)}) has no name to bind; "
                                    f"give the model a named or static dim")
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
-    PassManager([InferShapes(bind=bind), FoldConstants(), EliminateDeadCode(), InferShapes()],
-                progress=progress).run(g)
+    PassManager([InferShapes(bind=bind), _fold(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
     # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
     # folded, as in ONNX's expanded RotaryEmbedding): repeat the folding while that leaves fewer unknown dims.
     for _ in range(8):
         unknown = _unknown_values(g)
         if not unknown:
             break
-        PassManager([FoldConstants(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
+        PassManager([_fold(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
         if _unknown_values(g) >= unknown:
             break
     for node in g:
@@ -94,6 +93,16 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
                                        f"is not known after binding {', '.join(bind) or 'no dims'}")
     _own_outputs(g)
     return g
+
+
+# Constants folded here become globals of this one specialisation's object code (the weight blob is
+# shared by all of them and laid out before); large ones stay run-time computations instead (a
+# ConstantOfShape fill costs nothing next to embedding hundreds of megabytes in an object file).
+SPECIALISED_FOLD_MAX_BYTES = 1 << 20
+
+
+def _fold() -> FoldConstants:
+    return FoldConstants(max_bytes=SPECIALISED_FOLD_MAX_BYTES)
 
 
 def _unknown_values(g: Graph) -> int:
