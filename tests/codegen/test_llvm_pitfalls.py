@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto as TP
+from onnx import TensorProto
 from onnx import helper as h
 
 import tritc
@@ -17,9 +17,9 @@ import tritc
 
 def _dynamic_quantize(n: int):
     g = h.make_graph([h.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g",
-                     [h.make_tensor_value_info("x", TP.FLOAT, [n])],
-                     [h.make_tensor_value_info("y", TP.UINT8, [n]), h.make_tensor_value_info("s", TP.FLOAT, []),
-                      h.make_tensor_value_info("z", TP.UINT8, [])])
+                     [h.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                     [h.make_tensor_value_info("y", TensorProto.UINT8, [n]), h.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                      h.make_tensor_value_info("z", TensorProto.UINT8, [])])
     return tritc.compile(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=9), pipeline="none")
 
 

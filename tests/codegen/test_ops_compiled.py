@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tritc.errors import UnsupportedError
-from tritc.ir.ops import OPS, onnx_op
 from tritc.ir.interpreter import run as interpret
+from tritc.ir.ops import OPS, onnx_op
 from tritc.onnx_backend import CompiledBackend, InterpreterBackend
 
 from ..conformance.cases import supported_cases
