@@ -16,6 +16,7 @@ PASS_MODULES = (
     "fuse_elementwise",
     "fold_ternary",
     "fuse_bitlinear",
+    "fuse_epilogue",
 )
 
 _loaded = False

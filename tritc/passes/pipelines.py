@@ -18,6 +18,7 @@ PIPELINES: dict[str, list[str]] = {
         "eliminate-dead-code",              # whatever no output needs
         "fold-ternary",                     # linear layers' weights -> t2 weights (mode exact by default)
         "fuse-bitlinear",                   # BitNet activation quantisation + ternary_matmul -> int8 ternary_matmul
+        "fuse-epilogue",                    # rescale, bias, residual add, relu/silu into the ternary kernel's epilogue
         "fuse-elementwise",                 # elementwise chains -> one fused loop each
         "eliminate-dead-code",              # the float weights the ternary ones replaced
     ],
@@ -29,6 +30,7 @@ PIPELINES: dict[str, list[str]] = {
         "eliminate-dead-code",
         "fold-ternary",
         "fuse-bitlinear",
+        "fuse-epilogue",
         "eliminate-dead-code",
     ],
     # No rewriting at all: the imported graph as the interpreter defines it.

@@ -1,12 +1,14 @@
 """Ternary ops: `ternary_matmul`, a matmul with a ternary weight, in float or int8 activation mode.
 
-    y = ternary_matmul(x: f32[..., K], w: t2[K, N], bias?: f32[N]) {act = "float" | "int8"} : f32[..., N]
+    y = ternary_matmul(x: f32[..., K], w: t2[K, N], bias?: f32[N], residual?: f32[..., N])
+            {act = "float" | "int8", activation = "none" | "relu" | "silu"} : f32[..., N]
 
 act = "float": y = x @ trits, scaled per tensor / channel / group: only adds and subtracts
 before the scale. act = "int8" (BitNet b1.58): each row of x (a token) is quantised to int8 by
 its absolute maximum, the products are accumulated exactly in int32, and one rescale per output
 gives float32. The integer semantics below, rounding included, are what compiled code must
-match bit for bit.
+match bit for bit. The epilogue (fuse-epilogue puts the graph's following ops here) is
+y = activation((y + bias) + residual).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from . import Float, InferContext, Str, TypeRuleError, defop
 from .rules import broadcast_shapes
 
 ACT_MODES = ("float", "int8")
+ACTIVATIONS = ("none", "relu", "silu")
 
 
 ACT_SCALE_FORMS = ("div", "mul_reciprocal")
@@ -75,17 +78,26 @@ def _infer(ctx: InferContext) -> list[TensorType]:
     xk = x.shape[-1]
     if isinstance(xk, int) and isinstance(k, int) and xk != k:
         raise TypeRuleError(f"activations {x} and weight {w} disagree on K")
+    if ctx.attrs["activation"] not in ACTIVATIONS:
+        raise TypeRuleError(f"activation must be one of {', '.join(ACTIVATIONS)}, got '{ctx.attrs['activation']}'")
     out = tuple(x.shape[:-1]) + (n,)
     if ctx.has(2):
         out = broadcast_shapes(out, ctx.type(2).shape) or out
+    if ctx.has(3):
+        r = ctx.type(3)
+        if r.dtype != x.dtype:
+            raise TypeRuleError(f"residual must be {x.dtype}, got {r.dtype}")
+        out = broadcast_shapes(out, r.shape) or out
     return [TensorType(x.dtype, out)]
 
 
-@defop("ternary_matmul", inputs=["X", "W", "bias?"], attrs={"act": Str("float"), "act_max": Float(127.0),
-                                                            "act_eps": Float(1e-5), "act_scale": Str("div")},
+@defop("ternary_matmul", inputs=["X", "W", "bias?", "residual?"],
+       attrs={"act": Str("float"), "act_max": Float(127.0), "act_eps": Float(1e-5), "act_scale": Str("div"),
+              "activation": Str("none")},
        infer=_infer)
-def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = None, *,
-                   act: str, act_max: float, act_eps: float, act_scale: str) -> np.ndarray:
+def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = None,
+                   residual: np.ndarray | None = None, *, act: str, act_max: float, act_eps: float, act_scale: str,
+                   activation: str) -> np.ndarray:
     if act == "int8":
         q, s = quantize_activations(x, act_max, act_eps, act_scale)
         acc = ternary_accumulate(q, w.trits, w.group_size)
@@ -106,4 +118,12 @@ def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = No
             y = np.matmul(xf, w.trits.astype(np.float32)) * w.scale
     if bias is not None:
         y = y + bias
+    if residual is not None:
+        y = y + residual
+    y = y.astype(np.float32, copy=False)
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    elif activation == "silu":
+        with np.errstate(over="ignore"):
+            y = y / (np.float32(1) + np.exp(-y))
     return y.astype(x.dtype, copy=False)
