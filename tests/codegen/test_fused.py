@@ -12,7 +12,8 @@ import pytest
 import tritc
 from tritc.ir.interpreter import run
 
-from .test_lower_elementwise import ACTIVATIONS, FUNCTIONS, TOL, Case, build, check, data
+from .helpers import build
+from .test_lower_elementwise import ACTIVATIONS, FUNCTIONS, TOL, Case, check, data
 
 
 def body(sig: str, *lines: str, ret: str) -> str:

@@ -19,7 +19,8 @@ from onnx.backend.test.runner import Runner
 
 from tritc.onnx_backend import CompiledBackend, InterpreterBackend
 
-from .test_lower_nn import Case, Const, _llvm_ir, build, check, data
+from .helpers import Const, build
+from .test_lower_nn import Case, _llvm_ir, check, data
 
 FLOATS = ["f32", "f16", "bf16", "f64"]
 

@@ -7,18 +7,18 @@ compiles one graph holding all its cases (one node per case, every result a grap
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import tritc
 from tritc.codegen.llvm.elementwise import collapse_dims
-from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext
-from tritc.ir.types import DType, TensorType
+from tritc.ir.types import DType
+
+from . import helpers
+from .helpers import Const, build, case_of, interpret_and_compile
 
 rng = np.random.default_rng(11)
 FLOATS = ["f32", "f16", "bf16", "f64"]
@@ -30,19 +30,10 @@ TOL = {"f32": (2e-6, 1e-37), "f64": (1e-13, 1e-300), "f16": (2e-3, 1e-7), "bf16"
 
 
 @dataclass
-class Const:
-    """An operand that is a constant of the graph rather than an input."""
+class Case(helpers.Case):
+    """A case whose float results are compared exactly unless `approx` or `tol` says otherwise."""
 
-    a: np.ndarray
-
-
-@dataclass
-class Case:
-    op: str
-    inputs: list[Any]
-    attrs: dict[str, Any] = field(default_factory=dict)
     approx: bool = False  # compare within TOL of the result dtype instead of exactly
-    n_out: int = 1
     tol: tuple[float, float] | None = None  # (rtol, atol) instead of TOL
 
 
@@ -65,30 +56,6 @@ def data(dtype: str, *shape: int, lo: float = -10.0, hi: float = 10.0, specials:
     return a.reshape(shape)
 
 
-def _tt(a: np.ndarray) -> TensorType:
-    return TensorType(DType.from_numpy(a.dtype), tuple(a.shape))
-
-
-def build(cases: list[Case]) -> tuple[Graph, dict[str, np.ndarray]]:
-    g = Graph("t")
-    feeds: dict[str, np.ndarray] = {}
-    for ci, case in enumerate(cases):
-        vals, types, consts = [], [], []
-        for k, x in enumerate(case.inputs):
-            if x is None:
-                vals.append(None), types.append(None), consts.append(None)
-            elif isinstance(x, Const):
-                vals.append(g.add_constant(x.a, _tt(x.a), f"c{ci}_{k}")), types.append(_tt(x.a)), consts.append(x.a)
-            else:
-                feeds[f"x{ci}_{k}"] = x
-                vals.append(g.add_input(f"x{ci}_{k}", _tt(x))), types.append(_tt(x)), consts.append(None)
-        opdef = OPS[case.op]
-        out_types = opdef.infer(InferContext(case.op, types, opdef.with_defaults(case.attrs), consts, case.n_out))
-        node = g.add(case.op, vals, out_types, case.attrs, output_names=[f"y{ci}_{j}" for j in range(case.n_out)])
-        g.outputs.extend(node.outputs)
-    return g, feeds
-
-
 def assert_same(y: np.ndarray, e: np.ndarray, approx: bool, what: str, tol: tuple[float, float] | None = None) -> None:
     """Integers and bools bit for bit; floats: the same nans and infinities, other values equal or within TOL."""
     assert y.dtype == e.dtype and y.shape == e.shape, (what, y.dtype, y.shape, e.dtype, e.shape)
@@ -108,14 +75,11 @@ def assert_same(y: np.ndarray, e: np.ndarray, approx: bool, what: str, tol: tupl
 def check(*cases: Case, threads: int | None = None, split: bool = False) -> dict[str, np.ndarray]:
     """Compile all cases as one graph and compare every result with the interpreter's. With `split`, the
     compiled code must hand work to the thread pool (large nodes split over `threads`)."""
-    g, feeds = build(list(cases))
-    expected = run(g, feeds)
-    model = tritc.compile(g, pipeline="none", threads=threads)
+    model, expected, got = interpret_and_compile(list(cases), threads=threads)
     if split:
         assert all(b"tritc_parallel_for" in spec.object for spec in model.specializations)
-    got = dict(zip([o.name for o in model.outputs], model.run(None, feeds)))
     for name, e in expected.items():
-        case = cases[int(name[1:].split("_")[0])]
+        case = case_of(cases, name)
         what = f"{name}: {case.op} {case.attrs} on {[getattr(x, 'dtype', x) for x in case.inputs]}"
         assert_same(got[name], e, case.approx or case.tol is not None, what, case.tol)
     return got

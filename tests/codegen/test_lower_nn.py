@@ -7,8 +7,7 @@ results must match bit for bit; float ones within a tolerance that depends on th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,27 +17,19 @@ from tritc.codegen.llvm.kernels.matmul import GemmSpec, Plan, StridedB, _k_block
 from tritc.codegen.llvm.target import host_target
 from tritc.errors import UnsupportedError
 from tritc.ir.graph import Graph
-from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext
-from tritc.ir.types import DType, TensorType
+from tritc.ir.types import DType
+
+from . import helpers
+from .helpers import Const, build, case_of, interpret_and_compile
 
 rng = np.random.default_rng(5)
 TOL = {"f32": 2e-5, "f64": 1e-12, "f16": 2e-3, "bf16": 1.6e-2}
 
 
 @dataclass
-class Const:
-    """An operand that is a constant (a weight) of the graph rather than an input."""
+class Case(helpers.Case):
+    """A case whose float results are compared within `rtol` (default: TOL of the dtype)."""
 
-    a: np.ndarray
-
-
-@dataclass
-class Case:
-    op: str
-    inputs: list[Any]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    n_out: int = 1
     rtol: float | None = None
 
 
@@ -50,38 +41,11 @@ def data(dtype: str, *shape: int, lo: float = -3.0, hi: float = 3.0) -> np.ndarr
     return rng.integers(max(info.min, -50), min(info.max, 50), shape, endpoint=True).astype(dt.np_dtype)
 
 
-def _tt(a: np.ndarray) -> TensorType:
-    return TensorType(DType.from_numpy(a.dtype), tuple(a.shape))
-
-
-def build(cases: list[Case]) -> tuple[Graph, dict[str, np.ndarray]]:
-    g = Graph("t")
-    feeds: dict[str, np.ndarray] = {}
-    for ci, case in enumerate(cases):
-        vals, types, consts = [], [], []
-        for k, x in enumerate(case.inputs):
-            if x is None:
-                vals.append(None), types.append(None), consts.append(None)
-            elif isinstance(x, Const):
-                vals.append(g.add_constant(x.a, _tt(x.a), f"c{ci}_{k}")), types.append(_tt(x.a)), consts.append(x.a)
-            else:
-                feeds[f"x{ci}_{k}"] = x
-                vals.append(g.add_input(f"x{ci}_{k}", _tt(x))), types.append(_tt(x)), consts.append(None)
-        opdef = OPS[case.op]
-        out_types = opdef.infer(InferContext(case.op, types, opdef.with_defaults(case.attrs), consts, case.n_out))
-        node = g.add(case.op, vals, out_types, case.attrs, output_names=[f"y{ci}_{j}" for j in range(case.n_out)])
-        g.outputs.extend(node.outputs)
-    return g, feeds
-
-
 def check(*cases: Case, threads: int = 1) -> None:
     """Compile all cases as one graph and compare every result with the interpreter's."""
-    g, feeds = build(list(cases))
-    expected = run(g, feeds)
-    model = tritc.compile(g, pipeline="none", threads=threads)
-    got = dict(zip([o.name for o in model.outputs], model.run(None, feeds)))
+    _, expected, got = interpret_and_compile(list(cases), threads=threads)
     for name, e in expected.items():
-        case = cases[int(name[1:].split("_")[0])]
+        case = case_of(cases, name)
         y = got[name]
         what = f"{name}: {case.op} {case.attrs} on {[getattr(x, 'shape', x) for x in case.inputs]}"
         assert y.dtype == e.dtype and y.shape == e.shape, (what, y.dtype, y.shape, e.dtype, e.shape)

@@ -11,7 +11,8 @@ import pytest
 
 from tritc.ir.types import DType
 
-from .test_lower_elementwise import TOL, Case, Const, check, data
+from .helpers import Const
+from .test_lower_elementwise import TOL, Case, check, data
 
 REDUCE = ["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1", "reduce_l2",
           "reduce_log_sum", "reduce_log_sum_exp", "reduce_sum_square"]

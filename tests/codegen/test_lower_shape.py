@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ml_dtypes
@@ -17,27 +16,13 @@ import pytest
 import tritc
 from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext
 from tritc.ir.types import DType, TensorType
 from tritc.runtime.model import value_specialised_inputs
 
+from .helpers import Case, Const, build, case_of, interpret_and_compile
+
 rng = np.random.default_rng(7)
 ALL = ["f32", "f16", "bf16", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "bool"]
-
-
-@dataclass
-class Const:
-    """An operand that is a constant in the graph (shapes, pads, axes, ...), not a graph input."""
-
-    a: np.ndarray
-
-
-@dataclass
-class Case:
-    op: str
-    inputs: list[Any]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    n_out: int = 1
 
 
 def data(dtype: str, *shape: int) -> np.ndarray:
@@ -60,42 +45,13 @@ def vec(*v: int, dtype: type = np.int64) -> Const:
     return Const(np.array(v, dtype=dtype))
 
 
-def _tt(a: np.ndarray) -> TensorType:
-    return TensorType(DType.from_numpy(a.dtype), tuple(a.shape))
-
-
-def build(cases: list[Case]) -> tuple[Graph, dict[str, np.ndarray]]:
-    g = Graph("t")
-    feeds: dict[str, np.ndarray] = {}
-    for ci, case in enumerate(cases):
-        vals = []
-        for k, x in enumerate(case.inputs):
-            if x is None:
-                vals.append(None)
-            elif isinstance(x, Const):
-                vals.append(g.add_constant(x.a, _tt(x.a), f"c{ci}_{k}"))
-            else:
-                feeds[f"x{ci}_{k}"] = x
-                vals.append(g.add_input(f"x{ci}_{k}", _tt(x)))
-        types = [None if x is None else _tt(x.a if isinstance(x, Const) else x) for x in case.inputs]
-        consts = [x.a if isinstance(x, Const) else None for x in case.inputs]
-        opdef = OPS[case.op]
-        out_types = opdef.infer(InferContext(case.op, types, opdef.with_defaults(case.attrs), consts, case.n_out))
-        node = g.add(case.op, vals, out_types, case.attrs, output_names=[f"y{ci}_{j}" for j in range(case.n_out)])
-        g.outputs.extend(node.outputs)
-    return g, feeds
-
-
 def check(*cases: Case, **options: Any) -> None:
     """Compile all cases as one graph; every result must equal the interpreter's bit for bit."""
-    g, feeds = build(list(cases))
-    expected = run(g, feeds)
-    model = tritc.compile(g, pipeline="none", **options)
-    got = model.run(None, feeds)
-    for spec, y in zip(model.outputs, got):
-        e = expected[spec.name]
-        assert y.dtype == e.dtype and y.shape == e.shape, (spec.name, y.dtype, y.shape, e.dtype, e.shape)
-        assert y.tobytes() == e.tobytes(), f"{spec.name}: {cases[int(spec.name[1:].split('_')[0])]}\n{y}\n!=\n{e}"
+    _, expected, got = interpret_and_compile(list(cases), **options)
+    for name, y in got.items():
+        e = expected[name]
+        assert y.dtype == e.dtype and y.shape == e.shape, (name, y.dtype, y.shape, e.dtype, e.shape)
+        assert y.tobytes() == e.tobytes(), f"{name}: {case_of(cases, name)}\n{y}\n!=\n{e}"
 
 
 def over(dtypes: list[str]) -> Callable[[Callable[..., list[Case]]], Callable[..., None]]:
