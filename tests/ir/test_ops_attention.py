@@ -13,19 +13,12 @@ from onnx import helper as oh
 
 from tritc.frontend.onnx import import_model
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext, TypeRuleError
-from tritc.ir.types import DType, TensorType
+from tritc.ir.ops import OPS, TypeRuleError
+from tritc.ir.types import DType
+
+from .helpers import infer, tt
 
 RNG = np.random.default_rng(7)
-
-
-def tt(dtype: str, *shape) -> TensorType:
-    return TensorType(DType.from_name(dtype), tuple(shape))
-
-
-def infer(op: str, *inputs, n_out: int = 1, **attrs) -> list[TensorType]:
-    opdef = OPS[op]
-    return opdef.infer(InferContext(op, list(inputs), opdef.with_defaults(attrs), [None] * len(inputs), n_out))
 
 
 def attention(*arrays, **attrs):

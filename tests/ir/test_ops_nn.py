@@ -17,31 +17,10 @@ from tritc.errors import ResourceLimitError, UnsupportedError
 from tritc.frontend.adapters import find_adapter
 from tritc.frontend.onnx import import_model
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext, TypeRuleError, onnx_op
+from tritc.ir.ops import OPS, TypeRuleError, onnx_op
 from tritc.ir.types import DType, TensorType
 
-
-def tt(dtype: str, *shape) -> TensorType:
-    return TensorType(DType.from_name(dtype), tuple(shape))
-
-
-def infer(op: str, *inputs, n_out: int = 1, **attrs) -> list[TensorType]:
-    """Run op's type rule; each input is a TensorType, a numpy array (a constant) or None."""
-    types, consts = [], []
-    for x in inputs:
-        if isinstance(x, np.ndarray):
-            types.append(TensorType(DType.from_numpy(x.dtype), x.shape))
-            consts.append(x)
-        else:
-            types.append(x)
-            consts.append(None)
-    opdef = OPS[op]
-    return opdef.infer(InferContext(op, types, opdef.with_defaults(attrs), consts, n_out))
-
-
-def shape_of(op: str, *inputs, **attrs):
-    return infer(op, *inputs, **attrs)[0].shape
-
+from .helpers import infer, shape_of, tt
 
 # ---- symbolic type rules ------------------------------------------------------------------------
 

@@ -16,28 +16,12 @@ from onnx import helper as oh
 from tritc.errors import ModelValidationError
 from tritc.frontend.onnx import import_model
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext, TypeRuleError, quant
+from tritc.ir.ops import OPS, TypeRuleError, quant
 from tritc.ir.types import DType, TensorType
 
+from .helpers import infer, tt
+
 RNG = np.random.default_rng(1234)
-
-
-def tt(dtype: str, *shape) -> TensorType:
-    return TensorType(DType.from_name(dtype), tuple(shape))
-
-
-def infer(op: str, *inputs, n_out: int = 1, **attrs) -> list[TensorType]:
-    """Run op's type rule; each input is a TensorType, a numpy array (a constant) or None."""
-    types, consts = [], []
-    for x in inputs:
-        if isinstance(x, np.ndarray):
-            types.append(TensorType(DType.from_numpy(x.dtype), x.shape))
-            consts.append(x)
-        else:
-            types.append(x)
-            consts.append(None)
-    opdef = OPS[op]
-    return opdef.infer(InferContext(op, types, opdef.with_defaults(attrs), consts, n_out))
 
 
 def compute(op: str, *arrays, **attrs):

@@ -18,40 +18,19 @@ from tritc.frontend.adapters import find_adapter
 from tritc.frontend.onnx import import_model
 from tritc.ir import dims
 from tritc.ir.interpreter import run
-from tritc.ir.ops import OPS, InferContext, TypeRuleError
+from tritc.ir.ops import OPS, TypeRuleError
 from tritc.ir.ops import shape as shape_ops
 from tritc.ir.ops.shape import slice_dim
 from tritc.ir.text import parse_graph, print_graph
 from tritc.ir.types import DType, TensorType
 
+from .helpers import infer, shape_of, tt
+
 I64 = DType.I64
-
-
-def tt(dtype: str, *shape) -> TensorType:
-    return TensorType(DType.from_name(dtype), tuple(shape))
 
 
 def vec(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
-
-
-def infer(op: str, *inputs, n_out: int = 1, **attrs) -> list[TensorType]:
-    """Run op's type rule; each input is a TensorType, or a numpy array (a constant), or None."""
-    types, consts = [], []
-    for x in inputs:
-        if isinstance(x, np.ndarray):
-            types.append(TensorType(DType.from_numpy(x.dtype), x.shape))
-            consts.append(x)
-        else:
-            types.append(x)
-            consts.append(None)
-    opdef = OPS[op]
-    return opdef.infer(InferContext(op, types, opdef.with_defaults(attrs), consts, n_out))
-
-
-def shape_of(op: str, *inputs, **attrs):
-    (t,) = infer(op, *inputs, **attrs)
-    return t.shape
 
 
 # ---- symbolic type rules ------------------------------------------------------------------------
