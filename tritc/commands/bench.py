@@ -4,17 +4,15 @@ interleaved rounds so that a burst of load on the machine hits both alike."""
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
 from .inputs import check_names, choose_bindings, make_inputs
+from .machine import cores, cpu_model
 from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
 from .output import Progress, human_seconds
 from .run import check_feed
@@ -37,23 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_pass_options(p, default_pipeline="cpu")
     add_progress_options(p)
     p.set_defaults(func=run)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def interleaved(contestants: dict[str, Callable[[], object]], warmup: int, runs: int) -> dict[str, list[float]]:
