@@ -354,6 +354,16 @@ def linear_attention(ctx: NodeCtx) -> None:
     if batch * hkv == 0:
         return
 
+    def times_state(x: Buf, x_at: ir.Value) -> None:
+        """orow = x[x_at : x_at + dk]^T S (a row of k or q times the state), summed over d in order."""
+        with for_range(b, dv, name="r0") as m:
+            store(b, zero, orow, m)
+        with for_range(b, dk, name="rd") as d:
+            xd = load_f(b, x, b.add(x_at, d), f32)
+            with for_range(b, dv, name="rm") as m:
+                slot = gep(b, orow, m, F32)
+                b.store(b.fadd(b.load(slot, typ=F32), b.fmul(xd, load(b, state, b.add(b.mul(d, I64(dv)), m), F32))), slot)
+
     with for_range(b, batch, name="b") as bi, for_range(b, hkv, name="kh") as kh:
         state_base = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(dk * dv))
         with for_range(b, dk * dv, name="s0") as e:
@@ -372,13 +382,7 @@ def linear_attention(ctx: NodeCtx) -> None:
             with for_range(b, dv, name="vm") as m:
                 store(b, load_f(b, v, b.add(v_at, m), f32), vt, m)
             if beta is not None:  # delta rule: v_t = beta (v_t - S^T k_t)
-                with for_range(b, dv, name="u0") as m:
-                    store(b, zero, orow, m)
-                with for_range(b, dk, name="ud") as d:
-                    kd = load_f(b, k, b.add(k_at, d), f32)
-                    with for_range(b, dv, name="um") as m:
-                        slot = gep(b, orow, m, F32)
-                        b.store(b.fadd(b.load(slot, typ=F32), b.fmul(load(b, state, b.add(b.mul(d, I64(dv)), m), F32), kd)), slot)
+                times_state(k, k_at)
                 nb = beta.shape[-1]
                 bt = load_f(b, beta, b.add(b.mul(token, I64(nb)), kh if nb > 1 else I64(0)), f32)
                 with for_range(b, dv, name="bm") as m:
@@ -391,13 +395,7 @@ def linear_attention(ctx: NodeCtx) -> None:
             with for_range(b, group, name="g") as gq:  # o_t = scale q_t^T S for each query head of this kv head
                 h = b.add(b.mul(kh, I64(group)), gq)
                 q_at = b.add(b.mul(token, I64(hq * dk)), b.mul(h, I64(dk)))
-                with for_range(b, dv, name="o0") as m:
-                    store(b, zero, orow, m)
-                with for_range(b, dk, name="od") as d:
-                    qd = load_f(b, q, b.add(q_at, d), f32)
-                    with for_range(b, dv, name="om") as m:
-                        slot = gep(b, orow, m, F32)
-                        b.store(b.fadd(b.load(slot, typ=F32), b.fmul(qd, load(b, state, b.add(b.mul(d, I64(dv)), m), F32))), slot)
+                times_state(q, q_at)
                 o_at = b.add(b.mul(token, I64(hq * dv)), b.mul(h, I64(dv)))
                 with for_range(b, dv, name="os") as m:
                     store_f(b, b.fmul(scale, load(b, orow, m, F32)), out, b.add(o_at, m))
