@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     llc_bytes,
     machine_info,
     machine_markdown,
+    ort_bound_call,
     write_results,
 )
 
@@ -89,33 +90,6 @@ def cold_copies(K: int, N: int) -> int:
     return max(2, -(-2 * llc_bytes() // packed_size(K, N)) + 1)
 
 
-def _session(model, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def _bound(sess, x: np.ndarray, N: int):
-    """A call through IO binding (no per-call numpy conversions) and its output array."""
-    import onnxruntime as ort
-
-    y = np.zeros((x.shape[0], N), np.float32)
-    binding = sess.io_binding()
-    xv, yv = ort.OrtValue.ortvalue_from_numpy(x), ort.OrtValue.ortvalue_from_numpy(y)
-    binding.bind_ortvalue_input("A", xv)
-    binding.bind_ortvalue_output("Y", yv)
-
-    def call() -> None:
-        sess.run_with_iobinding(binding)
-
-    call.keep = (binding, xv, yv, x, y)  # type: ignore[attr-defined]  # ORT reads and writes these buffers in place
-    return call, y
-
-
 def _model(nodes, inits, M: int, K: int, N: int, opsets):
     from onnx import TensorProto, helper
 
@@ -130,7 +104,7 @@ def ort_matmul_runner(x: np.ndarray, w, threads: int):
     (M, K), N = x.shape, w.shape[1]
     dense = w.dequantize()
     model = _model([helper.make_node("MatMul", ["A", "B"], ["Y"])], [numpy_helper.from_array(dense, "B")], M, K, N, [("", 17)])
-    return _bound(_session(model, threads), x, N)
+    return ort_bound_call(model, x, N, threads)
 
 
 def nbits_weights(w, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +127,7 @@ def ort_nbits_runner(x: np.ndarray, w, threads: int, block: int):
                             block_size=block, accuracy_level=4)
     model = _model([node], [numpy_helper.from_array(B, "B"), numpy_helper.from_array(S, "S")], M, K, N,
                    [("", 17), ("com.microsoft", 1)])
-    return _bound(_session(model, threads), x, N)
+    return ort_bound_call(model, x, N, threads)
 
 
 def check(x, w, outs: dict[str, np.ndarray]) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Timer, cores, finish_info, interleave, machine_info, machine_markdown, write_results  # noqa: E402
+from benchmarks.common import Timer, cores, finish_info, interleave, machine_info, machine_markdown, ort_bound_call, write_results  # noqa: E402
 
 SHAPES = [(1, 4096, 4096), (128, 2560, 6912), (64, 64, 64), (512, 512, 512)]
 
@@ -59,34 +59,13 @@ def tritc_runner(onnx_model, a: np.ndarray, threads: int):
     return call, y, seconds
 
 
-def ort_runner(onnx_model, a: np.ndarray, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(onnx_model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    y = np.zeros((a.shape[0], sess.get_outputs()[0].shape[1]), np.float32)
-    binding = sess.io_binding()
-    av, yv = ort.OrtValue.ortvalue_from_numpy(a), ort.OrtValue.ortvalue_from_numpy(y)
-    binding.bind_ortvalue_input("A", av)
-    binding.bind_ortvalue_output("Y", yv)
-
-    def call() -> None:
-        sess.run_with_iobinding(binding)
-
-    call.keep = (sess, binding, av, yv, a, y)  # type: ignore[attr-defined]
-    return call, y
-
-
 def bench_one(M: int, K: int, N: int, threads: int, rounds: int) -> dict:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((K, N)).astype(np.float32)
     onnx_model = model(M, K, N, b)
     t_call, t_y, compile_s = tritc_runner(onnx_model, a, threads)
-    o_call, o_y = ort_runner(onnx_model, a, threads)
+    o_call, o_y = ort_bound_call(onnx_model, a, N, threads)
     t_call(), o_call()
     exact = a.astype(np.float64) @ b.astype(np.float64)
     norm = float(np.max(np.abs(exact))) or 1.0
