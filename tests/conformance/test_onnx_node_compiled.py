@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 from tritc.onnx_backend import CompiledBackend
 
-from .cases import supported_cases
-from .expected_failures import EXPECTED_FAILURES
-from .test_onnx_node import as_array, assert_outputs_match
+from .test_onnx_node import check_node_case, node_params
 
 SAMPLE_EVERY = 5
 FULL = os.environ.get("TRITC_FULL_CONFORMANCE") == "1"
@@ -23,21 +20,6 @@ FULL = os.environ.get("TRITC_FULL_CONFORMANCE") == "1"
 pytestmark = pytest.mark.conformance
 
 
-def _params():
-    for k, case in enumerate(supported_cases()):
-        if not FULL and k % SAMPLE_EVERY:
-            continue
-        marks = []
-        if case.name in EXPECTED_FAILURES:
-            marks.append(pytest.mark.xfail(reason=EXPECTED_FAILURES[case.name], strict=True))
-        yield pytest.param(case, id=case.name, marks=marks)
-
-
-@pytest.mark.parametrize("case", list(_params()))
+@pytest.mark.parametrize("case", list(node_params(1 if FULL else SAMPLE_EVERY)))
 def test_node_compiled(case):
-    rep = CompiledBackend.prepare(case.model)
-    for inputs, expected in case.data_sets:
-        inputs, expected = [as_array(t) for t in inputs], [as_array(t) for t in expected]
-        with np.errstate(all="ignore"):
-            outputs = rep.run(inputs)
-        assert_outputs_match(outputs, expected, case.rtol, case.atol)
+    check_node_case(CompiledBackend, case)
