@@ -96,8 +96,8 @@ def _infer(ctx: InferContext) -> list[TensorType]:
               "activation": Str("none")},
        infer=_infer)
 def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = None,
-                   residual: np.ndarray | None = None, *, act: str, act_max: float, act_eps: float, act_scale: str,
-                   activation: str) -> np.ndarray:
+                   residual: np.ndarray | None = None, *, act: str = "float", act_max: float = 127.0,
+                   act_eps: float = 1e-5, act_scale: str = "div", activation: str = "none") -> np.ndarray:
     if act == "int8":
         q, s = quantize_activations(x, act_max, act_eps, act_scale)
         acc = ternary_accumulate(q, w.trits, w.group_size)
