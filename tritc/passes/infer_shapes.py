@@ -2,6 +2,10 @@
 
     %y = matmul(%x, %w) : f32[?,?]     ->   %y = matmul(%x, %w) : f32[batch,8]
 
+Shape arithmetic (shape -> gather -> concat -> reshape) is followed symbolically: small integer
+values carry symbolic elements (tritc/ir/symvalues.py) that reshape, expand, slice and
+constant_of_shape read where a constant would do.
+
 Types only get more precise (static beats symbolic beats unknown); a clash between a declared
 and an inferred type is an error naming the node. With `bind`, symbolic input dims are first
 replaced by sizes (``infer-shapes{bind=[batch=1,seq=16]}``), which specialises the whole graph.
@@ -15,7 +19,8 @@ from ..errors import ModelValidationError, OptionError
 from ..ir import dims
 from ..ir.graph import Graph
 from ..ir.ops import OPS, InferContext, TypeRuleError
-from ..ir.types import TensorType, format_type, refine_type
+from ..ir.symvalues import SymValue, propagate
+from ..ir.types import DType, TensorType, format_type, refine_type
 from ..ir.verify import compatible
 from .pass_manager import Pass, register
 
@@ -41,13 +46,15 @@ def substitute(t: TensorType, bindings: dict[str, int]) -> TensorType:
     return TensorType(t.dtype, tuple(shape))
 
 
-def infer_node_types(graph: Graph, node) -> list[TensorType] | None:
-    """The types the op's rule gives this node now, or None when the rule cannot say."""
+def infer_node_types(graph: Graph, node, syms: dict[int, SymValue] | None = None) -> list[TensorType] | None:
+    """The types the op's rule gives this node now, or None when the rule cannot say. `syms` holds the
+    symbolic values of small integer values computed so far (shape arithmetic)."""
     opdef = OPS.get(node.op)
     if opdef is None or node.op in ("weight", "constant"):
         return None
     ctx = InferContext(node.op, [None if v is None else v.type for v in node.inputs], opdef.with_defaults(node.attrs),
-                       [graph.const_value(v) for v in node.inputs], len(node.outputs), node.name)
+                       [graph.const_value(v) for v in node.inputs], len(node.outputs), node.name,
+                       [None if v is None or syms is None else syms.get(id(v)) for v in node.inputs])
     try:
         return opdef.infer(ctx)
     except TypeRuleError as e:
@@ -64,6 +71,7 @@ class InferShapes(Pass):
     def run(self, graph: Graph) -> bool:
         bindings = parse_bindings(self.bind)
         changed = False
+        syms: dict[int, SymValue] = {}
         for v in graph.inputs:
             t = substitute(v.type, bindings)
             if t != v.type:
@@ -74,7 +82,7 @@ class InferShapes(Pass):
                     t = substitute(v.type, bindings)
                     if t != v.type:
                         v.type, changed = t, True
-            inferred = infer_node_types(graph, node)
+            inferred = infer_node_types(graph, node, syms)
             if inferred is None:
                 continue
             for v, t in zip(node.outputs, inferred):
@@ -84,4 +92,11 @@ class InferShapes(Pass):
                 refined = refine_type(v.type, t)
                 if refined != v.type:
                     v.type, changed = refined, True
+            out_dtype = node.outputs[0].type.dtype if node.outputs else None
+            if len(node.outputs) == 1 and out_dtype is not None and (out_dtype.is_int or out_dtype is DType.BOOL):
+                sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
+                               [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
+                               [None if v is None else v.type for v in node.inputs])
+                if sv is not None:
+                    syms[id(node.outputs[0])] = sv
         return changed

@@ -133,6 +133,8 @@ class InferContext:
     consts: list[np.ndarray | None]  # data of inputs whose value is known at compile time
     num_outputs: int
     name: str | None = None  # node location, for messages
+    # Symbolic values of small integer inputs (tritc.ir.symvalues.SymValue), where known.
+    syms: list[Any] = field(default_factory=list)
 
     def type(self, i: int) -> TensorType:
         t = self.input_types[i] if i < len(self.input_types) else None
@@ -145,6 +147,15 @@ class InferContext:
 
     def const(self, i: int) -> np.ndarray | None:
         return self.consts[i] if i < len(self.consts) else None
+
+    def sym_ints(self, i: int) -> list[Any] | None:
+        """Input i's elements as a list of dims (ints, or symbols such as 'seq'), when every one is
+        known: a constant's values, or a shape computation's symbolic value. None otherwise."""
+        c = self.const(i)
+        if c is not None:
+            return [int(x) for x in np.asarray(c).reshape(-1)] if np.asarray(c).dtype.kind in "iu" else None
+        s = self.syms[i] if i < len(self.syms) else None
+        return list(s.elems) if s is not None and s.known else None
 
 
 class TypeRuleError(Exception):

@@ -120,5 +120,10 @@ def const_ints(ctx: InferContext, i: int) -> list[int] | None:
     return [int(x) for x in np.asarray(c).reshape(-1)]
 
 
+def sym_ints(ctx: InferContext, i: int) -> list[Dim] | None:
+    """Input i's elements as dims: constant ints, or symbolic ones from shape arithmetic."""
+    return ctx.sym_ints(i)
+
+
 def unknown_dims(rank: int | None) -> Shape | None:
     return None if rank is None else tuple([None] * rank)

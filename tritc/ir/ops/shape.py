@@ -15,7 +15,7 @@ from ...errors import ResourceLimitError
 from .. import dims
 from ..types import Dim, DType, Shape, TensorType, format_type
 from . import InferContext, Int, Ints, TypeRuleError, defop
-from .rules import const_ints, norm_axes, norm_axis, same_dtype, unknown_dims
+from .rules import const_ints, norm_axes, norm_axis, same_dtype, sym_ints, unknown_dims
 
 # Largest output, in elements, an op here may allocate. Expand, Tile, Pad, ConstantOfShape and
 # Range make huge tensors out of tiny constant inputs (HARDENING.md C.19); they refuse beyond this.
@@ -67,8 +67,9 @@ def vector_length(t: TensorType) -> int | None:
     return t.shape[0]
 
 
-def shape_from_const(values: list[int], what: str) -> tuple[int, ...]:
-    if any(v < 0 for v in values):
+def shape_from_const(values: list[Dim], what: str) -> tuple[Dim, ...]:
+    """A shape from constant (or symbolic) values; a negative constant is an error."""
+    if any(isinstance(v, int) and v < 0 for v in values):
         raise TypeRuleError(f"{what} {values} has a negative dim")
     return tuple(values)
 
@@ -107,7 +108,7 @@ def reshape_dims(in_shape: Shape | None, target: list[int], allowzero: bool) -> 
     one -1 takes what is left. Symbolic dims stay exact when the division is exact."""
     if target.count(-1) > 1:
         raise TypeRuleError(f"shape {target} has more than one -1")
-    if any(v < -1 for v in target):
+    if any(isinstance(v, int) and v < -1 for v in target):
         raise TypeRuleError(f"shape {target} has a dim below -1")
     if allowzero and 0 in target and -1 in target:
         raise TypeRuleError(f"shape {target} has both 0 and -1, which allowzero=1 does not allow")
@@ -157,7 +158,7 @@ def _differ_by_a_factor(a: Dim, b: Dim) -> bool:
 def _reshape_type(ctx: InferContext) -> list[TensorType]:
     data = ctx.type(0)
     st = index_input(ctx, 1, "the shape of reshape")
-    target = const_ints(ctx, 1)
+    target = sym_ints(ctx, 1)  # constant values, or symbolic ones computed from shapes
     if target is None:
         n = vector_length(st)
         return [data.with_shape(unknown_dims(n))]
@@ -403,7 +404,8 @@ def _slice_type(ctx: InferContext) -> list[TensorType]:
     if t.shape is None:
         return [t]
     rank = len(t.shape)
-    starts, ends = const_ints(ctx, 1), const_ints(ctx, 2)
+    # Bounds may be computed from shapes (x[..., :d // 2]): symbolic values count like constants.
+    starts, ends = sym_ints(ctx, 1), sym_ints(ctx, 2)
     axes = const_ints(ctx, 3) if ctx.has(3) else None
     steps = const_ints(ctx, 4) if ctx.has(4) else None
     if ctx.has(3) and axes is None:
@@ -421,10 +423,16 @@ def _slice_type(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"slice of {fmt(t)}: steps {steps} contain 0")
     out = list(t.shape)
     for k, a in enumerate(axes):
+        step = steps[k] if steps is not None else 1
         if starts is None or ends is None or (ctx.has(4) and steps is None):
             out[a] = None
+        elif isinstance(starts[k], int) and isinstance(ends[k], int):
+            out[a] = slice_dim(t.shape[a], starts[k], ends[k], step)
+        elif isinstance(starts[k], int) and 0 <= starts[k] and step == 1:
+            # An end computed from a shape (x[:, :seq]): like symbolic dims, assume it is in bounds.
+            out[a] = dims.sub(ends[k], starts[k])
         else:
-            out[a] = slice_dim(t.shape[a], starts[k], ends[k], steps[k] if steps is not None else 1)
+            out[a] = None
     return [t.with_shape(tuple(out))]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from .. import dims
 from ..types import Shape, TensorType
 from . import InferContext, Int, Ints, Str, TypeRuleError, defop
-from .rules import broadcast_shapes, const_ints, norm_axes, unknown_dims
+from .rules import broadcast_shapes, const_ints, norm_axes, sym_ints, unknown_dims
 from .shape import INDEX_TYPES, check_budget, fmt, index_input, shape_from_const, vector_length
 
 # ---- expand, tile, pad ----------------------------------------------------------------------------
@@ -18,7 +18,7 @@ from .shape import INDEX_TYPES, check_budget, fmt, index_input, shape_from_const
 def _expand_type(ctx: InferContext) -> list[TensorType]:
     t = ctx.type(0)
     st = index_input(ctx, 1, "the shape of expand")
-    target = const_ints(ctx, 1)
+    target = sym_ints(ctx, 1)
     if target is None:
         n = vector_length(st)
         if n is None or t.shape is None:

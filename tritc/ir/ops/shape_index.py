@@ -11,7 +11,7 @@ import numpy as np
 from .. import dims
 from ..types import Dim, DType, TensorType
 from . import InferContext, Int, Str, Tensor, Type, TypeRuleError, defop
-from .rules import const_ints, norm_axis, require_dtype, unknown_dims
+from .rules import const_ints, norm_axis, require_dtype, sym_ints, unknown_dims
 from .shape import INDEX_TYPES, check_budget, fmt, index_input, shape_from_const, vector_length
 
 
@@ -309,6 +309,11 @@ def _range_type(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"stash_type {ctx.attrs['stash_type']} is not float (1) or double (11)")
     consts = [ctx.const(i) for i in range(3)]
     if any(c is None for c in consts):
+        # range(start, n, 1) with n from a shape (arange(seq)) has n - start elements, for n >= start
+        syms = [sym_ints(ctx, i) for i in range(3)]
+        if all(v is not None and len(v) == 1 for v in syms) and syms[2] == [1] and isinstance(syms[0][0], int) \
+                and isinstance(syms[1][0], str):  # type: ignore[index]
+            return [TensorType(ts[0].dtype, (dims.sub(syms[1][0], syms[0][0]),))]  # type: ignore[index]
         return [TensorType(ts[0].dtype, (None,))]
     try:
         n = range_length(*(c.reshape(-1)[0].item() for c in consts))  # type: ignore[union-attr]
@@ -338,7 +343,7 @@ def _constant_of_shape_type(ctx: InferContext) -> list[TensorType]:
     if value is not None and value.size != 1:
         raise TypeRuleError(f"constant_of_shape value must hold one element, it has shape {list(value.shape)}")
     dtype = DType.from_numpy(value.dtype) if value is not None else DType.F32
-    target = const_ints(ctx, 0)
+    target = sym_ints(ctx, 0)
     if target is None:
         return [TensorType(dtype, unknown_dims(vector_length(st)))]
     return [TensorType(dtype, shape_from_const(target, "constant_of_shape shape"))]
