@@ -129,7 +129,7 @@ def test_compile_the_example(example_compiled, example):
     assert set(fields) == {"model", "target", "shapes", "ternary", "time"}
     assert fields["shapes"].startswith("batch=1, seq=8")
     assert fields["ternary"].startswith("14 of 15 linear layers (14 exact)")
-    assert fields["model"] == "input_ids: i64[batch,seq] -> logits: f32[batch,?,256]"
+    assert fields["model"] == "input_ids: i64[batch,seq] -> logits: f32[batch,seq,256]"
     # Progress: one line per long step, each with the elapsed time.
     steps = [line.split("] ", 1)[1] for line in stderr.splitlines()]
     assert all(line.startswith("[") and "s] " in line for line in stderr.splitlines())
@@ -335,7 +335,7 @@ def test_inspect_summary(example_compiled):
     fields = {line.split()[0]: line.split(None, 1)[1] for line in head.splitlines()}
     assert fields["format"] == f"1 (written by tritc {tritc.__version__})"
     assert fields["target"].startswith(f"{m['target']['triple']}, cpu {m['target']['cpu']}, {m['target']['isa']} kernels")
-    assert fields["inputs"] == "input_ids: i64[batch,seq]" and fields["outputs"] == "logits: f32[batch,?,256]"
+    assert fields["inputs"] == "input_ids: i64[batch,seq]" and fields["outputs"] == "logits: f32[batch,seq,256]"
     assert fields["shapes"].startswith("batch=1, seq=8 (arena ") and fields["source"] == "bitnet_tiny.onnx"
     assert fields["weights"].endswith(f"in {len(m['weights'])} tensors (14 ternary, {len(m['weights']) - 14} dense)")
     rows = [line.split() for line in sections.splitlines()]
