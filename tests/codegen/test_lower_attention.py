@@ -12,6 +12,8 @@ import tritc
 from tritc.ir.interpreter import run
 from tritc.ir.text import parse_graph
 
+from .helpers import Case, build, case_of, interpret_and_compile
+
 RNG = np.random.default_rng(11)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 NP = {"f32": np.float32, "f16": np.float16, "bf16": BF16, "f64": np.float64}
@@ -133,6 +135,112 @@ def test_attention_softmax_precision_f16():
         "%y, %a, %b, %s = attention(%q, %k, %v) {is_causal = 1, qk_matmul_output_mode = 3, softmax_precision = f32} : "
         "f16[1,2,4,8], f16[1,2,4,8], f16[1,2,4,8], f16[1,2,4,4]",
     ), {"q": q, "k": k, "v": v}, "f16")
+
+
+# ---- Attention: the vectorised path (f32, no softcap, no qk output) ----------------------------------------------
+
+
+def attention_case(hq: int, hkv: int, sq: int, kv: int, dk: int, dv: int | None = None, *, past: int = 0, mask=None,
+                   nonpad=None, three_d: bool = False, **attrs) -> Case:
+    """An f32 attention node on random inputs; `mask` is an array (given as is), past > 0 adds a KV cache."""
+    dv = dv or dk
+    batch = 2 if nonpad is None else len(nonpad)
+    if three_d:
+        q, k, v = rand((batch, sq, hq * dk)), rand((batch, kv, hkv * dk)), rand((batch, kv, hkv * dv))
+        attrs = {"q_num_heads": hq, "kv_num_heads": hkv, **attrs}
+    else:
+        q, k, v = rand((batch, hq, sq, dk)), rand((batch, hkv, kv, dk)), rand((batch, hkv, kv, dv))
+    caches = [rand((batch, hkv, past, dk)), rand((batch, hkv, past, dv))] if past else [None, None]
+    inputs = [q, k, v, mask, *caches, nonpad]
+    while inputs[-1] is None:
+        inputs.pop()
+    return Case("attention", inputs, attrs, n_out=3 if past else 1)
+
+
+def check_cases(*cases: Case, **options) -> None:
+    """Every case compiled (one graph) against the interpreter, within f32 accumulation-order rounding."""
+    with np.errstate(all="ignore"):
+        _, expected, got = interpret_and_compile(list(cases), **options)
+    rtol, atol = TOL["f32"]
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=rtol, atol=atol, equal_nan=True, err_msg=f"{name}: {case_of(list(cases), name)}")
+
+
+def llvm_ir(*cases: Case) -> str:
+    from tritc.codegen.llvm.compiler import specialize
+    from tritc.codegen.llvm.lower import lower_graph
+    from tritc.codegen.llvm.memory import plan_memory
+    from tritc.codegen.llvm.target import host_target
+    from tritc.codegen.llvm.weights import layout_weights
+
+    g, _ = build(list(cases))
+    layout, _ = layout_weights(g)
+    s = specialize(g, {})
+    return str(lower_graph(s, plan_memory(s, {k: e.offset for k, e in layout.entries.items()}), layout, host_target()))
+
+
+@pytest.mark.parametrize("dk", [8, 24, 64, 80])
+def test_attention_vector_tails(dk):
+    """Head dims that are not (or are) multiples of 16 lanes, key counts around the 16-key score blocks, GQA groups
+    and single queries; 4-D and 3-D, plain and causal."""
+    cases = [attention_case(hq, hkv, sq, kv, dk, dk + 8 if three_d else dk, three_d=three_d, is_causal=causal)
+             for kv in (1, 5, 17, 33) for hq, hkv, sq, three_d, causal in
+             ((4, 2, 3, False, 0), (3, 1, 1, True, 0), (2, 2, 20, False, 1), (6, 2, 7, True, 1))]
+    check_cases(*cases)
+
+
+def test_attention_masks_and_windows_on_the_vector_path():
+    """Bool and float masks of every rank (short ones too) with causal rows, which skip key blocks no row can see;
+    windows over a past cache; valid lengths, including absurd ones."""
+    cases = []
+    for kv in (5, 40):
+        for shape in [(kv,), (6, kv), (2, 4, 6, kv - 3), (1, 1, 6, kv), (4, 6, kv // 2)]:
+            bool_mask = RNG.random(shape) > 0.3
+            float_mask = rand(shape)
+            float_mask[..., 1] = -np.inf
+            cases += [attention_case(4, 2, 6, kv, 16, mask=m, is_causal=1) for m in (bool_mask, float_mask)]
+    causal = np.tril(np.ones((40, 40), bool))
+    causal[7] = False  # a fully masked row gives zeros
+    cases.append(attention_case(2, 1, 40, 40, 32, mask=causal[None, None]))
+    for left, right in ((2, -1), (0, 0), (5, 3), (-1, 1)):
+        cases.append(attention_case(4, 2, 6, 6, 16, past=30, is_causal=int(right < 0), left_window_size=left,
+                                    right_window_size=right))
+    for lengths in ([37, 3, 0, 19], [2**62, -2**62, 1, 2**40]):
+        cases += [attention_case(2, 2, 5, 37, 8, nonpad=np.array(lengths, np.int64), is_causal=c) for c in (0, 1)]
+    check_cases(*cases)
+
+
+def test_attention_non_finite_values_in_skipped_blocks():
+    """A causal row never sees the later keys, but the interpreter still computes with them: a NaN key, an infinite
+    value or a float mask of +inf there makes the row NaN. Key blocks are skipped only when that cannot happen."""
+    q, k, v = rand((1, 2, 48, 8)), rand((1, 2, 48, 8)), rand((1, 2, 48, 8))
+    nan_k, inf_v = k.copy(), v.copy()
+    nan_k[0, 1, 40, 3] = np.nan
+    inf_v[0, 0, 45, 0] = np.inf
+    mask = np.where(np.tril(np.ones((48, 48), bool)), 0, -np.inf).astype(np.float32)
+    mask[3, 40], mask[20, 44] = np.inf, np.nan
+    none_allowed = np.ones((48, 48), bool)
+    none_allowed[5] = False
+    cases = [Case("attention", [q, nan_k, v], {"is_causal": 1}), Case("attention", [q, k, inf_v], {"is_causal": 1}),
+             Case("attention", [q, k, v, mask]), Case("attention", [q, k, inf_v, none_allowed]),
+             Case("attention", [q, k * np.float32(1e37), v], {"is_causal": 1})]
+    with np.errstate(all="ignore"):
+        _, expected, got = interpret_and_compile(cases)
+    assert np.isnan(expected["y0_0"][0, 1]).all() and np.isnan(expected["y1_0"][0, 0, :45, 0]).all()
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_attention_split_over_threads():
+    check_cases(attention_case(8, 2, 64, 64, 32, is_causal=1), attention_case(4, 4, 1, 1, 64, past=700),
+                attention_case(8, 2, 33, 50, 24, mask=RNG.random((33, 50)) > 0.5), threads=2)
+
+
+def test_attention_takes_the_vector_path_when_it_can():
+    q, k, v = rand((1, 2, 3, 8)), rand((1, 2, 5, 8)), rand((1, 2, 5, 8))
+    assert "rowmeta" in llvm_ir(Case("attention", [q, k, v], {"is_causal": 1}))
+    assert "rowmeta" not in llvm_ir(Case("attention", [q, k, v], {"softcap": 2.0}))
+    assert "rowmeta" not in llvm_ir(Case("attention", [q, k, v], {"qk_matmul_output_mode": 1}, n_out=4))
 
 
 # ---- RotaryEmbedding ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from ..builder import F32, F64, I1, I8, I64, broadcast_strides, elem_type, for_r
 from ..context import Buf, NodeCtx
 from ..elementwise import to_compute
 from ..kernels.vec import entry_alloca
-from . import lowering
+from . import attention_kernels, lowering
+from .core import copy_buffer
 from .quant import call, fix, ftype, load_f, scratch, store_f, widen
 
 NEG_INF = float("-inf")
@@ -60,7 +61,12 @@ def _opt(ctx: NodeCtx, i: int) -> Buf | None:
 
 @lowering("attention")
 def attention(ctx: NodeCtx) -> None:
-    _Attention(ctx).emit()
+    at = _Attention(ctx)
+    at.write_present()
+    if attention_kernels.fits(at):
+        attention_kernels.emit(ctx, at)  # vectorised and threaded: f32, no softcap, no qk output
+    else:
+        at.emit()
 
 
 class _Attention:
@@ -98,12 +104,14 @@ class _Attention:
             or a["left_window_size"] >= 0 or a["right_window_size"] >= 0
         self.mask_strides = _mask_strides(self.mask.shape, (self.batch, self.hq, self.sq)) if self.mask is not None else None
 
-    def emit(self) -> None:
-        b, ctx = self.b, self.ctx
+    def write_present(self) -> None:
         for src_past, src, strides, dst, d in ((self.past_k, self.k, self.ks, self.present_k, self.dk),
                                                (self.past_v, self.v, self.vs, self.present_v, self.dv)):
             if dst is not None:
-                _write_present(ctx, src_past, src, strides, dst, d, self.hkv, self.past)
+                _write_present(self.ctx, src_past, src, strides, dst, d, self.hkv, self.past)
+
+    def emit(self) -> None:
+        b = self.b
         if self.y.numel == 0 and (self.qk_out is None or self.qk_out.numel == 0):
             return
         self.qrow = scratch(b, self.at, self.dk, "qrow")
@@ -248,18 +256,23 @@ def _bias(ctx: NodeCtx, mask: Buf | None, strides: list[int] | None, bhi: list[i
 
 def _write_present(ctx: NodeCtx, src_past: Buf | None, src: Buf, strides: Sequence[int], dst: Buf, d: int,
                    hkv: int, past: int) -> None:
-    """present = concat(past, new) along the sequence: (batch, kv_heads, past + new, d)."""
+    """present = concat(past, new) along the sequence: (batch, kv_heads, past + new, d), one memcpy per run."""
     b = ctx.b
     batch, _, total, _ = dst.shape
+    size = dst.dtype.itemsize
     with for_range(b, batch, name="pb") as bi, for_range(b, hkv, name="ph") as kh:
         base = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(total * d))
         if src_past is not None:
             old = b.mul(b.add(b.mul(bi, I64(hkv)), kh), I64(past * d))
-            with for_range(b, past * d, name="pc") as e:
-                store(b, load(b, src_past.ptr, b.add(old, e), dst.elem), dst.ptr, b.add(base, e))
-        with for_range(b, total - past, name="pj") as j, for_range(b, d, name="pd") as e:
-            x = load(b, src.ptr, linear_index(b, [bi, kh, j, e], strides), dst.elem)
-            store(b, x, dst.ptr, b.add(base, b.add(b.mul(b.add(j, I64(past)), I64(d)), e)))
+            copy_buffer(ctx, gep(b, src_past.ptr, old, dst.elem), gep(b, dst.ptr, base, dst.elem), past * d * size)
+        rows = total - past
+        new_at = gep(b, dst.ptr, b.add(base, I64(past * d)), dst.elem)
+        if strides[2] == d:  # 4-D K / V: the new rows of a head are contiguous
+            copy_buffer(ctx, gep(b, src.ptr, linear_index(b, [bi, kh], strides[:2]), dst.elem), new_at, rows * d * size)
+        else:
+            with for_range(b, rows, name="pj") as j:
+                at = gep(b, src.ptr, linear_index(b, [bi, kh, j], strides[:3]), dst.elem)
+                copy_buffer(ctx, at, gep(b, new_at, b.mul(j, I64(d)), dst.elem), d * size)
 
 
 # ---- RotaryEmbedding ----------------------------------------------------------------------------------------------
