@@ -243,6 +243,17 @@ def test_attention_takes_the_vector_path_when_it_can():
     assert "rowmeta" not in llvm_ir(Case("attention", [q, k, v], {"qk_matmul_output_mode": 1}, n_out=4))
 
 
+def test_attention_kernel_shared_by_identical_nodes_only():
+    """Identical nodes call one kernel; a node reading K from present_key (after a cache of 4) must not share the kernel
+    of a cache-less node whose K has that shape: its queries sit 4 positions later."""
+    q, pk, pv = rand((1, 4, 3, 8)), rand((1, 2, 4, 8)), rand((1, 2, 4, 8))
+    k, v, k7, v7 = rand((1, 2, 3, 8)), rand((1, 2, 3, 8)), rand((1, 2, 7, 8)), rand((1, 2, 7, 8))
+    cases = [Case("attention", [q, k, v, None, pk, pv], {"is_causal": 1}, n_out=3),
+             Case("attention", [q, k7, v7], {"is_causal": 1}), Case("attention", [q, k7 * 2, v7], {"is_causal": 1})]
+    check_cases(*cases)
+    assert llvm_ir(*cases).count("define internal void @\"tritc.attention.") == 2
+
+
 # ---- RotaryEmbedding ---------------------------------------------------------------------------------------------
 
 

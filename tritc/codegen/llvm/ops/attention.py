@@ -1,9 +1,10 @@
 """Lowerings of the transformer ops: Attention (GQA, masks, causal / windowed with a KV cache, softcap, qk output
 modes, present key / value), RotaryEmbedding, SwiGLU and LinearAttention.
 
-Attention is a plain loop nest (batch, head, query row: scores over keys, stable softmax, weighted sum of V) with
-f32 accumulation (f64 for f64); every step the interpreter runs in Q's dtype is rounded to it here too, so f16 and
-bf16 results agree with tritc/ir/ops/attention.py to the last place in almost every element. A later pass tiles it.
+f32 Attention without softcap or qk output runs the vectorised, threaded kernel of attention_kernels.py. Every other
+case is a plain loop nest (batch, head, query row: scores over keys, stable softmax, weighted sum of V) with f32
+accumulation (f64 for f64); every step the interpreter runs in Q's dtype is rounded to it here too, so f16 and bf16
+results agree with tritc/ir/ops/attention.py to the last place in almost every element.
 """
 
 from __future__ import annotations

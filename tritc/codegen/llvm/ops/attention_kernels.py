@@ -2,11 +2,15 @@
 windowed, past cache, valid lengths. Work units are blocks of query rows that share a kv head (query heads of a
 group and query positions), split over the thread pool; per unit:
 
-    scores  16 keys at a time: q . K[j] as vectors over the head dim, the 16 sums by a shuffle tree, + bias
+    bias    the mask and the allowed key range per row, 16 keys at a time; which key blocks some row can see
+    scores  q . K[j] as vectors over the head dim for 16 keys, the 16 sums by a shuffle tree, * sqrt(scale) + bias
     softmax max, e = exp(s - max) (mathfns' vector exp), sum
-    P V     Y = (sum_j e[j] V[j]) / sum, head_dim-wide vector accumulators shared by the unit's rows
+    P V     Y = (sum_j e[j] V[j]) / sum, in register tiles of rows x head-dim chunks
 
-Every key is visited, as the interpreter does: a NaN or an overflow anywhere in a row still makes it NaN.
+Key blocks no row of a unit can see are skipped only where the interpreter's result provably does not depend on
+them (finite K and V there, no overflow in q . k): a NaN anywhere in a row's keys still makes the row NaN. Logits
+are (q * sqrt(scale)) . K * sqrt(scale) where the interpreter scales K first: equal up to rounding, except where the
+products overflow f32.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ def emit(ctx: NodeCtx, at: _Attention) -> None:
     if from_present:
         k, v, past_k, past_v = at.present_k, at.present_v, None, None
     operands = [at.q, k, v, at.mask, past_k, past_v, at.nonpad]
-    key = ("attention", tuple(None if x is None else x.type for x in operands), at.y.type, tuple(sorted(ctx.attrs.items())))
+    # (the past length too: it places the queries, and K may come from present_key of the same type as another's K)
+    key = ("attention", tuple(None if x is None else x.type for x in operands), at.y.type, at.past,
+           tuple(sorted(ctx.attrs.items())))
     fn = ctx.m.cache.get(key)
     if fn is None:
         fn = ir.Function(ctx.module, ir.FunctionType(VOID, [PTR] * (sum(x is not None for x in operands) + 1)),
