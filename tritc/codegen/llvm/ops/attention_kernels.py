@@ -107,6 +107,7 @@ class _Kernel:
         # whether a row may see no key of some block (which is then skipped); causal queries that come last never do
         self.may_skip = at.mask is not None or at.nonpad is not None or a["left_window_size"] >= 0 \
             or a["right_window_size"] >= 0 or (bool(a["is_causal"]) and at.sq > 1)
+        self.restrict = self.may_skip and (at.mask is None or at.mask.dtype is DType.BOOL)
 
     def row_blocks(self, heads: int, most: int) -> tuple[int, int]:
         """(blocks per kv head, rows per block): blocks of at most `most` rows (more rows share each K block and V row),
@@ -135,6 +136,7 @@ class _Kernel:
         self.total_sum = entry_alloca(b, ir.ArrayType(F32, R), "sum")
         self.qmax = entry_alloca(b, self.vi, "qmax")  # f32 bits of max |q * sqrt(scale)| over the unit's rows
         self.span_slots = [entry_alloca(b, I64, "span_lo"), entry_alloca(b, I64, "span_hi")]
+        self.allowed_slots = [entry_alloca(b, I64, "first_min"), entry_alloca(b, I64, "end_max")]  # over the unit's rows
         self.kvmax = [entry_alloca(b, I32, "kmax"), entry_alloca(b, I32, "vmax")]  # f32 bits of max |K|, max |V| skipped
         self.blkmax = entry_alloca(b, ir.ArrayType(I32, 4 * (self.nblk + 1)), "blkmax")  # prefix / suffix ones ...
         self.cached = entry_alloca(b, I64, "cached")  # ... of this batch * kv_heads + kv head
@@ -156,6 +158,8 @@ class _Kernel:
         limit = b.load(gep(b, at.nonpad.ptr, bi, I64), typ=I64) if at.nonpad is not None else None
         offset = b.sub(limit, i64(at.sq)) if limit is not None and at.past == 0 else i64(at.past)
         b.store(const_vec(self.vi, 0), self.qmax)
+        b.store(i64(at.total), self.allowed_slots[0])
+        b.store(i64(0), self.allowed_slots[1])
         with for_range(b, R, name="row") as r:  # the last block of a kv head repeats its last row (same values, same unit)
             t = b.add(row0, r)
             t = b.select(b.icmp_signed("<", t, i64(self.nrows)), t, i64(self.nrows - 1))
@@ -185,6 +189,9 @@ class _Kernel:
             if self.masked:
                 b.store(umax(b, b.load(self.qmax, typ=self.vi), abs_bits(b, x)), self.qmax)
         first, end = self.allowed_range(pos, limit)
+        for slot, v, keep in ((self.allowed_slots[0], first, "<"), (self.allowed_slots[1], end, ">")):
+            cur = b.load(slot, typ=I64)
+            b.store(b.select(b.icmp_signed(keep, v, cur), v, cur), slot)
         mask_row = linear_index(b, [bi, h, i], at.mask_strides[:3]) if at.mask is not None else i64(0)
         meta = gep(b, self.meta, b.mul(r, i64(META)), I64)
         for k, v in ((0, first), (1, end), (2, mask_row), (5, linear_index(b, [bi, h, i], at.ys[:3]))):
@@ -223,17 +230,22 @@ class _Kernel:
         Outside them every score is -inf and every probability 0 -- provided the logits there are neither NaN nor
         +inf and the values are finite (0 * inf is NaN), as the interpreter sees them. That is checked on the keys
         skipped (max |K|, max |V|, and a bound on |q . k|); if it fails, every block is visited."""
-        at, b, R = self.at, self.ctx.b, self.rows
+        at, b, R, kb = self.at, self.ctx.b, self.rows, self.kb
         b.store(i64(self.nblk), self.span_slots[0])
         b.store(i64(0), self.span_slots[1])
+        # Without a float mask, the bias is -inf outside the allowed keys: only the blocks of the rows' allowed keys
+        # get biases (the rest are filled in should every block be visited after all).
+        first, end = (b.load(s, typ=I64) for s in self.allowed_slots) if self.restrict else (i64(0), i64(at.total))
+        blo, bhi = b.udiv(first, i64(kb)), b.udiv(b.add(end, i64(kb - 1)), i64(kb))
         with for_range(b, R, name="br") as r:
             meta = gep(b, self.meta, b.mul(r, i64(META)), I64)
             b.store(i64(self.nblk), gep(b, meta, i64(3), I64))
             b.store(i64(0), gep(b, meta, i64(4), I64))
-            with for_range(b, self.nfull, name="bb") as jb:
-                self.bias_block(r, meta, jb, self.kb)
+            with for_range(b, b.select(b.icmp_signed("<", bhi, i64(self.nfull)), bhi, i64(self.nfull)), start=blo, name="bb") as jb:
+                self.bias_block(r, meta, jb, kb)
             if self.tail:
-                self.bias_block(r, meta, i64(self.nfull), self.tail)
+                with b.if_then(b.icmp_signed("==", bhi, i64(self.nblk))):
+                    self.bias_block(r, meta, i64(self.nfull), self.tail)
             for k, keep in ((3, "<"), (4, ">")):
                 v, cur = b.load(gep(b, meta, i64(k), I64), typ=I64), b.load(self.span_slots[k - 3], typ=I64)
                 b.store(b.select(b.icmp_signed(keep, v, cur), v, cur), self.span_slots[k - 3])
@@ -259,6 +271,12 @@ class _Kernel:
         bound = b.fmul(b.fmul(qmax, kmax), ir.Constant(F32, float(at.dk * at.root)))
         safe = b.and_(b.fcmp_ordered("<", vmax, ir.Constant(F32, math.inf)), b.fcmp_ordered("<", bound, ir.Constant(F32, 1e38)))
         safe = b.or_(safe, b.not_(skips))
+        if self.restrict:
+            with b.if_then(b.not_(safe)), for_range(b, R, name="fr") as r:
+                for start, stop in ((i64(0), blo), (bhi, i64(self.nblk))):
+                    with for_range(b, stop, start=start, name="fill") as jb:
+                        at_block = gep(b, self.sc, b.add(b.mul(r, i64(self.tpad)), b.mul(jb, i64(kb))), F32)
+                        b.store(const_vec(self.st, NEG_INF), at_block, align=4)
         return b.select(safe, lo, i64(0)), b.select(safe, hi, i64(self.nblk))
 
     def block_maxima(self, bi: ir.Value, kvh: ir.Value) -> None:
