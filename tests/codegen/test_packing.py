@@ -11,6 +11,8 @@ from tritc.codegen.llvm.packing import pack_scales, pack_trits, packed_size, pad
 from tritc.errors import CompilerError
 from tritc.ir.ternary import TernaryWeight
 
+from ..properties import budget
+
 
 @st.composite
 def trit_matrices(draw):
@@ -20,7 +22,7 @@ def trit_matrices(draw):
     return np.random.default_rng(seed).integers(-1, 2, size=(k, n)).astype(np.int8)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=budget(60))
 @given(trit_matrices())
 def test_pack_unpack_roundtrip(t):
     p = pack_trits(t)

@@ -24,6 +24,7 @@ from tritc.ir.ops.shape import slice_dim
 from tritc.ir.text import parse_graph, print_graph
 from tritc.ir.types import DType, TensorType
 
+from ..properties import budget
 from .helpers import infer, shape_of, tt
 
 I64 = DType.I64
@@ -228,7 +229,7 @@ def test_errors_name_the_shapes():
 BIG = 2**63 - 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=budget(300))
 @given(d=st.integers(20, 60), start=st.sampled_from([0, 1, 3, 7, -1, -3, -8, BIG, -BIG]),
        end=st.sampled_from([0, 2, 5, 9, -1, -2, -6, BIG, -BIG]), step=st.sampled_from([1, -1, 2, -3]))
 def test_symbolic_slice_matches_static_when_the_dim_is_large_enough(d, start, end, step):
@@ -237,7 +238,7 @@ def test_symbolic_slice_matches_static_when_the_dim_is_large_enough(d, start, en
         assert dims.evaluate(sym, {"n": d}) == slice_dim(d, start, end, step)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=budget(200))
 @given(a=st.integers(1, 6), b=st.integers(1, 6), perm=st.permutations([0, 1, 2]), minus=st.integers(0, 2))
 def test_symbolic_reshape_matches_static(a, b, perm, minus):
     sym_in = ("a", "b", 12)

@@ -14,6 +14,8 @@ from tritc.errors import IRParseError
 from tritc.ir import DType, Graph, TensorType, parse_graph, print_graph, verify
 from tritc.ir.text import format_float, parse_type
 
+from ..properties import budget
+
 T = TensorType
 
 
@@ -176,7 +178,7 @@ def graphs(draw):
     return g
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=budget(150))
 @given(graphs())
 def test_random_graphs_round_trip(g):
     text = print_graph(g)

@@ -2,6 +2,10 @@
 
     %a = relu(%x) : f32[4]
     %b = relu(%x) : f32[4]      ->   uses of %b now use %a; %b's node is gone
+
+When %b is a graph output its name must survive, so it becomes `%b = identity(%a)`. Such naming
+identities are never merged again: that would only chain them (identity(identity(%a))) and make
+a second run of the pass change the graph.
 """
 
 from __future__ import annotations
@@ -44,17 +48,18 @@ class EliminateCommonSubexpressions(Pass):
     def run(self, graph: Graph) -> bool:
         seen: dict[tuple, Node] = {}
         changed = False
+        outputs = {id(v) for v in graph.outputs}
         for node in graph.nodes:
-            if node.op in IMPURE:
+            if node.op in IMPURE or (node.op == "identity" and id(node.outputs[0]) in outputs):
                 continue
             key = node_key(node)
             first = seen.get(key)
             if first is None:
                 seen[key] = node
                 continue
-            keep_outputs = {id(v) for v in graph.outputs}
-            if any(id(v) in keep_outputs for v in node.outputs) and node.op in ("weight",):
+            if node.op == "weight" and any(id(v) in outputs for v in node.outputs):
                 continue
             graph.replace_node(node, first.outputs)
+            outputs = {id(v) for v in graph.outputs}  # an output may now be a naming identity
             changed = True
         return changed
