@@ -1,17 +1,24 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Both create .venv if it is missing and install tritc into it with its test extras.
+# Both create .venv if it is missing and install tritc into it with its test extras, at the exact
+# versions of constraints.txt (the lock: what CI tested). `make lock` refreshes the lock from the
+# newest releases; `make test-latest` runs the suite against them without touching the lock.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tritc-installed
+LOCK   := constraints.txt
+PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-random test-latest lint install lock clean
 
-$(STAMP): pyproject.toml
+# pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
+# that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) $(PIP) --upgrade -c $(LOCK) pip setuptools
+	$(PY) $(PIP) --no-build-isolation -c $(LOCK) -e '.[test]'
+	$(PY) -m pip check --disable-pip-version-check
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,5 +32,35 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -n 2 -q
 
+# The property tests with fresh random examples and 20x their budget (make test is derandomised).
+test-random: $(STAMP)
+	HYPOTHESIS_PROFILE=random $(PY) -m pytest -n 2 -q tests/passes/test_properties.py tests/ir/test_text.py \
+		tests/ir/test_ops_shape.py tests/codegen/test_packing.py
+
+# The whole suite against the newest releases on the package index, in its own .venv-latest: drift
+# shows here before a user meets it. The versions that differ from the lock are printed first.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python $(PIP) --upgrade pip setuptools
+	.venv-latest/bin/python $(PIP) --upgrade -e '.[test]'
+	@.venv-latest/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
+		| grep -vxFf $(LOCK) | sed 's/^/newer than the lock: /' || echo "the newest releases are the locked ones"
+	.venv-latest/bin/python -m pytest -n 2 -q
+
+# Refresh the lock: install the newest releases into a scratch venv and write their exact versions.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python $(PIP) --upgrade pip setuptools
+	.venv-lock/bin/python $(PIP) '.[test]'
+	{ echo "# The lock: exact versions of everything make installs (pip constraints). Refresh: make lock"; \
+	  echo "# Written by $$(.venv-lock/bin/python --version) on $$(uname -sm)."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
+	    | grep -Ev '^tritc( |==)'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .venv-lock build
+	@echo "wrote $(LOCK); run make test before committing it"
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-lock build *.egg-info .pytest_cache
