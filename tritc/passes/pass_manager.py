@@ -130,7 +130,7 @@ def pass_class(name: str) -> type[Pass]:
 
 def _convert_options(cls: type[Pass], options: Mapping[str, OptionText], flags: Mapping[str, str]) -> dict[str, Any]:
     """Dataclass keyword arguments from options as written, each checked against its field's type hint."""
-    fields = {f.name for f in option_fields(cls)}
+    fields = [f.name for f in option_fields(cls)]  # in declaration order, for the message
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, raw in options.items():
@@ -264,7 +264,11 @@ class PassManager:
         is a tritc bug: InternalError, from the original exception."""
         self.steps = []
         if self.verify_each and self.passes:
-            verify(graph)  # so that an invalid graph after a pass is that pass's fault, not the input's
+            try:  # so that an invalid graph after a pass is that pass's fault, not the input's
+                verify(graph)
+            except VerificationError as e:
+                e.args = (f"before the first pass: {e}",)
+                raise
         done: list[str] = []
         for step, p in enumerate(self.passes, 1):
             if self.progress:
