@@ -90,11 +90,12 @@ def test_a_run_starts_a_new_record():
 
 def test_flags_set_the_same_pass_as_the_option_written_in_a_pass_list():
     by_flags = with_ternary_flags(parse_pass_list("infer-shapes,fold-ternary"), "-p",
-                                  ternary="absmean", ternary_include=["a,b*", "layers.[0-3].*"], ternary_act="int8")
-    written = parse_pass_list("infer-shapes,fold-ternary{mode=absmean,include=[a;layers.[0-3].*],act=int8}")
-    assert by_flags[0] == written[0] and by_flags[1].mode == "absmean" and by_flags[1].act == "int8"
-    assert by_flags[1].include == ("a,b*", "layers.[0-3].*")  # a flag's item is one pattern, commas and all
+                                  ternary="absmean", ternary_include=["a*", "layers.[0-3].*"], ternary_act="int8")
+    written = parse_pass_list("infer-shapes,fold-ternary{mode=absmean,include=[a*,layers.[0-3].*],act=int8}")
+    assert by_flags == written and written[1].include == ("a*", "layers.[0-3].*") and written[1].act == "int8"
     assert with_ternary_flags(written, "-p", ternary=None, ternary_include=(), ternary_act=None) == written
+    one = with_ternary_flags(written, "-p", ternary_exclude=["x,y*"], ternary_include="lm_head*")
+    assert one[1].exclude == ("x,y*",) and one[1].include == ("lm_head*",)  # a flag's item is one pattern, commas and all
     assert pipeline("cpu", ternary="off")[PIPELINES["cpu"].index("fold-ternary")] == FoldTernary(mode="off")
 
 

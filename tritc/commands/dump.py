@@ -13,7 +13,7 @@ from ..passes import load_all
 from ..passes.pass_manager import PASSES, Pass, PassManager
 from ..passes.pipelines import pass_source
 from ..passes.ternary_report import TernaryReport
-from .options import add_pass_options, build_pass_list, pass_kwargs, ternary_flags_given
+from .options import add_pass_options, pass_kwargs, ternary_flags_given
 from .output import emit, ending_in_newline, prepare_folder, write_atomic
 
 EXIT_OK = 0
@@ -50,6 +50,7 @@ def default_pipeline(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..driver import build_passes
     from ..frontend import onnx as frontend  # looked up at call time, so tests can stand in a broken frontend
 
     if args.json and not args.ternary_report:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.after == "all" and not args.output:
         raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
     kwargs = pass_kwargs(args, default_pipeline(args))
-    passes = build_pass_list(args, kwargs["pipeline"])
+    passes = build_passes(**kwargs)
     source = pass_source(kwargs["pipeline"], kwargs["passes"])
     if args.ternary_report and not any(p.name == "fold-ternary" for p in passes):
         raise OptionError(f"--ternary-report shows what fold-ternary did, and the {source} does not run it "

@@ -14,8 +14,8 @@ from ..passes.pass_manager import Pass
 
 def add_pass_options(parser: argparse.ArgumentParser, *, default_pipeline: str, default_note: str | None = None) -> None:
     """--pipeline, -p and the --ternary* flags, which set options of the fold-ternary step(s)."""
-    g = parser.add_argument_group("passes (the --ternary* flags set options of fold-ternary: --ternary MODE is "
-                                  "fold-ternary{mode=MODE}, and so on)")
+    g = parser.add_argument_group("passes", "The --ternary* flags set options of every fold-ternary step: --ternary MODE "
+                                            "is fold-ternary{mode=MODE}, and so on.")
     g.add_argument("--pipeline", metavar="NAME", default=None,
                    help=f"a named pipeline: cpu, fpga or none (default: {default_note or default_pipeline})")
     g.add_argument("-p", "--passes", metavar="LIST", default=None,
@@ -63,8 +63,8 @@ def ternary_flags_given(args: argparse.Namespace) -> bool:
     return bool(args.ternary is not None or args.ternary_include or args.ternary_exclude or args.ternary_act is not None)
 
 
-def build_pass_list(args: argparse.Namespace, default_pipeline: str | None = None) -> list[Pass]:
+def build_pass_list(args: argparse.Namespace) -> list[Pass]:
     """The passes to run, the --ternary* flags applied (and refused if no fold-ternary step runs)."""
     from ..driver import build_passes
 
-    return build_passes(**pass_kwargs(args, default_pipeline))
+    return build_passes(**pass_kwargs(args))

@@ -96,20 +96,19 @@ def parse_pass_list(text: str) -> list[Pass]:
     return passes
 
 
-def make_pass(name: str, options: Mapping[str, OptionText] | None = None, *,
-              flags: Mapping[str, str] | None = None) -> Pass:
-    """The pass called `name` with `options` as written (``{"mode": "absmean"}``); OptionError names what is wrong.
-    `flags` maps an option to the command-line flag that gave it, for messages."""
+def make_pass(name: str, options: Mapping[str, OptionText] | None = None) -> Pass:
+    """The pass called `name` with `options` as written (``{"mode": "absmean"}``); OptionError names what is wrong."""
     cls = pass_class(name)
     try:
-        return cls(**_convert_options(cls, options or {}, flags or {}))
+        return cls(**_convert_options(cls, options or {}, {}))
     except (TypeError, ValueError) as e:
-        raise OptionError(f"{_subject(name, flags)}: {e}") from None
+        raise OptionError(f"{_subject(name, None)}: {e}") from None
 
 
 def configure(p: Pass, options: Mapping[str, OptionText], *, flags: Mapping[str, str] | None = None) -> Pass:
     """`p` with `options` as written replacing its own: how `--ternary absmean` becomes fold-ternary{mode=absmean}
-    for a step of a pipeline. The same conversion and messages as make_pass."""
+    for a step of a pipeline. The same conversion and messages as make_pass; `flags` maps an option to the
+    command-line flag that gave it, which the messages name."""
     try:
         return dataclasses.replace(p, **_convert_options(type(p), options, flags or {}))
     except (TypeError, ValueError) as e:
@@ -189,7 +188,7 @@ def _convert(label: str, raw: OptionText, hint: Any) -> Any:
     if origin is tuple:
         if isinstance(raw, str):
             body = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
-            raw = [s for s in re.split(r"[;|]" if "[" not in raw else r",", body)]
+            raw = re.split(r"[;|]" if "[" not in raw else r",", body)
         item_hint = args[0] if args else str
         return tuple(_convert(label, item.strip(), item_hint) for item in raw if item.strip())
     if not isinstance(raw, str):
