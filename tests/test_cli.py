@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tritc import __version__, cli
+from tritc.errors import UnsupportedError, VerificationError
 from tritc.frontend.onnx import load_model
 from tritc.ir.dot import escape, to_dot
+from tritc.ir.graph import Graph
 from tritc.ir.text import print_graph
+from tritc.passes import load_all
+from tritc.passes.pass_manager import PASSES, Pass
 from tritc.passes.pipelines import PIPELINES
 
 from .frontend.models import chain_model, external_tensor, model, relu_model, vi, weighted_model
@@ -247,7 +252,7 @@ def test_bad_input_in_a_real_process(tmp_path, case):
     assert proc.stderr.startswith("tritc: error: m.onnx: ") and proc.stderr.count("\n") == 1 and expected in proc.stderr
 
 
-def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch):
+def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     """Not a CompilerError: a bug in tritc, so no friendly one-liner hides it."""
     import tritc.frontend.onnx as frontend
 
@@ -255,8 +260,10 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(frontend, "load_model", broken)
-    with pytest.raises(RuntimeError, match="bug"):
-        cli.main(["dump", "m.onnx"])
+    code = cli.main(["dump", "m.onnx"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err and "RuntimeError: bug" in err
+    assert err.endswith("\n") and err.splitlines()[-1].startswith("tritc: internal error: this is a bug in tritc")
     save(tmp_path / "m.onnx", relu_model())
     code = ("import sys, tritc.cli, tritc.frontend.onnx as f\n"
             "def broken(path): raise RuntimeError('bug')\n"
@@ -424,6 +431,77 @@ def test_dump_ternary_options(tmp_path, capsys):
     assert code == 0 and "ternary_matmul" not in out
 
 
+
+def test_dump_report_and_after_run_the_cpu_pipeline_by_default(tmp_path, capsys):
+    """The commands the passes issue named: no --pipeline needed for the report or the IR after a pass."""
+    path = save(tmp_path / "m.onnx", mlp_model())
+    expected = _after_each(path, "cpu")
+    code, out, err = run(capsys, "dump", str(path), "--ternary-report")
+    assert (code, err) == (0, "") and out == run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-report")[1]
+    assert out.rstrip().splitlines()[-1].startswith("1 of 2 linear layers ternary (1 exact)")
+    code, out, err = run(capsys, "dump", str(path), "--after", "fold-ternary")
+    assert (code, err) == (0, "") and out == expected[5]
+    folder = tmp_path / "steps"
+    code, out, err = run(capsys, "dump", str(path), "--after", "all", "-o", str(folder))
+    assert code == 0 and err == f"wrote {len(CPU)} files into {folder}\n"
+    assert [(folder / n).read_text() for n in sorted(os.listdir(folder))] == expected
+    code, out, err = run(capsys, "dump", str(path), "--ternary-act", "int8")  # a --ternary* flag is about passes too
+    assert code == 0 and out.count('ternary_matmul(') == 1 and 'act = "int8"' in out
+    assert out == run(capsys, "dump", str(path), "--pipeline", "cpu", "--ternary-act", "int8")[1]
+    code, out, err = run(capsys, "dump", str(path))  # plain dump: the graph as imported
+    assert code == 0 and out == print_graph(load_model(path))
+
+
+def test_dump_target_chooses_the_pipeline(tmp_path, capsys):
+    fpga = PIPELINES["fpga"]
+    path = save(tmp_path / "m.onnx", mlp_model())
+    folder = tmp_path / "fpga"
+    code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--after", "all", "-o", str(folder))
+    assert code == 0 and sorted(os.listdir(folder)) == [f"{i:02d}-{p}.ir" for i, p in enumerate(fpga, 1)]
+    assert (folder / sorted(os.listdir(folder))[-1]).read_text() == _after_each(path, "fpga")[-1]
+    code, out, err = run(capsys, "dump", str(path), "--target", "fpga")
+    assert code == 0 and out == _after_each(path, "fpga")[-1] and "ternary_matmul" in out
+    code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--timings")
+    assert code == 0 and len(err.splitlines()) == 2 + len(fpga)
+    code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--pipeline", "none")  # the explicit choice wins
+    assert code == 0 and out == print_graph(load_model(path))
+
+
+def test_ternary_flags_are_options_of_fold_ternary(tmp_path, capsys):
+    """--ternary MODE is fold-ternary{mode=MODE}, and so on: the same graph as the option written in -p."""
+    path = save(tmp_path / "m.onnx", mlp_model(head_ternary=False))
+    flags = ["--ternary", "absmean", "--ternary-include", "fc2.weight", "--ternary-act", "int8"]
+    code, by_flags, err = run(capsys, "dump", str(path), "--pipeline", "cpu", *flags)
+    assert code == 0 and by_flags.count('act = "int8"') == 2, err
+    written = [("fold-ternary{mode=absmean,include=[fc2.weight],act=int8}" if p == "fold-ternary" else p) for p in CPU]
+    code, by_option, _ = run(capsys, "dump", str(path), "-p", ",".join(written))
+    assert code == 0 and by_option == by_flags
+    # A repeatable flag gives a list option its items one by one; a pattern may hold a comma or brackets.
+    code, out, err = run(capsys, "dump", str(path), "--ternary-report", "--json", "--ternary-include", "fc[12].weight",
+                         "--ternary-include", "x,y*", "--ternary-exclude", "fc1*", "--ternary", "absmean")
+    assert code == 2 and "pattern 'x,y*' matches no linear layer" in err
+    code, out, err = run(capsys, "dump", str(path), "--ternary-report", "--ternary-include", "fc[12].weight",
+                         "--ternary-exclude", "fc1*", "--ternary", "absmean")
+    assert code == 0 and "excluded by --ternary-exclude" in out and "1 of 2 linear layers ternary" in out
+
+
+@pytest.mark.parametrize("flag,value,option", [("--ternary", "bogus", "mode"), ("--ternary-act", "int4", "act")])
+def test_a_bad_ternary_flag_reads_like_the_bad_option(tmp_path, capsys, flag, value, option):
+    """One validator: the flag's message is the -p option's, naming the flag; the Python keyword gives it too."""
+    import tritc
+    from tritc.errors import OptionError
+
+    path = save(tmp_path / "m.onnx", mlp_model())
+    code, _, by_option = run(capsys, "dump", str(path), "-p", f"fold-ternary{{{option}={value}}}")
+    assert code == 2 and by_option.startswith(f"tritc: error: pass 'fold-ternary': option '{option}' must be one of ")
+    code, _, by_flag = run(capsys, "dump", str(path), flag, value)
+    assert code == 2 and by_flag.count("\n") == 1
+    prefix = f"tritc: error: {flag} (option '{option}' of pass 'fold-ternary')"
+    assert by_flag.startswith(prefix) and by_flag[len(prefix):] == by_option.split(f"option '{option}'", 1)[1]
+    with pytest.raises(OptionError) as e:
+        tritc.compile(str(path), **{flag[2:].replace("-", "_"): value})
+    assert f"tritc: error: {e.value}\n" == by_flag
+
 DUMP_BAD_OPTIONS = {
     "unknown_pass": (["-p", "infer-shapes,fold-everything"], "unknown pass 'fold-everything'"),
     "malformed_option": (["-p", "fold-ternary{mode}"], "malformed option 'mode'"),
@@ -434,16 +512,26 @@ DUMP_BAD_OPTIONS = {
     "include_matches_nothing": (["--pipeline", "cpu", "--ternary-include", "decoder.*"],
                                 "--ternary-include pattern 'decoder.*' matches no linear layer"),
     "exclude_matches_nothing": (["--pipeline", "cpu", "--ternary-exclude", "nope"], "'nope' matches no linear layer"),
-    "bad_ternary_mode": (["--pipeline", "cpu", "--ternary", "binary"], "--ternary must be exact, absmean or off"),
-    "bad_ternary_act": (["--pipeline", "cpu", "--ternary-act", "int4"], "--ternary-act must be float or int8"),
-    "ternary_without_fold": (["--ternary", "absmean"], "pipeline 'none' does not run"),
+    "bad_ternary_mode": (["--ternary", "binary"], "--ternary (option 'mode' of pass 'fold-ternary') must be one of "
+                                                  "exact, absmean, off, not 'binary'"),
+    "bad_ternary_act": (["--pipeline", "cpu", "--ternary-act", "int4"],
+                        "--ternary-act (option 'act' of pass 'fold-ternary') must be one of float, int8, not 'int4'"),
+    "ternary_without_fold": (["--pipeline", "none", "--ternary", "absmean"],
+                             "--ternary configures the fold-ternary pass, which the pipeline 'none' does not run"),
+    "ternary_flags_without_fold": (["-p", "infer-shapes", "--ternary-act", "int8", "--ternary-include", "fc*"],
+                                   "--ternary-include, --ternary-act configure the fold-ternary pass, which the -p "
+                                   "'infer-shapes' does not run"),
+    "after_all_without_passes": (["--pipeline", "none", "--after", "all", "-o", "{tmp}/d"],
+                                 "--after all writes one file per pass, and the pipeline 'none' has none"),
+    "unknown_target": (["--target", "gpu"], "argument --target: invalid choice: 'gpu'"),
     "after_unknown_pass": (["--pipeline", "cpu", "--after", "fold-everything"], "unknown pass 'fold-everything'"),
     "after_pass_not_run": (["-p", "infer-shapes", "--after", "fold-ternary"], "does not run in this pipeline"),
     "after_step_out_of_range": (["--pipeline", "cpu", "--after", "99"], "there are 10 steps"),
     "after_all_without_folder": (["--pipeline", "cpu", "--after", "all"], "give the folder with -o DIR"),
     "json_without_report": (["--json"], "--json goes with --ternary-report"),
     "pipeline_and_passes": (["--pipeline", "cpu", "-p", "infer-shapes"], "not both"),
-    "report_without_fold": (["-p", "infer-shapes", "--ternary-report"], "needs the fold-ternary pass"),
+    "report_without_fold": (["-p", "infer-shapes", "--ternary-report"],
+                            "--ternary-report shows what fold-ternary did, and the -p 'infer-shapes' does not run it"),
 }
 
 
@@ -452,9 +540,15 @@ def test_dump_bad_options(tmp_path, capsys, case):
     argv, expected = DUMP_BAD_OPTIONS[case]
     path = save(tmp_path / "m.onnx", mlp_model())
     dest = tmp_path / "out" / "x.ir"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "all" not in argv:
         argv = [*argv, "-o", str(dest)]
-    code, out, err = run(capsys, "dump", str(path), *argv)
+    if case == "unknown_target":  # argparse's own error: SystemExit
+        with pytest.raises(SystemExit) as e:
+            cli.main(["dump", str(path), *argv])
+        code, (out, err) = e.value.code, capsys.readouterr()
+    else:
+        code, out, err = run(capsys, "dump", str(path), *argv)
     assert code == 2 and out == "", err
     assert err.startswith("tritc: error: ") and err.count("\n") == 1 and expected in err and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]  # nothing written, no folder made
@@ -474,3 +568,87 @@ def test_argparse_errors_are_one_line(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1
     assert err.startswith("tritc: error: compile: the following arguments are required: -o/--output")
+
+
+# ---- a pass that goes wrong: a bug (exit 1, traceback) or the input's fault (exit 2, one line) ---------------
+
+
+@dataclass(frozen=True)
+class RaisesKeyError(Pass):
+    name = "test-raises-key-error"
+
+    def run(self, graph: Graph) -> bool:
+        return {}["no such key"]
+
+
+@dataclass(frozen=True)
+class BreaksTheGraph(Pass):
+    name = "test-breaks-the-graph"
+
+    def run(self, graph: Graph) -> bool:
+        next(n for n in graph if n.inputs).inputs[0].uses.clear()  # a use list that forgets a use
+        return True
+
+
+@dataclass(frozen=True)
+class RefusesTheModel(Pass):
+    name = "test-refuses-the-model"
+
+    def run(self, graph: Graph) -> bool:
+        raise UnsupportedError("node 'fc1': this pass does not handle it")
+
+
+@pytest.fixture
+def test_passes(monkeypatch):
+    """The three passes above, registered for one test only (the property tests run every registered pass)."""
+    load_all()
+    for cls in (RaisesKeyError, BreaksTheGraph, RefusesTheModel):
+        monkeypatch.setitem(PASSES, cls.name, cls)
+
+
+BUGGY_PASSES = {
+    "raises": ("test-raises-key-error", "failed (after infer-shapes): KeyError: 'no such key'", "\nKeyError: 'no such key'"),
+    "breaks_the_graph": ("test-breaks-the-graph", "left an invalid graph (after infer-shapes)",
+                         "\ntritc.errors.VerificationError: graph @g is invalid"),
+}
+
+
+@pytest.mark.parametrize("command", ["dump", "compile"])
+@pytest.mark.parametrize("case", BUGGY_PASSES)
+def test_a_bug_in_a_pass_exits_1_with_its_traceback(tmp_path, capsys, test_passes, command, case):
+    name, message, cause = BUGGY_PASSES[case]
+    path = save(tmp_path / "m.onnx", mlp_model())
+    argv = [command, str(path), "-p", f"infer-shapes,{name}"] + (["-o", str(tmp_path / "m.tritc")] if command == "compile" else [])
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert "Traceback (most recent call last)" in err and cause in err  # the original exception, then ours
+    assert f"tritc.errors.InternalError: pass '{name}' {message}" in err
+    assert "tritc: error:" not in err and err.splitlines()[-1].startswith("tritc: internal error: this is a bug in tritc")
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_a_bug_in_a_pass_is_no_compiler_error_in_python_either(tmp_path, test_passes):
+    import tritc
+    from tritc.errors import CompilerError, InternalError
+
+    path = save(tmp_path / "m.onnx", mlp_model())
+    with pytest.raises(InternalError, match=r"pass 'test-raises-key-error' failed \(the first pass\)") as e:
+        tritc.compile(str(path), passes="test-raises-key-error")
+    assert not isinstance(e.value, CompilerError) and isinstance(e.value.__cause__, KeyError)
+    with pytest.raises(InternalError, match="left an invalid graph") as e:
+        tritc.compile(str(path), passes="infer-shapes,test-breaks-the-graph")
+    assert isinstance(e.value.__cause__, VerificationError) and "missing from the uses" in str(e.value)
+
+
+@pytest.mark.parametrize("command", ["dump", "compile"])
+def test_the_inputs_fault_found_by_a_pass_stays_a_user_error(tmp_path, capsys, test_passes, command):
+    import tritc
+
+    path = save(tmp_path / "m.onnx", mlp_model())
+    argv = [command, str(path), "-p", "infer-shapes,test-refuses-the-model"]
+    code, out, err = run(capsys, *argv, *(["-o", str(tmp_path / "m.tritc")] if command == "compile" else []))
+    expected = ("tritc: error: pass 'test-refuses-the-model' (after infer-shapes): node 'fc1': this pass does not "
+                "handle it\n")
+    assert (code, out, err) == (2, "", expected)
+    with pytest.raises(UnsupportedError, match="this pass does not handle it"):
+        tritc.compile(str(path), passes="test-refuses-the-model")

@@ -591,3 +591,36 @@ def test_demo_stops_loudly_at_a_failing_step(tmp_path, monkeypatch):
     assert code == 1 and "OK: every step passed" not in out.getvalue()
     assert f"$ tritc inspect {tmp_path / 'gone.tritc'}" in out.getvalue()
     assert err.getvalue().endswith("\nFAILED: `tritc inspect` exited with status 2\n")
+
+
+# ---- every line printed or written ends with a newline --------------------------------------------------------
+
+
+def test_every_line_printed_or_written_ends_with_a_newline(mlp, tmp_path):
+    src, art = mlp
+    x = _npy(tmp_path / "x.npy", np.ones((3, 8), np.float32))
+    t = str(tmp_path)
+    commands = [
+        ["dump", str(src)], ["dump", str(src), "--format", "dot"], ["dump", str(src), "--timings", "-o", f"{t}/d.ir"],
+        ["dump", str(src), "--ternary-report"], ["dump", str(src), "--ternary-report", "--json", "-o", f"{t}/r.json"],
+        ["dump", str(src), "--after", "all", "-o", f"{t}/steps"], ["dump", str(src), "--after", "all", "-o", f"{t}/dots",
+                                                                    "--format", "dot"],
+        ["dump", str(src), "--pipeline", "cpu", "--after", "eliminate-dead-code"],  # a note on stderr
+        ["compile", str(src), "-o", f"{t}/m.tritc", "--timings", "--progress", "--shape", "batch=3"],
+        ["run", str(art), "--input", f"x={x}"], ["run", str(art), "--input", f"x={x}", "--output-dir", f"{t}/out"],
+        ["inspect", str(art)], ["inspect", str(art), "--json"], ["inspect", str(art), "--ir", "--llvm", "--asm"],
+        ["verify", str(src), "--shape", "batch=2", "-q"], ["verify", str(src), "--ternary", "absmean", "-q"],
+        ["bench", str(src), "--runs", "1", "--warmup", "0", "--threads", "1", "-q"],
+        ["dump", f"{t}/nope.onnx"], ["dump", str(src), "--ternary", "bogus"], ["compile", str(src)], [], ["dump", "--help"],
+    ]
+    printed = 0
+    for argv in commands:
+        code, out, err = call(*argv)
+        for text in (out, err):
+            assert text == "" or text.endswith("\n"), (argv, text[-200:])
+        printed += bool(out) + bool(err)
+    assert printed >= len(commands)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".ir", ".dot", ".json")]
+    assert len(written) == 2 + 2 * len(PIPELINES["cpu"])
+    for path in written:
+        assert path.read_text().endswith("\n"), path

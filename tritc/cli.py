@@ -2,14 +2,17 @@
 
 Exit status: 0 ok; 1 verify found a mismatch, or a bug in tritc (which keeps its traceback); 2 a user error.
 User errors (a bad model, option, input file or artifact: any CompilerError) print one line,
-`tritc: error: ...`, with no traceback. docs/CLI.md describes every command and flag.
+`tritc: error: ...`, with no traceback; any other exception is a bug: its traceback, then one line saying so.
+docs/CLI.md describes every command and flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -20,7 +23,8 @@ from .commands.output import emit, write_atomic
 from .errors import CompilerError, OptionError
 
 EXIT_OK = 0
-EXIT_MISMATCH = 1  # verify: outputs differ beyond tolerance (and Python's status for an uncaught exception)
+EXIT_MISMATCH = 1  # verify: outputs differ beyond tolerance
+EXIT_BUG = 1  # an exception that is not a CompilerError: a bug in tritc (Python's own status for an uncaught one)
 EXIT_USER_ERROR = 2  # the same status argparse uses for a bad command line
 EXIT_INTERRUPTED = 130
 
@@ -76,8 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The reader went away (`tritc dump m.onnx | head`): not an error; silence the final flush.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
+        except Exception:
+            _print_warnings(caught)
+            _report_bug()
+            return EXIT_BUG
     _print_warnings(caught)
     return status
+
+
+def _report_bug() -> None:
+    """The traceback of the exception being handled, and a line that says what it is and what to do with it."""
+    try:
+        sys.stdout.flush()  # what was printed before the failure comes before the traceback
+    except OSError:
+        pass
+    traceback.print_exc()
+    print(f"tritc: internal error: this is a bug in tritc {__version__} (Python {platform.python_version()}), not a "
+          f"problem with the input; please report it with the command line and the traceback above", file=sys.stderr)
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -87,7 +106,7 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
         print(f"tritc: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
 
-__all__ = ["EXIT_MISMATCH", "EXIT_OK", "EXIT_USER_ERROR", "OptionError", "build_parser", "emit", "main", "write_atomic"]
+__all__ = ["EXIT_BUG", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USER_ERROR", "OptionError", "build_parser", "emit", "main", "write_atomic"]
 
 if __name__ == "__main__":
     sys.exit(main())

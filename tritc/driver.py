@@ -20,9 +20,9 @@ from .codegen.llvm.weights import layout_weights
 from .errors import OptionError, UnsupportedError
 from .frontend.onnx import import_model, load_model, load_model_bytes
 from .ir.graph import Graph
-from .passes.pass_manager import PassManager, parse_pass_list
+from .passes.pass_manager import Pass, PassManager, parse_pass_list
+from .passes.pipelines import TernaryFlag, pass_source, with_ternary_flags
 from .passes.pipelines import pipeline as named_pipeline
-from .passes.pipelines import with_ternary_options
 from .runtime.model import CompiledModel, value_specialised_inputs
 
 DEFAULT_DIM = 1  # size compiled ahead of time for a symbolic dim nobody gave a size for
@@ -41,15 +41,11 @@ def import_any(model: Any) -> tuple[Graph, str]:
     raise TypeError(f"cannot compile a {type(model).__name__}: give a path, bytes, an onnx.ModelProto or a tritc Graph")
 
 
-def build_passes(*, pipeline: str = "cpu", passes: str | None = None, ternary: str | None = None,
-                 ternary_include: Sequence[str] = (), ternary_exclude: Sequence[str] = (),
-                 ternary_act: str | None = None) -> list:
-    """A custom pass list (`-p`) or a named pipeline, with the ternary options applied."""
+def build_passes(*, pipeline: str = "cpu", passes: str | None = None, **ternary: TernaryFlag) -> list[Pass]:
+    """A custom pass list (`-p`) or a named pipeline, with the --ternary* flags (compile()'s keywords) applied."""
     if passes:
-        return with_ternary_options(parse_pass_list(passes), ternary=ternary, include=tuple(ternary_include),
-                                    exclude=tuple(ternary_exclude), act=ternary_act)
-    return named_pipeline(pipeline, ternary=ternary, include=tuple(ternary_include), exclude=tuple(ternary_exclude),
-                          act=ternary_act)
+        return with_ternary_flags(parse_pass_list(passes), pass_source(pipeline, passes), **ternary)
+    return named_pipeline(pipeline, **ternary)
 
 
 def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
@@ -85,7 +81,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                          ternary_exclude=ternary_exclude, ternary_act=ternary_act)
     pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
     pm.run(graph)
-    report = next((p.report for p in plist if p.name == "fold-ternary"), None)
+    report = pm.result_of("fold-ternary")
     say("laying out weights")
     layout, blob = layout_weights(graph)
     tgt = host_target(cpu_features, opt_level=opt_level)

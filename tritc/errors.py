@@ -2,7 +2,8 @@
 
 A leaf module: it imports nothing from tritc, so `tritc.ir` may use it without depending on
 anything above it. User errors (bad model, bad option, bad artifact) derive from `CompilerError`;
-the CLI prints their message on one line and exits 2, with no traceback.
+the CLI prints their message on one line and exits 2, with no traceback. A bug in tritc is any other
+exception (`InternalError` when tritc adds context): the CLI prints its traceback and exits 1.
 """
 
 from __future__ import annotations
@@ -40,10 +41,6 @@ class VerificationError(CompilerError):
     """The graph breaks an IR invariant (SSA, use lists, types); raised by `verify`."""
 
 
-class PassError(CompilerError):
-    """A pass failed or left the graph invalid; the message names it and the passes before it."""
-
-
 class OptionError(CompilerError):
     """A command-line or API option is malformed or names something that does not exist."""
 
@@ -66,3 +63,9 @@ class ArtifactCompatibilityError(ArtifactError):
 
 class NumericalMismatchError(CompilerError):
     """Compiled outputs differ from the reference beyond tolerance (used by verify and tests)."""
+
+
+class InternalError(Exception):
+    """A bug in tritc, not a problem with its input: a pass raised something other than a CompilerError, or left an
+    invalid graph. Deliberately not a CompilerError; the message names the pass and the passes before it, and the
+    exception that went wrong is its `__cause__`."""

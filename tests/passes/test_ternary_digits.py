@@ -19,8 +19,8 @@ from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
 from tritc.ir.text import print_graph
 from tritc.passes import PassManager
-from tritc.passes.fold_ternary import FoldTernary
 from tritc.passes.pipelines import pipeline
+from tritc.passes.ternary_report import TernaryReport
 
 DIGITS = Path(__file__).resolve().parents[1] / "fixtures" / "digits"
 RECORD = json.loads((DIGITS / "accuracy.json").read_text())
@@ -39,14 +39,16 @@ def heldout() -> tuple[np.ndarray, np.ndarray]:
     return d["images"], d["labels"]
 
 
-def compile_graph(name: str, mode: str | None, include: tuple[str, ...] = (), **fold_options) -> tuple[Graph, FoldTernary]:
-    """The model through the cpu pipeline with fold-ternary in `mode`; the graph and the fold-ternary pass (its report)."""
+def compile_graph(name: str, mode: str | None, include: tuple[str, ...] = (), **fold_options) -> tuple[Graph, TernaryReport]:
+    """The model through the cpu pipeline with fold-ternary in `mode`; the graph and fold-ternary's report."""
     g = load_model(DIGITS / f"{name}_mlp.onnx")
-    passes = pipeline("cpu", ternary=mode, include=include)
+    passes = pipeline("cpu", ternary=mode, ternary_include=include)
     passes = [dataclasses.replace(p, **fold_options) if p.name == "fold-ternary" else p for p in passes]
-    PassManager(passes).run(g)
-    (fold,) = [p for p in passes if isinstance(p, FoldTernary)]
-    return g, fold
+    pm = PassManager(passes)
+    pm.run(g)
+    report = pm.result_of("fold-ternary")
+    assert isinstance(report, TernaryReport)
+    return g, report
 
 
 def predict(g: Graph, images: np.ndarray) -> np.ndarray:
@@ -82,7 +84,7 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
     images, labels = heldout
     g0 = load_model(DIGITS / "ternary_mlp.onnx")
     want = predict(g0, images)
-    g, fold = compile_graph("ternary", "exact", include=(HEAD,))
+    g, rep = compile_graph("ternary", "exact", include=(HEAD,))
     tm = [n for n in g if n.op == "ternary_matmul"]
     assert sorted(layer_of(n.name) for n in tm) == sorted(LAYERS)
     assert not [n for n in g if n.op in ("matmul", "gemm")]
@@ -90,7 +92,6 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
     for n in tm:  # each layer keeps the scale granularity it was trained with
         assert n.inputs[1].producer.attrs["scale"] == granularity[layer_of(n.name)], n.name
         assert n.attrs["act"] == "float"
-    rep = fold.report
     assert rep.mode == "exact" and len(rep.layers) == 3
     for lay in rep.layers:
         assert (lay.mode, lay.exact, lay.note) == ("exact", True, ""), lay
@@ -109,9 +110,9 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
 
 def test_head_of_the_ternary_model_stays_float_unless_included(heldout):
     images, labels = heldout
-    g, fold = compile_graph("ternary", "exact")
+    g, rep = compile_graph("ternary", "exact")
     assert sorted(layer_of(n.name) for n in g if n.op == "ternary_matmul") == ["fc1", "fc2"]
-    head = fold.report.layers[-1]
+    head = rep.layers[-1]
     assert not head.folded and "output head" in head.note
     assert accuracy(predict(g, images), labels) == pytest.approx(RECORD["models"]["ternary"]["heldout_accuracy"], abs=1e-12)
 
@@ -130,8 +131,8 @@ def test_absmean_on_the_float_trained_model(heldout):
                 "per_channel, head too": ("per_channel", (HEAD,))}
     results = {}
     for label, (gran, include) in variants.items():
-        g, fold = compile_graph("float", "absmean", include=include, granularity=gran)
-        folded = fold.report.folded()
+        g, rep = compile_graph("float", "absmean", include=include, granularity=gran)
+        folded = rep.folded()
         assert len(folded) == (3 if include else 2) and not any(lay.exact for lay in folded)
         for lay in folded:  # absmean really changed the weights, and says by how much
             assert lay.mode == "absmean" and lay.granularity == gran
@@ -157,9 +158,8 @@ def format_table(rows: list[tuple[str, float, str]], n: int) -> str:
 def test_exact_on_the_float_trained_model_folds_nothing_and_says_why():
     g_off, _ = compile_graph("float", "off")
     for include, head_note in (((), "output head"), ((HEAD,), "not exactly ternary")):
-        g, fold = compile_graph("float", "exact", include=include)
+        g, rep = compile_graph("float", "exact", include=include)
         assert print_graph(g) == print_graph(g_off)  # nothing folded: the same graph as with fold-ternary off
-        rep = fold.report
         assert len(rep.layers) == 3 and not rep.folded()
         for lay in rep.layers[:2]:
             assert lay.mode == "float" and not lay.exact and lay.note.startswith("not exactly ternary"), lay

@@ -26,9 +26,9 @@ def feeds(seq: int = 6) -> dict[str, np.ndarray]:
 def test_every_linear_layer_folds_exactly(name):
     g = load_model(FIXTURES / f"{name}.onnx")
     want = run(g.copy(), feeds())["logits"]
-    passes = pipeline("cpu", include=("*",))  # every layer, the head too: it is ternary in these fixtures
-    PassManager(passes).run(g)
-    report = next(p.report for p in passes if p.name == "fold-ternary")
+    pm = PassManager(pipeline("cpu", ternary_include=("*",)))  # every layer, the head too: ternary in these fixtures
+    pm.run(g)
+    report = pm.result_of("fold-ternary")
     assert len(report.layers) == 15
     assert all(lay.folded and lay.exact for lay in report.layers), report.table()
     assert not any(n.op == "matmul" and g.const_value(n.inputs[1]) is not None for n in g)

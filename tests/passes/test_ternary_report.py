@@ -73,9 +73,12 @@ def source(g: Graph, name: str, op: str, w: np.ndarray, **kw) -> Value:
 
 
 def fold(g: Graph, **options) -> TernaryReport:
-    p = FoldTernary(**options)
-    PassManager([p]).run(g)
-    return p.report
+    """fold-ternary through a PassManager: the report the manager keeps for the step."""
+    pm = PassManager([FoldTernary(**options)])
+    pm.run(g)
+    report = pm.result_of("fold-ternary")
+    assert isinstance(report, TernaryReport)
+    return report
 
 
 def fold_checked(g: Graph, **options) -> TernaryReport:

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"writing {out}")
     cm.save(out)
     if args.timings:
-        print(getattr(cm, "pass_timings", ""), file=sys.stderr)
+        sys.stderr.write(cm.pass_timings)
     print(summary(cm, out, say.elapsed), end="")
     return EXIT_OK
 

@@ -1,5 +1,5 @@
 """tritc dump: the IR of a model as imported, or after a pipeline / pass list, or after one pass or every pass;
-per-pass timings; the ternary report (table or JSON) instead of the IR."""
+per-pass timings; the ternary report (table or JSON) instead of the IR. Flags about passes run the target's pipeline."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ..errors import OptionError
+from ..errors import InternalError, OptionError
 from ..ir.graph import Graph
 from ..passes import load_all
 from ..passes.pass_manager import PASSES, Pass, PassManager
-from .options import add_pass_options, build_pass_list
-from .output import emit, prepare_folder, write_atomic
+from ..passes.pipelines import pass_source
+from ..passes.ternary_report import TernaryReport
+from .options import add_pass_options, pass_kwargs, ternary_flags_given
+from .output import emit, ending_in_newline, prepare_folder, write_atomic
 
 EXIT_OK = 0
 
@@ -21,12 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dump", help="import a model and print its IR (optionally after passes)",
                        description="Import an ONNX model and print the tritc IR (round-trippable text) or a Graphviz "
                                    "dot picture of it: as imported, after a pipeline or pass list, after one pass "
-                                   "(--after PASS) or after every pass (--after all -o DIR).")
+                                   "(--after PASS) or after every pass (--after all -o DIR); or fold-ternary's report. "
+                                   "Anything about passes (--after, --ternary-report, --timings, --ternary*, --target) "
+                                   "runs the target's pipeline unless --pipeline or -p says otherwise.")
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (external data is read from its folder)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout; "
                                                           "with --after all, the folder for the per-pass files")
     p.add_argument("--format", choices=("text", "dot"), default="text", help="IR text (default) or Graphviz dot")
-    add_pass_options(p, default_pipeline="none")
+    p.add_argument("--target", choices=("cpu", "fpga"), default=None,
+                   help="whose pipeline runs when passes are asked for (default cpu)")
+    add_pass_options(p, default_pipeline="none",
+                     default_note="none, the graph as imported; the target's pipeline with --after, --ternary-report, "
+                                  "--timings, --target or a --ternary* flag")
     p.add_argument("--after", metavar="PASS", help="print the IR after this pass (its name, or its step number when a "
                                                    "pass runs twice); 'all': one numbered file per pass into -o DIR")
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
@@ -35,7 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def default_pipeline(args: argparse.Namespace) -> str:
+    """Plain `tritc dump` shows the graph as imported; a flag about passes runs the target's pipeline (cpu by default)."""
+    about_passes = args.after or args.ternary_report or args.timings or args.target or ternary_flags_given(args)
+    return (args.target or "cpu") if about_passes else "none"
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..driver import build_passes
     from ..frontend import onnx as frontend  # looked up at call time, so tests can stand in a broken frontend
 
     if args.json and not args.ternary_report:
@@ -44,7 +59,14 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("--ternary-report and --after both choose what to print; give one")
     if args.after == "all" and not args.output:
         raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
-    passes = build_pass_list(args)
+    kwargs = pass_kwargs(args, default_pipeline(args))
+    passes = build_passes(**kwargs)
+    source = pass_source(kwargs["pipeline"], kwargs["passes"])
+    if args.ternary_report and not any(p.name == "fold-ternary" for p in passes):
+        raise OptionError(f"--ternary-report shows what fold-ternary did, and the {source} does not run it "
+                          f"(use --pipeline cpu, or add fold-ternary to -p)")
+    if args.after == "all" and not passes:
+        raise OptionError(f"--after all writes one file per pass, and the {source} has none")
     step = _after_step(args.after, passes) if args.after not in (None, "all") else None
     render = _renderer(args.format)
     ext = "dot" if args.format == "dot" else "ir"
@@ -62,16 +84,16 @@ def run(args: argparse.Namespace) -> int:
     pm = PassManager(passes, after=after)
     pm.run(graph)
     if args.timings:
-        print(pm.timing_table(), file=sys.stderr)
+        sys.stderr.write(pm.timing_table())
     if args.ternary_report:
-        report = next((p.report for p in reversed(passes) if p.name == "fold-ternary"), None)
-        if report is None:
-            raise OptionError("--ternary-report needs the fold-ternary pass: use --pipeline cpu, or add fold-ternary to -p")
-        emit(report.to_json() + "\n" if args.json else report.table() + "\n", args.output)
+        report = pm.result_of("fold-ternary")
+        if not isinstance(report, TernaryReport):
+            raise InternalError(f"fold-ternary ran but left no TernaryReport (got {type(report).__name__})")
+        emit(report.to_json() if args.json else report.table(), args.output)
     elif args.after == "all":
         folder = prepare_folder(args.output, "-o with --after all")
         for name, text in per_pass:
-            write_atomic(folder / name, text.encode("utf-8"))
+            write_atomic(folder / name, ending_in_newline(text).encode("utf-8"))
         print(f"wrote {len(per_pass)} file{'s' if len(per_pass) != 1 else ''} into {folder}", file=sys.stderr)
     else:
         emit(chosen[0] if step is not None else render(graph), args.output)

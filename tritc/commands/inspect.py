@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import ArtifactError, CompilerError
-from .output import format_bindings, human_bytes, table
+from .output import ending_in_newline, format_bindings, human_bytes, table
 
 EXIT_OK = 0
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 texts.append(_per_spec(specs, art.sections, "asm", multi=len(specs) > 1 or len(texts) > 0, target=m["target"]))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise ArtifactError(f"{args.artifact}: malformed manifest ({type(e).__name__}: {e})") from None
-    sys.stdout.write("".join(t if t.endswith("\n") else t + "\n" for t in texts))
+    sys.stdout.write("".join(ending_in_newline(t) for t in texts))
     return EXIT_OK
 
 

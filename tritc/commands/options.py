@@ -12,22 +12,23 @@ from ..errors import OptionError
 from ..passes.pass_manager import Pass
 
 
-def add_pass_options(parser: argparse.ArgumentParser, *, default_pipeline: str) -> None:
-    g = parser.add_argument_group("passes")
+def add_pass_options(parser: argparse.ArgumentParser, *, default_pipeline: str, default_note: str | None = None) -> None:
+    """--pipeline, -p and the --ternary* flags, which set options of the fold-ternary step(s)."""
+    g = parser.add_argument_group("passes", "The --ternary* flags set options of every fold-ternary step: --ternary MODE "
+                                            "is fold-ternary{mode=MODE}, and so on.")
     g.add_argument("--pipeline", metavar="NAME", default=None,
-                   help=f"a named pipeline: cpu, fpga or none (default: {default_pipeline}"
-                        f"{', the graph as imported' if default_pipeline == 'none' else ''})")
+                   help=f"a named pipeline: cpu, fpga or none (default: {default_note or default_pipeline})")
     g.add_argument("-p", "--passes", metavar="LIST", default=None,
                    help='a custom pass list instead, e.g. "infer-shapes,fold-ternary{mode=absmean}"')
     g.add_argument("--ternary", metavar="MODE", default=None,
                    help="fold-ternary's mode: exact (only weights that are trits x scale), absmean (quantise any "
                         "float weight, BitNet b1.58), off")
     g.add_argument("--ternary-include", metavar="PAT", action="append", default=[],
-                   help="also fold layers matching this glob (e.g. lm_head.weight); repeatable")
+                   help="fold-ternary's include: also fold layers matching this glob (e.g. lm_head.weight); repeatable")
     g.add_argument("--ternary-exclude", metavar="PAT", action="append", default=[],
-                   help="never fold layers matching this glob; repeatable")
+                   help="fold-ternary's exclude: never fold layers matching this glob; repeatable")
     g.add_argument("--ternary-act", metavar="float|int8", default=None,
-                   help="activations of the ternary layers: float, or int8 per-token quantisation")
+                   help="fold-ternary's act: activations of the ternary layers, float or int8 (per-token quantisation)")
     parser.set_defaults(default_pipeline=default_pipeline)
 
 
@@ -48,35 +49,22 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", dest="progress", action="store_false", help="no progress lines")
 
 
-def pass_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The compile_model / build_passes keyword arguments the pass options ask for."""
+def pass_kwargs(args: argparse.Namespace, default_pipeline: str | None = None) -> dict[str, Any]:
+    """The compile_model / build_passes keyword arguments the pass options ask for; `default_pipeline` (else the
+    command's) when neither --pipeline nor -p is given."""
     if args.pipeline is not None and args.passes is not None:
         raise OptionError("give --pipeline NAME or -p LIST, not both")
-    return {"pipeline": args.pipeline if args.pipeline is not None else args.default_pipeline,
+    return {"pipeline": args.pipeline if args.pipeline is not None else default_pipeline or args.default_pipeline,
             "passes": args.passes, "ternary": args.ternary, "ternary_include": tuple(args.ternary_include),
             "ternary_exclude": tuple(args.ternary_exclude), "ternary_act": args.ternary_act}
 
 
-def ternary_flags(args: argparse.Namespace) -> list[str]:
-    given = [("--ternary", args.ternary), ("--ternary-include", args.ternary_include),
-             ("--ternary-exclude", args.ternary_exclude), ("--ternary-act", args.ternary_act)]
-    return [flag for flag, value in given if value]
+def ternary_flags_given(args: argparse.Namespace) -> bool:
+    return bool(args.ternary is not None or args.ternary_include or args.ternary_exclude or args.ternary_act is not None)
 
 
 def build_pass_list(args: argparse.Namespace) -> list[Pass]:
-    """The passes to run, with the ternary options checked: they must have a fold-ternary step to apply to."""
+    """The passes to run, the --ternary* flags applied (and refused if no fold-ternary step runs)."""
     from ..driver import build_passes
 
-    kwargs = pass_kwargs(args)
-    passes = build_passes(**kwargs)
-    check_ternary_applies(args, passes)
-    return passes
-
-
-def check_ternary_applies(args: argparse.Namespace, passes: list[Pass]) -> None:
-    flags = ternary_flags(args)
-    if flags and not any(p.name == "fold-ternary" for p in passes):
-        which = f"-p '{args.passes}'" if args.passes else f"pipeline '{pass_kwargs(args)['pipeline']}'"
-        verb = "configures" if len(flags) == 1 else "configure"
-        raise OptionError(f"{', '.join(flags)} {verb} the fold-ternary pass, which the {which} does not run "
-                          f"(use --pipeline cpu, or add fold-ternary to -p)")
+    return build_passes(**pass_kwargs(args))

@@ -61,8 +61,14 @@ def _umask() -> int:
     return mask
 
 
+def ending_in_newline(text: str) -> str:
+    """`text` with its last line ended: every line tritc prints or writes ends with a newline."""
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
 def emit(text: str, output: str | None) -> None:
-    """Text to stdout, or atomically to the file `output` ('-' is stdout too)."""
+    """Text to stdout, or atomically to the file `output` ('-' is stdout too), its last line ended."""
+    text = ending_in_newline(text)
     if output is None or output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -14,7 +14,7 @@ keeps layers in float. Every layer considered gets a line in the report (see ter
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,7 @@ from ..ir.ops.qonnx import int_range
 from ..ir.ops.quant import expand_param
 from ..ir.ternary import TernaryWeight
 from ..ir.types import DType, TensorType
-from .pass_manager import Pass, register
+from .pass_manager import Pass, PassResult, register
 from .ternary_report import TernaryReport, measure
 
 # Group sizes tried (largest first) when a weight is ternary per group along K but not per channel.
@@ -211,15 +211,13 @@ class FoldTernary(Pass):
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     granularity: Literal["per_tensor", "per_channel"] = "per_tensor"
-    report: TernaryReport = field(default_factory=TernaryReport, compare=False, repr=False,
-                                  metadata={"option": False})
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: Graph) -> PassResult:
         linears = find_linears(graph)
         self._check_patterns(linears)
         heads = output_heads(graph, linears)
         embeds = embedding_weights(graph)
-        self.report.mode = self.mode
+        report = TernaryReport(self.mode)
         changed = False
         for lin in linears:
             included = any(self._matches(lin, p) for p in self.include)
@@ -238,14 +236,14 @@ class FoldTernary(Pass):
                 tern, exact, note = self._fold(lin)
             rep = measure(lin.name, lin.weight, tern, self.mode if tern is not None else "float", exact=exact,
                           note=reason or note, source=lin.source)
-            self.report.layers.append(rep)
+            report.layers.append(rep)
             if tern is None:
                 continue
             self._replace(graph, lin, tern)
             changed = True
         if changed:
             graph.prune_weights()
-        return changed
+        return PassResult(changed, report)
 
     def _fold(self, lin: Linear) -> tuple[TernaryWeight | None, bool, str]:
         """(ternary weight or None, whether it is lossless, note)."""

@@ -1,8 +1,9 @@
-"""Passes and the PassManager that runs them: verify after each, dump after any, time each.
+"""Passes and the PassManager that runs them: verify after each, dump after any, a StepResult for each.
 
-A pass is a frozen dataclass with a kebab-case `name` and its options as fields; `run(graph)`
-edits the graph in place and returns whether it changed anything. `parse_pass_list` reads the
-command-line form ``"fold-constants,fold-ternary{mode=absmean,exclude=lm_head}"``.
+A pass is a frozen dataclass with a kebab-case `name` and its options as fields; `run(graph)` edits the graph
+in place and returns whether it changed anything, or a PassResult (changed, data) when it has a report.
+`parse_pass_list` reads the command-line form ``"fold-constants,fold-ternary{mode=absmean,exclude=lm_head}"``;
+`configure` applies options written the same way to a pass of a pipeline (the `--ternary*` flags).
 """
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ import dataclasses
 import re
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import CompilerError, OptionError, PassError, VerificationError
+from ..errors import CompilerError, InternalError, OptionError, VerificationError
 from ..ir.graph import Graph
 from ..ir.verify import verify
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass's run returns when it has more to say than changed-or-not: `data` (e.g. fold-ternary's report) is
+    kept in the PassManager's record of the step. Truthy when the graph changed, like the bool a pass may return."""
+
+    changed: bool
+    data: object = None
+
+    def __bool__(self) -> bool:
+        return self.changed
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,7 @@ class Pass:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
 
-    def run(self, graph: Graph) -> bool:  # pragma: no cover - abstract
+    def run(self, graph: Graph) -> bool | PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -44,10 +57,13 @@ class Pass:
 
 PASSES: dict[str, type[Pass]] = {}
 
+# An option's value as written: its text, or the items of a list option one by one (a repeatable flag).
+OptionText = str | Sequence[str]
+
 
 def option_fields(cls: type[Pass]) -> list[dataclasses.Field]:
-    """The dataclass fields that are options (results such as a report are not)."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("option", True)]
+    """The options of a pass: all its dataclass fields (what a run finds goes into its PassResult, not a field)."""
+    return list(dataclasses.fields(cls))
 
 
 def register(cls: type[Pass]) -> type[Pass]:
@@ -65,9 +81,6 @@ _ITEM = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
 
 def parse_pass_list(text: str) -> list[Pass]:
     """Passes from ``name{opt=value,...},name,...``; OptionError names what is wrong."""
-    from . import load_all
-
-    load_all()
     passes: list[Pass] = []
     pos = 0
     text = text.strip()
@@ -83,7 +96,26 @@ def parse_pass_list(text: str) -> list[Pass]:
     return passes
 
 
-def make_pass(name: str, options: dict[str, str]) -> Pass:
+def make_pass(name: str, options: Mapping[str, OptionText] | None = None) -> Pass:
+    """The pass called `name` with `options` as written (``{"mode": "absmean"}``); OptionError names what is wrong."""
+    cls = pass_class(name)
+    try:
+        return cls(**_convert_options(cls, options or {}, {}))
+    except (TypeError, ValueError) as e:
+        raise OptionError(f"{_subject(name, None)}: {e}") from None
+
+
+def configure(p: Pass, options: Mapping[str, OptionText], *, flags: Mapping[str, str] | None = None) -> Pass:
+    """`p` with `options` as written replacing its own: how `--ternary absmean` becomes fold-ternary{mode=absmean}
+    for a step of a pipeline. The same conversion and messages as make_pass; `flags` maps an option to the
+    command-line flag that gave it, which the messages name."""
+    try:
+        return dataclasses.replace(p, **_convert_options(type(p), options, flags or {}))
+    except (TypeError, ValueError) as e:
+        raise OptionError(f"{_subject(p.name, flags)}: {e}") from None
+
+
+def pass_class(name: str) -> type[Pass]:
     from . import load_all
 
     load_all()
@@ -92,19 +124,26 @@ def make_pass(name: str, options: dict[str, str]) -> Pass:
         close = [p for p in PASSES if p.split("-")[-1] in name or name in p]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise OptionError(f"unknown pass '{name}'{hint} (known: {', '.join(sorted(PASSES))})")
-    fields = {f.name: f for f in option_fields(cls)}
+    return cls
+
+
+def _convert_options(cls: type[Pass], options: Mapping[str, OptionText], flags: Mapping[str, str]) -> dict[str, Any]:
+    """Dataclass keyword arguments from options as written, each checked against its field's type hint."""
+    fields = [f.name for f in option_fields(cls)]  # in declaration order, for the message
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, raw in options.items():
         fname = key.replace("-", "_")
         if fname not in fields:
             known = ", ".join(_kebab(f) for f in fields) or "none"
-            raise OptionError(f"pass '{name}' has no option '{key}' (options: {known})")
-        kwargs[fname] = _convert(name, key, raw, hints[fname])
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise OptionError(f"pass '{name}': {e}") from None
+            raise OptionError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
+        label = f"{flags[key]} (option '{key}' of pass '{cls.name}')" if key in flags else f"pass '{cls.name}': option '{key}'"
+        kwargs[fname] = _convert(label, raw, hints[fname])
+    return kwargs
+
+
+def _subject(name: str, flags: Mapping[str, str] | None) -> str:
+    return f"{', '.join(flags.values())} (pass '{name}')" if flags else f"pass '{name}'"
 
 
 def _parse_options(name: str, text: str) -> dict[str, str]:
@@ -141,9 +180,19 @@ def _split_options(text: str) -> list[str]:
     return parts
 
 
-def _convert(pass_name: str, key: str, raw: str, hint: Any) -> Any:
+def _convert(label: str, raw: OptionText, hint: Any) -> Any:
+    """One option's value, as written, converted to its field's type: the one validator of pass options. `raw` is the
+    text of the value, or (for a tuple option) its items one by one, as a repeatable flag gives them."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is tuple:
+        if isinstance(raw, str):
+            body = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+            raw = re.split(r"[;|]" if "[" not in raw else r",", body)
+        item_hint = args[0] if args else str
+        return tuple(_convert(label, item.strip(), item_hint) for item in raw if item.strip())
+    if not isinstance(raw, str):
+        raise OptionError(f"{label} takes one value, not {len(raw)}")
     try:
         if hint is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -159,15 +208,11 @@ def _convert(pass_name: str, key: str, raw: str, hint: Any) -> Any:
             return raw
         if origin is typing.Literal:
             if raw not in args:
-                raise OptionError(f"pass '{pass_name}': option '{key}' must be one of {', '.join(args)}, not '{raw}'")
+                raise OptionError(f"{label} must be one of {', '.join(args)}, not '{raw}'")
             return raw
-        if origin is tuple:
-            body = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
-            items = [s.strip() for s in re.split(r"[;|]" if "[" not in raw else r",", body) if s.strip()]
-            return tuple(items)
     except ValueError:
         pass
-    raise OptionError(f"pass '{pass_name}': option '{key}' = '{raw}' is not a valid {getattr(hint, '__name__', hint)}")
+    raise OptionError(f"{label} = '{raw}' is not a valid {getattr(hint, '__name__', hint)}")
 
 
 def _kebab(name: str) -> str:
@@ -185,59 +230,83 @@ def _format_option(value: Any) -> str:
 # ---- running --------------------------------------------------------------------------------
 
 
-@dataclass
-class PassTiming:
-    name: str
-    seconds: float
+@dataclass(frozen=True)
+class StepResult:
+    """What one step of a PassManager run did: its number (1-based), the pass, whether it changed the graph, how long
+    it took, and the pass's data (e.g. fold-ternary's TernaryReport; None for most passes)."""
+
+    step: int
+    pass_: Pass
     changed: bool
+    seconds: float
+    data: object = None
+
+    @property
+    def name(self) -> str:
+        return self.pass_.describe()
 
 
 @dataclass
 class PassManager:
-    """Runs passes in order. After each: verify (unless disabled), time it, and call `after`
+    """Runs passes in order. After each: verify (unless disabled), record a StepResult, and call `after`
     (e.g. to dump the IR) with the step number, the pass and the graph."""
 
     passes: Sequence[Pass]
     verify_each: bool = True
     after: Callable[[int, Pass, Graph], None] | None = None
     progress: Callable[[str], None] | None = None
-    timings: list[PassTiming] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)  # of the last run, one per step
 
     def run(self, graph: Graph) -> bool:
-        changed_any = False
+        """Run every pass on `graph` (in place); whether any changed it. A CompilerError raised by a pass (a problem
+        with the input) keeps its class, its message prefixed with the pass; anything else, and a graph left invalid,
+        is a tritc bug: InternalError, from the original exception."""
+        self.steps = []
+        if self.verify_each and self.passes:
+            try:  # so that an invalid graph after a pass is that pass's fault, not the input's
+                verify(graph)
+            except VerificationError as e:
+                e.args = (f"before the first pass: {e}",)
+                raise
         done: list[str] = []
         for step, p in enumerate(self.passes, 1):
             if self.progress:
                 self.progress(f"[{step}/{len(self.passes)}] {p.describe()}")
             t0 = time.perf_counter()
             try:
-                changed = bool(p.run(graph))
-                if self.verify_each:
-                    verify(graph)
-            except VerificationError as e:
-                raise PassError(f"pass '{p.describe()}' left an invalid graph{_after(done)}: {e}") from e
+                result = p.run(graph)
             except CompilerError as e:
-                # A user-facing problem found by a pass (e.g. a pattern that matches nothing): keep its class.
+                # A problem with the input found by a pass (e.g. a pattern that matches nothing): keep its class.
                 e.args = (f"pass '{p.describe()}'{_after(done)}: {e}",)
                 raise
             except Exception as e:
-                raise PassError(f"pass '{p.describe()}' failed{_after(done)}: {type(e).__name__}: {e}") from e
-            self.timings.append(PassTiming(p.describe(), time.perf_counter() - t0, changed))
-            changed_any |= changed
+                raise InternalError(f"pass '{p.describe()}' failed{_after(done)}: {type(e).__name__}: {e}") from e
+            if self.verify_each:
+                try:
+                    verify(graph)
+                except VerificationError as e:
+                    raise InternalError(f"pass '{p.describe()}' left an invalid graph{_after(done)}: {e}") from e
+            if not isinstance(result, PassResult):
+                result = PassResult(bool(result))
+            self.steps.append(StepResult(step, p, result.changed, time.perf_counter() - t0, result.data))
             done.append(p.describe())
             if self.after is not None:
                 self.after(step, p, graph)
-        return changed_any
+        return any(s.changed for s in self.steps)
+
+    def result_of(self, name: str) -> object:
+        """The data of the last step of the pass called `name` (e.g. "fold-ternary"), or None if none ran."""
+        return next((s.data for s in reversed(self.steps) if s.pass_.name == name), None)
 
     def timing_table(self) -> str:
-        """A table of time per pass (and whether it changed the graph)."""
-        width = max([len(t.name) for t in self.timings] + [4])
+        """A table of time per step (and whether it changed the graph), one line each, the total last."""
+        width = max([len(s.name) for s in self.steps] + [4])
         lines = [f"{'pass':<{width}}  {'ms':>9}  changed"]
-        for t in self.timings:
-            lines.append(f"{t.name:<{width}}  {t.seconds * 1e3:9.2f}  {'yes' if t.changed else 'no'}")
-        total = sum(t.seconds for t in self.timings)
+        for s in self.steps:
+            lines.append(f"{s.name:<{width}}  {s.seconds * 1e3:9.2f}  {'yes' if s.changed else 'no'}")
+        total = sum(s.seconds for s in self.steps)
         lines.append(f"{'total':<{width}}  {total * 1e3:9.2f}")
-        return "\n".join(lines)
+        return "\n".join(lines) + "\n"
 
 
 def _after(done: list[str]) -> str:

@@ -1,13 +1,15 @@
 """The named pipelines: which passes run, in which order, for each target. Read this first.
 
-Each entry is one pass in the command-line syntax of parse_pass_list; `ternary` options of
-`tritc compile` / `tritc dump` (--ternary, --ternary-include, --ternary-exclude) are applied to the
-fold-ternary step.
+Each entry is one pass in the command-line syntax of parse_pass_list. The `--ternary*` flags (the
+keywords ternary=, ternary_include=, ... of tritc.compile) are sugar for options of the fold-ternary
+step: `--ternary absmean` is `fold-ternary{mode=absmean}`, converted and checked by the same code.
 """
 
 from __future__ import annotations
 
-from .pass_manager import OptionError, Pass, parse_pass_list
+from collections.abc import Sequence
+
+from .pass_manager import OptionError, Pass, configure, parse_pass_list
 
 PIPELINES: dict[str, list[str]] = {
     "cpu": [
@@ -38,36 +40,43 @@ PIPELINES: dict[str, list[str]] = {
 }
 
 
-def pipeline(name: str, *, ternary: str | None = None, include: tuple[str, ...] = (),
-             exclude: tuple[str, ...] = (), act: str | None = None) -> list[Pass]:
-    """The passes of a named pipeline, with the ternary options applied to fold-ternary."""
+# compile()'s keyword -> (the command-line flag, the option of fold-ternary it sets)
+TERNARY_FLAGS: dict[str, tuple[str, str]] = {
+    "ternary": ("--ternary", "mode"),
+    "ternary_include": ("--ternary-include", "include"),
+    "ternary_exclude": ("--ternary-exclude", "exclude"),
+    "ternary_act": ("--ternary-act", "act"),
+}
+
+TernaryFlag = str | Sequence[str] | None  # a flag's value as given; None or an empty list: not given
+
+
+def pipeline(name: str, **ternary: TernaryFlag) -> list[Pass]:
+    """The passes of a named pipeline, with the --ternary* flags (`ternary`, by compile()'s keywords) applied."""
     if name not in PIPELINES:
         raise OptionError(f"unknown pipeline '{name}' (known: {', '.join(PIPELINES)})")
-    return with_ternary_options(parse_pass_list(",".join(PIPELINES[name])) if PIPELINES[name] else [],
-                                ternary=ternary, include=include, exclude=exclude, act=act)
+    passes = parse_pass_list(",".join(PIPELINES[name])) if PIPELINES[name] else []
+    return with_ternary_flags(passes, pass_source(name, None), **ternary)
 
 
-def with_ternary_options(passes: list[Pass], *, ternary: str | None = None, include: tuple[str, ...] = (),
-                         exclude: tuple[str, ...] = (), act: str | None = None) -> list[Pass]:
-    """`passes` with fold-ternary's mode and layer patterns overridden where given."""
-    import dataclasses
+def pass_source(pipeline: str, passes: str | None) -> str:
+    """Where the passes come from, for messages: "-p 'LIST'" or "pipeline 'NAME'"."""
+    return f"-p '{passes}'" if passes else f"pipeline '{pipeline}'"
 
-    out = []
-    for p in passes:
-        if p.name == "fold-ternary":
-            changes = {}
-            if ternary is not None:
-                if ternary not in ("exact", "absmean", "off"):
-                    raise OptionError(f"--ternary must be exact, absmean or off, not '{ternary}'")
-                changes["mode"] = ternary
-            if include:
-                changes["include"] = tuple(include)
-            if exclude:
-                changes["exclude"] = tuple(exclude)
-            if act is not None:
-                if act not in ("float", "int8"):
-                    raise OptionError(f"--ternary-act must be float or int8, not '{act}'")
-                changes["act"] = act
-            p = dataclasses.replace(p, **changes)
-        out.append(p)
-    return out
+
+def with_ternary_flags(passes: list[Pass], source: str, **ternary: TernaryFlag) -> list[Pass]:
+    """`passes` (from `source`, for messages) with each given --ternary* flag set as its option of every fold-ternary
+    step. A flag with no fold-ternary step to apply to is an OptionError."""
+    unknown = set(ternary) - set(TERNARY_FLAGS)
+    if unknown:
+        raise TypeError(f"unknown ternary option(s) {', '.join(sorted(unknown))} (known: {', '.join(TERNARY_FLAGS)})")
+    given = {key: value for key, value in ternary.items() if value is not None and (isinstance(value, str) or len(value))}
+    if not given:
+        return list(passes)
+    options = {TERNARY_FLAGS[key][1]: value for key, value in given.items()}
+    flags = {TERNARY_FLAGS[key][1]: TERNARY_FLAGS[key][0] for key in given}
+    if not any(p.name == "fold-ternary" for p in passes):
+        verb = "configures" if len(flags) == 1 else "configure"
+        raise OptionError(f"{', '.join(flags.values())} {verb} the fold-ternary pass, which the {source} does not run "
+                          f"(use --pipeline cpu, or add fold-ternary to -p)")
+    return [configure(p, options, flags=flags) if p.name == "fold-ternary" else p for p in passes]
