@@ -254,6 +254,7 @@ def test_bad_input_in_a_real_process(tmp_path, case):
 
 def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     """Not a CompilerError: a bug in tritc, so no friendly one-liner hides it."""
+    import tritc.driver  # noqa: F401  (imported before the patch: it binds load_model at import, and must keep the real one)
     import tritc.frontend.onnx as frontend
 
     def broken(path):

@@ -449,11 +449,8 @@ def test_verify_mismatch_exits_1(work):
 def test_verify_falls_back_when_onnxruntime_refuses(work, monkeypatch):
     """Whether a given onnxruntime release refuses a model is its business (1.32 reads the IR 14 model 1.31 refused):
     the refusal is built here, with a session class that raises as onnxruntime's do."""
-    class Refused(RuntimeError):
-        pass
-
     def refusing_session(path, *args, **kwargs):
-        raise Refused(f"[ONNXRuntimeError] : 1 : FAIL : Load model from {path} failed: stub refusal for the test")
+        raise RuntimeError(f"[ONNXRuntimeError] : 1 : FAIL : Load model from {path} failed: stub refusal for the test")
 
     monkeypatch.setattr(ort, "InferenceSession", refusing_session)
     src = save(work / "mlp.onnx", mlp_model())
