@@ -67,6 +67,7 @@ def ort_session(path: str, threads: int):  # -> onnxruntime.InferenceSession
 def run(args: argparse.Namespace) -> int:
     from ..driver import parse_shapes
     from ..frontend import onnx as frontend
+    from ..frontend.metadata import metadata_of, recorded_sizes
     from .compile import check_cpu_features
 
     if args.warmup < 0 or args.runs < 1:
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names({}, inputs, all_required=False)
-    bindings = choose_bindings(inputs, parse_shapes(args.shape), {})
+    bindings = choose_bindings(inputs, parse_shapes(args.shape), {}, graph=graph,
+                               recorded=recorded_sizes(metadata_of(args.model), inputs))
     feeds, _ = make_inputs(inputs, bindings.sizes, {}, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)

@@ -131,6 +131,7 @@ def ort_reason(e: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..driver import parse_shapes
     from ..frontend import onnx as frontend
+    from ..frontend.metadata import metadata_of, recorded_sizes
     from ..ir.interpreter import Interpreter
     from .compile import check_cpu_features
 
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names(files, inputs, all_required=False)
-    bindings = choose_bindings(inputs, parse_shapes(args.shape), files)
+    bindings = choose_bindings(inputs, parse_shapes(args.shape), files, graph=graph,
+                               recorded=recorded_sizes(metadata_of(args.model), inputs))
     feeds, how = make_inputs(inputs, bindings.sizes, files, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)
