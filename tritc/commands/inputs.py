@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..ir.graph import Graph
 
 DEFAULT_DIM = 4  # size verify and bench give a symbolic dim nobody gave a size for, if the model admits it
+SIZES_HELP = "other dims: sizes the model records, else 4 if the model admits it, else the smallest sizes it admits"
 INT_HIGH = 32  # random integer inputs are in [0, INT_HIGH): token ids below any vocabulary, valid indices
 
 
