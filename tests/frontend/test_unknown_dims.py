@@ -162,3 +162,12 @@ def test_dump_shows_the_symbols(tmp_path, capsys):
     assert cli.main(["dump", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == "" and out == (HERE / "unknown_dims.ir").read_text()
+
+
+def test_a_graph_built_otherwise_names_its_unknown_dim_in_the_error():
+    """Only a graph that did not come through the frontend can still have an unknown input dim: the error says which."""
+    from tritc.errors import UnsupportedError
+
+    g = parse_graph("graph @g(%x: f32[?,3]) -> (%y: f32[?,3]) {\n  %y = relu(%x) : f32[?,3]\n  return %y\n}\n", {})
+    with pytest.raises(UnsupportedError, match=r"dim 0 of input 'x' \(f32\[\?,3\]\) is unknown .* x\.0\)"):
+        tritc.compile(g)
