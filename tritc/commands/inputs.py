@@ -129,7 +129,7 @@ def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str
     records (`recorded`: symbol -> (size, where from)), then `default`. With `graph`, sizes other than the first two
     that its shape rules do not admit are replaced by the smallest that they do (codegen/llvm/sizes.py). The inputs
     to generate must fit in `max_input_bytes` (default: sizes.MAX_INPUT_BYTES)."""
-    from ..codegen.llvm.sizes import MAX_INPUT_BYTES, choose_sizes  # LLVM is loaded only by commands that compile
+    from ..codegen.llvm.sizes import MAX_INPUT_BYTES, choose_sizes, input_bytes  # LLVM: only in commands that compile
     from ..runtime.model import value_specialised_inputs
 
     max_input_bytes = MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes
@@ -170,22 +170,12 @@ def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str
         preferred = {s: choice.sizes[s] for s in preferred}
     sizes.update(preferred)
     bindings = Bindings({s: sizes[s] for s in symbols}, source, note)
-    _check_budget(inputs, bindings, files, max_input_bytes)
-    return bindings
-
-
-def _check_budget(inputs: Sequence[tuple[str, TensorType]], bindings: Bindings, files: Mapping[str, np.ndarray],
-                  max_input_bytes: int) -> None:
-    need = 0
-    for name, t in inputs:
-        if name not in files and t.shape is not None:
-            sizes = [dimlib.evaluate(d, bindings.sizes) if d is not None else None for d in t.shape]
-            need += math.prod(max(n or 0, 0) for n in sizes) * t.dtype.itemsize
+    need = input_bytes((t for name, t in inputs if name not in files), bindings.sizes)
     if need > max_input_bytes:
-        dims = ", ".join(f"{k}={v}" for k, v in bindings.sizes.items())
-        raise OptionError(f"the inputs at {dims} would take {need / (1 << 30):.1f} GiB, over the "
-                          f"{max_input_bytes / (1 << 30):g} GiB tritc generates at most; give smaller sizes with "
-                          f"--shape NAME=SIZE or the inputs with --input NAME=FILE.npy")
+        raise OptionError(f"the inputs at {', '.join(f'{k}={v}' for k, v in bindings.sizes.items())} would take "
+                          f"{need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB tritc generates at "
+                          f"most; give smaller sizes with --shape NAME=SIZE or the inputs with --input NAME=FILE.npy")
+    return bindings
 
 
 def concrete_shape(name: str, t: TensorType, bindings: Mapping[str, int]) -> tuple[int, ...]:

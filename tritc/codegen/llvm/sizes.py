@@ -11,18 +11,19 @@ ahead of time). docs/CLI.md describes the rule.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ...errors import CompilerError, OptionError
+from ...errors import CompilerError, OptionError, PassError
 from ...ir import dims as dimlib
 from ...ir.graph import Graph
+from ...ir.types import TensorType
 from .compiler import specialize, symbols_of
 
 MAX_SIZE = 4096  # the largest size the search tries for a dim
 MAX_TRIES = 48  # specialisations one search may run
 MAX_INPUT_BYTES = 1 << 30  # the inputs a choice of sizes may need (verify and bench make them all)
-_PASS_PREFIX = re.compile(r"^pass '.*?\}?' (?:failed )?\([^)]*\): ")
+_PASS_PREFIX = re.compile(r"^pass '[^']*' \([^)]*\): ")
 
 
 @dataclass(frozen=True)
@@ -36,25 +37,27 @@ class SizeChoice:
 
 def misfit(graph: Graph, sizes: Mapping[str, int], max_input_bytes: int = MAX_INPUT_BYTES) -> str | None:
     """None when `graph` specialises at `sizes` with inputs within the budget, else why not (one line)."""
-    need = input_bytes(graph, sizes)
+    need = input_bytes((v.type for v in graph.inputs), sizes)
     if need > max_input_bytes:
         return f"its inputs would take {need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB budget"
     try:
         specialize(graph, sizes)
+    except PassError:
+        raise  # a pass crashed or broke the graph: a bug in tritc, not a size the model refuses
     except CompilerError as e:
         # "pass 'infer-shapes{bind=[...]}' (the first pass): node ...": the sizes are the caller's, the node is news
         return _PASS_PREFIX.sub("", " ".join(str(e).split()), count=1)
     return None
 
 
-def input_bytes(graph: Graph, sizes: Mapping[str, int], skip: Sequence[str] = ()) -> int:
-    """Bytes of the graph inputs (but those named in `skip`) at `sizes`; a dim of unknown size counts as 1."""
+def input_bytes(types: Iterable[TensorType], sizes: Mapping[str, int]) -> int:
+    """Bytes of tensors of these types at `sizes`; a dim of unknown size counts as 1, an unknown rank as nothing."""
     total = 0
-    for v in graph.inputs:
-        if v.name in skip or v.type.shape is None:
+    for t in types:
+        if t.shape is None:
             continue
-        n = v.type.dtype.itemsize
-        for d in v.type.shape:
+        n = t.dtype.itemsize
+        for d in t.shape:
             value = dimlib.evaluate(d, dict(sizes)) if d is not None else None
             n *= max(value, 0) if value is not None else 1
         total += n
