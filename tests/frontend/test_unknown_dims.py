@@ -101,7 +101,7 @@ def test_every_form_compiles_and_binds_from_the_arrays(tmp_path):
     assert tuple(sorted((f"x.{k}", n) for k, n in enumerate(x2.shape))) in compiled  # code for that binding ran
 
 
-def test_two_inputs_with_question_marks_take_different_sizes(tmp_path):
+def test_two_inputs_with_question_marks_take_different_sizes(tmp_path, capsys):
     """'?' on a and on b does not mean one size: concatenated, they bind 2 and 5."""
     m = model([helper.make_node("Concat", ["a", "b"], ["y"], axis=0)], [tensor("a", ["?", 3]), tensor("b", ["?", 3])],
               [tensor("y", ["?", 3])])
@@ -113,6 +113,13 @@ def test_two_inputs_with_question_marks_take_different_sizes(tmp_path):
     feeds = {"a": rng.standard_normal((2, 3)).astype(np.float32), "b": rng.standard_normal((5, 3)).astype(np.float32)}
     cm = check_against_ort(m, feeds, tmp_path)
     assert [str(i) for i in cm.get_inputs()] == ['a: f32["a.0",3]', 'b: f32["b.0",3]']
+    art = tmp_path / "m.tritc"
+    cm.save(art)
+    loaded = tritc.load(art)
+    assert [str(i) for i in loaded.get_inputs()] == ['a: f32["a.0",3]', 'b: f32["b.0",3]']
+    np.testing.assert_array_equal(loaded(a=feeds["b"], b=feeds["a"]), np.concatenate([feeds["b"], feeds["a"]]))
+    assert cli.main(["inspect", str(art)]) == 0
+    assert 'inputs    a: f32["a.0",3], b: f32["b.0",3]\n' in capsys.readouterr().out
 
 
 def test_question_marks_on_two_axes_of_one_input(tmp_path):
