@@ -75,6 +75,9 @@ def test_each_form_on_an_input_is_its_own_symbol(form):
     assert g.outputs[0].type.shape == ("x.0", 3)  # the output follows the input; its own unknown dim claims nothing
     text = print_graph(g)
     assert '%x: f32["x.0",3]' in text and print_graph(parse_graph(text, g.weights)) == text
+    x = np.linspace(-2, 2, 15, dtype=np.float32).reshape(5, 3)
+    expected, = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(Interpreter(g).run({"x": x})["y"], expected)
 
 
 def test_other_negative_dims_stay_errors():
