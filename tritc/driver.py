@@ -15,9 +15,11 @@ from typing import Any
 import onnx
 
 from .codegen.llvm.compiler import symbols_of
+from .codegen.llvm.sizes import choose_sizes
 from .codegen.llvm.target import host_target
 from .codegen.llvm.weights import layout_weights
 from .errors import OptionError, UnsupportedError
+from .frontend.metadata import metadata_of, recorded_sizes
 from .frontend.onnx import import_model, load_model, load_model_bytes
 from .ir.graph import Graph
 from .passes.pass_manager import Pass, PassManager, parse_pass_list
@@ -25,7 +27,7 @@ from .passes.pipelines import TernaryFlag, pass_source, with_ternary_flags
 from .passes.pipelines import pipeline as named_pipeline
 from .runtime.model import CompiledModel, value_specialised_inputs
 
-DEFAULT_DIM = 1  # size compiled ahead of time for a symbolic dim nobody gave a size for
+DEFAULT_DIM = 1  # size compiled ahead of time for a symbolic dim nobody gave a size for (if the model admits it)
 
 
 def import_any(model: Any) -> tuple[Graph, str]:
@@ -63,6 +65,19 @@ def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, i
     return out
 
 
+def default_sizes(graph: Graph, given: Mapping[str, int], model: Any, say: Callable[[str], None]) -> dict[str, int]:
+    """The sizes compiled ahead of time: `given`, then the sizes the model records (frontend/metadata.py), then
+    DEFAULT_DIM, if the graph admits them; else the smallest sizes it admits (codegen/llvm/sizes.py)."""
+    recorded = recorded_sizes(metadata_of(model), [(v.name, v.type) for v in graph.inputs])
+    preferred = {s: recorded[s][0] if s in recorded else DEFAULT_DIM for s in symbols_of(graph)}
+    choice = choose_sizes(graph, given, preferred)
+    if choice.searched:
+        say(f"{', '.join(f'{s}={preferred[s]}' for s in choice.searched)} do{'es' if len(choice.searched) == 1 else ''} "
+            f"not fit ({choice.misfit}); the smallest sizes that fit are "
+            f"{', '.join(f'{s}={choice.sizes[s]}' for s in choice.searched)}")
+    return choice.sizes
+
+
 def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None, pipeline: str = "cpu",
                   passes: str | None = None, ternary: str | None = None, ternary_include: Sequence[str] = (),
                   ternary_exclude: Sequence[str] = (), ternary_act: str | None = None,
@@ -89,15 +104,14 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     if report is not None:
         meta["ternary"] = report.summary()
     cm = CompiledModel(graph, layout, blob, tgt, threads=threads, meta=meta, progress=say)
-    bindings = {s: DEFAULT_DIM for s in symbols_of(graph)}
+    symbols = symbols_of(graph)
     given = parse_shapes(shapes)
-    unknown = [k for k in given if k not in bindings]
+    unknown = [k for k in given if k not in symbols]
     if unknown:
         raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
-                          f"{', '.join(bindings) or 'none, all static'})")
-    bindings.update(given)
+                          f"{', '.join(symbols) or 'none, all static'})")
     if not value_specialised_inputs(graph):
-        cm.compile_for(bindings)
+        cm.compile_for(default_sizes(graph, given, model, say))
     say("done")
     cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
     cm.ternary_report = report  # type: ignore[attr-defined]

@@ -39,7 +39,9 @@ def test_equality_is_three_valued():
 
 
 def test_opaque_names_are_symbols():
-    assert dims.add("batch size", 1) == "(batch size)+1"
+    assert dims.add("batch size", 1) == "\"batch size\"+1"  # quoted inside a polynomial, so it parses back
+    assert dims.evaluate(dims.add("batch size", 1), {"batch size": 7}) == 8
+    assert dims.add("x.0", 0) == "x.0" and dims.equal(dims.add("x.0", "y.0"), dims.add("y.0", "x.0"))
     assert dims.evaluate("batch size", {"batch size": 7}) == 7
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
-from .inputs import check_names, choose_bindings, make_inputs
+from .inputs import SIZES_HELP, check_names, choose_bindings, make_inputs
 from .machine import cores, cpu_model
 from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
 from .output import Progress, human_seconds
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "ratio and the machine.")
     p.add_argument("model", metavar="MODEL.onnx")
     add_target_options(p)
-    add_shape_option(p, "dims not given are 4")
+    add_shape_option(p, SIZES_HELP)
     p.add_argument("--warmup", metavar="W", type=int, default=3, help="untimed runs of each first (default 3)")
     p.add_argument("--runs", metavar="R", type=int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -67,6 +67,7 @@ def ort_session(path: str, threads: int):  # -> onnxruntime.InferenceSession
 def run(args: argparse.Namespace) -> int:
     from ..driver import parse_shapes
     from ..frontend import onnx as frontend
+    from ..frontend.metadata import metadata_of, recorded_sizes
     from .compile import check_cpu_features
 
     if args.warmup < 0 or args.runs < 1:
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names({}, inputs, all_required=False)
-    bindings = choose_bindings(inputs, parse_shapes(args.shape), {})
+    bindings = choose_bindings(inputs, parse_shapes(args.shape), {}, graph=graph,
+                               recorded=recorded_sizes(metadata_of(args.model), inputs))
     feeds, _ = make_inputs(inputs, bindings.sizes, {}, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)

@@ -1,5 +1,6 @@
 """Model inputs and outputs on the command line: `.npy` files (never pickles), random inputs that respect each
-input's dtype and shape, sizes for the symbolic dims, and output files whose names cannot leave their folder."""
+input's dtype and shape, sizes for the symbolic dims (that the model admits), and output files whose names cannot
+leave their folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +18,11 @@ from ..errors import OptionError
 from ..ir import dims as dimlib
 from ..ir.types import DType, TensorType, format_type
 
-DEFAULT_DIM = 4  # size verify and bench give a symbolic dim nobody gave a size for
+if TYPE_CHECKING:
+    from ..ir.graph import Graph
+
+DEFAULT_DIM = 4  # size verify and bench give a symbolic dim nobody gave a size for, if the model admits it
+SIZES_HELP = "other dims: sizes the model records, else 4 if the model admits it, else the smallest sizes it admits"
 INT_HIGH = 32  # random integer inputs are in [0, INT_HIGH): token ids below any vocabulary, valid indices
 
 
@@ -98,21 +104,35 @@ def check_names(given: Mapping[str, object], inputs: Sequence[tuple[str, TensorT
 @dataclass
 class Bindings:
     sizes: dict[str, int]
-    source: dict[str, str]  # symbol -> "--shape", "input NAME", "default"
+    source: dict[str, str]  # symbol -> "--shape", "from --input NAME", "imgsz in the model's metadata", "default", ...
+    note: str = ""  # why the search ran, when it did
 
     def describe(self) -> str:
+        """One line: every size, where it came from, and why the preferred sizes were not used if they were not."""
         if not self.sizes:
             return "static shapes"
         parts = []
         for k, v in self.sizes.items():
             why = self.source[k]
             parts.append(f"{k}={v}" + ("" if why == "--shape" else f" ({why})"))
-        return ", ".join(parts)
+        return ", ".join(parts) + (f"; {self.note}" if self.note else "")
+
+
+SEARCHED = "smallest that fits"
 
 
 def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str, int],
-                    files: Mapping[str, np.ndarray], default: int = DEFAULT_DIM) -> Bindings:
-    """Sizes for every symbol of the inputs: --shape first, then the shapes of input files, then `default`."""
+                    files: Mapping[str, np.ndarray], default: int = DEFAULT_DIM, *, graph: Graph | None = None,
+                    recorded: Mapping[str, tuple[int, str]] | None = None,
+                    max_input_bytes: int | None = None) -> Bindings:
+    """Sizes for every symbol of the inputs: --shape first, then the shapes of input files, then the sizes the model
+    records (`recorded`: symbol -> (size, where from)), then `default`. With `graph`, sizes other than the first two
+    that its shape rules do not admit are replaced by the smallest that they do (codegen/llvm/sizes.py). The inputs
+    to generate must fit in `max_input_bytes` (default: sizes.MAX_INPUT_BYTES)."""
+    from ..codegen.llvm.sizes import MAX_INPUT_BYTES, choose_sizes, input_bytes  # LLVM: only in commands that compile
+    from ..runtime.model import value_specialised_inputs
+
+    max_input_bytes = MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes
     symbols: dict[str, None] = {}
     for _, t in inputs:
         for d in t.shape or ():
@@ -135,10 +155,27 @@ def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str
                                       f"(shape {list(arr.shape)})")
                 if d not in sizes:
                     sizes[d], source[d] = int(n), f"from --input {name}"
+    preferred: dict[str, int] = {}
     for s in symbols:
         if s not in sizes:
-            sizes[s], source[s] = default, "default"
-    return Bindings({s: sizes[s] for s in symbols}, source)
+            size, why = (recorded or {}).get(s, (default, "default"))
+            preferred[s], source[s] = size, why
+    note = ""
+    if graph is not None and preferred and not value_specialised_inputs(graph):
+        choice = choose_sizes(graph, sizes, preferred, max_input_bytes=max_input_bytes)
+        if choice.searched:
+            verb = "do not fit" if len(choice.searched) > 1 else "does not fit"
+            note = f"{', '.join(f'{s}={preferred[s]}' for s in choice.searched)} {verb}: {(choice.misfit or '')[:240]}"
+            source.update((s, SEARCHED) for s in choice.searched)
+        preferred = {s: choice.sizes[s] for s in preferred}
+    sizes.update(preferred)
+    bindings = Bindings({s: sizes[s] for s in symbols}, source, note)
+    need = input_bytes((t for name, t in inputs if name not in files), bindings.sizes)
+    if need > max_input_bytes:
+        raise OptionError(f"the inputs at {', '.join(f'{k}={v}' for k, v in bindings.sizes.items())} would take "
+                          f"{need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB tritc generates at "
+                          f"most; give smaller sizes with --shape NAME=SIZE or the inputs with --input NAME=FILE.npy")
+    return bindings
 
 
 def concrete_shape(name: str, t: TensorType, bindings: Mapping[str, int]) -> tuple[int, ...]:

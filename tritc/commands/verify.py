@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import OptionError, UnsupportedError
 from .compile import add_target_options, compile_with_options
-from .inputs import check_names, choose_bindings, describe_array, make_inputs, parse_input_files
+from .inputs import SIZES_HELP, check_names, choose_bindings, describe_array, make_inputs, parse_input_files
 from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
 from .output import Progress, table
 from .run import check_feed
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_target_options(p)
     p.add_argument("--input", metavar="NAME=FILE.npy", action="append", default=[],
                    help="an input from a file (the others are random)")
-    add_shape_option(p, "dims not given (nor fixed by an --input file) are 4")
+    add_shape_option(p, SIZES_HELP)
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -131,6 +131,7 @@ def ort_reason(e: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..driver import parse_shapes
     from ..frontend import onnx as frontend
+    from ..frontend.metadata import metadata_of, recorded_sizes
     from ..ir.interpreter import Interpreter
     from .compile import check_cpu_features
 
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     graph = frontend.load_model(args.model)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names(files, inputs, all_required=False)
-    bindings = choose_bindings(inputs, parse_shapes(args.shape), files)
+    bindings = choose_bindings(inputs, parse_shapes(args.shape), files, graph=graph,
+                               recorded=recorded_sizes(metadata_of(args.model), inputs))
     feeds, how = make_inputs(inputs, bindings.sizes, files, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .opsets import NEWER_OPSET_MARGIN, canonical_domain, read_opsets, resolve_versions
 from .structure import check_text, node_label, topological_order
 from .tensors import TensorReader, onnx_type_name
+from .unknown_dims import UNKNOWN_DIM_VALUE, SymbolNamer, declared_names, for_inference, symbol_name
 
 __all__ = ["DEFAULT_LIMITS", "NEWER_OPSET_MARGIN", "ImportReport", "Limits", "import_model", "load_model",
            "load_model_bytes", "parse_model"]
@@ -156,7 +157,7 @@ class _Importer:
         order = topological_order(self.model.graph, self.source, self.report.warnings)
         input_types = self._input_types()
         initial = self._load_tensors()
-        value_types = self._value_types(order)
+        value_types = self._value_types(order, input_types)
         self._import_inputs(initial, input_types)
         for idx in order:
             self._import_node(idx, versions[idx], value_types)
@@ -206,19 +207,23 @@ class _Importer:
         return initial
 
     def _input_types(self) -> dict[str, TensorType]:
-        """The declared type of every graph input that is not an initializer (those are weights)."""
+        """The declared type of every graph input that is not an initializer (those are weights). Each unknown dim
+        becomes a symbol of its own, `<input>.<axis>` (unknown_dims.py), which the arrays bind at run time."""
         g = self.model.graph
         weights = {t.name for t in g.initializer} | {sp.values.name for sp in g.sparse_initializer}
+        namer = SymbolNamer(declared_names(g))
         types: dict[str, TensorType] = {}
         for vi in g.input:
             if vi.name not in weights:
-                t = self._type_of(vi.type, f"graph input '{vi.name}'", strict=True)
+                t = self._type_of(vi.type, f"graph input '{vi.name}'", strict=True,
+                                  fresh=lambda axis, name=vi.name: namer.fresh(name, axis))
                 assert t is not None
                 types[vi.name] = t
         return types
 
-    def _value_types(self, order: list[int]) -> dict[str, TensorType]:
-        """Types ONNX shape inference finds (symbolic dims from dim_param kept by name)."""
+    def _value_types(self, order: list[int], input_types: Mapping[str, TensorType]) -> dict[str, TensorType]:
+        """Types ONNX shape inference finds (symbolic dims from dim_param kept by name). It sees the graph inputs with
+        tritc's symbols for their unknown dims, and every other unknown dim blank (unknown_dims.for_inference)."""
         m = self.model
         # A copy for inference without the weights' data: inference needs only their types and shapes
         # (small ones keep their data for shape arithmetic), and copying big weights would cost memory.
@@ -227,9 +232,10 @@ class _Importer:
         lg = lean.graph
         lg.name = "lean"
         lg.node.extend(m.graph.node[i] for i in order)  # ONNX inference needs topological order
-        lg.input.extend(m.graph.input)
-        lg.output.extend(m.graph.output)
-        lg.value_info.extend(m.graph.value_info)
+        lg.input.extend(for_inference(vi, input_types[vi.name].shape if vi.name in input_types else None)
+                        for vi in m.graph.input)
+        lg.output.extend(for_inference(vi) for vi in m.graph.output)
+        lg.value_info.extend(for_inference(vi) for vi in m.graph.value_info)
         for t in m.graph.initializer:
             if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() <= _INFERENCE_MAX_TENSOR_BYTES:
                 lg.initializer.append(t)
@@ -257,7 +263,10 @@ class _Importer:
                     types.setdefault(vi.name, t)
         return types
 
-    def _type_of(self, tp: onnx.TypeProto, what: str, strict: bool) -> TensorType | None:
+    def _type_of(self, tp: onnx.TypeProto, what: str, strict: bool,
+                 fresh: Callable[[int], str] | None = None) -> TensorType | None:
+        """The tensor type of `tp`. A dim that names no symbol (unknown_dims.py) becomes `fresh(axis)` when given
+        (graph inputs), else an unknown dim."""
         kind = tp.WhichOneof("value")
         if kind != "tensor_type":
             if strict and kind is None:
@@ -278,15 +287,14 @@ class _Importer:
         if len(tt.shape.dim) > self.limits.max_rank:
             raise self.fail(ResourceLimitError, f"{what} has rank {len(tt.shape.dim)}, over the limit of {self.limits.max_rank}")
         shape: list[Any] = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+        for axis, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value != UNKNOWN_DIM_VALUE:
                 if d.dim_value < 0:
                     raise self.fail(ModelValidationError, f"{what} has a negative dim {d.dim_value}")
                 shape.append(int(d.dim_value))
-            elif d.HasField("dim_param") and d.dim_param and not d.dim_param.startswith("unk__"):
-                shape.append(d.dim_param)
             else:
-                shape.append(None)
+                name = symbol_name(d)
+                shape.append(name if name is not None else fresh(axis) if fresh is not None else None)
         return TensorType(dtype, tuple(shape))
 
     # -- values -------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 A symbolic dim is a string holding a polynomial in named symbols with integer coefficients
 (``batch``, ``past+seq``, ``2*heads*seq``). Sums, differences and products stay exact; a
 division is kept only when it is exact, otherwise the result is unknown (None). Names that are
-not identifiers (ONNX allows any dim_param text) are treated as opaque symbols.
+not identifiers (ONNX allows any dim_param text; the frontend names unknown input dims `x.0`) are
+opaque symbols; inside a polynomial they are written as quoted strings (``"x.0"+1``), which parse back.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import keyword
 from functools import lru_cache
 
 from .types import Dim
@@ -29,6 +32,8 @@ def _parse(text: str) -> tuple[tuple[tuple[str, ...], int], ...] | None:
 def _from_ast(node: ast.AST) -> Poly | None:
     if isinstance(node, ast.Name):
         return {(node.id,): 1}
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {(node.value,): 1}  # an opaque symbol, as from_poly writes it
     if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
         return {(): node.value} if node.value else {}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
@@ -111,9 +116,11 @@ def from_poly(p: Poly | None) -> Dim:
         return 0
     if list(p) == [()]:
         return p[()]
+    if len(p) == 1 and next(iter(p.values())) == 1 and len(next(iter(p))) == 1:
+        return next(iter(p))[0]  # one symbol: its own name, opaque or not
     terms = []
     for m, c in sorted(p.items(), key=lambda mc: (len(mc[0]) == 0, mc[0])):
-        names = [s if s.isidentifier() else f"({s})" for s in m]
+        names = [s if s.isidentifier() and not keyword.iskeyword(s) else json.dumps(s) for s in m]
         body = "*".join(([str(abs(c))] if abs(c) != 1 or not names else []) + names)
         terms.append(("-" if c < 0 else "+") + body)
     text = "".join(terms)

@@ -72,9 +72,13 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
     if missing:
         raise UnsupportedError(f"no size given for dim{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     for v in g.inputs:
-        if v.type.shape is None or any(d is None for d in v.type.shape):
-            raise UnsupportedError(f"dynamic dim on input '{v.name}' ({format_type(v.type)}) has no name to bind; "
-                                   f"give the model a named or static dim")
+        # The ONNX frontend names every unknown input dim (<input>.<axis>); a graph built otherwise may still have one.
+        if v.type.shape is None:
+            raise UnsupportedError(f"input '{v.name}' ({format_type(v.type)}) has an unknown rank; give its type a shape")
+        if None in v.type.shape:
+            axis = v.type.shape.index(None)
+            raise UnsupportedError(f"dim {axis} of input '{v.name}' ({format_type(v.type)}) is unknown and has no symbol "
+                                   f"to bind a size to; name it (as the ONNX frontend would: {v.name}.{axis})")
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
     PassManager([InferShapes(bind=bind), _fold(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
     # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
