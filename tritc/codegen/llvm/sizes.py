@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ...errors import CompilerError, OptionError, PassError
+from ...errors import CompilerError, OptionError
 from ...ir import dims as dimlib
 from ...ir.graph import Graph
 from ...ir.types import TensorType
@@ -41,9 +41,7 @@ def misfit(graph: Graph, sizes: Mapping[str, int], max_input_bytes: int = MAX_IN
     if need > max_input_bytes:
         return f"its inputs would take {need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB budget"
     try:
-        specialize(graph, sizes)
-    except PassError:
-        raise  # a pass crashed or broke the graph: a bug in tritc, not a size the model refuses
+        specialize(graph, sizes)  # a pass that crashes raises InternalError (a bug, not a size the model refuses)
     except CompilerError as e:
         # "pass 'infer-shapes{bind=[...]}' (the first pass): node ...": the sizes are the caller's, the node is news
         return _PASS_PREFIX.sub("", " ".join(str(e).split()), count=1)
