@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
     p.add_argument("-o", "--output", metavar="OUT.tritc", required=True, help="the artifact to write (atomically)")
     add_target_options(p)
-    add_shape_option(p, "dims not given are compiled at sizes recorded in the model, else at 1 if the model admits it, else at the smallest sizes it admits")
+    add_shape_option(p, "dims not given are compiled at sizes the model records, else at 1 if the model admits it, "
+                        "else at the smallest sizes it admits")
     add_pass_options(p, default_pipeline="cpu")
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
     add_progress_options(p)
