@@ -32,7 +32,7 @@ from .ternary_report import TernaryReport, measure
 
 # Group sizes tried (largest first) when a weight is ternary per group along K but not per channel.
 GROUP_SIZES = (256, 128, 64, 32, 16)
-LINEAR_OPS = ("matmul",)
+LINEAR_OPS = ("matmul", "conv")
 
 
 @dataclass
