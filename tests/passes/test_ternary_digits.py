@@ -6,7 +6,6 @@ one loses a few points under absmean and folds nothing under exact. `pytest -s` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -18,14 +17,14 @@ from tritc.frontend.onnx import load_model
 from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
 from tritc.ir.text import print_graph
-from tritc.passes import PassManager
-from tritc.passes.pipelines import pipeline
 from tritc.passes.ternary_report import TernaryReport
+
+from .ternary_helpers import run_pipeline
 
 DIGITS = Path(__file__).resolve().parents[1] / "fixtures" / "digits"
 RECORD = json.loads((DIGITS / "accuracy.json").read_text())
 LAYERS = ("fc1", "fc2", "head")  # torch module names; the ONNX node of each is "/<name>/Gemm"
-HEAD = "/head/*"  # the output head is ternary in the ternary model: folded only when included
+HEAD = "/head/*"  # the output head: ternary in the ternary model (folded in exact mode; in absmean only when included)
 # absmean on a float-trained model is post-training quantisation with no retraining: the bound is a drop of at most
 # 10 points of held-out accuracy (measured: about 5), and the result must still be a classifier (>= 80%, chance 10%).
 ABSMEAN_MAX_DROP = 0.10
@@ -39,16 +38,10 @@ def heldout() -> tuple[np.ndarray, np.ndarray]:
     return d["images"], d["labels"]
 
 
-def compile_graph(name: str, mode: str | None, include: tuple[str, ...] = (), **fold_options) -> tuple[Graph, TernaryReport]:
+def compile_graph(name: str, mode: str, include: tuple[str, ...] = (), **fold_options) -> tuple[Graph, TernaryReport]:
     """The model through the cpu pipeline with fold-ternary in `mode`; the graph and fold-ternary's report."""
     g = load_model(DIGITS / f"{name}_mlp.onnx")
-    passes = pipeline("cpu", ternary=mode, ternary_include=include)
-    passes = [dataclasses.replace(p, **fold_options) if p.name == "fold-ternary" else p for p in passes]
-    pm = PassManager(passes)
-    pm.run(g)
-    report = pm.result_of("fold-ternary")
-    assert isinstance(report, TernaryReport)
-    return g, report
+    return g, run_pipeline(g, mode=mode, include=include, **fold_options)
 
 
 def predict(g: Graph, images: np.ndarray) -> np.ndarray:
@@ -84,7 +77,7 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
     images, labels = heldout
     g0 = load_model(DIGITS / "ternary_mlp.onnx")
     want = predict(g0, images)
-    g, rep = compile_graph("ternary", "exact", include=(HEAD,))
+    g, rep = compile_graph("ternary", "exact")  # exact mode folds every exactly ternary layer, the head too
     tm = [n for n in g if n.op == "ternary_matmul"]
     assert sorted(layer_of(n.name) for n in tm) == sorted(LAYERS)
     assert not [n for n in g if n.op in ("matmul", "gemm")]
@@ -94,7 +87,7 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
         assert n.attrs["act"] == "float"
     assert rep.mode == "exact" and len(rep.layers) == 3
     for lay in rep.layers:
-        assert (lay.mode, lay.exact, lay.note) == ("exact", True, ""), lay
+        assert (lay.mode, lay.exact, lay.note) == ("exact", True, f"exact: {lay.granularity.replace('_', '-')} scale"), lay
         assert lay.weight_rel_error == 0.0 and lay.output_rel_error == 0.0
         assert lay.bytes_after < lay.bytes_before / 10
     assert [lay.granularity for lay in rep.layers] == [granularity[name] for name in LAYERS]
@@ -108,13 +101,16 @@ def test_exact_folds_every_layer_of_the_ternary_trained_model(heldout):
     assert acc == pytest.approx(RECORD["models"]["ternary"]["heldout_accuracy"], abs=1e-12)  # what torch measured
 
 
-def test_head_of_the_ternary_model_stays_float_unless_included(heldout):
+def test_absmean_keeps_the_head_of_the_ternary_model_float_unless_included(heldout):
     images, labels = heldout
-    g, rep = compile_graph("ternary", "exact")
+    g, rep = compile_graph("ternary", "absmean")
     assert sorted(layer_of(n.name) for n in g if n.op == "ternary_matmul") == ["fc1", "fc2"]
     head = rep.layers[-1]
-    assert not head.folded and "output head" in head.note
+    assert not head.folded and head.note.startswith("output head: kept in float in absmean mode")
+    assert all(lay.exact for lay in rep.layers[:2])  # exactly ternary weights fold exactly in absmean mode too
     assert accuracy(predict(g, images), labels) == pytest.approx(RECORD["models"]["ternary"]["heldout_accuracy"], abs=1e-12)
+    g, rep = compile_graph("ternary", "absmean", include=(HEAD,))
+    assert rep.layers[-1].exact and "included by pattern" in rep.layers[-1].note
 
 
 def test_absmean_on_the_float_trained_model(heldout):
@@ -123,7 +119,7 @@ def test_absmean_on_the_float_trained_model(heldout):
     assert float_acc == ort_accuracy("float", images, labels)
     assert float_acc == pytest.approx(RECORD["models"]["float"]["heldout_accuracy"], abs=1e-12)
     tern_acc = accuracy(predict(load_model(DIGITS / "ternary_mlp.onnx"), images), labels)
-    g_exact, _ = compile_graph("ternary", "exact", include=(HEAD,))
+    g_exact, _ = compile_graph("ternary", "exact")
     rows = [("float-trained, float", float_acc, "-"),
             ("ternary-trained, float graph", tern_acc, "-"),
             ("ternary-trained, fold exact (all 3 layers)", accuracy(predict(g_exact, images), labels), "3 exact")]
@@ -157,14 +153,13 @@ def format_table(rows: list[tuple[str, float, str]], n: int) -> str:
 
 def test_exact_on_the_float_trained_model_folds_nothing_and_says_why():
     g_off, _ = compile_graph("float", "off")
-    for include, head_note in (((), "output head"), ((HEAD,), "not exactly ternary")):
+    for include in ((), (HEAD,)):
         g, rep = compile_graph("float", "exact", include=include)
         assert print_graph(g) == print_graph(g_off)  # nothing folded: the same graph as with fold-ternary off
         assert len(rep.layers) == 3 and not rep.folded()
-        for lay in rep.layers[:2]:
-            assert lay.mode == "float" and not lay.exact and lay.note.startswith("not exactly ternary"), lay
+        for lay in rep.layers:  # the head too: exact mode has no head policy, only the values decide
+            assert lay.mode == "float" and not lay.exact and lay.note.startswith("not exactly ternary: "), lay
             assert "distinct magnitudes" in lay.note
-        assert head_note in rep.layers[2].note
         table = rep.table()
         assert all(lay.note in table for lay in rep.layers)
         assert "0 of 3 linear layers ternary" in table

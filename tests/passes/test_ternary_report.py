@@ -17,7 +17,7 @@ from tritc.ir.interpreter import run
 from tritc.ir.types import DType, TensorType
 from tritc.ir.verify import verify
 from tritc.passes import PassManager, parse_pass_list
-from tritc.passes.fold_ternary import FoldTernary
+from tritc.passes.fold_ternary import FoldTernary, fold_report
 from tritc.passes.ternary_report import PROBE_ROWS, PROBE_SEED, LayerReport, TernaryReport
 
 RNG = np.random.default_rng(7)
@@ -73,12 +73,7 @@ def source(g: Graph, name: str, op: str, w: np.ndarray, **kw) -> Value:
 
 
 def fold(g: Graph, **options) -> TernaryReport:
-    """fold-ternary through a PassManager: the report the manager keeps for the step."""
-    pm = PassManager([FoldTernary(**options)])
-    pm.run(g)
-    report = pm.result_of("fold-ternary")
-    assert isinstance(report, TernaryReport)
-    return report
+    return fold_report(g, **options)
 
 
 def fold_checked(g: Graph, **options) -> TernaryReport:
@@ -98,6 +93,16 @@ def by_name(rep: TernaryReport) -> dict[str, LayerReport]:
 
 def ops(g: Graph) -> list[str]:
     return [n.op for n in g]
+
+
+def dense(k: int, n: int) -> np.ndarray:
+    """A float weight that is not ternary (so an output layer made of it never folds in exact mode)."""
+    return RNG.standard_normal((k, n)).astype(np.float32)
+
+
+def folded_node(g: Graph, name: str):
+    (node,) = [n for n in g if n.op == "ternary_matmul" and n.name == name]
+    return node
 
 
 # ---- fields -----------------------------------------------------------------------------------------
@@ -188,48 +193,66 @@ def test_table_prints_every_layer():
     for lay, line in zip(rep.layers, lines[1:4]):
         assert line.startswith(lay.name) and f"{lay.shape[0]}x{lay.shape[1]}" in line and lay.note in line
     assert lines[1].split()[2:5] == ["exact", "yes", "per_tensor"]
-    assert "not exactly ternary" in lines[2] and "output head" in lines[3]
-    assert lines[4].startswith("1 of 3 linear layers ternary (1 exact)")
+    assert "not exactly ternary" in lines[2] and "exact: per-tensor scale" in lines[3]  # exact mode folds the head
+    assert lines[4].startswith("2 of 3 linear layers ternary (2 exact)")
+    lines = fold(three_layers(), mode="absmean").table().splitlines()
+    assert "absmean: per-tensor scale" in lines[2] and "output head: kept in float in absmean mode" in lines[3]
 
 
 # ---- layer policy -----------------------------------------------------------------------------------
 
 
-def test_head_stays_float_by_default_and_include_folds_it():
+def test_exact_mode_folds_the_head_and_absmean_keeps_it_unless_included():
     g = three_layers()
-    rep = fold_checked(g)
-    assert not by_name(rep)["head.weight"].folded and "output head" in by_name(rep)["head.weight"].note
-    assert ops(g).count("ternary_matmul") == 1
+    rep = fold_checked(g)  # exact: nothing is lost, so nothing is protected
+    assert by_name(rep)["head.weight"].exact and by_name(rep)["head.weight"].note == "exact: per-tensor scale"
+    assert ops(g).count("ternary_matmul") == 2  # fc2 is not ternary
     g = three_layers()
-    rep = fold_checked(g, include=("head*",))
-    assert by_name(rep)["head.weight"].exact and ops(g).count("ternary_matmul") == 2
+    rep = fold(g, mode="absmean")
+    head = by_name(rep)["head.weight"]
+    assert not head.folded and head.note == "output head: kept in float in absmean mode (--ternary-include to fold)"
+    assert by_name(rep)["fc2.weight"].note == "absmean: per-tensor scale"
+    g = three_layers()
+    rep = fold(g, mode="absmean", include=("head*",))
+    assert by_name(rep)["head.weight"].exact
+    assert by_name(rep)["head.weight"].note == "exact: per-tensor scale (output head, included by pattern 'head*')"
 
 
-def test_a_hidden_layer_that_also_feeds_an_output_is_a_head():
+def test_a_hidden_layer_that_also_feeds_an_output_is_a_head_in_absmean():
     g = three_layers()
     fc1 = next(n for n in g if n.name == "fc1")
     g.outputs = [*g.outputs, fc1.outputs[0]]
-    rep = fold(g)
-    assert "output head" in by_name(rep)["fc1.weight"].note and not rep.folded()
+    rep = fold(g, mode="absmean")
+    assert "output head" in by_name(rep)["fc1.weight"].note and [lay.name for lay in rep.folded()] == ["fc2.weight"]
 
 
 def test_exclude_keeps_a_layer_float_and_off_folds_nothing():
     g = three_layers()
     rep = fold(g, exclude=("fc1",))  # patterns match the weight key or the node's location
-    assert "excluded" in by_name(rep)["fc1.weight"].note and "ternary_matmul" not in ops(g)
+    assert by_name(rep)["fc1.weight"].note == "excluded by pattern 'fc1'"
+    assert next(n for n in g if n.name == "fc1").op == "matmul" and "ternary_matmul" in ops(g)
     g = three_layers()
     rep = fold(g, mode="off", include=("head*",))
     assert not rep.folded() and all(lay.note == "mode off" for lay in rep.layers) and "ternary_matmul" not in ops(g)
 
 
-def test_a_weight_shared_with_an_embedding_stays_float():
-    g = mlp(trits(8, 8) * np.float32(0.5), trits(8, 4) * np.float32(0.5))
-    ids = g.add_input("ids", TensorType(DType.I64, ("b",)))
-    emb = g.add("gather", [g.value("fc1.weight"), ids], [f32("b", 8)], {"axis": 0}, "embed").output
-    g.outputs = [*g.outputs, emb]
-    verify(g)
-    rep = fold(g, include=("head*",))
-    assert "embedding" in by_name(rep)["fc1.weight"].note and by_name(rep)["head.weight"].exact
+def test_a_weight_shared_with_an_embedding_folds_in_exact_and_stays_float_in_absmean():
+    def graph() -> Graph:
+        g = mlp(trits(8, 8) * np.float32(0.5), trits(8, 4) * np.float32(0.5))
+        ids = g.add_input("ids", TensorType(DType.I64, ("b",)))
+        emb = g.add("gather", [g.value("fc1.weight"), ids], [f32("b", 8)], {"axis": 0}, "embed").output
+        g.outputs = [*g.outputs, emb]
+        verify(g)
+        return g
+
+    g = graph()
+    rep = fold(g)
+    assert by_name(rep)["fc1.weight"].exact and by_name(rep)["head.weight"].exact
+    gather = next(n for n in g if n.op == "gather")
+    assert gather.inputs[0].type.dtype is DType.F32 and "fc1.weight" in g.weights  # the gather keeps the float table
+    assert folded_node(g, "fc1").inputs[1].type.dtype is DType.T2  # the matmul reads its own ternary copy
+    rep = fold(graph(), mode="absmean")
+    assert by_name(rep)["fc1.weight"].note.startswith("embedding table shared with a gather: kept in float")
 
 
 @pytest.mark.parametrize("option", ["include", "exclude"])
@@ -250,8 +273,7 @@ def test_qonnx_quant_2bit_narrow_folds_exactly():
     rep = fold_checked(g)
     lay = by_name(rep)["fc1.weight"]
     assert (lay.source, lay.mode, lay.exact, lay.granularity) == ("quant", "exact", True, "per_tensor")
-    (tm,) = [n for n in g if n.op == "ternary_matmul"]
-    tern = g.const_value(tm.inputs[1])
+    tern = g.const_value(folded_node(g, "fc1").inputs[1])
     np.testing.assert_array_equal(tern.trits, np.clip(np.rint(w / 0.5), -1, 1))
     assert float(tern.scale) == 0.5
 
@@ -267,7 +289,7 @@ def test_qonnx_quant_per_channel_scale_folds_per_channel():
 def test_qonnx_quant_that_is_not_ternary_is_left_alone(narrow, bits, note):
     w = RNG.standard_normal((8, 6)).astype(np.float32) * 2
     for mode in ("exact", "absmean"):  # absmean does not re-quantise a model's own quantiser either
-        g = mlp(("quant", w, {"narrow": narrow, "bits": bits}), np.ones((6, 2), np.float32))
+        g = mlp(("quant", w, {"narrow": narrow, "bits": bits}), dense(6, 2))
         lay = by_name(fold(g, mode=mode))["fc1.weight"]
         assert not lay.folded and lay.source == "quant" and note in lay.note and "not ternary" in lay.note
         assert "ternary_matmul" not in ops(g) and "quant" in ops(g)
@@ -307,7 +329,7 @@ def test_dequantize_linear_that_uses_minus_two_is_left_alone():
     codes = trits(8, 6)
     codes[3, 2] = -2
     for mode in ("exact", "absmean"):
-        g = mlp(("dequantize_linear", codes), np.ones((6, 2), np.float32))
+        g = mlp(("dequantize_linear", codes), dense(6, 2))
         lay = by_name(fold(g, mode=mode))["fc1.q"]
         assert not lay.folded and lay.source == "dequantize_linear" and "[-2]" in lay.note and "not ternary" in lay.note
         assert "ternary_matmul" not in ops(g)

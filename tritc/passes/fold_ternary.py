@@ -1,14 +1,15 @@
-"""fold-ternary: turn the weights of linear layers into ternary weights (trits times scales).
+"""fold-ternary: turn the weights of linear and conv layers into ternary weights (trits times scales).
 
     %y = matmul(%x, %w) : f32[b,N]          (w: f32[K,N], values s_n * {-1,0,1})
     %y = ternary_matmul(%x, %w.t2) {act = "float"} : f32[b,N]      (w.t2: t2[K,N] per_channel)
 
-Modes: `exact` folds only weights that already are trits times a per-tensor, per-output-channel
+A conv's weight W[M, C/g, k...] folds as its im2col matrix [C/g * prod(k), M] into `ternary_conv`.
+Modes: `exact` folds every weight that already is trits times a per-tensor, per-output-channel
 or per-group scale (lossless: what a BitNet-trained model exports, or a 2-bit narrow-range
-QONNX Quant / an int8 DequantizeLinear of values in {-1,0,1}); `absmean` quantises any float
-weight as BitNet b1.58 does (scale = mean|W|, trit = clip(round(W/scale), -1, 1)); `off`.
-Policy: embeddings and the output head stay in float unless `include` names them; `exclude`
-keeps layers in float. Every layer considered gets a line in the report (see ternary_report.py).
+QONNX Quant / an int8 DequantizeLinear of values in {-1,0,1}), the head and tied embeddings too;
+`absmean` quantises any float weight as BitNet b1.58 does (scale = mean|W|, trit = clip(round(W/scale),
+-1, 1)) and keeps the output head and embedding tables in float (ternary_policy.py); `off`.
+`include` / `exclude` patterns override. Every layer considered gets a line in the report, with why.
 """
 
 from __future__ import annotations
@@ -26,22 +27,23 @@ from ..ir.ops.quant import expand_param
 from ..ir.ternary import TernaryWeight
 from ..ir.types import DType, TensorType
 from .pass_manager import Pass, PassResult, register
+from .ternary_policy import embedding_tables, output_heads, tied_to_embedding
 from .ternary_report import TernaryReport, measure
 
 # Group sizes tried (largest first) when a weight is ternary per group along K but not per channel.
 GROUP_SIZES = (256, 128, 64, 32, 16)
-LINEAR_OPS = ("matmul",)
+LINEAR_OPS = ("matmul", "conv")
 
 
 @dataclass
 class Linear:
-    """A linear layer fold-ternary may fold: y = x @ W with a constant W[K, N]."""
+    """A layer fold-ternary may fold: y = x @ W with a constant W[K, N], or a conv seen as its im2col matrix."""
 
     node: Node
     name: str  # what patterns match and the report shows
     names: tuple[str, ...]  # every name the layer answers to (weight key, node location)
     source: str  # "float", "dequantize_linear", "quant", "bipolar_quant"
-    weight: np.ndarray  # the float32 values of W[K, N] as the model computes them
+    weight: np.ndarray  # the float32 values of W[K, N] as the model computes them (a conv's [C/g * prod(k), M])
     codes: np.ndarray | None  # the integer codes where the source gives them
     scale: np.ndarray | None  # the source's scale where it gives one
     note: str = ""
@@ -62,7 +64,7 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
         return None
     if p.op in ("weight", "constant"):
         w = _constant(graph, v)
-        if w is None or w.ndim != 2 or w.dtype not in (np.float32, np.float16, np.float64):
+        if w is None or w.ndim < 2 or w.dtype not in (np.float32, np.float16, np.float64):
             return None
         return "float", w.astype(np.float32), None, None, p.attrs.get("ref", v.name), ""
     if p.op == "dequantize_linear":
@@ -84,7 +86,7 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
         return "dequantize_linear", values, codes, s, key, note
     if p.op in ("quant", "bipolar_quant"):
         x, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
-        if x is None or s is None or x.ndim != 2:
+        if x is None or s is None or x.ndim < 2:
             return None
         values = _evaluate(p, graph)
         key = p.inputs[0].producer.attrs.get("ref", p.inputs[0].name) if p.inputs[0].producer else p.inputs[0].name
@@ -111,12 +113,33 @@ def _evaluate(node: Node, graph: Graph) -> np.ndarray:
         return np.asarray(Interpreter(graph, check_types=False).run_node(node, args)[0], dtype=np.float32)
 
 
+def _layer_weight(graph: Graph, node: Node) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None, str, str] | None:
+    """The weight source of a matmul (W[K, N]) or conv (W[M, C/g, k...] as the matrix [C/g * prod(k), M])."""
+    if node.op == "matmul":
+        if len(node.inputs) != 2 or node.inputs[1] is None:
+            return None
+        src = _weight_of(graph, node.inputs[1])
+        return src if src is not None and src[1].ndim == 2 else None
+    if node.op != "conv" or node.inputs[1] is None or node.inputs[0] is None:
+        return None
+    src = _weight_of(graph, node.inputs[1])
+    if src is None or src[1].ndim < 3:
+        return None
+    source, w, codes, scale, key, note = src
+    if not note and node.inputs[0].type.dtype is not DType.F32:
+        note = f"conv with {node.inputs[0].type.dtype} activations (ternary_conv takes f32)"
+    matrix = w.reshape(w.shape[0], -1).T  # the row order (channel, kernel offset) of the im2col matrix
+    return source, np.ascontiguousarray(matrix), None if codes is None else codes.reshape(codes.shape[0], -1).T, \
+        scale, key, note
+
+
 def find_linears(graph: Graph) -> list[Linear]:
+    """Every matmul and conv whose weight is a constant (seen through a quantiser), in graph order."""
     found = []
     for node in graph:
-        if node.op not in LINEAR_OPS or len(node.inputs) != 2 or node.inputs[1] is None:
+        if node.op not in LINEAR_OPS:
             continue
-        src = _weight_of(graph, node.inputs[1])
+        src = _layer_weight(graph, node)
         if src is None:
             continue
         source, w, codes, scale, key, note = src
@@ -124,34 +147,6 @@ def find_linears(graph: Graph) -> list[Linear]:
         name = key if not key.startswith("onnx::") else (node.name or key)
         found.append(Linear(node, name, names, source, w, codes, scale, note))
     return found
-
-
-def output_heads(graph: Graph, linears: list[Linear]) -> set[int]:
-    """Layers from which a graph output is reached without passing another linear layer."""
-    layer_ids = {id(lin.node) for lin in linears}
-    heads: set[int] = set()
-    seen: set[int] = set()
-    stack = [v for v in graph.outputs]
-    while stack:
-        v = stack.pop()
-        if id(v) in seen or v.producer is None:
-            continue
-        seen.add(id(v))
-        p = v.producer
-        if id(p) in layer_ids or p.op in ("ternary_matmul", "gemm", "conv"):
-            heads.add(id(p))
-            continue
-        stack.extend(x for x in p.inputs if x is not None)
-    return heads
-
-
-def embedding_weights(graph: Graph) -> set[int]:
-    """Weights that are also read by a gather (an embedding table, perhaps tied to the head)."""
-    ids: set[int] = set()
-    for node in graph:
-        if node.op == "gather" and node.inputs[0] is not None:
-            ids.add(id(node.inputs[0]))
-    return ids
 
 
 # ---- deciding the trits -----------------------------------------------------------------------
@@ -193,49 +188,63 @@ def absmean_ternary(w: np.ndarray, granularity: str, eps: float = 1e-5) -> Terna
 
 def _describe_failure(w: np.ndarray) -> str:
     mags = np.unique(np.abs(w[w != 0]))
-    return f"not exactly ternary ({len(mags)} distinct magnitudes, no per-tensor/channel/group scale fits)"
+    return f"not exactly ternary: {len(mags)} distinct magnitudes, no per-tensor/channel/group scale fits"
 
 
 # ---- the pass ---------------------------------------------------------------------------------------
+
+
+CONV_ATTRS = ("auto_pad", "dilations", "group", "pads", "strides")
 
 
 @register
 @dataclass(frozen=True)
 class FoldTernary(Pass):
     name = "fold-ternary"
-    summary = "replace linear layers' weights by ternary weights (exact, absmean or off)"
+    summary = "replace linear and conv layers' weights by ternary weights (exact, absmean or off)"
     mode: Literal["exact", "absmean", "off"] = "exact"
-    # Activation mode of the ternary_matmul nodes made here: "int8" quantises activations per token
-    # (BitNet b1.58) even when the model has no such quantisation; fuse-bitlinear sets it when it does.
+    # Activation mode of the ternary nodes made here: "int8" quantises activations (per token for a matmul,
+    # per image for a conv) even when the model has no such quantisation; fuse-bitlinear sets it when it does.
     act: Literal["float", "int8"] = "float"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     granularity: Literal["per_tensor", "per_channel"] = "per_tensor"
 
     def run(self, graph: Graph) -> PassResult:
+        return PassResult(*self.fold(graph))
+
+    def fold(self, graph: Graph) -> tuple[bool, TernaryReport]:
+        """Fold what the mode and the policy allow; (changed, the report of every layer considered)."""
         linears = find_linears(graph)
         self._check_patterns(linears)
-        heads = output_heads(graph, linears)
-        embeds = embedding_weights(graph)
-        report = TernaryReport(self.mode)
+        lossy = self.mode == "absmean"
+        # The keep-in-float policy protects accuracy, so it applies to the lossy mode only (ternary_policy.py).
+        heads = output_heads(graph, [lin.node for lin in linears]) if lossy else set()
+        tables = embedding_tables(graph) if lossy else []
+        report = TernaryReport(mode=self.mode)
         changed = False
         for lin in linears:
-            included = any(self._matches(lin, p) for p in self.include)
-            excluded = any(self._matches(lin, p) for p in self.exclude)
+            included = next((p for p in self.include if self._matches(lin, p)), None)
+            excluded = next((p for p in self.exclude if self._matches(lin, p)), None)
+            role = ""
+            if id(lin.node) in heads:
+                role = "output head"
+            elif lossy and tied_to_embedding(lin.node.inputs[1], lin.weight, tables):
+                role = "embedding table shared with a gather"
             reason = ""
-            if excluded:
-                reason = "excluded by --ternary-exclude"
+            if excluded is not None:
+                reason = f"excluded by pattern '{excluded}'"
             elif self.mode == "off":
                 reason = "mode off"
-            elif not included and id(lin.node) in heads:
-                reason = "output head (kept in float by default; --ternary-include to fold)"
-            elif not included and id(lin.node.inputs[1]) in embeds:
-                reason = "shared with an embedding (kept in float by default)"
+            elif role and included is None:
+                reason = f"{role}: kept in float in absmean mode (--ternary-include to fold)"
             tern, exact, note = None, False, lin.note
             if not reason:
                 tern, exact, note = self._fold(lin)
+                if tern is not None and role:
+                    note += f" ({role}, included by pattern '{included}')"
             rep = measure(lin.name, lin.weight, tern, self.mode if tern is not None else "float", exact=exact,
-                          note=reason or note, source=lin.source)
+                          note=reason or note, source=lin.source, op=lin.node.op)
             report.layers.append(rep)
             if tern is None:
                 continue
@@ -243,19 +252,20 @@ class FoldTernary(Pass):
             changed = True
         if changed:
             graph.prune_weights()
-        return PassResult(changed, report)
+        return changed, report
 
     def _fold(self, lin: Linear) -> tuple[TernaryWeight | None, bool, str]:
-        """(ternary weight or None, whether it is lossless, note)."""
-        if lin.note:  # a quantiser that is not ternary: left alone whatever the mode
+        """(ternary weight or None, whether it is lossless, why: the scale found or why not)."""
+        if lin.note:  # a quantiser that is not ternary, or a conv the op cannot take: left alone whatever the mode
             return None, False, lin.note
         if not np.isfinite(lin.weight).all():  # trits would drop a NaN (0) or make one (0 * inf): keep the float
             return None, False, "weight has non-finite values (NaN or inf)"
         tern = exact_ternary(lin.weight)
         if tern is not None:
-            return tern, True, ""
+            return tern, True, f"exact: {scale_words(tern)}"
         if self.mode == "absmean" and lin.source == "float":
-            return absmean_ternary(lin.weight, self.granularity), False, ""
+            tern = absmean_ternary(lin.weight, self.granularity)
+            return tern, False, f"absmean: {scale_words(tern)}"
         return None, False, _describe_failure(lin.weight)
 
     def _replace(self, graph: Graph, lin: Linear, tern: TernaryWeight) -> None:
@@ -266,8 +276,15 @@ class FoldTernary(Pass):
         wv = graph.add_weight(key, tern, TensorType(DType.T2, tern.shape), name=key,
                               attrs={"scale": tern.granularity, **({"group": tern.group_size} if tern.group_size else {})},
                               before=node)
-        new = graph.add("ternary_matmul", [node.inputs[0], wv], [v.type for v in node.outputs], {"act": self.act},
-                        node.name, before=node)
+        types = [v.type for v in node.outputs]
+        if node.op == "conv":
+            w = node.inputs[1]
+            assert w is not None and w.type.shape is not None
+            attrs = {k: node.attrs[k] for k in CONV_ATTRS if node.attrs.get(k) is not None}
+            attrs.update(kernel_shape=[int(d) for d in w.type.shape[2:]], act=self.act)
+            new = graph.add("ternary_conv", [node.inputs[0], wv] + node.inputs[2:3], types, attrs, node.name, before=node)
+        else:
+            new = graph.add("ternary_matmul", [node.inputs[0], wv], types, {"act": self.act}, node.name, before=node)
         graph.replace_node(node, new.outputs)
 
     @staticmethod
@@ -280,3 +297,18 @@ class FoldTernary(Pass):
                 if not any(self._matches(lin, p) for lin in linears):
                     names = ", ".join(lin.name for lin in linears[:5]) + (", ..." if len(linears) > 5 else "")
                     raise OptionError(f"{flag} pattern '{p}' matches no linear layer (layers: {names or 'none'})")
+
+
+def scale_words(tern: TernaryWeight) -> str:
+    """'per-channel scale', 'per-group scale (group 64)': how a folded weight is scaled, for the report."""
+    words = tern.granularity.replace("_", "-") + " scale"
+    return words + (f" (group {tern.group_size})" if tern.group_size else "")
+
+
+def fold_report(graph: Graph, **options) -> TernaryReport:
+    """Run fold-ternary with `options` on graph (in place), verify the result, and return the report."""
+    from ..ir.verify import verify
+
+    report = FoldTernary(**options).fold(graph)[1]
+    verify(graph)
+    return report

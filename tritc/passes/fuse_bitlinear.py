@@ -1,7 +1,10 @@
-"""fuse-bitlinear: BitNet's activation quantisation in front of a ternary matmul -> int8 mode.
+"""fuse-bitlinear: BitNet's activation quantisation in front of a ternary matmul or conv -> int8 mode.
 
     %s = div(127, clip(reduce_max(abs(%x), [-1]), 1e-5)); %q = clip(round(mul(%x, %s)), -128, 127)
     %y = ternary_matmul(div(%q, %s), %w)                 ->   %y = ternary_matmul(%x, %w) {act = "int8"}
+
+For ternary_conv the absmax is per image (reduce_max over every axis but the batch axis), and only the
+dequantise-then-conv form is recognised.
 
 Both forms torch.onnx exports are recognised: dequantise-then-matmul (above) and
 matmul-then-dequantise (``div(ternary_matmul(%q, %w), %s)``). Operand order of commutative ops,
@@ -60,17 +63,19 @@ def _clamp(graph: Graph, v: Value) -> tuple[Value, float | None, float | None] |
     return None
 
 
-def _last_axis_only(graph: Graph, n: Node, rank: int | None) -> bool:
+def _reduces_over(graph: Graph, n: Node, rank: int | None, over: str) -> bool:
+    """Whether reduce_max node n keeps dims and reduces exactly the last axis (over="row": per token) or every
+    axis but the first (over="image": one factor per batch element, what a conv's int8 mode takes)."""
     axes = graph.const_value(n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] is not None else None
-    if not isinstance(axes, np.ndarray) or axes.size != 1 or rank is None:
+    if not isinstance(axes, np.ndarray) or rank is None or int(n.attrs.get("keepdims", 1)) != 1:
         return False
-    a = int(axes.reshape(-1)[0])
-    return (a + rank if a < 0 else a) == rank - 1 and int(n.attrs.get("keepdims", 1)) == 1
+    got = sorted({int(a) + rank if int(a) < 0 else int(a) for a in axes.reshape(-1)})
+    return got == ([rank - 1] if over == "row" else list(range(1, rank)))
 
 
-def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float, str] | None:
-    """s = act_max / clamp(max|x| over the last axis, min=eps), written as a division or as
-    act_max * reciprocal(...): (x, act_max, eps, form) with form "div" or "mul_reciprocal"."""
+def match_scale(graph: Graph, s: Value, over: str = "row") -> tuple[Value, float, float, str] | None:
+    """s = act_max / clamp(max|x| over the last axis (over="image": all but the batch axis), min=eps), written as
+    a division or as act_max * reciprocal(...): (x, act_max, eps, form) with form "div" or "mul_reciprocal"."""
     d = _prod(s, "div", "mul")
     if d is None or len(d.inputs) != 2:
         return None
@@ -95,12 +100,12 @@ def match_scale(graph: Graph, s: Value) -> tuple[Value, float, float, str] | Non
     if r is None:
         return None
     a = _prod(r.inputs[0], "abs")
-    if a is None or a.inputs[0] is None or not _last_axis_only(graph, r, a.inputs[0].type.rank):
+    if a is None or a.inputs[0] is None or not _reduces_over(graph, r, a.inputs[0].type.rank, over):
         return None
     return a.inputs[0], act_max, eps, form
 
 
-def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float, str] | None:
+def match_codes(graph: Graph, q: Value, over: str = "row") -> tuple[Value, Value, float, float, str] | None:
     """q = clip(round(x * s), -128, 127) (or round of the clip): (x, s, act_max, eps, scale form)."""
     inner: Value | None
     rnd = _prod(q, "round")
@@ -126,7 +131,7 @@ def match_codes(graph: Graph, q: Value) -> tuple[Value, Value, float, float, str
         x, s = m.inputs[i], m.inputs[1 - i]
         if x is None or s is None:
             continue
-        found = match_scale(graph, s)
+        found = match_scale(graph, s, over)
         if found is not None and found[0] is x:
             return x, s, found[1], found[2], found[3]
     return None
@@ -141,24 +146,27 @@ class FuseBitlinear(Pass):
     def run(self, graph: Graph) -> bool:
         changed = False
         for node in graph.nodes:
-            if node.graph is not graph or node.op != "ternary_matmul" or node.attrs.get("act", "float") != "float":
+            if node.graph is not graph or node.attrs.get("act", "float") != "float":
                 continue
-            changed |= self._dequant_first(graph, node) or self._dequant_after(graph, node)
+            if node.op == "ternary_matmul":
+                changed |= self._dequant_first(graph, node, "row") or self._dequant_after(graph, node)
+            elif node.op == "ternary_conv":  # a window mixes pixels: only a per-image factor is one rescale
+                changed |= self._dequant_first(graph, node, "image")
         return changed
 
     def _fuse(self, graph: Graph, node: Node, codes: tuple, replace: Value) -> None:
         x, _, act_max, eps, form = codes
-        attrs = {"act": "int8", "act_max": float(np.float32(act_max)), "act_eps": float(np.float32(eps))}
+        attrs = {**node.attrs, "act": "int8", "act_max": float(np.float32(act_max)), "act_eps": float(np.float32(eps))}
         if form != "div":
             attrs["act_scale"] = form
-        new = graph.add("ternary_matmul", [x] + node.inputs[1:], [replace.type], attrs, node.name, before=node)
+        new = graph.add(node.op, [x] + node.inputs[1:], [replace.type], attrs, node.name, before=node)
         graph.replace_all_uses(replace, new.outputs[0])
 
-    def _dequant_first(self, graph: Graph, node: Node) -> bool:
+    def _dequant_first(self, graph: Graph, node: Node, over: str) -> bool:
         d = _prod(node.inputs[0], "div")
         if d is None or d.inputs[0] is None:
             return False
-        codes = match_codes(graph, d.inputs[0])
+        codes = match_codes(graph, d.inputs[0], over)
         if codes is None or codes[1] is not d.inputs[1]:
             return False
         self._fuse(graph, node, codes, node.outputs[0])

@@ -1,4 +1,4 @@
-"""The ternary report: what fold-ternary did to each linear layer, and what it cost in accuracy.
+"""The ternary report: what fold-ternary did to each linear or conv layer, why, and what it cost in accuracy.
 
 Per layer: name, shape, mode, whether the fold was exact, scale granularity, fraction of zero
 trits, relative error of the folded weight and of the layer's output on a random input, and the
@@ -31,7 +31,8 @@ class LayerReport:
     bytes_before: int
     bytes_after: int
     source: str = "float"
-    note: str = ""
+    note: str = ""  # why the layer was folded (the scale found) or left in float
+    op: str = "matmul"  # the layer's op: matmul or conv (whose shape is its im2col matrix's)
 
     @property
     def folded(self) -> bool:
@@ -86,14 +87,14 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(name: str, w: np.ndarray, tern: TernaryWeight | None, mode: str, *, exact: bool, note: str,
-            source: str = "float") -> LayerReport:
+            source: str = "float", op: str = "matmul") -> LayerReport:
     """The report line of one layer: errors are measured against the float weight `w`."""
     k, n = w.shape
     before = w.size * 4
     if tern is None:
-        return LayerReport(name, (k, n), "float", False, "", None, None, None, before, before, source, note)
+        return LayerReport(name, (k, n), "float", False, "", None, None, None, before, before, source, note, op)
     wq = tern.dequantize()
     x = np.random.default_rng(PROBE_SEED).standard_normal((PROBE_ROWS, k)).astype(np.float32)
     return LayerReport(name, (k, n), mode, exact, tern.granularity + (f"/{tern.group_size}" if tern.group_size else ""),
                        float(np.mean(tern.trits == 0)), _rel(w, wq), _rel(x @ w, x @ wq), before,
-                       tern.packed_bytes(), source, note)
+                       tern.packed_bytes(), source, note, op)

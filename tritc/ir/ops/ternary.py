@@ -100,22 +100,9 @@ def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = No
                    act_eps: float = 1e-5, act_scale: str = "div", activation: str = "none") -> np.ndarray:
     if act == "int8":
         q, s = quantize_activations(x, act_max, act_eps, act_scale)
-        acc = ternary_accumulate(q, w.trits, w.group_size)
-        if w.granularity == "per_group":
-            # One rescale per group and output, then the groups are summed in float32.
-            y = (acc.astype(np.float32) * w.scale).sum(axis=-2, dtype=np.float32) / s
-        else:
-            y = acc.astype(np.float32) * w.scale / s
+        y = int8_product(q, s, w)
     else:
-        xf = x.astype(np.float32, copy=False)
-        if w.granularity == "per_group":
-            k, n = w.trits.shape
-            g = w.group_size
-            xg = xf.reshape(x.shape[:-1] + (k // g, g))
-            partial = np.einsum("...gk,gkn->...gn", xg, w.trits.reshape(k // g, g, n).astype(np.float32))
-            y = (partial * w.scale).sum(axis=-2, dtype=np.float32)
-        else:
-            y = np.matmul(xf, w.trits.astype(np.float32)) * w.scale
+        y = float_product(x, w)
     if bias is not None:
         y = y + bias
     if residual is not None:
@@ -127,3 +114,24 @@ def ternary_matmul(x: np.ndarray, w: TernaryWeight, bias: np.ndarray | None = No
         with np.errstate(over="ignore"):
             y = y / (np.float32(1) + np.exp(-y))
     return y.astype(x.dtype, copy=False)
+
+
+def int8_product(q: np.ndarray, s: np.ndarray, w: TernaryWeight) -> np.ndarray:
+    """(q @ trits) * scale / s for int8 codes q[..., K] with x ~ q / s: exact int32 sums, then one float32 rescale."""
+    acc = ternary_accumulate(q, w.trits, w.group_size)
+    if w.granularity == "per_group":
+        # One rescale per group and output, then the groups are summed in float32.
+        return (acc.astype(np.float32) * w.scale).sum(axis=-2, dtype=np.float32) / s
+    return acc.astype(np.float32) * w.scale / s
+
+
+def float_product(x: np.ndarray, w: TernaryWeight) -> np.ndarray:
+    """(x @ trits) * scale in float32 (per group: each group's partial sum scaled, then summed)."""
+    xf = x.astype(np.float32, copy=False)
+    if w.granularity == "per_group":
+        k, n = w.trits.shape
+        g = w.group_size
+        xg = xf.reshape(x.shape[:-1] + (k // g, g))
+        partial = np.einsum("...gk,gkn->...gn", xg, w.trits.reshape(k // g, g, n).astype(np.float32))
+        return (partial * w.scale).sum(axis=-2, dtype=np.float32)
+    return np.matmul(xf, w.trits.astype(np.float32)) * w.scale

@@ -2,6 +2,7 @@
 
     fn = emit_ternary_matmul(module, target, M=1, K=4096, N=4096, act="int8", granularity="per_channel")
     # i32 fn(ptr x, ptr w, ptr scales, [ptr bias], [ptr residual], ptr y) -> 0, or 1 if scratch allocation failed
+    # prequantized=True (int8): i32 fn(ptr q, ptr s, ptr sumq, ptr w, ptr scales, ...) with the caller's codes
 
 Matches `ternary_matmul` of tritc/ir/ops/ternary.py: act="int8" bit for bit (quantisation, int32
 sums, rescale), act="float" to rounding. The epilogue is y = act(pre + bias + residual), in that
@@ -141,8 +142,11 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
                         granularity: str = "per_channel", group_size: int = 0, bias: bool = False,
                         residual: bool = False, activation: str | None = None, threads: int = 1,
                         name: str = "ternary_matmul", act_max: float = 127.0, act_eps: float = 1e-5,
-                        act_scale: str = "div") -> ir.Function:
-    """Emit `name` into module; threads != 1 splits output blocks over the pool (threads.ensure_pool)."""
+                        act_scale: str = "div", prequantized: bool = False) -> ir.Function:
+    """Emit `name` into module; threads != 1 splits output blocks over the pool (threads.ensure_pool).
+
+    prequantized (act="int8" only): the caller passes the int8 codes q [M, KP] (64-byte aligned, zero past K),
+    the factors s [M] and the code sums sumq [M, G] instead of x (ternary_conv quantises per image)."""
     spec = MatmulSpec(M, K, N, act, granularity, group_size if granularity == "per_group" else 0, bias, residual,
                       activation, threads, act_max, act_eps, act_scale)
     spec.check()
@@ -151,7 +155,10 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     tn, tm = task_grid(spec, plan)
     task = _emit_task(module, spec, isa, plan, tn, tm, f"{name}.task")
 
-    params = ["x", "w", "scales"] + (["bias"] if bias else []) + (["residual"] if residual else []) + ["y"]
+    if prequantized and act != "int8":
+        raise UnsupportedError("prequantized codes need act='int8'")
+    inputs = ["q", "s", "sumq"] if prequantized else ["x"]
+    params = inputs + ["w", "scales"] + (["bias"] if bias else []) + (["residual"] if residual else []) + ["y"]
     fn = ir.Function(module, ir.FunctionType(I32, [PTR] * len(params)), name)
     for a, pname in zip(fn.args, params):
         a.name = pname
@@ -159,13 +166,15 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     ctx = entry_alloca(b, ir.ArrayType(PTR, len(CTX_FIELDS)), "ctx")
     fields = {k: ir.Constant(PTR, None) for k in CTX_FIELDS}
-    fields.update(w=args["w"], scales=args["scales"], y=args["y"], act=args["x"])
+    fields.update(w=args["w"], scales=args["scales"], y=args["y"], act=args["q" if prequantized else "x"])
     if bias:
         fields["bias"] = args["bias"]
     if residual:
         fields["residual"] = args["residual"]
     scratch = None
-    if act == "int8":
+    if prequantized:
+        fields.update(s=args["s"], sumq=args["sumq"])
+    elif act == "int8":
         scratch, q, s, sumq = emit_scratch(b, spec)
         emit_quantize(b, spec, args["x"], q, s, sumq)
         fields.update(act=q, s=s, sumq=sumq)

@@ -38,7 +38,8 @@ def lowering(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lower
     return register
 
 
-FAMILIES = ("core", "elementwise", "shape", "shape_index", "reduce", "nn", "cnn", "quant", "attention", "ternary", "qonnx", "fused")
+FAMILIES = ("core", "elementwise", "shape", "shape_index", "reduce", "nn", "cnn", "quant", "attention", "ternary",
+            "ternary_conv", "qonnx", "fused")
 for _family in FAMILIES:
     try:
         importlib.import_module(f"{__name__}.{_family}")
