@@ -26,7 +26,7 @@ from ...passes.fold_constants import FoldConstants
 from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
 from .jit import emit_assembly, emit_object, optimize
-from .lower import ENTRY, lower_graph
+from .lower import ENTRY, NO_CODE, lower_graph
 from .memory import plan_memory
 from .ops import CONST_OPERANDS
 from .target import Target
@@ -137,6 +137,12 @@ def _fresh(g: Graph, name: str, t: TensorType):
     return Value(g.fresh_name(name), t)
 
 
+def lowered_nodes(g: Graph) -> list[Node]:
+    """The nodes of a specialised graph left for the lowerings (a view that aliases its operand included): not weights
+    or constants, nor an identity copying a constant to an output (all that is left of a graph folded whole)."""
+    return [n for n in g if n.op not in NO_CODE and not (n.op == "identity" and g.const_value(n.inputs[0]) is not None)]
+
+
 def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int], target: Target, *,
                            threads: int = 1, keep_ir: bool = False,
                            progress: Callable[[str], None] | None = None) -> Specialization:
@@ -151,7 +157,8 @@ def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping
     obj, bitcode = compile_text(text, target, f"@{graph.name}")  # optimise + emit, in the LLVM worker process
     t3 = time.perf_counter()
     stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "llvm_s": t3 - t2,
-             "nodes": float(len(g)), "arena_bytes": float(plan.arena_bytes), "views_aliased": float(plan.aliases)}
+             "nodes": float(len(g)), "nodes_lowered": float(len(lowered_nodes(g))), "arena_bytes": float(plan.arena_bytes),
+             "views_aliased": float(plan.aliases)}
     return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
                           obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g)
 
