@@ -65,8 +65,11 @@ def symbols_of(graph: Graph) -> list[str]:
     return list(seen)
 
 
-def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None) -> Graph:
-    """A copy of `graph` with every symbolic dim replaced by its size and shape arithmetic folded."""
+def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None, *,
+               fold: bool = True) -> Graph:
+    """A copy of `graph` with every symbolic dim replaced by its size and shape arithmetic folded. fold=False keeps
+    every node (nothing is evaluated at compile time): for tests of the lowerings that folding would otherwise
+    replace by constants (shape, size, range, ...); a graph whose shapes need folding then fails."""
     g = graph.copy()
     missing = [s for s in symbols_of(g) if s not in bindings]
     if missing:
@@ -76,10 +79,11 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
             raise UnsupportedError(f"dynamic dim on input '{v.name}' ({format_type(v.type)}) has no name to bind; "
                                    f"give the model a named or static dim")
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
-    PassManager([InferShapes(bind=bind), _fold(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
+    folding = [_fold()] if fold else []
+    PassManager([InferShapes(bind=bind), *folding, EliminateDeadCode(), InferShapes()], progress=progress).run(g)
     # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
     # folded, as in ONNX's expanded RotaryEmbedding): repeat the folding while that leaves fewer unknown dims.
-    for _ in range(8):
+    for _ in range(8 if fold else 0):
         unknown = _unknown_values(g)
         if not unknown:
             break
@@ -144,11 +148,11 @@ def lowered_nodes(g: Graph) -> list[Node]:
 
 
 def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int], target: Target, *,
-                           threads: int = 1, keep_ir: bool = False,
+                           threads: int = 1, keep_ir: bool = False, fold: bool = True,
                            progress: Callable[[str], None] | None = None) -> Specialization:
-    """Object code (and bitcode) for `graph` with its dims bound to `bindings`."""
+    """Object code (and bitcode) for `graph` with its dims bound to `bindings` (`fold`: see specialize)."""
     t0 = time.perf_counter()
-    g = specialize(graph, bindings, progress)
+    g = specialize(graph, bindings, progress, fold=fold)
     t1 = time.perf_counter()
     plan = plan_memory(g, {k: e.offset for k, e in layout.entries.items()})
     module = lower_graph(g, plan, layout, target, threads=threads)
