@@ -6,6 +6,7 @@ per case, every node's result a graph output), so the file stays fast.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +15,13 @@ import numpy as np
 import pytest
 
 import tritc
+from tritc.codegen.llvm.compiler import SPECIALISED_FOLD_MAX_BYTES, lowered_nodes
+from tritc.codegen.llvm.target import host_target
+from tritc.codegen.llvm.weights import layout_weights
 from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
 from tritc.ir.types import DType, TensorType
-from tritc.runtime.model import value_specialised_inputs
+from tritc.runtime.model import CompiledModel, value_specialised_inputs
 
 from .helpers import Case, Const, build, case_of, interpret_and_compile
 
@@ -45,13 +49,28 @@ def vec(*v: int, dtype: type = np.int64) -> Const:
     return Const(np.array(v, dtype=dtype))
 
 
-def check(*cases: Case, **options: Any) -> None:
-    """Compile all cases as one graph; every result must equal the interpreter's bit for bit."""
-    _, expected, got = interpret_and_compile(list(cases), **options)
+def check(*cases: Case, fold: bool = True, **options: Any) -> None:
+    """Compile all cases as one graph; every case's node must reach its lowering and its result equal the
+    interpreter's bit for bit. fold=False tells the specialiser to fold nothing: ops whose results are known from
+    shapes or constant operands (shape, size, range, ...) would otherwise become constants, computed by the
+    interpreter, and the test would compare the interpreter with itself."""
+    model, expected, got = interpret_and_compile(list(cases), **options) if fold else compile_unfolded(list(cases))
+    lowered = Counter(n.op for n in lowered_nodes(model.specializations[-1].graph))
+    folded = Counter(c.op for c in cases) - lowered
+    assert not folded, f"the specialiser folded {dict(folded)}: no compiled code computes them"
     for name, y in got.items():
         e = expected[name]
         assert y.dtype == e.dtype and y.shape == e.shape, (name, y.dtype, y.shape, e.dtype, e.shape)
         assert y.tobytes() == e.tobytes(), f"{name}: {case_of(cases, name)}\n{y}\n!=\n{e}"
+
+
+def compile_unfolded(cases: list[Case]) -> tuple[CompiledModel, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """interpret_and_compile, with specialisations that keep every node (CompiledModel fold=False)."""
+    g, feeds = build(cases)
+    layout, blob = layout_weights(g)
+    model = CompiledModel(g, layout, blob, host_target(), threads=1, fold=False)
+    got = dict(zip([o.name for o in model.outputs], model.run(None, feeds)))
+    return model, run(g, feeds), got
 
 
 def over(dtypes: list[str]) -> Callable[[Callable[..., list[Case]]], Callable[..., None]]:
@@ -306,7 +325,8 @@ def test_shape_and_size():
     x = data("f32", 2, 3, 0, 5)
     check(Case("shape", [x]), Case("shape", [x], {"start": 1}), Case("shape", [x], {"start": -2, "end": -1}),
           Case("shape", [x], {"start": 3, "end": 1}), Case("shape", [x], {"start": -10, "end": 10}),
-          Case("shape", [data("i8")]), Case("size", [x]), Case("size", [data("bool", 3, 7)]), Case("size", [data("f16")]))
+          Case("shape", [data("i8")]), Case("size", [x]), Case("size", [data("bool", 3, 7)]), Case("size", [data("f16")]),
+          fold=False)
 
 
 def test_range():
@@ -317,7 +337,7 @@ def test_range():
           Case("range", [Const(np.array(1, ml_dtypes.bfloat16)), Const(np.array(2, ml_dtypes.bfloat16)),
                          Const(np.array(0.25, ml_dtypes.bfloat16))]),
           Case("range", [Const(np.array(5, np.int16)), Const(np.array(2, np.int16)), Const(np.array(1, np.int16))]),
-          Case("range", [Const(np.array(2.0)), Const(np.array(2.0)), Const(np.array(1.0))]))
+          Case("range", [Const(np.array(2.0)), Const(np.array(2.0)), Const(np.array(1.0))]), fold=False)
 
 
 def test_constant_of_shape():
@@ -326,7 +346,16 @@ def test_constant_of_shape():
           Case("constant_of_shape", [vec(33)], {"value": np.array([-7], np.int64)}),
           Case("constant_of_shape", [vec(3, 1)], {"value": np.array([True])}),
           Case("constant_of_shape", [vec(2, 0)], {"value": np.array([3], np.int32)}),
-          Case("constant_of_shape", [vec()], {"value": np.array([2.5], ml_dtypes.bfloat16)}))
+          Case("constant_of_shape", [vec()], {"value": np.array([2.5], ml_dtypes.bfloat16)}), fold=False)
+
+
+def test_range_and_constant_of_shape_too_large_to_fold():
+    """Results over the specialiser's folding budget (1 MiB) are computed by the compiled code, with the default
+    specialisation: the lowerings are reached in real use, not only with fold=False."""
+    big = SPECIALISED_FOLD_MAX_BYTES // 8 + 5
+    check(Case("range", [Const(np.array(-7, np.int64)), Const(np.array(big - 7, np.int64)), Const(np.array(1, np.int64))]),
+          Case("range", [Const(np.array(0.5)), Const(np.array(big / 4)), Const(np.array(0.25))]),
+          Case("constant_of_shape", [vec(-(-big // 100), 100)], {"value": np.array([-1.25], np.float64)}))
 
 
 def test_eye_like():

@@ -47,7 +47,11 @@ def as_array(tensor) -> np.ndarray:
 
 def check_node_case(backend: type[Backend], case) -> None:
     """Run every data set of one node test through `backend` and compare with ONNX's expected outputs."""
-    rep = backend.prepare(case.model)
+    check_rep(backend.prepare(case.model), case)
+
+
+def check_rep(rep, case) -> None:
+    """Run every data set of one node test through a prepared backend and compare with ONNX's expected outputs."""
     for inputs, expected in case.data_sets:
         inputs, expected = [as_array(t) for t in inputs], [as_array(t) for t in expected]
         with np.errstate(all="ignore"):

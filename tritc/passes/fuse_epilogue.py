@@ -5,8 +5,10 @@
 
 In order, each only while the later stages are still free: a multiply by a per-tensor or
 per-output constant folds into the weight's scales (the rescale), an add of a per-output constant
-becomes the bias, an add of a full-shaped value computed before the matmul becomes the residual,
-and relu / silu (x * sigmoid(x)) become the activation. The kernel then writes each output once.
+becomes the bias (a single value, scalar or [1], is spread to one per output: f32[N] is the one
+bias form the kernels take), an add of a full-shaped value computed before the matmul becomes the
+residual, and relu / silu (x * sigmoid(x)) become the activation. The kernel then writes each
+output once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..ir import dims
 from ..ir.graph import Graph, Node, Value
 from ..ir.ternary import TernaryWeight
 from ..ir.types import DType, TensorType
+from .fold_constants import make_constant
 from .pass_manager import Pass, register
 
 
@@ -85,7 +88,9 @@ class FuseEpilogue(Pass):
             if user.op == "mul" and const is not None and not has_bias and not has_res:
                 return self._rescale(graph, t, user, const)
             if user.op == "add" and const is not None and not has_bias and not has_res:
-                if not self._before(other, t, order):  # a constant has no operands: move it up
+                if const.shape != (n,):  # one value for every output: the kernel reads bias[n]
+                    other = make_constant(graph, np.full(n, const, np.float32), other, t, other.name + ".per_output")
+                elif not self._before(other, t, order):  # a constant has no operands: move it up
                     graph.move_before(t, other.producer)  # type: ignore[arg-type]
                     order[id(other.producer)] = order[id(t)] - 0.5  # type: ignore[assignment]
                 self._absorb(graph, t, user, 2, other)

@@ -2,7 +2,8 @@
 
 A CpuExecutable wraps one specialisation's object code (loaded with MCJIT). It allocates the
 outputs and a fresh arena per call, so concurrent calls from several Python threads are safe
-(the thread pool inside serialises parallel regions and runs them inline when busy).
+(the thread pool inside serialises parallel regions and runs them inline when busy). A non-zero
+status from the code (a scratch allocation failed) becomes a RunError naming the node.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import numpy as np
 
 from ..codegen.llvm.jit import LoadedObject
 from ..codegen.llvm.kernels.threads import ensure_pool
+from ..codegen.llvm.lower import FAILURES
 from ..codegen.llvm.target import Target
+from ..errors import CompilerError
 from ..ir.types import TensorType
 
 ALIGN = 64
+
+
+class RunError(RuntimeError):
+    """Compiled code stopped with a non-zero status; the message names the node and what failed."""
+
+
+class RunOutOfMemoryError(RunError, MemoryError):
+    """A node of the compiled code could not allocate its scratch memory."""
 
 
 def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
@@ -51,5 +62,16 @@ class CpuExecutable:
         status = self.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.weights.ctypes.data,
                             arena.ctypes.data)
         if status != 0:
-            raise RuntimeError(f"compiled model returned status {status}")
+            raise self.failure(status)
         return outs
+
+    def failure(self, status: int) -> RunError:
+        """The exception for a status, described by the object's failure table (docs/CODEGEN.md)."""
+        try:
+            lines = ctypes.string_at(self.lib.address(FAILURES)).decode("utf-8", "replace").split("\n")
+        except CompilerError:  # code compiled before the table existed (ABI 1 trapped instead)
+            lines = []
+        if not 1 <= status <= len(lines) or "\t" not in lines[status - 1]:
+            return RunError(f"compiled model returned status {status}")
+        kind, message = lines[status - 1].split("\t", 1)
+        return (RunOutOfMemoryError if kind == "memory" else RunError)(message)

@@ -87,7 +87,7 @@ class CompiledModel:
 
     def __init__(self, graph: Graph, layout: WeightLayout, blob: bytes | np.ndarray, target: Target, *,
                  threads: int | None = None, meta: Mapping[str, Any] | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, fold: bool = True):
         self.graph = graph
         self.layout = layout
         buf = aligned_empty(max(len(blob), 1))
@@ -97,6 +97,7 @@ class CompiledModel:
         self.threads = threads or os.cpu_count() or 1
         self.meta = dict(meta or {})
         self.progress = progress
+        self.fold = fold  # False: specialisations keep every node (codegen.llvm.compiler.specialize), for tests
         self.inputs = [IOSpec(v.name, v.type) for v in graph.inputs]
         self.outputs = [IOSpec(v.name, v.type) for v in graph.outputs]
         self.symbols = symbols_of(graph)
@@ -216,7 +217,8 @@ class CompiledModel:
         g = self._with_values(values or {})
         if self.progress:
             self.progress(f"compiling for {', '.join(f'{k}={v}' for k, v in sorted(bindings.items())) or 'static shapes'}")
-        spec = compile_specialization(g, self.layout, bindings, self.target, threads=self.threads, progress=None)
+        spec = compile_specialization(g, self.layout, bindings, self.target, threads=self.threads, fold=self.fold,
+                                      progress=None)
         self._specs.setdefault(self._key(bindings, values or {}), (spec, None))
         return spec
 

@@ -26,7 +26,7 @@ from ...passes.fold_constants import FoldConstants
 from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
 from .jit import emit_assembly, emit_object, optimize
-from .lower import ENTRY, lower_graph
+from .lower import ENTRY, NO_CODE, lower_graph
 from .memory import plan_memory
 from .ops import CONST_OPERANDS
 from .target import Target
@@ -65,8 +65,11 @@ def symbols_of(graph: Graph) -> list[str]:
     return list(seen)
 
 
-def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None) -> Graph:
-    """A copy of `graph` with every symbolic dim replaced by its size and shape arithmetic folded."""
+def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None, *,
+               fold: bool = True) -> Graph:
+    """A copy of `graph` with every symbolic dim replaced by its size and shape arithmetic folded. fold=False keeps
+    every node (nothing is evaluated at compile time): for tests of the lowerings that folding would otherwise
+    replace by constants (shape, size, range, ...); a graph whose shapes need folding then fails."""
     g = graph.copy()
     missing = [s for s in symbols_of(g) if s not in bindings]
     if missing:
@@ -80,10 +83,11 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
             raise UnsupportedError(f"dim {axis} of input '{v.name}' ({format_type(v.type)}) is unknown and has no symbol "
                                    f"to bind a size to; name it (as the ONNX frontend would: {v.name}.{axis})")
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
-    PassManager([InferShapes(bind=bind), _fold(), EliminateDeadCode(), InferShapes()], progress=progress).run(g)
+    folding = [_fold()] if fold else []
+    PassManager([InferShapes(bind=bind), *folding, EliminateDeadCode(), InferShapes()], progress=progress).run(g)
     # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
     # folded, as in ONNX's expanded RotaryEmbedding): repeat the folding while that leaves fewer unknown dims.
-    for _ in range(8):
+    for _ in range(8 if fold else 0):
         unknown = _unknown_values(g)
         if not unknown:
             break
@@ -141,12 +145,18 @@ def _fresh(g: Graph, name: str, t: TensorType):
     return Value(g.fresh_name(name), t)
 
 
+def lowered_nodes(g: Graph) -> list[Node]:
+    """The nodes of a specialised graph left for the lowerings (a view that aliases its operand included): not weights
+    or constants, nor an identity copying a constant to an output (all that is left of a graph folded whole)."""
+    return [n for n in g if n.op not in NO_CODE and not (n.op == "identity" and g.const_value(n.inputs[0]) is not None)]
+
+
 def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int], target: Target, *,
-                           threads: int = 1, keep_ir: bool = False,
+                           threads: int = 1, keep_ir: bool = False, fold: bool = True,
                            progress: Callable[[str], None] | None = None) -> Specialization:
-    """Object code (and bitcode) for `graph` with its dims bound to `bindings`."""
+    """Object code (and bitcode) for `graph` with its dims bound to `bindings` (`fold`: see specialize)."""
     t0 = time.perf_counter()
-    g = specialize(graph, bindings, progress)
+    g = specialize(graph, bindings, progress, fold=fold)
     t1 = time.perf_counter()
     plan = plan_memory(g, {k: e.offset for k, e in layout.entries.items()})
     module = lower_graph(g, plan, layout, target, threads=threads)
@@ -155,7 +165,8 @@ def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping
     obj, bitcode = compile_text(text, target, f"@{graph.name}")  # optimise + emit, in the LLVM worker process
     t3 = time.perf_counter()
     stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "llvm_s": t3 - t2,
-             "nodes": float(len(g)), "arena_bytes": float(plan.arena_bytes), "views_aliased": float(plan.aliases)}
+             "nodes": float(len(g)), "nodes_lowered": float(len(lowered_nodes(g))), "arena_bytes": float(plan.arena_bytes),
+             "views_aliased": float(plan.aliases)}
     return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
                           obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g)
 

@@ -1,12 +1,14 @@
 """What a lowering sees: buffers for its operands and results, the builder, and helpers.
 
-Each node becomes one internal LLVM function ``void @node.<i>(ptr in0, ..., ptr out0, ...)``;
+Each node becomes one internal LLVM function ``i32 @node.<i>(ptr in0, ..., ptr out0, ...)``;
 the lowering registered for its op (codegen/llvm/ops/) fills that function's body from a NodeCtx.
+It returns 0, or the status of a failure site (`NodeCtx.fail_if`) that tritc_main passes on.
 Shapes are static here (the compiler specialised them), so lowerings loop over constants.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 from ...ir.graph import Graph, Node
 from ...ir.ops import OPS
 from ...ir.types import DType, TensorType
-from .builder import I8, contiguous_strides, elem_type
+from .builder import I8, I32, contiguous_strides, elem_type
 from .target import Target
 from .weights import WeightEntry
 
@@ -63,6 +65,12 @@ class ModuleCtx:
     threads: int
     globals_count: int = 0
     cache: dict[Any, Any] = field(default_factory=dict)  # lowerings may memoise helper functions here
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) of status k + 1
+
+    def failure_site(self, kind: str, message: str) -> int:
+        """The non-zero status tritc_main returns for this failure; the runtime raises `message` for it."""
+        self.failures.append((kind, message))
+        return len(self.failures)
 
     def global_array(self, array: np.ndarray, name: str = "const") -> ir.GlobalVariable:
         """A read-only global holding `array` (row-major, raw bytes)."""
@@ -91,6 +99,7 @@ class NodeCtx:
     outs: list[Buf]
     weights: list[WeightEntry | None]  # the blob entry behind each operand that is a weight
     index: int  # the node's position in the graph
+    can_fail: bool = False  # a failure site returns from this node's function (tritc_main then checks it)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -113,6 +122,17 @@ class NodeCtx:
 
     def global_array(self, array: np.ndarray, name: str = "table") -> ir.GlobalVariable:
         return self.m.global_array(array, f"{name}.n{self.index}")
+
+    def fail_if(self, failed: ir.Value, kind: str, message: str,
+                cleanup: Callable[[ir.IRBuilder], None] | None = None) -> None:
+        """When `failed` (i1) holds at run time, run `cleanup` and return this failure's status from the node's
+        function (so `b` must be in that function, not in a helper). kind "memory" raises a MemoryError."""
+        status = self.m.failure_site(kind, f"node {self.node.describe()}: {message}")
+        self.can_fail = True
+        with self.b.if_then(failed, likely=False):
+            if cleanup is not None:
+                cleanup(self.b)
+            self.b.ret(ir.Constant(I32, status))
 
     def new_function(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         """A private helper function for this node (e.g. the body of a parallel-for task)."""

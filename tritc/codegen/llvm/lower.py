@@ -1,11 +1,13 @@
 """Graph -> one LLVM module with a single entry point that runs the whole graph.
 
-    i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena)
+    i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena)   -> 0, or a failure's status
 
 Steps: give every node an internal function whose parameters are its operand and result
 buffers, let the op's lowering fill it in, then emit the entry: compute each buffer's address
 from the memory plan (caller arrays, weight blob, arena, or a global) and call the node
-functions in order. No Python runs between ops.
+functions in order. No Python runs between ops. A node that can fail at run time (a scratch
+allocation) returns a non-zero status, which the entry returns at once; the string FAILURES
+holds one "kind<TAB>message" line per status (status k is line k), for the runtime to raise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from .target import Target
 from .weights import WeightLayout
 
 ENTRY = "tritc_main"
-ABI_VERSION = 1
+FAILURES = "tritc_failures"
+ABI_VERSION = 2  # 2: node failures return a status described by FAILURES (1 trapped)
 NO_CODE = frozenset({"weight", "constant"})
 
 
@@ -71,11 +74,24 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
                 raise UnsupportedError(f"node {node.describe()}: operand {i} ({node.inputs[i].name}) must be known "
                                        f"at compile time")
         args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs]
-        nfn = _node_function(mctx, node, index, plan, layout)
-        if nfn is not None:
-            b.call(nfn, args)
+        lowered = _node_function(mctx, node, index, plan, layout)
+        if lowered is not None:
+            nfn, can_fail = lowered
+            status = b.call(nfn, args)
+            if can_fail:  # later nodes would read what this one did not write: stop here
+                with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I32, 0)), likely=False):
+                    b.ret(status)
     b.ret(ir.Constant(I32, 0))
+    _failure_table(module, mctx.failures)
     return module
+
+
+def _failure_table(module: ir.Module, failures: list[tuple[str, str]]) -> None:
+    """FAILURES: a NUL-terminated string, line k (from 1) = "kind<TAB>message" of status k."""
+    text = "\n".join(f"{kind}\t{' '.join(message.split())}" for kind, message in failures).encode() + b"\0"
+    table = ir.GlobalVariable(module, ir.ArrayType(I8, len(text)), name=FAILURES)
+    table.global_constant = True
+    table.initializer = ir.Constant(ir.ArrayType(I8, len(text)), bytearray(text))
 
 
 def _const_data(graph: Graph, v: Value):
@@ -85,14 +101,16 @@ def _const_data(graph: Graph, v: Value):
     return data
 
 
-def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, layout: WeightLayout) -> ir.Function | None:
-    """Emit @node.<index> for `node`; None when the node needs no code (a view that aliases)."""
+def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan,
+                   layout: WeightLayout) -> tuple[ir.Function, bool] | None:
+    """Emit `i32 @node.<index>` for `node`, and whether it can fail; None when the node needs no code (a view that
+    aliases)."""
     if node.op in ("reshape", "squeeze", "unsqueeze", "flatten") and plan.of(node.outputs[0]) == plan.of(node.inputs[0]) \
             and plan.of(node.inputs[0]).kind in ("arena", "input", "weight", "output"):
         return None
     ins = [v for v in node.inputs if v is not None]
     params = [PTR] * (len(ins) + len(node.outputs))
-    fn = ir.Function(mctx.module, ir.FunctionType(ir.VoidType(), params), f"node.{index}")
+    fn = ir.Function(mctx.module, ir.FunctionType(I32, params), f"node.{index}")
     fn.linkage = "internal"
     # Out of line: inlining every node into tritc_main makes one huge function whose optimisation
     # time grows much faster than its size; a call per node costs nanoseconds.
@@ -117,8 +135,8 @@ def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, la
     ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index)
     LOWERINGS[node.op](ctx)
     if not ctx.b.block.is_terminated:
-        ctx.b.ret_void()
-    return fn
+        ctx.b.ret(ir.Constant(I32, 0))
+    return fn, ctx.can_fail
 
 
-__all__ = ["ABI_VERSION", "ENTRY", "I64", "lower_graph"]
+__all__ = ["ABI_VERSION", "ENTRY", "FAILURES", "I64", "lower_graph"]

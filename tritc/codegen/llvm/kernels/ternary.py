@@ -1,7 +1,8 @@
 """The ternary matmul kernel emitter: y[M, N] = epilogue(x[M, K] @ W) for static shapes, W packed by packing.py.
 
     fn = emit_ternary_matmul(module, target, M=1, K=4096, N=4096, act="int8", granularity="per_channel")
-    # i32 fn(ptr x, ptr w, ptr scales, [ptr bias], [ptr residual], ptr y) -> 0, or 1 if scratch allocation failed
+    # i32 fn(ptr x, ptr w, ptr scales, [ptr bias], [ptr residual], ptr y) -> 0, or 1 if its heap scratch
+    # (MatmulSpec.heap_bytes) could not be allocated
     # prequantized=True (int8): i32 fn(ptr q, ptr s, ptr sumq, ptr w, ptr scales, ...) with the caller's codes
 
 Matches `ternary_matmul` of tritc/ir/ops/ternary.py: act="int8" bit for bit (quantisation, int32
@@ -18,14 +19,14 @@ import llvmlite.ir as ir
 
 from ....errors import UnsupportedError
 from ....ir.ternary import GRANULARITIES
-from ..builder import F32, I32, PTR, VOID, for_range, i64
+from ..builder import F32, I32, PTR, for_range, i64
 from ..packing import padded
 from ..target import Target
 from .ternary_float import accumulate_float, emit_nonfinite_fixup
 from .ternary_int8 import MASKED_MAX_KB, accumulate_avx2, accumulate_portable, accumulate_vnni
-from .ternary_quant import emit_quantize, emit_scratch
+from .ternary_quant import emit_quantize, emit_scratch, heap_bytes
 from .threads import TASK_FN, default_threads, emit_parallel_call
-from .vec import V16F32, activation, add, entry_alloca, intrinsic_fn, load_prefix, mul, sload, slots, splat, store_prefix, vload
+from .vec import V16F32, activation, add, entry_alloca, free_scratch, load_prefix, mul, sload, slots, splat, store_prefix, vload
 
 ACTIVATIONS = (None, "relu", "silu")
 MAX_K = 1 << 22  # sum_k c * q with c <= 2, |q| <= 128 stays inside int32 for KP <= 2^22
@@ -63,6 +64,11 @@ class MatmulSpec:
     @property
     def NB(self) -> int:
         return self.NP // 16
+
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes one call takes from the heap (0: none); the kernel returns 1 if it cannot have them."""
+        return heap_bytes(self) if self.act == "int8" else 0
 
     @property
     def G(self) -> int:
@@ -186,8 +192,7 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
         emit_parallel_call(b, task, ctx, tn * tm)
     if act == "float":
         emit_nonfinite_fixup(b, spec, args)
-    if scratch is not None:
-        b.call(intrinsic_fn(module, "free", VOID, [PTR]), [scratch])
+    free_scratch(b, scratch)
     b.ret(ir.Constant(I32, 0))
     return fn
 

@@ -11,31 +11,48 @@ from typing import TYPE_CHECKING
 import llvmlite.ir as ir
 import numpy as np
 
-from ..builder import F32, I32, I64, PTR, for_range, gep, i64
-from .vec import V16F32, V16I32, call, const_vec, entry_alloca, intrinsic_fn, ival, load_prefix, loop, mul, slots, splat, vec, vload, vstore
+from ..builder import F32, I32, PTR, for_range, gep, i64
+from .vec import (
+    V16F32,
+    V16I32,
+    alloc_scratch,
+    call,
+    const_vec,
+    heap_scratch_bytes,
+    ival,
+    load_prefix,
+    loop,
+    mul,
+    slots,
+    splat,
+    vec,
+    vload,
+    vstore,
+)
 
 if TYPE_CHECKING:
     from .ternary import MatmulSpec
 
-STACK_SCRATCH = 64 * 1024  # larger quantisation scratch comes from malloc
+
+def scratch_bytes(spec: MatmulSpec) -> int:
+    """Bytes of quantisation scratch: q [M, KP] i8, s [M] f32, sumq [M, G] i32, and alignment slack."""
+    return spec.M * spec.KP + 4 * spec.M + 4 * spec.M * spec.G + 64
+
+
+def heap_bytes(spec: MatmulSpec) -> int:
+    """What emit_scratch takes from the heap (0 when the scratch fits on the stack)."""
+    return heap_scratch_bytes(scratch_bytes(spec))
 
 
 def emit_scratch(b: ir.IRBuilder, spec: MatmulSpec) -> tuple[ir.Value | None, ir.Value, ir.Value, ir.Value]:
-    """q [M, KP] i8 (64-byte aligned), s [M] f32, sumq [M, G] i32: on the stack if small, else malloc.
+    """q [M, KP] i8 (64-byte aligned), s [M] f32, sumq [M, G] i32: on the stack if small, else from the heap.
 
-    A failed malloc makes the kernel return 1."""
+    A failed allocation makes the kernel return 1."""
     qbytes = spec.M * spec.KP
-    total = qbytes + 4 * spec.M + 4 * spec.M * spec.G + 64
-    if total <= STACK_SCRATCH:
-        base = entry_alloca(b, ir.ArrayType(ir.IntType(8), total), "scratch")
-        base.align = 64
-        owned = None
-    else:
-        size = (total + 63) // 64 * 64
-        base = b.call(intrinsic_fn(b.module, "aligned_alloc", PTR, [I64, I64]), [i64(64), i64(size)])
-        with b.if_then(b.icmp_unsigned("==", base, ir.Constant(PTR, None)), likely=False):
+    base, owned = alloc_scratch(b, scratch_bytes(spec), "scratch")
+    if owned is not None:
+        with b.if_then(b.icmp_unsigned("==", owned, ir.Constant(PTR, None)), likely=False):
             b.ret(ir.Constant(I32, 1))
-        owned = base
     s = gep(b, base, qbytes, ir.IntType(8))
     sumq = gep(b, base, qbytes + 4 * spec.M, ir.IntType(8))
     return owned, base, s, sumq

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import llvmlite.ir as ir
 
-from ..builder import F32, I8, I32, PTR, for_range, gep, i64
+from ..builder import F32, I8, I32, PTR, VOID, for_range, gep, i64
 
 V16I32 = ir.VectorType(I32, 16)
 V16F32 = ir.VectorType(F32, 16)
@@ -73,6 +73,32 @@ def entry_alloca(b: ir.IRBuilder, typ: ir.Type, name: str = "") -> ir.Value:
     slot.type = PTR  # llvmlite types allocas as typed pointers; geps over them must see an opaque ptr
     b.position_at_end(here)
     return slot
+
+
+STACK_SCRATCH = 64 * 1024  # larger scratch comes from the heap: a thread's stack may be small
+
+
+def heap_scratch_bytes(nbytes: int) -> int:
+    """The bytes alloc_scratch asks the heap for (0 when the scratch fits on the stack)."""
+    return 0 if nbytes <= STACK_SCRATCH else (nbytes + 63) // 64 * 64
+
+
+def alloc_scratch(b: ir.IRBuilder, nbytes: int, name: str = "scratch") -> tuple[ir.Value, ir.Value | None]:
+    """(pointer, heap) to nbytes of 64-byte aligned scratch: on the stack up to STACK_SCRATCH, else from
+    aligned_alloc. `heap` is the pointer when it came from the heap (None on the stack): the caller checks it for
+    null (the allocation failed: never trap, return a status) and gives it to free_scratch."""
+    size = heap_scratch_bytes(nbytes)
+    if not size:
+        base = entry_alloca(b, ir.ArrayType(I8, max(nbytes, 1)), name)
+        base.align = 64
+        return base, None
+    base = call(b, "aligned_alloc", PTR, i64(64), i64(size))
+    return base, base
+
+
+def free_scratch(b: ir.IRBuilder, heap: ir.Value | None) -> None:
+    if heap is not None:
+        call(b, "free", VOID, heap)
 
 
 def slots(b: ir.IRBuilder, typ: ir.Type, zero: ir.Constant | None, *dims: int) -> list:

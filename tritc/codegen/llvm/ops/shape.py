@@ -15,7 +15,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import I1, I8, I32, I64, VOID, broadcast_strides, contiguous_strides, for_range, gep, intrinsic
+from ..builder import I1, I8, I32, I64, PTR, VOID, broadcast_strides, contiguous_strides, declare, for_range, gep, intrinsic
 from ..context import Buf, NodeCtx
 from . import Lowering, lowering
 
@@ -95,7 +95,9 @@ def _simplify(axes: Sequence[Axis], src_off: int) -> tuple[list[Axis], int]:
 
 def memcpy(b: ir.IRBuilder, dst: ir.Value, src: ir.Value, nbytes: ir.Value | int) -> None:
     n = I64(nbytes) if isinstance(nbytes, int) else nbytes
-    intrinsic(b, "llvm.memcpy.p0.p0.i64", VOID, [dst, src, n, I1(0)])
+    # Declared with plain ptr operands: llvmlite types a global as [n x i8]*, and a declaration taking the first call's
+    # types would refuse a second global of another size.
+    b.call(declare(b.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1]), [dst, src, n, I1(0)])
 
 
 def memset(b: ir.IRBuilder, dst: ir.Value, byte: int, nbytes: ir.Value | int) -> None:

@@ -5,26 +5,110 @@
 The weight operand points at the packed trits in the weight blob; its scales follow at the blob
 offset the layout recorded. Leading dims of x are flattened into M tokens: one token takes the
 GEMV kernel, several the register-tiled GEMM kernel. Threads come from the model's setting.
+The kernel computes in f32, as the interpreter does: f16 and bf16 operands are converted to f32
+scratch at its edge and the result rounded back once. A scratch allocation that fails returns
+an error status from the node (NodeCtx.fail_if), never a trap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import llvmlite.ir as ir
 import numpy as np
 
 from ....errors import UnsupportedError
-from ....ir.types import DType
-from ..builder import F32, I8, I64, VOID, for_range, gep, intrinsic
-from ..context import NodeCtx
-from ..kernels.ternary import emit_ternary_matmul
+from ....ir.types import DType, TensorType
+from ..builder import F32, I64, PTR, for_range, gep
+from ..context import Buf, NodeCtx
+from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
 from ..kernels.vec import activation as epilogue_activation
+from ..kernels.vec import alloc_scratch, free_scratch, heap_scratch_bytes
 from . import lowering
+from .quant import load_f, store_f
+
+# The kernel reads and writes f32; these are converted to f32 at its edge (exactly: both widen without rounding).
+EDGE_DTYPES = (DType.F32, DType.F16, DType.BF16)
 
 
 def _granularity(scale_shape: tuple[int, ...], group_size: int) -> str:
     if group_size:
         return "per_group"
     return "per_tensor" if len(scale_shape) == 0 else "per_channel"
+
+
+def _check(ctx: NodeCtx, x: Buf, bias: Buf | None, residual: Buf | None, out: Buf, N: int) -> None:
+    where = f"node {ctx.node.describe()}"
+    for what, buf in (("activations", x), ("bias", bias), ("residual", residual), ("result", out)):
+        if buf is not None and buf.dtype not in EDGE_DTYPES:
+            raise UnsupportedError(f"{where}: ternary_matmul {what} of type {buf.dtype} (compiled: f32, f16, bf16)")
+    # The kernel adds bias[n] to output n: a bias of any other shape (per row, [N, 1], ...) would be read wrongly.
+    if bias is not None and (bias.rank == 0 or bias.shape[-1] != N or bias.numel != N):
+        raise UnsupportedError(f"{where}: bias of shape {list(bias.shape)} is not one value per output (f32[{N}])")
+    if residual is not None and (residual.dtype is not x.dtype or residual.numel != out.numel):
+        raise UnsupportedError(f"{where}: residual of type {residual.type} does not match the result {out.type}")
+
+
+class _Edge:
+    """f32 stand-ins for the operands and result that are not f32, in one scratch block of this node."""
+
+    def __init__(self, ctx: NodeCtx, bufs: list[Buf | None], out: Buf):
+        self.ctx, b = ctx, ctx.b
+        wide = [buf for buf in [*bufs, out] if buf is not None and buf.dtype is not DType.F32]
+        offsets, total = {}, 0
+        for buf in wide:
+            offsets[id(buf)] = total
+            total += (4 * buf.numel + 63) // 64 * 64
+        self.heap: ir.Value | None = None
+        self.views: dict[int, Buf] = {}
+        if not wide:
+            return
+        base, self.heap = alloc_scratch(b, total, "edge")
+        if self.heap is not None:
+            ctx.fail_if(b.icmp_unsigned("==", self.heap, ir.Constant(PTR, None)), "memory",
+                        f"out of memory: could not allocate {heap_scratch_bytes(total)} bytes of f32 scratch for "
+                        f"{'/'.join(sorted({str(buf.dtype) for buf in wide}))} operands")
+        for buf in wide:
+            view = Buf(gep(b, base, offsets[id(buf)], ir.IntType(8)), TensorType(DType.F32, buf.shape))
+            self.views[id(buf)] = view
+            if buf is not out:
+                _convert(b, buf, view)
+
+    def f32(self, buf: Buf | None) -> Buf | None:
+        return None if buf is None else self.views.get(id(buf), buf)
+
+    def finish(self, out: Buf) -> None:
+        """Round the f32 result into `out` (numpy's astype) and release the scratch."""
+        if id(out) in self.views:
+            _convert(self.ctx.b, self.views[id(out)], out)
+        self.release(self.ctx.b)
+
+    def release(self, b: ir.IRBuilder) -> None:
+        free_scratch(b, self.heap)
+
+
+def _convert(b: ir.IRBuilder, src: Buf, dst: Buf) -> None:
+    with for_range(b, src.numel, name="edge") as i:
+        store_f(b, load_f(b, src, i, dst.dtype), dst, i)
+
+
+def call_ternary_kernel(ctx: NodeCtx, spec: dict[str, Any], args: list[ir.Value],
+                        cleanup: Callable[[ir.IRBuilder], None] | None = None) -> None:
+    """Call the kernel for `spec` (emitted once per module and spec) with f32 `args`; its allocation failure
+    becomes this node's error status (after `cleanup(builder)`)."""
+    # Layers of the same shape and mode share one kernel: models repeat them (every decoder layer).
+    key = ("ternary_matmul", tuple(sorted(spec.items())))
+    fn = ctx.m.cache.get(key)
+    if fn is None:
+        fn = emit_ternary_matmul(ctx.module, ctx.target, name=f"ternary.{len(ctx.m.cache)}", **spec)
+        fn.linkage = "internal"
+        ctx.m.cache[key] = fn
+    status = ctx.b.call(fn, args)
+    heap = MatmulSpec(**spec).heap_bytes
+    if heap:
+        ctx.fail_if(ctx.b.icmp_signed("!=", status, ir.Constant(status.type, 0)), "memory",
+                    f"out of memory: could not allocate {heap} bytes of activation quantisation scratch", cleanup)
 
 
 @lowering("ternary_matmul")
@@ -37,46 +121,31 @@ def ternary_matmul(ctx: NodeCtx) -> None:
     assert x is not None and w is not None
     if entry is None or entry.kind != "ternary":
         raise UnsupportedError(f"node {ctx.node.describe()}: the ternary weight is not in the weight blob")
-    if x.dtype is not DType.F32 or out.dtype is not DType.F32:
-        raise UnsupportedError(f"node {ctx.node.describe()}: ternary_matmul is compiled for f32 activations, "
-                               f"not {x.dtype}")
     K, N = entry.shape
     M = int(np.prod(x.shape[:-1], dtype=np.int64)) if x.rank > 1 else 1
-    if bias is not None and tuple(bias.shape) not in ((N,), (1, N)) and bias.numel != N:
-        raise UnsupportedError(f"node {ctx.node.describe()}: bias of shape {list(bias.shape)} is not per output")
-    if residual is not None and (residual.dtype is not DType.F32 or residual.numel != out.numel):
-        raise UnsupportedError(f"node {ctx.node.describe()}: residual of type {residual.type} does not match the result "
-                               f"{out.type}")
+    _check(ctx, x, bias, residual, out, N)
     b = ctx.b
     if M == 0 or N == 0:
         return
+    edge = _Edge(ctx, [x, bias, residual], out)
+    x32, bias32, res32, out32 = edge.f32(x), edge.f32(bias), edge.f32(residual), edge.f32(out)
+    assert x32 is not None and out32 is not None
+    a = ctx.attrs
     if K == 0:  # nothing to accumulate: the result is the epilogue of zeros
         with for_range(b, M * N) as i:
             v = ir.Constant(F32, 0.0)
-            if bias is not None:
-                v = b.fadd(v, b.load(gep(b, bias.ptr, b.urem(i, I64(N)), F32), typ=F32))
-            if residual is not None:
-                v = b.fadd(v, b.load(gep(b, residual.ptr, i, F32), typ=F32))
-            b.store(epilogue_activation(b, ctx.attrs["activation"], v), gep(b, out.ptr, i, F32))
-        return
-    a = ctx.attrs
-    spec = dict(M=M, K=K, N=N, act=a["act"], granularity=_granularity(entry.scale_shape, entry.group_size),
-                group_size=entry.group_size, bias=bias is not None, residual=residual is not None,
-                activation=None if a["activation"] == "none" else a["activation"], threads=ctx.m.threads,
-                act_max=a["act_max"], act_eps=a["act_eps"], act_scale=a["act_scale"])
-    # Layers of the same shape and mode share one kernel: models repeat them (every decoder layer).
-    key = ("ternary_matmul", tuple(sorted(spec.items())))
-    fn = ctx.m.cache.get(key)
-    if fn is None:
-        fn = emit_ternary_matmul(ctx.module, ctx.target, name=f"ternary.{len(ctx.m.cache)}", **spec)
-        fn.linkage = "internal"
-        ctx.m.cache[key] = fn
-    scales = gep(b, w.ptr, entry.scale_offset - entry.offset, I8)
-    args = [x.ptr, w.ptr, scales] + ([bias.ptr] if bias is not None else []) + \
-        ([residual.ptr] if residual is not None else []) + [out.ptr]
-    status = b.call(fn, args)
-    # The kernel returns 1 when it could not allocate its quantisation scratch: abort loudly, never
-    # return garbage.
-    failed = b.icmp_signed("!=", status, ir.Constant(status.type, 0))
-    with b.if_then(failed, likely=False):
-        intrinsic(b, "llvm.trap", VOID, [])
+            if bias32 is not None:
+                v = b.fadd(v, b.load(gep(b, bias32.ptr, b.urem(i, I64(N)), F32), typ=F32))
+            if res32 is not None:
+                v = b.fadd(v, b.load(gep(b, res32.ptr, i, F32), typ=F32))
+            b.store(epilogue_activation(b, a["activation"], v), gep(b, out32.ptr, i, F32))
+    else:
+        spec = dict(M=M, K=K, N=N, act=a["act"], granularity=_granularity(entry.scale_shape, entry.group_size),
+                    group_size=entry.group_size, bias=bias is not None, residual=residual is not None,
+                    activation=None if a["activation"] == "none" else a["activation"], threads=ctx.m.threads,
+                    act_max=a["act_max"], act_eps=a["act_eps"], act_scale=a["act_scale"])
+        scales = gep(b, w.ptr, entry.scale_offset - entry.offset, ir.IntType(8))
+        args = [x32.ptr, w.ptr, scales] + ([bias32.ptr] if bias32 is not None else []) + \
+            ([res32.ptr] if res32 is not None else []) + [out32.ptr]
+        call_ternary_kernel(ctx, spec, args, edge.release)
+    edge.finish(out)
