@@ -22,7 +22,7 @@ import numpy as np
 from ....errors import UnsupportedError
 from ....ir.ops.cnn import Window
 from ....ir.types import DType
-from ..builder import F32, I8, I32, I64, PTR, contiguous_strides, for_range, gep, i64
+from ..builder import F32, I8, I32, I64, PTR, VOID, contiguous_strides, for_range, gep, i64
 from ..context import NodeCtx
 from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
 from ..kernels.ternary_quant import emit_quantize
@@ -70,7 +70,7 @@ class Scratch:
 
     @staticmethod
     def free(b: ir.IRBuilder, base: ir.Value) -> None:
-        Scratch.free(b, base)
+        b.call(intrinsic_fn(b.module, "free", VOID, [PTR]), [base])
 
 
 @lowering("ternary_conv")
