@@ -131,16 +131,16 @@ _KEEP: list = []  # the replacement functions stay alive as long as code linked 
 
 
 @contextmanager
-def heap_refusing(sizes: set[int]):
-    """While active, code loaded by the JIT gets an aligned_alloc that returns NULL for the sizes given (libc's
-    otherwise) and a free that records what it releases: yields the set of pointers still allocated."""
+def heap_refusing(sizes: set[int] | None):
+    """While active, code loaded by the JIT gets an aligned_alloc that returns NULL for the sizes given (every size
+    if None; libc's otherwise) and a free that records what it releases: yields the set of pointers still allocated."""
     libc = ctypes.CDLL(None)
     real_alloc = _ALLOC(("aligned_alloc", libc))
     real_free = _FREE(("free", libc))
     live: set[int] = set()
 
     def alloc(align, size):
-        if size in sizes:
+        if sizes is None or size in sizes:
             return None
         p = real_alloc(align, size)
         live.add(p)

@@ -122,3 +122,26 @@ def test_float_mode_is_the_conv_of_the_dequantised_weight(case):
     want = conv(x, w_onnx, None, group=attrs.get("group", 1), kernel_shape=list(kernel),
                 **{k: v for k, v in attrs.items() if k != "group"})
     np.testing.assert_allclose(run(g, {"x": x})[g.outputs[0].name], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["float", "int8"])
+def test_failed_scratch_allocation_raises(act):
+    """The node's scratch allocation refused (the JIT links an aligned_alloc that refuses everything: the node's one
+    scratch buffer is the only heap allocation here, the kernels take theirs on the stack or none): the node returns
+    its out-of-memory status and the runtime raises, naming the node and the bytes; a model compiled again runs."""
+    from tritc.runtime.cpu import RunOutOfMemoryError
+
+    from .test_lower_ternary import heap_refusing
+
+    x_shape, m, kernel, attrs = CASES["3x3_pad1"]
+    g, _ = graph(x_shape, m, kernel, attrs, act)
+    feeds = {"x": np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)}
+    model = tritc.compile(g, pipeline="none", shapes={"n": x_shape[0]}, threads=1)
+    want = model.run(None, feeds)[0]
+    with heap_refusing(None) as live:
+        with pytest.raises(RunOutOfMemoryError, match=r"\(ternary_conv\): out of memory: could not allocate \d+ bytes "
+                                                       r"of convolution scratch"):
+            model.run(None, feeds)
+        assert not live
+    again = tritc.compile(g, pipeline="none", shapes={"n": x_shape[0]}, threads=1)
+    np.testing.assert_array_equal(again.run(None, feeds)[0], want)
