@@ -20,7 +20,7 @@ from typing import NoReturn
 from . import __version__
 from .commands import modules
 from .commands.output import emit, write_atomic
-from .errors import CompilerError, OptionError
+from .errors import CompilerError, OptionError, RunError
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1  # verify: outputs differ beyond tolerance
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             status = func(args)
-        except CompilerError as e:
+        except (CompilerError, RunError) as e:  # the input's fault, or compiled code out of memory: one line
             _print_warnings(caught)
             print(f"tritc: error: {_one_line(str(e))}", file=sys.stderr)
             return EXIT_USER_ERROR

@@ -69,3 +69,12 @@ class InternalError(Exception):
     """A bug in tritc, not a problem with its input: a pass raised something other than a CompilerError, or left an
     invalid graph. Deliberately not a CompilerError; the message names the pass and the passes before it, and the
     exception that went wrong is its `__cause__`."""
+
+
+class RunError(RuntimeError):
+    """Compiled code stopped with a non-zero status; the message names the node and what failed. Not a
+    CompilerError (the model and inputs were accepted) and not a bug: the CLI prints it on one line, exit 2."""
+
+
+class RunOutOfMemoryError(RunError, MemoryError):
+    """A node of the compiled code could not allocate its scratch memory."""

@@ -232,3 +232,20 @@ def test_matmul_plus_constant_compiles_with_the_default_pipeline(bias):
     per_row = np.ndim(bias) == 2
     assert (len(t.inputs) > 2) is not per_row and any(n.op in ("add", "fused_elementwise") for n in model.graph) is per_row
     np.testing.assert_allclose(model.run(None, feeds)[0], run(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
+    """`tritc run` when a node cannot allocate: one line naming the node and the bytes, exit 2, no traceback."""
+    from tritc import cli
+
+    M, K, N = 64, 1024, 40
+    g = graph16(DType.F32, "int8", "none", None, False, K=K, N=N)
+    art = tmp_path / "m.tritc"
+    tritc.compile(g, pipeline="none", shapes={"m": M}, threads=1).save(art)
+    np.save(tmp_path / "x.npy", feeds16(g, M)["x"])
+    with heap_refusing({_int8_spec_heap(M, K, N)}):
+        code = cli.main(["run", str(art), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("tritc: error: node ") and "(ternary_matmul): out of memory: could not allocate" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written

@@ -17,18 +17,10 @@ from ..codegen.llvm.jit import LoadedObject
 from ..codegen.llvm.kernels.threads import ensure_pool
 from ..codegen.llvm.lower import FAILURES
 from ..codegen.llvm.target import Target
-from ..errors import CompilerError
+from ..errors import CompilerError, RunError, RunOutOfMemoryError
 from ..ir.types import TensorType
 
 ALIGN = 64
-
-
-class RunError(RuntimeError):
-    """Compiled code stopped with a non-zero status; the message names the node and what failed."""
-
-
-class RunOutOfMemoryError(RunError, MemoryError):
-    """A node of the compiled code could not allocate its scratch memory."""
 
 
 def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
