@@ -167,7 +167,7 @@ def to_storage(b: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
 
 
 def f32_to_bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Round-to-nearest-even f32 -> bf16 bits (NaN kept quiet), as ml_dtypes does."""
+    """Round-to-nearest-even f32 -> bf16 bits, a NaN made quiet (tritc/ir/casts.py's rule)."""
     bits = b.bitcast(x, I32)
     lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
     rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb))
@@ -180,6 +180,19 @@ def f32_to_bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """An f32 rounded to the nearest bf16 value, still as f32."""
     return to_compute(b, f32_to_bf16_bits(b, x), DType.BF16)
+
+
+def f64_to_f32_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """f64 -> f32 rounding to odd: truncate toward zero, then set the last bit if inexact. Rounding the result
+    again to f16 or bf16 (<= 22 bits) gives the correctly rounded value of x."""
+    y = b.fptrunc(x, F32)
+    back = b.fpext(y, x.type)
+    fabs = f"llvm.fabs.{suffix(x.type)}"
+    away = b.fcmp_ordered(">", intrinsic(b, fabs, x.type, [back]), intrinsic(b, fabs, x.type, [x]))
+    bits = b.bitcast(y, I32)
+    bits = b.select(away, b.sub(bits, ir.Constant(I32, 1)), bits)
+    bits = b.select(b.fcmp_ordered("!=", back, x), b.or_(bits, ir.Constant(I32, 1)), bits)
+    return b.bitcast(bits, F32)
 
 
 def store_compute(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Value, dtype: DType) -> None:
@@ -331,6 +344,6 @@ def lower_elementwise(ctx: NodeCtx) -> None:
     emit_elementwise(ctx)
 
 
-__all__ = ["SCALAR", "WORK", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "is_float",
+__all__ = ["SCALAR", "WORK", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "f64_to_f32_odd", "is_float",
            "load_compute", "lower_elementwise", "parallel_range", "round_bf16", "scalar", "store_compute", "to_compute",
            "to_storage"]

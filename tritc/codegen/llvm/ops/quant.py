@@ -34,9 +34,10 @@ from ..builder import (
     suffix,
 )
 from ..context import Buf, NodeCtx
-from ..elementwise import f32_to_bf16_bits, to_compute
+from ..elementwise import to_compute, to_storage
 from ..kernels.vec import entry_alloca
 from . import lowering
+from .elementwise_cast import convert
 
 # ---- float helpers: values live in their dtype's compute type (half, f32, f64; bf16 as a rounded f32) ----------
 
@@ -47,26 +48,17 @@ def ftype(dtype: DType) -> ir.Type:
 
 
 def fix(b: ir.IRBuilder, v: ir.Value, dtype: DType) -> ir.Value:
-    """v rounded to dtype's precision: a no-op except for bf16, which is computed in f32."""
-    if dtype is DType.BF16:
-        if v.type != F32:
-            v = b.fptrunc(v, F32) if v.type == F64 else b.fpext(v, F32)
-        return to_compute(b, f32_to_bf16_bits(b, v), DType.BF16)
-    return v
+    """v (any float compute type) rounded once to dtype's precision, in dtype's compute type: for a v already of
+    that type a no-op except for bf16, which is computed in f32."""
+    return convert(b, v, _FLOAT_OF[v.type], dtype)
 
 
 def fcast(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
-    """numpy's astype(dst) of a value held in src's compute type (ints as iN), into dst's compute type."""
-    t = ftype(dst)
-    if src.is_int or src is DType.BOOL:
-        via = F32 if dst is DType.BF16 else t  # int -> bf16 goes through float, as ml_dtypes does
-        w = b.uitofp(v, via) if (src is DType.BOOL or not src.is_signed) else b.sitofp(v, via)
-        return fix(b, w, dst)
-    if src is dst or (v.type == t and dst is not DType.BF16):
-        return v
-    if dst is DType.BF16:
-        return fix(b, v, dst)
-    return b.fpext(v, t) if _width(v.type) < _width(t) else b.fptrunc(v, t)
+    """A value held in src's compute type (ints as iN) cast to the float dtype dst, in dst's compute type."""
+    return convert(b, v, src, dst)
+
+
+_FLOAT_OF = {F16: DType.F16, F32: DType.F32, F64: DType.F64}
 
 
 def _width(t: ir.Type) -> int:
@@ -88,12 +80,7 @@ def load_f(b: ir.IRBuilder, buf: Buf, index: ir.Value | int, dst: DType) -> ir.V
 
 def store_f(b: ir.IRBuilder, v: ir.Value, buf: Buf, index: ir.Value | int) -> None:
     """Store a float value (any float compute type) into buf, rounded to buf's dtype."""
-    d = buf.dtype
-    if d is DType.BF16:
-        v = f32_to_bf16_bits(b, widen(b, v, F32))
-    else:
-        v = widen(b, v, ftype(d))
-    b.store(v, gep(b, buf.ptr, index, buf.elem))
+    b.store(to_storage(b, fix(b, v, buf.dtype), buf.dtype), gep(b, buf.ptr, index, buf.elem))
 
 
 def load_i32(b: ir.IRBuilder, buf: Buf, index: ir.Value | int) -> ir.Value:
