@@ -14,6 +14,7 @@ import pytest
 
 import tritc
 from tritc.codegen.llvm.elementwise import collapse_dims
+from tritc.ir.casts import int_range
 from tritc.ir.interpreter import run
 from tritc.ir.types import DType
 
@@ -26,6 +27,7 @@ FLOATS = ["f32", "f16", "bf16", "f64"]
 INTS = ["i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64"]
 NUMERIC = FLOATS + INTS
 ALL = NUMERIC + ["bool"]
+SUB_BYTE = ["i4", "u4", "i2", "u2"]  # storage types: only casts (and data movement, quantization) take them
 # relative / absolute tolerance of approximate (transcendental) results: a few ulps of each float dtype
 TOL = {"f32": (2e-6, 1e-37), "f64": (1e-13, 1e-300), "f16": (2e-3, 1e-7), "bf16": (1.6e-2, 1e-37)}
 
@@ -61,6 +63,9 @@ def assert_same(y: np.ndarray, e: np.ndarray, approx: bool, what: str, tol: tupl
     """Integers and bools bit for bit; floats: the same nans and infinities, other values equal or within TOL."""
     assert y.dtype == e.dtype and y.shape == e.shape, (what, y.dtype, y.shape, e.dtype, e.shape)
     dt = DType.from_numpy(e.dtype)
+    if dt.is_sub_byte:  # the same bytes: the value in the low bits, the rest zero
+        np.testing.assert_array_equal(y.view(np.uint8), e.view(np.uint8), err_msg=what)
+        return
     if not dt.is_float:
         np.testing.assert_array_equal(y, e, err_msg=what)
         return
@@ -198,16 +203,18 @@ def _cast_source(dtype: str) -> np.ndarray:
             return np.array(vals, np.float64).astype(dt.np_dtype)
     if dt is DType.BOOL:
         return np.array([True, False, True])
-    info = np.iinfo(dt.np_dtype)
-    vals = [0, 1, -1, 127, 128, 255, 256, -129, 32767, 65535, 65536, 2**24 + 2**16 + 1, 2**31, 2**53 + 1, info.min, info.max]
-    return np.array([v for v in vals if info.min <= v <= info.max], dt.np_dtype)
+    lo, hi = int_range(dt)
+    if dt.is_sub_byte:
+        return np.arange(lo, hi + 1).astype(dt.np_dtype)
+    vals = [0, 1, -1, 127, 128, 255, 256, -129, 32767, 65535, 65536, 2**24 + 2**16 + 1, 2**31, 2**53 + 1, lo, hi]
+    return np.array([v for v in vals if lo <= v <= hi], dt.np_dtype)
 
 
-@pytest.mark.parametrize("src", ALL)
+@pytest.mark.parametrize("src", ALL + SUB_BYTE)
 def test_cast_every_pair(src):
     """Every source dtype to every dtype, out-of-range values, NaN and infinities included (saturating casts)."""
     x = _cast_source(src)
-    check(*(Case("cast", [x], {"to": DType.from_name(dst)}) for dst in ALL))
+    check(*(Case("cast", [x], {"to": DType.from_name(dst)}) for dst in ALL + SUB_BYTE))
 
 
 def test_cast_edges_compiled_match_the_written_rules():

@@ -64,6 +64,20 @@ EDGES: list[tuple[str, list, str, list]] = [
     ("u64", [U64_MAX, 2**32 + 7], "i32", [-1, 7]),
     ("u8", [255, 128], "i8", [-1, -128]),
     ("i32", [0, -5, 256], "bool", [False, True, True]),
+    # 4- and 2-bit integers: the same rules at their widths
+    ("f32", [-9.0, -8.5, 7.875, 8.0, nan, inf, -inf, -0.5], "i4", [-8, -8, 7, 7, 0, 7, -8, 0]),
+    ("f32", [-1.0, 15.5, 16.0, nan], "u4", [0, 15, 15, 0]),
+    ("f16", [-3.0, -2.5, 1.875, 2.0, nan], "i2", [-2, -2, 1, 1, 0]),
+    ("bf16", [3.75, 4.0, -0.125], "u2", [3, 3, 0]),
+    ("i8", [8, -9, 15, -1], "i4", [-8, 7, -1, -1]),
+    ("i16", [200, 3, -1], "u2", [0, 3, 3]),
+    ("i4", [-8, 7, -1], "u8", [248, 7, 255]),
+    ("i4", [-8, 7, -1], "bf16", [-8.0, 7.0, -1.0]),
+    ("u4", [15, 8], "i4", [-1, -8]),
+    ("i2", [-2, 1], "i64", [-2, 1]),
+    ("u2", [3, 2], "i2", [-1, -2]),
+    ("i4", [0, -8], "bool", [False, True]),
+    ("bool", [True, False], "i2", [1, 0]),
     # bool -> number: 0 / 1
     ("bool", [True, False], "f32", [1.0, 0.0]),
     ("bool", [True, False], "bf16", [1.0, 0.0]),
@@ -127,3 +141,16 @@ def test_float_to_int_saturates_at_every_width():
         x = np.array([lo - 0.5, lo - 1e30, float(hi) + 1, 1e30, nan, -0.0], np.float64)
         want = [lo, lo, hi, hi, 0, 0]
         assert convert(x, dt).tolist() == want, dt
+
+
+def test_sub_byte_types_are_storage_only():
+    """i4 / u4 / i2 / u2 are storage types (as in ONNX): casts and quantization take them, arithmetic refuses them."""
+    from tritc.ir.ops import OPS, InferContext, TypeRuleError
+    from tritc.ir.types import TensorType
+
+    t = TensorType(DType.I4, (4,))
+    for op in ("add", "relu", "matmul"):
+        with pytest.raises(TypeRuleError, match="i4"):
+            OPS[op].infer(InferContext(op, [t, t][:len(OPS[op].inputs)], OPS[op].with_defaults({}), [None, None], 1))
+    cast = OPS["cast"]
+    assert cast.infer(InferContext("cast", [t], cast.with_defaults({"to": DType.F32}), [None], 1)) == [TensorType(DType.F32, (4,))]

@@ -80,6 +80,10 @@ def int_values(x: np.ndarray) -> np.ndarray:
     """The values of an integer or bool array, as int64 (signed and narrow dtypes) or uint64 (u64)."""
     if x.dtype == np.bool_:
         return (x.view(np.uint8) != 0).astype(np.int64)
+    dtype = DType.from_numpy(x.dtype)
+    if dtype.is_sub_byte:  # the value is the byte's low bits (ml_dtypes ignores the others too)
+        low = (x.view(np.uint8) & np.uint8((1 << dtype.bits) - 1)).astype(np.int64)
+        return low - (low >= (1 << (dtype.bits - 1))) * (1 << dtype.bits) if dtype.is_signed else low
     return x.astype(np.uint64 if x.dtype == np.uint64 else np.int64)
 
 
@@ -177,6 +181,8 @@ def wrap_int(v: np.ndarray, to: DType) -> np.ndarray:
 
 def _store_int(v: np.ndarray, to: DType) -> np.ndarray:
     """int64 / uint64 values within `to`'s range as an array of `to`."""
+    if to.is_sub_byte:  # the value's low bits, the rest of the byte zero (as ml_dtypes and ONNX's unpacking store it)
+        return np.asarray((v & ((1 << to.bits) - 1)).astype(np.uint8)).view(to.np_dtype)
     return np.asarray(v.astype(to.np_dtype))
 
 

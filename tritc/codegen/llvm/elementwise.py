@@ -62,7 +62,7 @@ def scalar(*ops: str) -> Callable[[ScalarEmitter], ScalarEmitter]:
 
 
 def compute_type(dtype: DType) -> ir.Type:
-    """The LLVM type a value of `dtype` is computed in."""
+    """The LLVM type a value of `dtype` is computed in (4- and 2-bit ints: i8, sign- or zero-extended)."""
     if dtype is DType.BOOL:
         return I1
     if dtype is DType.BF16:
@@ -155,6 +155,11 @@ def to_compute(b: ir.IRBuilder, raw: ir.Value, dtype: DType) -> ir.Value:
         return b.icmp_unsigned("!=", raw, ir.Constant(raw.type, 0))
     if dtype is DType.BF16:  # bf16 bits are the high half of an f32
         return b.bitcast(b.shl(b.zext(raw, I32), ir.Constant(I32, 16)), F32)
+    if dtype.is_sub_byte:  # the value is the byte's low bits (the others are ignored, as ml_dtypes does)
+        if dtype.is_signed:
+            unused = ir.Constant(raw.type, 8 - dtype.bits)
+            return b.ashr(b.shl(raw, unused), unused)
+        return b.and_(raw, ir.Constant(raw.type, (1 << dtype.bits) - 1))
     return raw
 
 
@@ -163,6 +168,8 @@ def to_storage(b: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
         return b.zext(value, elem_type(dtype))
     if dtype is DType.BF16:
         return f32_to_bf16_bits(b, value)
+    if dtype.is_sub_byte:  # the low bits, the rest of the byte zero (ml_dtypes' layout)
+        return b.and_(value, ir.Constant(value.type, (1 << dtype.bits) - 1))
     return value
 
 

@@ -16,7 +16,7 @@ from ..types import DType, Shape, TensorType
 from . import InferContext, Int, Ints, Str, Type, TypeRuleError, defop
 from .rules import broadcast_shapes, norm_axis, require_dtype
 
-QUANT_TYPES = (DType.I8, DType.U8, DType.I16, DType.U16)
+QUANT_TYPES = (DType.I8, DType.U8, DType.I16, DType.U16, DType.I4, DType.U4, DType.I2, DType.U2)
 SCALE_TYPES = (DType.F32, DType.F16, DType.BF16)
 INT8_TYPES = (DType.I8, DType.U8)
 
@@ -75,7 +75,9 @@ def check_quant_params(x: TensorType, scale: TensorType, zero: TensorType | None
     if block_size < 0:
         raise TypeRuleError(f"block_size must be positive, got {block_size}")
     if zero is not None and scale.shape is not None and zero.shape is not None:
+        per_tensor = {(), (1,)}  # a scalar or a one-element vector: the same per-tensor parameter (ONNX's tests mix them)
         same = len(zero.shape) == len(scale.shape) and all(dims.equal(a, b) is not False for a, b in zip(zero.shape, scale.shape))
+        same = same or zero.shape in per_tensor and scale.shape in per_tensor
         if not same:
             raise TypeRuleError(f"zero point {zero} must have the shape of the scale {scale}")
     if scale.shape is None or x.shape is None:
@@ -162,7 +164,7 @@ def quantize_linear(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray
     scale = convert(expand_param(y_scale, x.shape, axis, block_size, "y_scale"), to)
     q = np.rint(float_values(convert(x, to) / scale))
     if y_zero_point is not None:
-        q = q + expand_param(y_zero_point, x.shape, axis, block_size, "y_zero_point").astype(np.float64)
+        q = q + int_values(expand_param(y_zero_point, x.shape, axis, block_size, "y_zero_point"))
     return saturating_cast(q, out)
 
 

@@ -27,19 +27,27 @@ def convert(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
     if src is DType.BOOL:
         return b.uitofp(v, t) if dst.is_float else b.zext(v, t)
     if src.is_int and dst.is_int:
-        if t.width < v.type.width:
-            return b.trunc(v, t)
-        if t.width > v.type.width:
-            return b.sext(v, t) if src.is_signed else b.zext(v, t)
-        return v
+        return _int_to_int(b, v, src, dst)
     if src.is_int:
         return _int_to_float(b, v, src, dst)
     if isinstance(v.type, ir.HalfType):  # half widens exactly; f64 <-> f16 directly would be a libgcc call
         v = b.fpext(v, F32)
     if dst.is_float:
         return _float_to_float(b, v, dst)
+    exact = ir.IntType(dst.bits)  # i4 / i2 for the sub-byte types, extended to their compute type below
     name = "llvm.fptosi.sat" if dst.is_signed else "llvm.fptoui.sat"
-    return intrinsic(b, f"{name}.{suffix(t)}.{suffix(v.type)}", t, [v])
+    return _int_to_int(b, intrinsic(b, f"{name}.{suffix(exact)}.{suffix(v.type)}", exact, [v]), dst, dst)
+
+
+def _int_to_int(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+    """The low dst.bits bits of v (held sign- or zero-extended by src), in dst's compute type."""
+    t = compute_type(dst)
+    if dst.bits < v.type.width:
+        v = b.trunc(v, ir.IntType(dst.bits))
+        src = dst  # now held in exactly dst's bits
+    if t.width > v.type.width:
+        return b.sext(v, t) if src.is_signed else b.zext(v, t)
+    return v
 
 
 def _int_to_float(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:

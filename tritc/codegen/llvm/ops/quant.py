@@ -14,6 +14,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....errors import UnsupportedError
+from ....ir.casts import int_range
 from ....ir.ops.quant import _conv_params
 from ....ir.types import DType
 from ..builder import (
@@ -24,7 +25,6 @@ from ..builder import (
     I64,
     broadcast_strides,
     contiguous_strides,
-    elem_type,
     for_nest,
     for_range,
     gep,
@@ -84,8 +84,8 @@ def store_f(b: ir.IRBuilder, v: ir.Value, buf: Buf, index: ir.Value | int) -> No
 
 
 def load_i32(b: ir.IRBuilder, buf: Buf, index: ir.Value | int) -> ir.Value:
-    """An 8/16/32-bit integer element widened to i32 (sign- or zero-extended by its dtype)."""
-    raw = load(b, buf.ptr, index, buf.elem)
+    """A 2/4/8/16/32-bit integer element widened to i32 (sign- or zero-extended by its dtype)."""
+    raw = to_compute(b, load(b, buf.ptr, index, buf.elem), buf.dtype)
     if raw.type == I32:
         return raw
     return b.sext(raw, I32) if buf.dtype.is_signed else b.zext(raw, I32)
@@ -97,14 +97,11 @@ def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
 
 
 def saturate(b: ir.IRBuilder, v: ir.Value, out: DType) -> ir.Value:
-    """An integral float (or NaN / inf) clipped to out's range, NaN to its minimum, as out's storage integer."""
-    info = np.iinfo(out.np_dtype)
-    lo, hi = ir.Constant(v.type, float(info.min)), ir.Constant(v.type, float(info.max))
-    c = b.select(b.fcmp_ordered("<", v, lo), lo, v)
-    c = b.select(b.fcmp_ordered(">", c, hi), hi, c)
-    c = b.select(b.fcmp_unordered("uno", v, v), lo, c)
-    i = b.fptosi(c, I32)
-    return i if elem_type(out) == I32 else b.trunc(i, elem_type(out))
+    """An integral float (or NaN / inf) saturated to out's range, as out's storage integer: the float -> int cast,
+    except that NaN becomes the minimum (the interpreter's saturating_cast)."""
+    lowest = ir.Constant(v.type, float(int_range(out)[0]))
+    v = b.select(b.fcmp_unordered("uno", v, v), lowest, v)
+    return to_storage(b, convert(b, v, _FLOAT_OF[v.type], out), out)
 
 
 def requantize(b: ir.IRBuilder, acc: ir.Value, multiplier: ir.Value, zero: ir.Value, out: DType) -> ir.Value:
