@@ -227,6 +227,19 @@ def test_cast_edges_compiled_match_the_written_rules():
         assert_values(got[f"y{i}_0"], dst, want, f"compiled {src} -> {dst}")
 
 
+@pytest.mark.parametrize("dtype", SUB_BYTE)
+def test_sub_byte_data_movement(dtype):
+    """The ops that move 4- and 2-bit values without arithmetic (as ONNX allows them) compile and keep the bytes."""
+    lo, hi = int_range(DType.from_name(dtype))
+    x = np.resize(np.arange(lo, hi + 1), (3, 4)).astype(DType.from_name(dtype).np_dtype)
+    y = x[::-1].copy()
+    cond = rng.integers(0, 2, (3, 4)).astype(bool)
+    check(Case("where", [cond, x, y]), Case("transpose", [x], {"perm": [1, 0]}), Case("concat", [x, y], {"axis": 0}),
+          Case("gather", [x, Const(np.array([2, 0], np.int64))], {"axis": 1}), Case("identity", [x]),
+          Case("reshape", [x, Const(np.array([4, 3], np.int64))]), Case("cast_like", [x, data("f16", 1)]),
+          Case("cast_like", [data("f32", 3, 4, lo=2 * lo, hi=2 * hi), x]))
+
+
 def test_cast_like_reads_only_the_dtype_of_its_target():
     x = data("f32", 3, 4)
     check(Case("cast_like", [x, data("i16", 5)]), Case("cast_like", [x, data("bf16", 0)]),

@@ -5,7 +5,7 @@
 
 Modes: `exact` folds only weights that already are trits times a per-tensor, per-output-channel
 or per-group scale (lossless: what a BitNet-trained model exports, or a 2-bit narrow-range
-QONNX Quant / an int8 DequantizeLinear of values in {-1,0,1}); `absmean` quantises any float
+QONNX Quant / a DequantizeLinear of integer codes in {-1,0,1}, int8 or INT4 / INT2); `absmean` quantises any float
 weight as BitNet b1.58 does (scale = mean|W|, trit = clip(round(W/scale), -1, 1)); `off`.
 Policy: embeddings and the output head stay in float unless `include` names them; `exclude`
 keeps layers in float. Every layer considered gets a line in the report (see ternary_report.py).
@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import OptionError
+from ..ir.casts import int_values
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.qonnx import int_range
 from ..ir.ops.quant import expand_param
@@ -68,13 +69,13 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
     if p.op == "dequantize_linear":
         q, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
         zp = _constant(graph, p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] is not None else np.zeros((), np.int8)
-        if q is None or s is None or zp is None or q.ndim != 2 or q.dtype.kind not in "iu":
+        if q is None or s is None or zp is None or q.ndim != 2 or not DType.from_numpy(q.dtype).is_int:
             return None
         try:  # a per-axis zero point broadcasts along `axis`, not numpy's trailing axis
             zp = expand_param(zp, q.shape, int(p.attrs.get("axis", 1)), int(p.attrs.get("block_size", 0)), "x_zero_point")
         except ValueError:
             return None
-        codes = q.astype(np.int32) - zp.astype(np.int32)
+        codes = int_values(q) - int_values(zp)  # 8/16/32-bit codes, and INT4 / INT2 ones (ml_dtypes containers)
         values = _evaluate(p, graph)
         key = p.inputs[0].producer.attrs.get("ref", p.inputs[0].name) if p.inputs[0].producer else p.inputs[0].name
         note = ""
