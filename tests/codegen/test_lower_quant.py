@@ -26,6 +26,8 @@ def compare(text: str, feeds: dict[str, np.ndarray], rtol: float = 1e-6) -> dict
         if want.dtype.kind == "f" or want.dtype == BF16:
             np.testing.assert_allclose(out.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=0, equal_nan=True,
                                        err_msg=name)
+        elif want.dtype.kind == "V":  # 4- and 2-bit ints: the same bytes (value in the low bits, the rest zero)
+            np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8), err_msg=name)
         else:
             np.testing.assert_array_equal(out, want, err_msg=name)
     return got
@@ -119,6 +121,38 @@ def test_dequantize_per_axis_blocked_low_precision():
   return %y, %w, %v
 }""", {"x": x, "s": np.array([0.1, 0.2, 0.3, 1e-3], np.float16), "z": ints(np.int8, (4,)),
        "b": RNG.uniform(0.1, 1, (3, 2)).astype(BF16), "c": RNG.uniform(0.1, 1, (2, 4)).astype(np.float32)})
+
+
+SUB_BYTE = [("i4", ml_dtypes.int4, -8, 7), ("u4", ml_dtypes.uint4, 0, 15), ("i2", ml_dtypes.int2, -2, 1),
+            ("u2", ml_dtypes.uint2, 0, 3)]
+
+
+@pytest.mark.parametrize("name, dtype, lo, hi", SUB_BYTE, ids=[s[0] for s in SUB_BYTE])
+def test_quantize_dequantize_sub_byte(name, dtype, lo, hi):
+    """QuantizeLinear to and DequantizeLinear from 4- and 2-bit ints, per tensor (ties, NaN, saturation), per axis
+    and blocked (a short last block), with zero points of the same type."""
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, np.nan, np.inf, -np.inf, 100.0, -100.0, 1.0], np.float32)
+    xs = RNG.standard_normal((5, 3)).astype(np.float32) * 4
+    codes = RNG.integers(lo, hi, size=(5, 3), endpoint=True).astype(dtype)
+    zero = np.array(hi // 2, dtype)
+    feeds = {"x": x, "s": np.float32(1.0), "z": zero, "xs": xs, "as": RNG.uniform(0.5, 2, 3).astype(np.float32),
+             "az": RNG.integers(lo, hi, 3, endpoint=True).astype(dtype), "bs": RNG.uniform(0.5, 2, (3, 3)).astype(np.float32),
+             "bz": RNG.integers(lo, hi, (3, 3), endpoint=True).astype(dtype), "q": codes}
+    got = compare(f"""graph @g(%x: f32[12], %s: f32[], %z: {name}[], %xs: f32[5,3], %as: f32[3], %az: {name}[3], %bs: f32[3,3],
+        %bz: {name}[3,3], %q: {name}[5,3]) -> (%t: {name}[12], %a: {name}[5,3], %b: {name}[5,3], %dt: f32[5,3], %da: f32[5,3],
+        %db: f32[5,3]) {{
+  %t = quantize_linear(%x, %s) {{output_dtype = {name}}} : {name}[12]
+  %a = quantize_linear(%xs, %as, %az) : {name}[5,3]
+  %b = quantize_linear(%xs, %bs, %bz) {{axis = 0, block_size = 2}} : {name}[5,3]
+  %dt = dequantize_linear(%q, %s, %z) : f32[5,3]
+  %da = dequantize_linear(%q, %as, %az) : f32[5,3]
+  %db = dequantize_linear(%q, %bs, %bz) {{axis = 0, block_size = 2}} : f32[5,3]
+  return %t, %a, %b, %dt, %da, %db
+}}""", feeds)
+    rint = [0, 2, 2, 0, -2, -2]  # half to even
+    want = [min(max(v, lo), hi) for v in rint] + [lo, hi, lo, hi, lo, 1]  # saturated; NaN -> the minimum
+    assert got["t"].astype(np.int64).tolist() == want
+    np.testing.assert_array_equal(got["dt"], (codes.astype(np.float32) - float(hi // 2)))
 
 
 @pytest.mark.parametrize("x", [

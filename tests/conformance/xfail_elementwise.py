@@ -55,32 +55,6 @@ _FLOAT8 = (
     "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded",
 )
 
-_INT2_UINT2 = (
-    "test_cast_FLOAT16_to_INT2", "test_cast_FLOAT16_to_UINT2", "test_cast_FLOAT_to_INT2", "test_cast_FLOAT_to_UINT2",
-    "test_cast_INT2_to_FLOAT", "test_cast_INT2_to_FLOAT16", "test_cast_INT2_to_INT8", "test_cast_UINT2_to_FLOAT",
-    "test_cast_UINT2_to_FLOAT16", "test_cast_UINT2_to_UINT8", "test_castlike_FLOAT16_to_INT2",
-    "test_castlike_FLOAT16_to_INT2_expanded", "test_castlike_FLOAT16_to_UINT2",
-    "test_castlike_FLOAT16_to_UINT2_expanded", "test_castlike_FLOAT_to_INT2", "test_castlike_FLOAT_to_INT2_expanded",
-    "test_castlike_FLOAT_to_UINT2", "test_castlike_FLOAT_to_UINT2_expanded", "test_castlike_INT2_to_FLOAT",
-    "test_castlike_INT2_to_FLOAT16", "test_castlike_INT2_to_FLOAT16_expanded", "test_castlike_INT2_to_FLOAT_expanded",
-    "test_castlike_INT2_to_INT8", "test_castlike_INT2_to_INT8_expanded", "test_castlike_UINT2_to_FLOAT",
-    "test_castlike_UINT2_to_FLOAT16", "test_castlike_UINT2_to_FLOAT16_expanded",
-    "test_castlike_UINT2_to_FLOAT_expanded", "test_castlike_UINT2_to_UINT8", "test_castlike_UINT2_to_UINT8_expanded",
-)
-
-_INT4_UINT4 = (
-    "test_cast_FLOAT16_to_INT4", "test_cast_FLOAT16_to_UINT4", "test_cast_FLOAT_to_INT4", "test_cast_FLOAT_to_UINT4",
-    "test_cast_INT4_to_FLOAT", "test_cast_INT4_to_FLOAT16", "test_cast_INT4_to_INT8", "test_cast_UINT4_to_FLOAT",
-    "test_cast_UINT4_to_FLOAT16", "test_cast_UINT4_to_UINT8", "test_castlike_FLOAT16_to_INT4",
-    "test_castlike_FLOAT16_to_INT4_expanded", "test_castlike_FLOAT16_to_UINT4",
-    "test_castlike_FLOAT16_to_UINT4_expanded", "test_castlike_FLOAT_to_INT4", "test_castlike_FLOAT_to_INT4_expanded",
-    "test_castlike_FLOAT_to_UINT4", "test_castlike_FLOAT_to_UINT4_expanded", "test_castlike_INT4_to_FLOAT",
-    "test_castlike_INT4_to_FLOAT16", "test_castlike_INT4_to_FLOAT16_expanded", "test_castlike_INT4_to_FLOAT_expanded",
-    "test_castlike_INT4_to_INT8", "test_castlike_INT4_to_INT8_expanded", "test_castlike_UINT4_to_FLOAT",
-    "test_castlike_UINT4_to_FLOAT16", "test_castlike_UINT4_to_FLOAT16_expanded",
-    "test_castlike_UINT4_to_FLOAT_expanded", "test_castlike_UINT4_to_UINT8", "test_castlike_UINT4_to_UINT8_expanded",
-)
-
 _STRING = (
     "test_equal_string", "test_equal_string_broadcast",
 )
@@ -96,8 +70,6 @@ _SEQUENCE = (
 XFAIL: dict[str, str] = {
     **dict.fromkeys(_FLOAT4, "float4 tensors are not supported (tritc's dtypes: see DType)"),
     **dict.fromkeys(_FLOAT8, "float8 tensors are not supported (tritc's dtypes: see DType)"),
-    **dict.fromkeys(_INT2_UINT2, "int2/uint2 tensors are not supported (tritc's dtypes: see DType)"),
-    **dict.fromkeys(_INT4_UINT4, "int4/uint4 tensors are not supported (tritc's dtypes: see DType)"),
     **dict.fromkeys(_STRING, "string tensors are not supported"),
     **dict.fromkeys(_OPTIONAL, "optional types are not supported (tensors only)"),
     **dict.fromkeys(_SEQUENCE, "sequence types are not supported (tensors only)"),

@@ -1,7 +1,6 @@
 """Expected failures of the quantization and attention op families (see expected_failures.py)."""
 
 _FLOAT8 = "float8 dtypes are not tritc dtypes"
-_SUB_BYTE = "4-bit and 2-bit integer dtypes are not tritc dtypes"
 # The expected values come from ONNX's reference Attention, whose softmax runs step by step in f16 / bf16;
 # the expanded graph runs tritc's Softmax, which computes in float32 and rounds once. The two differ by an
 # ulp of f16 / bf16 (~1e-3 / 4e-3 relative), above these tests' rtol of 1e-3. (The unexpanded tests pass.)
@@ -13,17 +12,9 @@ XFAIL: dict[str, str] = {
     "test_dequantizelinear_e4m3fn_zero_point": _FLOAT8,
     "test_dequantizelinear_e5m2": _FLOAT8,
     "test_dequantizelinear_float4e2m1": "float4e2m1 is not a tritc dtype",
-    "test_dequantizelinear_int2": _SUB_BYTE,
-    "test_dequantizelinear_int4": _SUB_BYTE,
-    "test_dequantizelinear_uint2": _SUB_BYTE,
-    "test_dequantizelinear_uint4": _SUB_BYTE,
     "test_quantizelinear_e4m3fn": _FLOAT8,
     "test_quantizelinear_e5m2": _FLOAT8,
     "test_quantizelinear_float4e2m1": "float4e2m1 is not a tritc dtype",
-    "test_quantizelinear_int2": _SUB_BYTE,
-    "test_quantizelinear_int4": _SUB_BYTE,
-    "test_quantizelinear_uint2": _SUB_BYTE,
-    "test_quantizelinear_uint4": _SUB_BYTE,
     "test_attention_3d_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,
     "test_attention_4d_attn_mask_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,
     "test_attention_4d_causal_bf16_expanded": _LOW_PRECISION_SOFTMAX,

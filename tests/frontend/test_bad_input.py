@@ -378,7 +378,7 @@ def test_tensor_over_the_size_limit():
 
 
 @pytest.mark.parametrize("elem, name", [(TensorProto.STRING, "STRING"), (TensorProto.COMPLEX64, "COMPLEX64"),
-                                        (TensorProto.FLOAT8E4M3FN, "FLOAT8E4M3FN"), (TensorProto.INT4, "INT4")])
+                                        (TensorProto.FLOAT8E4M3FN, "FLOAT8E4M3FN"), (TensorProto.FLOAT4E2M1, "FLOAT4E2M1")])
 def test_unsupported_dtype_of_initializer(elem, name):
     t = onnx.TensorProto(name="w", data_type=elem, dims=[4, 4])
     m = weighted_model()

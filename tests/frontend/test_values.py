@@ -78,6 +78,56 @@ def test_initializer_of_every_dtype(dtype, raw):
     np.testing.assert_array_equal(got, values)
 
 
+SUB_BYTE = [(TensorProto.INT4, ml_dtypes.int4, -8, 7), (TensorProto.UINT4, ml_dtypes.uint4, 0, 15),
+            (TensorProto.INT2, ml_dtypes.int2, -2, 1), (TensorProto.UINT2, ml_dtypes.uint2, 0, 3)]
+
+
+@pytest.mark.parametrize("code, dtype, lo, hi", SUB_BYTE, ids=["INT4", "UINT4", "INT2", "UINT2"])
+@pytest.mark.parametrize("raw", [True, False], ids=["raw_data", "int32_data"])
+@pytest.mark.parametrize("shape", [(3, 5), (7,), (0, 2)])
+def test_sub_byte_initializers_unpack_like_onnx(code, dtype, lo, hi, raw, shape):
+    """Packed 4- and 2-bit values (low bits first, an odd count padded) become one value per byte, as onnx's
+    to_array gives them (ml_dtypes containers), in raw_data and in int32_data (one packed byte per int32)."""
+    values = np.resize(np.arange(lo, hi + 1), shape).astype(dtype)
+    t = helper.make_tensor("w", code, shape, values, raw=raw)
+    bits = 4 if code in (TensorProto.INT4, TensorProto.UINT4) else 2
+    assert bool(t.raw_data) == (raw and values.size > 0) and len(t.int32_data) == (0 if raw else -(-values.size * bits // 8))
+    g = import_model(model([], [], [vi("w", shape, code)], [t]))
+    got = g.weights["w"] if values.size > 8 else producer(g, "w").attrs["value"]
+    expected = numpy_helper.to_array(t)
+    assert got.dtype == expected.dtype == np.dtype(dtype) and got.shape == shape
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))  # the same bytes, high bits zero
+    np.testing.assert_array_equal(got.astype(np.int64), values.astype(np.int64))
+
+
+@pytest.mark.parametrize("code, dtype, lo, hi", SUB_BYTE[:3:2], ids=["INT4", "INT2"])
+def test_sub_byte_tensor_sizes_are_checked(code, dtype, lo, hi):
+    per_byte = 2 if code == TensorProto.INT4 else 4
+    bad_raw = onnx.TensorProto(name="w", data_type=code, dims=[9], raw_data=bytes(9 // per_byte))  # one byte short
+    with pytest.raises(ModelValidationError, match=f"needs {-(-9 // per_byte)} bytes of raw_data"):
+        import_model(model([], [], [vi("w", (9,), code)], [bad_raw]))
+    short = onnx.TensorProto(name="w", data_type=code, dims=[9], int32_data=[0] * (9 // per_byte))
+    with pytest.raises(ModelValidationError, match=f"needs {-(-9 // per_byte)} values"):
+        import_model(model([], [], [vi("w", (9,), code)], [short]))
+    wide = onnx.TensorProto(name="w", data_type=code, dims=[2], int32_data=[256])
+    with pytest.raises(ModelValidationError, match=r"outside \[0, 255\]"):
+        import_model(model([], [], [vi("w", (2,), code)], [wide]))
+
+
+def test_sub_byte_external_data(tmp_path):
+    values = np.resize(np.arange(-8, 8), (5, 7)).astype(ml_dtypes.int4)
+    t = helper.make_tensor("w", TensorProto.INT4, values.shape, values, raw=True)
+    packed = t.raw_data
+    (tmp_path / "w.bin").write_bytes(b"\0" * 3 + packed)
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "w.bin"), ("offset", "3"), ("length", str(len(packed)))):
+        t.external_data.add(key=k, value=v)
+    onnx.save(model([], [], [vi("w", values.shape, TensorProto.INT4)], [t]), tmp_path / "m.onnx")
+    g = load_model(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(g.weights["w"].astype(np.int64), values.astype(np.int64))
+
+
 def test_bool_raw_data_is_normalized():
     t = onnx.TensorProto(name="w", data_type=TensorProto.BOOL, dims=[3, 3], raw_data=bytes([0, 1, 2, 0, 255, 0, 1, 0, 0]))
     g = import_model(model([], [], [vi("w", (3, 3), TensorProto.BOOL)], [t]))

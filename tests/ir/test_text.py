@@ -84,6 +84,27 @@ def test_floats_round_trip_bit_exactly(dtype):
     assert all(("." in t or "e" in t or t.lstrip("-") in ("inf", "nan")) for t in text)
 
 
+@pytest.mark.parametrize("dtype, lo, hi", [(DType.I4, -8, 7), (DType.U4, 0, 15), (DType.I2, -2, 1), (DType.U2, 0, 3)])
+def test_sub_byte_types_and_literals_round_trip(dtype, lo, hi):
+    """i4 / u4 / i2 / u2 print and parse as types, literals (in ml_dtypes containers) and cast targets; a literal out
+    of the range is refused."""
+    g = Graph()
+    x = g.add_input("x", T(dtype, ("n", 3)))
+    c = g.add_constant(np.arange(lo, hi + 1).astype(dtype.np_dtype), T(dtype, (hi - lo + 1,)), "c")
+    n = g.add("cast", [x], [T(DType.F32, ("n", 3))], {"to": DType.F32})
+    back = g.add("cast", [n.output], [T(dtype, ("n", 3))], {"to": dtype})
+    g.outputs = [back.output, c]
+    text = print_graph(g)
+    assert f"%x: {dtype}[n,3]" in text and f"[{', '.join(map(str, range(lo, hi + 1)))}] : {dtype}[{hi - lo + 1}]" in text
+    g2 = parse_graph(text)
+    assert print_graph(g2) == text
+    value = g2.nodes[0].attrs["value"]
+    assert value.dtype == dtype.np_dtype and value.view(np.uint8).tolist() == [v & ((1 << dtype.bits) - 1) for v in range(lo, hi + 1)]
+    assert g2.nodes[-1].attrs["to"] is dtype
+    with pytest.raises(IRParseError, match=f"{hi + 1} does not fit {dtype}"):
+        parse_graph(f"graph @g() -> (%c: {dtype}[1]) {{\n  %c = constant [{hi + 1}] : {dtype}[1]\n  return %c\n}}\n")
+
+
 def test_nan_constant_round_trips():
     g = Graph()
     c = g.add_constant(np.array([np.nan, 1.0], np.float32), T(DType.F32, (2,)))

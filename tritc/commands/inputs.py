@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..ir import dims as dimlib
+from ..ir.casts import convert, int_range
 from ..ir.types import DType, TensorType, format_type
 
 if TYPE_CHECKING:
@@ -202,7 +203,8 @@ def random_input(name: str, t: TensorType, bindings: Mapping[str, int], rng: np.
     if dt is DType.BOOL:
         return rng.integers(0, 2, size=shape).astype(np.bool_), "random booleans"
     if dt.is_int:
-        return rng.integers(0, INT_HIGH, size=shape).astype(dt.np_dtype), f"random integers in [0, {INT_HIGH})"
+        high = min(INT_HIGH, int_range(dt)[1] + 1)  # 4- and 2-bit ints hold less
+        return convert(rng.integers(0, high, size=shape), dt), f"random integers in [0, {high})"
     return rng.standard_normal(size=shape).astype(dt.np_dtype), "random normal"
 
 

@@ -26,6 +26,7 @@ _FIELD = {
     DType.U32: "uint64_data", DType.U64: "uint64_data",
     DType.I32: "int32_data", DType.I16: "int32_data", DType.I8: "int32_data", DType.U16: "int32_data",
     DType.U8: "int32_data", DType.BOOL: "int32_data", DType.F16: "int32_data", DType.BF16: "int32_data",
+    DType.I4: "int32_data", DType.U4: "int32_data", DType.I2: "int32_data", DType.U2: "int32_data",
 }
 _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 _MAX_ELEMENTS = 2**63 - 1
@@ -89,22 +90,28 @@ class TensorReader:
         if t.data_location == T.EXTERNAL:
             if typed or t.HasField("raw_data"):
                 raise self.fail(ModelValidationError, f"{what} is stored externally but also holds data inline")
-            array = np.empty(0, dtype=dtype.np_dtype)
+            stored = packed_bytes(numel, dtype) if dtype.is_sub_byte else nbytes
+            array = np.empty(0, dtype=np.uint8 if dtype.is_sub_byte else dtype.np_dtype)
 
             def allocate() -> memoryview:
                 nonlocal array
-                array = np.empty(shape, dtype=dtype.np_dtype)
+                array = np.empty(stored if dtype.is_sub_byte else shape, dtype=array.dtype)
                 return memoryview(array.reshape(-1).view(np.uint8))
 
-            read_external(t, self.base_dir, what, self.source, nbytes, allocate, self.warnings)
+            read_external(t, self.base_dir, what, self.source, stored, allocate, self.warnings)
+            if dtype.is_sub_byte:
+                return unpack_sub_byte(array, numel, dtype).reshape(shape)
             return _from_little_endian(array.reshape(shape), dtype)
         if t.HasField("raw_data"):
             if typed:
                 raise self.fail(ModelValidationError, f"{what} sets both raw_data and {typed[0]}")
             raw = t.raw_data  # one copy out of the protobuf; the array below is a view of it
-            if len(raw) != nbytes:
-                raise self.fail(ModelValidationError, f"{what} of shape {shape} ({dtype}) needs {nbytes} bytes "
+            stored = packed_bytes(numel, dtype) if dtype.is_sub_byte else nbytes
+            if len(raw) != stored:
+                raise self.fail(ModelValidationError, f"{what} of shape {shape} ({dtype}) needs {stored} bytes "
                                                       f"of raw_data, it has {len(raw)}")
+            if dtype.is_sub_byte:
+                return unpack_sub_byte(np.frombuffer(raw, dtype=np.uint8), numel, dtype).reshape(shape)
             array = np.frombuffer(raw, dtype=dtype.np_dtype).reshape(shape)
             return _from_little_endian(array, dtype)
         return self._typed(t, what, dtype, shape, numel, typed)
@@ -116,9 +123,18 @@ class TensorReader:
             raise self.fail(ModelValidationError, f"{what} ({dtype}) holds its values in {', '.join(typed)}; "
                                                   f"a {onnx_type_name(t.data_type)} tensor uses {want}")
         values = getattr(t, want)
-        if len(values) != numel:
-            raise self.fail(ModelValidationError, f"{what} of shape {shape} needs {numel} values, it holds {len(values)}")
-        if want == "int32_data" and dtype is not DType.I32:
+        stored = packed_bytes(numel, dtype) if dtype.is_sub_byte else numel
+        if len(values) != stored:
+            packing = f" ({8 // dtype.bits} to a value)" if dtype.is_sub_byte else ""
+            raise self.fail(ModelValidationError, f"{what} of shape {shape} needs {stored} values{packing}, "
+                                                  f"it holds {len(values)}")
+        if dtype.is_sub_byte:  # each int32 holds one packed byte
+            wide = np.array(values, dtype=np.int64)
+            if wide.size and (wide.min() < 0 or wide.max() > 255):
+                raise self.fail(ModelValidationError, f"{what} ({dtype}) holds values outside [0, 255] in int32_data "
+                                                      f"(each is a byte of packed {dtype.bits}-bit values)")
+            array = unpack_sub_byte(wide.astype(np.uint8), numel, dtype)
+        elif want == "int32_data" and dtype is not DType.I32:
             # Narrow types are stored one per int32; half floats as their 16-bit patterns.
             wide = np.array(values, dtype=np.int64)
             store = np.uint16 if dtype in (DType.F16, DType.BF16) else np.uint8 if dtype is DType.BOOL else dtype.np_dtype
@@ -159,6 +175,21 @@ class TensorReader:
         dense = np.zeros(numel, dtype=dtype.np_dtype)
         dense[flat] = values
         return dense.reshape(shape)
+
+
+def packed_bytes(numel: int, dtype: DType) -> int:
+    """Bytes that `numel` values of a 4- or 2-bit dtype take packed (ONNX: low bits first, the last byte padded)."""
+    return -(-numel * dtype.bits // 8)
+
+
+def unpack_sub_byte(packed: np.ndarray, numel: int, dtype: DType) -> np.ndarray:
+    """Packed 4- or 2-bit values (uint8, first value in the lowest bits) as a flat array of dtype, one value per
+    byte. Every bit pattern is a valid value; `packed` holds exactly packed_bytes(numel) bytes (checked by callers)."""
+    per_byte, mask = 8 // dtype.bits, np.uint8((1 << dtype.bits) - 1)
+    values = np.empty(packed.size * per_byte, dtype=np.uint8)
+    for j in range(per_byte):
+        values[j::per_byte] = (packed >> np.uint8(j * dtype.bits)) & mask
+    return values[:numel].view(dtype.np_dtype)
 
 
 def _from_little_endian(array: np.ndarray, dtype: DType) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .casts import RULES
 from .ops import OPS, REQUIRED, OpDef
 
 
@@ -36,7 +37,30 @@ def render() -> str:
         versions = ", ".join(map(str, op.since)) or "-"
         outs = ", ".join(o.name + ("?" if o.optional else "") + ("..." if o.variadic else "") for o in op.outputs)
         lines.append(f"| `{name}` | {onnx} | {versions} | {_operands(op)} | {outs} | {_attrs(op).replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _casts()) + "\n"
+
+
+def _casts() -> list[str]:
+    lines = [
+        "",
+        "## Casts",
+        "",
+        "What `cast`, `cast_like` and every conversion inside the interpreter (an op's result rounded to its dtype,",
+        "constant folding, literals) mean, from `tritc/ir/casts.py`. The rules are tritc's own, written in integer",
+        "and exact float arithmetic, not inherited from numpy or ml_dtypes; the compiled code follows them bit for",
+        "bit. Where ONNX's Cast speaks, they are ONNX's; where it leaves a case open, the last column says so.",
+        "`saturate` and `round_mode` only concern float8 / float4 targets, which tritc does not have.",
+        "",
+        "| from | to | result | rule from |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {src} | {dst} | {rule} | {who} |" for src, dst, rule, who in RULES]
+    lines += [
+        "",
+        "QuantizeLinear (and the requantizing ops) round half to even and saturate like a float -> int cast, except",
+        "that NaN quantizes to the type's minimum, as onnxruntime does (ONNX leaves it open).",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

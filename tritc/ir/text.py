@@ -18,10 +18,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from ..errors import IRParseError
+from .casts import int_range, round_float, wrap_int
 from .graph import Graph, Node, Value
 from .types import DType, Shape, TensorType, format_type, is_plain_dim_text
 
@@ -488,16 +488,13 @@ def _literal_array(lit: Any, t: TensorType) -> np.ndarray:
         vals = [bool(x) if isinstance(x, bool) else bool(int(x)) for x in items]
         return np.array(vals, dtype=np_dt).reshape(shape)
     if t.dtype.is_float:
-        vals64 = np.array([float(x) for x in items], dtype=np.float64)
-        if t.dtype is DType.BF16:
-            return vals64.astype(ml_dtypes.bfloat16).reshape(shape)
-        return vals64.astype(np_dt).reshape(shape)
+        return round_float(np.array([float(x) for x in items], dtype=np.float64), t.dtype).reshape(shape)
     ints = [int(x) if not isinstance(x, bool) else int(x) for x in items]
-    info = np.iinfo(np_dt)
+    lo, hi = int_range(t.dtype)
     for x in ints:
-        if not info.min <= x <= info.max:
+        if not lo <= x <= hi:
             raise ValueError(f"{x} does not fit {t.dtype}")
-    return np.array(ints, dtype=np_dt).reshape(shape)
+    return wrap_int(np.array(ints, dtype=np.uint64 if t.dtype is DType.U64 else np.int64), t.dtype).reshape(shape)
 
 
 def parse_graph(text: str, weights: Mapping[str, Any] | None = None) -> Graph:

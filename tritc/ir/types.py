@@ -36,6 +36,12 @@ class DType(enum.Enum):
     I64 = ("i64", np.dtype(np.int64), 7, 64)
     U64 = ("u64", np.dtype(np.uint64), 13, 64)
     BOOL = ("bool", np.dtype(np.bool_), 9, 8)
+    # ONNX's 4- and 2-bit integers: one value per byte in numpy (ml_dtypes' containers hold the value's low bits,
+    # the rest of the byte zero) and in compiled code; packed only in ONNX tensors.
+    I4 = ("i4", np.dtype(ml_dtypes.int4), 22, 4)
+    U4 = ("u4", np.dtype(ml_dtypes.uint4), 21, 4)
+    I2 = ("i2", np.dtype(ml_dtypes.int2), 26, 2)
+    U2 = ("u2", np.dtype(ml_dtypes.uint2), 25, 2)
     # Trits {-1, 0, +1}; held as int8 in numpy, packed by codegen. No ONNX equivalent.
     T2 = ("t2", np.dtype(np.int8), None, 2)
 
@@ -64,6 +70,12 @@ class DType(enum.Enum):
         return self.is_float or self in _SIGNED_INTS or self is DType.T2
 
     @property
+    def is_sub_byte(self) -> bool:
+        """An integer narrower than a byte (i4, u4, i2, u2): a storage type, which only casts, quantization and
+        data movement take (as in ONNX); arithmetic refuses it."""
+        return self in _SUB_BYTE_INTS
+
+    @property
     def itemsize(self) -> int:
         """Bytes per element in the unpacked (numpy) form."""
         return self.np_dtype.itemsize
@@ -90,8 +102,9 @@ class DType(enum.Enum):
 
 
 _FLOATS = frozenset({DType.F32, DType.F16, DType.BF16, DType.F64})
-_SIGNED_INTS = frozenset({DType.I8, DType.I16, DType.I32, DType.I64})
-_INTS = _SIGNED_INTS | frozenset({DType.U8, DType.U16, DType.U32, DType.U64})
+_SIGNED_INTS = frozenset({DType.I8, DType.I16, DType.I32, DType.I64, DType.I4, DType.I2})
+_SUB_BYTE_INTS = frozenset({DType.I4, DType.U4, DType.I2, DType.U2})
+_INTS = _SIGNED_INTS | _SUB_BYTE_INTS | frozenset({DType.U8, DType.U16, DType.U32, DType.U64})
 _BY_NAME = {d.ir_name: d for d in DType}
 _BY_ONNX = {d.onnx_code: d for d in DType if d.onnx_code is not None}
 

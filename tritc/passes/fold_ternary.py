@@ -6,10 +6,10 @@
 A conv's weight W[M, C/g, k...] folds as its im2col matrix [C/g * prod(k), M] into `ternary_conv`.
 Modes: `exact` folds every weight that already is trits times a per-tensor, per-output-channel
 or per-group scale (lossless: what a BitNet-trained model exports, or a 2-bit narrow-range
-QONNX Quant / an int8 DequantizeLinear of values in {-1,0,1}), the head and tied embeddings too;
-`absmean` quantises any float weight as BitNet b1.58 does (scale = mean|W|, trit = clip(round(W/scale),
--1, 1)) and keeps the output head and embedding tables in float (ternary_policy.py); `off`.
-`include` / `exclude` patterns override. Every layer considered gets a line in the report, with why.
+QONNX Quant / a DequantizeLinear of integer codes in {-1,0,1}, int8 or INT4 / INT2), the head and tied
+embeddings too; `absmean` quantises any float weight as BitNet b1.58 does (scale = mean|W|, trit =
+clip(round(W/scale), -1, 1)) and keeps the output head and embedding tables in float (ternary_policy.py);
+`off`. `include` / `exclude` patterns override. Every layer considered gets a line in the report, with why.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import OptionError
+from ..ir.casts import int_values
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.qonnx import int_range
 from ..ir.ops.quant import expand_param
@@ -70,13 +71,13 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
     if p.op == "dequantize_linear":
         q, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
         zp = _constant(graph, p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] is not None else np.zeros((), np.int8)
-        if q is None or s is None or zp is None or q.ndim != 2 or q.dtype.kind not in "iu":
+        if q is None or s is None or zp is None or q.ndim != 2 or not DType.from_numpy(q.dtype).is_int:
             return None
         try:  # a per-axis zero point broadcasts along `axis`, not numpy's trailing axis
             zp = expand_param(zp, q.shape, int(p.attrs.get("axis", 1)), int(p.attrs.get("block_size", 0)), "x_zero_point")
         except ValueError:
             return None
-        codes = q.astype(np.int32) - zp.astype(np.int32)
+        codes = int_values(q) - int_values(zp)  # 8/16/32-bit codes, and INT4 / INT2 ones (ml_dtypes containers)
         values = _evaluate(p, graph)
         key = p.inputs[0].producer.attrs.get("ref", p.inputs[0].name) if p.inputs[0].producer else p.inputs[0].name
         note = ""

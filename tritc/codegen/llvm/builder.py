@@ -29,11 +29,12 @@ _ELEM = {
     DType.F32: F32, DType.F16: F16, DType.F64: F64, DType.BF16: BF16,
     DType.I8: I8, DType.U8: I8, DType.I16: I16, DType.U16: I16, DType.I32: I32, DType.U32: I32,
     DType.I64: I64, DType.U64: I64, DType.BOOL: I8, DType.T2: I8,
+    DType.I4: I8, DType.U4: I8, DType.I2: I8, DType.U2: I8,  # one value per byte, in the byte's low bits
 }
 
 
 def elem_type(dtype: DType) -> ir.Type:
-    """The LLVM type one element of `dtype` is stored as (bool as i8, bf16 as i16 bits)."""
+    """The LLVM type one element of `dtype` is stored as (bool as i8, bf16 as i16 bits, 4- and 2-bit ints as i8)."""
     return _ELEM[dtype]
 
 

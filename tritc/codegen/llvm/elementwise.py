@@ -62,7 +62,7 @@ def scalar(*ops: str) -> Callable[[ScalarEmitter], ScalarEmitter]:
 
 
 def compute_type(dtype: DType) -> ir.Type:
-    """The LLVM type a value of `dtype` is computed in."""
+    """The LLVM type a value of `dtype` is computed in (4- and 2-bit ints: i8, sign- or zero-extended)."""
     if dtype is DType.BOOL:
         return I1
     if dtype is DType.BF16:
@@ -155,6 +155,11 @@ def to_compute(b: ir.IRBuilder, raw: ir.Value, dtype: DType) -> ir.Value:
         return b.icmp_unsigned("!=", raw, ir.Constant(raw.type, 0))
     if dtype is DType.BF16:  # bf16 bits are the high half of an f32
         return b.bitcast(b.shl(b.zext(raw, I32), ir.Constant(I32, 16)), F32)
+    if dtype.is_sub_byte:  # the value is the byte's low bits (the others are ignored, as ml_dtypes does)
+        if dtype.is_signed:
+            unused = ir.Constant(raw.type, 8 - dtype.bits)
+            return b.ashr(b.shl(raw, unused), unused)
+        return b.and_(raw, ir.Constant(raw.type, (1 << dtype.bits) - 1))
     return raw
 
 
@@ -163,11 +168,13 @@ def to_storage(b: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
         return b.zext(value, elem_type(dtype))
     if dtype is DType.BF16:
         return f32_to_bf16_bits(b, value)
+    if dtype.is_sub_byte:  # the low bits, the rest of the byte zero (ml_dtypes' layout)
+        return b.and_(value, ir.Constant(value.type, (1 << dtype.bits) - 1))
     return value
 
 
 def f32_to_bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Round-to-nearest-even f32 -> bf16 bits (NaN kept quiet), as ml_dtypes does."""
+    """Round-to-nearest-even f32 -> bf16 bits, a NaN made quiet (tritc/ir/casts.py's rule)."""
     bits = b.bitcast(x, I32)
     lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
     rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb))
@@ -180,6 +187,19 @@ def f32_to_bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """An f32 rounded to the nearest bf16 value, still as f32."""
     return to_compute(b, f32_to_bf16_bits(b, x), DType.BF16)
+
+
+def f64_to_f32_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """f64 -> f32 rounding to odd: truncate toward zero, then set the last bit if inexact. Rounding the result
+    again to f16 or bf16 (<= 22 bits) gives the correctly rounded value of x."""
+    y = b.fptrunc(x, F32)
+    back = b.fpext(y, x.type)
+    fabs = f"llvm.fabs.{suffix(x.type)}"
+    away = b.fcmp_ordered(">", intrinsic(b, fabs, x.type, [back]), intrinsic(b, fabs, x.type, [x]))
+    bits = b.bitcast(y, I32)
+    bits = b.select(away, b.sub(bits, ir.Constant(I32, 1)), bits)
+    bits = b.select(b.fcmp_ordered("!=", back, x), b.or_(bits, ir.Constant(I32, 1)), bits)
+    return b.bitcast(bits, F32)
 
 
 def store_compute(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Value, dtype: DType) -> None:
@@ -331,6 +351,6 @@ def lower_elementwise(ctx: NodeCtx) -> None:
     emit_elementwise(ctx)
 
 
-__all__ = ["SCALAR", "WORK", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "is_float",
+__all__ = ["SCALAR", "WORK", "Scalar", "broadcast_loop", "collapse_dims", "compute_type", "emit_elementwise", "f64_to_f32_odd", "is_float",
            "load_compute", "lower_elementwise", "parallel_range", "round_bf16", "scalar", "store_compute", "to_compute",
            "to_storage"]

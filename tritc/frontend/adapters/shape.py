@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir.casts import convert
 from . import ImportNode, adapter
 
 
@@ -44,4 +45,4 @@ def pad_attributes(node: ImportNode) -> None:
     if data is None:
         raise ValueError("Pad-2 has no data input")
     node.pad_inputs(3)
-    node.inputs[2] = node.const(np.array(value).astype(data.type.dtype.np_dtype), "value")
+    node.inputs[2] = node.const(convert(np.array(value, np.float64), data.type.dtype), "value")  # Pad-2's float, cast

@@ -2,7 +2,8 @@
 and activations. Binary ops broadcast like numpy (ONNX multidirectional broadcasting).
 
 Every function returns an array of exactly the dtype its type rule declares: numpy's own
-promotions (and its habit of returning scalars for 0-d operands) are undone by `_as`.
+promotions (and its habit of returning scalars for 0-d operands) are undone by `_as`, which
+converts by tritc's cast rules (tritc/ir/casts.py), as `cast` does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..casts import as_dtype, convert
 from ..types import DType, TensorType
 from . import Float, InferContext, Int, Str, Type, TypeRule, TypeRuleError, defop
 from .rules import broadcast_shapes, require_dtype, same_dtype
@@ -22,9 +24,7 @@ from .rules import broadcast_shapes, require_dtype, same_dtype
 _NARROW_FLOATS = (np.dtype(np.float16), DType.BF16.np_dtype)
 
 
-def _as(result: object, dtype: np.dtype) -> np.ndarray:
-    """`result` as an ndarray of exactly `dtype`."""
-    return np.asarray(result).astype(dtype, copy=False)
+_as = as_dtype  # `result` as an ndarray of exactly `dtype`
 
 
 def _wide(x: np.ndarray) -> np.ndarray:
@@ -112,14 +112,14 @@ def _pow_rule(ctx: InferContext) -> list[TensorType]:
 
 @defop("pow", onnx="Pow", since=(7, 12, 13, 15), inputs=["X", "Y"], outputs=["Z"], infer=_pow_rule)
 def pow_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x ** y in x's dtype; the exponent may have another dtype. Integer results truncate toward
-    zero like C's pow() cast back (numpy refuses negative integer exponents, so those go through
-    float64)."""
+    """x ** y in x's dtype; the exponent may have another dtype. Integer x with a float or negative
+    exponent: pow in float64 cast back (truncated and saturated to int64, then wrapped to x's dtype;
+    numpy refuses negative integer exponents); otherwise the exact power, wrapped."""
     with np.errstate(all="ignore"):
         if x.dtype.kind in "iu" and y.dtype.kind in "iu":
             negative = y < 0
             exact = np.power(x.astype(np.int64), np.where(negative, 0, y).astype(np.int64))
-            via_float = np.trunc(np.power(x.astype(np.float64), y.astype(np.float64))).astype(np.int64)
+            via_float = convert(np.power(x.astype(np.float64), y.astype(np.float64)), DType.I64)
             return _as(np.where(negative, via_float, exact), x.dtype)
         if x.dtype.kind in "iu":
             return _as(np.trunc(np.power(x.astype(np.float64), y.astype(np.float64))), x.dtype)
@@ -319,11 +319,9 @@ _CAST_ATTRS = {"saturate": Int(1), "round_mode": Str("up")}
 @defop("cast", onnx="Cast", since=(6, 9, 13, 19, 21, 23, 24, 25, 28), inputs=["input"], outputs=["output"],
        attrs={"to": Type(), **_CAST_ATTRS}, infer=_cast_rule)
 def cast(x: np.ndarray, *, to: DType, saturate: int, round_mode: str) -> np.ndarray:
-    """numpy's astype: floats to integers truncate, integers wrap, nonzero (and nan) is True,
-    floats round to nearest even and overflow to inf. Out-of-range floats to integers are
-    undefined in ONNX."""
-    with np.errstate(all="ignore"):
-        return _as(x.astype(to.np_dtype), to.np_dtype)
+    """tritc's cast rules (docs/OPS.md, Casts): floats round once to nearest even (+-inf out of range),
+    integers wrap, floats to integers truncate and saturate (NaN -> 0), zero is False and the rest True."""
+    return convert(x, to)
 
 
 def _cast_like_rule(ctx: InferContext) -> list[TensorType]:
@@ -333,8 +331,7 @@ def _cast_like_rule(ctx: InferContext) -> list[TensorType]:
 @defop("cast_like", onnx="CastLike", since=(15, 19, 21, 23, 24, 25), inputs=["input", "target_type"], outputs=["output"],
        attrs=_CAST_ATTRS, infer=_cast_like_rule)
 def cast_like(x: np.ndarray, target: np.ndarray, *, saturate: int, round_mode: str) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return _as(x.astype(target.dtype), target.dtype)
+    return convert(x, DType.from_numpy(target.dtype))
 
 
 def _clip_rule(ctx: InferContext) -> list[TensorType]:

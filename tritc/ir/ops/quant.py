@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dims
+from ..casts import convert, float_to_int, float_values, int_range, int_values
 from ..types import DType, Shape, TensorType
 from . import InferContext, Int, Ints, Str, Type, TypeRuleError, defop
 from .rules import broadcast_shapes, norm_axis, require_dtype
 
-QUANT_TYPES = (DType.I8, DType.U8, DType.I16, DType.U16)
+QUANT_TYPES = (DType.I8, DType.U8, DType.I16, DType.U16, DType.I4, DType.U4, DType.I2, DType.U2)
 SCALE_TYPES = (DType.F32, DType.F16, DType.BF16)
 INT8_TYPES = (DType.I8, DType.U8)
 
@@ -24,10 +25,11 @@ INT8_TYPES = (DType.I8, DType.U8)
 
 
 def saturating_cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Rounded float values clipped to an integer dtype's range; NaN becomes the range minimum."""
-    info = np.iinfo(dtype)
-    v = np.clip(np.asarray(values, dtype=np.float64), info.min, info.max)
-    return np.where(np.isnan(v), info.min, v).astype(dtype)
+    """Rounded float values saturated to an integer dtype's range (the float -> int cast of tritc/ir/casts.py),
+    except that NaN becomes the range minimum, as onnxruntime quantizes it."""
+    to = DType.from_numpy(dtype)
+    v = np.asarray(values, dtype=np.float64)
+    return float_to_int(np.where(np.isnan(v), float(int_range(to)[0]), v), to)
 
 
 def check_scale(scale: np.ndarray, what: str) -> None:
@@ -73,7 +75,9 @@ def check_quant_params(x: TensorType, scale: TensorType, zero: TensorType | None
     if block_size < 0:
         raise TypeRuleError(f"block_size must be positive, got {block_size}")
     if zero is not None and scale.shape is not None and zero.shape is not None:
+        per_tensor = {(), (1,)}  # a scalar or a one-element vector: the same per-tensor parameter (ONNX's tests mix them)
         same = len(zero.shape) == len(scale.shape) and all(dims.equal(a, b) is not False for a, b in zip(zero.shape, scale.shape))
+        same = same or zero.shape in per_tensor and scale.shape in per_tensor
         if not same:
             raise TypeRuleError(f"zero point {zero} must have the shape of the scale {scale}")
     if scale.shape is None or x.shape is None:
@@ -156,10 +160,11 @@ def quantize_linear(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray
     out = y_zero_point.dtype if y_zero_point is not None else (output_dtype or DType.U8).np_dtype
     check_scale(y_scale, "y_scale")
     dt = _division_dtype(y_scale, precision)
-    scale = expand_param(y_scale, x.shape, axis, block_size, "y_scale").astype(dt)
-    q = np.rint((x.astype(dt) / scale).astype(np.float64))
+    to = DType.from_numpy(dt)
+    scale = convert(expand_param(y_scale, x.shape, axis, block_size, "y_scale"), to)
+    q = np.rint(float_values(convert(x, to) / scale))
     if y_zero_point is not None:
-        q = q + expand_param(y_zero_point, x.shape, axis, block_size, "y_zero_point").astype(np.float64)
+        q = q + int_values(expand_param(y_zero_point, x.shape, axis, block_size, "y_zero_point"))
     return saturating_cast(q, out)
 
 
@@ -169,11 +174,11 @@ def dequantize_linear(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
                       block_size: int, output_dtype: DType | None) -> np.ndarray:
     """y = (x - x_zero_point) * x_scale: the difference is exact, the product float32, then cast to the output type."""
     out = output_dtype.np_dtype if output_dtype is not None else x_scale.dtype
-    diff = x.astype(np.int64)
+    diff = int_values(x)
     if x_zero_point is not None:
-        diff = diff - expand_param(x_zero_point, x.shape, axis, block_size, "x_zero_point").astype(np.int64)
-    scale = expand_param(x_scale, x.shape, axis, block_size, "x_scale").astype(np.float32)
-    return (diff.astype(np.float32) * scale).astype(out)
+        diff = diff - int_values(expand_param(x_zero_point, x.shape, axis, block_size, "x_zero_point"))
+    scale = convert(expand_param(x_scale, x.shape, axis, block_size, "x_scale"), DType.F32)
+    return convert(convert(diff, DType.F32) * scale, DType.from_numpy(out))
 
 
 def _dynamic_quantize_type(ctx: InferContext) -> list[TensorType]:

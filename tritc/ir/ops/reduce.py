@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..casts import as_dtype
 from ..types import Dim, DType, TensorType
 from . import InferContext, Int, TypeRuleError, defop
 from .rules import const_ints, norm_axes, norm_axis, require_dtype
@@ -23,9 +24,7 @@ from .rules import const_ints, norm_axes, norm_axis, require_dtype
 _NARROW_FLOATS = (np.dtype(np.float16), DType.BF16.np_dtype)
 
 
-def _as(result: object, dtype: np.dtype) -> np.ndarray:
-    """`result` as an ndarray of exactly `dtype` (numpy returns scalars and promotes)."""
-    return np.asarray(result).astype(dtype, copy=False)
+_as = as_dtype  # `result` as an ndarray of exactly `dtype` (numpy returns scalars and promotes)
 
 
 def _wide(x: np.ndarray) -> np.ndarray:

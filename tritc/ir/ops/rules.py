@@ -102,10 +102,11 @@ def elementwise(dtype: DType | None = None, operands: Sequence[int] | None = Non
 
 
 def require_dtype(t: TensorType, allowed: Sequence[DType] | str, what: str) -> None:
-    """Check a dtype against a list, or a class: "float", "int", "numeric"."""
+    """Check a dtype against a list, or a class: "float", "int", "numeric" (the 4- and 2-bit integers are storage
+    types, in neither class: ops that take them list them)."""
     if isinstance(allowed, str):
-        ok = {"float": t.dtype.is_float, "int": t.dtype.is_int,
-              "numeric": t.dtype.is_float or t.dtype.is_int}[allowed]
+        arithmetic_int = t.dtype.is_int and not t.dtype.is_sub_byte
+        ok = {"float": t.dtype.is_float, "int": arithmetic_int, "numeric": t.dtype.is_float or arithmetic_int}[allowed]
         if not ok:
             raise TypeRuleError(f"{what} must be {allowed}, got {t.dtype}")
     elif t.dtype not in allowed:

@@ -13,7 +13,7 @@ import numpy as np
 from ....ir.types import DType
 from ..builder import F16, F32, F64, I32, I64, PTR, elem_type, for_range, gep
 from ..context import Buf, NodeCtx
-from ..elementwise import to_compute, to_storage
+from ..elementwise import f64_to_f32_odd, to_compute, to_storage
 from ..kernels.matmul import Gen
 from ..kernels.vec import entry_alloca
 
@@ -83,24 +83,12 @@ def convert(b: ir.IRBuilder, v: ir.Value, t: ir.Type) -> ir.Value:
     if src == t:
         return v
     if src == F64 and t == F16:
-        return b.fptrunc(_f64_to_f32_odd(b, v), F16)
+        return b.fptrunc(f64_to_f32_odd(b, v), F16)
     if _width(src) and _width(t):
         return b.fpext(v, t) if _width(src) < _width(t) else b.fptrunc(v, t)
     if isinstance(src, ir.IntType) and _width(t):
         return b.uitofp(v, t) if src.width == 1 else b.sitofp(v, t)
     raise TypeError(f"cannot convert {src} to {t}")
-
-
-def _f64_to_f32_odd(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    """v rounded to f32 toward zero with the last bit set when inexact (round to odd), so that rounding the
-    result to f16 rounds v correctly. LLVM would call __truncdfhf2, which the process may not have."""
-    r = b.fptrunc(v, F32)
-    bits = b.bitcast(r, I32)
-    inexact = b.fcmp_ordered("!=", b.fpext(r, F64), v)
-    away = b.fcmp_ordered(">", _intrinsic(b, "llvm.fabs", b.fpext(r, F64)), _intrinsic(b, "llvm.fabs", v))
-    toward_zero = b.select(away, b.sub(bits, ir.Constant(I32, 1)), bits)
-    odd = b.or_(toward_zero, ir.Constant(I32, 1))
-    return b.bitcast(b.select(inexact, odd, bits), F32)
 
 
 def _intrinsic(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:

@@ -14,6 +14,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....errors import UnsupportedError
+from ....ir.casts import int_range
 from ....ir.ops.quant import _conv_params
 from ....ir.types import DType
 from ..builder import (
@@ -24,7 +25,6 @@ from ..builder import (
     I64,
     broadcast_strides,
     contiguous_strides,
-    elem_type,
     for_nest,
     for_range,
     gep,
@@ -34,9 +34,10 @@ from ..builder import (
     suffix,
 )
 from ..context import Buf, NodeCtx
-from ..elementwise import f32_to_bf16_bits, to_compute
+from ..elementwise import to_compute, to_storage
 from ..kernels.vec import entry_alloca
 from . import lowering
+from .elementwise_cast import convert
 
 # ---- float helpers: values live in their dtype's compute type (half, f32, f64; bf16 as a rounded f32) ----------
 
@@ -47,26 +48,17 @@ def ftype(dtype: DType) -> ir.Type:
 
 
 def fix(b: ir.IRBuilder, v: ir.Value, dtype: DType) -> ir.Value:
-    """v rounded to dtype's precision: a no-op except for bf16, which is computed in f32."""
-    if dtype is DType.BF16:
-        if v.type != F32:
-            v = b.fptrunc(v, F32) if v.type == F64 else b.fpext(v, F32)
-        return to_compute(b, f32_to_bf16_bits(b, v), DType.BF16)
-    return v
+    """v (any float compute type) rounded once to dtype's precision, in dtype's compute type: for a v already of
+    that type a no-op except for bf16, which is computed in f32."""
+    return convert(b, v, _FLOAT_OF[v.type], dtype)
 
 
 def fcast(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
-    """numpy's astype(dst) of a value held in src's compute type (ints as iN), into dst's compute type."""
-    t = ftype(dst)
-    if src.is_int or src is DType.BOOL:
-        via = F32 if dst is DType.BF16 else t  # int -> bf16 goes through float, as ml_dtypes does
-        w = b.uitofp(v, via) if (src is DType.BOOL or not src.is_signed) else b.sitofp(v, via)
-        return fix(b, w, dst)
-    if src is dst or (v.type == t and dst is not DType.BF16):
-        return v
-    if dst is DType.BF16:
-        return fix(b, v, dst)
-    return b.fpext(v, t) if _width(v.type) < _width(t) else b.fptrunc(v, t)
+    """A value held in src's compute type (ints as iN) cast to the float dtype dst, in dst's compute type."""
+    return convert(b, v, src, dst)
+
+
+_FLOAT_OF = {F16: DType.F16, F32: DType.F32, F64: DType.F64}
 
 
 def _width(t: ir.Type) -> int:
@@ -88,17 +80,12 @@ def load_f(b: ir.IRBuilder, buf: Buf, index: ir.Value | int, dst: DType) -> ir.V
 
 def store_f(b: ir.IRBuilder, v: ir.Value, buf: Buf, index: ir.Value | int) -> None:
     """Store a float value (any float compute type) into buf, rounded to buf's dtype."""
-    d = buf.dtype
-    if d is DType.BF16:
-        v = f32_to_bf16_bits(b, widen(b, v, F32))
-    else:
-        v = widen(b, v, ftype(d))
-    b.store(v, gep(b, buf.ptr, index, buf.elem))
+    b.store(to_storage(b, fix(b, v, buf.dtype), buf.dtype), gep(b, buf.ptr, index, buf.elem))
 
 
 def load_i32(b: ir.IRBuilder, buf: Buf, index: ir.Value | int) -> ir.Value:
-    """An 8/16/32-bit integer element widened to i32 (sign- or zero-extended by its dtype)."""
-    raw = load(b, buf.ptr, index, buf.elem)
+    """A 2/4/8/16/32-bit integer element widened to i32 (sign- or zero-extended by its dtype)."""
+    raw = to_compute(b, load(b, buf.ptr, index, buf.elem), buf.dtype)
     if raw.type == I32:
         return raw
     return b.sext(raw, I32) if buf.dtype.is_signed else b.zext(raw, I32)
@@ -110,14 +97,11 @@ def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
 
 
 def saturate(b: ir.IRBuilder, v: ir.Value, out: DType) -> ir.Value:
-    """An integral float (or NaN / inf) clipped to out's range, NaN to its minimum, as out's storage integer."""
-    info = np.iinfo(out.np_dtype)
-    lo, hi = ir.Constant(v.type, float(info.min)), ir.Constant(v.type, float(info.max))
-    c = b.select(b.fcmp_ordered("<", v, lo), lo, v)
-    c = b.select(b.fcmp_ordered(">", c, hi), hi, c)
-    c = b.select(b.fcmp_unordered("uno", v, v), lo, c)
-    i = b.fptosi(c, I32)
-    return i if elem_type(out) == I32 else b.trunc(i, elem_type(out))
+    """An integral float (or NaN / inf) saturated to out's range, as out's storage integer: the float -> int cast,
+    except that NaN becomes the minimum (the interpreter's saturating_cast)."""
+    lowest = ir.Constant(v.type, float(int_range(out)[0]))
+    v = b.select(b.fcmp_unordered("uno", v, v), lowest, v)
+    return to_storage(b, convert(b, v, _FLOAT_OF[v.type], out), out)
 
 
 def requantize(b: ir.IRBuilder, acc: ir.Value, multiplier: ir.Value, zero: ir.Value, out: DType) -> ir.Value:
