@@ -19,29 +19,25 @@ from tritc.ir.interpreter import run
 from tritc.ir.ops.quant import dequantize_linear
 from tritc.ir.ternary import TernaryWeight
 from tritc.ir.types import DType, TensorType
-from tritc.passes import PassManager
-from tritc.passes.fold_ternary import FoldTernary
-from tritc.passes.pipelines import pipeline
+from tritc.passes.fold_ternary import fold_report
+from tritc.passes.ternary_report import TernaryReport
+
+from .ternary_helpers import run_pipeline
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "int2" / "ternary_int2_mlp.onnx"
 RNG = np.random.default_rng(3)
 X = RNG.standard_normal((5, 64)).astype(np.float32)
 
 
-def fold_cpu(g: Graph, include: tuple[str, ...] = ()) -> FoldTernary:
+def fold_cpu(g: Graph, include: tuple[str, ...] = ()) -> TernaryReport:
     """The cpu pipeline with exact fold-ternary (fold-constants evaluates the DequantizeLinear of constants before
-    it); its fold-ternary pass (the report)."""
-    passes = pipeline("cpu", ternary="exact", include=include)
-    PassManager(passes).run(g)
-    (f,) = [p for p in passes if isinstance(p, FoldTernary)]
-    return f
+    it); the report of its fold-ternary step."""
+    return run_pipeline(g, mode="exact", include=include)
 
 
-def fold_alone(g: Graph) -> FoldTernary:
+def fold_alone(g: Graph) -> TernaryReport:
     """fold-ternary by itself (exact, every layer): it reads the DequantizeLinear of integer codes."""
-    f = FoldTernary(include=("*",))
-    PassManager([f]).run(g)
-    return f
+    return fold_report(g, include=("*",))
 
 
 # ---- the fixture ------------------------------------------------------------------------------
@@ -81,7 +77,7 @@ def test_fixture_matches_onnxruntime():
 def test_fixture_folds_exactly_and_compiles():
     g = load_model(FIXTURE)
     before = run(g, {"x": X})["y"]
-    report = fold_cpu(g, include=("fc2*",)).report  # fc2 is the output head: folded when included
+    report = fold_cpu(g, include=("fc2*",))  # fc2 is the output head (folds in exact mode; included anyway)
     layers = {lay.name: lay for lay in report.layers}
     assert set(layers) == {"fc1.weight", "fc2.weight"}
     assert all(lay.folded and lay.exact for lay in layers.values())
@@ -138,7 +134,7 @@ def test_low_bit_dequantize_linear_folds_exactly(dtype, layout):
     g = dq_graph(codes, scale, zero, axis, block)
     x = RNG.standard_normal((3, k)).astype(np.float32)
     before = run(g, {"x": x})["y"]
-    (lay,) = fold_alone(g).report.layers
+    (lay,) = fold_alone(g).layers
     assert lay.folded and lay.exact and lay.granularity == want and lay.source == "dequantize_linear", lay
     assert [n.op for n in g.nodes if n.op in ("matmul", "ternary_matmul")] == ["ternary_matmul"]
     (tm,) = [nd for nd in g.nodes if nd.op == "ternary_matmul"]
@@ -155,6 +151,6 @@ def test_int4_codes_beyond_trits_are_left_alone():
     codes = trit_codes(32, 8, ml_dtypes.int4)
     codes[5, 3] = np.array(-5, ml_dtypes.int4)
     g = dq_graph(codes, RNG.uniform(0.1, 1, 8).astype(np.float32), None, 1, 0)
-    (lay,) = fold_alone(g).report.layers
+    (lay,) = fold_alone(g).layers
     assert not lay.folded and "[-5]" in lay.note and "not ternary" in lay.note
     assert "ternary_matmul" not in [n.op for n in g.nodes]
