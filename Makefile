@@ -44,8 +44,10 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python $(PIP) --upgrade pip setuptools
 	.venv-latest/bin/python $(PIP) --upgrade -e '.[test]'
-	@.venv-latest/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
-		| grep -vxFf $(LOCK) | sed 's/^/newer than the lock: /' || echo "the newest releases are the locked ones"
+	@newer="$$(.venv-latest/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
+		| grep -vxFf $(LOCK))"; \
+	if [ -n "$$newer" ]; then echo "$$newer" | sed 's/^/not the locked version: /'; \
+	else echo "the newest releases are the locked versions"; fi
 	.venv-latest/bin/python -m pytest -n 2 -q
 
 # Refresh the lock: install the newest releases into a scratch venv and write their exact versions.
