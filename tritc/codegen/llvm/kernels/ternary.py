@@ -24,7 +24,6 @@ from ..packing import padded
 from ..target import Target
 from .ternary_float import accumulate_float, emit_nonfinite_fixup
 from .ternary_int8 import MASKED_MAX_KB, accumulate_avx2, accumulate_portable, accumulate_vnni
-from .ternary_lut import accumulate_lut
 from .ternary_quant import emit_quantize, emit_scratch, heap_bytes
 from .threads import TASK_FN, default_threads, emit_parallel_call
 from .vec import V16F32, activation, add, entry_alloca, free_scratch, load_prefix, mul, sload, slots, splat, store_prefix, vload
@@ -112,9 +111,9 @@ def plan_tiles(spec: MatmulSpec, isa: str) -> TilePlan:
     """Register tile per ISA and mode, sized so accumulators, codes and masks fit the register file."""
     grouped = spec.granularity == "per_group"
     if spec.act == "float":
-        if isa == "avx512vnni":  # pair tables: 8 chunks share a token's tables; 4 x 4 when tokens share the indexes
+        if isa == "avx512vnni":  # pair tables (ternary_lut.py): 8 chunks share a table, 4 tokens an index
             return TilePlan(1, 8) if spec.M == 1 else TilePlan(min(spec.M, 4), 4)
-        return TilePlan(min(spec.M, 2), 1) if isa == "avx2" else TilePlan(1, 1)
+        return TilePlan(min(spec.M, 4), 1)  # decoded trits (ternary_decode.py), shared by 4 tokens
     if isa == "avx512vnni":
         if spec.M == 1 and spec.GKB <= MASKED_MAX_KB:
             return TilePlan(1, 4, masked=True)
@@ -275,8 +274,6 @@ def _group_partial(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, n
         for t in range(mt):
             sq = sload(b, f.sumq, add(b, mul(b, add(b, m0, t), spec.G), g), I32)
             out.append([b.sitofp(b.sub(raw[t][c], splat(b, sq, 16)), V16F32) for c in range(nc)])
-    elif f.isa == "avx512vnni":
-        out = accumulate_lut(f, m0, nb0, mt, nc, kb0, nkb)
     else:
         out = accumulate_float(f, m0, nb0, mt, nc, kb0, nkb)
     return [[b.fmul(out[t][c], _scale(f, add(b, nb0, c), g)) for c in range(nc)] for t in range(mt)]

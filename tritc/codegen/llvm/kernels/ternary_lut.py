@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import llvmlite.ir as ir
 
 from ..builder import F32
-from .ternary_int8 import accumulate_loop, chunk_byte
-from .vec import V16F32, V16I32, add, call, const_vec, mul, sload, splat, vload_bytes
+from .kloop import accumulate_blocks, chunk_byte
+from .vec import V16F32, V16I32, add, call, const_vec, mul, sload, splat, tree_sum, vload_bytes
 
 if TYPE_CHECKING:
     from .ternary import Frame
@@ -32,33 +32,11 @@ MIN_CHAINS = 4  # independent add chains per tile, so vaddps latency never limit
 
 def accumulate_lut(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, nc: int,
                    kb0: ir.Value | int, nkb: int) -> list[list[ir.Value]]:
-    """sum_k x[m, k] * trit(k, n) for the tile, as acc[t][c] <16 x f32>, over K blocks [kb0, kb0 + nkb).
-
-    A K block that runs past K (the last one when K % 16) is emitted separately with only its valid
-    k, so x is never read past its row."""
-    spec, b = f.spec, f.b
+    """sum_k x[m, k] * trit(k, n) for the tile, as acc[t][c] <16 x f32>, over K blocks [kb0, kb0 + nkb)."""
     split = max(1, MIN_CHAINS // (mt * nc))  # partial sums per output vector (pairs alternate between them)
-    full, tail = nkb, 0
-    if isinstance(kb0, int) and kb0 + nkb == spec.KB and spec.K % 16:
-        full, tail = nkb - 1, spec.K % 16
-    shape = (mt, nc, split)
-    sums = None
-    if full:
-        sums = accumulate_loop(f, shape, V16F32, kb0, full, lambda acc, kb: _step(f, acc, m0, nb0, mt, nc, kb, 16),
-                               lambda acc: acc)
-    if tail:
-        start = sums or [[[const_vec(V16F32, 0.0)] * split for _ in range(nc)] for _ in range(mt)]
-        flat = _step(f, start, m0, nb0, mt, nc, add(b, kb0, full), tail)
-        sums = [[flat[(t * nc + c) * split:(t * nc + c + 1) * split] for c in range(nc)] for t in range(mt)]
-    assert sums is not None
-    return [[_sum(b, sums[t][c]) for c in range(nc)] for t in range(mt)]
-
-
-def _sum(b: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
-    total = values[0]
-    for v in values[1:]:
-        total = b.fadd(total, v)
-    return total
+    sums = accumulate_blocks(f, (mt, nc, split), V16F32, kb0, nkb,
+                             lambda acc, kb, kcount: _step(f, acc, m0, nb0, mt, nc, kb, kcount))
+    return [[tree_sum(f.b, sums[t][c]) for c in range(nc)] for t in range(mt)]
 
 
 def _step(f: Frame, acc: list, m0: ir.Value | int, nb0: ir.Value | int, mt: int, nc: int,
