@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import llvmlite.ir as ir
 
-from .vec import add, const_vec, loop, mul, slots
+from ..builder import I8, I32
+from .vec import add, call, const_vec, ival, loop, mul, slots
 
 if TYPE_CHECKING:
     from .ternary import Frame
@@ -17,6 +18,18 @@ if TYPE_CHECKING:
 def chunk_byte(f: Frame, nb: ir.Value | int, kb: ir.Value | int) -> ir.Value | int:
     """Byte offset of chunk (nb, kb) in the packed weights."""
     return mul(f.b, add(f.b, mul(f.b, nb, f.spec.KB), kb), 64)
+
+
+def prefetch_chunks(f: Frame, nb0: ir.Value | int, nc: int, kb: ir.Value | int, ahead: int) -> None:
+    """Software prefetch of the tile's chunks `ahead` K blocks on (one line per output block).
+
+    Past the end of a block's column it touches the next one's or nothing: a prefetch never faults, and the
+    address is computed without `inbounds`, so it is not undefined behaviour either."""
+    b = f.b
+    for c in range(nc):
+        byte = add(b, chunk_byte(f, add(b, nb0, c), kb), 64 * ahead)
+        call(b, "llvm.prefetch.p0", ir.VoidType(), b.gep(f.w, [ival(byte)], source_etype=I8),
+             ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1))
 
 
 def accumulate_loop(f: Frame, shape: tuple[int, ...], vtype: ir.VectorType, kb0: ir.Value | int, nkb: int,
