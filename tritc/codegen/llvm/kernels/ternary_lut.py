@@ -70,8 +70,8 @@ def _rotate_right(b: ir.IRBuilder, w: ir.Value, bits: int) -> ir.Value:
     """vprord: every dword lane of w rotated right by `bits` (its bits bits..bits+3 then sit at bit 0).
 
     Inline assembly because LLVM, seeing that vpermps reads only 4 index bits, would turn a
-    rotate (llvm.fshr) into a vpsrld, which on Zen 4/5 shares the permute pipes and costs ~25% of
-    the loop's speed; vprord does not (docs/KERNELS.md)."""
+    rotate (llvm.fshr) into a vpsrld, which on Zen 5 competes with vpermps for its pipes and costs
+    ~25% of the loop's speed; vprord does not (measured: docs/KERNELS.md)."""
     if not bits:
         return w
     return b.call(ir.InlineAsm(ir.FunctionType(V16I32, [V16I32]), f"vprord $${bits}, $1, $0", "=v,v"), [w])
