@@ -21,7 +21,8 @@ def chunk_byte(f: Frame, nb: ir.Value | int, kb: ir.Value | int) -> ir.Value | i
 
 
 def prefetch_chunks(f: Frame, nb0: ir.Value | int, nc: int, kb: ir.Value | int, ahead: int) -> None:
-    """Software prefetch of the tile's chunks `ahead` K blocks on (one line per output block).
+    """Software prefetch of the tile's chunks `ahead` K blocks on (one line per output block), for GEMV weights
+    that are not in the caches (a model larger than the L3); it changes nothing when they are (docs/KERNELS.md).
 
     Past the end of a block's column it touches the next one's or nothing: a prefetch never faults, and the
     address is computed without `inbounds`, so it is not undefined behaviour either."""

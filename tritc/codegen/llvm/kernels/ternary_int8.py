@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import llvmlite.ir as ir
 
 from ..builder import I8, I16, I32, gep
-from .kloop import accumulate_loop, chunk_byte, flatten
+from .kloop import accumulate_loop, chunk_byte, flatten, prefetch_chunks
 from .vec import V16I32, V64I8, add, call, const_vec, ival, loop, mul, sload, slots, splat, vec, vload_bytes
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ CODE_MASK = 0x03030303  # the low 2 bits of each byte
 V8I32, V32I8, V16I16 = vec(I32, 8), vec(I8, 32), vec(I16, 16)
 # The masked VNNI variant's accumulator 3 gains at most 4 * (2 << 6) * 128 = 65536 per K block.
 MASKED_MAX_KB = (2**31 - 1) // 65536
+# The masked GEMV prefetches 2 KiB ahead per weight stream: from DRAM 74-83 -> 99-109 G weights/s (1 KiB: 89-96).
+PREFETCH_BLOCKS = 32
 AVX2_FLUSH_KB = 16  # int16 sums flushed to int32 every 16 K blocks (64 vpmaddubsw): see accumulate_avx2
 
 
@@ -58,6 +60,7 @@ def accumulate_vnni(f: Frame, m0: ir.Value | int, nb0: ir.Value | int, mt: int, 
 
         def step(acc, kb):
             w = [vload_bytes(b, f.w, chunk_byte(f, add(b, nb0, c), kb), V64I8) for c in range(nc)]
+            prefetch_chunks(f, nb0, nc, kb, PREFETCH_BLOCKS)
             xq = [[b.bitcast(splat(b, q_dword(f, add(b, m0, t), kb, j), 16), V64I8) for j in range(4)] for t in range(mt)]
             out = [[[None] * 4 for _ in range(nc)] for _ in range(mt)]
             for c in range(nc):
