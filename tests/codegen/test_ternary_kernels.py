@@ -246,6 +246,49 @@ def test_avx2_and_portable_code_use_their_instructions():
     assert "vpdpbusd" not in portable and "ymm" not in portable and "zmm" not in portable
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("granularity,group_size", [("per_channel", 0), ("per_group", 32)])
+@pytest.mark.parametrize("M,K,N", [(1, 100, 300), (1, 109, 260), (1, 16, 9), (6, 109, 100), (5, 96, 300)])
+def test_float_path_is_exact_on_integer_activations(isa, granularity, group_size, M, K, N):
+    """Small integer x: every partial sum is exact in f32, whatever the order, so the float kernels must equal the
+    interpreter bit for bit. Any misread trit, pair table entry or K-tail k would show. The shapes cover full and
+    partial output tiles of both the GEMV and the GEMM plans, and K % 16 = 4, 13 and 0 (all pairs of a last block)."""
+    if group_size:
+        K = group_size * max(2, K // group_size)
+    rng = np.random.default_rng(K * 7 + N + M)
+    x = rng.integers(-8, 9, (M, K)).astype(np.float32)
+    trits = None
+    if N == 9:  # column n holds trit n % 3 - 1 at even k and n // 3 - 1 at odd k: all 9 code pairs in every pair
+        trits = np.array([[(n % 3 if k % 2 == 0 else n // 3) - 1 for n in range(N)] for k in range(K)], np.int8)
+    w = make_weight(rng, K, N, granularity, group_size, trits)
+    y = kernel(isa, M=M, K=K, N=N, act="float", granularity=granularity, group_size=group_size)(x, w)
+    np.testing.assert_array_equal(y, reference(x, w, "float"))
+
+
+@pytest.mark.parametrize("M", [1, 16])
+def test_avx512_float_code_uses_pair_tables_without_spills(M):
+    """The AVX-512 float loop: vprord indexes and vpermps lookups, no vpsrld (it competes with vpermps for the
+    permute pipes of Zen 4/5, docs/KERNELS.md), no masked adds, no spills."""
+    if host_target().isa != "avx512vnni":
+        pytest.skip("host has no AVX-512")
+    asm = _asm(None, M=M, K=1024, N=256, act="float")
+    inner = max(_loops(asm), key=lambda blk: blk.count("vpermps"))
+    assert inner.count("vpermps") >= 64 and inner.count("vprord") >= 28, inner[:2000]
+    assert "vpsrld" not in inner and "vptestnmd" not in inner and "{%k" not in inner
+    spills = [ln for ln in inner.splitlines() if "(%rsp" in ln and "broadcast" not in ln and "{1to16}" not in ln]
+    assert not spills, spills[:5]
+
+
+def test_avx2_and_portable_float_code_decode_trits():
+    """Without AVX-512 the float loop decodes trits (vpermps on AVX2) and multiplies-adds them: one FMA per k."""
+    avx2 = _asm("-avx512f", M=4, K=256, N=64, act="float")
+    inner = max(_loops(avx2), key=lambda blk: blk.count("vfmadd"))
+    assert inner.count("vfmadd") >= 128 and ("vpermps" in inner or "vpermd" in inner)
+    assert "zmm" not in avx2
+    portable = _asm("generic", M=4, K=256, N=64, act="float")
+    assert "ymm" not in portable and "zmm" not in portable and "cvtdq2ps" in portable
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(granularity="per_group", group_size=24), "multiple of 16"),
     (dict(granularity="per_group", group_size=0), "group size"),
@@ -278,13 +321,15 @@ def test_nan_row_gives_nan_outputs(isa):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("granularity,group_size,activation", [("per_channel", 0, "relu"), ("per_tensor", 0, "silu"),
                                                                ("per_group", 32, None)])
-def test_float_path_non_finite_inputs_like_numpy(isa, bad, granularity, group_size, activation):
-    """0 * NaN and 0 * Inf are NaN in numpy's matmul and Inf - Inf is NaN; the add-only kernel must agree."""
-    M, K, N = 3, 64, 37
+@pytest.mark.parametrize("M", [1, 3])
+def test_float_path_non_finite_inputs_like_numpy(isa, bad, granularity, group_size, activation, M):
+    """0 * NaN and 0 * Inf are NaN in numpy's matmul and Inf - Inf is NaN; the float kernels (GEMV and GEMM) must agree."""
+    K, N = 64, 37
     rng = np.random.default_rng(4)
     x = rng.standard_normal((M, K)).astype(np.float32)
     x[0, 17] = bad
-    x[2, 3], x[2, 40] = np.inf, -np.inf
+    if M > 2:
+        x[2, 3], x[2, 40] = np.inf, -np.inf
     w = make_weight(rng, K, N, granularity, group_size)
     bias = rng.standard_normal(N).astype(np.float32)
     res = rng.standard_normal((M, N)).astype(np.float32)

@@ -111,9 +111,9 @@ def plan_tiles(spec: MatmulSpec, isa: str) -> TilePlan:
     """Register tile per ISA and mode, sized so accumulators, codes and masks fit the register file."""
     grouped = spec.granularity == "per_group"
     if spec.act == "float":
-        if isa == "avx512vnni":
-            return TilePlan(min(spec.M, 4), 2)
-        return TilePlan(min(spec.M, 2), 1) if isa == "avx2" else TilePlan(1, 1)
+        if isa == "avx512vnni":  # pair tables (ternary_lut.py): 8 chunks share a table, 4 tokens an index
+            return TilePlan(1, 8) if spec.M == 1 else TilePlan(min(spec.M, 4), 4)
+        return TilePlan(min(spec.M, 4), 1)  # decoded trits (ternary_decode.py), shared by 4 tokens
     if isa == "avx512vnni":
         if spec.M == 1 and spec.GKB <= MASKED_MAX_KB:
             return TilePlan(1, 4, masked=True)

@@ -177,6 +177,14 @@ def call(b: ir.IRBuilder, name: str, ret: ir.Type, *args: ir.Value) -> ir.Value:
     return b.call(intrinsic_fn(b.module, name, ret, [a.type for a in args]), list(args))
 
 
+def tree_sum(b: ir.IRBuilder, values: Sequence[ir.Value]) -> ir.Value:
+    """values[0] + values[1] + ... added pairwise (a shorter dependency chain than in order)."""
+    vals = list(values)
+    while len(vals) > 1:
+        vals = [b.fadd(vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+    return vals[0]
+
+
 def activation(b: ir.IRBuilder, kind: str | None, v: ir.Value) -> ir.Value:
     """relu / silu (or nothing) on an f32 scalar or vector; NaN stays NaN, as with np.maximum and np.exp."""
     t = v.type
