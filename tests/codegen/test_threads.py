@@ -162,9 +162,13 @@ def test_kernels_reach_the_process_pool():
     assert len(seen) > 1
 
 
-def test_threaded_kernel_without_a_pool_runs_serially():
-    """An object that declares tritc_parallel_for, loaded where no pool was registered, must neither
-    fail to load nor jump to address 0: the weak symbol is null and the kernel runs its tasks itself."""
+@pytest.mark.parametrize("features", ["host", "generic"])
+def test_threaded_kernel_without_a_pool_runs_serially(features):
+    """An object that declares tritc_parallel_for, loaded in a process where no pool was started, must neither
+    fail to load nor jump to address 0: loading registers the pool's symbols (no workers), and its
+    tritc_parallel_for runs the tasks in the caller. A generic build calls libm's roundevenf too: with the weak
+    symbol left unresolved, MCJIT left that call's GOT slot null (a call to address 0)."""
+    import os
     import subprocess
     import sys
     import textwrap
@@ -193,6 +197,11 @@ def test_threaded_kernel_without_a_pool_runs_serially():
         ref = ternary_matmul(x, w, act="int8", act_max=127.0, act_eps=1e-5, act_scale="div")
         print("ok" if np.array_equal(y, ref) else "mismatch")
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = dict(os.environ)
+    if features == "generic":
+        env["TRITC_CPU_FEATURES"] = "generic"
+    else:
+        env.pop("TRITC_CPU_FEATURES", None)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "ok"

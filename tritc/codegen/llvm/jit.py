@@ -87,9 +87,16 @@ def emit_assembly(ref: llvm.ModuleRef, target: Target) -> str:
 class LoadedObject:
     """An object file mapped into this process; keeps the engine alive as long as it lives."""
 
-    def __init__(self, obj: bytes, target: Target):
+    def __init__(self, obj: bytes, target: Target, link_pool: bool = True):
         init_llvm()
         _load_libm()
+        if link_pool and b"tritc_parallel_for" in obj:
+            # Kernels declare the pool's entry extern_weak. Left unresolved, MCJIT's RuntimeDyld (LLVM 22) also
+            # leaves the next external symbol's GOT slot null (a generic build's roundevenf: a call to address 0),
+            # so the pool's symbols are always defined before such an object is linked (workers start later).
+            from .kernels.threads import register_pool
+
+            register_pool()
         backing = llvm.parse_assembly("")
         backing.triple = target.triple
         self._engine = llvm.create_mcjit_compiler(backing, target.machine())
@@ -110,8 +117,8 @@ class LoadedObject:
         return fn
 
 
-def compile_and_load(module: ir.Module | str, target: Target) -> tuple[LoadedObject, bytes]:
-    """parse -> optimise -> object -> loaded (for kernels and tests)."""
+def compile_and_load(module: ir.Module | str, target: Target, link_pool: bool = True) -> tuple[LoadedObject, bytes]:
+    """parse -> optimise -> object -> loaded (for kernels and tests); link_pool=False only for the pool itself."""
     ref = optimize(parse(module), target)
     obj = emit_object(ref, target)
-    return LoadedObject(obj, target), obj
+    return LoadedObject(obj, target, link_pool), obj

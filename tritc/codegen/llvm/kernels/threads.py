@@ -331,11 +331,9 @@ _lock = threading.Lock()
 _pool: LoadedObject | None = None  # kept for the life of the process: workers run its code
 
 
-def ensure_pool(threads: int | None = None) -> int:
-    """Compile the process-wide pool (once), make its symbols visible to kernel objects loaded
-    afterwards, and start it with `threads` threads (default: default_threads()). Returns its size.
-
-    A pool that is already running keeps its size; call stop_pool() first to resize it."""
+def register_pool() -> LoadedObject:
+    """Compile the process-wide pool (once) and make its symbols visible to kernel objects loaded afterwards,
+    without starting workers: until ensure_pool() starts them, tritc_parallel_for runs the tasks in the caller."""
     global _pool
     with _lock:
         if _pool is None:
@@ -343,11 +341,19 @@ def ensure_pool(threads: int | None = None) -> int:
             target = host_target("generic")
             module.triple = target.triple
             emit_thread_pool(module)
-            lib, _ = compile_and_load(module, target)
+            lib, _ = compile_and_load(module, target, link_pool=False)
             for name in EXPORTS:
                 llvm.add_symbol(name, lib.address(name))
             _pool = lib
-        start = _pool.function("tritc_pool_start", ctypes.c_int32, [ctypes.c_int32])
+        return _pool
+
+
+def ensure_pool(threads: int | None = None) -> int:
+    """Register the pool (register_pool) and start it with `threads` threads (default: default_threads()).
+    Returns its size. A pool that is already running keeps its size; call stop_pool() first to resize it."""
+    pool = register_pool()
+    with _lock:
+        start = pool.function("tritc_pool_start", ctypes.c_int32, [ctypes.c_int32])
         return int(start(threads or default_threads()))
 
 
