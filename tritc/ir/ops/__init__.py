@@ -261,6 +261,7 @@ def onnx_op(op_type: str, domain: str = "") -> OpDef | None:
 
 
 # Importing a family registers its ops; the order does not matter.
-FAMILIES = ("core", "elementwise", "shape", "reduce", "nn", "cnn", "quant", "attention", "ternary", "ternary_conv", "qonnx", "fused")
+FAMILIES = ("core", "elementwise", "shape", "reduce", "nn", "cnn", "quant", "attention", "attention_fused", "ternary", "ternary_conv",
+            "qonnx", "fused")
 for _family in FAMILIES:
     __import__(f"{__name__}.{_family}")

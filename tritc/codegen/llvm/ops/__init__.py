@@ -38,7 +38,7 @@ def lowering(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lower
     return register
 
 
-FAMILIES = ("core", "elementwise", "shape", "shape_index", "reduce", "nn", "cnn", "quant", "attention", "ternary",
+FAMILIES = ("core", "elementwise", "shape", "shape_index", "reduce", "nn", "cnn", "quant", "attention", "attention_fused", "ternary",
             "ternary_conv", "qonnx", "fused")
 for _family in FAMILIES:
     try:
