@@ -21,6 +21,7 @@ PIPELINES: dict[str, list[str]] = {
         "fold-ternary",                     # linear layers' weights -> t2 weights (mode exact by default)
         "fuse-bitlinear",                   # BitNet activation quantisation + ternary_matmul -> int8 ternary_matmul
         "fuse-epilogue",                    # rescale, bias, residual add, relu/silu into the ternary kernel's epilogue
+        "fuse-attention",                   # softmax(Q K^T * scale + mask) V and ONNX Attention -> fused_attention
         "fuse-elementwise",                 # elementwise chains -> one fused loop each
         "eliminate-dead-code",              # the float weights the ternary ones replaced
     ],
@@ -33,6 +34,7 @@ PIPELINES: dict[str, list[str]] = {
         "fold-ternary",
         "fuse-bitlinear",
         "fuse-epilogue",
+        "fuse-attention",
         "eliminate-dead-code",
     ],
     # No rewriting at all: the imported graph as the interpreter defines it.
