@@ -18,6 +18,7 @@ PASS_MODULES = (
     "fuse_bitlinear",
     "fuse_epilogue",
     "fuse_attention",
+    "tile_attention",
 )
 
 _loaded = False

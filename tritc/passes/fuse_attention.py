@@ -311,7 +311,7 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     dv = v.type.shape[3]
     y_type = TensorType(DType.F32, (batch, m.heads, q_len, dv))
     want_present = m.presents != (None, None)
-    out_types = [y_type] + ([_present_type(m.past_k, k), _present_type(m.past_v, v)] if want_present else [])
+    out_types = [y_type, TensorType(DType.F32, (0,))] + ([_present_type(m.past_k, k), _present_type(m.past_v, v)] if want_present else [])
     attrs = {"heads": m.heads, "kv_heads": m.kv_heads, "scale": float(m.scale), "causal": int(m.causal),
              "softcap": float(m.softcap), "nan_to_zero": int(m.nan_to_zero)}
     inputs = [q, k, v, m.mask, m.past_k, m.past_v]
@@ -319,7 +319,7 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
         inputs.pop()
     fused = graph.add("fused_attention", inputs, out_types, attrs, before=m.anchor,
                       output_names=[graph.fresh_name(m.y.name + ".fused")] + [None] * (len(out_types) - 1))
-    old = [m.y] + ([m.presents[0], m.presents[1]] if want_present else [])
+    old = [m.y, None] + ([m.presents[0], m.presents[1]] if want_present else [])
     for i, was in enumerate(old):
         if was is not None:
             graph.replace_all_uses(was, fused.outputs[i])

@@ -22,6 +22,7 @@ PIPELINES: dict[str, list[str]] = {
         "fuse-bitlinear",                   # BitNet activation quantisation + ternary_matmul -> int8 ternary_matmul
         "fuse-epilogue",                    # rescale, bias, residual add, relu/silu into the ternary kernel's epilogue
         "fuse-attention",                   # softmax(Q K^T * scale + mask) V and ONNX Attention -> fused_attention
+        "tile-attention",                   # its query / key blocks from the cache sizes, its scratch in the memory plan
         "fuse-elementwise",                 # elementwise chains -> one fused loop each
         "eliminate-dead-code",              # the float weights the ternary ones replaced
     ],

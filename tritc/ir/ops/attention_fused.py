@@ -90,7 +90,7 @@ def _fused_attention_type(ctx: InferContext) -> list[TensorType]:
             broadcast_shapes(mask[:-1], (batch, heads, q.shape[2]))
     y = TensorType(DType.F32, None if q.shape is None else (batch, heads, q.shape[2], v_head))
     scratch = TensorType(DType.F32, (a["scratch_size"],))
-    return [y, present_k, present_v, scratch][: ctx.num_outputs]
+    return [y, scratch, present_k, present_v][: ctx.num_outputs]
 
 
 def allowed_keys(mask: np.ndarray | None, *, batch: int, heads: int, q_len: int, total: int, past: int,
@@ -126,7 +126,7 @@ def _present(past: np.ndarray | None, new: np.ndarray, past_len: int | None) -> 
 
 @defop("fused_attention",
        inputs=["Q", "K", "V", "mask?", "past_key?", "past_value?", "past_len?"],
-       outputs=["Y", "present_key?", "present_value?", "scratch?"],
+       outputs=["Y", "scratch", "present_key?", "present_value?"],
        attrs={"heads": Int(), "kv_heads": Int(), "scale": Float(), "causal": Int(0), "softcap": Float(0.0),
               "nan_to_zero": Int(0), "q_block": Int(0), "kv_block": Int(0), "tasks": Int(0), "scratch_size": Int(0)},
        infer=_fused_attention_type)
@@ -137,7 +137,8 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
                     scratch_size: int) -> tuple[np.ndarray, ...]:
     """Y = softmax over the allowed keys of (Q K^T * scale, softcapped, + the float mask) times V, per head; query head
     h reads kv head h // (heads / kv_heads). A row with no allowed key is zero; so is a row whose maximum score is NaN
-    or +inf when nan_to_zero (the sdpa export's where(isnan(p), 0, p)); otherwise such a row is NaN."""
+    or +inf when nan_to_zero (the sdpa export's where(isnan(p), 0, p)); otherwise such a row is NaN. Keys that take
+    no part (not allowed, or scored -inf) add nothing, whatever their value. The scratch result has no meaning."""
     if (past_key is None) != (past_value is None):
         raise ValueError("past_key and past_value must be given together")
     if q.shape[1] != heads or k.shape[1] != kv_heads or heads % kv_heads:
@@ -168,12 +169,12 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
         probs = np.where(zero_rows, f32(0), probs).astype(f32)
         if np.isfinite(values).all():
             y = np.matmul(probs, values)
-        else:  # a masked key's inf / NaN value must not reach the row through 0 * inf
-            y = np.einsum("bhqk,bhkd->bhqd", probs, values, optimize=False) if allowed.all() else \
-                np.sum(np.where(allowed[..., None], probs[..., None] * values[:, :, None], f32(0)), axis=3)
+        else:  # a key that takes no part (not allowed, or a score of -inf) must not reach the row through 0 * inf
+            part = allowed & ~np.isneginf(scores)
+            y = np.sum(np.where(part[..., None], probs[..., None] * values[:, :, None], f32(0)), axis=3)
         y = np.where(zero_rows, f32(0), y).astype(f32)
     scratch = np.zeros(scratch_size, f32)  # the kernel's working memory (tile-attention sizes it): no meaning here
-    return y, present_key, present_value, scratch
+    return y, scratch, present_key, present_value
 
 
 # ---- tiling: the scratch a tiled node needs (tile-attention sizes the scratch result; the lowering lays it out) ----

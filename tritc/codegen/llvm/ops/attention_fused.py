@@ -79,8 +79,8 @@ def fused_attention(ctx: NodeCtx) -> None:
     a, b = ctx.attrs, ctx.b
     q, k, v, mask, past_k, past_v, past_len = (_opt(ctx, i) for i in range(7))
     y = ctx.outs[0]
-    present_k, present_v = (ctx.outs[i] if i < len(ctx.outs) and i < 3 else None for i in (1, 2))
-    scratch = ctx.outs[3] if len(ctx.outs) > 3 and ctx.outs[3].numel > 0 else None
+    scratch = ctx.outs[1] if ctx.outs[1].numel > 0 else None
+    present_k, present_v = (ctx.outs[i] if i < len(ctx.outs) else None for i in (2, 3))
     batch, heads, sq, d = q.shape
     kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
     if past_len is not None:  # cache buffers of capacity `cap`: rows [past, past + sk) are appended in place

@@ -68,7 +68,8 @@ class _Driver:
         b, g = self.b, self.g
         args = dict(zip(PTRS + INTS, self.fn.args))
         rows = b.mul(i64(g.group), args["sq"])
-        blocks = b.udiv(b.add(rows, i64(g.q_block - 1)), i64(g.q_block))
+        per_unit = _max(b, _min(b, rows, i64(g.q_block)), i64(1))  # decoding: the few rows there are, not q_block
+        blocks = b.udiv(b.add(rows, b.sub(per_unit, i64(1))), per_unit)
         base = b.mul(b.mul(args["batch"], i64(g.kv_heads)), blocks)
         # split the keys when there are fewer units than work items, into parts of MIN_SPLIT_KEYS keys or more,
         # as many as the partial slots hold
@@ -78,7 +79,7 @@ class _Driver:
         splits = _max(b, splits, i64(1))
         span = b.udiv(b.add(args["total"], b.sub(splits, i64(1))), splits)  # keys per split, whole kv blocks
         span = b.mul(b.udiv(b.add(span, i64(g.kv_block - 1)), i64(g.kv_block)), i64(g.kv_block))
-        env = {**args, "rows": rows, "blocks": blocks, "base": base, "splits": splits, "span": span}
+        env = {**args, "rows": rows, "per_unit": per_unit, "blocks": blocks, "base": base, "splits": splits, "span": span}
         self.parallel("units", env, lambda e, t: _Units(self.ctx, g, e).item(t))
         with b.if_then(b.icmp_unsigned(">", splits, i64(1))):
             self.parallel("merge", env, lambda e, t: _Units(self.ctx, g, e).merge_item(t))
@@ -162,15 +163,15 @@ class _Units:
             self.unit(u)
 
     def unit(self, u: ir.Value) -> None:
-        b, g, e, R = self.b, self.g, self.e, self.g.q_block
+        b, g, e = self.b, self.g, self.e
         split = b.urem(u, e["splits"])
         rest = b.udiv(u, e["splits"])
         rb = b.urem(rest, e["blocks"])
         bh = b.udiv(rest, e["blocks"])  # batch * kv_heads + kv head
         bi, kvh = b.udiv(bh, i64(g.kv_heads)), b.urem(bh, i64(g.kv_heads))
         b.store(i64(0), self.hi)
-        with for_range(b, R, name="row") as r:
-            self.setup_row(r, b.add(b.mul(rb, i64(R)), r), bi, kvh)
+        with for_range(b, e["per_unit"], name="row") as r:
+            self.setup_row(r, b.add(b.mul(rb, e["per_unit"]), r), bi, kvh)
         ks = b.mul(split, e["span"])
         ke = _min(b, b.add(ks, e["span"]), b.load(self.hi, typ=I64))
         with for_range(b, ke, start=ks, step=g.kv_block, name="kb") as kb:
@@ -178,14 +179,14 @@ class _Units:
         with b.if_else(b.icmp_unsigned(">", e["splits"], i64(1))) as (split_k, whole):
             with split_k:
                 acc, m, lsum = self.partial(u)
-                with for_range(b, R, name="keep") as r:
+                with for_range(b, e["per_unit"], name="keep") as r:
                     b.store(b.load(gep(b, self.m, r, F32), typ=F32), gep(b, m, r, F32))
                     b.store(b.load(gep(b, self.lsum, r, F32), typ=F32), gep(b, lsum, r, F32))
                     for c in range(g.dvp // L):
                         at = b.add(b.mul(r, i64(g.dvp)), i64(c * L))
                         b.store(b.load(gep(b, self.acc, at, F32), typ=VT, align=4), gep(b, acc, at, F32), align=4)
             with whole:
-                with for_range(b, R, name="fin") as r:
+                with for_range(b, e["per_unit"], name="fin") as r:
                     row = b.add(b.mul(r, i64(g.dvp)), i64(0))
                     self.finish_row(b.load(gep(b, self.m, r, F32), typ=F32), b.load(gep(b, self.lsum, r, F32), typ=F32),
                                     lambda c, row=row: b.load(gep(b, self.acc, b.add(row, i64(c * L)), F32), typ=VT, align=4),
@@ -233,9 +234,9 @@ class _Units:
 
     def key_block(self, bh: ir.Value, kb: ir.Value, n: ir.Value) -> None:
         """Keys [kb, kb + n) for every row: scores, the online update, then P V."""
-        b, g, R = self.b, self.g, self.g.q_block
+        b, g = self.b, self.g
         groups = g.kv_block // L
-        with for_range(b, R, name="sr") as r:
+        with for_range(b, self.e["per_unit"], name="sr") as r:
             meta = gep(b, self.meta, b.mul(r, i64(4)), I64)
             end = _min(b, b.load(meta, typ=I64), b.add(kb, n))
             q = [b.load(gep(b, self.qs, b.add(b.mul(r, i64(g.dp)), i64(c * L)), F32), typ=VT, align=4) for c in range(g.dp // L)]
@@ -313,12 +314,13 @@ class _Units:
     def weighted_sum(self, bh: ir.Value, kb: ir.Value, n: ir.Value, guard: bool) -> None:
         """acc[r] = acc[r] * alpha[r] + sum_j p[r][j] V[kb + j], tiles of 4 rows x up to 4 chunks in registers.
         guard: a key whose p is -0 (not allowed) adds exactly nothing, whatever its value."""
-        b, g, R = self.b, self.g, self.g.q_block
-        tile = min(4, R)
+        b, g, count = self.b, self.g, self.e["per_unit"]
+        tile = min(4, g.q_block)
         nv = g.dvp // L
         width = max(1, min(nv, 16 // tile))
-        with for_range(b, -(-R // tile), name="pt") as rt:
-            rows = [_min(b, b.add(b.mul(rt, i64(tile)), i64(r)), i64(R - 1)) for r in range(tile)]
+        last = b.sub(count, i64(1))
+        with for_range(b, b.udiv(b.add(count, i64(tile - 1)), i64(tile)), name="pt") as rt:
+            rows = [_min(b, b.add(b.mul(rt, i64(tile)), i64(r)), last) for r in range(tile)]
             alphas = [splat(b, b.bitcast(b.load(b.bitcast(gep(b, self.meta, b.add(b.mul(r, i64(4)), i64(3)), I64), PTR),
                                                   typ=I32), F32), L) for r in rows]
             for c0 in range(0, nv, width):
@@ -362,15 +364,15 @@ class _Units:
 
     def merge_item(self, t: ir.Value) -> None:
         """Split-K: for this item's share of the (batch, kv head, row block) groups, combine the partials."""
-        b, g, e, R = self.b, self.g, self.e, self.g.q_block
+        b, g, e = self.b, self.g, self.e
         lo = b.udiv(b.mul(t, e["base"]), i64(g.tasks))
         hi = b.udiv(b.mul(b.add(t, i64(1)), e["base"]), i64(g.tasks))
         total_acc = entry_alloca(b, ir.ArrayType(F32, g.dvp), "macc")
         with for_range(b, hi, start=lo, name="grp") as grp:
             rb, bh = b.urem(grp, e["blocks"]), b.udiv(grp, e["blocks"])
             bi, kvh = b.udiv(bh, i64(g.kv_heads)), b.urem(bh, i64(g.kv_heads))
-            with for_range(b, R, name="mr") as r:
-                t_row = _min(b, b.add(b.mul(rb, i64(R)), r), b.sub(e["rows"], i64(1)))
+            with for_range(b, e["per_unit"], name="mr") as r:
+                t_row = _min(b, b.add(b.mul(rb, e["per_unit"]), r), b.sub(e["rows"], i64(1)))
                 h = b.add(b.mul(kvh, i64(g.group)), b.urem(t_row, i64(g.group)))
                 q_row = b.add(b.mul(b.add(b.mul(bi, i64(g.heads)), h), e["sq"]), b.udiv(t_row, i64(g.group)))
                 first = b.mul(grp, e["splits"])
