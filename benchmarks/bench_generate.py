@@ -8,7 +8,9 @@ Models (benchmarks/bitnet_models.py, random trits, fixed seed): `2l` = 2 layers 
 32000, every linear layer exactly ternary behind BitNet's activation quantisation. Contestants, in one process:
 - tritc: the plain-MatMul file compiled with the default pipeline (every layer folds to int8 ternary_matmul),
 - ort_fp32: onnxruntime on the same file,
-- ort_nbits: onnxruntime on the twin file whose linear layers are MatMulNBits bits=2 accuracy_level=4, same trits.
+- ort_nbits: onnxruntime on the twin file whose linear layers are MatMulNBits bits=2 accuracy_level=4, same trits,
+- genai (with --genai PYTHON, or when .venv-genai exists): onnxruntime-genai on a Llama of the same shape built by
+  its model builder at int4, run by benchmarks/genai_runner.py in that venv (its docstring: how to make the venv).
 Decode at context C: one new token over a cache of C positions (random keys/values), the step a generation loop
 runs; tokens/s = 1 / median step time. Prefill: P prompt tokens over an empty cache; tokens/s = P / time.
 Roofline: a decode step must read every weight once (tritc: 2 bits per trit; ORT fp32: 4 bytes; MatMulNBits:
@@ -40,6 +42,7 @@ from benchmarks.common import Timer, cores, finish_info, interleave, machine_inf
 MODELS = {"2l": DecoderSpec(layers=2, hidden=2560, ffn=6912, heads=20, kv_heads=5, vocab=32000),
           "0.7b": DecoderSpec(layers=24, hidden=1536, ffn=4096, heads=12, kv_heads=4, vocab=32000)}
 CONTESTANTS = ("tritc", "ort_fp32", "ort_nbits")
+GENAI_VENV = ROOT / ".venv-genai" / "bin" / "python"
 
 
 def weight_bytes(spec: DecoderSpec, contestant: str) -> int:
@@ -120,7 +123,7 @@ def peak_memory(name: str, paths: dict[str, Path], threads: int, spec: DecoderSp
 
 
 def bench(spec_name: str, folder: Path, contexts: list[int], prefill: int, threads: int, rounds: int,
-          peak: bool, contestants: tuple[str, ...] = CONTESTANTS) -> list[dict]:
+          peak: bool, contestants: tuple[str, ...] = CONTESTANTS, genai: str | None = None) -> list[dict]:
     spec = MODELS[spec_name]
     paths = {"fp32": folder / f"{spec_name}.onnx", "nbits": folder / f"{spec_name}_nbits.onnx"}
     for kind, path in paths.items():
@@ -164,7 +167,33 @@ def bench(spec_name: str, folder: Path, contexts: list[int], prefill: int, threa
     rows.append(row)
     print(f"{spec_name:<5} prefill {prefill:>9} {threads}T  " + "  ".join(
         f"{t.name} {row[t.name + '_tok_s']:8.1f} tok/s" for t in timers), flush=True)
+    if genai:
+        add_genai(rows, spec, genai, folder, contexts, prefill, threads)
     return rows
+
+
+def add_genai(rows: list[dict], spec: DecoderSpec, python: str, folder: Path, contexts: list[int], prefill: int,
+              threads: int) -> None:
+    """onnxruntime-genai's tokens/s (genai_runner.py in its own venv) added to this model's and thread count's rows."""
+    import subprocess
+
+    cmd = [python, str(ROOT / "benchmarks" / "genai_runner.py"), "--hidden", str(spec.hidden), "--ffn", str(spec.ffn),
+           "--heads", str(spec.heads), "--kv-heads", str(spec.kv_heads), "--layers", str(spec.layers),
+           "--vocab", str(spec.vocab), "--prefill", str(prefill), "--threads", str(threads),
+           "--contexts", *map(str, contexts), "--work", str(folder / "genai")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"onnxruntime-genai: failed ({res.stderr.strip().splitlines()[-1:] or ['no output']}); left out", flush=True)
+        return
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    for row in rows[-len(contexts) - 1:]:
+        tok_s = got["prefill"] if row["phase"] == "prefill" else got["decode"][str(row["context"])]
+        row["genai_tok_s"], row["genai_version"] = tok_s, got["version"]
+        if "tritc_tok_s" in row:
+            row["tritc_vs_genai"] = row["tritc_tok_s"] / tok_s
+    print(f"onnxruntime-genai {got['version']} int4, {threads}T: decode " +
+          ", ".join(f"ctx {c} {v:.1f} tok/s" for c, v in got["decode"].items()) + f"; prefill {got['prefill']:.1f} tok/s",
+          flush=True)
 
 
 def _ratios(row: dict) -> None:
@@ -179,15 +208,16 @@ def markdown(info: dict, rows: list[dict], rounds: int) -> str:
              f"Decode: one token over a cache of `context` positions, median of {rounds} interleaved rounds; roofline: "
              f"(weight bytes + cache bytes) / step time / measured read bandwidth. Prefill: the prompt over an empty "
              f"cache. See benchmarks/bench_generate.py for the models and contestants.", "", machine_markdown(info),
-             "| model | phase | context | threads | tritc tok/s | ORT fp32 tok/s | ORT 2-bit tok/s | vs fp32 | vs 2-bit "
-             "| tritc roofline |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | phase | context | threads | tritc tok/s | ORT fp32 tok/s | ORT 2-bit tok/s | genai int4 tok/s "
+             "| vs fp32 | vs 2-bit | vs genai | tritc roofline |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r: dict, key: str, fmt: str) -> str:
         return format(r[key], fmt) if key in r else "-"
 
     for r in rows:
         lines.append(f"| {r['model']} | {r['phase']} | {r['context']} | {r['threads']} | {cell(r, 'tritc_tok_s', '.1f')} | "
                      f"{cell(r, 'ort_fp32_tok_s', '.1f')} | {cell(r, 'ort_nbits_tok_s', '.1f')} | "
-                     f"{cell(r, 'tritc_vs_ort_fp32', '.2f')}x | {cell(r, 'tritc_vs_ort_nbits', '.2f')}x | "
+                     f"{cell(r, 'genai_tok_s', '.1f')} | {cell(r, 'tritc_vs_ort_fp32', '.2f')}x | "
+                     f"{cell(r, 'tritc_vs_ort_nbits', '.2f')}x | {cell(r, 'tritc_vs_genai', '.2f')}x | "
                      f"{cell(r, 'tritc_roofline', '.0%')} |")
     peaks = [r for r in rows if "peak_bytes" in r]
     if peaks:
@@ -208,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--contestants", nargs="*", choices=CONTESTANTS, default=list(CONTESTANTS),
                     help="which to run (ort_fp32 is the reference for the errors and always runs)")
+    ap.add_argument("--genai", metavar="PYTHON", default=str(GENAI_VENV) if GENAI_VENV.exists() else None,
+                    help="a python with onnxruntime-genai and its builder (default: .venv-genai if it exists)")
     ap.add_argument("--no-peak", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="build the models into DIR and keep them (default: a temp folder)")
@@ -221,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.model:
             for threads in args.threads:
                 rows += bench(name, folder, args.contexts, args.prefill, threads, args.rounds, not args.no_peak,
-                              tuple(dict.fromkeys(["ort_fp32", *args.contestants])))
+                              tuple(dict.fromkeys(["ort_fp32", *args.contestants])), args.genai)
     info = finish_info(info)
     if not args.no_write:
         jpath, mpath = write_results("bench_generate", info, rows, markdown(info, rows, args.rounds))
