@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     pm = PassManager(passes, after=after)
     pm.run(graph)
+    if args.format == "text":  # a pass's report that reads as IR comments goes above its IR (fuse-attention's)
+        per_pass = [(name, _with_comments(pm.steps[i].data, text)) for i, (name, text) in enumerate(per_pass)]
+        chosen = [_with_comments(pm.steps[step - 1].data, text) for text in chosen] if step is not None else chosen
     if args.timings:
         sys.stderr.write(pm.timing_table())
     if args.ternary_report:
@@ -98,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         emit(chosen[0] if step is not None else render(graph), args.output)
     return EXIT_OK
+
+
+def _with_comments(data: object, text: str) -> str:
+    """`text` under the `//` lines of a step's report that has them (`comment_lines()`); the IR still parses."""
+    lines = data.comment_lines() if hasattr(data, "comment_lines") else []
+    return "".join(line + "\n" for line in lines) + text
 
 
 def _renderer(fmt: str) -> Callable[[Graph], str]:

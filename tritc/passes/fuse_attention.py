@@ -318,12 +318,15 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     while inputs[-1] is None:
         inputs.pop()
     fused = graph.add("fused_attention", inputs, out_types, attrs, before=m.anchor,
-                      output_names=[graph.fresh_name(m.y.name + ".fused")] + [None] * (len(out_types) - 1))
-    old = [m.y, None] + ([m.presents[0], m.presents[1]] if want_present else [])
-    for i, was in enumerate(old):
-        if was is not None:
+                      output_names=[graph.fresh_name(m.y.name + ".fused"), graph.fresh_name(m.y.name + ".scratch")]
+                      + [None] * (len(out_types) - 2))
+    graph.replace_all_uses(m.y, fused.outputs[0])
+    _erase_dead(graph, m.anchor)  # first, so that the old attention's reads of the past concatenation are gone
+    for i, was in ((2, m.presents[0]), (3, m.presents[1])):
+        if want_present and was is not None and was.graph is graph:
             graph.replace_all_uses(was, fused.outputs[i])
-    _erase_dead(graph, m.anchor)
+            if was.producer is not None:
+                _erase_dead(graph, was.producer)
     return fused
 
 
