@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType, TensorType
@@ -312,8 +314,8 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     y_type = TensorType(DType.F32, (batch, m.heads, q_len, dv))
     want_present = m.presents != (None, None)
     out_types = [y_type, TensorType(DType.F32, (0,))] + ([_present_type(m.past_k, k), _present_type(m.past_v, v)] if want_present else [])
-    attrs = {"heads": m.heads, "kv_heads": m.kv_heads, "scale": float(m.scale), "causal": int(m.causal),
-             "softcap": float(m.softcap), "nan_to_zero": int(m.nan_to_zero)}
+    attrs = {"heads": m.heads, "kv_heads": m.kv_heads, "scale": _f32(m.scale), "causal": int(m.causal),
+             "softcap": _f32(m.softcap), "nan_to_zero": int(m.nan_to_zero)}
     inputs = [q, k, v, m.mask, m.past_k, m.past_v]
     while inputs[-1] is None:
         inputs.pop()
@@ -328,6 +330,11 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
             if was.producer is not None:
                 _erase_dead(graph, was.producer)
     return fused
+
+
+def _f32(x: float) -> float:
+    """Float attributes are float32 values in the IR (as in ONNX)."""
+    return float(np.float32(x))
 
 
 def _present_type(past: Value | None, new: Value) -> TensorType:

@@ -52,9 +52,9 @@ def _pow2_in(x: float, lo: int, hi: int) -> int:
 
 
 def choose_tiles(d: int, dv: int, l1: int, l2: int) -> tuple[int, int]:
-    """(q_block, kv_block): kv_block keys of K (then of V) in half of L1, so each query row of a unit reads them from
-    L1; q_block rows of Q, scores and running sums in half of L2. Powers of two: kv_block 16..128, q_block 4..64."""
-    kv = _pow2_in(l1 / 2 / (4 * max(d, dv)), 16, 128)
+    """(q_block, kv_block): kv_block keys of K (then of V) in L1, so each query row of a unit reads them from L1;
+    q_block rows of Q, scores and running sums in half of L2. Powers of two: kv_block 16..128, q_block 4..64."""
+    kv = _pow2_in(l1 / (4 * max(d, dv)), 16, 128)
     q = _pow2_in(l2 / 2 / (4 * (d + dv + kv)), 4, 64)
     return q, kv
 

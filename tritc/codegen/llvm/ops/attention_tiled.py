@@ -236,6 +236,7 @@ class _Units:
         """Keys [kb, kb + n) for every row: scores, the online update, then P V."""
         b, g = self.b, self.g
         groups = g.kv_block // L
+        last = b.sub(b.add(kb, n), i64(1))  # the block's last key (n >= 1)
         with for_range(b, self.e["per_unit"], name="sr") as r:
             meta = gep(b, self.meta, b.mul(r, i64(4)), I64)
             end = _min(b, b.load(meta, typ=I64), b.add(kb, n))
@@ -243,7 +244,7 @@ class _Units:
             top = const_vec(VT, NEG_INF)
             scores = []
             for grp in range(groups):
-                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, b.load(gep(b, meta, i64(1), I64), typ=I64))
+                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, last, b.load(gep(b, meta, i64(1), I64), typ=I64))
                 scores.append(s)
                 top = vmax(b, top, s)
             m_old = b.load(gep(b, self.m, r, F32), typ=F32)
@@ -267,16 +268,16 @@ class _Units:
             with guarded:
                 self.weighted_sum(bh, kb, n, guard=True)
 
-    def scores16(self, bh: ir.Value, q: list[ir.Value], j0: ir.Value, end: ir.Value, mask_row: ir.Value) -> ir.Value:
+    def scores16(self, bh: ir.Value, q: list[ir.Value], j0: ir.Value, end: ir.Value, last: ir.Value,
+                 mask_row: ir.Value) -> ir.Value:
         """Scores of keys j0 .. j0 + 15 for one row: -inf where not allowed (past the row's end, masked)."""
         b, g, e = self.b, self.g, self.e
         iota = ir.Constant(ir.VectorType(I64, L), [ir.Constant(I64, k) for k in range(L)])
         keys = b.add(splat(b, j0, L), iota)
         allowed = b.icmp_signed("<", keys, splat(b, end, L))
-        last = b.sub(end, i64(1))
         sums = []
-        for k in range(L):  # rows past the end read the last allowed row instead (never outside the buffer)
-            j = _min(b, b.add(j0, i64(k)), _max(b, last, i64(0)))
+        for k in range(L):  # keys past the block read its last key instead (never outside the buffer)
+            j = _min(b, b.add(j0, i64(k)), last)
             row = self.key_row(bh, j, "k")
             acc = None
             for c in range(g.dp // L):
