@@ -85,3 +85,35 @@ def test_dump_after_fuse_attention_prints_the_report_as_comments(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("// fuse-attention: 2 of 2 attention candidates fused\n")
     assert parse_graph(out).nodes  # the comments keep it parseable
+
+
+def test_optimum_layout_decoder_with_cache_fuses():
+    """benchmarks/bitnet_models.py's decoder (the optimum cache layout built with onnx.helper: past concat, repeat-KV,
+    a causal + padding mask as where(visible, 0, -1e9) over an attention_mask of its own length `total`)."""
+    sys.path.insert(0, str(Path(__file__).parents[2]))
+    from benchmarks.bitnet_models import DecoderSpec, decoder
+    from tritc.frontend.onnx import load_model_bytes
+
+    model = decoder(DecoderSpec(layers=2, hidden=64, ffn=128, heads=4, kv_heads=2, vocab=100, max_positions=64))
+    graph = load_model_bytes(model.SerializeToString())
+    PassManager(parse_pass_list(PRE)).run(graph)
+    before = graph.copy()
+    pm = PassManager(parse_pass_list("fuse-attention"))
+    pm.run(graph)
+    assert pm.result_of("fuse-attention").fused == 2, pm.result_of("fuse-attention").table()
+    past_inputs = {v.name for v in graph.inputs if v.name.startswith("past_key_values")}
+    assert not any(n.op == "concat" and {v.name for v in n.inputs if v is not None} & past_inputs for n in graph)
+    rng = np.random.default_rng(0)
+    b, s, past = 2, 3, 5
+    feeds = {"input_ids": rng.integers(0, 100, (b, s)), "attention_mask": np.ones((b, past + s), np.int64),
+             "position_ids": np.tile(np.arange(past, past + s), (b, 1))}
+    feeds["attention_mask"][1, :2] = 0
+    for i in range(2):
+        for which in ("key", "value"):
+            feeds[f"past_key_values.{i}.{which}"] = rng.standard_normal((b, 2, past, 16)).astype(np.float32)
+    want, got = run(before, feeds), run(graph, feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    compiled = tritc.compile(model, ternary="off").run(list(want), feeds)
+    for name, out in zip(want, compiled):
+        np.testing.assert_allclose(out, want[name], rtol=1e-4, atol=1e-5, err_msg=name)

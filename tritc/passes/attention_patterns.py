@@ -42,13 +42,32 @@ def shape_of(v: Value) -> tuple[Dim, ...] | None:
     return v.type.shape
 
 
+def equal_given(a: Dim, b: Dim, relations: dict[str, Dim] | None = None) -> bool:
+    """Whether dims a and b are equal, given relations {symbol: dim} (e.g. total = past+seq) between symbols: both sides
+    are evaluated at a few sets of random positive values of the free symbols, the related ones computed from them
+    (a polynomial identity test: polynomials of these small degrees that agree there are equal)."""
+    if dims.equal(a, b) is True:
+        return True
+    if not relations or a is None or b is None:
+        return False
+    free = (dims.symbols(a) | dims.symbols(b) | {s for d in relations.values() for s in dims.symbols(d)}) - set(relations)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        values = {s: int(rng.integers(1_000, 1_000_000)) for s in sorted(free)}
+        for name, d in relations.items():
+            values[name] = dims.evaluate(d, values)
+        if None in values.values() or dims.evaluate(a, values) != dims.evaluate(b, values) or dims.evaluate(a, values) is None:
+            return False
+    return True
+
+
 def same_dims(a: tuple[Dim, ...] | None, b: tuple[Dim, ...] | None) -> bool:
     return a is not None and b is not None and len(a) == len(b) and all(dims.equal(x, y) is True for x, y in zip(a, b))
 
 
 def peel_scale(graph: Graph, v: Value) -> tuple[Value, float]:
     """v = x * c1 / c2 ... with scalar constants c: (x, the product). Only multiplications whose other operand is a
-    scalar constant and whose result has x's shape are peeled."""
+    one-element constant of no higher rank than x are peeled (so the result has x's shape)."""
     factor = 1.0
     while True:
         n = producer(v, "mul", "div")
@@ -58,7 +77,7 @@ def peel_scale(graph: Graph, v: Value) -> tuple[Value, float]:
         for i in ((0, 1) if n.op == "mul" else (0,)):
             c = scalar(graph, n.inputs[1 - i])
             x = n.inputs[i]
-            if c is not None and x is not None and same_dims(shape_of(x), shape_of(v)) and x.type.dtype is v.type.dtype:
+            if c is not None and x is not None and x.type.rank == v.type.rank and x.type.dtype is v.type.dtype:
                 picked = (x, c)
                 break
         if picked is None:
@@ -148,12 +167,12 @@ def _scalar_dim(graph: Graph, syms: dict[int, SymValue], v: Value | None) -> Dim
 
 
 def positions(graph: Graph, syms: dict[int, SymValue], v: Value) -> tuple[int, Dim, Dim] | None:
-    """v = range(start, start + n) (+ a scalar offset) laid along one axis of a rank-4 tensor by unsqueezes, reshapes
-    or expands of size-1 axes -> (that axis, start, n), or None."""
+    """v = range(start, start + n) (+ a scalar offset) laid along one axis of a tensor of rank 1 to 4 by unsqueezes,
+    reshapes or expands of size-1 axes -> (that axis counted from the end, start, n), or None."""
     shape = shape_of(v)
-    if shape is None or len(shape) != 4 or sum(d != 1 for d in shape) != 1:
+    if shape is None or not 1 <= len(shape) <= 4 or sum(d != 1 for d in shape) != 1:
         return None
-    axis = next(i for i, d in enumerate(shape) if d != 1)
+    axis = next(i for i, d in enumerate(shape) if d != 1) - len(shape)  # counted from the end
     x = v
     while x.type.rank != 1:
         n = producer(x, "unsqueeze", "reshape", "expand")
@@ -200,7 +219,8 @@ def conjuncts(v: Value) -> list[Value]:
     return [t for x in n.inputs if x is not None for t in conjuncts(x)]
 
 
-def is_causal_term(graph: Graph, syms: dict[int, SymValue], v: Value, q_len: Dim, total: Dim, past: Dim) -> bool:
+def is_causal_term(graph: Graph, syms: dict[int, SymValue], v: Value, q_len: Dim, total: Dim, past: Dim,
+                   relations: dict[str, Dim] | None = None) -> bool:
     """v = (key position <= query position) with keys 0..total-1 on the last axis and queries past..past+q_len-1 on
     the one before: exactly fused_attention's causal rule. Accepts less_or_equal(k, q) and greater_or_equal(q, k)."""
     n = producer(v, "less_or_equal", "greater_or_equal")
@@ -208,10 +228,10 @@ def is_causal_term(graph: Graph, syms: dict[int, SymValue], v: Value, q_len: Dim
         return False
     k, q = n.inputs if n.op == "less_or_equal" else n.inputs[::-1]
     kp, qp = positions(graph, syms, k), positions(graph, syms, q)
-    if kp is None or qp is None or kp[0] != 3 or qp[0] != 2:
+    if kp is None or qp is None or kp[0] != -1 or qp[0] != -2:
         return False
-    return all(dims.equal(a, b) is True for a, b in ((kp[1], 0), (kp[2], total), (qp[1], past), (qp[2], q_len)))
+    return all(equal_given(a, b, relations) for a, b in ((kp[1], 0), (kp[2], total), (qp[1], past), (qp[2], q_len)))
 
 
 __all__ = ["Miss", "conjuncts", "is_causal_term", "is_true", "past_concat", "peel_scale", "producer", "repeated_kv",
-           "same_dims", "scalar", "symbolic_values", "untranspose_keys"]
+           "equal_given", "same_dims", "scalar", "symbolic_values", "untranspose_keys"]

@@ -18,10 +18,11 @@ import numpy as np
 
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
-from ..ir.types import DType, TensorType
+from ..ir.types import Dim, DType, TensorType
 from .attention_patterns import (
     Miss,
     conjuncts,
+    equal_given,
     is_causal_term,
     is_true,
     past_concat,
@@ -165,7 +166,7 @@ def _split_mask(graph: Graph, scores: Value) -> tuple[Value | Miss, Value | None
         return scores, None, "no mask"
     for i in (0, 1):
         logits, m = a.inputs[i], a.inputs[1 - i]
-        if producer(_through_scale(graph, logits), "matmul") is None or not same_dims(logits.type.shape, scores.type.shape):
+        if producer(_through_scale(graph, logits), "matmul") is None or logits.type.rank != 4:
             continue
         if m.type.rank is None or m.type.rank > 4:
             return Miss(f"mask %{m.name} has rank above 4"), None, ""
@@ -259,15 +260,26 @@ def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Va
             past_k, past_v, k, v = pk, pv, k_new, v_new
     if not same_dims(q.type.shape[:1] + q.type.shape[3:], k.type.shape[:1] + k.type.shape[3:]):
         return Miss("Q and K disagree on batch or head size")
-    if not same_dims(y.type.shape, (q.type.shape[0], heads, q.type.shape[2], v.type.shape[3])):
+    want = (q.type.shape[0], heads, q.type.shape[2], v.type.shape[3])
+    if y.type.shape is None or len(y.type.shape) != 4 or any(dims.equal(a, b) is False for a, b in zip(y.type.shape, want)):
         return Miss(f"the result %{y.name} is not (batch, heads, queries, value size)")
     total = dims.add(past_k.type.shape[2], k.type.shape[2]) if past_k is not None and past_k.type.shape is not None \
         else k.type.shape[2]
     past_len = past_k.type.shape[2] if past_k is not None and past_k.type.shape is not None else 0
+    relations: dict[str, Dim] = {}
     if mask is not None and mask_note != "attn_mask" and not same_dims(mask.type.shape[-1:], (total,)):
-        return Miss(f"mask %{mask.name} does not cover the {total} keys (it broadcasts over them)")
+        # The mask is added to scores over `total` keys. A symbolic length of its own (an attention_mask's `total`)
+        # is taken to be that count: the relation the model implies (total = past + seq), which the runtime checks.
+        m_len = mask.type.shape[-1]
+        if not isinstance(m_len, str) or not dims.is_polynomial(m_len) or len(dims.symbols(m_len)) != 1 \
+                or m_len not in dims.symbols(m_len) or m_len in dims.symbols(total):
+            return Miss(f"mask %{mask.name} does not cover the {total} keys (it broadcasts over them)")
+        if total is not None:
+            relations[m_len] = total
+        mask_note += f" (taking {m_len} = {total if total is not None else 'the key count'})"
     if mask is not None and mask.type.dtype is DType.BOOL:
-        mask, causal, mask_note = _simplify_bool_mask(graph, syms, mask, causal, mask_note, q.type.shape[2], total, past_len)
+        mask, causal, mask_note = _simplify_bool_mask(graph, syms, mask, causal, mask_note, q.type.shape[2], total, past_len,
+                                                      relations)
     return _Match(q, k, v, past_k, past_v, mask, scale, softcap, causal, nan_to_zero, heads, kv_heads, y, presents,
                   anchor, mask_note)
 
@@ -277,14 +289,15 @@ def _needed(graph: Graph, v: Value) -> bool:
     return v in graph.outputs or len(v.users) > 1
 
 
-def _simplify_bool_mask(graph: Graph, syms: dict, mask: Value, causal: bool, note: str, q_len, total, past):
+def _simplify_bool_mask(graph: Graph, syms: dict, mask: Value, causal: bool, note: str, q_len, total, past,
+                        relations: dict[str, Dim]):
     """Drop the causal term (and constant trues) from an `and` of boolean masks: causal becomes the attribute and
     the rest (typically the padding mask, [batch, 1, 1, total]) stays the mask; None when nothing is left."""
     terms = conjuncts(mask)
     rest = [t for t in terms if not is_true(graph, t)]
-    kept = [t for t in rest if not is_causal_term(graph, syms, t, q_len, total, past)]
+    kept = [t for t in rest if not is_causal_term(graph, syms, t, q_len, total, past, relations)]
     if (len(kept) == len(rest) and len(rest) == len(terms)) or \
-            any(t.type.rank is None or t.type.rank > 4 or not same_dims(t.type.shape[-1:], (total,)) for t in kept):
+            any(t.type.rank is None or t.type.rank > 4 or not equal_given(t.type.shape[-1], total, relations) for t in kept):
         return mask, causal, note  # (a term broadcast over the keys cannot be a fused_attention mask by itself)
     found_causal = len(kept) < len(rest)
     note = ("causal" if found_causal else "") + (" + " if found_causal and kept else "") + \
