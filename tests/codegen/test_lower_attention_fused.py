@@ -222,3 +222,15 @@ def test_long_sequence_memory_and_accuracy():
             rel, worst = (float(x) for x in out[1].split())
             assert rel < 1e-5 and worst < 1e-5, (rel, worst)
     assert peaks[4096] - peaks[1024] < 200 << 20, peaks
+
+
+@pytest.mark.parametrize("value", [-1e9, -3.4028234663852886e38])
+def test_finite_mask_value_rows_with_no_true_key_take_every_key(value):
+    """where(mask, 0, -1e9) / finfo.min as fuse-attention maps it: a row with a true key ignores the false ones, a row
+    with none (left padding under a causal mask) attends to every covered key, scores plus the value."""
+    text = attention_graph(b=2, h=4, hk=2, s=6, past=3, d=16, dv=16, mask="bool", mask_shape=(2, 1, 1, 9),
+                           attrs=f", causal = 1, mask_value = {value!r}")
+    feeds = feeds_for(text)
+    feeds["m"][1, ..., :6] = False  # batch 1: queries 0..2 (positions 3..5) see no true key
+    got = compare(text, feeds)
+    assert np.isfinite(got["y"]).all() and np.abs(got["y"][1, :, :3]).sum() > 0

@@ -182,7 +182,7 @@ def positions(graph: Graph, syms: dict[int, SymValue], v: Value) -> tuple[int, D
         if sum(d != 1 for d in shape_of(x)) > 1:
             return None
     found = positions_1d(graph, syms, x)
-    if found is None or dims.equal(found[1], shape[axis]) is not True:
+    if found is None or (shape[axis] is not None and dims.equal(found[1], shape[axis]) is not True):
         return None
     return axis, found[0], found[1]
 
@@ -201,7 +201,11 @@ def positions_1d(graph: Graph, syms: dict[int, SymValue], v: Value) -> tuple[Dim
     if r is None or v.type.rank != 1 or v.type.shape is None or scalar(graph, r.inputs[2]) != 1.0:
         return None
     start = _scalar_dim(graph, syms, r.inputs[0])
-    return None if start is None else (start, v.type.shape[0])
+    length = v.type.shape[0]
+    if length is None:  # the type rule may not have followed it: limit - start
+        limit = _scalar_dim(graph, syms, r.inputs[1])
+        length = dims.sub(limit, start) if limit is not None and start is not None else None
+    return None if start is None else (start, length)
 
 
 def is_true(graph: Graph, v: Value | None) -> bool:

@@ -36,6 +36,10 @@ from .attention_patterns import (
 )
 from .pass_manager import Pass, PassResult, register
 
+# where(mask, 0, c) with c at most this is a boolean mask with mask_value c: a row with a true key then ignores its
+# false keys exactly as the unfused softmax does (exp(logit + c - max) is 0 in f32 for logits below |c| / 2)
+MASK_VALUE_LIMIT = -1e9
+
 
 @dataclass(frozen=True)
 class AttentionLine:
@@ -83,6 +87,7 @@ class _Match:
     presents: tuple[Value | None, Value | None]  # values its present_key / present_value replace
     anchor: Node  # the fused node goes right before this one
     mask_note: str
+    mask_value: float = -math.inf
 
 
 @register
@@ -134,6 +139,11 @@ def match_decomposed(graph: Graph, syms: dict, sm: Node) -> _Match | Miss:
     logits, mask, mask_note = _split_mask(graph, scores)
     if isinstance(logits, Miss):
         return logits
+    fill = producer(scores, "add")
+    mask_value = -math.inf
+    if mask is not None and mask.type.dtype is DType.BOOL:  # the where's fill value
+        w = next(producer(x, "where") for x in fill.inputs if producer(x, "where") is not None and producer(x, "where").inputs[0] is mask)
+        mask_value = scalar(graph, w.inputs[2])
     logits, softcap = _peel_softcap(graph, logits)
     logits, scale = peel_scale(graph, logits)
     qk = producer(logits, "matmul")
@@ -150,7 +160,7 @@ def match_decomposed(graph: Graph, syms: dict, sm: Node) -> _Match | Miss:
                       after=t).outputs[0]
     scale *= q_scale * k_scale  # (s1 Q)(s2 K)^T = s1 s2 Q K^T, inside the softcap as well
     return _assemble(graph, syms, q, k, pv.inputs[1], mask, mask_note, scale=scale, softcap=softcap, causal=False,
-                     nan_to_zero=nan_to_zero, y=pv.outputs[0], anchor=pv)
+                     nan_to_zero=nan_to_zero, y=pv.outputs[0], anchor=pv, mask_value=mask_value)
 
 
 def _permuted(x: Value, perm: list[int]) -> tuple | None:
@@ -171,9 +181,10 @@ def _split_mask(graph: Graph, scores: Value) -> tuple[Value | Miss, Value | None
         if m.type.rank is None or m.type.rank > 4:
             return Miss(f"mask %{m.name} has rank above 4"), None, ""
         w = producer(m, "where")
-        if w is not None and None not in w.inputs and scalar(graph, w.inputs[1]) == 0.0 and \
-                scalar(graph, w.inputs[2]) == -math.inf and w.inputs[0].type.dtype is DType.BOOL:
-            return logits, w.inputs[0], "boolean mask"
+        fill = scalar(graph, w.inputs[2]) if w is not None and None not in w.inputs else None
+        if w is not None and fill is not None and scalar(graph, w.inputs[1]) == 0.0 and w.inputs[0].type.dtype is DType.BOOL \
+                and fill <= MASK_VALUE_LIMIT and m.type.dtype is DType.F32:
+            return logits, w.inputs[0], "boolean mask" if fill == -math.inf else f"boolean mask, masked scores + {fill:g}"
         if m.type.dtype is DType.F32:
             return logits, m, "additive f32 mask"
         return Miss(f"mask %{m.name} is neither where(bool, 0, -inf) nor f32"), None, ""
@@ -238,7 +249,7 @@ def match_attention_op(graph: Graph, syms: dict, node: Node) -> _Match | Miss:
 def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Value | None, mask_note: str, *,
               scale: float, softcap: float, causal: bool, nan_to_zero: bool, y: Value, anchor: Node,
               past: tuple[Value | None, Value | None] = (None, None),
-              presents: tuple[Value | None, Value | None] = (None, None)) -> _Match | Miss:
+              presents: tuple[Value | None, Value | None] = (None, None), mask_value: float = -math.inf) -> _Match | Miss:
     if q.type.rank != 4 or q.type.shape is None or k4.type.shape is None or v4.type.shape is None:
         return Miss("Q, K or V is not 4-D with a known shape")
     heads = q.type.shape[1]
@@ -281,7 +292,7 @@ def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Va
         mask, causal, mask_note = _simplify_bool_mask(graph, syms, mask, causal, mask_note, q.type.shape[2], total, past_len,
                                                       relations)
     return _Match(q, k, v, past_k, past_v, mask, scale, softcap, causal, nan_to_zero, heads, kv_heads, y, presents,
-                  anchor, mask_note)
+                  anchor, mask_note, mask_value if mask is not None else -math.inf)
 
 
 def _needed(graph: Graph, v: Value) -> bool:
@@ -329,6 +340,8 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     out_types = [y_type, TensorType(DType.F32, (0,))] + ([_present_type(m.past_k, k), _present_type(m.past_v, v)] if want_present else [])
     attrs = {"heads": m.heads, "kv_heads": m.kv_heads, "scale": _f32(m.scale), "causal": int(m.causal),
              "softcap": _f32(m.softcap), "nan_to_zero": int(m.nan_to_zero)}
+    if m.mask_value != -math.inf:
+        attrs["mask_value"] = _f32(m.mask_value)
     inputs = [q, k, v, m.mask, m.past_k, m.past_v]
     while inputs[-1] is None:
         inputs.pop()

@@ -48,6 +48,9 @@ def _fused_attention_type(ctx: InferContext) -> list[TensorType]:
             raise TypeRuleError(f"past_len must hold one value, got {p}")
     if ctx.has(3):
         require_dtype(ctx.type(3), (DType.BOOL, DType.F32), "mask")
+    finite_value = a["mask_value"] != float("-inf")
+    if finite_value and (not np.isfinite(a["mask_value"]) or not ctx.has(3) or ctx.type(3).dtype is not DType.BOOL):
+        raise TypeRuleError("a finite mask_value goes with a boolean mask (and must be finite or -inf)")
     batch = seq = head = v_head = total = None
     if q.shape is not None and k.shape is not None and v.shape is not None:
         batch = _same(_same(q.shape[0], k.shape[0], "Q and K batch"), v.shape[0], "Q and V batch")
@@ -94,10 +97,11 @@ def _fused_attention_type(ctx: InferContext) -> list[TensorType]:
 
 
 def allowed_keys(mask: np.ndarray | None, *, batch: int, heads: int, q_len: int, total: int, past: int,
-                 causal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(allowed, bias), broadcast to (batch, heads, q_len, total): which keys each query row attends to, and the float
-    mask's value added to their scores. A key is allowed when the mask covers it and is true (bool) or not -inf
-    (float), and, with causal, when it is not after the query's position (query i sits at past + i)."""
+                 causal: bool, mask_value: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed, bias), broadcast to (batch, heads, q_len, total): which keys each query row attends to, and the value
+    added to their scores. A key is allowed when the mask covers it and is true (bool) or not -inf (float), and, with
+    causal, when it is not after the query's position (query i sits at past + i). With a finite mask_value (bool
+    masks), a row with no allowed key attends to every key the mask covers, each score plus mask_value."""
     allowed = np.ones((batch, heads, q_len, total), dtype=bool)
     bias = np.zeros((batch, heads, q_len, total), np.float32)
     if mask is not None:
@@ -111,6 +115,11 @@ def allowed_keys(mask: np.ndarray | None, *, batch: int, heads: int, q_len: int,
             bias[..., :covered] = np.where(allowed[..., :covered], part, np.float32(0))
     if causal:
         allowed &= np.arange(total) <= (np.arange(q_len) + past)[:, None]
+    if mask is not None and mask.dtype == np.bool_ and np.isfinite(mask_value):
+        fallback = ~allowed.any(axis=-1, keepdims=True)
+        covered = np.arange(total) < min(mask.shape[-1], total)
+        allowed = np.where(fallback, covered, allowed)
+        bias = np.where(fallback & covered, np.float32(mask_value), bias)
     return allowed, bias
 
 
@@ -128,17 +137,20 @@ def _present(past: np.ndarray | None, new: np.ndarray, past_len: int | None) -> 
        inputs=["Q", "K", "V", "mask?", "past_key?", "past_value?", "past_len?"],
        outputs=["Y", "scratch", "present_key?", "present_value?"],
        attrs={"heads": Int(), "kv_heads": Int(), "scale": Float(), "causal": Int(0), "softcap": Float(0.0),
-              "nan_to_zero": Int(0), "q_block": Int(0), "kv_block": Int(0), "tasks": Int(0), "scratch_size": Int(0)},
+              "nan_to_zero": Int(0), "mask_value": Float(float("-inf")),
+              "q_block": Int(0), "kv_block": Int(0), "tasks": Int(0), "scratch_size": Int(0)},
        infer=_fused_attention_type)
 def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None,
                     past_key: np.ndarray | None = None, past_value: np.ndarray | None = None,
                     past_len: np.ndarray | None = None, *, heads: int, kv_heads: int, scale: float, causal: int,
-                    softcap: float, nan_to_zero: int, q_block: int, kv_block: int, tasks: int,
+                    softcap: float, nan_to_zero: int, mask_value: float, q_block: int, kv_block: int, tasks: int,
                     scratch_size: int) -> tuple[np.ndarray, ...]:
     """Y = softmax over the allowed keys of (Q K^T * scale, softcapped, + the float mask) times V, per head; query head
     h reads kv head h // (heads / kv_heads). A row with no allowed key is zero; so is a row whose maximum score is NaN
     or +inf when nan_to_zero (the sdpa export's where(isnan(p), 0, p)); otherwise such a row is NaN. Keys that take
-    no part (not allowed, or scored -inf) add nothing, whatever their value. The scratch result has no meaning."""
+    no part (not allowed, or scored -inf) add nothing, whatever their value. A finite mask_value (a boolean mask's
+    false entries add it, as where(mask, 0, -1e9) would) only changes rows with no allowed key: they attend to every
+    key the mask covers, scores plus mask_value. The scratch result has no meaning."""
     if (past_key is None) != (past_value is None):
         raise ValueError("past_key and past_value must be given together")
     if q.shape[1] != heads or k.shape[1] != kv_heads or heads % kv_heads:
@@ -152,7 +164,8 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
     total = past + n_new
     keys, values = present_key[:, :, :total], present_value[:, :, :total]
     batch, _, q_len, _ = q.shape
-    allowed, bias = allowed_keys(mask, batch=batch, heads=heads, q_len=q_len, total=total, past=past, causal=bool(causal))
+    allowed, bias = allowed_keys(mask, batch=batch, heads=heads, q_len=q_len, total=total, past=past, causal=bool(causal),
+                                 mask_value=mask_value)
     group = heads // kv_heads
     keys, values = np.repeat(keys, group, axis=1), np.repeat(values, group, axis=1)
     f32 = np.float32

@@ -39,6 +39,7 @@ class Geometry:
     softcap: float
     causal: bool
     nan_to_zero: bool
+    mask_value: float  # -inf, or what a false entry of a boolean mask adds (rows with no true key then take every key)
     mask: DType | None  # bool or f32 mask, or none
     mask_strides: tuple[int, int, int]  # of (batch, head, query) in the mask's elements; its keys are contiguous
     mask_keys: int  # keys the mask covers (later keys are not allowed)
@@ -108,7 +109,7 @@ def fused_attention(ctx: NodeCtx) -> None:
         mstrides = (0, 0, 0)
     tasks = a["tasks"] or max(1, ctx.m.threads * 4)
     geometry = Geometry(heads, kv_heads, d, dv, float(a["scale"]), float(a["softcap"]), bool(a["causal"]),
-                        bool(a["nan_to_zero"]), mask.dtype if mask is not None else None, mstrides,
+                        bool(a["nan_to_zero"]), float(a["mask_value"]), mask.dtype if mask is not None else None, mstrides,
                         mask.shape[-1] if mask is not None else 0, two, a["q_block"] or DEFAULT_Q_BLOCK,
                         pad(a["kv_block"] or DEFAULT_KV_BLOCK, L), tasks, scratch is not None)
     if scratch is not None and scratch.numel < geometry.scratch_floats(False):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .attention_fused import Geometry
 
 L = 16
+META = 5  # i64 slots of row data
 NEG_INF = float("-inf")
 MIN_SPLIT_KEYS = 256  # a split-K part reads at least this many keys: fewer do not pay for the merge
 PTRS = ("q", "k", "v", "pk", "pv", "mask", "y", "scratch")
@@ -140,7 +141,8 @@ class _Units:
         self.acc = gep(b, base, i64(R * (g.dp + g.kv_block)), F32)
         self.m = gep(b, base, i64(R * (g.dp + g.kv_block + g.dvp)), F32)
         self.lsum = gep(b, self.m, i64(R), F32)
-        self.meta = entry_alloca(b, ir.ArrayType(I64, 4 * R), "rowmeta")  # end of keys, mask row, Y row, alpha bits
+        # per row: end of its keys, mask row, Y row, alpha bits, whether it falls back to every key (finite mask_value)
+        self.meta = entry_alloca(b, ir.ArrayType(I64, META * R), "rowmeta")
         self.hi = entry_alloca(b, I64, "unit_end")
 
     def partial(self, u: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
@@ -190,7 +192,7 @@ class _Units:
                     row = b.add(b.mul(r, i64(g.dvp)), i64(0))
                     self.finish_row(b.load(gep(b, self.m, r, F32), typ=F32), b.load(gep(b, self.lsum, r, F32), typ=F32),
                                     lambda c, row=row: b.load(gep(b, self.acc, b.add(row, i64(c * L)), F32), typ=VT, align=4),
-                                    b.load(gep(b, self.meta, b.add(b.mul(r, i64(4)), i64(2)), I64), typ=I64))
+                                    b.load(gep(b, self.meta, b.add(b.mul(r, i64(META)), i64(2)), I64), typ=I64))
 
     def setup_row(self, r: ir.Value, t_row: ir.Value, bi: ir.Value, kvh: ir.Value) -> None:
         """Row r of the unit (query row t_row of this kv head; past the last row, the last row again): Q * scale into
@@ -211,13 +213,29 @@ class _Units:
             end = _min(b, end, i64(g.mask_keys))
         ms = g.mask_strides
         mask_row = b.add(b.add(b.mul(bi, i64(ms[0])), b.mul(h, i64(ms[1]))), b.mul(i, i64(ms[2])))
-        for k, v in ((0, end), (1, mask_row), (2, b.mul(q_row, i64(g.dv)))):
-            b.store(v, gep(b, self.meta, b.add(b.mul(r, i64(4)), i64(k)), I64))
+        fallback = i64(0)
+        if g.mask is DType.BOOL and g.mask_value != NEG_INF:  # no true key before the end: every covered key
+            none = b.icmp_unsigned("==", self.any_true(mask_row, end), ir.Constant(I1, 0))
+            end = b.select(none, _min(b, e["total"], i64(g.mask_keys)), end)
+            fallback = b.zext(none, I64)
+        for k, v in ((0, end), (1, mask_row), (2, b.mul(q_row, i64(g.dv))), (4, fallback)):
+            b.store(v, gep(b, self.meta, b.add(b.mul(r, i64(META)), i64(k)), I64))
         b.store(_max(b, b.load(self.hi, typ=I64), end), self.hi)
         b.store(ir.Constant(F32, NEG_INF), gep(b, self.m, r, F32))
         b.store(ir.Constant(F32, 0.0), gep(b, self.lsum, r, F32))
         for c in range(g.dvp // L):
             b.store(const_vec(VT, 0.0), gep(b, self.acc, b.add(b.mul(r, i64(g.dvp)), i64(c * L)), F32), align=4)
+
+    def any_true(self, mask_row: ir.Value, end: ir.Value) -> ir.Value:
+        """Whether the boolean mask row has a true entry among keys [0, end) (16 bytes at a time)."""
+        b, vt = self.b, ir.VectorType(I8, L)
+        seen = entry_alloca(b, vt, "seen")
+        b.store(const_vec(vt, 0), seen)
+        iota = ir.Constant(ir.VectorType(I64, L), [ir.Constant(I64, k) for k in range(L)])
+        with for_range(b, end, step=L, name="any") as j:
+            lanes = b.icmp_signed("<", b.add(splat(b, j, L), iota), splat(b, end, L))
+            b.store(b.or_(b.load(seen, typ=vt), _masked_load(b, self.e["mask"], b.add(mask_row, j), vt, lanes, 0)), seen)
+        return b.icmp_unsigned("!=", hreduce(b, "max", b.load(seen, typ=vt)), ir.Constant(I8, 0))
 
     # ---- one block of keys ----------------------------------------------------------------------------------------
 
@@ -238,13 +256,14 @@ class _Units:
         groups = g.kv_block // L
         last = b.sub(b.add(kb, n), i64(1))  # the block's last key (n >= 1)
         with for_range(b, self.e["per_unit"], name="sr") as r:
-            meta = gep(b, self.meta, b.mul(r, i64(4)), I64)
+            meta = gep(b, self.meta, b.mul(r, i64(META)), I64)
             end = _min(b, b.load(meta, typ=I64), b.add(kb, n))
             q = [b.load(gep(b, self.qs, b.add(b.mul(r, i64(g.dp)), i64(c * L)), F32), typ=VT, align=4) for c in range(g.dp // L)]
             top = const_vec(VT, NEG_INF)
             scores = []
             for grp in range(groups):
-                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, last, b.load(gep(b, meta, i64(1), I64), typ=I64))
+                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, last, b.load(gep(b, meta, i64(1), I64), typ=I64),
+                                  b.load(gep(b, meta, i64(4), I64), typ=I64))
                 scores.append(s)
                 top = vmax(b, top, s)
             m_old = b.load(gep(b, self.m, r, F32), typ=F32)
@@ -269,8 +288,9 @@ class _Units:
                 self.weighted_sum(bh, kb, n, guard=True)
 
     def scores16(self, bh: ir.Value, q: list[ir.Value], j0: ir.Value, end: ir.Value, last: ir.Value,
-                 mask_row: ir.Value) -> ir.Value:
-        """Scores of keys j0 .. j0 + 15 for one row: -inf where not allowed (past the row's end, masked)."""
+                 mask_row: ir.Value, fallback: ir.Value) -> ir.Value:
+        """Scores of keys j0 .. j0 + 15 for one row: -inf where not allowed (past the row's end, masked); a fallback
+        row (finite mask_value, no true key) takes every key before its end, each plus mask_value."""
         b, g, e = self.b, self.g, self.e
         iota = ir.Constant(ir.VectorType(I64, L), [ir.Constant(I64, k) for k in range(L)])
         keys = b.add(splat(b, j0, L), iota)
@@ -290,7 +310,12 @@ class _Units:
             s = b.fmul(mathfns.tanh_f32(b, b.fdiv(s, cap)), cap)
         if g.mask is DType.BOOL:
             raw = _masked_load(b, e["mask"], b.add(mask_row, j0), ir.VectorType(I8, L), allowed, 0)
-            allowed = b.and_(allowed, b.icmp_unsigned("!=", raw, const_vec(ir.VectorType(I8, L), 0)))
+            true = b.icmp_unsigned("!=", raw, const_vec(ir.VectorType(I8, L), 0))
+            if g.mask_value != NEG_INF:
+                every = b.icmp_unsigned("!=", fallback, i64(0))
+                true = b.or_(true, splat(b, every, L))
+                s = b.select(every, b.fadd(s, const_vec(VT, g.mask_value)), s)
+            allowed = b.and_(allowed, true)
         elif g.mask is DType.F32:
             mv = _masked_load(b, e["mask"], b.add(mask_row, j0), VT, allowed, 0.0)
             allowed = b.and_(allowed, b.fcmp_unordered("!=", mv, const_vec(VT, NEG_INF)))
@@ -322,7 +347,7 @@ class _Units:
         last = b.sub(count, i64(1))
         with for_range(b, b.udiv(b.add(count, i64(tile - 1)), i64(tile)), name="pt") as rt:
             rows = [_min(b, b.add(b.mul(rt, i64(tile)), i64(r)), last) for r in range(tile)]
-            alphas = [splat(b, b.bitcast(b.load(b.bitcast(gep(b, self.meta, b.add(b.mul(r, i64(4)), i64(3)), I64), PTR),
+            alphas = [splat(b, b.bitcast(b.load(b.bitcast(gep(b, self.meta, b.add(b.mul(r, i64(META)), i64(3)), I64), PTR),
                                                   typ=I32), F32), L) for r in rows]
             for c0 in range(0, nv, width):
                 chunks = range(c0, min(nv, c0 + width))
