@@ -253,33 +253,14 @@ class _Units:
     def key_block(self, bh: ir.Value, kb: ir.Value, n: ir.Value) -> None:
         """Keys [kb, kb + n) for every row: scores, the online update, then P V."""
         b, g = self.b, self.g
-        groups = g.kv_block // L
-        last = b.sub(b.add(kb, n), i64(1))  # the block's last key (n >= 1)
-        with for_range(b, self.e["per_unit"], name="sr") as r:
-            meta = gep(b, self.meta, b.mul(r, i64(META)), I64)
-            end = _min(b, b.load(meta, typ=I64), b.add(kb, n))
-            q = [b.load(gep(b, self.qs, b.add(b.mul(r, i64(g.dp)), i64(c * L)), F32), typ=VT, align=4) for c in range(g.dp // L)]
-            top = const_vec(VT, NEG_INF)
-            scores = []
-            for grp in range(groups):
-                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, last, b.load(gep(b, meta, i64(1), I64), typ=I64),
-                                  b.load(gep(b, meta, i64(4), I64), typ=I64))
-                scores.append(s)
-                top = vmax(b, top, s)
-            m_old = b.load(gep(b, self.m, r, F32), typ=F32)
-            m_new = intrinsic(b, "llvm.maximum.f32", F32, [m_old, hreduce(b, "max", top)])  # NaN wins, as np.max
-            m_safe = b.select(b.fcmp_ordered("==", m_new, ir.Constant(F32, NEG_INF)), ir.Constant(F32, 0.0), m_new)
-            alpha = mathfns.exp_f32(b, b.fsub(m_old, m_safe))
-            total = const_vec(VT, 0.0)
-            for grp, s in enumerate(scores):
-                p = b.select(b.fcmp_ordered("==", s, const_vec(VT, NEG_INF)), const_vec(VT, -0.0),
-                             mathfns.exp_f32(b, b.fsub(s, splat(b, m_safe, L))))
-                b.store(p, gep(b, self.sc, b.add(b.mul(r, i64(g.kv_block)), i64(grp * L)), F32), align=4)
-                total = b.fadd(total, p)
-            lsum = gep(b, self.lsum, r, F32)
-            b.store(b.fadd(b.fmul(b.load(lsum, typ=F32), alpha), hreduce(b, "add", total)), lsum)
-            b.store(m_new, gep(b, self.m, r, F32))
-            b.store(b.bitcast(alpha, I32), b.bitcast(gep(b, meta, i64(3), I64), PTR))
+        if g.two_sources:  # each key's row from the past or the new buffer: addresses key by key
+            self.score_rows(bh, kb, n, clamp=True)
+        else:  # a whole block reads contiguous rows at constant offsets; the last, partial one clamps its keys
+            with b.if_else(b.icmp_signed("==", n, i64(g.kv_block)), likely=True) as (whole, partial):
+                with whole:
+                    self.score_rows(bh, kb, n, clamp=False)
+                with partial:
+                    self.score_rows(bh, kb, n, clamp=True)
         finite = self.values_finite(bh, kb, n)
         with b.if_else(finite, likely=True) as (fast, guarded):
             with fast:
@@ -287,7 +268,40 @@ class _Units:
             with guarded:
                 self.weighted_sum(bh, kb, n, guard=True)
 
-    def scores16(self, bh: ir.Value, q: list[ir.Value], j0: ir.Value, end: ir.Value, last: ir.Value,
+    def score_rows(self, bh: ir.Value, kb: ir.Value, n: ir.Value, clamp: bool) -> None:
+        """For every row: the scores of keys [kb, kb + n) and the online update (max, alpha, p = exp, total)."""
+        b, g = self.b, self.g
+        groups = g.kv_block // L
+        last = b.sub(b.add(kb, n), i64(1))  # the block's last key (n >= 1)
+        with for_range(b, self.e["per_unit"], name="sr") as r:
+            meta = gep(b, self.meta, b.mul(r, i64(META)), I64)
+            end = _min(b, b.load(meta, typ=I64), b.add(kb, n))
+            q = [b.load(gep(b, self.qs, b.add(b.mul(r, i64(g.dp)), i64(c * L)), F32), typ=VT, align=4) for c in range(g.dp // L)]
+            top = const_vec(VT, NEG_INF)
+            row_sc = b.mul(r, i64(g.kv_block))
+            for grp in range(groups):  # (each group's scores go to memory at once: 16 accumulators need the registers)
+                s = self.scores16(bh, q, b.add(kb, i64(grp * L)), end, last if clamp else None,
+                                  b.load(gep(b, meta, i64(1), I64), typ=I64), b.load(gep(b, meta, i64(4), I64), typ=I64))
+                b.store(s, gep(b, self.sc, b.add(row_sc, i64(grp * L)), F32), align=4)
+                top = vmax(b, top, s)
+            m_old = b.load(gep(b, self.m, r, F32), typ=F32)
+            m_new = intrinsic(b, "llvm.maximum.f32", F32, [m_old, hreduce(b, "max", top)])  # NaN wins, as np.max
+            m_safe = b.select(b.fcmp_ordered("==", m_new, ir.Constant(F32, NEG_INF)), ir.Constant(F32, 0.0), m_new)
+            alpha = mathfns.exp_f32(b, b.fsub(m_old, m_safe))
+            total = const_vec(VT, 0.0)
+            for grp in range(groups):
+                at = gep(b, self.sc, b.add(row_sc, i64(grp * L)), F32)
+                s = b.load(at, typ=VT, align=4)
+                p = b.select(b.fcmp_ordered("==", s, const_vec(VT, NEG_INF)), const_vec(VT, -0.0),
+                             mathfns.exp_f32(b, b.fsub(s, splat(b, m_safe, L))))
+                b.store(p, at, align=4)
+                total = b.fadd(total, p)
+            lsum = gep(b, self.lsum, r, F32)
+            b.store(b.fadd(b.fmul(b.load(lsum, typ=F32), alpha), hreduce(b, "add", total)), lsum)
+            b.store(m_new, gep(b, self.m, r, F32))
+            b.store(b.bitcast(alpha, I32), b.bitcast(gep(b, meta, i64(3), I64), PTR))
+
+    def scores16(self, bh: ir.Value, q: list[ir.Value], j0: ir.Value, end: ir.Value, last: ir.Value | None,
                  mask_row: ir.Value, fallback: ir.Value) -> ir.Value:
         """Scores of keys j0 .. j0 + 15 for one row: -inf where not allowed (past the row's end, masked); a fallback
         row (finite mask_value, no true key) takes every key before its end, each plus mask_value."""
@@ -296,9 +310,9 @@ class _Units:
         keys = b.add(splat(b, j0, L), iota)
         allowed = b.icmp_signed("<", keys, splat(b, end, L))
         sums = []
-        for k in range(L):  # keys past the block read its last key instead (never outside the buffer)
-            j = _min(b, b.add(j0, i64(k)), last)
-            row = self.key_row(bh, j, "k")
+        first = self.key_row(bh, j0, "k") if last is None else None
+        for k in range(L):  # (clamped: keys past the block read its last key instead, never outside the buffer)
+            row = gep(b, first, i64(k * g.d), F32) if last is None else self.key_row(bh, _min(b, b.add(j0, i64(k)), last), "k")
             acc = None
             for c in range(g.dp // L):
                 kx = _load(b, row, i64(c * L), min(L, g.d - c * L))
