@@ -5,17 +5,16 @@ checked against the greedy tokens torch generated when the fixtures were made.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
-from tritc.frontend.onnx import load_model
-from tritc.ir.graph import Graph
 from tritc.ir.interpreter import run
+
+from .test_transformer_fixtures import _graph, _ids, _ort, _session  # onnxruntime sessions and graphs, cached per file
+from .test_transformer_fixtures import test_bitnet_weights_are_trits_times_scale as check_trits_times_scale
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cache"
 FILES = sorted(FIXTURES.glob("*.onnx"))
@@ -32,10 +31,6 @@ INTERP_ATOL = 1e-4
 TORCH_ATOL = 1e-4
 
 
-def _ids(path: Path) -> str:
-    return path.stem
-
-
 def _expected(model: Path) -> np.lib.npyio.NpzFile:
     # llama_native_dynamo23.onnx -> llama_native.expected.npz
     return np.load(FIXTURES / f"{model.stem.rsplit('_', 1)[0]}.expected.npz")
@@ -44,21 +39,6 @@ def _expected(model: Path) -> np.lib.npyio.NpzFile:
 def _export_key(model: Path) -> str:
     return model.stem.rsplit("_", 1)[1]  # legacy17, dynamo18, dynamo23
 
-
-@functools.cache
-def _session(model: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-
-
-@functools.cache
-def _graph(model: Path) -> Graph:
-    return load_model(model)
-
-
-def _ort(model: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = _session(model)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
 
 
 def _empty_past(model: Path) -> dict[str, np.ndarray]:
@@ -109,17 +89,8 @@ def test_fixture_set_is_complete() -> None:
 
 @pytest.mark.parametrize("model", [p for p in DECODERS if p.stem.startswith("bitnet")], ids=_ids)
 def test_bitnet_every_linear_is_trits_times_scale(model: Path) -> None:
-    # "Every layer exactly ternary", lm_head included: each MatMul weight holds, per row or per column, one magnitude
-    # besides zero.
-    proto = onnx.load(str(model))
-    matmul_inputs = {i for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input}
-    weights = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer
-               if t.name in matmul_inputs and len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT]
-    assert len(weights) == 15  # 2 layers x (q, k, v, o, gate, up, down) + lm_head
-    for w in weights:
-        a = np.abs(w)
-        assert any(np.all((a == 0) | (a == a.max(axis=axis, keepdims=True))) for axis in (0, 1))
-        assert 0.2 < np.mean(a == 0) < 0.6
+    # "Every layer exactly ternary": all 15 MatMul weights, lm_head included, are trits x scale (the no-cache BitNet's check).
+    check_trits_times_scale(model)
 
 
 @pytest.mark.parametrize("model", DECODERS, ids=_ids)
