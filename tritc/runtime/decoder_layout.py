@@ -213,7 +213,7 @@ def _slot(past: Port, present: Port, batch: str | None) -> CacheSlot:
         batch_axes = [0]  # an unnamed leading dim: the batch
     rest = [i for i in symbolic if i not in batch_axes]
     differ = [] if present.shape is None else [i for i in range(len(past.shape)) if not _same(past.shape[i], present.shape[i])]
-    if len(differ) == 1 and differ[0] in rest:
+    if len(differ) == 1 and differ[0] not in batch_axes:
         seq = differ[0]
     elif len(rest) == 1:
         seq = rest[0]
