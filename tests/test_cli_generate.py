@@ -136,3 +136,24 @@ def test_compile_flags_with_an_artifact(tmp_path, capsys):
     code, _, err = run(capsys, str(tmp_path / "m.tritc"), "--prompt-ids", "1", "--ternary", "off", "-O", "1")
     assert code == 2 and err == (f"tritc: error: --ternary*, -O: compile options apply to an .onnx model; "
                                  f"{tmp_path / 'm.tritc'} is compiled already\n")
+
+
+def test_a_step_that_fails_ends_the_token_line(decoder, capsys, monkeypatch):
+    """A run error after some tokens: the tokens printed so far keep their line (it ends), then one error line."""
+    from tritc.errors import RunError
+    from tritc.runtime import generate as gen
+
+    step = gen.DecoderStep.__call__
+    calls = []
+
+    def failing(self, tokens, cache):
+        calls.append(len(tokens))
+        if len(calls) == 3:
+            raise RunError("node 'x' (attention): out of memory")
+        return step(self, tokens, cache)
+
+    monkeypatch.setattr(gen.DecoderStep, "__call__", failing)
+    path, model = decoder
+    code, out, err = run(capsys, str(path), "--prompt-ids", "1,2,3", "--max-new-tokens", "5")
+    assert code == 2 and err == "tritc: error: node 'x' (attention): out of memory\n"
+    assert out == " ".join(map(str, ort_greedy(model, SPEC, [1, 2, 3], 2))) + "\n"

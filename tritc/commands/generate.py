@@ -111,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
                           "stats": result.stats.as_dict()}))
         return EXIT_OK
     generation = tritc.generate(model, prompt, args.max_new_tokens, stream=True, **options)
-    for i, token in enumerate(generation):
-        sys.stdout.write(f"{' ' if i else ''}{token}")
+    try:
+        for i, token in enumerate(generation):
+            sys.stdout.write(f"{' ' if i else ''}{token}")
+            sys.stdout.flush()
+    finally:
+        sys.stdout.write("\n")  # the token line ends even when a step fails or Ctrl-C stops it
         sys.stdout.flush()
-    sys.stdout.write("\n")
     print(stats_line(with_load_time(generation.result, load_seconds)))
     return EXIT_OK
 
