@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from tritc.ir.graph import Graph
 from tritc.ir.interpreter import Interpreter
+from tritc.runtime.model import IOSpec
 
 from .decoders import DecoderSpec, cache_names
 
@@ -49,12 +51,14 @@ def ort_greedy(model: onnx.ModelProto, spec: DecoderSpec, prompt: Sequence[int],
 
 
 class InterpreterSession:
-    """onnxruntime's session interface over tritc's interpreter running a compiled model's final IR; counts runs."""
+    """onnxruntime's session interface over tritc's interpreter running a graph (a compiled model's final IR, or
+    any Graph); counts runs."""
 
-    def __init__(self, compiled: Any):
-        self.graph = compiled.graph
-        self.inputs, self.outputs = compiled.get_inputs(), compiled.get_outputs()
-        self.interpreter = Interpreter(compiled.graph)
+    def __init__(self, model: Any):
+        self.graph = model if isinstance(model, Graph) else model.graph
+        self.inputs = [IOSpec(v.name, v.type) for v in self.graph.inputs]
+        self.outputs = [IOSpec(v.name, v.type) for v in self.graph.outputs]
+        self.interpreter = Interpreter(self.graph)
         self.runs = 0
 
     def get_inputs(self) -> list[Any]:
