@@ -84,8 +84,10 @@ def test_the_position_table_bounds_the_context():
 
 def test_compile_options_do_not_apply_to_an_artifact(tmp_path, model):
     tritc.compile(model).save(tmp_path / "m.tritc")
-    with pytest.raises(OptionError, match="compile options .*ternary.* apply to an .onnx model"):
+    with pytest.raises(OptionError, match=r"compile options \(ternary\) apply to an .onnx model, not to .*m\.tritc"):
         tritc.generate(str(tmp_path / "m.tritc"), [1], 1, ternary="off")
+    with pytest.raises(OptionError, match=r"compile options \(pipeline\) apply to an .onnx model, not to a model object \(InferenceSession\)"):
+        tritc.generate(ort_session(model), [1], 1, pipeline="none")
 
 
 def test_not_a_model():

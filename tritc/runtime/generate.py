@@ -183,24 +183,24 @@ def context_limit(layout: DecoderLayout, max_context: int | None) -> tuple[int |
     return int(max_context), "as asked"
 
 
-def resolve_model(model: Any, threads: int | None = None, **compile_options: Any) -> Any:
-    """A model to run: an .onnx path (or ModelProto / bytes) is compiled, any other path loaded as a .tritc
-    artifact; a CompiledModel or any object with onnxruntime's session interface is used as it is."""
-    if isinstance(model, (str, os.PathLike)):
-        import tritc
+def resolve_model(model: Any, threads: int | None = None, **compile_options: Any) -> tuple[Any, bool]:
+    """A model to run, and whether it was compiled or loaded here: an .onnx path, a ModelProto or bytes are compiled,
+    any other path loaded as a .tritc artifact; a CompiledModel or any object with onnxruntime's session interface is
+    used as it is."""
+    import onnx
 
-        if Path(model).suffix.lower() == ".onnx":
-            return tritc.compile(model, threads=threads, **compile_options)
-        if compile_options:
-            raise OptionError(f"{model}: compile options ({', '.join(sorted(compile_options))}) apply to an .onnx model, "
-                              f"not to a compiled artifact")
-        return tritc.load(model, threads=threads)
+    import tritc
+
+    path = isinstance(model, (str, os.PathLike))
+    if (path and Path(model).suffix.lower() == ".onnx") or isinstance(model, (bytes, bytearray, onnx.ModelProto)):
+        return tritc.compile(model, threads=threads, **compile_options), True
+    if compile_options:
+        raise OptionError(f"compile options ({', '.join(sorted(compile_options))}) apply to an .onnx model, not to "
+                          f"{model if path else 'a model object (' + type(model).__name__ + ')'}")
+    if path:
+        return tritc.load(model, threads=threads), True
     if hasattr(model, "run") and hasattr(model, "get_inputs") and hasattr(model, "get_outputs"):
-        return model
-    if isinstance(model, (bytes, bytearray)) or type(model).__name__ == "ModelProto":
-        import tritc
-
-        return tritc.compile(model, threads=threads, **compile_options)
+        return model, False
     raise TypeError(f"cannot generate with a {type(model).__name__}: give a path (.onnx or .tritc), a compiled model "
                     f"or an onnxruntime-like session")
 
@@ -266,9 +266,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
                           stop_ids=stop_ids, max_context=max_context)
     prompt, count, stops = req.prompt, req.count, req.stops
     sampler = Sampler(req.sampling)
-    given = not isinstance(model, (str, os.PathLike, bytes, bytearray)) and type(model).__name__ != "ModelProto"
-    session = resolve_model(model, threads, **compile_options)
-    load_seconds = 0.0 if given else time.perf_counter() - t_call
+    session, loaded = resolve_model(model, threads, **compile_options)
+    load_seconds = time.perf_counter() - t_call if loaded else 0.0
     layout = layout_of(session)
     check_in_vocab(prompt, layout.vocab, "token id")
     check_in_vocab(sorted(stops), layout.vocab, "stop id")
