@@ -25,87 +25,29 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_kernels import nbits_weights  # noqa: E402
+from benchmarks.bitnet_models import Builder  # noqa: E402
 from benchmarks.common import Timer, finish_info, interleave, machine_info, machine_markdown, write_results  # noqa: E402
 
 HIDDEN, FFN, HEADS, KV_HEADS, LAYERS = 2560, 6912, 20, 5, 2
 HEAD_DIM = HIDDEN // HEADS
-NBITS_BLOCK = 128
 SEED = 0
 
 
-class Builder:
-    """Nodes and initializers of one model; `linear` adds x @ W as MatMul or as MatMulNBits."""
-
-    def __init__(self, nbits: bool, rng: np.random.Generator):
-        self.nbits, self.rng = nbits, rng
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, base: str) -> str:
-        self.count += 1
-        return f"{base}_{self.count}"
-
-    def const(self, base: str, value: np.ndarray) -> str:
-        n = self.name(base)
-        self.inits.append(numpy_helper.from_array(value, n))
-        return n
-
-    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
-        out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
-        return out
-
-    def linear(self, x: str, k: int, n: int, per_channel: bool, label: str):
-        from tritc.ir.ternary import TernaryWeight
-
-        trits = self.rng.choice(np.array([-1, 0, 1], np.int8), size=(k, n), p=[0.3, 0.4, 0.3])
-        scale = (self.rng.random(n if per_channel else ()) * 0.02 + 0.01).astype(np.float32)
-        w = TernaryWeight(trits, np.broadcast_to(scale, (n,)).astype(np.float32))
-        if not self.nbits:
-            dense = TernaryWeight(trits, np.asarray(scale, np.float32)).dequantize()
-            self.inits.append(numpy_helper.from_array(dense, label))
-            return self.op("MatMul", [x, label])
-        b, s = nbits_weights(w, NBITS_BLOCK)
-        self.inits += [numpy_helper.from_array(b, label), numpy_helper.from_array(s, label + ".scales")]
-        out = self.name("matmulnbits")
-        self.nodes.append(helper.make_node("MatMulNBits", [x, label, label + ".scales"], [out], domain="com.microsoft",
-                                           K=k, N=n, bits=2, block_size=NBITS_BLOCK, accuracy_level=4))
-        return out
-
-    def rms_norm(self, x: str, dim: int) -> str:
-        sq = self.op("Mul", [x, x])
-        mean = self.op("ReduceMean", [sq], axes=[-1], keepdims=1)
-        std = self.op("Sqrt", [self.op("Add", [mean, self.const("eps", np.array(1e-6, np.float32))])])
-        gain = self.const("gain", (1 + 0.1 * self.rng.standard_normal(dim)).astype(np.float32))
-        return self.op("Mul", [self.op("Div", [x, std]), gain])
-
-    def act_quant(self, x: str) -> str:
-        """BitNet b1.58: s = 127 / max(max|x|, 1e-5) per token; x = clip(round(x * s), -128, 127) / s."""
-        absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)
-        s = self.op("Div", [self.const("qmax", np.array(127, np.float32)),
-                            self.op("Max", [absmax, self.const("eps", np.array(1e-5, np.float32))])])
-        q = self.op("Clip", [self.op("Round", [self.op("Mul", [x, s])]), self.const("lo", np.array(-128, np.float32)),
-                             self.const("hi", np.array(127, np.float32))])
-        return self.op("Div", [q, s])
-
-    def heads(self, x: str, n: int) -> str:
-        """[b, s, n * d] -> [b, n, s, d]."""
-        r = self.op("Reshape", [x, self.const("shape", np.array([0, 0, n, HEAD_DIM], np.int64))])
-        return self.op("Transpose", [r], perm=[0, 2, 1, 3])
+class BodyBuilder(Builder):
+    """The decoder body of `build("body", ...)`: no cache, no mask, no LM head."""
 
     def layer(self, x: str, i: int) -> str:
         h = self.rms_norm(x, HIDDEN)
-        q = self.heads(self.linear(h, HIDDEN, HIDDEN, False, f"layers.{i}.q_proj"), HEADS)
+        q = self.heads(self.linear(h, HIDDEN, HIDDEN, False, f"layers.{i}.q_proj"), HEADS, HEAD_DIM)
         kv = []
         for which in ("k", "v"):
-            t = self.heads(self.linear(h, HIDDEN, KV_HEADS * HEAD_DIM, False, f"layers.{i}.{which}_proj"), KV_HEADS)
+            t = self.heads(self.linear(h, HIDDEN, KV_HEADS * HEAD_DIM, False, f"layers.{i}.{which}_proj"), KV_HEADS,
+                           HEAD_DIM)
             t = self.op("Unsqueeze", [t, self.const("axis", np.array([2], np.int64))])  # grouped query: repeat KV heads
             t = self.op("Expand", [t, self.const("rep", np.array([1, 1, HEADS // KV_HEADS, 1, 1], np.int64))])
             kv.append(self.op("Reshape", [t, self.const("shape", np.array([0, HEADS, -1, HEAD_DIM], np.int64))]))
@@ -124,7 +66,7 @@ class Builder:
 
 
 def build(kind: str, nbits: bool) -> onnx.ModelProto:
-    b = Builder(nbits, np.random.default_rng(SEED))  # the same seed: the twin files hold the same trits and scales
+    b = BodyBuilder(nbits, np.random.default_rng(SEED))  # the same seed: the twin files hold the same trits and scales
     if kind == "bitlinear":
         shape_in, shape_out = ["batch", HIDDEN], ["batch", FFN]
         y = b.linear(b.act_quant("x"), HIDDEN, FFN, True, "fc.weight")
@@ -191,7 +133,7 @@ def markdown(info: dict, rows: list[dict], rounds: int) -> str:
     lines = ["# BitNet-shaped models, every linear layer exactly ternary: tritc vs onnxruntime", "",
              f"Median latency of {rounds} interleaved rounds, batch 1. tritc: the plain-MatMul file, default pipeline "
              f"(`folded`: layers fold-ternary made ternary). ORT fp32: the same file. ORT 2-bit: the twin file with "
-             f"MatMulNBits (bits=2, block {NBITS_BLOCK}, accuracy_level 4). `rel err`: max |out - ORT fp32| / max |ORT fp32|.",
+             f"MatMulNBits (bits=2, block 128, accuracy_level 4). `rel err`: max |out - ORT fp32| / max |ORT fp32|.",
              "", machine_markdown(info),
              "| model | seq | threads | folded | tritc ms | ORT fp32 ms | ORT 2-bit ms | vs fp32 | vs 2-bit | rel err tritc "
              "| rel err 2-bit |",

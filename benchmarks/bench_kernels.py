@@ -110,14 +110,10 @@ def ort_matmul_runner(x: np.ndarray, w, threads: int):
 
 
 def nbits_weights(w, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """MatMulNBits operands whose dequantised weight is exactly trits * scale: codes trit + 2, zero point 2.
+    """MatMulNBits operands whose dequantised weight is exactly w's trits * per-channel scales (bitnet_models.py)."""
+    from benchmarks.bitnet_models import nbits_weights as from_trits
 
-    B is [N, K/block, block/4] uint8 with 4 two-bit codes per byte, k-th code of a block at bits 2*(k%4)."""
-    K, N = w.shape
-    codes = (w.trits.T.astype(np.int16) + 2).astype(np.uint8).reshape(N, K // block, block // 4, 4)
-    B = codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
-    scales = np.repeat(w.scale[:, None], K // block, axis=1).reshape(-1).astype(np.float32)
-    return np.ascontiguousarray(B, dtype=np.uint8), scales
+    return from_trits(w.trits, w.scale, block)
 
 
 def ort_nbits_runner(x: np.ndarray, w, threads: int, block: int):
