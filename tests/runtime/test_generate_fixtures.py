@@ -20,8 +20,6 @@ from .generate_reference import InterpreterSession
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cache"
 DECODERS = sorted(p for p in FIXTURES.glob("*.onnx") if not p.stem.startswith("bert"))
 NEW_TOKENS = 32
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="tests/fixtures/cache/ (cachefix's fixtures) is not on this "
-                                                             "branch yet")
 
 
 def expected(model: Path) -> np.lib.npyio.NpzFile:
