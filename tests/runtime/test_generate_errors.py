@@ -86,7 +86,8 @@ def test_compile_options_do_not_apply_to_an_artifact(tmp_path, model):
     tritc.compile(model).save(tmp_path / "m.tritc")
     with pytest.raises(OptionError, match=r"compile options \(ternary\) apply to an .onnx model, not to .*m\.tritc"):
         tritc.generate(str(tmp_path / "m.tritc"), [1], 1, ternary="off")
-    with pytest.raises(OptionError, match=r"compile options \(pipeline\) apply to an .onnx model, not to a model object \(InferenceSession\)"):
+    with pytest.raises(OptionError, match=r"compile options \(pipeline\) apply to an .onnx model, not to a model object "
+                                          r"\(InferenceSession\)"):
         tritc.generate(ort_session(model), [1], 1, pipeline="none")
 
 
