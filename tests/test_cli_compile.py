@@ -24,7 +24,7 @@ from tritc.commands.inputs import output_file_names, random_input
 from tritc.commands.verify import compare
 from tritc.ir.types import DType, TensorType
 from tritc.passes.pipelines import PIPELINES
-from tritc.runtime.artifact import HEADER, read_artifact
+from tritc.runtime.artifact import FORMAT_VERSION, HEADER, read_artifact
 
 from .frontend.models import model, vi
 from .test_cli import mlp_model, save
@@ -333,7 +333,7 @@ def test_inspect_summary(example_compiled):
     m = read_artifact(art).manifest
     head, sections = out.split("\n\n")
     fields = {line.split()[0]: line.split(None, 1)[1] for line in head.splitlines()}
-    assert fields["format"] == f"1 (written by tritc {tritc.__version__})"
+    assert fields["format"] == f"{FORMAT_VERSION} (written by tritc {tritc.__version__})"
     assert fields["target"].startswith(f"{m['target']['triple']}, cpu {m['target']['cpu']}, {m['target']['isa']} kernels")
     assert fields["inputs"] == "input_ids: i64[batch,seq]" and fields["outputs"] == "logits: f32[batch,seq,256]"
     assert fields["shapes"].startswith("batch=1, seq=8 (arena ") and fields["source"] == "bitnet_tiny.onnx"
@@ -369,7 +369,7 @@ def _damaged(art: Path, tmp_path: Path, kind: str) -> Path:
         data[-100] ^= 0x10  # inside the last section
     elif kind == "newer_version":
         magic, _, flags, mlen, mhash, reserved = HEADER.unpack_from(data)
-        data[: HEADER.size] = HEADER.pack(magic, 2, flags, mlen, mhash, reserved)
+        data[: HEADER.size] = HEADER.pack(magic, FORMAT_VERSION + 1, flags, mlen, mhash, reserved)
     elif kind == "empty":
         data = bytearray()
     elif kind == "not_an_artifact":
@@ -382,7 +382,7 @@ def _damaged(art: Path, tmp_path: Path, kind: str) -> Path:
 ARTIFACT_BAD = {
     "truncated": "truncated",
     "bit_flip": "hash mismatch (corrupted or tampered)",
-    "newer_version": "artifact format 2 > supported 1",
+    "newer_version": f"artifact format {FORMAT_VERSION + 1} > supported {FORMAT_VERSION}",
     "empty": "truncated (0 bytes",
     "not_an_artifact": "not a tritc artifact",
 }

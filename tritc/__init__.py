@@ -4,6 +4,7 @@
     model = tritc.compile("model.onnx")            # passes + LLVM, for this CPU
     model.save("model.tritc"); model = tritc.load("model.tritc")
     outputs = model.run(None, {"x": x})             # like onnxruntime.InferenceSession.run
+    result = tritc.generate("decoder.onnx", [1, 2, 3], max_new_tokens=32)   # a decoder with a KV cache
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable, Iterable
+
+    from .runtime.generate import Generation, GenerationResult
     from .runtime.model import CompiledModel
 
 
@@ -30,4 +34,24 @@ def load(path: Any, **options: Any) -> CompiledModel:
     return load_model(path, **options)
 
 
-__all__ = ["__version__", "compile", "load"]
+def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float = 1.0, seed: int | None = None, stop_ids: int | Iterable[int] | None = None,
+             max_context: int | None = None, on_token: Callable[[int], None] | None = None, stream: bool = False,
+             threads: int | None = None, **compile_options: Any) -> GenerationResult | Generation:
+    """Generate up to `max_new_tokens` token ids after the prompt `input_ids` with a decoder that has a KV cache.
+
+    model: an .onnx path (compiled, `compile_options` as for tritc.compile), a .tritc path (loaded), a compiled model,
+    or any object with onnxruntime's session interface. Greedy by default (temperature 0); temperature > 0 samples,
+    within top_k / top_p, reproducibly for a `seed`. Stops after a token in `stop_ids`, or when the cache holds
+    `max_context` tokens (default: the model's position table, if it has one). on_token(token) is called as each
+    token comes; stream=True returns an iterator of the tokens (its `.result` once done) instead of the result.
+    The result has the new tokens, the stop reason and timings (prefill and decode tokens/s, time to first token).
+    docs/GENERATE.md describes the layouts, sampling and cache."""
+    from .runtime.generate import generate as run_generation
+
+    return run_generation(model, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                          stop_ids=stop_ids, max_context=max_context, on_token=on_token, stream=stream, threads=threads,
+                          **compile_options)
+
+
+__all__ = ["__version__", "compile", "generate", "load"]

@@ -1,6 +1,9 @@
 """The compile driver behind `tritc.compile` and `tritc compile`: import, passes, weights, code.
 
-    import -> pipeline (passes/pipelines.py) -> weight blob -> code for the default shapes
+    import -> pipeline (passes/pipelines.py) -> weight blob -> generic code (+ a specialisation per --shape)
+
+A model whose graph cannot have generic code (codegen/llvm/program.py says why) gets code for its default
+sizes instead, and further sizes are compiled when first run.
 
 Everything a user can choose is a keyword argument here and a flag of the CLI.
 """
@@ -25,9 +28,9 @@ from .ir.graph import Graph
 from .passes.pass_manager import Pass, PassManager, parse_pass_list
 from .passes.pipelines import TernaryFlag, pass_source, with_ternary_flags
 from .passes.pipelines import pipeline as named_pipeline
-from .runtime.model import CompiledModel, value_specialised_inputs
+from .runtime.model import CompiledModel
 
-DEFAULT_DIM = 1  # size compiled ahead of time for a symbolic dim nobody gave a size for (if the model admits it)
+DEFAULT_DIM = 1  # size compiled ahead of time, without generic code, for a symbolic dim nobody gave a size for
 
 
 def import_any(model: Any) -> tuple[Graph, str]:
@@ -110,8 +113,13 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     if unknown:
         raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
                           f"{', '.join(symbols) or 'none, all static'})")
-    if not value_specialised_inputs(graph):
-        cm.compile_for(default_sizes(graph, given, model, say))
+    if not cm.program.value_inputs:
+        generic = cm.compile_generic()
+        if generic is None:
+            say(f"no generic code: {cm.program.generic_error}")
+            cm.compile_for(default_sizes(graph, given, model, say))
+        elif given:
+            cm.compile_for(given)
     say("done")
     cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
     cm.ternary_report = report  # type: ignore[attr-defined]

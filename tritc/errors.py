@@ -61,6 +61,12 @@ class ArtifactCompatibilityError(ArtifactError):
     """An artifact was built for a target this host cannot run and cannot be rebuilt for it."""
 
 
+class InputShapeError(CompilerError, ValueError):
+    """The inputs of a call disagree with the model's shapes: a dim that is not the size the model fixes, or sizes
+    that break a relation between its symbols (`total` = `past+seq`). The message names the input, the axis,
+    the symbol and both values."""
+
+
 class NumericalMismatchError(CompilerError):
     """Compiled outputs differ from the reference beyond tolerance (used by verify and tests)."""
 

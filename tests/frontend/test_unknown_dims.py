@@ -100,8 +100,7 @@ def test_every_form_compiles_and_binds_from_the_arrays(tmp_path):
     assert [i.shape for i in cm.get_inputs()] == [[f"x.{k}" for k in range(6)]]
     x2 = rng.standard_normal((1, 2, 3, 1, 2, 2)).astype(np.float32)
     np.testing.assert_array_equal(cm(x=x2), np.maximum(x2, 0))
-    compiled = {s.key() for s in cm.specializations}
-    assert tuple(sorted((f"x.{k}", n) for k, n in enumerate(x2.shape))) in compiled  # code for that binding ran
+    assert [s.key() for s in cm.specializations] == [()] and cm.stats["compilations"] == 1  # one code for every size
 
 
 def test_two_inputs_with_question_marks_take_different_sizes(tmp_path, capsys):

@@ -86,11 +86,17 @@ def test_zero_size_inputs(model):
     assert y.shape == (0, 3) and z.shape == (3,)
 
 
-def test_new_shapes_compile_once_and_are_cached(model):
-    n = len(model.specializations)
-    model.run(None, feeds(4, 5))
-    model.run(None, feeds(4, 5))
-    assert len(model.specializations) == n + 1
+def test_new_sizes_compile_nothing(model):
+    """One generic code and the --shape specialisation (batch=1, seq=3): every other size runs the generic code."""
+    before = model.stats["compilations"]
+    assert sorted(s.key() for s in model.specializations) == [(), (("batch", 1), ("seq", 3))]
+    for b, s in [(4, 5), (1, 3), (7, 1), (4, 5)]:
+        f = feeds(b, s)
+        y, z = model.run(None, f)
+        np.testing.assert_array_equal(y, np.maximum(f["x"], 0) * f["x"])
+        np.testing.assert_array_equal(z, 2 * f["m"])
+    assert model.stats["compilations"] == before
+    assert len(model.specializations) == 2
 
 
 def test_concurrent_calls_from_threads(model):

@@ -100,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(cm, out: os.PathLike[str] | str, seconds: float) -> str:  # cm: CompiledModel
     t = cm.target
-    shapes = [format_bindings(s.bindings) for s in cm.specializations]
+    shapes = [f"every size ({', '.join(cm.symbols)} at run time)" if cm.symbols and not s.bindings else
+              format_bindings(s.bindings) for s in cm.specializations]
     if not shapes:
         shapes = ["none yet: compiled on first run (small integer inputs decide shapes: specialised on their values)"]
-    elif cm.symbols:
+    elif cm.symbols and cm.program.generic_error is not None:
         shapes[-1] += " (other sizes compile on first use)"
     report = getattr(cm, "ternary_report", None)
     if report is None:

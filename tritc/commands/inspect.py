@@ -107,6 +107,28 @@ def _assembly(bitcode: bytes, bindings: dict[str, int], t: dict[str, Any]) -> st
     return assembly(Specialization(bindings, [], [], 0, b"", bitcode), target)
 
 
+def _bytes(expr: Any) -> str:
+    """An arena size: bytes, or its formula over the symbols (generic code)."""
+    if isinstance(expr, int):
+        return human_bytes(expr)
+    from ..codegen.llvm.symbolic import from_json
+
+    return f"{from_json(expr)} bytes"
+
+
+def _code_name(m: dict[str, Any], bindings: dict[str, int]) -> str:
+    if not bindings and m.get("symbols"):
+        return f"every size ({', '.join(m['symbols'])} at run time)"
+    return format_bindings(bindings)
+
+
+def _arena(m: dict[str, Any]) -> str:
+    expr = m.get("arena_bytes", 0)
+    if not isinstance(expr, int):
+        return f"{_bytes(expr)} (generic code)"
+    return human_bytes(expr) + (" (largest compiled shape)" if m.get("symbols") is None or m.get("generic_error") else "")
+
+
 def summary(path: str, m: dict[str, Any], data_start: int) -> str:
     t = m.get("target") or {}
     meta = m.get("meta") or {}
@@ -123,10 +145,10 @@ def summary(path: str, m: dict[str, Any], data_start: int) -> str:
         ("features", " ".join(enabled) if enabled else "baseline (no extra features)"),
         ("inputs", ", ".join(f"{i['name']}: {i['type']}" for i in m.get("inputs", []))),
         ("outputs", ", ".join(f"{o['name']}: {o['type']}" for o in m.get("outputs", []))),
-        ("arena", f"{human_bytes(int(m.get('arena_bytes', 0)))} (largest compiled shape)"),
+        ("arena", _arena(m)),
         ("weights", f"{human_bytes(int(m.get('weights_bytes', 0)))} in {len(weights)} tensors "
                     f"({kinds.count('ternary')} ternary, {kinds.count('dense')} dense)"),
-        ("shapes", "; ".join(f"{format_bindings(dict(s['bindings']))} (arena {human_bytes(int(s['arena_bytes']))})"
+        ("shapes", "; ".join(f"{_code_name(m, dict(s['bindings']))} (arena {_bytes(s['arena_bytes'])})"
                              for s in specs) or "none (compiled on first run)"),
     ]
     if meta.get("passes"):

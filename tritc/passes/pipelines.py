@@ -40,7 +40,32 @@ PIPELINES: dict[str, list[str]] = {
     ],
     # No rewriting at all: the imported graph as the interpreter defines it.
     "none": [],
+    # What codegen runs on the final IR before making code for some sizes (`--shape`, or every symbol bound
+    # when a model cannot have generic code): the sizes substituted (the first step's `bind`), shape arithmetic
+    # folded, types re-derived. `tritc dump --pipeline specialise --shape seq=1` shows the result.
+    "specialise": [
+        "infer-shapes",                     # {bind=[name=size,...]}: symbolic dims -> sizes
+        "fold-constants{max-bytes=1048576}",  # shapes, ranges, masks now known; big results stay run-time work
+        "eliminate-dead-code",              # the shape arithmetic folding replaced
+        "infer-shapes",                     # types from the folded values
+    ],
 }
+
+# Constants folded while specialising become globals of that code's object file (the weight blob is shared by
+# all codes and laid out before); large ones stay run-time computations instead (a ConstantOfShape fill costs
+# nothing next to embedding hundreds of megabytes in an object file).
+SPECIALISED_FOLD_MAX_BYTES = 1 << 20
+
+
+def specialise_passes(bind: Sequence[str] = (), *, fold: bool = True) -> list[Pass]:
+    """The "specialise" pipeline with `bind` (["batch=1", ...]) given to its first infer-shapes; fold=False
+    leaves out fold-constants (for tests of the lowerings folding would replace)."""
+    steps = list(PIPELINES["specialise"])
+    if bind:
+        steps[0] = f"infer-shapes{{bind=[{','.join(bind)}]}}"
+    if not fold:
+        steps = [s for s in steps if not s.startswith("fold-constants")]
+    return parse_pass_list(",".join(steps))
 
 
 # compile()'s keyword -> (the command-line flag, the option of fold-ternary it sets)

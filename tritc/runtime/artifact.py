@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ArtifactError, ArtifactIntegrityError, ArtifactVersionError, OptionError
 
 MAGIC = b"TRITCART"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: code for every size (entry ABI 3, symbolic arena sizes); 1: code per shape binding
 HEADER = struct.Struct("<8sIIQ32s8s")  # 64 bytes
 MAX_MANIFEST_BYTES = 16 * 2**20
 ALIGN = 64

@@ -1,9 +1,9 @@
 """Run compiled CPU code on numpy arrays: one call into tritc_main per run, no Python per op.
 
-A CpuExecutable wraps one specialisation's object code (loaded with MCJIT). It allocates the
-outputs and a fresh arena per call, so concurrent calls from several Python threads are safe
-(the thread pool inside serialises parallel regions and runs them inline when busy). A non-zero
-status from the code (a scratch allocation failed) becomes a RunError naming the node.
+A CpuExecutable wraps one code's object (loaded with MCJIT). The caller hands it the outputs' shapes,
+an arena (scratch of the code's arena size, reused across calls: the model keeps one per thread) and the
+sizes of the call's symbols (the dims array of the entry, docs/CODEGEN.md). A non-zero status from the
+code (a scratch allocation failed) becomes a RunError naming the node.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 
 from ..codegen.llvm.jit import LoadedObject
 from ..codegen.llvm.kernels.threads import ensure_pool
-from ..codegen.llvm.lower import FAILURES
+from ..codegen.llvm.lower import ABI_VERSION, FAILURES
 from ..codegen.llvm.target import Target
-from ..errors import CompilerError, RunError, RunOutOfMemoryError
+from ..errors import ArtifactVersionError, CompilerError, RunError, RunOutOfMemoryError
 from ..ir.types import TensorType
 
 ALIGN = 64
@@ -31,28 +31,30 @@ def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
 
 
 class CpuExecutable:
-    """Object code for one specialisation, ready to call."""
+    """Object code for one code of a model, ready to call."""
 
-    def __init__(self, obj: bytes, target: Target, entry: str, input_types: Sequence[TensorType],
-                 output_types: Sequence[TensorType], arena_bytes: int, weights: np.ndarray, threads: int = 1):
+    def __init__(self, obj: bytes, target: Target, entry: str, output_types: Sequence[TensorType], weights: np.ndarray,
+                 threads: int = 1):
         if b"tritc_parallel_for" in obj:
             # Multi-threaded kernels call into the process-wide pool: it must exist before linking.
             ensure_pool(threads)
         self.lib = LoadedObject(obj, target)
-        self.entry = self.lib.function(entry, ctypes.c_int32, [ctypes.c_void_p] * 4)
-        self.input_types = list(input_types)
+        abi = ctypes.c_int32.from_address(self.lib.address("tritc_abi_version")).value
+        if abi != ABI_VERSION:
+            raise ArtifactVersionError(f"compiled code of ABI {abi}, this tritc runs ABI {ABI_VERSION}: recompile the model")
+        self.entry = self.lib.function(entry, ctypes.c_int32, [ctypes.c_void_p] * 5)
         self.output_types = list(output_types)
-        self.arena_bytes = arena_bytes
         self.weights = weights  # keep the blob alive as long as the code that reads it
 
-    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on arrays already checked against input_types (contiguous, right dtype)."""
-        outs = [np.empty(t.shape, dtype=t.dtype.np_dtype) for t in self.output_types]  # type: ignore[arg-type]
+    def __call__(self, inputs: Sequence[np.ndarray], output_shapes: Sequence[Sequence[int]], arena: np.ndarray,
+                 dims: np.ndarray) -> list[np.ndarray]:
+        """Run on arrays already checked against the code's input types (contiguous, right dtype); `arena` holds at
+        least the code's arena size for these dims (int64, one per symbol of the model)."""
+        outs = [np.empty(tuple(s), dtype=t.dtype.np_dtype) for s, t in zip(output_shapes, self.output_types)]
         in_ptrs = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
-        arena = aligned_empty(self.arena_bytes)
         status = self.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.weights.ctypes.data,
-                            arena.ctypes.data)
+                            arena.ctypes.data, dims.ctypes.data)
         if status != 0:
             raise self.failure(status)
         return outs
@@ -61,7 +63,7 @@ class CpuExecutable:
         """The exception for a status, described by the object's failure table (docs/CODEGEN.md)."""
         try:
             lines = ctypes.string_at(self.lib.address(FAILURES)).decode("utf-8", "replace").split("\n")
-        except CompilerError:  # code compiled before the table existed (ABI 1 trapped instead)
+        except CompilerError:
             lines = []
         if not 1 <= status <= len(lines) or "\t" not in lines[status - 1]:
             return RunError(f"compiled model returned status {status}")

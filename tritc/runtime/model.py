@@ -4,11 +4,13 @@
     logits, = model.run(None, {"input_ids": ids})
     logits = model(input_ids=ids)
 
-Shapes are specialised (docs/CODEGEN.md): code exists for each binding of the symbolic dims
-that was compiled ahead of time; a new binding is compiled on first use (from the final IR kept
-in the model) and cached. Integer inputs that decide shapes (a Reshape's shape fed as an input)
-are specialised on their values the same way. Inputs are checked by name, dtype and shape before
-any native code runs.
+The code lives in a codegen Program (codegen/llvm/program.py): generic code that takes every size, plus any
+specialisations compiled for chosen sizes. A call checks its inputs by name, dtype and shape, binds the
+model's symbols from the arrays (checking the relations between them that the model implies), asks the
+program for the code that fits, computes the outputs' shapes and the arena size from that code's symbolic
+types, and calls it with the sizes as the `dims` array. The arena is allocated once per model and thread and
+grown (doubling) when a call needs more. `model.stats["compilations"]` counts the codes compiled since the
+model was created or loaded: with generic code, running at new sizes compiles nothing.
 """
 
 from __future__ import annotations
@@ -23,18 +25,19 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..codegen.llvm.compiler import Specialization, compile_specialization, object_from_bitcode, symbols_of
-from ..codegen.llvm.ops import CONST_OPERANDS
+from ..codegen.llvm.compiler import Specialization, object_from_bitcode
+from ..codegen.llvm.program import Key, Program, value_specialised_inputs
+from ..codegen.llvm.symbolic import evaluate, size
 from ..codegen.llvm.target import Target
 from ..codegen.llvm.weights import WeightLayout
+from ..errors import InputShapeError
 from ..ir import dims as dimlib
-from ..ir.graph import Graph, Value
+from ..ir.graph import Graph
 from ..ir.text import print_graph
-from ..ir.types import DType, TensorType, format_type
+from ..ir.types import TensorType, format_type
 from .cpu import CpuExecutable, aligned_empty
 
-MAX_VALUE_SPECIALISED = 64  # elements: integer inputs this small that decide shapes are specialised on
-VALUE_BLIND = frozenset({"shape", "size"})  # ops whose results depend on their operand's shape only
+ARENA_GROWTH = 2  # a thread's arena grows to at least this many times its size: decoding grows it every step
 
 
 @dataclass(frozen=True)
@@ -56,34 +59,8 @@ class IOSpec:
         return f"{self.name}: {format_type(self.type)}"
 
 
-def value_specialised_inputs(graph: Graph) -> list[Value]:
-    """Small static inputs from which some operand that must be constant is reachable (integers, and floats:
-    Range's bounds and OneHot's depth may be float)."""
-    found = []
-    for v in graph.inputs:
-        t = v.type
-        if not (t.dtype.is_int or t.dtype.is_float or t.dtype is DType.BOOL) or not t.is_static or (t.numel() or 0) > MAX_VALUE_SPECIALISED:
-            continue
-        stack, seen = [v], set()
-        hit = False
-        while stack and not hit:
-            x = stack.pop()
-            if id(x) in seen:
-                continue
-            seen.add(id(x))
-            for node, i in x.uses:
-                if i in CONST_OPERANDS.get(node.op, ()):
-                    hit = True
-                    break
-                if node.op not in VALUE_BLIND:
-                    stack.extend(node.outputs)
-        if hit:
-            found.append(v)
-    return found
-
-
 class CompiledModel:
-    """A model compiled for the CPU: final IR, weights, and code per shape binding."""
+    """A model compiled for the CPU: final IR, weights, and its Program of codes."""
 
     def __init__(self, graph: Graph, layout: WeightLayout, blob: bytes | np.ndarray, target: Target, *,
                  threads: int | None = None, meta: Mapping[str, Any] | None = None,
@@ -93,17 +70,14 @@ class CompiledModel:
         buf = aligned_empty(max(len(blob), 1))
         buf[:len(blob)] = np.frombuffer(bytes(blob), dtype=np.uint8) if not isinstance(blob, np.ndarray) else blob
         self.blob = buf
-        self.target = target
         self.threads = threads or os.cpu_count() or 1
         self.meta = dict(meta or {})
-        self.progress = progress
-        self.fold = fold  # False: specialisations keep every node (codegen.llvm.compiler.specialize), for tests
+        self.program = Program(graph, layout, target, threads=self.threads, fold=fold, progress=progress)
         self.inputs = [IOSpec(v.name, v.type) for v in graph.inputs]
         self.outputs = [IOSpec(v.name, v.type) for v in graph.outputs]
-        self.symbols = symbols_of(graph)
-        self._value_inputs = {v.name for v in value_specialised_inputs(graph)}
-        self._specs: dict[tuple, tuple[Specialization, CpuExecutable | None]] = {}
+        self._exes: dict[Key, CpuExecutable] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()  # .arena: this thread's scratch
 
     # ---- signatures ------------------------------------------------------------------------------
 
@@ -114,28 +88,58 @@ class CompiledModel:
         return list(self.outputs)
 
     @property
+    def target(self) -> Target:
+        return self.program.target
+
+    @target.setter
+    def target(self, target: Target) -> None:
+        self.program.target = target
+
+    @property
+    def progress(self) -> Callable[[str], None] | None:
+        """Called with a line when code is compiled (a size without code, in a model that has no generic code)."""
+        return self.program.progress
+
+    @progress.setter
+    def progress(self, say: Callable[[str], None] | None) -> None:
+        self.program.progress = say
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.program.symbols
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """"compilations": codes compiled since this model was made or loaded."""
+        return self.program.stats
+
+    @property
     def ir_text(self) -> str:
         return print_graph(self.graph)
 
     @property
     def specializations(self) -> list[Specialization]:
-        return [s for s, _ in self._specs.values()]
+        """Every code the model holds: the generic one (bindings {}) and the specialisations."""
+        return list(self.program.codes.values())
 
     # ---- running ---------------------------------------------------------------------------------
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
             run_options: Any = None) -> list[np.ndarray]:
         """onnxruntime's InferenceSession.run: outputs in the order of `output_names` (all if None)."""
-        arrays, bindings, values = self._check_inputs(input_feed)
+        arrays, bindings, values, bound_by = self._check_inputs(input_feed)
         names = [o.name for o in self.outputs]
         if output_names is not None:
             unknown = [n for n in output_names if n not in names]
             if unknown:
                 raise ValueError(f"unknown output name(s) {', '.join(map(repr, unknown))}; outputs are {', '.join(names)}")
-        spec, exe = self._executable(bindings, values)
-        call_inputs = [arrays[v.name] for v in spec.graph.inputs] if spec.graph is not None else \
-            [arrays[i.name] for i in self.inputs if i.name not in self._value_inputs]
-        results = exe(call_inputs)  # type: ignore[misc]
+        key, code = self.program.code_for(bindings, values)
+        check_relations(code, bindings, bound_by)
+        exe = self._executable(key, code)
+        call_inputs = [arrays[n] for n in (code.input_names or [i.name for i in self.inputs])]
+        shapes = [[evaluate(size(d), bindings) for d in t.shape] for t in code.output_types]  # type: ignore[union-attr]
+        dims = np.array([bindings.get(s, 0) for s in self.program.symbols] or [0], dtype=np.int64)
+        results = exe(call_inputs, shapes, self._arena(evaluate(code.arena_bytes, bindings)), dims)
         by_name = dict(zip(names, results))
         return [by_name[n] for n in (output_names if output_names is not None else names)]
 
@@ -144,7 +148,18 @@ class CompiledModel:
         out = self.run(None, inputs)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _check_inputs(self, feed: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, bytes]]:
+    def _arena(self, nbytes: int) -> np.ndarray:
+        """This thread's arena, grown to hold `nbytes` (never shrunk, never allocated per call)."""
+        arena = getattr(self._local, "arena", None)
+        if arena is None or arena.size < nbytes:
+            grown = max(nbytes, ARENA_GROWTH * arena.size if arena is not None else 0, 1)
+            arena = self._local.arena = aligned_empty(grown)
+        return arena
+
+    def _check_inputs(self, feed: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, bytes],
+                                                                dict[str, str]]:
+        """The arrays (native, contiguous), the symbols' sizes, the bytes of value-specialised inputs, and where each
+        symbol was bound (for messages)."""
         if not isinstance(feed, Mapping):
             raise TypeError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
         expected = [i.name for i in self.inputs]
@@ -156,6 +171,7 @@ class CompiledModel:
             raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
         arrays: dict[str, np.ndarray] = {}
         bindings: dict[str, int] = {}
+        bound_by: dict[str, str] = {}
         for spec in self.inputs:
             a = feed[spec.name]
             if not isinstance(a, np.ndarray):
@@ -175,9 +191,10 @@ class CompiledModel:
                                              f"({format_type(spec.type)})")
                     elif isinstance(d, str) and dimlib.symbols(d) == {d}:  # a plain symbol: bind it
                         if d in bindings and bindings[d] != n:
-                            raise ValueError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
-                                             f"{bindings[d]} in another input")
+                            raise InputShapeError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
+                                                  f"{bindings[d]} in another input ({bound_by[d]})")
                         bindings[d] = int(n)
+                        bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
             # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
             arrays[spec.name] = np.require(a.astype(want, copy=False), want, ["C", "A", "W"]) if a.size else \
                 np.empty(a.shape, want)
@@ -187,61 +204,38 @@ class CompiledModel:
                     value = dimlib.evaluate(d, bindings)
                     n = arrays[spec.name].shape[axis]
                     if value is not None and value != n:
-                        raise ValueError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
-        values = {n: arrays[n].tobytes() for n in sorted(self._value_inputs)}
-        return arrays, bindings, values
+                        raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
+        values = {n: arrays[n].tobytes() for n in sorted(self.program.value_inputs)}
+        return arrays, bindings, values, bound_by
 
-    # ---- specialisations ---------------------------------------------------------------------------
+    # ---- codes -------------------------------------------------------------------------------------
 
-    def _key(self, bindings: Mapping[str, int], values: Mapping[str, bytes]) -> tuple:
-        return (tuple(sorted(bindings.items())), tuple(sorted(values.items())))
-
-    def _executable(self, bindings: dict[str, int], values: dict[str, bytes]) -> tuple[Specialization, CpuExecutable]:
-        key = self._key(bindings, values)
-        entry = self._specs.get(key)
-        if entry is None or entry[1] is None:
+    def _executable(self, key: Key, code: Specialization) -> CpuExecutable:
+        exe = self._exes.get(key)
+        if exe is None:
             with self._lock:
-                entry = self._specs.get(key)
-                if entry is None:
-                    spec = self.compile_for(bindings, values)
-                    entry = (spec, None)
-                if entry[1] is None:
-                    exe = CpuExecutable(entry[0].object, self.target, entry[0].entry, entry[0].input_types,
-                                        entry[0].output_types, entry[0].arena_bytes, self.blob, self.threads)
-                    entry = (entry[0], exe)
-                self._specs[key] = entry
-        return entry  # type: ignore[return-value]
+                exe = self._exes.get(key)
+                if exe is None:
+                    exe = CpuExecutable(code.object, self.target, code.entry, code.output_types, self.blob, self.threads)
+                    self._exes[key] = exe
+        return exe
 
     def compile_for(self, bindings: Mapping[str, int], values: Mapping[str, bytes] | None = None) -> Specialization:
-        """Compile (and remember) code for one binding of the symbolic dims / value inputs."""
-        g = self._with_values(values or {})
-        if self.progress:
-            self.progress(f"compiling for {', '.join(f'{k}={v}' for k, v in sorted(bindings.items())) or 'static shapes'}")
-        spec = compile_specialization(g, self.layout, bindings, self.target, threads=self.threads, fold=self.fold,
-                                      progress=None)
-        self._specs.setdefault(self._key(bindings, values or {}), (spec, None))
-        return spec
+        """Compile (and keep) code for some sizes: a specialisation, generic in the symbols not in `bindings`."""
+        return self.program.add_specialisation(bindings, values)
 
-    def _with_values(self, values: Mapping[str, bytes]) -> Graph:
-        if not values:
-            return self.graph
-        g = self.graph.copy()
-        for name, raw in values.items():
-            v = g.value(name)
-            arr = np.frombuffer(raw, dtype=v.type.dtype.np_dtype).reshape(v.type.shape).copy()  # type: ignore[arg-type]
-            c = g.add_constant(arr, v.type, name + ".value")
-            g.replace_all_uses(v, c)
-            g.inputs = [x for x in g.inputs if x is not v]
-        return g
+    def compile_generic(self) -> Specialization | None:
+        """The code for every size (None when the model cannot have it: `program.generic_error` says why)."""
+        return self.program.build()
 
     def add_specialization(self, spec: Specialization, values: Mapping[str, bytes] | None = None) -> None:
-        self._specs[self._key(spec.bindings, values or {})] = (spec, None)
+        self.program.add(spec, values)
 
     def recompile_objects_for(self, target: Target) -> None:
         """Rebuild every stored object from its bitcode for `target` (same ISA family)."""
-        for key, (spec, _) in list(self._specs.items()):
-            spec.object = object_from_bitcode(spec.bitcode, target)
-            self._specs[key] = (spec, None)
+        for code in self.program.codes.values():
+            code.object = object_from_bitcode(code.bitcode, target)
+        self._exes.clear()
         self.target = target
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -252,7 +246,23 @@ class CompiledModel:
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
-        return f"CompiledModel({ins} -> {outs}; target {self.target.cpu} [{self.target.isa}], {len(self._specs)} compiled shapes)"
+        n = len(self.program.codes)
+        return f"CompiledModel({ins} -> {outs}; target {self.target.cpu} [{self.target.isa}], {n} compiled code{'s' * (n != 1)})"
+
+
+def check_relations(code: Specialization, bindings: Mapping[str, int], bound_by: Mapping[str, str]) -> None:
+    """The relations the code takes between symbols (`total` = `past+seq`) hold for this call's sizes: else one
+    InputShapeError naming the input, axis, symbol and both values."""
+    for symbol, dim in code.relations.items():
+        if symbol not in bindings:
+            continue
+        want = dimlib.evaluate(dim, dict(bindings))
+        if want is None or want == bindings[symbol]:
+            continue
+        parts = ", ".join(f"{s}={bindings[s]}" + (f" from {bound_by[s]}" if s in bound_by else "")
+                          for s in sorted(dimlib.symbols(dim)) if s in bindings)
+        raise InputShapeError(f"{bound_by.get(symbol, 'an input')} ('{symbol}') is {bindings[symbol]}, but the model needs "
+                              f"{symbol} = {dim} = {want} ({parts})")
 
 
 def warn(msg: str) -> None:

@@ -1,9 +1,9 @@
 """Save a CompiledModel as an artifact and load it back, recompiling for the host when needed.
 
-On load every section is verified first (artifact.py); then the target is checked: another
-architecture is refused, missing CPU features mean the code is rebuilt for this host (from the
-stored bitcode when the host has the same kernel ISA, otherwise from the stored IR), with a
-warning, so an artifact never runs instructions the CPU lacks.
+On load every section is verified first (artifact.py); then the format (format 1 holds code of an older entry
+ABI: refused, recompile the model) and the target are checked: another architecture is refused, missing CPU
+features mean the code is rebuilt for this host (from the stored bitcode when the host has the same kernel
+ISA, otherwise from the stored IR), with a warning, so an artifact never runs instructions the CPU lacks.
 """
 
 from __future__ import annotations
@@ -16,33 +16,41 @@ from typing import Any
 import llvmlite.binding as llvm
 
 from .. import __version__
-from ..codegen.llvm.compiler import Specialization, compile_specialization
+from ..codegen.llvm.compiler import Specialization, compile_code
+from ..codegen.llvm.program import key_of
+from ..codegen.llvm.symbolic import from_json, to_json
 from ..codegen.llvm.target import Target, host_target, init_llvm
 from ..codegen.llvm.weights import WeightEntry, WeightLayout, read_weights
-from ..errors import ArtifactCompatibilityError, ArtifactError, CompilerError
+from ..errors import ArtifactCompatibilityError, ArtifactError, ArtifactVersionError, CompilerError
 from ..ir.text import format_type, parse_graph, parse_type
 from ..ir.verify import verify
-from .artifact import read_artifact, write_artifact
+from .artifact import FORMAT_VERSION, read_artifact, write_artifact
 from .model import CompiledModel, warn
+
+MIN_FORMAT = 2  # the oldest format whose code this tritc calls (format 1: the 4-argument entry of ABI 2)
 
 
 def save_model(model: CompiledModel, path: str | os.PathLike[str]) -> None:
     specs = []
     sections: dict[str, bytes] = {"ir": model.ir_text.encode(), "weights": bytes(model.blob)}
-    for i, (key, (spec, _)) in enumerate(model._specs.items()):
+    for i, (key, spec) in enumerate(model.program.codes.items()):
         values = dict(key[1])
         sections[f"object.{i}"] = spec.object
         sections[f"bitcode.{i}"] = spec.bitcode
         specs.append({
             "bindings": spec.bindings,
             "values": {k: base64.b64encode(v).decode() for k, v in values.items()},
-            "arena_bytes": spec.arena_bytes,
+            "arena_bytes": to_json(spec.arena_bytes),
+            "relations": spec.relations,
             "entry": spec.entry,
             "object": f"object.{i}",
             "bitcode": f"bitcode.{i}",
+            "input_names": spec.input_names,
             "input_types": [format_type(t) for t in spec.input_types],
             "output_types": [format_type(t) for t in spec.output_types],
         })
+    generic = model.program.codes.get(key_of({}, {}))
+    static = [s["arena_bytes"] for s in specs if isinstance(s["arena_bytes"], int)]
     manifest = {
         "tritc_version": __version__,
         "target": {"triple": model.target.triple, "cpu": model.target.cpu, "features": model.target.features,
@@ -50,9 +58,12 @@ def save_model(model: CompiledModel, path: str | os.PathLike[str]) -> None:
         "threads": model.threads,
         "inputs": [{"name": i.name, "type": format_type(i.type)} for i in model.inputs],
         "outputs": [{"name": o.name, "type": format_type(o.type)} for o in model.outputs],
+        "symbols": model.symbols,
         "weights": [e.to_json() for e in model.layout.entries.values()],
         "weights_bytes": model.layout.size,
-        "arena_bytes": max([s["arena_bytes"] for s in specs], default=0),
+        # the generic code's arena as a formula of the symbols; else the largest of the specialisations'
+        "arena_bytes": to_json(generic.arena_bytes) if generic is not None else max(static, default=0),
+        "generic_error": model.program.generic_error,
         "specializations": specs,
         "meta": model.meta,
     }
@@ -69,6 +80,10 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
     where = str(path)
     art = read_artifact(path)
     m = art.manifest
+    if m["format_version"] < MIN_FORMAT:
+        raise ArtifactVersionError(f"{where}: artifact format {m['format_version']} holds code for the entry ABI of "
+                                   f"tritc {m.get('tritc_version', '?')}, which this tritc no longer calls (format "
+                                   f"{FORMAT_VERSION}); compile the model again")
     tinfo = _field(m, "target", dict, where)
     target = Target(str(tinfo.get("triple", "")), str(tinfo.get("cpu", "")), str(tinfo.get("features", "")),
                     int(tinfo.get("opt_level", 3)))
@@ -83,14 +98,16 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
         raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
     model = CompiledModel(graph, layout, art.sections["weights"], target, threads=threads or m.get("threads"),
                           meta=m.get("meta") or {})
+    model.program.generic_error = m.get("generic_error")
     for s in _field(m, "specializations", list, where):
         try:
             spec = Specialization({str(k): int(v) for k, v in s["bindings"].items()},
                                   [parse_type(t) for t in s["input_types"]], [parse_type(t) for t in s["output_types"]],
-                                  int(s["arena_bytes"]), art.sections[s["object"]], art.sections[s["bitcode"]],
-                                  str(s["entry"]))
+                                  from_json(s["arena_bytes"]), art.sections[s["object"]], art.sections[s["bitcode"]],
+                                  str(s["entry"]), relations={str(k): v for k, v in (s.get("relations") or {}).items()},
+                                  input_names=s.get("input_names"))
             values = {k: base64.b64decode(v) for k, v in s.get("values", {}).items()}
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, CompilerError) as e:
             raise ArtifactError(f"{where}: malformed specialisation entry ({e})") from e
         model.add_specialization(spec, values)
     missing = target.missing_on_host()
@@ -118,7 +135,9 @@ def _retarget(model: CompiledModel, built: Target, missing: list[str], where: st
     warn(f"{where}: built for {built.isa} kernels, this host supports {host.isa} (missing {shown}); "
          f"recompiling from the stored IR")
     model.target = host
-    for key, (spec, _) in list(model._specs.items()):
+    program = model.program
+    for key, spec in list(program.codes.items()):
         values = dict(key[1])
-        new = compile_specialization(model._with_values(values), model.layout, spec.bindings, host, threads=model.threads)
-        model._specs[key] = (new, None)
+        program.codes[key] = compile_code(program.with_values(values), model.layout, spec.bindings, host,
+                                          symbols=program.symbols, threads=model.threads)
+    model._exes.clear()

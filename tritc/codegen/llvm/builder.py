@@ -2,6 +2,9 @@
 
     with for_range(b, n) as i:
         b.store(b.fadd(load(b, x, i), one), gep(b, y, i))
+
+Sizes may be ints or symbolic dims (symbolic.Sym, an i64 known at run time): `i64`, `gep`, `for_range`,
+`linear_index` and the stride helpers take either, so one emitter serves static and symbolic shapes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from contextlib import contextmanager
 import llvmlite.ir as ir
 
 from ...ir.types import DType
+from .symbolic import Size, Sym, if_one
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -38,8 +42,9 @@ def elem_type(dtype: DType) -> ir.Type:
     return _ELEM[dtype]
 
 
-def i64(v: int) -> ir.Constant:
-    return ir.Constant(I64, int(v))
+def i64(v: Size) -> ir.Value:
+    """An i64 operand: a constant for an int, the symbolic dim itself (an i64 value) for a Sym."""
+    return v if isinstance(v, Sym) else ir.Constant(I64, int(v))
 
 
 def i32(v: int) -> ir.Constant:
@@ -50,7 +55,7 @@ def const(t: ir.Type, v: float | int) -> ir.Constant:
     return ir.Constant(t, v)
 
 
-def gep(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value | int, etype: ir.Type, name: str = "") -> ir.Value:
+def gep(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value | Size, etype: ir.Type, name: str = "") -> ir.Value:
     """&ptr[index] for elements of type `etype`."""
     idx = i64(index) if isinstance(index, int) else index
     return b.gep(ptr, [idx], inbounds=True, source_etype=etype, name=name)
@@ -65,9 +70,10 @@ def store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Value | int
 
 
 @contextmanager
-def for_range(b: ir.IRBuilder, stop: ir.Value | int, start: ir.Value | int = 0, step: int = 1,
+def for_range(b: ir.IRBuilder, stop: ir.Value | Size, start: ir.Value | Size = 0, step: int = 1,
               name: str = "i") -> Iterator[ir.Value]:
-    """A counted loop `for i in range(start, stop, step)` (i64); the body is what the `with` emits."""
+    """A counted loop `for i in range(start, stop, step)` (i64); the body is what the `with` emits. start and
+    stop may be run-time values (an i64 ir.Value or a symbolic dim); step is a constant."""
     start_v = i64(start) if isinstance(start, int) else start
     stop_v = i64(stop) if isinstance(stop, int) else stop
     fn = b.function
@@ -90,8 +96,8 @@ def for_range(b: ir.IRBuilder, stop: ir.Value | int, start: ir.Value | int = 0, 
 
 
 @contextmanager
-def for_nest(b: ir.IRBuilder, shape: Sequence[int], name: str = "i") -> Iterator[list[ir.Value]]:
-    """Nested loops over a static shape (outermost first); yields the index of each dim."""
+def for_nest(b: ir.IRBuilder, shape: Sequence[Size], name: str = "i") -> Iterator[list[ir.Value]]:
+    """Nested loops over a shape (outermost first, static or symbolic dims); yields the index of each dim."""
     if not shape:
         yield []
         return
@@ -100,31 +106,39 @@ def for_nest(b: ir.IRBuilder, shape: Sequence[int], name: str = "i") -> Iterator
             yield [i0, *rest]
 
 
-def linear_index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[int], offset: int = 0) -> ir.Value:
+def linear_index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[Size], offset: Size = 0) -> ir.Value:
     """offset + sum(idx[d] * strides[d]), skipping zero strides (broadcast dims)."""
     acc: ir.Value = i64(offset)
     for i, s in zip(idx, strides):
-        if s == 0:
+        if isinstance(s, int) and s == 0:
             continue
-        term = i if s == 1 else b.mul(i, i64(s), flags=["nsw"])
+        term = i if isinstance(s, int) and s == 1 else b.mul(i, i64(s), flags=["nsw"])
         acc = term if (isinstance(acc, ir.Constant) and acc.constant == 0) else b.add(acc, term, flags=["nsw"])
     return acc
 
 
-def contiguous_strides(shape: Sequence[int]) -> list[int]:
-    strides, n = [], 1
+def contiguous_strides(shape: Sequence[Size]) -> list[Size]:
+    strides: list[Size] = []
+    n: Size = 1
     for d in reversed(shape):
         strides.append(n)
         n *= d
     return list(reversed(strides))
 
 
-def broadcast_strides(in_shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
-    """Element strides of an input read at output indices (0 where it broadcasts)."""
+def broadcast_strides(in_shape: Sequence[Size], out_shape: Sequence[Size]) -> list[Size]:
+    """Element strides of an input read at output indices (0 where it broadcasts). A symbolic input dim that
+    differs from the result's (it is 1 or the same at run time) gets a stride chosen at run time."""
     pad = len(out_shape) - len(in_shape)
-    full = [1] * pad + list(in_shape)
+    full: list[Size] = [1] * pad + list(in_shape)
     base = contiguous_strides(full)
-    return [0 if full[d] == 1 and out_shape[d] != 1 else base[d] for d in range(len(out_shape))]
+    out: list[Size] = []
+    for d in range(len(out_shape)):
+        if isinstance(full[d], Sym) and full[d] != out_shape[d]:
+            out.append(if_one(full[d], 0, base[d]))
+        else:
+            out.append(0 if full[d] == 1 and out_shape[d] != 1 else base[d])
+    return out
 
 
 def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:

@@ -1,9 +1,13 @@
 """What a lowering sees: buffers for its operands and results, the builder, and helpers.
 
-Each node becomes one internal LLVM function ``i32 @node.<i>(ptr in0, ..., ptr out0, ...)``;
+Each node becomes one internal LLVM function ``i32 @node.<i>(ptr in0, ..., ptr out0, ..., ptr dims)``;
 the lowering registered for its op (codegen/llvm/ops/) fills that function's body from a NodeCtx.
 It returns 0, or the status of a failure site (`NodeCtx.fail_if`) that tritc_main passes on.
-Shapes are static here (the compiler specialised them), so lowerings loop over constants.
+
+A dim is an int when static and a symbolic.Sym (an i64 known at run time, computed from `dims`) when
+not: `buf.shape`, `buf.numel`, `buf.strides` mix both, and the builder helpers take either, so a
+lowering written for ints runs with symbolic dims as long as it never asks Python about a Sym's value
+(ordering and truth raise SymbolicDimError; branch in the generated code instead). docs/CODEGEN.md.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from ...ir.graph import Graph, Node
 from ...ir.ops import OPS
 from ...ir.types import DType, TensorType
 from .builder import I8, I32, contiguous_strides, elem_type
+from .symbolic import Size, size
 from .target import Target
 from .weights import WeightEntry
 
 
 @dataclass
 class Buf:
-    """A static-shaped tensor in memory: pointer to element 0, row-major contiguous."""
+    """A tensor in memory: pointer to element 0, row-major contiguous. Dims are ints, or Syms when symbolic."""
 
     ptr: ir.Value
     type: TensorType
@@ -35,23 +40,37 @@ class Buf:
         return self.type.dtype
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return self.type.shape  # type: ignore[return-value]
+    def shape(self) -> tuple[Size, ...]:
+        return tuple(size(d) for d in self.type.shape)  # type: ignore[union-attr]
+
+    def dim(self, i: int) -> Size:
+        return self.shape[i]
 
     @property
     def rank(self) -> int:
-        return len(self.shape)
+        return len(self.type.shape)  # type: ignore[arg-type]
 
     @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    def is_static(self) -> bool:
+        return self.type.is_static
+
+    @property
+    def numel(self) -> Size:
+        n: Size = 1
+        for d in self.shape:
+            n = n * d
+        return n
+
+    @property
+    def nbytes(self) -> Size:
+        return self.numel * self.dtype.itemsize
 
     @property
     def elem(self) -> ir.Type:
         return elem_type(self.dtype)
 
     @property
-    def strides(self) -> list[int]:
+    def strides(self) -> list[Size]:
         return contiguous_strides(self.shape)
 
 
@@ -66,6 +85,7 @@ class ModuleCtx:
     globals_count: int = 0
     cache: dict[Any, Any] = field(default_factory=dict)  # lowerings may memoise helper functions here
     failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) of status k + 1
+    dims_of: dict[str, ir.Value] = field(default_factory=dict)  # function name -> its `ptr dims` (symbolic.materialize)
 
     def failure_site(self, kind: str, message: str) -> int:
         """The non-zero status tritc_main returns for this failure; the runtime raises `message` for it."""
@@ -99,7 +119,10 @@ class NodeCtx:
     outs: list[Buf]
     weights: list[WeightEntry | None]  # the blob entry behind each operand that is a weight
     index: int  # the node's position in the graph
+    dims: ir.Value | None = None  # the node function's `ptr dims` (None in code without symbolic dims)
     can_fail: bool = False  # a failure site returns from this node's function (tritc_main then checks it)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) of local status k + 1
+    consts_read: set[int] = field(default_factory=set)  # operands whose compile-time value the lowering read
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -115,10 +138,22 @@ class NodeCtx:
 
     def const(self, i: int) -> np.ndarray | None:
         """The compile-time value of operand i, if it is a constant or weight (None otherwise)."""
-        if i >= len(self.node.inputs):
+        if i >= len(self.node.inputs) or self.node.inputs[i] is None:
             return None
         c = self.m.graph.const_value(self.node.inputs[i])
-        return c if isinstance(c, np.ndarray) else None
+        if isinstance(c, np.ndarray):
+            self.consts_read.add(i)  # the node's code depends on this value: functions are shared only if it agrees
+            return c
+        return None
+
+    @property
+    def is_static(self) -> bool:
+        """Every operand and result has a static shape (no symbolic dim reaches the code)."""
+        return all(buf is None or buf.is_static for buf in [*self.ins, *self.outs])
+
+    def register_dims(self, fn: ir.Function, dims: ir.Value) -> None:
+        """Symbolic dims used in `fn` (a helper of this node, e.g. a parallel task) are computed from `dims`."""
+        self.m.dims_of[fn.name] = dims
 
     def global_array(self, array: np.ndarray, name: str = "table") -> ir.GlobalVariable:
         return self.m.global_array(array, f"{name}.n{self.index}")
@@ -126,8 +161,10 @@ class NodeCtx:
     def fail_if(self, failed: ir.Value, kind: str, message: str,
                 cleanup: Callable[[ir.IRBuilder], None] | None = None) -> None:
         """When `failed` (i1) holds at run time, run `cleanup` and return this failure's status from the node's
-        function (so `b` must be in that function, not in a helper). kind "memory" raises a MemoryError."""
-        status = self.m.failure_site(kind, f"node {self.node.describe()}: {message}")
+        function (so `b` must be in that function, not in a helper). kind "memory" raises a MemoryError.
+        Statuses are local to the function (1, 2, ...): nodes that share it map them to their own sites."""
+        self.failures.append((kind, message))
+        status = len(self.failures)
         self.can_fail = True
         with self.b.if_then(failed, likely=False):
             if cleanup is not None:

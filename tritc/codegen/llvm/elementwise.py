@@ -12,6 +12,7 @@ long contiguous (or broadcast) run, and most nodes become one flat loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from .builder import (
     suffix,
 )
 from .context import Buf, NodeCtx
+from .symbolic import Size, Sym, floordiv, smax, smin
 
 ScalarEmitter = Callable[..., ir.Value]
 SCALAR: dict[str, ScalarEmitter] = {}
@@ -209,16 +211,17 @@ def store_compute(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Val
 # ---- the loop ---------------------------------------------------------------------------------------
 
 
-def collapse_dims(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+def collapse_dims(out_shape: Sequence[Size], strides: Sequence[Sequence[Size]]) -> tuple[list[Size], list[list[Size]]]:
     """Drop size-1 dims and merge neighbours that every operand walks alike (both broadcast, or
-    contiguous across the pair), so that the loop nest has as few, and as long, loops as possible."""
-    dims: list[int] = []
-    merged: list[list[int]] = [[] for _ in strides]
+    contiguous across the pair), so that the loop nest has as few, and as long, loops as possible.
+    Symbolic dims and strides merge when the equalities hold as polynomials."""
+    dims: list[Size] = []
+    merged: list[list[Size]] = [[] for _ in strides]
     for d, n in enumerate(out_shape):
         if n == 1:
             continue
         if dims and all(m[-1] == st[d] * n for m, st in zip(merged, strides)):
-            dims[-1] *= n
+            dims[-1] = dims[-1] * n
             for m, st in zip(merged, strides):
                 m[-1] = st[d]
             continue
@@ -228,7 +231,7 @@ def collapse_dims(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) ->
     return dims, merged
 
 
-def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequence[int],
+def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequence[Size],
                    body: Callable[[list[ir.Value]], None], work: float | None = None) -> None:
     """Call body(linear_indices) for every element of out_shape; linear_indices[i] indexes operand i
     (broadcast), and the last entry indexes the result. `work` (about 1 per cheap op per element;
@@ -250,7 +253,7 @@ def broadcast_loop(ctx: NodeCtx, operands: Sequence[Buf | None], out_shape: Sequ
         with for_range(b, hi, start=lo, name="e0") as i0, for_nest(b, dims[1:], name="e") as rest:
             body([linear_index(b, [i0, *rest], st) for st in merged])
 
-    parallel_range(ctx, dims[0], work * _numel(dims[1:]), part)
+    parallel_range(ctx, dims[0], _scaled(_numel(dims[1:]), work), part)
 
 
 def _work_of(ctx: NodeCtx) -> float:
@@ -262,36 +265,62 @@ def _work_of(ctx: NodeCtx) -> float:
     return float(sum(WORK.get(n.op, 1.0) for n in parse_body(ctx.node.attrs["body"]) if n.op != "constant"))
 
 
+def _scaled(n: Size, work: float) -> Size | float:
+    """n elements of `work` each: a float when static, else a symbolic count of cheap-op units."""
+    return n * work if isinstance(n, int) else n * max(1, math.ceil(work))
+
+
 # ---- splitting a node's work over the thread pool ---------------------------------------------------------
 
 MIN_TASK_WORK = 1 << 15  # a task should do at least this much (cheap element ops): a parallel_for costs microseconds
 TASKS_PER_THREAD = 4  # tasks are claimed dynamically: a few per thread even out uneven cores
 
 
-def parallel_range(ctx: NodeCtx, units: int, work_per_unit: float, part: Callable[[ir.Value, ir.Value], None]) -> None:
+def parallel_range(ctx: NodeCtx, units: Size, work_per_unit: float | Size, part: Callable[[ir.Value, ir.Value], None]) -> None:
     """part(lo, hi) for [lo, hi) covering range(units): inline when the node has one thread or little work,
     else in tasks on the thread pool. `part` must emit with `ctx.b` and read buffers through the Bufs of
     ctx.ins / ctx.outs at emission time (their pointers are the task's own while it is emitted), and make
-    its stack slots with entry_alloca on ctx.b (so that each task has its own)."""
+    its stack slots with entry_alloca on ctx.b (so that each task has its own). With symbolic sizes the
+    number of tasks is chosen at run time (inline below two); symbolic dims work inside `part` as anywhere."""
     threads = ctx.m.threads
-    ntasks = min(units, threads * TASKS_PER_THREAD, int(units * work_per_unit // MIN_TASK_WORK)) if threads > 1 else 1
-    if ntasks < 2:
+    if threads <= 1:
         part(i64(0), i64(units))
         return
+    if isinstance(units, int) and not isinstance(work_per_unit, Sym):
+        ntasks = min(units, threads * TASKS_PER_THREAD, int(units * work_per_unit // MIN_TASK_WORK))
+        if ntasks < 2:
+            part(i64(0), i64(units))
+            return
+        chunk: Size = -(-units // ntasks)
+        _split(ctx, -(-units // chunk), chunk, units, part)
+        return
+    total = units * (work_per_unit if not isinstance(work_per_unit, float) else max(1, math.ceil(work_per_unit)))
+    ntasks_s = smin(units, smin(threads * TASKS_PER_THREAD, floordiv(total, MIN_TASK_WORK)))
+    chunk = floordiv(units + smax(ntasks_s, 1) - 1, smax(ntasks_s, 1))
+    b = ctx.b
+    with b.if_else(b.icmp_signed("<", i64(ntasks_s), i64(2))) as (alone, split):
+        with alone:
+            part(i64(0), i64(units))
+        with split:
+            _split(ctx, floordiv(units + chunk - 1, chunk), chunk, units, part)
+
+
+def _split(ctx: NodeCtx, ntasks: Size, chunk: Size, units: Size, part: Callable[[ir.Value, ir.Value], None]) -> None:
+    """part over `ntasks` tasks of `chunk` units (the last one clipped to `units`), on the pool."""
     from .kernels.threads import TASK_FN, emit_parallel_call, ensure_pool
     from .kernels.vec import entry_alloca
 
-    ensure_pool(threads)
-    chunk = -(-units // ntasks)
-    ntasks = -(-units // chunk)
+    ensure_pool(ctx.m.threads)
     b, bufs = ctx.b, [buf for buf in ctx.ins if buf is not None] + list(ctx.outs)
-    args = list(b.function.args)  # the node function's parameters: its operands' and results' pointers
-    assert len(args) == len(bufs)
+    dims = ctx.m.dims_of.get(b.function.name)
+    ptrs = [buf.ptr for buf in bufs] + ([dims] if dims is not None else [])
     # The range's code goes in a function of its own whose pointer parameters are noalias, as the node's are.
     k = sum(1 for g in ctx.module.globals if g.startswith(f"node.{ctx.index}.part"))
-    fn = ctx.new_function(f"part{k}", VOID, [PTR] * len(bufs) + [ir.IntType(64)] * 2)
+    fn = ctx.new_function(f"part{k}", VOID, [PTR] * len(ptrs) + [ir.IntType(64)] * 2)
     for a in fn.args[:len(bufs)]:
         a.add_attribute("noalias")
+    if dims is not None:
+        ctx.register_dims(fn, fn.args[len(bufs)])
     saved = [buf.ptr for buf in bufs]
     try:
         for buf, a in zip(bufs, fn.args):
@@ -305,22 +334,24 @@ def parallel_range(ctx: NodeCtx, units: int, work_per_unit: float, part: Callabl
         ctx.b = b
     task = ctx.new_function(f"task{k}", VOID, list(TASK_FN.args))
     tb = ir.IRBuilder(task.append_basic_block("entry"))
-    ptrs = [tb.load(gep(tb, task.args[0], j, PTR), typ=PTR) for j in range(len(bufs))]
+    loaded = [tb.load(gep(tb, task.args[0], j, PTR), typ=PTR) for j in range(len(ptrs))]
+    if dims is not None:
+        ctx.register_dims(task, loaded[-1])
     lo = tb.mul(task.args[1], i64(chunk))
     hi = tb.add(lo, i64(chunk))
     hi = tb.select(tb.icmp_signed("<", hi, i64(units)), hi, i64(units))
-    tb.call(fn, [*ptrs, lo, hi])
+    tb.call(fn, [*loaded, lo, hi])
     tb.ret_void()
-    table = entry_alloca(b, ir.ArrayType(PTR, len(args)))
-    for j, a in enumerate(args):
+    table = entry_alloca(b, ir.ArrayType(PTR, len(ptrs)))
+    for j, a in enumerate(ptrs):
         b.store(a, gep(b, table, j, PTR))
     emit_parallel_call(b, task, table, ntasks)  # the tasks run inline if no pool is linked in
 
 
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
+def _numel(shape: Sequence[Size]) -> Size:
+    n: Size = 1
     for d in shape:
-        n *= d
+        n = n * d
     return n
 
 

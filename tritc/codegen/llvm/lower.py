@@ -1,36 +1,58 @@
 """Graph -> one LLVM module with a single entry point that runs the whole graph.
 
-    i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena)   -> 0, or a failure's status
+    i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena, ptr dims)   -> 0, or a failure's status
 
-Steps: give every node an internal function whose parameters are its operand and result
-buffers, let the op's lowering fill it in, then emit the entry: compute each buffer's address
-from the memory plan (caller arrays, weight blob, arena, or a global) and call the node
-functions in order. No Python runs between ops. A node that can fail at run time (a scratch
-allocation) returns a non-zero status, which the entry returns at once; the string FAILURES
-holds one "kind<TAB>message" line per status (status k is line k), for the runtime to raise.
+`dims` holds one i64 per symbol of the model (`symbols`, in order): the sizes of this call. Steps: give
+every node an internal function whose parameters are its operand and result buffers and `dims`, let the
+op's lowering fill it in, then emit the entry: compute each buffer's address from the memory plan (caller
+arrays, weight blob, arena offsets that may be expressions over the symbols, or a global) and call the node
+functions in order. No Python runs between ops.
+
+Nodes with the same signature (op, attributes, operand and result types, weight layouts, and the values of
+the constants their lowering read) share one function, so a model's compile time grows with its distinct
+layer shapes, not its depth. A node that can fail at run time (a scratch allocation) returns a non-zero
+status local to its function; the entry maps it to the call site's own status and returns at once. The
+string FAILURES holds one "kind<TAB>message" line per status (status k is line k), for the runtime to raise.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import llvmlite.ir as ir
+import numpy as np
 
 from ...errors import UnsupportedError
 from ...ir.graph import Graph, Node, Value
+from ...ir.types import format_type
 from .builder import I8, I32, I64, PTR, gep
 from .context import Buf, ModuleCtx, NodeCtx
 from .memory import MemoryPlan, Storage
-from .ops import CONST_OPERANDS, LOWERINGS
+from .ops import CONST_OPERANDS, LOWERINGS, RUNTIME_OPERANDS, SYMBOLIC
+from .symbolic import materialize
 from .target import Target
 from .weights import WeightLayout
 
 ENTRY = "tritc_main"
 FAILURES = "tritc_failures"
-ABI_VERSION = 2  # 2: node failures return a status described by FAILURES (1 trapped)
+ABI_VERSION = 3  # 3: a fifth argument, the dims of the call (2: failures return a status; 1 trapped)
 NO_CODE = frozenset({"weight", "constant"})
 
 
+@dataclass
+class _Shared:
+    """A node function and what another node must agree on to call it."""
+
+    fn: ir.Function
+    failures: list[tuple[str, str]]  # (kind, message) of local status k + 1
+    consts_read: dict[int, str]  # operand index -> digest of the constant value the lowering read
+
+
 def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Target, *, threads: int = 1,
-                name: str = "tritc") -> ir.Module:
+                name: str = "tritc", symbols: Sequence[str] = (), share: bool = True) -> ir.Module:
+    """The module for `graph`; `symbols` orders the dims array (every symbol a dim of the graph may use)."""
     module = ir.Module(name)
     module.triple = target.triple
     mctx = ModuleCtx(module, target, graph, threads)
@@ -38,10 +60,11 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
     abi.global_constant = True
     abi.initializer = ir.Constant(I32, ABI_VERSION)
 
-    entry = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, PTR, PTR]), ENTRY)
-    inputs_arr, outputs_arr, weights, arena = entry.args
-    for a, n in zip(entry.args, ("inputs", "outputs", "weights", "arena")):
+    entry = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), ENTRY)
+    inputs_arr, outputs_arr, weights, arena, dims = entry.args
+    for a, n in zip(entry.args, ("inputs", "outputs", "weights", "arena", "dims")):
         a.name = n
+    mctx.dims_of[ENTRY] = dims
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     addr: dict[int, ir.Value] = {}
 
@@ -63,27 +86,53 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
         addr[id(v)] = p
         return p
 
+    shared: dict[tuple, list[_Shared]] = {}
+    digests: dict[int, str] = {}
     for index, node in enumerate(graph):
-        if node.op in NO_CODE:
+        if node.op in NO_CODE or _aliases(node, plan):
             continue
         fn = LOWERINGS.get(node.op)
         if fn is None:
             raise UnsupportedError(f"node {node.describe()}: op '{node.op}' has no LLVM lowering")
-        for i in CONST_OPERANDS.get(node.op, ()):
-            if i < len(node.inputs) and node.inputs[i] is not None and graph.const_value(node.inputs[i]) is None:
-                raise UnsupportedError(f"node {node.describe()}: operand {i} ({node.inputs[i].name}) must be known "
-                                       f"at compile time")
-        args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs]
-        lowered = _node_function(mctx, node, index, plan, layout)
-        if lowered is not None:
-            nfn, can_fail = lowered
-            status = b.call(nfn, args)
-            if can_fail:  # later nodes would read what this one did not write: stop here
-                with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I32, 0)), likely=False):
-                    b.ret(status)
+        check_lowerable(graph, node)
+        args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs] + [dims]
+        key = _signature(node, plan, layout, threads) if share else (index,)
+        lowered = _find_shared(graph, node, shared.get(key, []), digests)
+        if lowered is None:
+            lowered = _node_function(mctx, node, index, plan, layout, digests)
+            shared.setdefault(key, []).append(lowered)
+        status = b.call(lowered.fn, args)
+        if lowered.failures:  # later nodes would read what this one did not write: stop here
+            base = len(mctx.failures)
+            for kind, message in lowered.failures:
+                mctx.failure_site(kind, f"node {node.describe()}: {message}")
+            with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I32, 0)), likely=False):
+                b.ret(b.add(status, ir.Constant(I32, base)) if base else status)
     b.ret(ir.Constant(I32, 0))
     _failure_table(module, mctx.failures)
+    materialize(module, mctx.dims_of, {s: i for i, s in enumerate(symbols)})
     return module
+
+
+def check_lowerable(graph: Graph, node: Node) -> None:
+    """UnsupportedError unless the node's lowering can run it: operands it needs at compile time are constants,
+    and symbolic dims reach only lowerings written for them."""
+    static = all(v is None or v.type.is_static for v in [*node.inputs, *node.outputs])
+    runtime_ok = () if static else RUNTIME_OPERANDS.get(node.op, ())
+    for i in CONST_OPERANDS.get(node.op, ()):
+        if i < len(node.inputs) and node.inputs[i] is not None and i not in runtime_ok \
+                and graph.const_value(node.inputs[i]) is None:
+            raise UnsupportedError(f"node {node.describe()}: operand {i} ({node.inputs[i].name}) must be known "
+                                   f"at compile time")
+    if not static and node.op not in SYMBOLIC:
+        shapes = ", ".join(format_type(v.type) for v in [*node.inputs, *node.outputs] if v is not None)
+        raise UnsupportedError(f"node {node.describe()}: the lowering of '{node.op}' needs static shapes, not {shapes}")
+
+
+def _aliases(node: Node, plan: MemoryPlan) -> bool:
+    """A view whose result shares its operand's storage: no code."""
+    return node.op in ("reshape", "squeeze", "unsqueeze", "flatten") and plan.of(node.outputs[0]) == plan.of(node.inputs[0]) \
+        and plan.of(node.inputs[0]).kind in ("arena", "input", "weight", "output")
 
 
 def _failure_table(module: ir.Module, failures: list[tuple[str, str]]) -> None:
@@ -101,24 +150,67 @@ def _const_data(graph: Graph, v: Value):
     return data
 
 
-def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan,
-                   layout: WeightLayout) -> tuple[ir.Function, bool] | None:
-    """Emit `i32 @node.<index>` for `node`, and whether it can fail; None when the node needs no code (a view that
-    aliases)."""
-    if node.op in ("reshape", "squeeze", "unsqueeze", "flatten") and plan.of(node.outputs[0]) == plan.of(node.inputs[0]) \
-            and plan.of(node.inputs[0]).kind in ("arena", "input", "weight", "output"):
-        return None
+# ---- one function per distinct node signature ------------------------------------------------------------------
+
+
+def _attr_key(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, float):
+        return ("f", float(np.float64(value)).hex())  # -0.0 and 0.0, nan: distinct keys
+    return (type(value).__name__, value)
+
+
+def _signature(node: Node, plan: MemoryPlan, layout: WeightLayout, threads: int) -> tuple:
+    """What a lowering may read besides constant values: op, attributes, types, weight layouts."""
+    operands = []
+    for v in node.inputs:
+        if v is None:
+            operands.append(None)
+            continue
+        s = plan.of(v)
+        entry = layout.entries.get(s.key) if s.kind == "weight" else None
+        where = (entry.kind, entry.dtype, entry.shape, entry.nbytes, entry.scale_offset - entry.offset, entry.scale_shape,
+                 entry.group_size) if entry is not None else s.kind in ("weight", "constant")
+        operands.append((format_type(v.type), where))
+    return (node.op, tuple(sorted((k, _attr_key(a)) for k, a in node.attrs.items())), tuple(operands),
+            tuple(format_type(v.type) for v in node.outputs), threads)
+
+
+def _digest(graph: Graph, v: Value, cache: dict[int, str]) -> str:
+    if id(v) not in cache:
+        c = np.ascontiguousarray(graph.const_value(v))
+        cache[id(v)] = hashlib.sha256(f"{c.dtype.str}{c.shape}".encode() + c.tobytes()).hexdigest()
+    return cache[id(v)]
+
+
+def _find_shared(graph: Graph, node: Node, candidates: list[_Shared], digests: dict[int, str]) -> _Shared | None:
+    for cand in candidates:
+        if all(node.inputs[i] is not None and graph.const_value(node.inputs[i]) is not None
+               and _digest(graph, node.inputs[i], digests) == d for i, d in cand.consts_read.items()):
+            return cand
+    return None
+
+
+def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, layout: WeightLayout,
+                   digests: dict[int, str]) -> _Shared:
+    """Emit `i32 @node.<index>(ptr operands..., ptr results..., ptr dims)` for `node`."""
     ins = [v for v in node.inputs if v is not None]
-    params = [PTR] * (len(ins) + len(node.outputs))
+    params = [PTR] * (len(ins) + len(node.outputs) + 1)
     fn = ir.Function(mctx.module, ir.FunctionType(I32, params), f"node.{index}")
     fn.linkage = "internal"
     # Out of line: inlining every node into tritc_main makes one huge function whose optimisation
     # time grows much faster than its size; a call per node costs nanoseconds.
     fn.attributes.add("noinline")
     n_in = len(ins)
-    for i, a in enumerate(fn.args):
+    for i, a in enumerate(fn.args[:-1]):
         a.add_attribute("noalias")
         a.name = f"in{i}" if i < n_in else f"out{i - n_in}"
+    dims = fn.args[-1]
+    dims.name = "dims"
+    dims.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     bufs: list[Buf | None] = []
     weights = []
@@ -131,12 +223,14 @@ def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan,
         bufs.append(Buf(next(it), v.type))
         s = plan.of(v)
         weights.append(layout.entries.get(s.key) if s.kind == "weight" else None)
-    outs = [Buf(a, v.type) for a, v in zip(fn.args[n_in:], node.outputs)]
-    ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index)
+    outs = [Buf(a, v.type) for a, v in zip(fn.args[n_in:-1], node.outputs)]
+    ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index, dims=dims)
+    ctx.register_dims(fn, dims)
     LOWERINGS[node.op](ctx)
     if not ctx.b.block.is_terminated:
         ctx.b.ret(ir.Constant(I32, 0))
-    return fn, ctx.can_fail
+    read = {i: _digest(mctx.graph, node.inputs[i], digests) for i in sorted(ctx.consts_read)}  # type: ignore[arg-type]
+    return _Shared(fn, list(ctx.failures), read)
 
 
-__all__ = ["ABI_VERSION", "ENTRY", "FAILURES", "I64", "lower_graph"]
+__all__ = ["ABI_VERSION", "ENTRY", "FAILURES", "I64", "check_lowerable", "lower_graph"]

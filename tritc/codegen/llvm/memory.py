@@ -1,11 +1,19 @@
-"""Where every value of a static-shaped graph lives: caller buffers, the weight blob, or the arena.
+"""Where every value lives: caller buffers, the weight blob, or the arena, for static and symbolic sizes.
 
-    plan = plan_memory(graph)      # plan.storage[value] -> Storage; plan.arena_bytes
+    plan = plan_memory(graph, weight_offsets)    # plan.of(value) -> Storage; plan.arena_bytes (int or Sym)
 
 Graph inputs and outputs live in the caller's arrays; `weight` values in the weight blob; small
 `constant`s become LLVM globals; every other value gets an offset in one arena, reused once the
-value is dead (liveness over the node order, first-fit, 64-byte aligned). View ops (reshape,
-squeeze, unsqueeze, flatten) alias their operand's storage instead of copying it.
+value is dead (liveness over the node order). View ops (reshape, squeeze, unsqueeze, flatten) alias
+their operand's storage instead of copying it.
+
+Sizes may be symbolic (a polynomial in the model's symbols, symbolic.Sym). The arena is two regions:
+values of static size first-fit in [0, S) (64-byte aligned, coalescing free blocks); values of
+symbolic size get slots stacked after S, a dead value's slot reused by a later value only when the
+slot is at least as large for every binding (`symbolic.dominates`), so one plan is valid for all
+sizes. Offsets and the arena size are then expressions over the symbols, computed in tritc_main and,
+for the arena size, by the runtime (`symbolic.evaluate`). This plan sits behind `plan_memory` only:
+a schedule computed at the IR level (schedule-memory) can replace it without touching the lowerings.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...ir.graph import Graph, Node, Value
+from .symbolic import Size, Sym, align, dominates, size
 
 ALIGN = 64
 VIEW_OPS = frozenset({"reshape", "squeeze", "unsqueeze", "flatten"})
@@ -21,14 +30,14 @@ VIEW_OPS = frozenset({"reshape", "squeeze", "unsqueeze", "flatten"})
 @dataclass(frozen=True)
 class Storage:
     kind: str  # "input" | "output" | "weight" | "constant" | "arena"
-    index: int = 0  # input/output position, or byte offset for weight/arena
+    index: Size = 0  # input/output position, or byte offset for weight/arena (an expression when symbolic)
     key: str = ""  # weight key for kind "weight"
 
 
 @dataclass
 class MemoryPlan:
     storage: dict[int, Storage] = field(default_factory=dict)  # id(value) -> where it lives
-    arena_bytes: int = 0
+    arena_bytes: Size = 0
     alias_root: dict[int, Value] = field(default_factory=dict)  # id(view result) -> value owning the storage
 
     @property
@@ -44,11 +53,13 @@ class MemoryPlan:
         return self.alias_root.get(id(v), v)
 
 
-def nbytes(v: Value) -> int:
-    n = v.type.numel()
-    if n is None:
-        raise ValueError(f"value %{v.name} has no static shape ({v.type}); specialise shapes before codegen")
-    return n * v.type.dtype.itemsize
+def nbytes(v: Value) -> Size:
+    if v.type.shape is None or None in v.type.shape:
+        raise ValueError(f"value %{v.name} has an unknown shape ({v.type}); no memory can be planned for it")
+    n: Size = v.type.dtype.itemsize
+    for d in v.type.shape:
+        n = n * size(d)
+    return n
 
 
 def _align(n: int) -> int:
@@ -91,6 +102,37 @@ class _Arena:
         self.free = merged
 
 
+class _Slots:
+    """Slots for values of symbolic size, stacked in order; a free slot is reused by a value it holds for
+    every binding (the first slot of exactly that size, else the first one that dominates it)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[Sym | int] = []
+        self.free: list[int] = []
+
+    def alloc(self, nbytes: Sym) -> int:
+        need = align(nbytes, ALIGN)
+        for rule in (lambda s: s == need, lambda s: dominates(s, need)):
+            for k in self.free:
+                if rule(self.sizes[k]):
+                    self.free.remove(k)
+                    return k
+        self.sizes.append(need)
+        return len(self.sizes) - 1
+
+    def release(self, k: int) -> None:
+        self.free.append(k)
+
+    def offsets(self, base: int) -> tuple[list[Size], Size]:
+        """Each slot's byte offset and the end of the last one, with the slots placed from `base` on."""
+        offs: list[Size] = []
+        at: Size = base
+        for s in self.sizes:
+            offs.append(at)
+            at = at + s
+        return offs, at
+
+
 def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
     plan = MemoryPlan()
     outputs = {id(v): i for i, v in enumerate(graph.outputs)}
@@ -115,8 +157,10 @@ def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
             if v is not None:
                 r = root_of(v)
                 last_use[id(r)] = step
-    arena = _Arena()
-    live: dict[int, tuple[int, int]] = {}  # root id -> (offset, size)
+    arena, slots = _Arena(), _Slots()
+    static_top = 0
+    live: dict[int, tuple[str, int, int]] = {}  # root id -> ("static", offset, size) | ("slot", k, 0)
+    in_slot: dict[int, int] = {}  # id(value) -> slot, for values whose offset is known once all slots are
     for step, node in enumerate(nodes):
         for v in node.outputs:
             if id(v) in outputs:
@@ -127,26 +171,35 @@ def plan_memory(graph: Graph, weight_offsets: dict[str, int]) -> MemoryPlan:
             elif node.op == "constant":
                 plan.storage[id(v)] = Storage("constant")
             elif id(v) in root:
-                plan.storage[id(v)] = plan.storage[id(root_of(v))]
                 plan.alias_root[id(v)] = root_of(v)
             else:
-                size = nbytes(v)
-                off = arena.alloc(size)
-                live[id(v)] = (off, size)
-                plan.storage[id(v)] = Storage("arena", off)
-        plan.arena_bytes = max(plan.arena_bytes, arena.top)  # before any release: dead results still get written
+                n = nbytes(v)
+                if isinstance(n, int):
+                    off = arena.alloc(n)
+                    live[id(v)] = ("static", off, n)
+                    plan.storage[id(v)] = Storage("arena", off)
+                else:
+                    k = slots.alloc(n)
+                    live[id(v)] = ("slot", k, 0)
+                    in_slot[id(v)] = k
+        static_top = max(static_top, arena.top)  # before any release: dead results still get written
         # Free after allocating this node's results, so no result overlaps one of its operands.
-        for v in node.inputs:
-            if v is None:
-                continue
-            r = root_of(v)
-            if last_use.get(id(r)) == step and id(r) in live:
-                arena.release(*live.pop(id(r)))
-        for v in node.outputs:  # results nobody reads (dead code that was kept) die at once
-            r = root_of(v)
-            if id(r) in live and id(r) not in last_use:
-                arena.release(*live.pop(id(r)))
-        plan.arena_bytes = max(plan.arena_bytes, arena.top)
+        dead = [root_of(v) for v in node.inputs if v is not None and last_use.get(id(root_of(v))) == step]
+        dead += [root_of(v) for v in node.outputs if id(root_of(v)) not in last_use]  # results nobody reads
+        for r in dead:
+            if id(r) in live:
+                kind, a, n = live.pop(id(r))
+                if kind == "static":
+                    arena.release(a, n)
+                else:
+                    slots.release(a)
+        static_top = max(static_top, arena.top)
+    offsets, end = slots.offsets(_align(static_top))
+    for vid, k in in_slot.items():
+        plan.storage[vid] = Storage("arena", offsets[k])
+    for vid, r in plan.alias_root.items():
+        plan.storage[vid] = plan.storage[id(r)]
+    plan.arena_bytes = end if slots.sizes else static_top
     return plan
 
 

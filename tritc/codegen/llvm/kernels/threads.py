@@ -47,13 +47,14 @@ def declare_parallel_for(module: ir.Module) -> ir.Function:
     return fn
 
 
-def emit_parallel_call(b: ir.IRBuilder, task: ir.Function, ctx: ir.Value, n_tasks: int) -> None:
-    """tritc_parallel_for(task, ctx, n_tasks) if a pool is linked in, else the tasks in a loop here."""
+def emit_parallel_call(b: ir.IRBuilder, task: ir.Function, ctx: ir.Value, n_tasks: int | ir.Value) -> None:
+    """tritc_parallel_for(task, ctx, n_tasks) if a pool is linked in, else the tasks in a loop here (n_tasks: a
+    constant, or an i64 known at run time, at most MAX_TASKS)."""
     pfor = declare_parallel_for(b.module)
     linked = b.icmp_unsigned("!=", pfor, ir.Constant(PTR, None))
     with b.if_else(linked, likely=True) as (pool, alone):
         with pool:
-            b.call(pfor, [task, ctx, ir.Constant(I64, n_tasks)])
+            b.call(pfor, [task, ctx, n_tasks if isinstance(n_tasks, ir.Value) else ir.Constant(I64, n_tasks)])
         with alone:
             with for_range(b, n_tasks, name="task") as t:
                 b.call(task, [ctx, t])

@@ -1,7 +1,10 @@
 """Lowerings: one function per IR op that emits LLVM IR for a node, registered with @lowering.
 
-    @lowering("relu")
+    @lowering("relu", symbolic=True)
     def relu(ctx: NodeCtx) -> None: ...
+
+`symbolic=True` says the lowering takes symbolic dims (docs/CODEGEN.md, "Symbolic dims"); a node of
+any other op must have static shapes, so a model that has one is compiled per binding of its symbols.
 
 Files mirror tritc/ir/ops/ (elementwise, shape, reduce, nn, cnn, quant, attention, ternary, ...),
 so an op's four places (OpDef, interpreter semantics, LLVM lowering, FPGA lowering) sit side by
@@ -20,11 +23,17 @@ LOWERINGS: dict[str, Lowering] = {}
 # Operands a lowering needs as compile-time constants (shapes, axes, pads, ...). A graph input
 # feeding one of them is specialised on its value, like a symbolic dim is on its size.
 CONST_OPERANDS: dict[str, tuple[int, ...]] = {}
+# Ops whose lowering takes symbolic dims, and which of their CONST_OPERANDS it then reads at run time instead
+# (a Slice's starts computed from a Shape): with symbolic dims only the others must be constants.
+SYMBOLIC: set[str] = set()
+RUNTIME_OPERANDS: dict[str, tuple[int, ...]] = {}
 
 
-def lowering(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
+def lowering(*ops: str, const_operands: tuple[int, ...] = (), symbolic: bool = False,
+             runtime_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
     """Register `fn` as the lowering of `ops`; `const_operands` lists the operand positions that
-    must be constants (the compiler checks, and specialises graph inputs that feed them)."""
+    must be constants (the compiler checks, and specialises graph inputs that feed them); `symbolic`
+    that it takes symbolic dims, and `runtime_operands` which const operands it can read at run time."""
 
     def register(fn: Lowering) -> Lowering:
         for op in ops:
@@ -33,6 +42,10 @@ def lowering(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lower
             LOWERINGS[op] = fn
             if const_operands:
                 CONST_OPERANDS[op] = tuple(const_operands)
+            if symbolic:
+                SYMBOLIC.add(op)
+            if runtime_operands:
+                RUNTIME_OPERANDS[op] = tuple(runtime_operands)
         return fn
 
     return register

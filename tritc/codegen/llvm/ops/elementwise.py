@@ -256,6 +256,6 @@ def _identity(s: Scalar, x: ir.Value) -> ir.Value:
 
 for _op in list(SCALAR):
     if _op not in LOWERINGS:  # identity is a copy (core.py), cast_like reads one operand (elementwise_cast.py)
-        lowering(_op)(lower_elementwise)
+        lowering(_op, symbolic=True)(lower_elementwise)
 
 __all__ = ["max2"]

@@ -92,7 +92,7 @@ def _cast(s: Scalar, x: ir.Value, _like: ir.Value | None = None) -> ir.Value:
     return convert(s.b, x, s.dtype(0), s.out_dtype)
 
 
-@lowering("cast_like")
+@lowering("cast_like", symbolic=True)
 def cast_like(ctx: NodeCtx) -> None:
     emit_elementwise(ctx, operands=1)  # the target operand only gives the dtype: its shape need not broadcast
 

@@ -21,7 +21,7 @@ def _scalar_constant(value: np.ndarray, dtype: DType) -> ir.Constant:
     return ir.Constant(t, float(v) if dtype.is_float else int(v))
 
 
-@lowering("fused_elementwise")
+@lowering("fused_elementwise", symbolic=True)
 def fused(ctx: NodeCtx) -> None:
     body = parse_body(ctx.node.attrs["body"])
     out = ctx.outs[0]
