@@ -165,7 +165,7 @@ def test_present_bound_to_the_past_buffer_writes_only_the_new_rows():
         ref = run(parse_graph(text), feeds)
     model = tritc.compile(parse_graph(text), passes="tile-attention")
     model.run(None, feeds)  # compiles the specialisation
-    exe = next(entry[1] for entry in model._specs.values())
+    exe = next(iter(model._exes.values()))
     names = [v.name for v in parse_graph(text).inputs]
     ins = [np.ascontiguousarray(feeds[n]) for n in names]
     y, scratch = np.empty((b, 4, s, d), np.float32), np.empty(exe.output_types[1].shape, np.float32)
@@ -173,8 +173,10 @@ def test_present_bound_to_the_past_buffer_writes_only_the_new_rows():
     before = ins[names.index("pk")].copy()
     in_ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
     out_ptrs = (ctypes.c_void_p * len(outs))(*[a.ctypes.data for a in outs])
-    arena = np.zeros(max(exe.arena_bytes, 64), np.uint8)
-    assert exe.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), exe.weights.ctypes.data, arena.ctypes.data) == 0
+    arena, dims = np.zeros(1 << 24, np.uint8), np.zeros(1, np.int64)  # (static shapes: no dims are read)
+    status = exe.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), exe.weights.ctypes.data, arena.ctypes.data,
+                       dims.ctypes.data)
+    assert status == 0
     np.testing.assert_allclose(y, ref["y"], rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(outs[2], ref["ok"])
     np.testing.assert_array_equal(outs[2][:, :, :5], before[:, :, :5])
@@ -234,3 +236,25 @@ def test_finite_mask_value_rows_with_no_true_key_take_every_key(value):
     feeds["m"][1, ..., :6] = False  # batch 1: queries 0..2 (positions 3..5) see no true key
     got = compare(text, feeds)
     assert np.isfinite(got["y"]).all() and np.abs(got["y"][1, :, :3]).sum() > 0
+
+
+def test_one_compile_serves_every_size():
+    """Symbolic batch, query and past lengths are run-time values of the kernel: prefill and decode at several sizes
+    run the same code (no compilation after the first call)."""
+    text = """graph @g(%q: f32[batch,4,seq,16], %k: f32[batch,2,seq,16], %v: f32[batch,2,seq,16], %m: bool[batch,1,1,past+seq],
+          %pk: f32[batch,2,past,16], %pv: f32[batch,2,past,16]) -> (%y: f32[batch,4,seq,16], %s: f32[0],
+          %ok: f32[batch,2,past+seq,16], %ov: f32[batch,2,past+seq,16]) {
+  %y, %s, %ok, %ov = fused_attention(%q, %k, %v, %m, %pk, %pv) {causal = 1, heads = 4, kv_heads = 2, scale = 0.25}
+      : f32[batch,4,seq,16], f32[0], f32[batch,2,past+seq,16], f32[batch,2,past+seq,16]
+  return %y, %s, %ok, %ov
+}"""
+    model = tritc.compile(parse_graph(text), passes="tile-attention")
+    for batch, seq, past in ((1, 9, 0), (2, 1, 30), (2, 1, 31), (1, 40, 300)):
+        feeds = {"q": RNG.standard_normal((batch, 4, seq, 16), np.float32), "k": RNG.standard_normal((batch, 2, seq, 16), np.float32),
+                 "v": RNG.standard_normal((batch, 2, seq, 16), np.float32), "m": RNG.random((batch, 1, 1, past + seq)) > 0.2,
+                 "pk": RNG.standard_normal((batch, 2, past, 16), np.float32), "pv": RNG.standard_normal((batch, 2, past, 16), np.float32)}
+        ref = run(parse_graph(text), feeds)
+        got = dict(zip(ref, model.run(list(ref), feeds)))
+        for name in ("y", "ok", "ov"):
+            np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    assert model.stats["compilations"] == 1

@@ -1,9 +1,10 @@
 """Lowering of fused_attention: present K / V written (in place when the cache buffer is the past one), then the
 online-softmax kernel of attention_tiled.py, one function per distinct geometry shared by every node that has it.
 
-The kernel takes the sizes that vary between calls (batch, queries, past length, keys) as i64 arguments and loops
-over them at run time; heads, head sizes, the mask's layout and the attributes are compiled in. docs/ATTENTION.md
-describes the whole design.
+Symbolic: batch, queries, past length, keys and the mask's strides are run-time values (dyn-api Syms in the node
+function, i64 arguments of the kernel, which loops to them); heads, head sizes and the attributes are compiled in.
+One kernel serves prefill and decode: it chooses per call how many query rows a unit takes and whether to split the
+keys (docs/ATTENTION.md).
 """
 
 from __future__ import annotations
@@ -40,9 +41,7 @@ class Geometry:
     causal: bool
     nan_to_zero: bool
     mask_value: float  # -inf, or what a false entry of a boolean mask adds (rows with no true key then take every key)
-    mask: DType | None  # bool or f32 mask, or none
-    mask_strides: tuple[int, int, int]  # of (batch, head, query) in the mask's elements; its keys are contiguous
-    mask_keys: int  # keys the mask covers (later keys are not allowed)
+    mask: DType | None  # bool or f32 mask, or none (its strides and length are run-time arguments)
     two_sources: bool  # keys from the past cache then the new K / V (no present written); else one buffer
     q_block: int  # query rows per work unit (rows of a unit share a kv head)
     kv_block: int  # keys per online-softmax step, a multiple of 16
@@ -75,7 +74,7 @@ def _opt(ctx: NodeCtx, i: int) -> Buf | None:
     return ctx.ins[i] if i < len(ctx.ins) else None
 
 
-@lowering("fused_attention")
+@lowering("fused_attention", symbolic=True)
 def fused_attention(ctx: NodeCtx) -> None:
     a, b = ctx.attrs, ctx.b
     q, k, v, mask, past_k, past_v, past_len = (_opt(ctx, i) for i in range(7))
@@ -97,21 +96,18 @@ def fused_attention(ctx: NodeCtx) -> None:
         _write_present(ctx, past_k, k, present_k, d, past, past_len is not None)
     if present_v is not None:
         _write_present(ctx, past_v, v, present_v, dv, past, past_len is not None)
-    if y.numel == 0:
-        return
     # keys from the present buffers when written; else from the past cache then the new rows
     from_present = present_k is not None and present_v is not None
     two = past_k is not None and not from_present
-    if mask is not None:
-        lead = broadcast_strides(mask.shape[:-1], (batch, heads, sq)) if mask.rank > 1 else [0, 0, 0]
-        mstrides = tuple(s * mask.shape[-1] for s in ([0] * (3 - len(lead)) + list(lead)))
+    if mask is not None:  # strides of (batch, head, query) in mask elements (0 where broadcast); keys contiguous
+        lead = list(broadcast_strides(mask.shape[:-1], (batch, heads, sq))) if mask.rank > 1 else [0, 0, 0]
+        mstrides = [st * mask.shape[-1] for st in [0] * (3 - len(lead)) + lead]
     else:
-        mstrides = (0, 0, 0)
+        mstrides = [0, 0, 0]
     tasks = a["tasks"] or max(1, ctx.m.threads * 4)
     geometry = Geometry(heads, kv_heads, d, dv, float(a["scale"]), float(a["softcap"]), bool(a["causal"]),
-                        bool(a["nan_to_zero"]), float(a["mask_value"]), mask.dtype if mask is not None else None, mstrides,
-                        mask.shape[-1] if mask is not None else 0, two, a["q_block"] or DEFAULT_Q_BLOCK,
-                        pad(a["kv_block"] or DEFAULT_KV_BLOCK, L), tasks, scratch is not None)
+                        bool(a["nan_to_zero"]), float(a["mask_value"]), mask.dtype if mask is not None else None, two,
+                        a["q_block"] or DEFAULT_Q_BLOCK, pad(a["kv_block"] or DEFAULT_KV_BLOCK, L), tasks, scratch is not None)
     if scratch is not None and scratch.numel < geometry.scratch_floats(False):
         raise UnsupportedError(f"node {ctx.node.describe()}: a scratch of {scratch.numel} floats is too small for its "
                                f"tiling ({geometry.scratch_floats(False)}); run tile-attention to size it")
@@ -121,7 +117,8 @@ def fused_attention(ctx: NodeCtx) -> None:
             past_k.ptr if two else ir.Constant(PTR, None), past_v.ptr if two else ir.Constant(PTR, None),
             mask.ptr if mask is not None else ir.Constant(PTR, None), y.ptr,
             scratch.ptr if scratch is not None else ir.Constant(PTR, None),
-            i64(batch), i64(sq), past, total, i64(cap if from_present else sk), i64(splits_max)]
+            i64(batch), i64(sq), past, total, i64(cap if from_present else sk), i64(splits_max),
+            *(i64(st) for st in mstrides), i64(mask.shape[-1] if mask is not None else 0)]
     fn = attention_tiled.kernel(ctx, geometry)
     b.call(fn, args)
 

@@ -36,13 +36,13 @@ META = 5  # i64 slots of row data
 NEG_INF = float("-inf")
 MIN_SPLIT_KEYS = 256  # a split-K part reads at least this many keys: fewer do not pay for the merge
 PTRS = ("q", "k", "v", "pk", "pv", "mask", "y", "scratch")
-INTS = ("batch", "sq", "past", "total", "kstride", "slots")
+INTS = ("batch", "sq", "past", "total", "kstride", "slots", "ms0", "ms1", "ms2", "mask_keys")
 VT = ir.VectorType(F32, L)
 
 
 def kernel(ctx: NodeCtx, g: Geometry) -> ir.Function:
-    """`void attention(ptr q, k, v, pk, pv, mask, y, scratch, i64 batch, sq, past, total, kstride, slots)`, emitted
-    once per module and geometry."""
+    """`void attention(ptr q, k, v, pk, pv, mask, y, scratch, i64 batch, sq, past, total, kstride, slots, ms0, ms1,
+    ms2, mask_keys)`, emitted once per module and geometry."""
     key = ("fused_attention", g, ctx.m.threads)
     fn = ctx.m.cache.get(key)
     if fn is not None:
@@ -210,13 +210,12 @@ class _Units:
         if g.causal:  # query i sits at past + i
             end = _min(b, end, b.add(b.add(e["past"], i), i64(1)))
         if g.mask is not None:
-            end = _min(b, end, i64(g.mask_keys))
-        ms = g.mask_strides
-        mask_row = b.add(b.add(b.mul(bi, i64(ms[0])), b.mul(h, i64(ms[1]))), b.mul(i, i64(ms[2])))
+            end = _min(b, end, e["mask_keys"])
+        mask_row = b.add(b.add(b.mul(bi, e["ms0"]), b.mul(h, e["ms1"])), b.mul(i, e["ms2"]))
         fallback = i64(0)
         if g.mask is DType.BOOL and g.mask_value != NEG_INF:  # no true key before the end: every covered key
             none = b.icmp_unsigned("==", self.any_true(mask_row, end), ir.Constant(I1, 0))
-            end = b.select(none, _min(b, e["total"], i64(g.mask_keys)), end)
+            end = b.select(none, _min(b, e["total"], e["mask_keys"]), end)
             fallback = b.zext(none, I64)
         for k, v in ((0, end), (1, mask_row), (2, b.mul(q_row, i64(g.dv))), (4, fallback)):
             b.store(v, gep(b, self.meta, b.add(b.mul(r, i64(META)), i64(k)), I64))
