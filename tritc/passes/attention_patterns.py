@@ -102,9 +102,11 @@ def untranspose_keys(graph: Graph, kt: Value) -> Value | tuple[Node, list[int]] 
         if inner is not None and list(mid.attrs.get("perm") or []) == [0, 2, 1]:
             k = inner.inputs[0]
             ks, kts = shape_of(k), shape_of(kt)
-            if k is not None and ks is not None and kts is not None and len(ks) == 4 and \
-                    same_dims(kts, (ks[0], ks[1], ks[3], ks[2])) and \
-                    same_dims(shape_of(inner.outputs[0]), (dims.mul(ks[0], ks[1]), ks[2], ks[3])):
+            inner_shape = shape_of(inner.outputs[0])
+            # (the element count fixes the merged first dim of the inner reshape: only its last two need checking)
+            if k is not None and ks is not None and kts is not None and len(ks) == 4 and inner_shape is not None and \
+                    len(inner_shape) == 3 and same_dims(kts, (ks[0], ks[1], ks[3], ks[2])) and \
+                    same_dims(inner_shape[1:], (ks[2], ks[3])):
                 return k
     return Miss(f"%{kt.name} is not K^T of a 4-D K (a transpose of the last two axes)")
 
@@ -124,8 +126,10 @@ def repeated_kv(v: Value) -> tuple[Value, int]:
     if not same_dims(us, (xs[0], xs[1], 1, xs[2], xs[3])):
         return v, 1
     n = es[2]
+    # (the reshape keeps the element count: with batch, heads * n and head size matching, its sequence dim is x's,
+    # whatever name the exporter's shape arithmetic gave it)
     if not isinstance(n, int) or not same_dims(es, (xs[0], xs[1], n, xs[2], xs[3])) or \
-            not same_dims(vs, (xs[0], dims.mul(xs[1], n), xs[2], xs[3])):
+            not same_dims((vs[0], vs[1], vs[3]), (xs[0], dims.mul(xs[1], n), xs[3])):
         return v, 1
     return x, n
 

@@ -352,10 +352,32 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     _erase_dead(graph, m.anchor)  # first, so that the old attention's reads of the past concatenation are gone
     for i, was in ((2, m.presents[0]), (3, m.presents[1])):
         if want_present and was is not None and was.graph is graph:
-            graph.replace_all_uses(was, fused.outputs[i])
+            _replace_later_uses(graph, was, fused.outputs[i], fused)
             if was.producer is not None:
                 _erase_dead(graph, was.producer)
     return fused
+
+
+def _replace_later_uses(graph: Graph, old: Value, new: Value, at: Node) -> None:
+    """Uses of `old` after node `at` (and the graph outputs) read `new`; earlier ones (shape arithmetic an exporter
+    left on the concatenation, say) keep `old`, which then stays."""
+    before = set()
+    n = at.prev
+    while n is not None:
+        before.add(id(n))
+        n = n.prev
+    early = [(u, i) for u, i in old.uses if id(u) in before]
+    if not early:
+        graph.replace_all_uses(old, new)
+        return
+    for u, i in list(old.uses):
+        if id(u) not in before:
+            u.set_input(i, new)
+    if any(v is old for v in graph.outputs):
+        name = old.name
+        graph.rename(old, graph.fresh_name(name + ".old"))
+        graph.rename(new, name)
+        graph.outputs = [new if v is old else v for v in graph.outputs]
 
 
 def _f32(x: float) -> float:
