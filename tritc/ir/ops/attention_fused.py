@@ -11,16 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dims
-from ..types import Dim, DType, TensorType
+from ..types import DType, TensorType
 from . import Float, InferContext, Int, TypeRuleError, defop
+from .attention import _same  # (the dim check of the ONNX Attention op's rule: same family)
 from .rules import broadcast_shapes, require_dtype
-
-
-def _same(a: Dim, b: Dim, what: str) -> Dim:
-    """Two dims that must agree: an error if provably different, else the more precise one."""
-    if dims.equal(a, b) is False:
-        raise TypeRuleError(f"{what}: {a} != {b}")
-    return a if isinstance(a, int) or b is None else b
 
 
 def _fused_attention_type(ctx: InferContext) -> list[TensorType]:

@@ -444,21 +444,30 @@ class _Kernel:
         return self.load_lanes(ptr, index, self.vt, lanes, fill)
 
     def load_lanes(self, ptr: ir.Value, index: ir.Value, vt: ir.VectorType, lanes: ir.Value | None, fill: float | int) -> ir.Value:
-        b = self.ctx.b
-        p = gep(b, ptr, index, vt.element)
-        align = 1 if vt.element == I8 else 4
-        if lanes is None:
-            return b.load(p, typ=vt, align=align)
-        return intrinsic(b, f"llvm.masked.load.{suffix(vt)}.p0", vt, [p, ir.Constant(I32, align), lanes, const_vec(vt, fill)])
+        return masked_load(self.ctx.b, ptr, index, vt, lanes, fill)
 
     def store_vec(self, v: ir.Value, ptr: ir.Value, index: ir.Value, count: int) -> None:
-        b = self.ctx.b
-        p = gep(b, ptr, index, F32)
-        if count >= L:
-            b.store(v, p, align=4)
-            return
-        lanes = const_vec(ir.VectorType(I1, L), [int(k < count) for k in range(L)])
-        intrinsic(b, f"llvm.masked.store.{suffix(v.type)}.p0", VOID, [v, p, ir.Constant(I32, 4), lanes])
+        store_prefix16(self.ctx.b, v, ptr, index, count)
+
+
+def masked_load(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, vt: ir.VectorType, lanes: ir.Value | None,
+                fill: float | int) -> ir.Value:
+    """The vector at &ptr[index], only the lanes set in `lanes` read (the rest `fill`); all of them when None."""
+    p = gep(b, ptr, index, vt.element)
+    align = 1 if vt.element == I8 else 4
+    if lanes is None:
+        return b.load(p, typ=vt, align=align)
+    return intrinsic(b, f"llvm.masked.load.{suffix(vt)}.p0", vt, [p, ir.Constant(I32, align), lanes, const_vec(vt, fill)])
+
+
+def store_prefix16(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, index: ir.Value, count: int) -> None:
+    """Store the first `count` of the 16 f32 lanes of v at &ptr[index] (a masked store below 16)."""
+    p = gep(b, ptr, index, F32)
+    if count >= L:
+        b.store(v, p, align=4)
+        return
+    lanes = const_vec(ir.VectorType(I1, L), [int(k < count) for k in range(L)])
+    intrinsic(b, f"llvm.masked.store.{suffix(v.type)}.p0", VOID, [v, p, ir.Constant(I32, 4), lanes])
 
 
 def abs_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -502,4 +511,4 @@ def lane_sums(b: ir.IRBuilder, vecs: list[ir.Value]) -> ir.Value:
     return v
 
 
-__all__ = ["emit", "fits", "lane_sums"]
+__all__ = ["emit", "fits", "lane_sums", "masked_load", "store_prefix16"]

@@ -21,11 +21,11 @@ import llvmlite.ir as ir
 
 from ....ir.types import DType
 from .. import mathfns
-from ..builder import F32, I1, I8, I32, I64, PTR, VOID, for_range, gep, i64, intrinsic, suffix
+from ..builder import F32, I1, I8, I32, I64, PTR, VOID, for_range, gep, i64, intrinsic
 from ..context import NodeCtx
 from ..kernels.threads import emit_parallel_call, ensure_pool
 from ..kernels.vec import const_vec, entry_alloca, splat
-from .attention_kernels import lane_sums, vmax
+from .attention_kernels import lane_sums, masked_load, store_prefix16, vmax
 from .reduce_runs import hreduce
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class _Units:
         iota = ir.Constant(ir.VectorType(I64, L), [ir.Constant(I64, k) for k in range(L)])
         with for_range(b, end, step=L, name="any") as j:
             lanes = b.icmp_signed("<", b.add(splat(b, j, L), iota), splat(b, end, L))
-            b.store(b.or_(b.load(seen, typ=vt), _masked_load(b, self.e["mask"], b.add(mask_row, j), vt, lanes, 0)), seen)
+            b.store(b.or_(b.load(seen, typ=vt), masked_load(b, self.e["mask"], b.add(mask_row, j), vt, lanes, 0)), seen)
         return b.icmp_unsigned("!=", hreduce(b, "max", b.load(seen, typ=vt)), ir.Constant(I8, 0))
 
     # ---- one block of keys ----------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class _Units:
             cap = const_vec(VT, g.softcap)
             s = b.fmul(mathfns.tanh_f32(b, b.fdiv(s, cap)), cap)
         if g.mask is DType.BOOL:
-            raw = _masked_load(b, e["mask"], b.add(mask_row, j0), ir.VectorType(I8, L), allowed, 0)
+            raw = masked_load(b, e["mask"], b.add(mask_row, j0), ir.VectorType(I8, L), allowed, 0)
             true = b.icmp_unsigned("!=", raw, const_vec(ir.VectorType(I8, L), 0))
             if g.mask_value != NEG_INF:
                 every = b.icmp_unsigned("!=", fallback, i64(0))
@@ -330,7 +330,7 @@ class _Units:
                 s = b.select(every, b.fadd(s, const_vec(VT, g.mask_value)), s)
             allowed = b.and_(allowed, true)
         elif g.mask is DType.F32:
-            mv = _masked_load(b, e["mask"], b.add(mask_row, j0), VT, allowed, 0.0)
+            mv = masked_load(b, e["mask"], b.add(mask_row, j0), VT, allowed, 0.0)
             allowed = b.and_(allowed, b.fcmp_unordered("!=", mv, const_vec(VT, NEG_INF)))
             s = b.fadd(s, mv)
         return b.select(allowed, s, const_vec(VT, NEG_INF))
@@ -399,7 +399,7 @@ class _Units:
         denom = splat(b, b.select(b.fcmp_ordered("==", lsum, ir.Constant(F32, 0.0)), ir.Constant(F32, 1.0), lsum), L)
         for c in range(g.dvp // L):
             y = b.select(zero_row, const_vec(VT, 0.0), b.fdiv(acc_chunk(c), denom))
-            _store(b, y, self.e["y"], b.add(y_row, i64(c * L)), min(L, g.dv - c * L))
+            store_prefix16(b, y, self.e["y"], b.add(y_row, i64(c * L)), min(L, g.dv - c * L))
 
     def merge_item(self, t: ir.Value) -> None:
         """Split-K: for this item's share of the (batch, kv head, row block) groups, combine the partials."""
@@ -442,25 +442,8 @@ class _Units:
 
 def _load(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, count: int) -> ir.Value:
     """16 f32 from &ptr[index]; only the first `count` are read, the rest are 0."""
-    if count >= L:
-        return b.load(gep(b, ptr, index, F32), typ=VT, align=4)
-    lanes = const_vec(ir.VectorType(I1, L), [int(k < count) for k in range(L)])
-    return _masked_load(b, ptr, index, VT, lanes, 0.0)
-
-
-def _masked_load(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, vt: ir.VectorType, lanes: ir.Value, fill) -> ir.Value:
-    p = gep(b, ptr, index, vt.element)
-    align = 1 if vt.element == I8 else 4
-    return intrinsic(b, f"llvm.masked.load.{suffix(vt)}.p0", vt, [p, ir.Constant(I32, align), lanes, const_vec(vt, fill)])
-
-
-def _store(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, index: ir.Value, count: int) -> None:
-    p = gep(b, ptr, index, F32)
-    if count >= L:
-        b.store(v, p, align=4)
-        return
-    lanes = const_vec(ir.VectorType(I1, L), [int(k < count) for k in range(L)])
-    intrinsic(b, f"llvm.masked.store.{suffix(v.type)}.p0", VOID, [v, p, ir.Constant(I32, 4), lanes])
+    lanes = None if count >= L else const_vec(ir.VectorType(I1, L), [int(k < count) for k in range(L)])
+    return masked_load(b, ptr, index, VT, lanes, 0.0)
 
 
 __all__ = ["MIN_SPLIT_KEYS", "kernel"]
