@@ -125,12 +125,32 @@ class MemorySchedule:
 
     @cached_property
     def arena(self) -> Size:
-        """The arena's bytes as one formula of the symbols."""
+        """The arena's bytes as one formula of the symbols (exact; can be long: see arena_bound)."""
         ends = [self.offset_sizes[t] + self.slots[t].size.aligned() for t in self.tops]
         return ends[0].max(*ends[1:]) if ends else Size.const(0)
 
+    @cached_property
+    def arena_bound(self) -> Size:
+        """An upper bound of the arena's bytes with no align() (each slot at most ALIGN - 1 bytes over its size):
+        a few terms, for people; exact when every slot size is a multiple of ALIGN at every binding."""
+        end: dict[str, Size] = {}
+        for name, p in self.slots.items():
+            ends = [end[u] for u in p.below]
+            end[name] = (ends[0].max(*ends[1:]) if ends else Size.const(0)) + p.size.aligned().bounded()
+        tops = [end[t] for t in self.tops]
+        return tops[0].max(*tops[1:]) if tops else Size.const(0)
+
     def is_current(self, graph: Graph) -> bool:
         return self.fingerprint == fingerprint(graph)
+
+
+def arena_formula(schedule: MemorySchedule) -> str:
+    """The arena's bytes as a formula of the symbols, for people: `512*seq+64` when exact, else `at most max(...)`, an
+    upper bound with a few terms (schedule.arena is exact and can be long; schedule.arena_bytes(bindings) gives
+    exact values)."""
+    bound = schedule.arena_bound.simplified()
+    exact = bound == schedule.arena_bound and all(p.size.aligned().is_exact_polynomial for p in schedule.slots.values())
+    return str(bound) if exact else f"at most {bound}"
 
 
 def fingerprint(graph: Graph) -> str:

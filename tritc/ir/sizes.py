@@ -111,6 +111,10 @@ def _term_le(t: Term, u: Term) -> bool:
     return _nonneg(bound)
 
 
+def _close(a: int, b: int, rel: float, slack: int) -> bool:
+    return abs(a - b) <= rel * min(abs(a), abs(b)) + slack
+
+
 def _term_eval(t: Term, bindings: Mapping[str, int]) -> int:
     total = 0
     for a, c in t:
@@ -197,6 +201,43 @@ class Size:
             atoms = {a: c for a, c in t if isinstance(a, Aligned)}
             out.append(_term(_merge(tuple(_align_poly(poly).items()), tuple(atoms.items()))))  # type: ignore[arg-type]
         return Size(_prune(out))
+
+    def bounded(self) -> Size:
+        """An upper bound with no align atoms (align(p) <= p + ALIGN - 1): fewer, readable terms; equal to self when
+        self has no align atom."""
+        out = []
+        for t in self.terms:
+            poly: Poly = {}
+            for a, c in t:
+                if not isinstance(a, Aligned):
+                    poly = dims._add(poly, {a: c})
+                    continue
+                poly = dims._add(poly, {m: c * k for m, k in a.poly})
+                if c > 0:
+                    poly = dims._add(poly, {(): c * (ALIGN - 1)})
+            out.append(_term(poly))  # type: ignore[arg-type]
+        return Size(_prune(out))
+
+    def simplified(self, rel: float = 0.05) -> Size:
+        """A short upper bound for people: bounded(), then terms that differ by at most `rel` in every coefficient
+        (ALIGN bytes in the constant) merged into their coefficient-wise maximum."""
+        merged: list[dict[Atom, int]] = []
+        for t in self.bounded().terms:
+            cur = dict(t)
+            for m in merged:
+                keys = set(m) | set(cur)
+                if all(_close(m.get(k, 0), cur.get(k, 0), rel, ALIGN if k == () else 0) for k in keys):
+                    for k in keys:
+                        m[k] = max(m.get(k, 0), cur.get(k, 0))
+                    break
+            else:
+                merged.append(cur)
+        return Size(_prune(_term(m) for m in merged))
+
+    @property
+    def is_exact_polynomial(self) -> bool:
+        """No align atom: bounded() is self."""
+        return not any(isinstance(a, Aligned) for t in self.terms for a, _ in t)
 
     # ---- questions ------------------------------------------------------------------------------
 
