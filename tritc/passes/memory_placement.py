@@ -44,13 +44,16 @@ class _Problem:
 
     def __init__(self, bufs: Sequence[Buffer], bindings: Bindings):
         self.bufs = list(bufs)
-        self.slot = np.array([[b.size.aligned().evaluate(r) for r in bindings] for b in bufs], dtype=np.int64)  # type: ignore[union-attr]
+        # Floats: the heuristic needs no exactness, and a size of high degree at the ladder's top overflows int64.
+        # A binding can make a size negative (seq-2 at seq=1): no model runs there, so count it as empty.
+        slots = [[float(b.size.aligned().evaluate(r)) for r in bindings] for b in bufs]  # type: ignore[union-attr]
+        self.slot = np.maximum(np.array(slots, dtype=np.float64), 0.0)
         steps = max(b.end for b in bufs) + 2
-        live = np.zeros((steps, len(bindings)), np.int64)
+        live = np.zeros((steps, len(bindings)))
         for i, b in enumerate(bufs):
             live[b.start] += self.slot[i]
             live[b.end + 1] -= self.slot[i]
-        self.bound = np.maximum(np.cumsum(live, axis=0).max(axis=0), 1)
+        self.bound = np.maximum(np.cumsum(live, axis=0).max(axis=0), 1.0)
         self.overlaps = _overlaps(bufs)
 
     def greedy(self, ks: Sequence[int], rank: str) -> list[list[int]]:
@@ -60,10 +63,10 @@ class _Problem:
         slot, weight = self.slot[:, ks], 1.0 / self.bound[ks]
         steps = max(b.end for b in self.bufs) + 1
         life = [(b.end - b.start + 1) * 4 < steps if rank == "lifetime" else False for b in self.bufs]
-        todo = sorted(range(len(self.bufs)), key=lambda i: (life[i], -int(slot[i, 0]), self.bufs[i].start, i))
+        todo = sorted(range(len(self.bufs)), key=lambda i: (life[i], -float(slot[i, 0]), self.bufs[i].start, i))
         lo = np.zeros_like(slot)
         hi = np.zeros_like(slot)
-        top = np.zeros(len(ks), np.int64)
+        top = np.zeros(len(ks))
         placed = np.zeros(len(self.bufs), bool)
         below: list[list[int]] = [[] for _ in self.bufs]
         above: list[list[int]] = [[] for _ in self.bufs]
@@ -96,7 +99,7 @@ def _gap(n: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: np.ndarray, weight:
     a live slot's end, with every live slot wholly under or wholly over it at the first binding; of those starts, the
     one that least raises the slots over it plus the top of the arena, summed over the bindings relative to each
     one's lower bound, then the lowest. No start fits: all under."""
-    best: tuple[float, int] | None = None
+    best: tuple[float, float] | None = None
     choice: tuple[list[int], list[int]] = (list(range(len(lo))), [])
     for start in (0, *hi[:, 0]):
         under = hi[:, 0] <= start
@@ -105,7 +108,7 @@ def _gap(n: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: np.ndarray, weight:
             continue
         base = hi[under].max(axis=0) if under.any() else np.zeros_like(n)
         push = np.maximum(base + n - lo[over].min(axis=0), 0) if over.any() else 0
-        key = (float(((push + np.maximum(base + n - top, 0)) * weight).sum()), int(base[0]))
+        key = (float(((push + np.maximum(base + n - top, 0)) * weight).sum()), float(base[0]))
         if best is None or key < best:
             best, choice = key, (list(np.flatnonzero(under)), list(np.flatnonzero(over)))
     return choice
