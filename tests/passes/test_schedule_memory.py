@@ -226,3 +226,16 @@ def test_parse_refuses_a_broken_memory_block():
                       ("    %a = arena 16 above %zz\n", "used before")]:
         with pytest.raises(IRParseError, match=msg):
             parse_graph(head + body + "  }\n}\n")
+
+
+def test_a_view_of_unknown_shape_keeps_its_operands_bytes():
+    """Regression (ONNX's expanded RotaryEmbedding): a reshape typed [?,?] of an arena value is a view of it; the checker
+    took its unknown size for a different one."""
+    g = parsed("""graph @g(%x: f32[4,8], %s: i64[2]) -> (%y: f32[?,?]) {
+      %a = neg(%x) : f32[4,8]
+      %v = reshape(%a, %s) : f32[?,?]
+      %y = relu(%v) : f32[?,?]
+      return %y
+    }""")
+    sched = schedule(g)
+    assert sched.entries["v"] == Alias("view", "a") and check_schedule(g, sched, {}) == []
