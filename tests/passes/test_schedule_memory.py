@@ -207,11 +207,12 @@ def test_the_schedule_survives_copies_and_goes_stale_when_the_graph_changes():
 
 def test_options():
     g = parsed("graph @g(%x: f32[n,4]) -> (%y: f32[n,4]) {\n  %y = relu(%x) : f32[n,4]\n  return %y\n}\n")
-    with pytest.raises(OptionError, match="NAME=SIZE"):
+    with pytest.raises(OptionError, match="expected name=size"):
         make_pass("schedule-memory", {"at": "[n]"}).run(g)
     with pytest.raises(OptionError, match="auto, keep"):
         make_pass("schedule-memory", {"order": "best"})
     assert reference_bindings(g, ("n=7",)) == {"n": 7}
+    assert reference_bindings(parsed(print_graph(g).replace("[n,4]", "[n,m]")), ("n=7",)) == {"n": 7, "m": 128}
     assert make_pass("schedule-memory", {"at": "[n=7]"}).describe() == "schedule-memory{at=[n=7]}"
 
 

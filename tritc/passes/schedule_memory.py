@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import OptionError
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
 from ..ir.memory import VIEW_OPS, Alias, Entry, MemorySchedule, Unplanned, buffers, current_schedule, fingerprint, produced_values
 from ..ir.sizes import Size
 from .fuse_elementwise import ELEMENTWISE
+from .infer_shapes import parse_bindings
 from .memory_order import memory_order
 from .memory_placement import place
 from .pass_manager import Pass, PassResult, register
@@ -35,12 +35,7 @@ INPLACE_OPS = ELEMENTWISE | {"fused_elementwise"}  # result element i depends on
 
 def reference_bindings(graph: Graph, at: Sequence[str] = (), size: int = REFERENCE_SIZE) -> dict[str, int]:
     """The binding the heuristics weigh sizes at: every symbol of the graph's types `size`, or as `at` says."""
-    given: dict[str, int] = {}
-    for item in at:
-        name, sep, size = item.partition("=")
-        if not sep or not size.strip().isdigit():
-            raise OptionError(f"pass 'schedule-memory': option 'at' takes NAME=SIZE items, not {item!r}")
-        given[name.strip()] = int(size)
+    given = parse_bindings(tuple(at))
     symbols: dict[str, None] = {}
     for v in graph.values():
         for d in v.type.shape or ():
