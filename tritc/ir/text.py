@@ -23,8 +23,7 @@ import numpy as np
 from ..errors import IRParseError
 from .casts import int_range, round_float, wrap_int
 from .graph import Graph, Node, Value
-from .memory import Alias, Entry, MemorySchedule, Placement, Unplanned, current_schedule, fingerprint, produced_values
-from .sizes import Size
+from .memory_text import attach_schedule, memory_lines, parse_memory_block
 from .types import DType, Shape, TensorType, format_type, is_plain_dim_text
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.$/\-]+")
@@ -123,25 +122,9 @@ def print_graph(graph: Graph) -> str:
     lines = [f"graph {format_name('@', graph.name)}({args}) -> ({rets}) {{"]
     lines.extend("  " + format_node(n) for n in graph)
     lines.append("  return " + ", ".join(format_name("%", v.name) for v in graph.outputs))
-    sched = current_schedule(graph)
-    if sched is not None:
-        lines.append("  memory {")
-        lines.extend(f"    {format_name('%', v.name)} = {format_entry(sched.entries[v.name])}"
-                     for _, v in produced_values(graph) if v.name in sched.entries)
-        lines.append("  }")
+    lines.extend(memory_lines(graph))
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def format_entry(entry: Entry) -> str:
-    """One line of the memory block (docs/IR.md): `arena SIZE [above %a, %b]`, `view %x`, `inplace %x`, `unplanned`."""
-    if isinstance(entry, Placement):
-        size = str(entry.size) if entry.size.is_const else quote(str(entry.size))
-        above = f" above {', '.join(format_name('%', u) for u in entry.below)}" if entry.below else ""
-        return f"arena {size}{above}"
-    if isinstance(entry, Alias):
-        return f"{entry.kind} {format_name('%', entry.of)}"
-    return "unplanned"
 
 
 # ---- lexing ---------------------------------------------------------------------------------
@@ -320,12 +303,12 @@ class _Parser:
             self.statement(g)
         self.take("ident", "return")
         rets: list[Value] = []
-        if self.tok.kind == "value":
+        if not (self.tok.kind == "punct" and self.tok.text == "}" or self.tok.kind == "ident" and self.tok.text == "memory"):
             while True:
                 rets.append(self.use())
                 if not self.accept("punct", ","):
                     break
-        memory = self.memory_block() if self.tok.kind == "ident" and self.tok.text == "memory" else None
+        memory = parse_memory_block(self) if self.tok.kind == "ident" and self.tok.text == "memory" else None
         self.take("punct", "}")
         self.take("eof")
         if [v.name for v in rets] != [n for _, n, _ in declared]:
@@ -336,11 +319,7 @@ class _Parser:
                 raise self.error(f"result %{v.name} is declared {format_type(t)} but is {format_type(v.type)}", tok)
         g.outputs = rets
         if memory is not None:
-            g.memory = MemorySchedule(memory, fingerprint(g))
-            try:
-                g.memory.slots  # noqa: B018 - checks that no slot sits above itself
-            except ValueError as e:
-                raise IRParseError(f"memory block: {e}") from None
+            attach_schedule(g, memory)
         if self.weights is not None:
             for n in g:
                 if n.op == "weight":
@@ -349,47 +328,6 @@ class _Parser:
                         raise IRParseError(f"weight \"{ref}\" is not in the weights given to parse_graph")
                     g.weights[ref] = self.weights[ref]
         return g
-
-    def memory_block(self) -> dict[str, Entry]:
-        """`memory { %v = arena SIZE [above %a, ...] | view %x | inplace %x | unplanned ... }` after `return`."""
-        self.take("ident", "memory")
-        self.take("punct", "{")
-        entries: dict[str, Entry] = {}
-        while not self.accept("punct", "}"):
-            tok = self.tok
-            name = self.use().name
-            if name in entries:
-                raise self.error(f"value %{name} is in the memory block twice", tok)
-            self.take("punct", "=")
-            kind = self.take("ident")
-            if kind.text == "arena":
-                size = self.size()
-                below = []
-                if self.accept("ident", "above"):
-                    below.append(self.use().name)
-                    while self.accept("punct", ","):
-                        below.append(self.use().name)
-                entries[name] = Placement(size, tuple(below))
-            elif kind.text in ("view", "inplace"):
-                entries[name] = Alias(kind.text, self.use().name)  # type: ignore[arg-type]
-            elif kind.text == "unplanned":
-                entries[name] = Unplanned()
-            else:
-                raise self.error("expected arena, view, inplace or unplanned", kind)
-        return entries
-
-    def size(self) -> Size:
-        t = self.tok
-        if t.kind == "number" and re.fullmatch(r"\d+", t.text):
-            self.pos += 1
-            return Size.const(int(t.text))
-        if t.kind == "string":
-            self.pos += 1
-            try:
-                return Size.parse(json.loads(t.text))
-            except ValueError as e:
-                raise self.error(str(e), t) from None
-        raise self.error("expected a size (bytes, or a quoted expression of the symbols)")
 
     def use(self) -> Value:
         tok = self.take("value")

@@ -1,11 +1,11 @@
-"""schedule-memory: a node order that lowers the peak, then one arena offset per intermediate, valid for every size.
+"""schedule-memory: a node order that lowers the peak, then an arena slot per intermediate, valid for every size.
 
-    %h = relu(%x) : f32[n,64]; %y = ... -> the same nodes (maybe reordered), and graph.memory, printed after return:
-    memory(arena = "512*n") { %h = arena(0, "256*n")  %t = inplace(%h)  %r = view(%t) }
+    %a = neg(%x); %b = relu(%a); %r = reshape(%b, %s)  ->  the same nodes (maybe reordered), and graph.memory,
+    printed after return: memory { %a = arena "256*n" above %w  %b = inplace %a  %r = view %b }
 
-Steps: order (memory_order.py), aliases (views; elementwise results written over an operand that dies there), buffers
-and their live steps (ir/memory.py), then placement, largest first: each buffer takes the lowest offset that provably
-clears every buffer live at the same time for all bindings, else stacks above them. docs/MEMORY.md.
+Steps: the order (memory_order.py), aliases (views; elementwise results written over an operand that dies there),
+buffers and their live steps (ir/memory.py), then the placement (memory_placement.py): which slot sits above which,
+so that offsets are maxes of ends at every binding. docs/MEMORY.md.
 """
 
 from __future__ import annotations
@@ -156,6 +156,6 @@ class ScheduleMemory(Pass):
         before = [id(n) for n in graph]
         old = current_schedule(graph)
         sched = schedule(graph, order=self.order, inplace=self.inplace, at=self.at)
-        graph.memory = sched  # type: ignore[attr-defined]
+        graph.memory = sched
         changed = [id(n) for n in graph] != before or old is None or old.entries != sched.entries
         return PassResult(changed, sched)
