@@ -9,7 +9,17 @@ from collections.abc import Sequence
 
 from ..errors import InternalError, OptionError
 from ..ir.graph import Graph
-from ..ir.memory import Alias, MemorySchedule, Placement, Unplanned, arena_formula, current_schedule, numbers
+from ..ir.memory import (
+    Alias,
+    MemorySchedule,
+    Placement,
+    Unplanned,
+    arena_formula,
+    current_schedule,
+    lower_bound_formula,
+    naive_formula,
+    numbers,
+)
 from ..ir.sizes import Size
 from ..ir.types import format_type
 from ..passes.schedule_memory import reference_bindings
@@ -45,10 +55,13 @@ def render_memory_report(graph: Graph, schedule: object, shapes: Sequence[str]) 
              f"values        {kinds.count('Placement')} in arena slots, {kinds.count('inplace')} in place, "
              f"{kinds.count('view')} views, {kinds.count('Unplanned')} unplanned (size unknown)",
              f"peak arena    {nbytes(n.arena)}",
-             f"lower bound   {nbytes(n.lower_bound)} (the most bytes live at one step; arena / bound "
+             f"lower bound   {nbytes(n.lower_bound)}: the most bytes live at one step (arena / bound "
              f"{n.arena / max(n.lower_bound, 1):.3f})",
              f"naive total   {nbytes(n.naive)} (every intermediate in a buffer of its own)",
-             *_formula_lines(schedule),
+             "", "as formulas of the symbols (bytes; 'at most': each slot not a multiple of 64 counted 63 bytes over)",
+             *_formula_lines("peak arena", arena_formula(schedule)),
+             *_formula_lines("lower bound", lower_bound_formula(graph, schedule)),
+             *_formula_lines("naive total", naive_formula(graph)),
              "", f"the {len(n.largest)} largest values"]
     rows = [["value", "type", "bytes (formula)", "bytes", "storage"]]
     for name, size in n.largest:
@@ -58,13 +71,11 @@ def render_memory_report(graph: Graph, schedule: object, shapes: Sequence[str]) 
     return "\n".join(lines) + "\n" + table(rows, right=(3,))
 
 
-def _formula_lines(schedule: MemorySchedule) -> list[str]:
-    text = arena_formula(schedule)
+def _formula_lines(what: str, text: str) -> list[str]:
     head, sep, body = text.partition("max(")
     if not sep:
-        return [f"arena formula {text}"]
-    terms = body[:-1].split(", ")
-    return [f"arena formula {head}the largest of"] + [f"                {t}" for t in terms]
+        return [f"{what:<13} {text}"]
+    return [f"{what:<13} {head}the largest of"] + [f"                {t}" for t in body[:-1].split(", ")]
 
 
 def _storage(schedule: MemorySchedule, name: str, offsets: dict[str, int]) -> str:

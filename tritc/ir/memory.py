@@ -148,9 +148,32 @@ def arena_formula(schedule: MemorySchedule) -> str:
     """The arena's bytes as a formula of the symbols, for people: `512*seq+64` when exact, else `at most max(...)`, an
     upper bound with a few terms (schedule.arena is exact and can be long; schedule.arena_bytes(bindings) gives
     exact values)."""
-    bound = schedule.arena_bound.simplified()
-    exact = bound == schedule.arena_bound and all(p.size.aligned().is_exact_polynomial for p in schedule.slots.values())
-    return str(bound) if exact else f"at most {bound}"
+    exact = all(p.size.aligned().is_exact_polynomial for p in schedule.slots.values())
+    return _formula(schedule.arena_bound, exact)
+
+
+def lower_bound_formula(graph: Graph, schedule: MemorySchedule) -> str:
+    """The lower bound (the most bytes live at one step) as a formula of the symbols, as arena_formula writes it."""
+    bufs = [b for b in buffers(graph, aliases_of(schedule)) if b.size is not None]
+    at_step: dict[int, list[Size]] = {}
+    for b in bufs:
+        for step in range(b.start, b.end + 1):
+            at_step.setdefault(step, []).append(b.size.aligned().bounded())  # type: ignore[union-attr]
+    sums = {sum(sizes[1:], sizes[0]) for sizes in at_step.values()}
+    exact = all(b.size.aligned().is_exact_polynomial for b in bufs)  # type: ignore[union-attr]
+    return _formula(Size.const(0).max(*sums), exact)
+
+
+def naive_formula(graph: Graph) -> str:
+    """The naive total (every intermediate in a slot of its own) as a formula of the symbols."""
+    sizes = [s.aligned() for _, v in produced_values(graph) if (s := Size.of_type(v.type)) is not None]
+    total = sum(sizes[1:], sizes[0]) if sizes else Size.const(0)
+    return _formula(total.bounded(), total.is_exact_polynomial)
+
+
+def _formula(bound: Size, exact: bool) -> str:
+    short = bound.simplified()
+    return str(short) if exact and short == bound else f"at most {short}"
 
 
 def fingerprint(graph: Graph) -> str:
