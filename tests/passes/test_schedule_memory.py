@@ -240,3 +240,26 @@ def test_a_view_of_unknown_shape_keeps_its_operands_bytes():
     }""")
     sched = schedule(g)
     assert sched.entries["v"] == Alias("view", "a") and check_schedule(g, sched, {}) == []
+
+
+def test_the_checks_find_what_is_wrong():
+    """check_schedule and unordered_pairs, which the property tests hold every schedule to, do fail on bad ones."""
+    from tritc.ir.memory import MemorySchedule, fingerprint
+    from tritc.ir.sizes import Size
+
+    g = parsed("""graph @g(%x: f32[n]) -> (%y: f32[n]) {
+      %a = neg(%x) : f32[n]
+      %b = relu(%a) : f32[n]
+      %y = add(%a, %b) : f32[n]
+      return %y
+    }""")
+    size = Size.parse("4*n")
+    unordered = MemorySchedule({"a": Placement(size), "b": Placement(size)}, fingerprint(g))
+    assert unordered_pairs(g, unordered) == [("a", "b")]
+    assert any("overlaps" in p for p in check_schedule(g, unordered, {"n": 5}))
+    inplace = MemorySchedule({"a": Placement(size), "b": Alias("inplace", "a")}, fingerprint(g))
+    assert check_schedule(g, inplace, {"n": 5}) == ["%b is written in place over %a, which is read later"]
+    wrong_size = MemorySchedule({"a": Placement(Size.parse("2*n")), "b": Placement(size, ("a",))}, fingerprint(g))
+    assert any("slot size 2*n is not its type's 4*n" in p for p in check_schedule(g, wrong_size, {"n": 5}))
+    assert check_schedule(parsed(print_graph(g).replace("relu", "tanh")), schedule(g), {"n": 5})[0].startswith(
+        "the schedule was made for another graph")

@@ -315,7 +315,8 @@ def check_schedule(graph: Graph, schedule: MemorySchedule, bindings: Mapping[str
                 problems.append(f"%{name} aliases %{b.root} with another size")
             step = step_of[id(v.producer)]
             read_later = [u for u in b.values[:i] if any(step_of[id(n)] > step for n, _ in graph.value(u).uses)]
-            if schedule.entries[name] == Alias("inplace", schedule.entries[name].of) and read_later:  # type: ignore[union-attr]
+            entry = schedule.entries[name]
+            if isinstance(entry, Alias) and entry.kind == "inplace" and read_later:
                 problems.append(f"%{name} is written in place over %{read_later[0]}, which is read later")
         for other, (o_off, o_end) in placed:
             if overlap(b, other) and off < o_end and o_off < off + size:
