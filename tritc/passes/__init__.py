@@ -17,6 +17,7 @@ PASS_MODULES = (
     "fold_ternary",
     "fuse_bitlinear",
     "fuse_epilogue",
+    "schedule_memory",
 )
 
 _loaded = False

@@ -23,6 +23,7 @@ PIPELINES: dict[str, list[str]] = {
         "fuse-epilogue",                    # rescale, bias, residual add, relu/silu into the ternary kernel's epilogue
         "fuse-elementwise",                 # elementwise chains -> one fused loop each
         "eliminate-dead-code",              # the float weights the ternary ones replaced
+        "schedule-memory",                  # node order lowering the peak; one arena offset per intermediate (last)
     ],
     "fpga": [
         "infer-shapes",
@@ -34,6 +35,7 @@ PIPELINES: dict[str, list[str]] = {
         "fuse-bitlinear",
         "fuse-epilogue",
         "eliminate-dead-code",
+        "schedule-memory",
     ],
     # No rewriting at all: the imported graph as the interpreter defines it.
     "none": [],
