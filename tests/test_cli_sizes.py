@@ -123,13 +123,23 @@ def test_verify_uses_the_sizes_the_model_records(tmp_path):
 
 def test_refuses_when_no_tried_size_fits(tmp_path):
     src = save(tmp_path, unsatisfiable())
-    for command in ("verify", "bench", "compile"):
-        argv = ["-o", str(tmp_path / "m.tritc")] if command == "compile" else []
-        code, out, err = call(command, src, "-q", *argv)
+    for command in ("verify", "bench"):
+        code, out, err = call(command, src, "-q")
         assert_user_error(code, out, err, f"no size tried for dim n fits the model (1 to {MAX_SIZE}; at n=")
         assert err.rstrip().endswith("give it with --shape n=SIZE"), err
         assert "node 'reshape'" in err
-    assert not (tmp_path / "m.tritc").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 in progress: generic code (one compile for every size) does not yet check "
+                                       "a relation that only some sizes satisfy (reshape of 3*n elements to [7,11]) "
+                                       "at run time")
+def test_a_relation_only_some_sizes_satisfy_is_checked_at_run_time():
+    import tritc
+    from tritc.errors import CompilerError
+
+    model = tritc.compile(unsatisfiable())  # one compile for every n: the reshape's relation is checked per call
+    with pytest.raises((CompilerError, ValueError), match="reshape"):
+        model.run(None, {"x": np.ones((5, 3), np.float32)})
 
 
 def test_generated_inputs_have_a_budget(tmp_path):

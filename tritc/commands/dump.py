@@ -1,5 +1,6 @@
 """tritc dump: the IR of a model as imported, or after a pipeline / pass list, or after one pass or every pass;
-per-pass timings; the ternary report (table or JSON) instead of the IR. Flags about passes run the target's pipeline."""
+per-pass timings; the ternary report (table or JSON) or the memory report instead of the IR. Flags about passes run
+the target's pipeline."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from ..passes import load_all
 from ..passes.pass_manager import PASSES, Pass, PassManager
 from ..passes.pipelines import pass_source
 from ..passes.ternary_report import TernaryReport
-from .options import add_pass_options, pass_kwargs, ternary_flags_given
+from .memory_report import render_memory_report
+from .options import add_pass_options, add_shape_option, pass_kwargs, ternary_flags_given
 from .output import emit, ending_in_newline, prepare_folder, write_atomic
 
 EXIT_OK = 0
@@ -40,12 +42,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
     p.add_argument("--ternary-report", action="store_true", help="print fold-ternary's per-layer report, not the IR")
     p.add_argument("--json", action="store_true", help="with --ternary-report: the report as JSON")
+    p.add_argument("--memory-report", action="store_true",
+                   help="print schedule-memory's numbers, not the IR: peak arena, lower bound, naive total, the ten "
+                        "largest values, at the --shape sizes, and the arena as a formula of the symbols")
+    add_shape_option(p, "with --memory-report: the sizes the numbers are for (dims not given: 1)")
     p.set_defaults(func=run)
 
 
 def default_pipeline(args: argparse.Namespace) -> str:
     """Plain `tritc dump` shows the graph as imported; a flag about passes runs the target's pipeline (cpu by default)."""
-    about_passes = args.after or args.ternary_report or args.timings or args.target or ternary_flags_given(args)
+    about_passes = (args.after or args.ternary_report or args.memory_report or args.timings or args.target
+                    or ternary_flags_given(args))
     return (args.target or "cpu") if about_passes else "none"
 
 
@@ -55,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json and not args.ternary_report:
         raise OptionError("--json goes with --ternary-report (the IR itself is text or dot)")
-    if args.ternary_report and args.after:
-        raise OptionError("--ternary-report and --after both choose what to print; give one")
+    reports = [flag for flag, on in (("--ternary-report", args.ternary_report), ("--memory-report", args.memory_report),
+                                     ("--after", args.after)) if on]
+    if len(reports) > 1:
+        raise OptionError(f"{' and '.join(reports)} all choose what to print; give one" if len(reports) > 2 else
+                          f"{reports[0]} and {reports[1]} both choose what to print; give one")
+    if args.shape and not args.memory_report:
+        raise OptionError("--shape goes with --memory-report (the sizes its numbers are for)")
     if args.after == "all" and not args.output:
         raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
     kwargs = pass_kwargs(args, default_pipeline(args))
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ternary_report and not any(p.name == "fold-ternary" for p in passes):
         raise OptionError(f"--ternary-report shows what fold-ternary did, and the {source} does not run it "
                           f"(use --pipeline cpu, or add fold-ternary to -p)")
+    if args.memory_report and not any(p.name == "schedule-memory" for p in passes):
+        raise OptionError(f"--memory-report shows what schedule-memory did, and the {source} does not run it "
+                          f"(use --pipeline cpu, or add schedule-memory to -p)")
     if args.after == "all" and not passes:
         raise OptionError(f"--after all writes one file per pass, and the {source} has none")
     step = _after_step(args.after, passes) if args.after not in (None, "all") else None
@@ -93,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(report, TernaryReport):
             raise InternalError(f"fold-ternary ran but left no TernaryReport (got {type(report).__name__})")
         emit(report.to_json() if args.json else report.table(), args.output)
+    elif args.memory_report:
+        emit(render_memory_report(graph, pm.result_of("schedule-memory"), args.shape), args.output)
     elif args.after == "all":
         folder = prepare_folder(args.output, "-o with --after all")
         for name, text in per_pass:

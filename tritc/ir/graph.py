@@ -111,6 +111,8 @@ class Graph:
         self._last: Node | None = None
         self._count = 0
         self._fresh: dict[str, int] = {}
+        # The memory schedule (ir/memory.py) schedule-memory attached; stale once the graph changes (current_schedule)
+        self.memory: Any = None
 
     # ---- values -----------------------------------------------------------------------------
 
@@ -416,6 +418,7 @@ class Graph:
             ins = [None if v is None else vmap[id(v)] for v in n.inputs]
             g.append(Node(n.op, ins, outs, _copy_attrs(n.attrs), n.name))
         g.outputs = [vmap[id(v)] for v in self.outputs]
+        g.memory = self.memory  # immutable, keyed by value names: it describes the copy as well
         return g
 
     def __repr__(self) -> str:

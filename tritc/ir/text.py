@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import IRParseError
 from .casts import int_range, round_float, wrap_int
 from .graph import Graph, Node, Value
+from .memory_text import attach_schedule, memory_lines, parse_memory_block
 from .types import DType, Shape, TensorType, format_type, is_plain_dim_text
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.$/\-]+")
@@ -121,6 +122,7 @@ def print_graph(graph: Graph) -> str:
     lines = [f"graph {format_name('@', graph.name)}({args}) -> ({rets}) {{"]
     lines.extend("  " + format_node(n) for n in graph)
     lines.append("  return " + ", ".join(format_name("%", v.name) for v in graph.outputs))
+    lines.extend(memory_lines(graph))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -301,11 +303,12 @@ class _Parser:
             self.statement(g)
         self.take("ident", "return")
         rets: list[Value] = []
-        if not (self.tok.kind == "punct" and self.tok.text == "}"):
+        if not (self.tok.kind == "punct" and self.tok.text == "}" or self.tok.kind == "ident" and self.tok.text == "memory"):
             while True:
                 rets.append(self.use())
                 if not self.accept("punct", ","):
                     break
+        memory = parse_memory_block(self) if self.tok.kind == "ident" and self.tok.text == "memory" else None
         self.take("punct", "}")
         self.take("eof")
         if [v.name for v in rets] != [n for _, n, _ in declared]:
@@ -315,6 +318,8 @@ class _Parser:
             if v.type != t:
                 raise self.error(f"result %{v.name} is declared {format_type(t)} but is {format_type(v.type)}", tok)
         g.outputs = rets
+        if memory is not None:
+            attach_schedule(g, memory)
         if self.weights is not None:
             for n in g:
                 if n.op == "weight":

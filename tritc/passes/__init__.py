@@ -19,6 +19,7 @@ PASS_MODULES = (
     "fuse_epilogue",
     "fuse_attention",
     "tile_attention",
+    "schedule_memory",
 )
 
 _loaded = False

@@ -25,6 +25,7 @@ PIPELINES: dict[str, list[str]] = {
         "tile-attention",                   # its query / key blocks from the cache sizes, its scratch in the memory plan
         "fuse-elementwise",                 # elementwise chains -> one fused loop each
         "eliminate-dead-code",              # the float weights the ternary ones replaced
+        "schedule-memory",                  # node order lowering the peak; one arena offset per intermediate (last)
     ],
     "fpga": [
         "infer-shapes",
@@ -37,6 +38,7 @@ PIPELINES: dict[str, list[str]] = {
         "fuse-epilogue",
         "fuse-attention",
         "eliminate-dead-code",
+        "schedule-memory",
     ],
     # No rewriting at all: the imported graph as the interpreter defines it.
     "none": [],
