@@ -59,7 +59,9 @@ class AttentionReport:
         return sum(line.fused for line in self.lines)
 
     def comment_lines(self) -> list[str]:
-        """The report as IR comments (the text format skips `//` lines)."""
+        """The report as IR comments (the text format skips `//` lines); none for a graph with no candidate."""
+        if not self.lines:
+            return []
         head = f"// fuse-attention: {self.fused} of {len(self.lines)} attention candidates fused"
         return [head] + [f"//   {line.node}: {'fused: ' if line.fused else 'not fused: '}{line.detail}" for line in self.lines]
 
