@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import tritc
 from tritc import cli
 from tritc.commands.inputs import output_file_names, random_input
+from tritc.commands.output import human_bytes
 from tritc.commands.verify import compare
 from tritc.ir.types import DType, TensorType
 from tritc.passes.pipelines import PIPELINES
@@ -124,23 +125,29 @@ def _npy(path: Path, a: np.ndarray) -> str:
 def test_compile_the_example(example_compiled, example):
     out, stdout, stderr = example_compiled
     lines = stdout.splitlines()
-    assert lines[0] == f"wrote {out} ({out.stat().st_size / 1000:.1f} kB)"
+    assert lines[0] == f"wrote {out} ({human_bytes(out.stat().st_size)})"
     fields = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
     assert set(fields) == {"model", "target", "shapes", "ternary", "time"}
-    assert fields["shapes"].startswith("batch=1, seq=8")
+    assert fields["shapes"] == "every size (batch, seq at run time); batch=1, seq=8"
     assert fields["ternary"].startswith("14 of 15 linear layers (14 exact)")
     assert fields["model"] == "input_ids: i64[batch,seq] -> logits: f32[batch,seq,256]"
     # Progress: one line per long step, each with the elapsed time.
     steps = [line.split("] ", 1)[1] for line in stderr.splitlines()]
     assert all(line.startswith("[") and "s] " in line for line in stderr.splitlines())
-    assert steps[0] == f"importing {example}" and steps[1] == f"pass [1/{len(PIPELINES['cpu'])}] infer-shapes"
+    assert steps[:3] == [f"importing {example}", "reading the relations between the model's sizes",
+                         f"pass [1/{len(PIPELINES['cpu'])}] infer-shapes"]
+    assert "compiling for every size" in steps
     assert "compiling for batch=1, seq=8" in steps and steps[-1] == f"writing {out}"
     # The artifact runs, and agrees with onnxruntime.
     m = tritc.load(out)
     ids = np.random.default_rng(0).integers(0, 256, (1, 8), dtype=np.int64)
     expected = ort.InferenceSession(str(example), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
     np.testing.assert_allclose(m.run(None, {"input_ids": ids})[0], expected, atol=1e-4, rtol=1e-3)
-    assert [s.bindings for s in m.specializations] == [{"batch": 1, "seq": 8}]
+    assert [s.bindings for s in m.specializations] == [{}, {"batch": 1, "seq": 8}]
+    ids = np.random.default_rng(1).integers(0, 256, (2, 5), dtype=np.int64)  # another size: the generic code
+    expected = ort.InferenceSession(str(example), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    np.testing.assert_allclose(m.run(None, {"input_ids": ids})[0], expected, atol=1e-4, rtol=1e-3)
+    assert m.stats["compilations"] == 0
 
 
 def test_compile_options(work, capsys):
@@ -156,7 +163,7 @@ def test_compile_options(work, capsys):
     assert manifest["target"]["opt_level"] == 1 and manifest["threads"] == 1
     assert manifest["meta"]["passes"] == ["infer-shapes", "fold-ternary{mode=absmean,include=[fc2.weight]}",
                                           "eliminate-dead-code"]
-    assert [s["bindings"] for s in manifest["specializations"]] == [{"batch": 2}]
+    assert [s["bindings"] for s in manifest["specializations"]] == [{}, {"batch": 2}]  # generic code, and batch=2
 
 
 def test_compile_portable(work):
@@ -215,10 +222,10 @@ def test_run_prints_a_summary(mlp, tmp_path):
 
 def test_run_writes_outputs(mlp, tmp_path):
     src, art = mlp
-    x = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32)  # batch 5: compiled on first use
+    x = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32)  # batch 5: the generic code, no compile
     code, out, err = call("run", str(art), "--input", f"x={_npy(tmp_path / 'x.npy', x)}", "--output-dir",
                           str(tmp_path / "out" / "deep"))
-    assert code == 0 and "compiling for batch=5" in err
+    assert code == 0 and "compiling" not in err
     assert os.listdir(tmp_path / "out" / "deep") == ["y.npy"] and out.startswith("y: f32[5,4]")
     y = np.load(tmp_path / "out" / "deep" / "y.npy", allow_pickle=False)
     np.testing.assert_allclose(y, tritc.load(art).run(None, {"x": x})[0], rtol=0, atol=0)
@@ -336,11 +343,13 @@ def test_inspect_summary(example_compiled):
     assert fields["format"] == f"{FORMAT_VERSION} (written by tritc {tritc.__version__})"
     assert fields["target"].startswith(f"{m['target']['triple']}, cpu {m['target']['cpu']}, {m['target']['isa']} kernels")
     assert fields["inputs"] == "input_ids: i64[batch,seq]" and fields["outputs"] == "logits: f32[batch,seq,256]"
-    assert fields["shapes"].startswith("batch=1, seq=8 (arena ") and fields["source"] == "bitnet_tiny.onnx"
+    generic, specialised = fields["shapes"].split("; ")
+    assert generic.startswith("every size (batch, seq at run time) (arena ") and "*batch*seq" in generic
+    assert specialised.startswith("batch=1, seq=8 (arena ") and fields["source"] == "bitnet_tiny.onnx"
     assert fields["weights"].endswith(f"in {len(m['weights'])} tensors (14 ternary, {len(m['weights']) - 14} dense)")
     rows = [line.split() for line in sections.splitlines()]
     assert rows[0] == ["section", "offset", "bytes", "sha256"]
-    assert [r[0] for r in rows[1:]] == ["ir", "weights", "object.0", "bitcode.0"]
+    assert [r[0] for r in rows[1:]] == ["ir", "weights", "object.0", "bitcode.0", "object.1", "bitcode.1"]
     data = art.read_bytes()
     for (name, offset, length, digest), s in zip(rows[1:], m["sections"]):
         assert (name, int(length), digest) == (s["name"], s["length"], s["sha256"])
@@ -358,7 +367,7 @@ def test_inspect_json_ir_llvm_asm(example_compiled):
     code, out, _ = call("inspect", str(art), "--asm")
     assert code == 0 and "tritc_main:" in out and "\tret" in out
     code, out, _ = call("inspect", str(art), "--ir", "--llvm")
-    assert code == 0 and out.startswith("graph @") and "; ---- llvm of shape 0: batch=1, seq=8 ----" in out
+    assert code == 0 and out.startswith("graph @") and "; ---- llvm of shape 1: batch=1, seq=8 ----" in out
 
 
 def _damaged(art: Path, tmp_path: Path, kind: str) -> Path:

@@ -130,16 +130,32 @@ def test_refuses_when_no_tried_size_fits(tmp_path):
         assert "node 'reshape'" in err
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 in progress: generic code (one compile for every size) does not yet check "
-                                       "a relation that only some sizes satisfy (reshape of 3*n elements to [7,11]) "
-                                       "at run time")
 def test_a_relation_only_some_sizes_satisfy_is_checked_at_run_time():
+    """One compile for every n; the reshape's assumption 3*n = 77, which its type rule could not prove, is checked
+    before each call: n=5 is one clear error naming the node and both sides (nothing runs, nothing is read out of
+    bounds)."""
     import tritc
-    from tritc.errors import CompilerError
+    from tritc.errors import InputShapeError
 
-    model = tritc.compile(unsatisfiable())  # one compile for every n: the reshape's relation is checked per call
-    with pytest.raises((CompilerError, ValueError), match="reshape"):
+    model = tritc.compile(unsatisfiable())
+    assert model.program.generic_error is None
+    with pytest.raises(InputShapeError) as e:
         model.run(None, {"x": np.ones((5, 3), np.float32)})
+    assert str(e.value) == ("node 'reshape' (reshape) needs 3*n = 77, but at these sizes (n=5 from input 'x' dim 0) "
+                            "3*n is 15")
+    assert model.stats["compilations"] == 1
+
+
+def test_a_run_time_check_survives_the_artifact(tmp_path):
+    import tritc
+    from tritc.errors import InputShapeError
+
+    path = tmp_path / "u.tritc"
+    tritc.compile(unsatisfiable()).save(str(path))
+    loaded = tritc.load(str(path))
+    with pytest.raises(InputShapeError, match=r"node 'reshape' \(reshape\) needs 3\*n = 77"):
+        loaded.run(None, {"x": np.ones((5, 3), np.float32)})
+    assert loaded.stats["compilations"] == 0
 
 
 def test_generated_inputs_have_a_budget(tmp_path):

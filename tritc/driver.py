@@ -17,11 +17,11 @@ from typing import Any
 
 import onnx
 
-from .codegen.llvm.compiler import symbols_of
+from .codegen.llvm.compiler import prepare, symbols_of
 from .codegen.llvm.sizes import choose_sizes
 from .codegen.llvm.target import host_target
 from .codegen.llvm.weights import layout_weights
-from .errors import OptionError, UnsupportedError
+from .errors import CompilerError, OptionError, UnsupportedError
 from .frontend.metadata import metadata_of, recorded_sizes
 from .frontend.onnx import import_model, load_model, load_model_bytes
 from .ir.graph import Graph
@@ -81,6 +81,23 @@ def default_sizes(graph: Graph, given: Mapping[str, int], model: Any, say: Calla
     return choice.sizes
 
 
+def source_constraints(graph: Graph, say: Callable[[str], None] = lambda _m: None) -> None:
+    """Record on `graph` what the model as imported implies about its symbols, before passes rewrite the ops that
+    imply it (fuse-attention absorbs the mask broadcast that ties a legacy export's `total` to `past+seq`): the
+    relations and the equalities its type rules assume, both checked by the runtime at every call. A graph whose
+    generic form cannot be prepared (the compile then says why, or specialises) records nothing."""
+    if not symbols_of(graph):
+        return
+    say("reading the relations between the model's sizes")
+    checks: list = []
+    try:
+        _, relations = prepare(graph, {}, checks=checks)
+    except CompilerError:
+        return
+    graph.source_relations = dict(relations)
+    graph.source_checks = checks
+
+
 def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None, pipeline: str = "cpu",
                   passes: str | None = None, ternary: str | None = None, ternary_include: Sequence[str] = (),
                   ternary_exclude: Sequence[str] = (), ternary_act: str | None = None,
@@ -97,6 +114,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     graph, name = import_any(model)
     plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
                          ternary_exclude=ternary_exclude, ternary_act=ternary_act)
+    source_constraints(graph, say)
     pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
     pm.run(graph)
     report = pm.result_of("fold-ternary")

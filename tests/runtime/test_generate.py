@@ -48,18 +48,21 @@ def test_greedy_equals_onnxruntime_on_every_layout(spec, build):
 
 @pytest.mark.parametrize("spec,build", [
     pytest.param(DecoderSpec(), concat_decoder, id="optimum"),
-    pytest.param(DecoderSpec(naming="attention", kv_heads=2), attention_decoder, id="attention-op"),
+    pytest.param(DecoderSpec(naming="attention", kv_heads=2), attention_decoder, id="attention-op", marks=pytest.mark.xfail(
+        strict=True, reason="the 3-D form of the ONNX Attention op (Q [batch, seq, heads*d]) is not fused into "
+                            "fused_attention, and the unfused 'attention' lowering needs static shapes: this decoder has no "
+                            "generic code and compiles per size (the 4-D form exporters write, llama_native_dynamo23, has)")),
 ])
 def test_compiled_greedy_equals_onnxruntime(spec, build):
-    """tritc's compiled code (ternary layers folded) decodes onnxruntime's 16 greedy tokens. Today run() compiles
-    one specialisation per (past, seq) binding, so each token costs a compile (~0.5 s) until dims are dynamic."""
+    """tritc's compiled code (ternary layers folded) decodes onnxruntime's 16 greedy tokens with one generic code:
+    nothing is compiled after tritc.compile."""
     model = build(spec)
     cm = tritc.compile(model)
     assert cm.ternary_report.summary()["folded"] > 0
-    before = len(cm.specializations)
+    assert cm.program.generic_error is None and cm.stats["compilations"] == 1
     result = tritc.generate(cm, PROMPT, 16)
     assert list(result.tokens) == ort_greedy(model, spec, PROMPT, 16)
-    assert len(cm.specializations) > before  # native code ran for the prefill and decode shapes
+    assert cm.stats["compilations"] == 1 and len(cm.specializations) == 1
     s = result.stats
     assert s.prompt_tokens == 3 and s.new_tokens == 16 and s.prefill_seconds > 0 and s.decode_seconds > 0
     assert s.prefill_tokens_per_second > 0 and s.decode_tokens_per_second > 0 and s.time_to_first_token == s.prefill_seconds

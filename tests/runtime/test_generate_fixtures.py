@@ -7,11 +7,12 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 
 import tritc
 from tritc.driver import build_passes
-from tritc.errors import OptionError
 from tritc.frontend.onnx import load_model
 from tritc.passes.pass_manager import PassManager
 
@@ -27,13 +28,13 @@ def expected(model: Path) -> np.lib.npyio.NpzFile:
 
 
 @functools.cache
-def ort_tokens(model: Path) -> list[int]:
+def ort_tokens(model: Path, prompt_of: Path | None = None) -> list[int]:
     """onnxruntime's greedy tokens, the plain loop: each present.N.* fed back as past_key_values.N.*."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    ids = expected(model)["prompt_ids"]
+    ids = expected(prompt_of or model)["prompt_ids"]
     past = {i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32) for i in session.get_inputs()
             if i.name.startswith("past_key_values.")}
     tokens: list[int] = []
@@ -64,15 +65,48 @@ def test_32_greedy_tokens_equal_onnxruntime(model):
     assert list(result.tokens) == ort_tokens(model) == expected(model)["greedy_tokens"].tolist()
 
 
-COMPILED = ["llama_dynamo18", "qwen2_dynamo23", "bitnet_native_dynamo23"]
-LEGACY = ["llama_legacy17"]
+def exactly_ternary(model: Path, folder: Path) -> Path:
+    """The fixture with every linear layer's weight made exactly ternary: trits (|w| > 0.5 mean|w| of its column)
+    times the column's mean magnitude, so that the default fold (exact mode) folds each one."""
+    proto = onnx.load(str(model))
+    feeds_matmul = {n.input[1] for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1}
+    for init in proto.graph.initializer:
+        if init.name in feeds_matmul and len(init.dims) == 2 and init.data_type == onnx.TensorProto.FLOAT:
+            w = onnx.numpy_helper.to_array(init)
+            scale = np.abs(w).mean(axis=0, keepdims=True).astype(np.float32)
+            trits = np.where(np.abs(w) > 0.5 * scale, np.sign(w), 0).astype(np.float32)
+            init.CopyFrom(onnx.numpy_helper.from_array((trits * scale).astype(np.float32), init.name))
+    out = folder / f"{model.stem}_ternary.onnx"
+    onnx.save(proto, str(out))
+    return out
 
 
-@pytest.mark.slow  # ~1 s per token today: run() compiles a specialisation for each new past length
-@pytest.mark.parametrize("stem", [*COMPILED, *(pytest.param(s, marks=pytest.mark.xfail(
-    strict=True, raises=OptionError, reason="legacy exports name past, seq and total separately: compiling at the default binding (all 1) "
-                        "fails until one compile serves every size (issue 8, item 1)")) for s in LEGACY)])
-def test_compiled_fixtures(stem):
-    model = FIXTURES / f"{stem}.onnx"
-    result = tritc.generate(str(model), expected(model)["prompt_ids"], 8, threads=1)
-    assert list(result.tokens) == ort_tokens(model)[:8]
+def linear_layers(model: Path) -> int:
+    proto = onnx.load(str(model))
+    weights = {i.name for i in proto.graph.initializer if len(i.dims) == 2}
+    return sum(1 for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights)
+
+
+@pytest.mark.parametrize("model", DECODERS, ids=lambda p: p.stem)
+def test_compiled_32_greedy_tokens_one_compile(model):
+    """Compiled code (one generic compile, threads=1): 32 greedy tokens equal onnxruntime's, and nothing compiles
+    after the first call (the counter tritc.generate reads)."""
+    compiled = tritc.compile(str(model), threads=1)
+    assert compiled.program.generic_error is None, compiled.program.generic_error
+    assert compiled.stats["compilations"] == 1
+    result = tritc.generate(compiled, expected(model)["prompt_ids"], NEW_TOKENS)
+    assert list(result.tokens) == ort_tokens(model)
+    assert compiled.stats["compilations"] == 1, "decoding compiled code after the first call"
+
+
+@pytest.mark.parametrize("model", [m for m in DECODERS if not m.stem.startswith("bitnet")], ids=lambda p: p.stem)
+def test_exactly_ternary_layers_fold_and_decode(model, tmp_path):
+    """The same fixture with every linear layer exactly ternary: each folds to ternary_matmul (exact mode, no
+    activation quantisation, so the result is the float model's), and 32 compiled greedy tokens equal
+    onnxruntime's on that model."""
+    path = exactly_ternary(model, tmp_path)
+    compiled = tritc.compile(str(path), threads=1)
+    assert sum(n.op == "ternary_matmul" for n in compiled.graph) == linear_layers(path) > 0
+    result = tritc.generate(compiled, expected(model)["prompt_ids"], NEW_TOKENS)
+    assert list(result.tokens) == ort_tokens(path, prompt_of=model)
+    assert compiled.stats["compilations"] == 1

@@ -111,9 +111,9 @@ def _bytes(expr: Any) -> str:
     """An arena size: bytes, or its formula over the symbols (generic code)."""
     if isinstance(expr, int):
         return human_bytes(expr)
-    from ..codegen.llvm.symbolic import from_json
+    from ..codegen.llvm.symbolic import from_json, pretty
 
-    return f"{from_json(expr)} bytes"
+    return f"{pretty(from_json(expr))} bytes"
 
 
 def _code_name(m: dict[str, Any], bindings: dict[str, int]) -> str:

@@ -10,8 +10,11 @@ opaque symbols; inside a polynomial they are written as quoted strings (``"x.0"+
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import keyword
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import lru_cache
 
 from .types import Dim
@@ -177,6 +180,45 @@ def equal(a: Dim, b: Dim) -> bool | None:
     if pa == pb:
         return True
     return None
+
+
+# ---- assumptions: dims a type rule needs equal but cannot prove equal (checked at run time) ----------------------
+
+_ASSUMED: ContextVar[list[tuple[Dim, Dim, str]] | None] = ContextVar("tritc_assumed_equal", default=None)
+WHERE: ContextVar[str] = ContextVar("tritc_assumed_where", default="")
+
+
+def assume_equal(a: Dim, b: Dim) -> bool:
+    """False when a and b are provably different; else True. When their equality depends on the sizes (symbolic
+    dims that are not the same polynomial), the rule goes on as if they were equal, and, while `recording()`,
+    the assumption is noted with WHERE (the node being inferred) for the generated code's callers to check."""
+    r = equal(a, b)
+    if r is None and a is not None and b is not None:
+        found = _ASSUMED.get()
+        if found is not None:
+            found.append((a, b, WHERE.get()))
+    return r is not False
+
+
+def recording_active() -> bool:
+    return _ASSUMED.get() is not None
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[tuple[Dim, Dim, str]]]:
+    """Collect the equalities type rules assume inside the block: (a, b, where), in order, without repeats."""
+    found: list[tuple[Dim, Dim, str]] = []
+    token = _ASSUMED.set(found)
+    try:
+        yield found
+    finally:
+        _ASSUMED.reset(token)
+        unique: dict[tuple[str, str], tuple[Dim, Dim, str]] = {}
+        for a, b, where in found:  # one per pair, naming a node when some inference did (verify's does not)
+            key = (str(a), str(b))
+            if key not in unique or not unique[key][2]:
+                unique[key] = (a, b, where)
+        found[:] = list(unique.values())
 
 
 def evaluate(d: Dim, bindings: dict[str, int]) -> int | None:

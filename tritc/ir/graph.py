@@ -113,6 +113,10 @@ class Graph:
         self._fresh: dict[str, int] = {}
         # The memory schedule (ir/memory.py) schedule-memory attached; stale once the graph changes (current_schedule)
         self.memory: Any = None
+        # What the source model implies about its input symbols, found before passes rewrote the ops that imply it
+        # (driver.source_constraints): relations (symbol -> the dim it equals) and assumed equalities [a, b, where]
+        self.source_relations: dict[str, Any] = {}
+        self.source_checks: list[list[Any]] = []
 
     # ---- values -----------------------------------------------------------------------------
 
@@ -419,6 +423,7 @@ class Graph:
             g.append(Node(n.op, ins, outs, _copy_attrs(n.attrs), n.name))
         g.outputs = [vmap[id(v)] for v in self.outputs]
         g.memory = self.memory  # immutable, keyed by value names: it describes the copy as well
+        g.source_relations, g.source_checks = dict(self.source_relations), [list(c) for c in self.source_checks]
         return g
 
     def __repr__(self) -> str:

@@ -55,10 +55,14 @@ def infer_node_types(graph: Graph, node, syms: dict[int, SymValue] | None = None
     ctx = InferContext(node.op, [None if v is None else v.type for v in node.inputs], opdef.with_defaults(node.attrs),
                        [graph.const_value(v) for v in node.inputs], len(node.outputs), node.name,
                        [None if v is None or syms is None else syms.get(id(v)) for v in node.inputs])
+    token = dims.WHERE.set(f"node {node.describe()}") if dims.recording_active() else None
     try:
         return opdef.infer(ctx)
     except TypeRuleError as e:
         raise ModelValidationError(f"node {node.describe()}: {e}") from e
+    finally:
+        if token is not None:
+            dims.WHERE.reset(token)
 
 
 @register

@@ -22,6 +22,7 @@ from ..codegen.llvm.symbolic import from_json, to_json
 from ..codegen.llvm.target import Target, host_target, init_llvm
 from ..codegen.llvm.weights import WeightEntry, WeightLayout, read_weights
 from ..errors import ArtifactCompatibilityError, ArtifactError, ArtifactVersionError, CompilerError
+from ..ir import dims as dimlib
 from ..ir.text import format_type, parse_graph, parse_type
 from ..ir.verify import verify
 from .artifact import FORMAT_VERSION, read_artifact, write_artifact
@@ -42,6 +43,7 @@ def save_model(model: CompiledModel, path: str | os.PathLike[str]) -> None:
             "values": {k: base64.b64encode(v).decode() for k, v in values.items()},
             "arena_bytes": to_json(spec.arena_bytes),
             "relations": spec.relations,
+            "checks": [list(c) for c in spec.checks],
             "entry": spec.entry,
             "object": f"object.{i}",
             "bitcode": f"bitcode.{i}",
@@ -64,6 +66,8 @@ def save_model(model: CompiledModel, path: str | os.PathLike[str]) -> None:
         # the generic code's arena as a formula of the symbols; else the largest of the specialisations'
         "arena_bytes": to_json(generic.arena_bytes) if generic is not None else max(static, default=0),
         "generic_error": model.program.generic_error,
+        "source_relations": model.graph.source_relations,
+        "source_checks": [list(c) for c in model.graph.source_checks],
         "specializations": specs,
         "meta": model.meta,
     }
@@ -94,7 +98,9 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
         weights = read_weights(layout, art.sections["weights"])
         graph = parse_graph(art.sections["ir"].decode(), weights)
         verify(graph)
-    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError) as e:
+        graph.source_relations = {str(k): _dim_entry(v) for k, v in (m.get("source_relations") or {}).items()}
+        graph.source_checks = [list(_check_entry(c)) for c in (m.get("source_checks") or [])]
+    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError, AttributeError) as e:
         raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
     model = CompiledModel(graph, layout, art.sections["weights"], target, threads=threads or m.get("threads"),
                           meta=m.get("meta") or {})
@@ -105,6 +111,7 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
                                   [parse_type(t) for t in s["input_types"]], [parse_type(t) for t in s["output_types"]],
                                   from_json(s["arena_bytes"]), art.sections[s["object"]], art.sections[s["bitcode"]],
                                   str(s["entry"]), relations={str(k): v for k, v in (s.get("relations") or {}).items()},
+                                  checks=[_check_entry(c) for c in (s.get("checks") or [])],
                                   input_names=s.get("input_names"))
             values = {k: base64.b64decode(v) for k, v in s.get("values", {}).items()}
         except (KeyError, TypeError, ValueError, CompilerError) as e:
@@ -114,6 +121,19 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
     if missing:
         _retarget(model, target, missing, where)
     return model
+
+
+def _dim_entry(d: object) -> object:
+    if isinstance(d, bool) or not isinstance(d, (int, str)) or (isinstance(d, str) and dimlib.to_poly(d) is None):
+        raise ValueError(f"a dim must be an int or a polynomial, not {d!r}")
+    return d
+
+
+def _check_entry(c: object) -> tuple:
+    """A stored check [a, b, where]: two dims (ints or polynomial text) and the node that assumes them equal."""
+    if not isinstance(c, list) or len(c) != 3 or not isinstance(c[2], str):
+        raise ValueError(f"a check must be [dim, dim, where], not {c!r}")
+    return (_dim_entry(c[0]), _dim_entry(c[1]), c[2])
 
 
 def _check_triple(target: Target, where: str) -> None:

@@ -23,8 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ...errors import UnsupportedError
+from ...ir import dims as dimlib
 from ...ir.graph import Graph, Node
 from ...ir.types import Dim, TensorType, format_type
+from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
 from ...passes.pipelines import SPECIALISED_FOLD_MAX_BYTES, specialise_passes
 from .jit import emit_assembly, emit_object, optimize
@@ -53,6 +55,9 @@ class Specialization:
     llvm_ir: str = ""  # unoptimised LLVM IR text (kept for `tritc inspect --llvm`)
     graph: Graph | None = None  # the prepared graph (not stored in artifacts)
     relations: dict[str, Dim] = field(default_factory=dict)  # symbol -> the dim the code takes it to equal
+    # equalities of dims the code assumes but the type rules could not prove (a reshape of 3*n elements to [7,11]):
+    # [a, b, where], checked by the runtime before each call (runtime/model.py, check_relations)
+    checks: list[tuple[Dim, Dim, str]] = field(default_factory=list)
     input_names: list[str] | None = None  # the inputs the code reads, in order (None: all the model's)
 
     def key(self) -> tuple:
@@ -100,9 +105,10 @@ def specialize(graph: Graph, bindings: Mapping[str, int], progress: Callable[[st
 
 
 def prepare(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str], None] | None = None, *,
-            fold: bool = True) -> tuple[Graph, dict[str, Dim]]:
+            fold: bool = True, checks: list | None = None) -> tuple[Graph, dict[str, Dim]]:
     """The graph code is generated from, with `bindings` applied (some, all or none of the symbols), and the
-    relations found between the symbols left unbound. Raises UnsupportedError when some dim stays unknown."""
+    relations found between the symbols left unbound. Raises UnsupportedError when some dim stays unknown.
+    `checks` (a list) receives the equalities of dims the type rules assume without proof, [a, b, where]."""
     g = graph.copy()
     _check_inputs(g)
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
@@ -125,6 +131,10 @@ def prepare(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str],
                 raise UnsupportedError(f"dim of %{v.name} ({format_type(v.type)}, from node {node.describe()}) "
                                        f"is not known after binding {', '.join(bind) or 'no dims'}")
     _own_outputs(g)
+    if checks is not None:
+        with dimlib.recording() as found:
+            PassManager([InferShapes()]).run(g)
+        checks.extend([a, b, where] for a, b, where in found)
     return g, relations
 
 
@@ -191,7 +201,8 @@ def compile_code(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int]
     cannot run with the shapes left symbolic (then bind them all: that always works)."""
     order = list(symbols) if symbols is not None else symbols_of(graph)
     t0 = time.perf_counter()
-    g, relations = prepare(graph, bindings, progress, fold=fold)
+    checks: list = []
+    g, relations = prepare(graph, bindings, progress, fold=fold, checks=checks)
     check_code(g, [s for s in order if s not in bindings])
     t1 = time.perf_counter()
     plan = plan_memory(g, {k: e.offset for k, e in layout.entries.items()})
@@ -206,7 +217,9 @@ def compile_code(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int]
              "arena_bytes": float(plan.arena_bytes) if isinstance(plan.arena_bytes, int) else -1.0,
              "views_aliased": float(plan.aliases)}
     return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
-                          obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g, relations=relations,
+                          obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g,
+                          relations=dict(graph.source_relations) | relations,
+                          checks=[list(c) for c in graph.source_checks] + [c for c in checks if list(c) not in graph.source_checks],
                           input_names=[v.name for v in g.inputs])
 
 

@@ -25,6 +25,7 @@ from ...ir.graph import Graph
 from ...ir.types import DType
 from .compiler import Specialization, compile_code, symbols_of
 from .ops import CONST_OPERANDS
+from .symbolic import SymbolicDimError
 from .target import Target
 from .weights import WeightLayout
 
@@ -96,7 +97,7 @@ class Program:
             return None
         try:
             return self._compile({}, {}, "every size" if self.symbols else "static shapes")
-        except UnsupportedError as e:
+        except (UnsupportedError, SymbolicDimError) as e:
             if not self.symbols:
                 raise
             self.generic_error = str(e)

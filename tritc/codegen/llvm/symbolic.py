@@ -224,6 +224,35 @@ def if_one(c: Size, x: Size, y: Size) -> Size:
     return x if x == y else Sym("if1", (c, x, y))
 
 
+def pretty(x: Size) -> str:
+    """x for people: a sum's polynomial terms gathered into one polynomial, the other terms after it
+    (`512*batch*seq+536576 + align(4*seq, 64) + max(...)`)."""
+    if isinstance(x, int):
+        return str(x)
+    terms: list[Size] = []
+
+    def gather(y: Size) -> None:
+        if isinstance(y, Sym) and y.kind == "add":
+            gather(y.args[0])
+            gather(y.args[1])
+        else:
+            terms.append(y)
+
+    gather(x)
+    poly: Dim = 0
+    rest: list[str] = []
+    for t in terms:
+        d = _dim(t)
+        if d is not None:
+            poly = dimlib.add(poly, d)
+        else:
+            assert isinstance(t, Sym)
+            inner = ", ".join(pretty(a) if isinstance(a, (int, Sym)) else str(a) for a in t.args)
+            rest.append(f"{t.kind}({inner})")
+    parts = ([str(poly)] if poly != 0 or not rest else []) + rest
+    return " + ".join(parts)
+
+
 def dominates(a: Size, b: Size) -> bool:
     """Whether a >= b for every binding of the symbols to sizes >= 0 (False when unsure)."""
     da, db = _dim(a), _dim(b)
@@ -339,16 +368,24 @@ def emit(b: ir.IRBuilder, x: Size, symbol: Callable[[str], ir.Value], cache: dic
     return out
 
 
+def _sym_of(v: object) -> object:
+    """v itself, or the Sym an i64 constant was made of (`I64(n)` with n symbolic: lowerings may write either)."""
+    return v.constant if isinstance(v, ir.Constant) and isinstance(v.constant, Sym) else v
+
+
 def _uses(instr: ir.Instruction) -> Iterable[ir.Value]:
-    yield from instr.operands
+    yield from map(_sym_of, instr.operands)
     if isinstance(instr, ir.GEPInstr):
-        yield instr.pointer
-        yield from instr.indices
+        yield _sym_of(instr.pointer)
+        yield from map(_sym_of, instr.indices)
     if isinstance(instr, ir.PhiInstr):
-        yield from (v for v, _ in instr.incomings)
+        yield from (_sym_of(v) for v, _ in instr.incomings)
 
 
-def _replace(instr: ir.Instruction, new: Callable[[ir.Value], ir.Value]) -> None:
+def _replace(instr: ir.Instruction, replace: Callable[[ir.Value], ir.Value]) -> None:
+    def new(v):
+        return replace(_sym_of(v))
+
     instr.operands = type(instr.operands)(new(v) for v in instr.operands) if isinstance(instr.operands, tuple) \
         else [new(v) for v in instr.operands]
     if isinstance(instr, ir.GEPInstr):

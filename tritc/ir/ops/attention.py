@@ -22,7 +22,7 @@ FLOATS = (DType.F32, DType.F16, DType.BF16, DType.F64)
 
 def _same(a: Dim, b: Dim, what: str) -> Dim:
     """Two dims that must agree: an error if provably different, else the more precise one."""
-    if dims.equal(a, b) is False:
+    if not dims.assume_equal(a, b):
         raise TypeRuleError(f"{what}: {a} != {b}")
     return a if isinstance(a, int) or b is None else b
 

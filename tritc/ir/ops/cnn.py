@@ -168,7 +168,7 @@ def _conv_type(ctx: InferContext) -> list[TensorType]:
         kernel = list(ws[2:])
     if ctx.has(2) and ctx.type(2).shape is not None:
         b = ctx.type(2).shape
-        if len(b) != 1 or dims.equal(b[0], m) is False:
+        if len(b) != 1 or not dims.assume_equal(b[0], m):
             raise TypeRuleError(f"{what}: bias {fmt(b)} must be [M] = [{m}]")
     if any(not isinstance(d, int) for d in kernel):
         return [TensorType(dtype, (xs[0], m) + (None,) * k)]

@@ -36,7 +36,7 @@ def fmt(shape: Shape | None) -> str:
 
 def check_dim(a: Dim, b: Dim, message: str) -> None:
     """TypeRuleError(message) when two dims are provably different."""
-    if dims.equal(a, b) is False:
+    if not dims.assume_equal(a, b):
         raise TypeRuleError(message)
 
 
@@ -95,7 +95,7 @@ def _gemm_type(ctx: InferContext) -> list[TensorType]:
     if ctx.has(2) and ctx.type(2).shape is not None:
         c = ctx.type(2).shape
         # C broadcasts to [M, N] in one direction only.
-        ok = len(c) <= 2 and all(d == 1 or dims.equal(d, t) is not False for d, t in zip(c[::-1], (n, m)))
+        ok = len(c) <= 2 and all(d == 1 or dims.assume_equal(d, t) for d, t in zip(c[::-1], (n, m)))
         if not ok:
             raise TypeRuleError(f"Gemm bias C {fmt(c)} does not broadcast to [M,N] = {fmt((m, n))}")
     return [TensorType(dtype, (m, n))]

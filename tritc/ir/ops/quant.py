@@ -76,7 +76,7 @@ def check_quant_params(x: TensorType, scale: TensorType, zero: TensorType | None
         raise TypeRuleError(f"block_size must be positive, got {block_size}")
     if zero is not None and scale.shape is not None and zero.shape is not None:
         per_tensor = {(), (1,)}  # a scalar or a one-element vector: the same per-tensor parameter (ONNX's tests mix them)
-        same = len(zero.shape) == len(scale.shape) and all(dims.equal(a, b) is not False for a, b in zip(zero.shape, scale.shape))
+        same = len(zero.shape) == len(scale.shape) and all(dims.assume_equal(a, b) for a, b in zip(zero.shape, scale.shape))
         same = same or zero.shape in per_tensor and scale.shape in per_tensor
         if not same:
             raise TypeRuleError(f"zero point {zero} must have the shape of the scale {scale}")
@@ -88,7 +88,7 @@ def check_quant_params(x: TensorType, scale: TensorType, zero: TensorType | None
         if len(scale.shape) != 1:
             raise TypeRuleError(f"scale {scale} must be a scalar or 1-D (per axis) unless block_size is set")
         ax = norm_axis(axis, len(x.shape))
-        if dims.equal(scale.shape[0], x.shape[ax]) is False:
+        if not dims.assume_equal(scale.shape[0], x.shape[ax]):
             raise TypeRuleError(f"per-axis scale {scale} has {scale.shape[0]} elements but axis {axis} of x {x} "
                                 f"has {x.shape[ax]}")
         return
@@ -97,7 +97,7 @@ def check_quant_params(x: TensorType, scale: TensorType, zero: TensorType | None
     ax = norm_axis(axis, len(x.shape))
     for i, (d, s) in enumerate(zip(x.shape, scale.shape)):
         if i != ax:
-            if dims.equal(d, s) is False:
+            if not dims.assume_equal(d, s):
                 raise TypeRuleError(f"blocked scale {scale} differs from x {x} in dim {i}")
         elif isinstance(d, int) and isinstance(s, int) and s != -(-d // block_size):
             raise TypeRuleError(f"block_size {block_size} cuts axis {axis} of x {x} into {-(-d // block_size)} blocks, "
@@ -212,7 +212,7 @@ def matmul_shape(a: Shape | None, b: Shape | None) -> Shape | None:
         raise TypeRuleError("matmul operands must have rank >= 1")
     a2 = (1, *a) if len(a) == 1 else a
     b2 = (*b, 1) if len(b) == 1 else b
-    if dims.equal(a2[-1], b2[-2]) is False:
+    if not dims.assume_equal(a2[-1], b2[-2]):
         raise TypeRuleError(f"matmul inner dims differ: {a2[-1]} and {b2[-2]} (shapes {list(a)} and {list(b)})")
     batch = broadcast_shapes(a2[:-2], b2[:-2])
     out = (*batch, a2[-2], b2[-1])  # type: ignore[misc]
@@ -340,7 +340,7 @@ def conv_output_shape(x: Shape | None, w: Shape | None, attrs: dict) -> Shape | 
         raise TypeRuleError(f"group must be >= 1, got {group}")
     kernel = attrs.get("kernel_shape")
     if w is not None:
-        if kernel is not None and any(dims.equal(k, d) is False for k, d in zip(kernel, w[2:])):
+        if kernel is not None and any(not dims.assume_equal(k, d) for k, d in zip(kernel, w[2:])):
             raise TypeRuleError(f"kernel_shape {kernel} differs from the weight's spatial dims {list(w[2:])}")
         if x is not None and isinstance(x[1], int) and isinstance(w[1], int) and x[1] != w[1] * group:
             raise TypeRuleError(f"input has {x[1]} channels but weight expects {w[1]} x group {group}")
@@ -461,7 +461,7 @@ def _qlinear_conv_type(ctx: InferContext) -> list[TensorType]:
     if w.shape is not None:
         for i, name in ((4, "w_scale"), (5, "w_zero_point")):
             s = ctx.type(i).shape
-            if s is not None and len(s) == 1 and s[0] != 1 and dims.equal(s[0], w.shape[0]) is False:
+            if s is not None and len(s) == 1 and s[0] != 1 and not dims.assume_equal(s[0], w.shape[0]):
                 raise TypeRuleError(f"{name} has {s[0]} values but w has {w.shape[0]} output channels")
     _check_const_scale(ctx, 6, "y_scale")
     return [TensorType(y_zero.dtype, conv_output_shape(x.shape, w.shape, ctx.attrs))]

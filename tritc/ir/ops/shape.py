@@ -139,7 +139,7 @@ def reshape_dims(in_shape: Shape | None, target: list[int], allowzero: bool) -> 
         new_total = dims.product(out)
         if isinstance(total, int) and isinstance(new_total, int) and total != new_total:
             raise TypeRuleError(f"cannot reshape {total} elements to {fmt(tuple(out))} ({new_total} elements)")
-        if _differ_by_a_factor(total, new_total):
+        if _differ_by_a_factor(total, new_total) or not dims.assume_equal(total, new_total):
             raise TypeRuleError(f"cannot reshape {fmt(in_shape)} to {fmt(tuple(out))}: "
                                 f"{total} elements are not {new_total}")
     return tuple(out)

@@ -136,7 +136,7 @@ def _scatter_nd_type(ctx: InferContext) -> list[TensorType]:
         if k > len(t.shape):
             raise TypeRuleError(f"indices {fmt(it)} address {k} dims of data {fmt(t)}")
         want = it.shape[:-1] + t.shape[k:]
-        if len(ut.shape) != len(want) or any(dims.equal(a, b) is False for a, b in zip(ut.shape, want)):
+        if len(ut.shape) != len(want) or any(not dims.assume_equal(a, b) for a, b in zip(ut.shape, want)):
             raise TypeRuleError(f"updates {fmt(ut)} must have shape {fmt(want)} for data {fmt(t)} and indices {fmt(it)}")
     return [t]
 
@@ -162,7 +162,7 @@ def _scatter_elements_type(ctx: InferContext) -> list[TensorType]:
     if ut.dtype != t.dtype:
         raise TypeRuleError(f"updates {fmt(ut)} must have the dtype of data {fmt(t)}")
     if it.shape is not None and ut.shape is not None:
-        if len(it.shape) != len(ut.shape) or any(dims.equal(a, b) is False for a, b in zip(it.shape, ut.shape)):
+        if len(it.shape) != len(ut.shape) or any(not dims.assume_equal(a, b) for a, b in zip(it.shape, ut.shape)):
             raise TypeRuleError(f"updates {fmt(ut)} must have the shape of indices {fmt(it)}")
     if t.shape is not None:
         axis = norm_axis(ctx.attrs["axis"], len(t.shape), f"scatter_elements axis for {fmt(t)}")
@@ -265,7 +265,7 @@ def _reverse_sequence_type(ctx: InferContext) -> list[TensorType]:
     if t.shape is not None:
         if len(t.shape) < 2:
             raise TypeRuleError(f"reverse_sequence needs rank 2 or more, got {fmt(t)}")
-        if lt.shape is not None and dims.equal(lt.shape[0], t.shape[b]) is False:
+        if lt.shape is not None and not dims.assume_equal(lt.shape[0], t.shape[b]):
             raise TypeRuleError(f"sequence_lens {fmt(lt)} must have one entry per batch of {fmt(t)} (axis {b})")
     return [t]
 

@@ -54,7 +54,7 @@ def _infer(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"the {m} output channels of weight {w} do not split into {g} groups")
     if ctx.has(2) and ctx.type(2).shape is not None:
         b = ctx.type(2).shape
-        if len(b) != 1 or dims.equal(b[0], m) is False:
+        if len(b) != 1 or not dims.assume_equal(b[0], m):
             raise TypeRuleError(f"bias {fmt(b)} must be [M] = [{m}]")
     if x.shape is None:
         return [TensorType(x.dtype, None)]

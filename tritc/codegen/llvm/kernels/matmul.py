@@ -20,13 +20,14 @@ Work is split into tasks over (batch, column blocks, row blocks) for the thread 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
 from ..builder import I1, I64, PTR, VOID, for_range, gep, i64
+from ..symbolic import Sym, SymbolicDimError
 from .matmul_loops import MAX_PACK_ROWS, _direct_tile, _dot_tile, _packed, _stream, _Task
 from .matmul_vec import BSource, Gen, Params, StridedB, Values, compute_type, lanes
 from .threads import TASK_FN, declare_parallel_for, default_threads
@@ -170,7 +171,7 @@ def param_values(spec: GemmSpec, plan: Plan, source: BSource) -> dict[str, int |
     v: dict[str, int | float] = {"M": spec.M, "N": spec.N, "a_m": spec.a_m, "ldc": spec.ldc, "tj": plan.tj, "tm": plan.tm,
                                  "nb": spec.nb, "bias_s0": spec.bias[0] if spec.bias else 0,
                                  "alpha": float(spec.alpha), "beta": float(spec.beta),
-                                 "kb_outer": int(_k_blocks_outermost(spec, plan))}
+                                 "kb_outer": 0 if _sym(spec.M) else int(_k_blocks_outermost(spec, plan))}
     for d, (k, s) in enumerate(zip(spec.k_shape, spec.a_k)):
         v[f"k{d}"], v[f"ak{d}"] = k, s
     for d, size in enumerate(spec.batch):
@@ -305,22 +306,73 @@ def _part(b: ir.IRBuilder, index: ir.Value, total: ir.Value, parts: ir.Value) ->
     return lo, hi
 
 
+BIG_ROWS = 64  # the row count a kernel for "more than one row" is planned for when M is known only at run time
+
+
+def _sym(x: object) -> bool:
+    return isinstance(x, Sym)
+
+
+def is_symbolic(spec: GemmSpec) -> bool:
+    """Whether some size or stride of spec is a symbolic dim (a run-time value)."""
+    return any(_sym(x) for x in (spec.M, spec.N, spec.a_m, spec.ldc, *spec.k_shape, *spec.a_k, *spec.batch, *spec.a_batch,
+                                  *spec.b_batch, *spec.c_batch, *spec.bias_batch, *(spec.bias or ())))
+
+
+def planned_as(spec: GemmSpec, rows: int) -> GemmSpec:
+    """A static spec like `spec` for choosing a plan: M = rows, symbolic batch dims 1, symbolic strides 0 (a plan
+    depends on M, N, K, the dtype and A's k strides; the sizes and strides themselves are run-time parameters)."""
+    def st(x):
+        return 0 if _sym(x) else x
+    if any(_sym(x) for x in (spec.N, *spec.k_shape, *spec.a_k)):
+        raise SymbolicDimError("a GEMM's N and K must be static (the weights' dims); only M and the batch may be symbolic")
+    return replace(spec, M=rows, a_m=st(spec.a_m), ldc=st(spec.ldc), batch=tuple(1 if _sym(d) else d for d in spec.batch),
+                   a_batch=tuple(map(st, spec.a_batch)), b_batch=tuple(map(st, spec.b_batch)),
+                   c_batch=tuple(map(st, spec.c_batch)), bias_batch=tuple(map(st, spec.bias_batch)))
+
+
 def call_gemm(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, source: BSource, table, a: ir.Value,
               bm: ir.Value, bias: ir.Value | None, c: ir.Value) -> None:
     """Emit a call of the kernel for spec (emitted once per module and signature) with spec's sizes.
 
-    `table(array, name)` embeds a read-only array (the caller's global_array); cache is per module."""
-    if spec.M == 0 or spec.N == 0 or spec.nb == 0:
+    `table(array, name)` embeds a read-only array (the caller's global_array); cache is per module. A spec whose M
+    is a symbolic dim holds two kernels and chooses per call: one row (decode: the GEMV plans) or many (GEMM plans,
+    planned for BIG_ROWS rows, correct for any count); symbolic batch dims and strides are run-time parameters."""
+    if not is_symbolic(spec):
+        if spec.M == 0 or spec.N == 0 or spec.nb == 0:
+            return
+        _call_kernel(b, cache, isa, spec, spec, source, table, a, bm, bias, c)
         return
+    if not _sym(spec.M):
+        _call_kernel(b, cache, isa, spec, planned_as(spec, spec.M), source, table, a, bm, bias, c)
+        return
+    with b.if_else(b.icmp_unsigned("==", spec.M, i64(1))) as (one, many):
+        with one:
+            _call_kernel(b, cache, isa, replace(spec, M=1), planned_as(spec, 1), source, table, a, bm, bias, c)
+        with many:
+            _call_kernel(b, cache, isa, spec, planned_as(spec, BIG_ROWS), source, table, a, bm, bias, c)
+
+
+def _call_kernel(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, planned: GemmSpec, source: BSource, table,
+                 a: ir.Value, bm: ir.Value, bias: ir.Value | None, c: ir.Value) -> None:
     module = b.module
-    plan = choose_plan(spec, source, isa)
-    sig = signature(spec, plan, source)
+    plan = choose_plan(planned, source, isa)
+    sig = signature(planned, plan, source)
     fn = cache.get(("gemm", sig))
     if fn is None:
         fn = emit_kernel(module, isa, sig, source, f"tritc.gemm.{sum(1 for key in cache if key[0] == 'gemm')}")
         cache[("gemm", sig)] = fn
     layout = layout_of(sig, source)
-    params = table(np.asarray(layout.values(param_values(spec, plan, source)), dtype=np.int64), "gemm_params")
+    given = param_values(spec, plan, source) | {"kb_outer": int(_k_blocks_outermost(planned, plan))}
+    if not any(_sym(v) for v in given.values()):
+        params = table(np.asarray(layout.values(given), dtype=np.int64), "gemm_params")
+    else:  # sizes of this call: filled in on the stack
+        arr = ir.ArrayType(I64, len(layout.names))
+        params = entry_alloca(b, arr, "gemm_params")
+        for i, name in enumerate(layout.names):
+            v = given[name]
+            value = v if _sym(v) else i64(int(np.float64(v).view(np.int64)) if isinstance(v, float) else int(v))
+            b.store(value, b.gep(params, [i64(0), i64(i)], inbounds=True, source_etype=arr))
     globs = []
     for arr in source.tables():
         key = ("gemm_table", arr.dtype.str, arr.shape, arr.tobytes())
@@ -340,4 +392,4 @@ def call_gemm(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, source: BS
 
 
 __all__ = ["MAX_TILE_COLUMNS", "BSource", "GemmSpec", "Gen", "Params", "Plan", "StridedB", "Values", "call_gemm",
-           "choose_plan", "compute_type", "lanes"]
+           "choose_plan", "compute_type", "is_symbolic", "lanes", "planned_as"]

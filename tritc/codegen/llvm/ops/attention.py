@@ -279,7 +279,7 @@ def _write_present(ctx: NodeCtx, src_past: Buf | None, src: Buf, strides: Sequen
 # ---- RotaryEmbedding ----------------------------------------------------------------------------------------------
 
 
-@lowering("rotary_embedding")
+@lowering("rotary_embedding", symbolic=True)
 def rotary_embedding(ctx: NodeCtx) -> None:
     b, a = ctx.b, ctx.attrs
     x, cos, sin, pos = ctx.ins[0], ctx.ins[1], ctx.ins[2], _opt(ctx, 3)

@@ -6,6 +6,9 @@ f32 and rounded once at the end, integer products wrap like numpy's.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import llvmlite.ir as ir
 import numpy as np
 
@@ -15,6 +18,7 @@ from ..builder import I64, broadcast_strides, contiguous_strides, for_nest, for_
 from ..context import NodeCtx
 from ..kernels.matmul import BSource, GemmSpec, StridedB, compute_type
 from ..kernels.matmul import call_gemm as emit_gemm_call
+from ..symbolic import Size, SymbolicDimError, is_static
 from . import lowering
 from .core import copy_buffer
 from .nn_values import Vals, shared_body
@@ -31,19 +35,39 @@ def call_gemm(ctx: NodeCtx, spec: GemmSpec, source: BSource, a: ir.Value, b: ir.
     emit_gemm_call(ctx.b, ctx.m.cache, ctx.target.isa, spec, source, ctx.global_array, a, b, bias, c)
 
 
-@lowering("matmul")
+def broadcast_dims(a: Sequence[Size], b: Sequence[Size]) -> tuple[Size, ...]:
+    """numpy's broadcast of two shapes whose dims may be symbolic (equal ones, or one of them 1)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out: list[Size] = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise SymbolicDimError(f"dims {x} and {y} do not broadcast before run time")
+    return tuple(out)
+
+
+@lowering("matmul", symbolic=True)
 def matmul(ctx: NodeCtx) -> None:
     a, bm, y = ctx.ins[0], ctx.ins[1], ctx.outs[0]
     assert a is not None and bm is not None
     sa = (1, *a.shape) if a.rank == 1 else a.shape
     sb = (*bm.shape, 1) if bm.rank == 1 else bm.shape
     M, K, N = sa[-2], sa[-1], sb[-1]
-    batch = tuple(int(d) for d in np.broadcast_shapes(sa[:-2], sb[:-2]))
+    if not all(is_static(d) for d in (*sa, *sb)) and len(sb) == 2 and len(sa) > 2:
+        # A [..., M, K] times a matrix: one GEMM of prod(...) * M rows (the rows are contiguous), M a run-time value
+        spec = GemmSpec(math.prod(sa[:-1]), N, (K,), a.dtype, a_m=K, a_k=(1,), ldc=N, threads=kernel_threads(ctx))
+        call_gemm(ctx, spec, StridedB(N, 1), a.ptr, bm.ptr, None, y.ptr)
+        return
+    batch = broadcast_dims(sa[:-2], sb[:-2])
     a_batch = tuple(s * M * K for s in broadcast_strides(sa[:-2], batch))
     b_batch = tuple(s * K * N for s in broadcast_strides(sb[:-2], batch))
     c_batch = tuple(s * M * N for s in contiguous_strides(batch))
     threads = kernel_threads(ctx)
-    if N == 1 and M > 1:
+    if N == 1 and is_static(M) and M > 1:
         # A matrix times a vector: computed as the vector's row times A transposed, whose
         # rows are A's (contiguous along k), so the dot-product loops apply.
         spec = GemmSpec(1, M, (K,), a.dtype, a_m=0, a_k=(1,), ldc=M, batch=batch, a_batch=b_batch, b_batch=a_batch,

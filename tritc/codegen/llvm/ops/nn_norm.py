@@ -29,13 +29,13 @@ def _stash(code: int) -> DType:
 # ---- layer / rms normalization: statistics over the trailing axes ----------------------------------------------
 
 
-@lowering("layer_normalization")
+@lowering("layer_normalization", symbolic=True)
 @shared_body
 def layer_normalization(ctx: NodeCtx) -> None:
     _trailing_norm(ctx, rms=False)
 
 
-@lowering("rms_normalization")
+@lowering("rms_normalization", symbolic=True)
 @shared_body
 def rms_normalization(ctx: NodeCtx) -> None:
     _trailing_norm(ctx, rms=True)

@@ -11,11 +11,12 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import F16, F32, F64, I32, I64, PTR, elem_type, for_range, gep
+from ..builder import F16, F32, F64, I32, I64, PTR, elem_type, for_range, gep, i64
 from ..context import Buf, NodeCtx
 from ..elementwise import f64_to_f32_odd, to_compute, to_storage
 from ..kernels.matmul import Gen
 from ..kernels.vec import entry_alloca
+from ..symbolic import is_static
 
 # ---- scalars and vectors in a compute type ----------------------------------------------------------------------
 
@@ -163,8 +164,8 @@ def _splat(b: ir.IRBuilder, s: ir.Value, vt: ir.VectorType) -> ir.Value:
 def _index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[int], base: ir.Value | None = None) -> ir.Value:
     acc: ir.Value = base if base is not None else I64(0)
     for i, s in zip(idx, strides):
-        if s:
-            acc = b.add(acc, b.mul(i, I64(s)) if s != 1 else i)
+        if not is_static(s) or s:
+            acc = b.add(acc, b.mul(i, i64(s)) if s != 1 else i)
     return acc
 
 
@@ -184,21 +185,23 @@ def shared_body(lower: Callable[[NodeCtx], None]) -> Callable[[NodeCtx], None]:
         ins = [x for x in ctx.ins if x is not None]
         fn = ctx.m.cache.get(key)
         if fn is None:
-            fn = ir.Function(ctx.module, ir.FunctionType(ir.VoidType(), [PTR] * (len(ins) + len(ctx.outs))),
+            fn = ir.Function(ctx.module, ir.FunctionType(ir.VoidType(), [PTR] * (len(ins) + len(ctx.outs) + 1)),
                              f"tritc.{node.op}.{sum(1 for k in ctx.m.cache if k[:2] == key[:2])}")
             fn.linkage = "internal"
             fn.attributes.add("noinline")
             for a in fn.args:
                 a.add_attribute("noalias")
             args = iter(fn.args)
+            dims = fn.args[-1]  # the call's sizes, for symbolic dims in the body
+            ctx.register_dims(fn, dims)
             body = dataclasses.replace(ctx, b=ir.IRBuilder(fn.append_basic_block("entry")),
                                        ins=[None if x is None else Buf(next(args), x.type) for x in ctx.ins],
-                                       outs=[Buf(next(args), o.type) for o in ctx.outs])
+                                       outs=[Buf(next(args), o.type) for o in ctx.outs], dims=dims)
             lower(body)
             if not body.b.block.is_terminated:
                 body.b.ret_void()
             ctx.m.cache[key] = fn
-        ctx.b.call(fn, [x.ptr for x in ins] + [o.ptr for o in ctx.outs])
+        ctx.b.call(fn, [x.ptr for x in ins] + [o.ptr for o in ctx.outs] + [ctx.dims if ctx.dims is not None else ir.Constant(PTR, None)])
 
     wrapper.__name__ = lower.__name__
     wrapper.__doc__ = lower.__doc__

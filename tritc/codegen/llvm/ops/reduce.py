@@ -133,7 +133,7 @@ class _Reduction:
         return convert(b, acc, acc_d, out_d)
 
 
-@lowering(*SPECS, const_operands=(1,))
+@lowering(*SPECS, const_operands=(1,), symbolic=True)
 def reduce(ctx: NodeCtx) -> None:
     x, out = ctx.ins[0], ctx.outs[0]
     assert x is not None

@@ -15,8 +15,9 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....ir.types import DType
-from ..builder import I1, I8, I32, I64, PTR, VOID, broadcast_strides, contiguous_strides, declare, for_range, gep, intrinsic
+from ..builder import I1, I8, I32, I64, PTR, VOID, broadcast_strides, contiguous_strides, declare, for_range, gep, i64, intrinsic
 from ..context import Buf, NodeCtx
+from ..symbolic import is_static
 from . import Lowering, lowering
 
 # Transposes move square blocks of n vectors of n elements: n loads, a transpose in registers, n stores.
@@ -24,7 +25,8 @@ from . import Lowering, lowering
 MAX_BLOCK = 16
 
 
-def out_of_line(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
+def out_of_line(*ops: str, const_operands: tuple[int, ...] = (), symbolic: bool = False,
+                runtime_operands: tuple[int, ...] = ()) -> Callable[[Lowering], Lowering]:
     """@lowering, with the node's function kept out of line (noinline). LLVM otherwise inlines every node
     into tritc_main and optimises one huge function: compile time grows quadratically with the node count
     (64 small transposes in one graph: 150 s inlined, 9 s out of line). A call per node costs nothing next
@@ -36,7 +38,7 @@ def out_of_line(*ops: str, const_operands: tuple[int, ...] = ()) -> Callable[[Lo
             fn(ctx)
 
         lower.__name__, lower.__doc__ = fn.__name__, fn.__doc__
-        lowering(*ops, const_operands=const_operands)(lower)
+        lowering(*ops, const_operands=const_operands, symbolic=symbolic, runtime_operands=runtime_operands)(lower)
         return fn
 
     return register
@@ -70,7 +72,7 @@ class Axis:
 def _offset(b: ir.IRBuilder, base: ir.Value, i: ir.Value, stride: int) -> ir.Value:
     if stride == 0:
         return base
-    term = i if stride == 1 else b.mul(i, I64(stride), flags=["nsw"])
+    term = i if stride == 1 else b.mul(i, i64(stride), flags=["nsw"])
     if isinstance(base, ir.Constant) and base.constant == 0:
         return term
     return b.add(base, term, flags=["nsw"])
@@ -176,11 +178,11 @@ def _block_axis(axes: Sequence[Axis], n: int) -> tuple[int, int] | None:
     """(axis index p, n) for a transpose-like copy in n x n blocks: the innermost axis writes contiguously,
     axis p reads contiguously, and both are at least one block long. None when a plain nest is better."""
     q = axes[-1] if axes else None
-    if q is None or len(axes) < 2 or q.table is not None or q.dst != 1 or q.n < n:
-        return None
+    if q is None or len(axes) < 2 or q.table is not None or q.dst != 1 or not is_static(q.n) or q.n < n:
+        return None  # a symbolic length: the plain nest (blocks would need a run-time choice)
     for k in range(len(axes) - 2, -1, -1):
         a = axes[k]
-        if a.table is None and a.src == 1 and a.n >= n:
+        if a.table is None and a.src == 1 and is_static(a.n) and a.n >= n:
             return k, n
     return None
 
@@ -263,16 +265,19 @@ def _ins(ctx: NodeCtx) -> Buf:
 # ---- transpose, slice, expand, tile ---------------------------------------------------------------
 
 
-@out_of_line("transpose")
+@out_of_line("transpose", symbolic=True)
 def transpose(ctx: NodeCtx) -> None:
     src = _ins(ctx)
     perm = ctx.attrs["perm"]
     copy_view(ctx, src, ctx.outs[0], src.shape, perm if perm is not None else list(range(src.rank))[::-1])
 
 
-@out_of_line("slice", const_operands=(1, 2, 3, 4))
+@out_of_line("slice", const_operands=(1, 2, 3, 4), symbolic=True, runtime_operands=(1, 2))
 def slice_(ctx: NodeCtx) -> None:
     src, dst = _ins(ctx), ctx.outs[0]
+    if ctx.const(1) is None or ctx.const(2) is None or not all(is_static(d) for d in (*src.shape, *dst.shape)):
+        _slice_at_run_time(ctx, src, dst)
+        return
     starts, ends = ints(ctx, 1), ints(ctx, 2)
     assert starts is not None and ends is not None
     axes = ints(ctx, 3) or list(range(len(starts)))
@@ -288,8 +293,40 @@ def slice_(ctx: NodeCtx) -> None:
     emit_copy(ctx, dst.ptr, src.ptr, loops, src.dtype.itemsize, src_off=off)
 
 
-@out_of_line("expand", const_operands=(1,))
+def _slice_at_run_time(ctx: NodeCtx, src: Buf, dst: Buf) -> None:
+    """A slice whose starts are read at run time or whose dims are symbolic: the result's (inferred) type gives each
+    axis' length, so only the start offsets are computed here, clamped as ONNX says (the ends decide only lengths)."""
+    b = ctx.b
+    starts_buf = ctx.ins[1]
+    assert starts_buf is not None
+    k = starts_buf.numel
+    assert is_static(k), f"{ctx.node.describe()}: the number of sliced axes must be static"
+    axes = ints(ctx, 3) or list(range(k))
+    steps = ints(ctx, 4) or [1] * k
+    step_of: list[int] = [1] * src.rank
+    off: ir.Value = I64(0)
+    const_starts = ctx.const(1)
+    for n, (a, st) in enumerate(zip(axes, steps)):
+        a %= src.rank
+        dim = i64(src.shape[a])
+        if const_starts is not None:
+            s = I64(int(const_starts.reshape(-1)[n]))
+        else:
+            raw = b.load(gep(b, starts_buf.ptr, n, starts_buf.elem), typ=starts_buf.elem)
+            s = raw if raw.type.width == 64 else b.sext(raw, I64)
+        s = b.select(b.icmp_signed("<", s, I64(0)), b.add(s, dim), s)
+        hi = dim if st > 0 else b.sub(dim, I64(1))
+        s = b.select(b.icmp_signed("<", s, I64(0)), I64(0), s)
+        s = b.select(b.icmp_signed(">", s, hi), hi, s)
+        off = b.add(off, b.mul(s, i64(src.strides[a])))
+        step_of[a] = st
+    loops = [Axis(n, ds, st * ss) for n, ds, st, ss in zip(dst.shape, dst.strides, step_of, src.strides)]
+    emit_copy(ctx, dst.ptr, gep(b, src.ptr, off, raw_type(src.dtype.itemsize)), loops, src.dtype.itemsize)
+
+
+@out_of_line("expand", const_operands=(1,), symbolic=True, runtime_operands=(1,))
 def expand(ctx: NodeCtx) -> None:
+    """The result's type (inferred, symbolic dims included) says the broadcast; the shape operand is not read."""
     src, dst = _ins(ctx), ctx.outs[0]
     loops = [Axis(n, ds, ss) for n, ds, ss in zip(dst.shape, dst.strides, broadcast_strides(src.shape, dst.shape))]
     emit_copy(ctx, dst.ptr, src.ptr, loops, src.dtype.itemsize)
@@ -308,7 +345,7 @@ def tile(ctx: NodeCtx) -> None:
 # ---- concat, split --------------------------------------------------------------------------------
 
 
-@out_of_line("concat")
+@out_of_line("concat", symbolic=True)
 def concat(ctx: NodeCtx) -> None:
     dst = ctx.outs[0]
     axis = ctx.attrs["axis"] % dst.rank
@@ -321,7 +358,7 @@ def concat(ctx: NodeCtx) -> None:
         pos += src.shape[axis]
 
 
-@out_of_line("split", const_operands=(1,))
+@out_of_line("split", const_operands=(1,), symbolic=True)
 def split(ctx: NodeCtx) -> None:
     src = _ins(ctx)
     axis = ctx.attrs["axis"] % src.rank

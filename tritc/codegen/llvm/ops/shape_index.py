@@ -12,6 +12,7 @@ computed at compile time (range with the interpreter's own numpy semantics) and 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import llvmlite.ir as ir
 import numpy as np
@@ -20,7 +21,8 @@ from ....ir.ops import OPS
 from ....ir.types import DType
 from ..builder import F32, I64, for_nest, for_range, gep, intrinsic
 from ..context import Buf, NodeCtx
-from ..elementwise import to_compute, to_storage
+from ..elementwise import compute_type, to_compute, to_storage
+from ..symbolic import Size, is_static
 from .shape import Axis, emit_copy, fill, ints, memcpy, memset, out_of_line, raw_bits, raw_type
 
 
@@ -41,7 +43,7 @@ def load_index(b: ir.IRBuilder, buf: Buf, i: ir.Value) -> ir.Value:
     return b.sext(raw, I64) if dt.is_signed else b.zext(raw, I64)
 
 
-def wrap_clamp(b: ir.IRBuilder, k: ir.Value, n: int) -> ir.Value:
+def wrap_clamp(b: ir.IRBuilder, k: ir.Value, n: Size) -> ir.Value:
     """A negative index counts from the back; then clamp into [0, n - 1]."""
     k = b.select(b.icmp_signed("<", k, I64(0)), b.add(k, I64(n)), k)
     k = b.select(b.icmp_signed("<", k, I64(0)), I64(0), k)
@@ -57,8 +59,35 @@ def _data(ctx: NodeCtx, i: int) -> Buf:
 # ---- gather family --------------------------------------------------------------------------------
 
 
-@out_of_line("gather")
+def empty_guard(ctx: NodeCtx, dims: Sequence[Size], dst: Buf, body: Callable[[], None]) -> None:
+    """body(), except when one of `dims` (the indexed data dims) is 0: then only invalid indices exist (the
+    interpreter raises) and dst is zeros. Static dims decide now; symbolic ones at run time."""
+    if any(is_static(d) and d == 0 for d in dims):
+        fill(ctx, dst.ptr, dst.numel, 0, dst.dtype.itemsize)
+        return
+    dynamic = [d for d in dims if not is_static(d)]
+    if not dynamic:
+        body()
+        return
+    b = ctx.b
+    zero = b.icmp_signed("<=", dynamic[0], I64(0))
+    for d in dynamic[1:]:
+        zero = b.or_(zero, b.icmp_signed("<=", d, I64(0)))
+    with b.if_else(zero, likely=False) as (empty, full):
+        with empty:
+            fill(ctx, dst.ptr, dst.numel, 0, dst.dtype.itemsize)
+        with full:
+            body()
+
+
+@out_of_line("gather", symbolic=True)
 def gather(ctx: NodeCtx) -> None:
+    data, dst = _data(ctx, 0), ctx.outs[0]
+    axis = ctx.attrs["axis"] % data.rank
+    empty_guard(ctx, [data.shape[axis]], dst, lambda: _gather(ctx))
+
+
+def _gather(ctx: NodeCtx) -> None:
     """out[o, j, i] = data[o, idx[j], i] with data viewed as [outer, dim, inner]. Constant indices become
     a table axis of the copy engine; run-time ones are read per row, each row one memcpy."""
     data, idx, dst = _data(ctx, 0), _data(ctx, 1), ctx.outs[0]
@@ -67,11 +96,8 @@ def gather(ctx: NodeCtx) -> None:
     m, size = idx.numel, data.dtype.itemsize
     if dst.numel == 0:
         return
-    if dim == 0:  # only invalid indices exist (the interpreter raises)
-        fill(ctx, dst.ptr, dst.numel, 0, size)
-        return
     c = ctx.const(1)
-    if c is not None:
+    if c is not None and is_static(dim):
         k = np.clip(np.where(c < 0, c + dim, c), 0, dim - 1).astype(np.int64).reshape(-1)
         loops = [Axis(outer, m * inner, dim * inner), Axis(m, inner, table=k * inner), Axis(inner, 1, 1)]
         emit_copy(ctx, dst.ptr, data.ptr, loops, size)
@@ -102,15 +128,17 @@ def _linear(b: ir.IRBuilder, ix: list[ir.Value], shape: tuple[int, ...]) -> ir.V
     return acc
 
 
-@out_of_line("gather_elements")
+@out_of_line("gather_elements", symbolic=True)
 def gather_elements(ctx: NodeCtx) -> None:
+    data, dst = _data(ctx, 0), ctx.outs[0]
+    empty_guard(ctx, [data.shape[ctx.attrs["axis"] % data.rank]], dst, lambda: _gather_elements(ctx))
+
+
+def _gather_elements(ctx: NodeCtx) -> None:
     data, idx, dst = _data(ctx, 0), _data(ctx, 1), ctx.outs[0]
     axis = ctx.attrs["axis"] % data.rank
     dim, size = data.shape[axis], data.dtype.itemsize
     if dst.numel == 0:
-        return
-    if dim == 0:
-        fill(ctx, dst.ptr, dst.numel, 0, size)
         return
     b, et = ctx.b, raw_type(size)
     with for_nest(b, list(idx.shape), name="g") as ix:
@@ -129,8 +157,14 @@ def _nd_offset(b: ir.IRBuilder, idx: Buf, row: ir.Value, dims_: tuple[int, ...],
     return acc
 
 
-@out_of_line("gather_nd")
+@out_of_line("gather_nd", symbolic=True)
 def gather_nd(ctx: NodeCtx) -> None:
+    data, idx, dst = _data(ctx, 0), _data(ctx, 1), ctx.outs[0]
+    bd, k = ctx.attrs["batch_dims"], idx.shape[-1]
+    empty_guard(ctx, list(data.shape[bd:bd + k]), dst, lambda: _gather_nd(ctx))
+
+
+def _gather_nd(ctx: NodeCtx) -> None:
     data, idx, dst = _data(ctx, 0), _data(ctx, 1), ctx.outs[0]
     bd, k = ctx.attrs["batch_dims"], idx.shape[-1]
     nb = math.prod(data.shape[:bd])
@@ -139,9 +173,6 @@ def gather_nd(ctx: NodeCtx) -> None:
     per_batch = math.prod(data.shape[bd:])
     size = data.dtype.itemsize
     if dst.numel == 0:
-        return
-    if 0 in data.shape[bd:bd + k]:
-        fill(ctx, dst.ptr, dst.numel, 0, size)
         return
     b, et = ctx.b, raw_type(size)
     with for_range(b, nb, name="bt") as bi:
@@ -299,24 +330,50 @@ def _consts(ctx: NodeCtx) -> list[np.ndarray | None]:
     return [ctx.const(i) if v is not None else None for i, v in enumerate(ctx.node.inputs)]
 
 
-@out_of_line("shape")
+def store_sizes(ctx: NodeCtx, dst: Buf, sizes: Sequence[Size]) -> None:
+    """Write sizes (ints, or symbolic dims computed at run time) into the i64 buffer dst."""
+    if all(is_static(n) for n in sizes):
+        store_constant(ctx, dst, np.array([int(n) for n in sizes], dtype=np.int64))
+        return
+    for i, n in enumerate(sizes):
+        ctx.b.store(I64(n) if is_static(n) else n, gep(ctx.b, dst.ptr, i, I64))
+
+
+@out_of_line("shape", symbolic=True)
 def shape(ctx: NodeCtx) -> None:
     src = ctx.ins[0]
     assert src is not None
-    store_constant(ctx, ctx.outs[0], np.array(src.shape[ctx.attrs["start"]:ctx.attrs["end"]], dtype=np.int64))
+    store_sizes(ctx, ctx.outs[0], list(src.shape)[ctx.attrs["start"]:ctx.attrs["end"]])  # Python's slice: ONNX's clamping
 
 
-@out_of_line("size")
+@out_of_line("size", symbolic=True)
 def size(ctx: NodeCtx) -> None:
     src = ctx.ins[0]
     assert src is not None
-    store_constant(ctx, ctx.outs[0], np.array(src.numel, dtype=np.int64))
+    store_sizes(ctx, ctx.outs[0], [src.numel])
 
 
-@out_of_line("range", const_operands=(0, 1, 2))
+@out_of_line("range", const_operands=(0, 1, 2), symbolic=True, runtime_operands=(0, 1, 2))
 def range_(ctx: NodeCtx) -> None:
-    """The values depend only on the (constant) operands: the interpreter's result, embedded."""
-    store_constant(ctx, ctx.outs[0], OPS["range"].compute(*_consts(ctx), **ctx.attrs))
+    """Constant operands: the interpreter's result, embedded. Otherwise (a length that is a symbolic dim, as
+    `arange(past, past + seq)`), element i = start + i * delta with start and delta read at run time (the
+    length, from the result's inferred type, already accounts for the limit)."""
+    consts = _consts(ctx)
+    if all(c is not None for c in consts):
+        store_constant(ctx, ctx.outs[0], OPS["range"].compute(*consts, **ctx.attrs))
+        return
+    b, dst = ctx.b, ctx.outs[0]
+    start_buf, delta_buf = ctx.ins[0], ctx.ins[2]
+    assert start_buf is not None and delta_buf is not None
+    ct = compute_type(dst.dtype)
+    start = to_compute(b, b.load(gep(b, start_buf.ptr, 0, start_buf.elem), typ=start_buf.elem), dst.dtype)
+    delta = to_compute(b, b.load(gep(b, delta_buf.ptr, 0, delta_buf.elem), typ=delta_buf.elem), dst.dtype)
+    with for_range(b, dst.numel, name="i") as i:
+        if dst.dtype.is_float:
+            x = b.fadd(start, b.fmul(b.sitofp(i, ct), delta))
+        else:
+            x = b.add(start, b.mul(b.trunc(i, ct) if ct.width < 64 else i, delta))
+        b.store(to_storage(b, x, dst.dtype), gep(b, dst.ptr, i, dst.elem))
 
 
 @out_of_line("constant_of_shape", const_operands=(0,))

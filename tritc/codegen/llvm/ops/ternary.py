@@ -12,11 +12,11 @@ an error status from the node (NodeCtx.fail_if), never a trap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import llvmlite.ir as ir
-import numpy as np
 
 from ....errors import UnsupportedError
 from ....ir.types import DType, TensorType
@@ -25,6 +25,7 @@ from ..context import Buf, NodeCtx
 from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
 from ..kernels.vec import activation as epilogue_activation
 from ..kernels.vec import alloc_scratch, free_scratch, heap_scratch_bytes
+from ..symbolic import is_static
 from . import lowering
 from .quant import load_f, store_f
 
@@ -111,7 +112,10 @@ def call_ternary_kernel(ctx: NodeCtx, spec: dict[str, Any], args: list[ir.Value]
                     f"out of memory: could not allocate {heap} bytes of activation quantisation scratch", cleanup)
 
 
-@lowering("ternary_matmul")
+ROW_BLOCK = 32  # tokens per kernel call when their number is known only at run time
+
+
+@lowering("ternary_matmul", symbolic=True)
 def ternary_matmul(ctx: NodeCtx) -> None:
     x, w = ctx.ins[0], ctx.ins[1]
     bias = ctx.ins[2] if len(ctx.ins) > 2 else None
@@ -122,7 +126,7 @@ def ternary_matmul(ctx: NodeCtx) -> None:
     if entry is None or entry.kind != "ternary":
         raise UnsupportedError(f"node {ctx.node.describe()}: the ternary weight is not in the weight blob")
     K, N = entry.shape
-    M = int(np.prod(x.shape[:-1], dtype=np.int64)) if x.rank > 1 else 1
+    M = math.prod(x.shape[:-1]) if x.rank > 1 else 1
     _check(ctx, x, bias, residual, out, N)
     b = ctx.b
     if M == 0 or N == 0:
@@ -145,7 +149,25 @@ def ternary_matmul(ctx: NodeCtx) -> None:
                     activation=None if a["activation"] == "none" else a["activation"], threads=ctx.m.threads,
                     act_max=a["act_max"], act_eps=a["act_eps"], act_scale=a["act_scale"])
         scales = gep(b, w.ptr, entry.scale_offset - entry.offset, ir.IntType(8))
-        args = [x32.ptr, w.ptr, scales] + ([bias32.ptr] if bias32 is not None else []) + \
-            ([res32.ptr] if res32 is not None else []) + [out32.ptr]
-        call_ternary_kernel(ctx, spec, args, edge.release)
+
+        def call(rows: int, row: ir.Value | None) -> None:
+            """The kernel for `rows` rows starting at `row` (rows are independent: each token has its own factor)."""
+            def at(buf: Buf, width: int) -> ir.Value:
+                return buf.ptr if row is None else gep(b, buf.ptr, b.mul(row, I64(width)), F32)
+            args = [at(x32, K), w.ptr, scales] + ([bias32.ptr] if bias32 is not None else []) + \
+                ([at(res32, N)] if res32 is not None else []) + [at(out32, N)]
+            call_ternary_kernel(ctx, spec | {"M": rows}, args, edge.release)
+
+        if is_static(M):
+            call(M, None)
+        else:  # tokens known at run time: the one-token kernel (decode), else blocks of ROW_BLOCK tokens and the rest one by one
+            with b.if_else(b.icmp_unsigned("==", M, I64(1))) as (one, many):
+                with one:
+                    call(1, None)
+                with many:
+                    blocks = b.udiv(M, I64(ROW_BLOCK))
+                    with for_range(b, blocks, name="rb") as r:
+                        call(ROW_BLOCK, b.mul(r, I64(ROW_BLOCK)))
+                    with for_range(b, M, start=b.mul(blocks, I64(ROW_BLOCK)), name="rr") as r:
+                        call(1, r)
     edge.finish(out)
