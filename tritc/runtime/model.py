@@ -263,14 +263,15 @@ def check_relations(code: Specialization, bindings: Mapping[str, int], bound_by:
                           for s in sorted(dimlib.symbols(dim)) if s in bindings)
         raise InputShapeError(f"{bound_by.get(symbol, 'an input')} ('{symbol}') is {bindings[symbol]}, but the model needs "
                               f"{symbol} = {dim} = {want} ({parts})")
-    for a, b, where in code.checks:
+    for a, b, where, *how in code.checks:
+        relation = how[0] if how else "="
         va, vb = dimlib.evaluate(a, dict(bindings)), dimlib.evaluate(b, dict(bindings))
-        if va is None or vb is None or va == vb:
+        if va is None or vb is None or (va >= vb if relation == ">=" else va == vb):
             continue
         used = sorted(dimlib.symbols(a) | dimlib.symbols(b))
         parts = ", ".join(f"{s}={bindings[s]}" + (f" from {bound_by[s]}" if s in bound_by else "") for s in used if s in bindings)
         values = " and ".join(f"{x} is {v}" for x, v in ((a, va), (b, vb)) if not isinstance(x, int))
-        raise InputShapeError(f"{where or 'the model'} needs {a} = {b}, but at these sizes ({parts}) {values}")
+        raise InputShapeError(f"{where or 'the model'} needs {a} {relation} {b}, but at these sizes ({parts}) {values}")
 
 
 def warn(msg: str) -> None:

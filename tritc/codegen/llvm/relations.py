@@ -44,7 +44,8 @@ def substitute(d: Dim, symbol: str, value: Dim) -> Dim:
     return out
 
 
-def _rewrite(g: Graph, symbol: str, value: Dim) -> None:
+def rewrite_symbol(g: Graph, symbol: str, value: Dim) -> None:
+    """Every type of `g` with `symbol` replaced by the dim `value`."""
     values = list(g.inputs) + [v for node in g for v in node.outputs]
     for v in values:
         if v.type.shape is not None:
@@ -101,7 +102,7 @@ def infer_relations(g: Graph, symbols: list[str]) -> dict[str, Dim]:
         symbol, value = choice
         relations = {s: substitute(d, symbol, value) for s, d in relations.items()}
         relations[symbol] = value
-        _rewrite(g, symbol, value)
+        rewrite_symbol(g, symbol, value)
         PassManager([InferShapes()]).run(g)
     return relations
 
@@ -131,4 +132,4 @@ def fold_shape_values(g: Graph) -> bool:
     return changed
 
 
-__all__ = ["fold_shape_values", "infer_relations", "substitute"]
+__all__ = ["fold_shape_values", "infer_relations", "rewrite_symbol", "substitute"]
