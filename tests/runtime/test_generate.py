@@ -48,10 +48,7 @@ def test_greedy_equals_onnxruntime_on_every_layout(spec, build):
 
 @pytest.mark.parametrize("spec,build", [
     pytest.param(DecoderSpec(), concat_decoder, id="optimum"),
-    pytest.param(DecoderSpec(naming="attention", kv_heads=2), attention_decoder, id="attention-op", marks=pytest.mark.xfail(
-        strict=True, reason="the 3-D form of the ONNX Attention op (Q [batch, seq, heads*d]) is not fused into "
-                            "fused_attention, and the unfused 'attention' lowering needs static shapes: this decoder has no "
-                            "generic code and compiles per size (the 4-D form exporters write, llama_native_dynamo23, has)")),
+    pytest.param(DecoderSpec(naming="attention", kv_heads=2), attention_decoder, id="attention-op"),
 ])
 def test_compiled_greedy_equals_onnxruntime(spec, build):
     """tritc's compiled code (ternary layers folded) decodes onnxruntime's 16 greedy tokens with one generic code:
