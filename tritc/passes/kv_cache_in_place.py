@@ -170,6 +170,7 @@ def _rewrite(graph: Graph, caches: list[_Cache], length: str, past_len_name: str
         c.node.inputs.append(None)
         c.node.set_input(PAST_LEN, past_len)
     InferShapes().run(graph)
+    _clean(graph)  # the static parts of the shapes measured around the length (head size) are constants again
     report.in_place, report.past_len, report.length, report.capacity = True, past_len.name, length, capacity
     report.caches = [v.name for c in caches for v in c.past]
 
