@@ -35,22 +35,27 @@ SOURCE = f"""{SIGNATURE} -> (%y: f32[batch,4,seq,16], %pos: i64[seq], {PRESENTS}
 }}
 """
 
-EXPECTED = """\
-graph @g(%q: f32[batch,4,seq,16], %k: f32[batch,2,seq,16], %v: f32[batch,2,seq,16], %past_k: f32[batch,2,past_capacity,16], %past_v: f32[batch,2,past_capacity,16], %past_len: i64[1] = past) -> (%y: f32[batch,4,seq,16], %pos: i64[seq], %present_k: f32[batch,2,past_capacity,16], %present_v: f32[batch,2,past_capacity,16]) {
-  %shape.1.c = constant [16] : i64[1]
-  %two = constant 2 : i64[]
-  %one = constant 1 : i64[]
-  %shape = shape(%past_k) {end = 2, start = 0} : i64[2]
-  %concat = concat(%shape, %past_len, %shape.1.c) {axis = 0} : i64[4]
-  %p = gather(%concat, %two) {axis = 0} : i64[]
-  %sq = shape(%q) {end = 3, start = 2} : i64[1]
-  %s = squeeze(%sq) : i64[]
-  %end = add(%p, %s) : i64[]
-  %pos = range(%p, %end, %one) : i64[seq]
-  %y, %scratch, %present_k, %present_v = fused_attention(%q, %k, %v, none, %past_k, %past_v, %past_len) {causal = 1, heads = 4, kv_heads = 2, scale = 0.25} : f32[batch,4,seq,16], f32[0], f32[batch,2,past_capacity,16], f32[batch,2,past_capacity,16]
-  return %y, %pos, %present_k, %present_v
-}
-"""
+EXPECTED = (
+    "graph @g(%q: f32[batch,4,seq,16], %k: f32[batch,2,seq,16], %v: f32[batch,2,seq,16], "
+    "%past_k: f32[batch,2,past_capacity,16], %past_v: f32[batch,2,past_capacity,16], "
+    "%past_len: i64[1] = past) -> (%y: f32[batch,4,seq,16], %pos: i64[seq], "
+    "%present_k: f32[batch,2,past_capacity,16], %present_v: f32[batch,2,past_capacity,16]) {\n"
+    "  %shape.1.c = constant [16] : i64[1]\n"
+    "  %two = constant 2 : i64[]\n"
+    "  %one = constant 1 : i64[]\n"
+    "  %shape = shape(%past_k) {end = 2, start = 0} : i64[2]\n"
+    "  %concat = concat(%shape, %past_len, %shape.1.c) {axis = 0} : i64[4]\n"
+    "  %p = gather(%concat, %two) {axis = 0} : i64[]\n"
+    "  %sq = shape(%q) {end = 3, start = 2} : i64[1]\n"
+    "  %s = squeeze(%sq) : i64[]\n"
+    "  %end = add(%p, %s) : i64[]\n"
+    "  %pos = range(%p, %end, %one) : i64[seq]\n"
+    "  %y, %scratch, %present_k, %present_v = fused_attention(%q, %k, %v, none, %past_k, %past_v, "
+    "%past_len) {causal = 1, heads = 4, kv_heads = 2, scale = 0.25} : f32[batch,4,seq,16], f32[0], "
+    "f32[batch,2,past_capacity,16], f32[batch,2,past_capacity,16]\n"
+    "  return %y, %pos, %present_k, %present_v\n"
+    "}\n"
+)
 
 
 def in_place(text: str):
@@ -156,9 +161,14 @@ def test_what_it_cannot_rewrite_is_left_as_it_was(extra, result, name, reason):
 
 
 def test_two_length_symbols_are_refused():
-    text = f"""{SIGNATURE.replace('%past_v: f32[batch,2,past,16]', '%past_v: f32[batch,2,past,16], %pk2: f32[batch,2,past2,16], %pv2: f32[batch,2,past2,16]')} -> (%y: f32[batch,4,seq,16], %y2: f32[batch,4,seq,16], {PRESENTS}, %pk2o: f32[batch,2,past2+seq,16], %pv2o: f32[batch,2,past2+seq,16]) {{
+    second = ("%y2, %s2, %pk2o, %pv2o = fused_attention(%q, %k, %v, none, %pk2, %pv2) {heads = 4, kv_heads = 2, "
+              "scale = 0.25} : f32[batch,4,seq,16], f32[0], f32[batch,2,past2+seq,16], f32[batch,2,past2+seq,16]")
+    inputs = SIGNATURE.replace(")", ", %pk2: f32[batch,2,past2,16], %pv2: f32[batch,2,past2,16])")
+    outputs = (f"%y: f32[batch,4,seq,16], %y2: f32[batch,4,seq,16], {PRESENTS}, %pk2o: f32[batch,2,past2+seq,16], "
+               f"%pv2o: f32[batch,2,past2+seq,16]")
+    text = f"""{inputs} -> ({outputs}) {{
   {ATTENTION}
-  %y2, %s2, %pk2o, %pv2o = fused_attention(%q, %k, %v, none, %pk2, %pv2) {{heads = 4, kv_heads = 2, scale = 0.25}} : f32[batch,4,seq,16], f32[0], f32[batch,2,past2+seq,16], f32[batch,2,past2+seq,16]
+  {second}
   return %y, %y2, %present_k, %present_v, %pk2o, %pv2o
 }}
 """

@@ -52,8 +52,10 @@ SHARED = np.zeros((2, 3), np.float32)
 BAD = [
     ("unknown", lambda: {"z": np.zeros((2, 3), np.float32)}, ValueError, "cannot bind unknown output(s) 'z'; outputs are y, w"),
     ("not an array", lambda: {"y": [[0.0] * 3] * 2}, TypeError, "output 'y' (f32[batch,seq]) is bound to a list, not a numpy array"),
-    ("dtype", lambda: {"y": np.zeros((2, 3))}, TypeError, "output 'y' (f32[batch,seq]) is bound to an array of dtype float64, expected float32"),
-    ("shape", lambda: {"y": np.zeros((3, 2), np.float32)}, ValueError, "output 'y' (f32[batch,seq]) is bound to an array of shape [3, 2]; this call writes [2, 3]"),
+    ("dtype", lambda: {"y": np.zeros((2, 3))}, TypeError,
+     "output 'y' (f32[batch,seq]) is bound to an array of dtype float64, expected float32"),
+    ("shape", lambda: {"y": np.zeros((3, 2), np.float32)}, ValueError,
+     "output 'y' (f32[batch,seq]) is bound to an array of shape [3, 2]; this call writes [2, 3]"),
     ("strided", lambda: {"y": _strided()}, ValueError, "output 'y' (f32[batch,seq]) is bound to an array that is not C-contiguous"),
     ("read-only", lambda: {"y": _read_only()}, ValueError, "output 'y' (f32[batch,seq]) is bound to a read-only array"),
     ("two outputs, one array", lambda: {"y": SHARED, "w": SHARED}, ValueError, "is bound to memory that output"),

@@ -299,6 +299,14 @@ def range_length(start: float | int, limit: float | int, delta: float | int) -> 
     return max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
 
 
+def _never_negative(d: object) -> bool:
+    """A dim that is >= 0 whatever sizes its symbols take: a count, or a polynomial with positive coefficients."""
+    if isinstance(d, int):
+        return d >= 0
+    poly = dims.to_poly(d) if isinstance(d, str) else None
+    return bool(poly) and all(c > 0 for c in poly.values())  # type: ignore[union-attr]
+
+
 def _range_type(ctx: InferContext) -> list[TensorType]:
     ts = [ctx.type(i) for i in range(3)]
     if len({t.dtype for t in ts}) != 1 or ts[0].dtype not in _RANGE_DTYPES:
@@ -309,11 +317,14 @@ def _range_type(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"stash_type {ctx.attrs['stash_type']} is not float (1) or double (11)")
     consts = [ctx.const(i) for i in range(3)]
     if any(c is None for c in consts):
-        # range(start, n, 1) with n from a shape (arange(seq)) has n - start elements, for n >= start
+        # range(start, n, 1) with n from a shape (arange(seq)) has n - start elements, for n >= start; with a
+        # symbolic start too, when that difference cannot be negative (range(total - seq, total): seq)
         syms = [sym_ints(ctx, i) for i in range(3)]
-        if all(v is not None and len(v) == 1 for v in syms) and syms[2] == [1] and isinstance(syms[0][0], int) \
+        if all(v is not None and len(v) == 1 for v in syms) and syms[2] == [1] and syms[0][0] is not None \
                 and isinstance(syms[1][0], str):  # type: ignore[index]
-            return [TensorType(ts[0].dtype, (dims.sub(syms[1][0], syms[0][0]),))]  # type: ignore[index]
+            n = dims.sub(syms[1][0], syms[0][0])  # type: ignore[index]
+            if isinstance(syms[0][0], int) or _never_negative(n):  # type: ignore[index]
+                return [TensorType(ts[0].dtype, (n,))]
         return [TensorType(ts[0].dtype, (None,))]
     try:
         n = range_length(*(c.reshape(-1)[0].item() for c in consts))  # type: ignore[union-attr]
