@@ -315,16 +315,16 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
     session, loaded = resolve_model(model, threads, **compile_options)
     load_seconds = time.perf_counter() - t_call if loaded else 0.0
     layout = layout_of(session)
-    t_form = time.perf_counter()
-    in_place, cache_reason = cache_in_place(session, layout)  # compiles the capacity form, once per model
-    if in_place is None and loaded and hasattr(session, "compile_generic") and not session.program.value_inputs:
-        session.compile_generic()  # compiled lazily above: its code now, as part of loading
-    load_seconds += time.perf_counter() - t_form
     check_in_vocab(prompt, layout.vocab, "token id")
     check_in_vocab(sorted(stops), layout.vocab, "stop id")
     limit, source = context_limit(layout, max_context)
     if limit is not None and len(prompt) > limit:
         raise OptionError(f"the prompt has {len(prompt)} tokens, more than the maximum context of {limit} ({source})")
+    t_form = time.perf_counter()
+    in_place, cache_reason = cache_in_place(session, layout)  # compiles the capacity form, once per model
+    if in_place is None and loaded and hasattr(session, "compile_generic") and not session.program.value_inputs:
+        session.compile_generic()  # compiled lazily above: its code now, as part of loading
+    load_seconds += time.perf_counter() - t_form
     needed = len(prompt) + count - 1  # positions fed to the model: the last new token is never fed back
     most = needed if limit is None else min(needed, limit)
     cache = KVCache(layout.slots, initial_capacity(len(prompt), most, max_context is not None), most)

@@ -3,6 +3,7 @@
     model = tritc.compile("model.onnx")          # or tritc.load("model.tritc")
     logits, = model.run(None, {"input_ids": ids})
     logits = model(input_ids=ids)
+    model.run(None, feed, outputs={"present.0.key": buffer})    # outputs written into the caller's arrays
 
 The code lives in a codegen Program (codegen/llvm/program.py): generic code that takes every size, plus any
 specialisations compiled for chosen sizes. A call checks its inputs by name, dtype and shape, binds the
@@ -11,6 +12,9 @@ program for the code that fits, computes the outputs' shapes and the arena size 
 types, and calls it with the sizes as the `dims` array. The arena is allocated once per model and thread and
 grown (doubling) when a call needs more. `model.stats["compilations"]` counts the codes compiled since the
 model was created or loaded: with generic code, running at new sizes compiles nothing.
+
+`with_cache_in_place()` derives (once) the model whose KV cache is appended in place: its capacity form, compiled
+from the same final IR and weights, for tritc.generate (docs/GENERATE.md, "The cache").
 """
 
 from __future__ import annotations
