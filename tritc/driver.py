@@ -107,8 +107,10 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                   ternary_exclude: Sequence[str] = (), ternary_act: str | None = None,
                   shapes: Sequence[str] | Mapping[str, int] | None = None,
                   cpu_features: str | None = None, opt_level: int = 3,
-                  progress: Callable[[str], None] | None = None) -> CompiledModel:
-    """Compile `model` for `target` ("cpu"). Options mirror `tritc compile`'s flags."""
+                  progress: Callable[[str], None] | None = None, lazy: bool = False) -> CompiledModel:
+    """Compile `model` for `target` ("cpu"). Options mirror `tritc compile`'s flags. lazy=True stops after the
+    passes: the first run compiles the code it needs (generation does, when it runs the model's capacity form
+    instead: CompiledModel.with_cache_in_place)."""
     if target != "cpu":
         raise UnsupportedError(f"target '{target}' is not available yet (targets: cpu)")
     if threads is not None and threads < 1:
@@ -135,7 +137,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     if unknown:
         raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
                           f"{', '.join(symbols) or 'none, all static'})")
-    if not cm.program.value_inputs:
+    if not cm.program.value_inputs and not lazy:
         generic = cm.compile_generic()
         if generic is None:
             say(f"no generic code: {cm.program.generic_error}")

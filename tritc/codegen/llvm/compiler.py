@@ -70,7 +70,8 @@ class Specialization:
 
 
 def symbols_of(graph: Graph) -> list[str]:
-    """The symbols naming the graph inputs' dims, in order of first appearance: the order of the dims array."""
+    """The symbols naming the graph inputs' dims, in order of first appearance, then those only an input's value
+    gives (Graph.value_symbols): the order of the dims array."""
     from ...ir import dims as dimlib
 
     seen: dict[str, None] = {}
@@ -78,6 +79,9 @@ def symbols_of(graph: Graph) -> list[str]:
         for d in v.type.shape or ():
             for s in sorted(dimlib.symbols(d)):
                 seen.setdefault(s, None)
+    for v in graph.inputs:
+        if v.name in graph.value_symbols:
+            seen.setdefault(graph.value_symbols[v.name], None)
     return list(seen)
 
 
