@@ -6,7 +6,9 @@
 Models (benchmarks/bitnet_models.py, random trits, fixed seed): `2l` = 2 layers at hidden 2560, FFN 6912, 20 heads,
 5 KV heads (BitNet b1.58 2B's layer), `0.7b` = 24 layers at hidden 1536, FFN 4096, 12 heads, 4 KV heads. Vocabulary
 32000, every linear layer exactly ternary behind BitNet's activation quantisation. Contestants, in one process:
-- tritc: the plain-MatMul file compiled with the default pipeline (every layer folds to int8 ternary_matmul),
+- tritc: the plain-MatMul file compiled with the default pipeline (every layer folds to int8 ternary_matmul), run as
+  tritc.generate runs it: its capacity form, the KV cache appended in place (kv-cache-in-place),
+- tritc_concat: the same compiled model through its ONNX interface (present = the whole cache, written each step),
 - ort_fp32: onnxruntime on the same file,
 - ort_nbits: onnxruntime on the twin file whose linear layers are MatMulNBits bits=2 accuracy_level=4, same trits,
 - genai (with --genai PYTHON, or when .venv-genai exists): onnxruntime-genai on a Llama of the same shape built by
@@ -41,7 +43,7 @@ from benchmarks.common import Timer, cores, finish_info, interleave, machine_inf
 
 MODELS = {"2l": DecoderSpec(layers=2, hidden=2560, ffn=6912, heads=20, kv_heads=5, vocab=32000),
           "0.7b": DecoderSpec(layers=24, hidden=1536, ffn=4096, heads=12, kv_heads=4, vocab=32000)}
-CONTESTANTS = ("tritc", "ort_fp32", "ort_nbits")
+CONTESTANTS = ("tritc", "tritc_concat", "ort_fp32", "ort_nbits")
 GENAI_VENV = ROOT / ".venv-genai" / "bin" / "python"
 
 
@@ -65,11 +67,13 @@ def feeds(spec: DecoderSpec, past: int, seq: int, seed: int = 1) -> dict[str, np
 
 def contestant(name: str, paths: dict[str, Path], threads: int):
     """A callable feeds -> logits for one contestant."""
-    if name == "tritc":
+    if name in ("tritc", "tritc_concat"):
         import tritc
 
         model = tritc.compile(paths["fp32"], threads=threads)
-        return lambda f: model.run(["logits"], f)[0]
+        if name == "tritc_concat":  # the ONNX interface: presents that repeat the whole cache
+            return lambda f: model.run(["logits"], f)[0]
+        return in_place_runner(model)
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -79,6 +83,38 @@ def contestant(name: str, paths: dict[str, Path], threads: int):
     sess = ort.InferenceSession(str(paths["nbits" if name == "ort_nbits" else "fp32"]), so,
                                 providers=["CPUExecutionProvider"])
     return lambda f: sess.run(["logits"], f)[0]
+
+
+def in_place_runner(model):
+    """feeds -> logits through the model's capacity form, as tritc.generate runs it: the cache in buffers of one more
+    row than the context, fed whole with past_len, the present outputs bound to the same buffers (each step writes
+    only its new rows). The buffers are made from a feed on its first call (not timed: the benchmark's first call
+    checks the error); later calls with the same feed write the same rows again."""
+    capacity, reason = model.with_cache_in_place()
+    if capacity is None:
+        raise RuntimeError(f"no in-place KV cache: {reason}")
+    (length_input,) = list(capacity.graph.value_symbols)
+    prepared: dict[int, tuple] = {}
+
+    def run(f):
+        if id(f) not in prepared:
+            seq = f["input_ids"].shape[1]
+            feed, outputs = {}, {}
+            for name, a in f.items():
+                if name.startswith("past_key_values."):
+                    buf = np.zeros(a.shape[:2] + (a.shape[2] + seq,) + a.shape[3:], np.float32)
+                    buf[:, :, :a.shape[2]] = a
+                    feed[name] = buf
+                    outputs[name.replace("past_key_values.", "present.")] = buf
+                    past = a.shape[2]
+                else:
+                    feed[name] = a
+            feed[length_input] = np.array([past], np.int64)
+            prepared[id(f)] = (f, feed, outputs)  # f kept: its id stays its own
+        _, feed, outputs = prepared[id(f)]
+        return capacity.run(["logits"], feed, outputs=outputs)[0]
+
+    return run
 
 
 def read_bandwidth(threads: int, mib: int = 1024) -> float:
