@@ -248,10 +248,17 @@ def pretty(x: Size) -> str:
             poly = dimlib.add(poly, d)
         else:
             assert isinstance(t, Sym)
-            inner = ", ".join(pretty(a) if isinstance(a, (int, Sym)) else str(a) for a in t.args)
+            args = _flat_max(t) if t.kind == "max" else t.args  # max(max(a, b), c) reads as max(a, b, c)
+            inner = ", ".join(pretty(a) if isinstance(a, (int, Sym)) else str(a) for a in args)
             rest.append(f"{t.kind}({inner})")
     parts = ([str(poly)] if poly != 0 or not rest else []) + rest
     return " + ".join(parts)
+
+
+def _flat_max(x: Size) -> list[Size]:
+    if isinstance(x, Sym) and x.kind == "max":
+        return _flat_max(x.args[0]) + _flat_max(x.args[1])
+    return [x]
 
 
 def dominates(a: Size, b: Size) -> bool:
