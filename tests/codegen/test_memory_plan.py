@@ -24,7 +24,7 @@ from tritc.ir import parse_graph
 from tritc.ir.interpreter import run
 from tritc.ir.memory import Alias, check_schedule, numbers, unordered_pairs
 
-from ..passes.test_schedule_memory import sized_graphs, symbol_sizes
+from ..passes.test_schedule_memory import IN_PLACE_CHAIN, sized_graphs, symbol_sizes
 from ..properties import budget
 
 ROOT = Path(__file__).parents[2]
@@ -69,13 +69,7 @@ def test_compiled_code_keeps_live_buffers_apart_and_matches_the_interpreter(g, a
 def test_in_place_parameters_are_not_noalias():
     """relu written over %a (dead after it): its function's operand and result share bytes, so neither is noalias;
     tanh's, which has a slot of its own, keep noalias. The code still equals the interpreter."""
-    g = parse_graph("""graph @g(%x: f32[n,64]) -> (%y: f32[n,64]) {
-      %a = neg(%x) : f32[n,64]
-      %b = relu(%a) : f32[n,64]
-      %c = tanh(%b) : f32[n,64]
-      %y = add(%b, %c) : f32[n,64]
-      return %y
-    }""")
+    g = parse_graph(IN_PLACE_CHAIN)
     layout, _ = layout_weights(g)
     spec = compile_code(g, layout, {}, host_target(), threads=2, keep_ir=True)
     assert spec.schedule.entries["b"] == Alias("inplace", "a")

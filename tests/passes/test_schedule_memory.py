@@ -125,14 +125,18 @@ def parsed(text: str) -> Graph:
     return g
 
 
+# %b = relu(%a) may go over %a (no later reader); %c = tanh(%b) may not go over %b (add reads it)
+IN_PLACE_CHAIN = """graph @g(%x: f32[n,64]) -> (%y: f32[n,64]) {
+  %a = neg(%x) : f32[n,64]
+  %b = relu(%a) : f32[n,64]
+  %c = tanh(%b) : f32[n,64]
+  %y = add(%b, %c) : f32[n,64]
+  return %y
+}"""
+
+
 def test_elementwise_results_go_in_place_only_over_operands_that_die_there():
-    g = parsed("""graph @g(%x: f32[n,64]) -> (%y: f32[n,64]) {
-      %a = neg(%x) : f32[n,64]
-      %b = relu(%a) : f32[n,64]
-      %c = tanh(%b) : f32[n,64]
-      %y = add(%b, %c) : f32[n,64]
-      return %y
-    }""")
+    g = parsed(IN_PLACE_CHAIN)
     sched = schedule(g)
     assert sched.entries["b"] == Alias("inplace", "a")  # %a dies at relu
     assert isinstance(sched.entries["c"], Placement)  # %b is read again by add
