@@ -4,6 +4,7 @@ kernel scratch in the arena (no allocation at run time); an arena that cannot be
 from __future__ import annotations
 
 import ctypes
+import re
 from contextlib import contextmanager
 
 import llvmlite.binding as llvm
@@ -178,7 +179,7 @@ def test_scratch_is_an_arena_slot_and_nothing_is_allocated(dtype, generic):
     layout, _ = layout_weights(g)
     spec = compile_code(g, layout, {} if generic else {"m": M}, host_target(), threads=1, keep_ir=True)
     assert "aligned_alloc" not in spec.llvm_ir and "malloc" not in spec.llvm_ir
-    assert spec.stats["scratch_slots"] == 1 and "tritc_failures = " in spec.llvm_ir
+    assert spec.stats["scratch_slots"] == 1 and '@"tritc_failures" = constant [1 x i8] c"\\00"' in spec.llvm_ir  # none
     (slot,) = spec.schedule.scratch
     quant = scratch_bytes(MatmulSpec(ROW_BLOCK if generic else M, K, N, act="int8"))
     edge = 0 if dtype is DType.F32 else -(-4 * M * K // 64) * 64 + -(-4 * M * N // 64) * 64
@@ -252,8 +253,9 @@ def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
     }""")
     model = tritc.compile(g, pipeline="none", threads=1)
     n = 3_000_000
-    with pytest.raises(RunOutOfMemoryError, match=rf"could not allocate {4 * n * n} bytes of arena .* at n={n}$"):
+    with pytest.raises(RunOutOfMemoryError, match=rf"could not allocate (\d+) bytes of arena .* at n={n}$") as err:
         model.run(None, {"x": np.ones((n, 1), np.float32)})
+    assert int(re.search(r"allocate (\d+) bytes", str(err.value))[1]) >= 4 * n * n  # %p, and %t beside it
     x = np.arange(5, dtype=np.float32).reshape(5, 1)
     np.testing.assert_array_equal(model.run(None, {"x": x})[0], run(g, {"x": x})["y"])
     art = tmp_path / "m.tritc"
