@@ -222,6 +222,7 @@ def decoder(spec: DecoderSpec, nbits: bool = False) -> onnx.ModelProto:
 
 def save(model: onnx.ModelProto, path) -> None:
     """Save, with the weights as external data beside the file when the model passes protobuf's 2 GB."""
-    big = model.ByteSize() > (1 << 31) - (1 << 24)
+    # ByteSize itself fails past 2 GB: add up the weights instead
+    big = sum(len(t.raw_data) for t in model.graph.initializer) > (1 << 31) - (1 << 24)
     onnx.save(model, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
               location=f"{path.name}.data" if big else None, size_threshold=1024)

@@ -251,3 +251,16 @@ def test_recorded_image_sizes(imgsz, expected):
     else:
         assert {k: v for k, (v, _) in got.items()} == {"h": expected[0], "w": expected[1], "batch": 2}
     assert recorded_sizes({"batch": "2"}, [("images", image)]) == {}  # a batch alone is not ultralytics' signature
+
+
+def test_dump_shows_the_specialise_pipeline_for_given_sizes():
+    """`tritc dump --pipeline specialise --shape ...`: the step a compile runs for a specialisation, the sizes
+    given bound and the other symbols left symbolic."""
+    model = Path(__file__).resolve().parent / "fixtures" / "cache" / "llama_legacy17.onnx"
+    code, out, err = call("dump", str(model), "--pipeline", "specialise", "--shape", "seq=1,past=3")
+    assert code == 0 and err == "", err
+    head = out.splitlines()[0]
+    assert "%input_ids: i64[batch,1]" in head and "%past_key_values.0.key: f32[batch,2,3,16]" in head
+    code, out, err = call("dump", str(model), "--shape", "seq=1")
+    assert_user_error(code, out, err, "--shape goes with --memory-report (the sizes its numbers are for) or --pipeline "
+                                      "specialise")

@@ -57,6 +57,32 @@ def test_torch_style_shape_arithmetic_becomes_symbolic():
     assert out["y"].shape == (2, 3, 4, 16) and out["m"].shape == (3, 3) and out["h"].shape == (2, 3, 31)
 
 
+def test_a_range_between_two_symbolic_bounds():
+    """range(total - seq, total): seq elements (the positions of the new tokens, as a mask builder writes them); a
+    difference that could be negative for some sizes (range(seq, total)) is taken as the length, and the assumption
+    total >= seq is recorded for the runtime to check (dims.recording)."""
+    g = parse_graph("""graph @g(%m: i64[batch,total], %ids: i64[batch,seq]) -> (%r: i64[?], %u: i64[?]) {
+  %one = constant 1 : i64[]
+  %total = shape(%m) {end = 2, start = 1} : i64[1]
+  %seq = shape(%ids) {end = 2, start = 1} : i64[1]
+  %t = squeeze(%total) : i64[]
+  %s = squeeze(%seq) : i64[]
+  %past = sub(%t, %s) : i64[]
+  %r = range(%past, %t, %one) : i64[?]
+  %u = range(%s, %t, %one) : i64[?]
+  return %r, %u
+}""")
+    from tritc.ir import dims
+
+    with dims.recording() as assumed:
+        InferShapes().run(g)
+    types = {v.name: v.type for v in g.outputs}
+    assert types["r"] == TensorType(DType.I64, ("seq",)) and types["u"] == TensorType(DType.I64, ("-seq+total",))
+    assert [(a, b, how) for a, b, _, how in assumed] == [("-seq+total", 0, ">=")]
+    out = run(g, {"m": np.ones((1, 7), np.int64), "ids": np.ones((1, 3), np.int64)})
+    np.testing.assert_array_equal(out["r"], [4, 5, 6])
+
+
 def test_values_propagate_through_elementwise_and_where():
     seq = SymValue(("seq",), 1)
     minus_one = np.array([-1], np.int64)

@@ -16,6 +16,7 @@ from tritc.driver import build_passes
 from tritc.frontend.onnx import load_model
 from tritc.passes.pass_manager import PassManager
 
+from .compiled_fixtures import compiled as compiled_model
 from .generate_reference import InterpreterSession
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cache"
@@ -91,7 +92,7 @@ def linear_layers(model: Path) -> int:
 def test_compiled_32_greedy_tokens_one_compile(model):
     """Compiled code (one generic compile, threads=1): 32 greedy tokens equal onnxruntime's, and nothing compiles
     after the first call (the counter tritc.generate reads)."""
-    compiled = tritc.compile(str(model), threads=1)
+    compiled = compiled_model(model)
     assert compiled.program.generic_error is None, compiled.program.generic_error
     assert compiled.stats["compilations"] == 1
     result = tritc.generate(compiled, expected(model)["prompt_ids"], NEW_TOKENS)

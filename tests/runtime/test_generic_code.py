@@ -6,26 +6,21 @@ took one size for another (a structural comparison of symbolic dims) would read 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import tritc
 from tritc.ir import dims as dimlib
 from tritc.ir.interpreter import run as interpret
+
+from .compiled_fixtures import compiled
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cache"
 MODELS = sorted(FIXTURES.glob("*.onnx"))
 # (batch, seq, past): decode, prefill, both with a batch of 2 and a cache
 SIZES = [(1, 1, 0), (2, 3, 5), (1, 7, 2), (2, 1, 9)]
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@functools.cache
-def compiled(path: Path):
-    return tritc.compile(str(path), threads=1)
 
 
 def feeds(model, batch: int, seq: int, past: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

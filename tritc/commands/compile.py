@@ -67,8 +67,9 @@ def check_cpu_features(text: str | None) -> None:
     parse_features(text)
 
 
-def compile_with_options(args: argparse.Namespace, model: object, say: Progress, shapes: object = None):  # -> CompiledModel
-    """compile_model with the command's target and pass options; progress on `say`."""
+def compile_with_options(args: argparse.Namespace, model: object, say: Progress, shapes: object = None,
+                         lazy: bool = False):  # -> CompiledModel
+    """compile_model with the command's target and pass options; progress on `say` (lazy: see compile_model)."""
     from ..driver import compile_model, parse_shapes
 
     check_cpu_features(args.cpu_features)
@@ -81,7 +82,8 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
         say({"importing": f"importing {model}", "done": "compiled"}.get(msg, msg))
 
     cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
-                       cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, **pass_kwargs(args))
+                       cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, lazy=lazy,
+                       **pass_kwargs(args))
     cm.progress = None  # later compilations (a new shape at run time) are not part of this command's progress
     return cm
 

@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-report", action="store_true",
                    help="print schedule-memory's numbers, not the IR: peak arena, lower bound, naive total, the ten "
                         "largest values, at the --shape sizes, and the arena as a formula of the symbols")
-    add_shape_option(p, "with --memory-report: the sizes the numbers are for (dims not given: 1)")
+    add_shape_option(p, "with --memory-report: the sizes the numbers are for (dims not given: 1); with --pipeline "
+                        "specialise: the sizes it binds")
     p.set_defaults(func=run)
 
 
@@ -67,12 +68,19 @@ def run(args: argparse.Namespace) -> int:
     if len(reports) > 1:
         raise OptionError(f"{' and '.join(reports)} all choose what to print; give one" if len(reports) > 2 else
                           f"{reports[0]} and {reports[1]} both choose what to print; give one")
-    if args.shape and not args.memory_report:
-        raise OptionError("--shape goes with --memory-report (the sizes its numbers are for)")
+    binds = args.shape and args.pipeline == "specialise" and args.passes is None
+    if args.shape and not args.memory_report and not binds:
+        raise OptionError("--shape goes with --memory-report (the sizes its numbers are for) or --pipeline specialise "
+                          "(the sizes it binds)")
     if args.after == "all" and not args.output:
         raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
     kwargs = pass_kwargs(args, default_pipeline(args))
     passes = build_passes(**kwargs)
+    if binds:  # the specialise step of a compile, for the sizes given (the others stay symbolic)
+        from ..driver import parse_shapes
+        from ..passes.pipelines import specialise_passes
+
+        passes = specialise_passes(tuple(f"{k}={v}" for k, v in parse_shapes(args.shape).items()))
     source = pass_source(kwargs["pipeline"], kwargs["passes"])
     if args.ternary_report and not any(p.name == "fold-ternary" for p in passes):
         raise OptionError(f"--ternary-report shows what fold-ternary did, and the {source} does not run it "

@@ -66,7 +66,7 @@ def load(args: argparse.Namespace) -> Any:
     """The model to generate with: an .onnx file compiled with the command's options, else a .tritc loaded."""
     say = Progress.from_args(args)
     if Path(args.model).suffix.lower() == ".onnx":
-        return compile_with_options(args, args.model, say)
+        return compile_with_options(args, args.model, say, lazy=True)  # generation compiles what it runs
     given = [flag for flag, on in (("--pipeline", args.pipeline is not None), ("-p", args.passes is not None),
                                    ("--ternary*", ternary_flags_given(args)), ("--cpu-features", args.cpu_features is not None),
                                    ("-O", args.opt_level != 3), ("--target", args.target != "cpu")) if on]
@@ -86,7 +86,8 @@ def stats_line(result: Any) -> str:
              f"decode {max(s.new_tokens - 1, 0)} tokens in {human_seconds(s.decode_seconds)}, "
              + (f"{decode:.1f} tokens/s" if decode is not None else "- tokens/s"),
              f"first token after {human_seconds(s.time_to_first_token)} (model ready in {human_seconds(s.load_seconds)})",
-             f"stopped: {result.stop_reason.replace('_', '-')}"]
+             f"stopped: {result.stop_reason.replace('_', '-')}",
+             f"KV cache {'in place' if s.cache_in_place else 'copied each step'}"]
     return "; ".join(parts)
 
 
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(prompt, args.max_new_tokens, names=FLAGS, **options)
     t0 = time.perf_counter()
     model = load(args)
+    compile_for_generation(model)
     model.progress = None  # shapes compiled during generation are not announced one per token
     load_seconds = time.perf_counter() - t0
     if args.json:
@@ -122,7 +124,16 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def compile_for_generation(model: Any) -> None:
+    """Compile what the generation will run, with the command's progress and within its load time: the model's
+    capacity form (the KV cache appended in place), else the model's own generic code (compiled lazily)."""
+    in_place, _ = model.with_cache_in_place()
+    if in_place is None and not model.program.value_inputs and model.program.generic_error is None:
+        model.compile_generic()
+
+
 def with_load_time(result: Any, seconds: float) -> Any:
     """The result with the command's compile or load time in its stats (the model reached generate() ready)."""
+    seconds += result.stats.load_seconds  # what generate() compiled itself, if anything
     stats = replace(result.stats, load_seconds=seconds, time_to_first_token=seconds + result.stats.prefill_seconds)
     return replace(result, stats=stats)

@@ -184,7 +184,7 @@ def equal(a: Dim, b: Dim) -> bool | None:
 
 # ---- assumptions: dims a type rule needs equal but cannot prove equal (checked at run time) ----------------------
 
-_ASSUMED: ContextVar[list[tuple[Dim, Dim, str]] | None] = ContextVar("tritc_assumed_equal", default=None)
+_ASSUMED: ContextVar[list[tuple] | None] = ContextVar("tritc_assumed_equal", default=None)
 WHERE: ContextVar[str] = ContextVar("tritc_assumed_where", default="")
 
 
@@ -200,24 +200,36 @@ def assume_equal(a: Dim, b: Dim) -> bool:
     return r is not False
 
 
+def assume_nonnegative(d: Dim) -> None:
+    """A rule goes on as if `d` >= 0 (a Range of limit - start elements); noted, like assume_equal, unless provable
+    (a polynomial whose coefficients are all >= 0)."""
+    p = to_poly(d)
+    if p is None or all(c >= 0 for c in p.values()):
+        return
+    found = _ASSUMED.get()
+    if found is not None:
+        found.append((d, 0, WHERE.get(), ">="))
+
+
 def recording_active() -> bool:
     return _ASSUMED.get() is not None
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[list[tuple[Dim, Dim, str]]]:
-    """Collect the equalities type rules assume inside the block: (a, b, where), in order, without repeats."""
-    found: list[tuple[Dim, Dim, str]] = []
+def recording() -> Iterator[list[tuple]]:
+    """Collect what type rules assume inside the block: (a, b, where) for a = b, (a, b, where, ">=") for a >= b, in
+    order, without repeats."""
+    found: list[tuple] = []
     token = _ASSUMED.set(found)
     try:
         yield found
     finally:
         _ASSUMED.reset(token)
-        unique: dict[tuple[str, str], tuple[Dim, Dim, str]] = {}
-        for a, b, where in found:  # one per pair, naming a node when some inference did (verify's does not)
-            key = (str(a), str(b))
+        unique: dict[tuple[str, ...], tuple] = {}
+        for entry in found:  # one per pair, naming a node when some inference did (verify's does not)
+            key = (str(entry[0]), str(entry[1]), *entry[3:])
             if key not in unique or not unique[key][2]:
-                unique[key] = (a, b, where)
+                unique[key] = entry
         found[:] = list(unique.values())
 
 

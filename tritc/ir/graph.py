@@ -117,6 +117,10 @@ class Graph:
         # (driver.source_constraints): relations (symbol -> the dim it equals) and assumed equalities [a, b, where]
         self.source_relations: dict[str, Any] = {}
         self.source_checks: list[list[Any]] = []
+        # Inputs whose one value is the size of a symbol (input name -> symbol): the runtime binds the symbol from
+        # the value as it binds others from input dims, and shape arithmetic reads the value as that symbol. The
+        # capacity form of a KV cache (passes/kv_cache_in_place.py) gives `past_len` the old length `past` this way.
+        self.value_symbols: dict[str, str] = {}
 
     # ---- values -----------------------------------------------------------------------------
 
@@ -167,6 +171,8 @@ class Graph:
         if name in self._values:
             raise ValueError(f"value name '%{name}' is already used")
         del self._values[v.name]
+        if v.name in self.value_symbols:
+            self.value_symbols[name] = self.value_symbols.pop(v.name)
         v.name = name
         self._values[name] = v
 
@@ -424,6 +430,7 @@ class Graph:
         g.outputs = [vmap[id(v)] for v in self.outputs]
         g.memory = self.memory  # immutable, keyed by value names: it describes the copy as well
         g.source_relations, g.source_checks = dict(self.source_relations), [list(c) for c in self.source_checks]
+        g.value_symbols = dict(self.value_symbols)
         return g
 
     def __repr__(self) -> str:

@@ -12,14 +12,14 @@ Only ranks 0 and 1 of at most MAX_LENGTH elements are tracked; anything else is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import dims
-from .types import Dim
+from .types import Dim, DType
 
 MAX_LENGTH = 64
 
@@ -56,6 +56,18 @@ def _axis0_indices(c: Any, n: int) -> list[int] | None:
 
 Rule = Callable[[list["SymValue | None"], list[Any], dict[str, Any], list[Any]], "SymValue | None"]
 RULES: dict[str, Rule] = {}
+
+
+def input_values(graph: Any, bindings: Mapping[str, int] | None = None) -> dict[int, SymValue]:
+    """Symbolic values of the graph inputs whose value is a size (Graph.value_symbols: `past_len` holds `past`),
+    keyed by id(value) as the dicts of symbolic values are; a symbol in `bindings` is its size."""
+    out: dict[int, SymValue] = {}
+    for v in graph.inputs:
+        symbol = graph.value_symbols.get(v.name)
+        rank = len(v.type.shape or ())
+        if symbol is not None and rank <= 1:
+            out[id(v)] = SymValue(((bindings or {}).get(symbol, symbol),), rank)
+    return out
 
 
 def rule(*ops: str) -> Callable[[Rule], Rule]:
@@ -232,3 +244,32 @@ def _constant_of_shape(s: list, c: list, attrs: dict, types: list) -> SymValue |
         return None
     fill = 0 if value is None else int(value.reshape(-1)[0])
     return SymValue((fill,) * shape.elems[0], 1)
+
+
+def fold_static_values(graph: Any) -> bool:
+    """Replace each small integer result whose symbolic value is static by a constant; whether any was. (Shape
+    arithmetic whose answer does not depend on any symbol: `head_dim / 2` through Shape and Gather of a tensor with
+    a symbolic batch.)"""
+    from .ops import OPS  # (the op table imports nothing from here; imported late all the same)
+
+    syms: dict[int, SymValue] = input_values(graph)
+    changed = False
+    for node in list(graph):
+        if node.op in ("weight", "constant") or len(node.outputs) != 1:
+            continue
+        out = node.outputs[0]
+        if not (out.type.dtype.is_int or out.type.dtype is DType.BOOL):
+            continue
+        sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
+                       [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
+                       [None if v is None else v.type for v in node.inputs])
+        if sv is None:
+            continue
+        syms[id(out)] = sv
+        if sv.known and all(isinstance(e, int) for e in sv.elems) and out.type.is_static:
+            array = np.array(sv.elems, dtype=out.type.dtype.np_dtype).reshape(out.type.shape)
+            if array.size == len(sv.elems):
+                c = graph.add_constant(array, out.type, graph.fresh_name(out.name + ".c"))
+                graph.replace_all_uses(out, c)
+                changed = True
+    return changed

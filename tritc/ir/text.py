@@ -117,7 +117,8 @@ def format_node(node: Node) -> str:
 
 def print_graph(graph: Graph) -> str:
     """The whole graph as text (ends with a newline)."""
-    args = ", ".join(f"{format_name('%', v.name)}: {format_type(v.type)}" for v in graph.inputs)
+    args = ", ".join(f"{format_name('%', v.name)}: {format_type(v.type)}{_value_symbol(graph, v.name)}"
+                     for v in graph.inputs)
     rets = ", ".join(f"{format_name('%', v.name)}: {format_type(v.type)}" for v in graph.outputs)
     lines = [f"graph {format_name('@', graph.name)}({args}) -> ({rets}) {{"]
     lines.extend("  " + format_node(n) for n in graph)
@@ -125,6 +126,17 @@ def print_graph(graph: Graph) -> str:
     lines.extend(memory_lines(graph))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _value_symbol(graph: Graph, name: str) -> str:
+    """` = past` after an input whose value is the size of a symbol (Graph.value_symbols), else nothing."""
+    symbol = graph.value_symbols.get(name)
+    if symbol is None:
+        return ""
+    return f" = {symbol if _IDENT.fullmatch(symbol) else json.dumps(symbol)}"
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # ---- lexing ---------------------------------------------------------------------------------
@@ -284,6 +296,9 @@ class _Parser:
                 if name in self.env:
                     raise self.error(f"value %{name} is defined twice", tok)
                 self.env[name] = g.add_input(name, self.type())
+                if self.accept("punct", "="):
+                    sym = self.accept("ident") or self.take("string")
+                    g.value_symbols[name] = json.loads(sym.text) if sym.kind == "string" else sym.text
                 if self.accept("punct", ")"):
                     break
                 self.take("punct", ",")

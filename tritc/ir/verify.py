@@ -76,6 +76,23 @@ def collect_problems(graph: Graph, check_types: bool = True) -> list[str]:
     for v in graph.outputs:
         if id(v) not in defined:
             problems.append(f"graph output %{v.name} is never defined")
+    problems.extend(_check_value_symbols(graph))
+    return problems
+
+
+def _check_value_symbols(graph: Graph) -> list[str]:
+    """An input that names a symbol (Graph.value_symbols) holds one integer, and the symbol is a plain name."""
+    problems = []
+    inputs = {v.name: v for v in graph.inputs}
+    for name, symbol in graph.value_symbols.items():
+        v = inputs.get(name)
+        if v is None:
+            problems.append(f"%{name} gives the size {symbol!r} but is not a graph input")
+        elif not v.type.dtype.is_int or not v.type.is_static or v.type.numel() != 1:
+            problems.append(f"graph input %{name} gives the size {symbol!r} but is {format_type(v.type)}, not one "
+                            f"integer")
+        if not isinstance(symbol, str) or dims.symbols(symbol) != {symbol}:
+            problems.append(f"graph input %{name} gives the size {symbol!r}, which is not a plain symbol")
     return problems
 
 

@@ -20,6 +20,7 @@ PASS_MODULES = (
     "fuse_attention",
     "tile_attention",
     "schedule_memory",
+    "kv_cache_in_place",
 )
 
 _loaded = False

@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS
-from ..ir.symvalues import SymValue, propagate
+from ..ir.symvalues import SymValue, input_values, propagate
 from ..ir.types import Dim, DType
 
 
@@ -147,7 +147,7 @@ def past_concat(v: Value) -> tuple[Value | None, Value]:
 
 def symbolic_values(graph: Graph) -> dict[int, SymValue]:
     """Symbolic values of the graph's small integer results (shape arithmetic), as infer-shapes follows them."""
-    syms: dict[int, SymValue] = {}
+    syms: dict[int, SymValue] = input_values(graph)
     for node in graph:
         if len(node.outputs) != 1 or node.op not in OPS or node.op in ("weight", "constant"):
             continue

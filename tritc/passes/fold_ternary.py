@@ -67,7 +67,7 @@ def _weight_of(graph: Graph, v: Value) -> tuple[str, np.ndarray, np.ndarray | No
         w = _constant(graph, v)
         if w is None or w.ndim < 2 or w.dtype not in (np.float32, np.float16, np.float64):
             return None
-        return "float", w.astype(np.float32), None, None, p.attrs.get("ref", v.name), ""
+        return "float", w.astype(np.float32, copy=False), None, None, p.attrs.get("ref", v.name), ""
     if p.op == "dequantize_linear":
         q, s = _constant(graph, p.inputs[0]), _constant(graph, p.inputs[1])
         zp = _constant(graph, p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] is not None else np.zeros((), np.int8)
@@ -154,24 +154,27 @@ def find_linears(graph: Graph) -> list[Linear]:
 
 
 def exact_ternary(w: np.ndarray) -> TernaryWeight | None:
-    """W as trits times the coarsest scale that reproduces it exactly, or None."""
+    """W as trits times the coarsest scale that reproduces it exactly, or None. Full-array passes only (no boolean
+    indexing): a 0.7B model's 169 layers are checked in about a second."""
     a = np.abs(w)
-    nz = a > 0
     trits = np.sign(w).astype(np.int8)
     k, n = w.shape
-    if not nz.any():
+    if w.size == 0:
         return TernaryWeight(trits, np.array(0.0, np.float32))
-    s = a[nz][0]
-    if np.all(a[nz] == s):
-        return TernaryWeight(trits, np.array(s, np.float32))
     col = a.max(axis=0)
-    if np.all(a[nz] == np.broadcast_to(col, a.shape)[nz]):
+    s = col.max()
+    if s == 0:
+        return TernaryWeight(trits, np.array(0.0, np.float32))
+    zero = a == 0
+    if np.logical_or(zero, a == s).all():
+        return TernaryWeight(trits, np.array(s, np.float32))
+    if np.logical_or(zero, a == col).all():
         return TernaryWeight(trits, col.astype(np.float32))
     for g in GROUP_SIZES:
         if g >= k or k % g:
             continue
         block = a.reshape(k // g, g, n).max(axis=1)
-        if np.all(a[nz] == np.repeat(block, g, axis=0)[nz]):
+        if np.logical_or(zero, a == np.repeat(block, g, axis=0)).all():
             return TernaryWeight(trits, block.astype(np.float32), g)
     return None
 
@@ -249,7 +252,9 @@ class FoldTernary(Pass):
             report.layers.append(rep)
             if tern is None:
                 continue
+            w_value = lin.node.inputs[1]
             self._replace(graph, lin, tern)
+            self._release(graph, lin, w_value)
             changed = True
         if changed:
             graph.prune_weights()
@@ -287,6 +292,19 @@ class FoldTernary(Pass):
         else:
             new = graph.add("ternary_matmul", [node.inputs[0], wv], types, {"act": self.act}, node.name, before=node)
         graph.replace_node(node, new.outputs)
+
+    @staticmethod
+    def _release(graph: Graph, lin: Linear, w_value: Value | None) -> None:
+        """Drop a folded layer's float weight as soon as nothing reads it, so that a model's float weights are not
+        all held next to their trits (a 0.7B model: 2.6 GB of floats, freed layer by layer)."""
+        lin.weight = np.zeros((0, 0), np.float32)
+        p = None if w_value is None else w_value.producer
+        if p is None or p.op != "weight" or w_value.uses or w_value in graph.outputs:
+            return
+        key = p.attrs.get("ref")
+        graph.erase(p)
+        if key is not None and not any(n.op == "weight" and n.attrs.get("ref") == key for n in graph):
+            graph.weights.pop(key, None)
 
     @staticmethod
     def _matches(lin: Linear, pattern: str) -> bool:

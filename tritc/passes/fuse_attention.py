@@ -34,6 +34,7 @@ from .attention_patterns import (
     symbolic_values,
     untranspose_keys,
 )
+from .infer_shapes import infer_node_types
 from .pass_manager import Pass, PassResult, register
 
 # where(mask, 0, c) with c at most this is a boolean mask with mask_value c: a row with a true key then ignores its
@@ -90,6 +91,7 @@ class _Match:
     anchor: Node  # the fused node goes right before this one
     mask_note: str
     mask_value: float = -math.inf
+    merge_heads: bool = False  # y is 3-D [batch, queries, heads * dv] (the 3-D Attention op): Y goes back to that
 
 
 @register
@@ -218,13 +220,19 @@ def _peel_softcap(graph: Graph, v: Value) -> tuple[Value, float]:
 
 
 def match_attention_op(graph: Graph, syms: dict, node: Node) -> _Match | Miss:
-    """attention(Q, K, V, mask?, past_key?, past_value?) with 4-D f32 operands, no windows, valid lengths, qk output or
-    softmax precision: fused_attention has the same semantics up to rounding (Attention scales Q and K by sqrt(scale))."""
+    """attention(Q, K, V, mask?, past_key?, past_value?) with f32 operands, no windows, valid lengths, qk output or
+    softmax precision: fused_attention has the same semantics up to rounding (Attention scales Q and K by sqrt(scale)).
+    The 3-D form (Q [batch, seq, heads * d], K / V [batch, kv_seq, kv_heads * d]) is split into heads by a reshape and
+    a transpose per operand, and the fused node's Y merged back, all with symbolic batch and sequence dims."""
     a = node.attrs
     ins = list(node.inputs) + [None] * (7 - len(node.inputs))
     q, k, v, mask, past_k, past_v, nonpad = ins
-    if any(x is not None and (x.type.rank != 4 or x.type.dtype is not DType.F32) for x in (q, k, v, past_k, past_v)):
-        return Miss("Q, K, V and the past are not all 4-D f32")
+    three_d = all(x.type.rank == 3 for x in (q, k, v))
+    if any(x is not None and x.type.dtype is not DType.F32 for x in (q, k, v, past_k, past_v)):
+        return Miss("Q, K, V and the past are not all f32")
+    if any(x is not None and x.type.rank != 4 for x in (past_k, past_v)) or \
+            not three_d and any(x.type.rank != 4 for x in (q, k, v)):
+        return Miss("Q, K and V are not all 3-D or all 4-D, with a 4-D past")
     if nonpad is not None:
         return Miss("nonpad_kv_seqlen is not supported by fused_attention")
     if int(a.get("left_window_size", -1)) >= 0 or int(a.get("right_window_size", -1)) >= 0:
@@ -233,16 +241,61 @@ def match_attention_op(graph: Graph, syms: dict, node: Node) -> _Match | Miss:
         return Miss("the qk_matmul_output result is used")
     if a.get("softmax_precision") not in (None, DType.F32):
         return Miss("softmax_precision is not f32")
+    if three_d:
+        split = _split_qkv(graph, node, q, k, v)
+        if isinstance(split, Miss):
+            return split
+        q, k, v = split
     head = q.type.shape[3] if q.type.shape is not None else None
     if not isinstance(head, int):
         return Miss("the head size is not static")
     scale = a.get("scale")
     presents = tuple(node.outputs[i] if i < len(node.outputs) and (node.outputs[i].users or node.outputs[i] in graph.outputs)
                      else None for i in (1, 2))
-    return _assemble(graph, syms, q, k, v, mask, "attn_mask" if mask is not None else "no mask",
-                     scale=float(scale) if scale is not None else 1.0 / math.sqrt(head), softcap=float(a.get("softcap", 0.0)),
-                     causal=bool(a.get("is_causal", 0)), nan_to_zero=False, y=node.outputs[0], anchor=node,
-                     past=(past_k, past_v), presents=presents)
+    found = _assemble(graph, syms, q, k, v, mask, "attn_mask" if mask is not None else "no mask",
+                      scale=float(scale) if scale is not None else 1.0 / math.sqrt(head), softcap=float(a.get("softcap", 0.0)),
+                      causal=bool(a.get("is_causal", 0)), nan_to_zero=False, y=node.outputs[0], anchor=node,
+                      past=(past_k, past_v), presents=presents, merge_heads=three_d)
+    if isinstance(found, Miss) and three_d:  # the split nodes made for it go again: the graph stays as it was
+        for x in (q, k, v):
+            _erase_dead(graph, x.producer)
+    return found
+
+
+def _split_qkv(graph: Graph, node: Node, q: Value, k: Value, v: Value) -> tuple[Value, Value, Value] | Miss:
+    """The 3-D Attention op's Q, K, V as fused_attention takes them, [batch, heads, seq, d], made right before `node`
+    once the static head widths are checked (should the match miss later, the caller erases them again)."""
+    heads, kv_heads = node.attrs.get("q_num_heads"), node.attrs.get("kv_num_heads")
+    if not isinstance(heads, int) or not isinstance(kv_heads, int) or heads <= 0 or kv_heads <= 0:
+        return Miss("the 3-D form has no q_num_heads / kv_num_heads")
+    widths = [x.type.shape[2] if x.type.shape is not None else None for x in (q, k, v)]
+    if any(not isinstance(w, int) for w in widths) or widths[0] % heads or widths[1] % kv_heads or widths[2] % kv_heads:
+        return Miss("the 3-D Q, K, V widths are not static multiples of q_num_heads / kv_num_heads")
+    return tuple(_split_heads(graph, x, n, node) for x, n in ((q, heads), (k, kv_heads), (v, kv_heads)))
+
+
+def _split_heads(graph: Graph, x: Value, heads: int, before: Node) -> Value:
+    """x [batch, seq, heads * d] -> transpose(reshape(x, [0, 0, heads, d]), [0, 2, 1, 3]): [batch, heads, seq, d]
+    (the 0s copy batch and seq, whatever symbols they are), as the Attention op's definition splits it."""
+    shape = graph.add_constant(np.array([0, 0, heads, x.type.shape[2] // heads], np.int64), TensorType(DType.I64, (4,)),
+                               before=before)
+    r = _add_typed(graph, "reshape", [x, shape], {}, before, x.name + ".split")
+    return _add_typed(graph, "transpose", [r], {"perm": [0, 2, 1, 3]}, before, x.name + ".heads")
+
+
+def _merge_heads(graph: Graph, y: Value, before: Node) -> Value:
+    """y [batch, heads, seq, dv] -> reshape(transpose(y, [0, 2, 1, 3]), [0, 0, heads * dv]): the 3-D op's Y."""
+    _, heads, _, dv = y.type.shape
+    t = _add_typed(graph, "transpose", [y], {"perm": [0, 2, 1, 3]}, before, y.name + ".t")
+    shape = graph.add_constant(np.array([0, 0, heads * dv], np.int64), TensorType(DType.I64, (3,)), before=before)
+    return _add_typed(graph, "reshape", [t, shape], {}, before, y.name + ".merged")
+
+
+def _add_typed(graph: Graph, op: str, inputs: list[Value], attrs: dict, before: Node, name: str) -> Value:
+    """A new node before `before` whose result type is what the op's type rule gives (symbolic dims included)."""
+    n = graph.add(op, inputs, [TensorType(DType.F32, None)], attrs, before=before, output_names=[graph.fresh_name(name)])
+    n.outputs[0].type = infer_node_types(graph, n)[0]
+    return n.outputs[0]
 
 
 # ---- shared: heads, repeat-KV, past, mask -------------------------------------------------------------------------
@@ -251,7 +304,8 @@ def match_attention_op(graph: Graph, syms: dict, node: Node) -> _Match | Miss:
 def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Value | None, mask_note: str, *,
               scale: float, softcap: float, causal: bool, nan_to_zero: bool, y: Value, anchor: Node,
               past: tuple[Value | None, Value | None] = (None, None),
-              presents: tuple[Value | None, Value | None] = (None, None), mask_value: float = -math.inf) -> _Match | Miss:
+              presents: tuple[Value | None, Value | None] = (None, None), mask_value: float = -math.inf,
+              merge_heads: bool = False) -> _Match | Miss:
     if q.type.rank != 4 or q.type.shape is None or k4.type.shape is None or v4.type.shape is None:
         return Miss("Q, K or V is not 4-D with a known shape")
     heads = q.type.shape[1]
@@ -274,8 +328,11 @@ def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Va
     if not same_dims(q.type.shape[:1] + q.type.shape[3:], k.type.shape[:1] + k.type.shape[3:]):
         return Miss("Q and K disagree on batch or head size")
     want = (q.type.shape[0], heads, q.type.shape[2], v.type.shape[3])
-    if y.type.shape is None or len(y.type.shape) != 4 or any(dims.equal(a, b) is False for a, b in zip(y.type.shape, want)):
-        return Miss(f"the result %{y.name} is not (batch, heads, queries, value size)")
+    if merge_heads:
+        want = (want[0], want[2], dims.mul(heads, want[3]))
+    if y.type.shape is None or len(y.type.shape) != len(want) or any(dims.equal(a, b) is False for a, b in zip(y.type.shape, want)):
+        return Miss(f"the result %{y.name} is not (batch, " + ("queries, heads * value size)" if merge_heads else
+                                                              "heads, queries, value size)"))
     total = dims.add(past_k.type.shape[2], k.type.shape[2]) if past_k is not None and past_k.type.shape is not None \
         else k.type.shape[2]
     past_len = past_k.type.shape[2] if past_k is not None and past_k.type.shape is not None else 0
@@ -294,7 +351,7 @@ def _assemble(graph: Graph, syms: dict, q: Value, k4: Value, v4: Value, mask: Va
         mask, causal, mask_note = _simplify_bool_mask(graph, syms, mask, causal, mask_note, q.type.shape[2], total, past_len,
                                                       relations)
     return _Match(q, k, v, past_k, past_v, mask, scale, softcap, causal, nan_to_zero, heads, kv_heads, y, presents,
-                  anchor, mask_note, mask_value if mask is not None else -math.inf)
+                  anchor, mask_note, mask_value if mask is not None else -math.inf, merge_heads)
 
 
 def _needed(graph: Graph, v: Value) -> bool:
@@ -350,7 +407,7 @@ def _rewrite(graph: Graph, m: _Match) -> Node:
     fused = graph.add("fused_attention", inputs, out_types, attrs, before=m.anchor,
                       output_names=[graph.fresh_name(m.y.name + ".fused"), graph.fresh_name(m.y.name + ".scratch")]
                       + [None] * (len(out_types) - 2))
-    graph.replace_all_uses(m.y, fused.outputs[0])
+    graph.replace_all_uses(m.y, _merge_heads(graph, fused.outputs[0], m.anchor) if m.merge_heads else fused.outputs[0])
     _erase_dead(graph, m.anchor)  # first, so that the old attention's reads of the past concatenation are gone
     for i, was in ((2, m.presents[0]), (3, m.presents[1])):
         if want_present and was is not None and was.graph is graph:
@@ -419,6 +476,8 @@ def _describe(node: Node, m: _Match) -> str:
         parts.append(f"softcap {a['softcap']:g}")
     if a["nan_to_zero"]:
         parts.append("NaN rows to zero")
+    if m.merge_heads:
+        parts.append("3-D Q, K, V split into heads")
     return ", ".join(parts) + f" -> %{node.outputs[0].name}"
 
 

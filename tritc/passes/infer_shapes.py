@@ -19,7 +19,7 @@ from ..errors import ModelValidationError, OptionError
 from ..ir import dims
 from ..ir.graph import Graph
 from ..ir.ops import OPS, InferContext, TypeRuleError
-from ..ir.symvalues import SymValue, propagate
+from ..ir.symvalues import SymValue, input_values, propagate
 from ..ir.types import DType, TensorType, format_type, refine_type
 from ..ir.verify import compatible
 from .pass_manager import Pass, register
@@ -75,7 +75,7 @@ class InferShapes(Pass):
     def run(self, graph: Graph) -> bool:
         bindings = parse_bindings(self.bind)
         changed = False
-        syms: dict[int, SymValue] = {}
+        syms: dict[int, SymValue] = input_values(graph, bindings)  # inputs holding a size (value_symbols)
         for v in graph.inputs:
             t = substitute(v.type, bindings)
             if t != v.type:

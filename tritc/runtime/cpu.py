@@ -47,10 +47,13 @@ class CpuExecutable:
         self.weights = weights  # keep the blob alive as long as the code that reads it
 
     def __call__(self, inputs: Sequence[np.ndarray], output_shapes: Sequence[Sequence[int]], arena: np.ndarray,
-                 dims: np.ndarray) -> list[np.ndarray]:
+                 dims: np.ndarray, outputs: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
         """Run on arrays already checked against the code's input types (contiguous, right dtype); `arena` holds at
-        least the code's arena size for these dims (int64, one per symbol of the model)."""
-        outs = [np.empty(tuple(s), dtype=t.dtype.np_dtype) for s, t in zip(output_shapes, self.output_types)]
+        least the code's arena size for these dims (int64, one per symbol of the model). `outputs`: arrays the
+        caller bound (checked: dtype, shape, contiguous, writable), None for those to allocate here."""
+        given = list(outputs) if outputs is not None else [None] * len(self.output_types)
+        outs = [a if a is not None else np.empty(tuple(s), dtype=t.dtype.np_dtype)
+                for a, s, t in zip(given, output_shapes, self.output_types)]
         in_ptrs = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
         status = self.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.weights.ctypes.data,

@@ -35,12 +35,16 @@ class GenerationStats:
 
     prompt_tokens: int
     new_tokens: int
-    load_seconds: float  # compiling (.onnx) or loading (.tritc) the model given as a path; 0 for a model object
+    # compiling (.onnx) or loading (.tritc) the model given as a path, and compiling a tritc model's capacity form
+    # (the first generation with it; 0 after, and for other sessions)
+    load_seconds: float
     prefill_seconds: float
     decode_seconds: float
     time_to_first_token: float  # load + prefill
     cache_capacity: int  # positions the KV cache buffers had at the end
     cache_grows: int  # reallocations after the first (growth by doubling)
+    cache_in_place: bool = False  # the compiled code appended to the cache buffers (no per-step copy of the cache)
+    cache_reason: str = ""  # why not, when not
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -193,7 +197,8 @@ def resolve_model(model: Any, threads: int | None = None, **compile_options: Any
 
     path = isinstance(model, (str, os.PathLike))
     if (path and Path(model).suffix.lower() == ".onnx") or isinstance(model, (bytes, bytearray, onnx.ModelProto)):
-        return tritc.compile(model, threads=threads, **compile_options), True
+        # lazy: no code yet; generation compiles the capacity form, or this one at its first run if it cannot
+        return tritc.compile(model, threads=threads, lazy=True, **compile_options), True
     if compile_options:
         raise OptionError(f"compile options ({', '.join(sorted(compile_options))}) apply to an .onnx model, not to "
                           f"{model if path else 'a model object (' + type(model).__name__ + ')'}")
@@ -213,14 +218,49 @@ def layout_of(session: Any) -> DecoderLayout:
 # ---- one step ------------------------------------------------------------------------------------------------
 
 
-class DecoderStep:
-    """Runs the model on some tokens after what the cache holds, appends their keys and values to the cache, and
-    returns the logits of the last token."""
+@dataclass(frozen=True)
+class InPlace:
+    """The capacity form of a tritc model (CompiledModel.with_cache_in_place): what runs, and its input that says
+    how many positions the cache buffers hold."""
 
-    def __init__(self, session: Any, layout: DecoderLayout):
+    model: Any
+    length_input: str
+
+
+def cache_in_place(session: Any, layout: DecoderLayout) -> tuple[InPlace | None, str]:
+    """The capacity form to generate with, compiled (once per model), or None and why the cache is copied instead:
+    a session that is not a tritc model, a model that cannot take the form, or a form whose interface does not carry
+    the layout's caches as buffers along their length."""
+    derive = getattr(session, "with_cache_in_place", None)
+    if derive is None:
+        return None, f"the model is not compiled by tritc ({type(session).__name__})"
+    model, reason = derive()
+    if model is None:
+        return None, reason
+    graph = graph_of(model)
+    lengths = list(graph.value_symbols) if graph is not None else []
+    if len(lengths) != 1:
+        return None, f"its capacity form has {len(lengths)} inputs giving a length, not one"
+    ins = {p.name: p for p in map(port_of, model.get_inputs())}
+    outs = {p.name: p for p in map(port_of, model.get_outputs())}
+    for s in layout.slots:
+        past, present = ins.get(s.input), outs.get(s.output)
+        if past is None or present is None or past.shape is None or present.shape != past.shape \
+                or len(past.shape) != len(s.shape) or isinstance(past.shape[s.seq_axis], int):
+            return None, f"its capacity form does not make '{s.input}' a buffer bound to '{s.output}'"
+    return InPlace(model, lengths[0]), ""
+
+
+class DecoderStep:
+    """Runs the model on some tokens after what the cache holds, has their keys and values added to the cache, and
+    returns the logits of the last token. With `in_place`, the capacity form runs: the cache buffers are its past
+    inputs and its present outputs, and the code writes the new positions into them."""
+
+    def __init__(self, session: Any, layout: DecoderLayout, in_place: InPlace | None = None):
         self.session = session
         self.layout = layout
-        self.fetch = [layout.logits.name] + [s.output for s in layout.slots]
+        self.in_place = in_place
+        self.fetch = [layout.logits.name] + ([] if in_place else [s.output for s in layout.slots])
 
     def __call__(self, tokens: Sequence[int], cache: KVCache) -> np.ndarray:
         lay = self.layout
@@ -234,9 +274,15 @@ class DecoderStep:
         if lay.cache_position is not None:
             rank = len(lay.cache_position.shape) if lay.cache_position.shape is not None else 1
             feed[lay.cache_position.name] = positions.reshape((1,) * (rank - 1) + (n,)).astype(lay.cache_position.dtype)
-        feed.update(cache.feeds())
-        results = self.session.run(self.fetch, feed)
-        cache.append(dict(zip(self.fetch[1:], results[1:])), n)
+        if self.in_place is None:
+            feed.update(cache.feeds())
+            results = self.session.run(self.fetch, feed)
+            cache.append(dict(zip(self.fetch[1:], results[1:])), n)
+        else:
+            cache.reserve(past + n)
+            feed.update(cache.buffer_feeds(self.in_place.length_input))
+            results = self.in_place.model.run(self.fetch, feed, outputs=cache.bindings())
+            cache.advance(n)
         logits = np.asarray(results[0])
         if logits.ndim == 3 and logits.shape[:2] in ((1, n), (1, 1)):
             return logits[0, -1]
@@ -274,10 +320,15 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
     limit, source = context_limit(layout, max_context)
     if limit is not None and len(prompt) > limit:
         raise OptionError(f"the prompt has {len(prompt)} tokens, more than the maximum context of {limit} ({source})")
+    t_form = time.perf_counter()
+    in_place, cache_reason = cache_in_place(session, layout)  # compiles the capacity form, once per model
+    if in_place is None and loaded and hasattr(session, "compile_generic") and not session.program.value_inputs:
+        session.compile_generic()  # compiled lazily above: its code now, as part of loading
+    load_seconds += time.perf_counter() - t_form
     needed = len(prompt) + count - 1  # positions fed to the model: the last new token is never fed back
     most = needed if limit is None else min(needed, limit)
     cache = KVCache(layout.slots, initial_capacity(len(prompt), most, max_context is not None), most)
-    step = DecoderStep(session, layout)
+    step = DecoderStep(session, layout, in_place)
     new: list[int] = []
     times = {"prefill": 0.0, "decode": 0.0}
     stop = [STOP_MAX_NEW_TOKENS]
@@ -306,7 +357,7 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
         stats = GenerationStats(prompt_tokens=len(prompt), new_tokens=len(new), load_seconds=load_seconds,
                                 prefill_seconds=times["prefill"], decode_seconds=times["decode"],
                                 time_to_first_token=load_seconds + times["prefill"], cache_capacity=cache.capacity,
-                                cache_grows=cache.grows)
+                                cache_grows=cache.grows, cache_in_place=in_place is not None, cache_reason=cache_reason)
         return GenerationResult(prompt, tuple(new), stop[0], stats)
 
     generation = Generation(steps(), finish)

@@ -1,9 +1,13 @@
 """The KV cache of a generation: one buffer per past input, allocated once for a maximum context or grown by
 doubling, holding the keys and values of every token fed so far.
 
-Today each step feeds the filled part of every buffer as the past inputs and copies the new positions out of the
-model's present outputs (which repeat the whole cache). When compiled code appends in place (docs/ATTENTION.md),
-only this class changes: `feeds` hands over the buffers themselves and `append` has nothing left to copy.
+Two ways to use it, one per form of the model (docs/GENERATE.md, "The cache"):
+
+- concatenated (the ONNX form, any session): `feeds` gives the filled part of every buffer as the past inputs, and
+  `append` copies the positions a step added out of the present outputs (which repeat the whole cache);
+- in place (a tritc model's capacity form, CompiledModel.with_cache_in_place): `reserve` room first, `buffer_feeds`
+  gives the whole buffers and the number of rows they hold, `bindings` binds each present output to its buffer,
+  the compiled code writes the step's rows there, and `advance` only counts them: nothing is copied.
 """
 
 from __future__ import annotations
@@ -65,6 +69,27 @@ class KVCache:
     def feeds(self) -> dict[str, np.ndarray]:
         """The past inputs of the next step: the filled part of each buffer (a view)."""
         return {s.input: self.buffers[s.input][self._part(s, 0, self.length)] for s in self.slots}
+
+    # ---- in place: the capacity form ----------------------------------------------------------------------------
+
+    def buffer_feeds(self, length_input: str) -> dict[str, np.ndarray]:
+        """The past inputs of a capacity-form step: the buffers themselves, and `length_input` (past_len) saying how
+        many positions they hold."""
+        feeds = {s.input: self.buffers[s.input] for s in self.slots}
+        feeds[length_input] = np.array([self.length], np.int64)
+        return feeds
+
+    def bindings(self) -> dict[str, np.ndarray]:
+        """Each present output bound to its past input's buffer: the step writes its positions there."""
+        return {s.output: self.buffers[s.input] for s in self.slots}
+
+    def advance(self, new: int) -> None:
+        """Count the `new` positions a capacity-form step wrote into the buffers (room was reserved before)."""
+        if self.length + new > self.capacity:
+            raise RunError(f"the KV cache has room for {self.capacity} positions; {self.length} + {new} written")
+        self.length += new
+
+    # ---- concatenated: the ONNX form -----------------------------------------------------------------------------
 
     def append(self, outputs: Mapping[str, np.ndarray], new: int) -> None:
         """Take the `new` positions the step added from each present output (past + new positions long)."""

@@ -130,10 +130,11 @@ def _dim_entry(d: object) -> object:
 
 
 def _check_entry(c: object) -> tuple:
-    """A stored check [a, b, where]: two dims (ints or polynomial text) and the node that assumes them equal."""
-    if not isinstance(c, list) or len(c) != 3 or not isinstance(c[2], str):
-        raise ValueError(f"a check must be [dim, dim, where], not {c!r}")
-    return (_dim_entry(c[0]), _dim_entry(c[1]), c[2])
+    """A stored check [a, b, where] (a = b) or [a, b, where, ">="]: two dims (ints or polynomial text) and the node
+    that assumes the relation."""
+    if not isinstance(c, list) or len(c) not in (3, 4) or not isinstance(c[2], str) or (len(c) == 4 and c[3] != ">="):
+        raise ValueError(f"a check must be [dim, dim, where] or [dim, dim, where, \">=\"], not {c!r}")
+    return (_dim_entry(c[0]), _dim_entry(c[1]), *c[2:])
 
 
 def _check_triple(target: Target, where: str) -> None:

@@ -35,7 +35,7 @@ from .jit import emit_assembly, emit_object, optimize
 from .lower import ENTRY, NO_CODE, check_lowerable, lower_graph
 from .memory import plan_memory
 from .ops import CONST_OPERANDS
-from .relations import fold_shape_values, infer_relations
+from .relations import fold_shape_values, infer_relations, rewrite_symbol
 from .symbolic import Size
 from .target import Target
 from .weights import WeightLayout
@@ -59,7 +59,7 @@ class Specialization:
     relations: dict[str, Dim] = field(default_factory=dict)  # symbol -> the dim the code takes it to equal
     # equalities of dims the code assumes but the type rules could not prove (a reshape of 3*n elements to [7,11]):
     # [a, b, where], checked by the runtime before each call (runtime/model.py, check_relations)
-    checks: list[tuple[Dim, Dim, str]] = field(default_factory=list)
+    checks: list[tuple] = field(default_factory=list)
     input_names: list[str] | None = None  # the inputs the code reads, in order (None: all the model's)
     schedule: MemorySchedule | None = None  # the arena's placement in `graph`, scratch slots included (not stored)
 
@@ -73,7 +73,8 @@ class Specialization:
 
 
 def symbols_of(graph: Graph) -> list[str]:
-    """The symbols naming the graph inputs' dims, in order of first appearance: the order of the dims array."""
+    """The symbols naming the graph inputs' dims, in order of first appearance, then those only an input's value
+    gives (Graph.value_symbols): the order of the dims array."""
     from ...ir import dims as dimlib
 
     seen: dict[str, None] = {}
@@ -81,6 +82,9 @@ def symbols_of(graph: Graph) -> list[str]:
         for d in v.type.shape or ():
             for s in sorted(dimlib.symbols(d)):
                 seen.setdefault(s, None)
+    for v in graph.inputs:
+        if v.name in graph.value_symbols:
+            seen.setdefault(graph.value_symbols[v.name], None)
     return list(seen)
 
 
@@ -114,6 +118,9 @@ def prepare(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str],
     `checks` (a list) receives the equalities of dims the type rules assume without proof, [a, b, where]."""
     g = graph.copy()
     _check_inputs(g)
+    known = {s: d for s, d in graph.source_relations.items() if s not in bindings}
+    for symbol, dim in known.items():  # relations of the source model hold at every call (checked): use them here
+        rewrite_symbol(g, symbol, dim)
     bind = tuple(f"{k}={int(v)}" for k, v in sorted(bindings.items()))
     PassManager(specialise_passes(bind, fold=fold), progress=progress).run(g)
     # A shape made static by folding can make another shape op foldable (Shape of a Split whose lengths were just
@@ -125,7 +132,7 @@ def prepare(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str],
         PassManager(specialise_passes((), fold=True)[1:], progress=progress).run(g)
         if _unknown_values(g) >= unknown:
             break
-    relations = infer_relations(g, [s for s in symbols_of(graph) if s not in bindings])
+    relations = known | infer_relations(g, [s for s in symbols_of(graph) if s not in bindings and s not in known])
     if fold and fold_shape_values(g):
         PassManager(specialise_passes((), fold=True)[1:], progress=progress).run(g)
     for node in g:
@@ -137,7 +144,7 @@ def prepare(graph: Graph, bindings: Mapping[str, int], progress: Callable[[str],
     if checks is not None:
         with dimlib.recording() as found:
             PassManager([InferShapes()]).run(g)
-        checks.extend([a, b, where] for a, b, where in found)
+        checks.extend(list(entry) for entry in found)
     return g, relations
 
 

@@ -178,7 +178,10 @@ def _signature(node: Node, plan: MemoryPlan, layout: WeightLayout, threads: int)
             continue
         s = plan.of(v)
         entry = layout.entries.get(s.key) if s.kind == "weight" else None
-        where = (entry.kind, entry.dtype, entry.shape, entry.nbytes, entry.scale_offset - entry.offset, entry.scale_shape,
+        # the scales' place relative to the trits is read by the lowering; a dense weight has no scales (its
+        # scale_offset says nothing: keying on it gave every RMSNorm weight a function of its own)
+        scales_at = entry.scale_offset - entry.offset if entry is not None and entry.kind == "ternary" else 0
+        where = (entry.kind, entry.dtype, entry.shape, entry.nbytes, scales_at, entry.scale_shape,
                  entry.group_size) if entry is not None else s.kind in ("weight", "constant")
         operands.append((format_type(v.type), where))
     return (node.op, tuple(sorted((k, _attr_key(a)) for k, a in node.attrs.items())), tuple(operands),

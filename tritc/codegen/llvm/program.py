@@ -37,10 +37,13 @@ Key = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, bytes], ...]]
 
 def value_specialised_inputs(graph: Graph) -> list:
     """Small static inputs from which some operand that must be constant is reachable (integers, and floats:
-    Range's bounds and OneHot's depth may be float)."""
+    Range's bounds and OneHot's depth may be float). Not an input whose value is a size (Graph.value_symbols): the
+    code reads that size from the dims array like any other symbol."""
     found = []
     for v in graph.inputs:
         t = v.type
+        if v.name in graph.value_symbols:
+            continue
         if not (t.dtype.is_int or t.dtype.is_float or t.dtype is DType.BOOL) or not t.is_static or (t.numel() or 0) > MAX_VALUE_SPECIALISED:
             continue
         stack, seen = [v], set()

@@ -9,22 +9,19 @@ as the other side everywhere (`total` -> `past+seq`), re-infers the types and re
 binds every symbol from the input arrays and checks each relation with one clear error naming the input,
 axis, symbol and both values (never assuming one from a default binding).
 
-`fold_shape_values` replaces small integer values whose symbolic value (tritc/ir/symvalues.py) is fully
-static by constants, so `head_dim / 2` computed through Shape and Gather is a constant even when the
-tensor it measured has a symbolic batch.
+`fold_shape_values` (tritc/ir/symvalues.py's fold_static_values, which kv-cache-in-place runs too) replaces
+small integer values whose symbolic value is fully static by constants, so `head_dim / 2` computed through
+Shape and Gather is a constant even when the tensor it measured has a symbolic batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from ...ir import dims as dimlib
 from ...ir.graph import Graph
-from ...ir.ops import OPS
-from ...ir.symvalues import SymValue, propagate
-from ...ir.types import Dim, DType, TensorType
+from ...ir.symvalues import fold_static_values as fold_shape_values
+from ...ir.types import Dim, TensorType
 from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
 
@@ -44,7 +41,8 @@ def substitute(d: Dim, symbol: str, value: Dim) -> Dim:
     return out
 
 
-def _rewrite(g: Graph, symbol: str, value: Dim) -> None:
+def rewrite_symbol(g: Graph, symbol: str, value: Dim) -> None:
+    """Every type of `g` with `symbol` replaced by the dim `value`."""
     values = list(g.inputs) + [v for node in g for v in node.outputs]
     for v in values:
         if v.type.shape is not None:
@@ -101,34 +99,9 @@ def infer_relations(g: Graph, symbols: list[str]) -> dict[str, Dim]:
         symbol, value = choice
         relations = {s: substitute(d, symbol, value) for s, d in relations.items()}
         relations[symbol] = value
-        _rewrite(g, symbol, value)
+        rewrite_symbol(g, symbol, value)
         PassManager([InferShapes()]).run(g)
     return relations
 
 
-def fold_shape_values(g: Graph) -> bool:
-    """Replace each small integer result whose symbolic value is static by a constant; whether any was."""
-    syms: dict[int, SymValue] = {}
-    changed = False
-    for node in list(g):
-        if node.op in ("weight", "constant") or len(node.outputs) != 1:
-            continue
-        out = node.outputs[0]
-        if not (out.type.dtype.is_int or out.type.dtype is DType.BOOL):
-            continue
-        sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
-                       [g.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
-                       [None if v is None else v.type for v in node.inputs])
-        if sv is None:
-            continue
-        syms[id(out)] = sv
-        if sv.known and all(isinstance(e, int) for e in sv.elems) and out.type.is_static:
-            array = np.array(sv.elems, dtype=out.type.dtype.np_dtype).reshape(out.type.shape)  # type: ignore[arg-type]
-            if array.size == len(sv.elems):
-                c = g.add_constant(array, out.type, g.fresh_name(out.name + ".c"))
-                g.replace_all_uses(out, c)
-                changed = True
-    return changed
-
-
-__all__ = ["fold_shape_values", "infer_relations", "substitute"]
+__all__ = ["fold_shape_values", "infer_relations", "rewrite_symbol", "substitute"]

@@ -309,11 +309,15 @@ def _range_type(ctx: InferContext) -> list[TensorType]:
         raise TypeRuleError(f"stash_type {ctx.attrs['stash_type']} is not float (1) or double (11)")
     consts = [ctx.const(i) for i in range(3)]
     if any(c is None for c in consts):
-        # range(start, n, 1) with n from a shape (arange(seq)) has n - start elements, for n >= start
+        # range(start, n, 1) with n from a shape (arange(seq)) has n - start elements, for n >= start (symbolic start
+        # too: range(total - seq, total) has seq); n >= start is an assumption the runtime checks when not provable
         syms = [sym_ints(ctx, i) for i in range(3)]
-        if all(v is not None and len(v) == 1 for v in syms) and syms[2] == [1] and isinstance(syms[0][0], int) \
-                and isinstance(syms[1][0], str):  # type: ignore[index]
-            return [TensorType(ts[0].dtype, (dims.sub(syms[1][0], syms[0][0]),))]  # type: ignore[index]
+        if all(v is not None and len(v) == 1 for v in syms) and syms[2] == [1] \
+                and isinstance(syms[0][0], (int, str)) and isinstance(syms[1][0], (int, str)):  # type: ignore[index]
+            n = dims.sub(syms[1][0], syms[0][0])  # type: ignore[index]
+            if n is not None:  # limit - start elements when limit >= start: an assumption checked per call
+                dims.assume_nonnegative(n)
+                return [TensorType(ts[0].dtype, (n,))]
         return [TensorType(ts[0].dtype, (None,))]
     try:
         n = range_length(*(c.reshape(-1)[0].item() for c in consts))  # type: ignore[union-attr]
