@@ -11,9 +11,9 @@ Python runs between ops.
 
 Nodes with the same signature (op, attributes, operand and result types, weight layouts, and the values of
 the constants their lowering read) share one function, so a model's compile time grows with its distinct
-layer shapes, not its depth. A node that can fail at run time (a scratch allocation) returns a non-zero
-status local to its function; the entry maps it to the call site's own status and returns at once (kernel
-scratch is in the arena, so no lowering allocates today; a run-time check of values can still fail). The
+layer shapes, not its depth. A node that can fail at run time (a check of values its lowering registered with
+NodeCtx.fail_if; kernel scratch is in the arena, so no lowering allocates) returns a non-zero status local to
+its function; the entry maps it to the call site's own status and returns at once. The
 string FAILURES holds one "kind<TAB>message" line per status (status k is line k), for the runtime to raise.
 """
 
