@@ -83,4 +83,5 @@ class RunError(RuntimeError):
 
 
 class RunOutOfMemoryError(RunError, MemoryError):
-    """A node of the compiled code could not allocate its scratch memory."""
+    """The memory a call needs could not be had: the arena (every intermediate value and kernel scratch) at the
+    call's sizes, or memory a node of the compiled code allocates itself."""

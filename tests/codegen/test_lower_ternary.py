@@ -1,9 +1,10 @@
 """ternary_matmul through the compiled path, epilogues included, against the interpreter; 16-bit float operands;
-a scratch allocation that fails at run time."""
+kernel scratch in the arena (no allocation at run time); an arena that cannot be had."""
 
 from __future__ import annotations
 
 import ctypes
+import re
 from contextlib import contextmanager
 
 import llvmlite.binding as llvm
@@ -14,11 +15,16 @@ import pytest
 from onnx import numpy_helper
 
 import tritc
-from tritc.codegen.llvm.compiler import lowered_nodes
+from tritc.codegen.llvm.compiler import compile_code, lowered_nodes
 from tritc.codegen.llvm.kernels.ternary import MatmulSpec
+from tritc.codegen.llvm.kernels.ternary_quant import scratch_bytes
+from tritc.codegen.llvm.ops.ternary import ROW_BLOCK
+from tritc.codegen.llvm.target import host_target
+from tritc.codegen.llvm.weights import layout_weights
 from tritc.errors import UnsupportedError
 from tritc.ir import DType, Graph, TensorType
 from tritc.ir.interpreter import run
+from tritc.ir.memory import numbers
 from tritc.ir.ternary import TernaryWeight
 from tritc.runtime.cpu import RunOutOfMemoryError
 
@@ -123,7 +129,7 @@ def test_bias_that_is_not_per_output_is_refused():
         tritc.compile(g, pipeline="none")
 
 
-# ---- a failed allocation: an error status and an exception, never a trap -------------------------------------------
+# ---- scratch in the arena, never allocated; an arena that cannot be had: an exception, never a trap ----------------
 
 _ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)
 _FREE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -161,32 +167,29 @@ def heap_refusing(sizes: set[int] | None):
         llvm.add_symbol("free", ctypes.cast(libc.free, ctypes.c_void_p).value)
 
 
-def _int8_spec_heap(m: int, k: int, n: int) -> int:
-    return MatmulSpec(m, k, n, act="int8").heap_bytes
-
-
-@pytest.mark.parametrize("dtype,refuse", [(DType.F32, "kernel"), (DType.F16, "edge"), (DType.F16, "kernel")])
-def test_failed_allocation_raises_and_the_process_goes_on(dtype, refuse):
-    """The allocation really fails (the JIT links a refusing aligned_alloc): the kernel returns 1, the node returns its
-    failure status, tritc_main returns it, and the runtime raises a MemoryError naming the node and the bytes. What
-    was allocated before the failure is freed."""
+@pytest.mark.parametrize("dtype", [DType.F32, DType.F16])
+@pytest.mark.parametrize("generic", [False, True], ids=["m=64", "generic"])
+def test_scratch_is_an_arena_slot_and_nothing_is_allocated(dtype, generic):
+    """The int8 kernel's activation quantisation scratch and the f32 copies of 16-bit operands are the node's scratch
+    slot in the arena (they came from aligned_alloc above 64 KiB, with a failure status): the LLVM IR calls no
+    allocator, the schedule holds a slot as large as they need, live at the node's step only, and the code runs, equal
+    to the interpreter, while every aligned_alloc is refused."""
     M, K, N = 64, 1024, 40
     g = graph16(dtype, "int8", "none", None, False, K=K, N=N)
-    kernel = _int8_spec_heap(M, K, N)
-    edge = ((4 * M * K + 63) // 64 + (4 * M * N + 63) // 64) * 64
-    assert kernel > 0 and (dtype is DType.F32 or edge > 64 * 1024)  # both come from the heap
-    size, what = (kernel, "activation quantisation scratch") if refuse == "kernel" else (edge, "f32 scratch for f16 operands")
-    model = tritc.compile(g, pipeline="none", shapes={"m": M}, threads=1)
+    layout, _ = layout_weights(g)
+    spec = compile_code(g, layout, {} if generic else {"m": M}, host_target(), threads=1, keep_ir=True)
+    assert "aligned_alloc" not in spec.llvm_ir and "malloc" not in spec.llvm_ir
+    assert spec.stats["scratch_slots"] == 1 and '@"tritc_failures" = constant [1 x i8] c"\\00"' in spec.llvm_ir  # none
+    (slot,) = spec.schedule.scratch
+    quant = scratch_bytes(MatmulSpec(ROW_BLOCK if generic else M, K, N, act="int8"))
+    edge = 0 if dtype is DType.F32 else -(-4 * M * K // 64) * 64 + -(-4 * M * N // 64) * 64
+    assert spec.schedule.entries[slot].size.evaluate({"m": M}) == -(-quant // 64) * 64 + edge
+    assert numbers(spec.graph, spec.schedule, {"m": M}).lower_bound >= quant + edge
+    model = tritc.compile(g, pipeline="none", shapes=None if generic else {"m": M}, threads=1)
     feeds = feeds16(g, M)
-    with heap_refusing({size}) as live:
-        with pytest.raises(RunOutOfMemoryError, match=rf"node '%\S+' \(ternary_matmul\): out of memory: could not "
-                                                       rf"allocate {size} bytes of {what}") as err:
-            model.run(None, feeds)
-        assert isinstance(err.value, MemoryError) and isinstance(err.value, RuntimeError)
+    with heap_refusing(None) as live:
+        got = model.run(None, feeds)[0]
         assert not live
-    # The same shapes compiled again (linked to libc's allocator) still run, in this same process.
-    again = tritc.compile(g, pipeline="none", shapes={"m": M}, threads=1)
-    got = again.run(None, feeds)[0]
     np.testing.assert_array_equal(got, run(g, feeds)[g.outputs[0].name])
 
 
@@ -235,17 +238,31 @@ def test_matmul_plus_constant_compiles_with_the_default_pipeline(bias):
 
 
 def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
-    """`tritc run` when a node cannot allocate: one line naming the node and the bytes, exit 2, no traceback."""
+    """`tritc run` when the arena cannot be had (a [n, n] intermediate at n = 3 million: 36 TB): one line naming the
+    bytes and the sizes, exit 2, no traceback, nothing written. The runtime's arena is the only memory a call asks
+    for; the model raises RunOutOfMemoryError (a MemoryError) and keeps working at sizes that fit."""
     from tritc import cli
+    from tritc.ir import parse_graph
 
-    M, K, N = 64, 1024, 40
-    g = graph16(DType.F32, "int8", "none", None, False, K=K, N=N)
+    g = parse_graph("""graph @outer(%x: f32[n,1]) -> (%y: f32[n,1]) {
+      %ax = constant [1] : i64[1]
+      %t = transpose(%x) {perm = [1, 0]} : f32[1,n]
+      %p = mul(%x, %t) : f32[n,n]
+      %y = reduce_sum(%p, %ax) {keepdims = 1} : f32[n,1]
+      return %y
+    }""")
+    model = tritc.compile(g, pipeline="none", threads=1)
+    n = 3_000_000
+    with pytest.raises(RunOutOfMemoryError, match=rf"could not allocate (\d+) bytes of arena .* at n={n}$") as err:
+        model.run(None, {"x": np.ones((n, 1), np.float32)})
+    assert int(re.search(r"allocate (\d+) bytes", str(err.value))[1]) >= 4 * n * n  # %p, and %t beside it
+    x = np.arange(5, dtype=np.float32).reshape(5, 1)
+    np.testing.assert_array_equal(model.run(None, {"x": x})[0], run(g, {"x": x})["y"])
     art = tmp_path / "m.tritc"
-    tritc.compile(g, pipeline="none", shapes={"m": M}, threads=1).save(art)
-    np.save(tmp_path / "x.npy", feeds16(g, M)["x"])
-    with heap_refusing({_int8_spec_heap(M, K, N)}):
-        code = cli.main(["run", str(art), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")])
+    model.save(art)
+    np.save(tmp_path / "x.npy", np.ones((n, 1), np.float32))
+    code = cli.main(["run", str(art), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("tritc: error: node ") and "(ternary_matmul): out of memory: could not allocate" in err
+    assert err.startswith("tritc: error: out of memory: could not allocate") and f"at n={n}" in err
     assert not (tmp_path / "out").exists()  # nothing half-written

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tritc.errors import OptionError
 from tritc.ir import DType, Graph, TensorType, dims, parse_graph, print_graph, run, verify
 from tritc.ir.memory import Alias, Placement, check_schedule, current_schedule, numbers, unordered_pairs
+from tritc.ir.ternary import TernaryWeight
 from tritc.passes import PassManager, make_pass, parse_pass_list
 from tritc.passes.memory_order import peak_bytes
 from tritc.passes.schedule_memory import bytes_at, reference_bindings
@@ -33,13 +34,14 @@ def schedule(g: Graph, **options):
 @st.composite
 def sized_graphs(draw):
     """Random graphs whose values have many sizes in two symbols: [n,k] and [m,k] rows for k in 4, 8, 64, their
-    concatenation [m+n,k], [n,n] products, elementwise ops (in place), reshapes (views), values read much later."""
+    concatenation [m+n,k], [n,n] products, elementwise ops (in place), reshapes (views), values read much later, and
+    ternary matmuls (int8: the compiled kernel's quantisation scratch; on f16 copies: the f32 copies at its edge)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     g = Graph("sized")
     vals = [g.add_input("x", T("n", 4)), g.add_input("y", T("m", 4))]
     for _ in range(draw(st.integers(1, 14))):
         x = draw(st.sampled_from(vals))
-        kind = draw(st.sampled_from(["unary", "binary", "widen", "square", "concat", "view", "narrow"]))
+        kind = draw(st.sampled_from(["unary", "binary", "widen", "square", "concat", "view", "narrow", "ternary"]))
         rows, k = x.type.shape
         if not isinstance(k, int):  # an [n,n] product: only elementwise ops take it
             kind = "unary"
@@ -52,6 +54,16 @@ def sized_graphs(draw):
             out = draw(st.sampled_from([4, 8, 64])) if kind == "widen" else 4
             w = g.add_weight(g.fresh_name("w"), rng.standard_normal((k, out)).astype(np.float32), T(k, out))
             vals.append(g.add("matmul", [x, w], [T(rows, out)]).output)
+        elif kind == "ternary":
+            out = draw(st.sampled_from([4, 8, 64]))
+            w = TernaryWeight(rng.integers(-1, 2, (k, out)).astype(np.int8), rng.uniform(0.5, 2, out).astype(np.float32))
+            wv = g.add_weight(g.fresh_name("t"), w, TensorType(DType.T2, (k, out)), attrs={"scale": w.granularity})
+            if draw(st.booleans()):
+                vals.append(g.add("ternary_matmul", [x, wv], [T(rows, out)], {"act": "int8"}).output)
+            else:
+                h = g.add("cast", [x], [TensorType(DType.F16, (rows, k))], {"to": DType.F16}).output
+                y = g.add("ternary_matmul", [h, wv], [TensorType(DType.F16, (rows, out))], {"act": "int8"}).output
+                vals.append(g.add("cast", [y], [T(rows, out)], {"to": F32}).output)
         elif kind == "square" and rows in ("n", "m") and k == 4:
             t = g.add("transpose", [x], [T(k, rows)], {"perm": [1, 0]}).output
             vals.append(g.add("matmul", [x, t], [T(rows, rows)]).output)
@@ -113,14 +125,18 @@ def parsed(text: str) -> Graph:
     return g
 
 
+# %b = relu(%a) may go over %a (no later reader); %c = tanh(%b) may not go over %b (add reads it)
+IN_PLACE_CHAIN = """graph @g(%x: f32[n,64]) -> (%y: f32[n,64]) {
+  %a = neg(%x) : f32[n,64]
+  %b = relu(%a) : f32[n,64]
+  %c = tanh(%b) : f32[n,64]
+  %y = add(%b, %c) : f32[n,64]
+  return %y
+}"""
+
+
 def test_elementwise_results_go_in_place_only_over_operands_that_die_there():
-    g = parsed("""graph @g(%x: f32[n,64]) -> (%y: f32[n,64]) {
-      %a = neg(%x) : f32[n,64]
-      %b = relu(%a) : f32[n,64]
-      %c = tanh(%b) : f32[n,64]
-      %y = add(%b, %c) : f32[n,64]
-      return %y
-    }""")
+    g = parsed(IN_PLACE_CHAIN)
     sched = schedule(g)
     assert sched.entries["b"] == Alias("inplace", "a")  # %a dies at relu
     assert isinstance(sched.entries["c"], Placement)  # %b is read again by add
@@ -263,3 +279,18 @@ def test_the_checks_find_what_is_wrong():
     assert any("slot size 2*n is not its type's 4*n" in p for p in check_schedule(g, wrong_size, {"n": 5}))
     assert check_schedule(parsed(print_graph(g).replace("relu", "tanh")), schedule(g), {"n": 5})[0].startswith(
         "the schedule was made for another graph")
+
+
+def test_empty_values_at_a_static_size_are_placed_without_a_cycle():
+    """Regression: at a binding that makes sizes 0 (codegen specialises n=0), a new slot's gap start equals the empty
+    live slot's offset, and that slot was put both under and over it, a cycle (the placement then looped forever)."""
+    g = parsed("""graph @g(%x: f32[0,4]) -> (%y: f32[0,4]) {
+      %a = neg(%x) : f32[0,4]
+      %b = exp(%x) : f32[0,4]
+      %c = add(%a, %b) : f32[0,4]
+      %d = tanh(%c) : f32[0,4]
+      %y = add(%d, %a) : f32[0,4]
+      return %y
+    }""")
+    sched = schedule(g)
+    assert sched.slots and not unordered_pairs(g, sched) and check_schedule(g, sched, {}) == []

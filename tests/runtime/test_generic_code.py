@@ -80,3 +80,25 @@ def test_a_violated_relation_is_one_clear_error():
         model.run(None, feed)
     assert str(e.value) == ("input 'attention_mask' dim 1 ('total') is 6, but the model needs total = past+seq = 5 "
                             "(past=3 from input 'past_key_values.0.key' dim 2, seq=2 from input 'input_ids' dim 1)")
+
+
+# decode with a long cache, prompts without one, batches: the one arena formula of the generic code at each
+ARENA_SIZES = [(b, s, p) for b in (1, 4) for s, p in ((1, 0), (1, 100), (1, 1000), (16, 0), (64, 64), (512, 0))]
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_arena_is_near_the_lower_bound(path):
+    """The arena the generic code asks for (schedule-memory's placement of the compiled graph, kernel scratch
+    included) is at most 1.15x the most bytes live at one step, at every size; and a valid placement there."""
+    from tritc.codegen.llvm.symbolic import evaluate
+    from tritc.ir.memory import check_schedule, numbers, unordered_pairs
+
+    model = compiled(path)
+    (spec,) = model.specializations
+    assert not unordered_pairs(spec.graph, spec.schedule)
+    for batch, seq, past in ARENA_SIZES:
+        sizes = {"batch": batch, "seq": seq, "past": past, "total": past + seq}
+        bindings = {k: v for k, v in sizes.items() if k in model.symbols}
+        n = numbers(spec.graph, spec.schedule, bindings)
+        assert check_schedule(spec.graph, spec.schedule, bindings) == []
+        assert evaluate(spec.arena_bytes, bindings) == n.arena <= 1.15 * n.lower_bound, (batch, seq, past)

@@ -5,7 +5,9 @@
     sched.arena                               # a Size: the arena's bytes as a formula of the symbols
 
 The node order is the graph's own (schedule-memory reorders the graph). Values listed nowhere live outside the arena:
-graph inputs and outputs in the caller's buffers, weights in the weight blob, constants inline. docs/MEMORY.md.
+graph inputs and outputs in the caller's buffers, weights in the weight blob, constants inline. A schedule made by codegen
+also places kernel scratch: a slot per node that needs working memory, live at that node's step only (`scratch`).
+docs/MEMORY.md.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ Entry = Placement | Alias | Unplanned
 
 @dataclass(frozen=True)
 class MemorySchedule:
-    """Per value (by name, in node order) its Entry, and the fingerprint of the graph it was made for."""
+    """Per value (by name, in node order) its Entry, and the fingerprint of the graph it was made for. `scratch` names
+    the slots that hold a node's kernel scratch (codegen's schedules only): slot name -> the node's first result."""
 
     entries: Mapping[str, Entry] = field(hash=False)
     fingerprint: str
+    scratch: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def root(self, name: str) -> str:
         """The value whose storage `name` uses (itself unless it is an alias)."""
@@ -154,7 +158,7 @@ def arena_formula(schedule: MemorySchedule) -> str:
 
 def lower_bound_formula(graph: Graph, schedule: MemorySchedule) -> str:
     """The lower bound (the most bytes live at one step) as a formula of the symbols, as arena_formula writes it."""
-    bufs = [b for b in buffers(graph, aliases_of(schedule)) if b.size is not None]
+    bufs = [b for b in schedule_buffers(graph, schedule) if b.size is not None]
     at_step: dict[int, list[Size]] = {}
     for b in bufs:
         for step in range(b.start, b.end + 1):
@@ -222,9 +226,18 @@ class Buffer:
     size: Size | None  # None: unknown (Unplanned)
 
 
-def buffers(graph: Graph, aliases: Mapping[str, Alias]) -> list[Buffer]:
+SCRATCH_SUFFIX = "#scratch"  # no value name ends so in the IR text: the printer would quote it
+
+
+def scratch_slot(node_result: str) -> str:
+    """The name of the scratch slot of the node whose first result is `node_result`."""
+    return node_result + SCRATCH_SUFFIX
+
+
+def buffers(graph: Graph, aliases: Mapping[str, Alias], scratch: Mapping[str, tuple[str, Size]] | None = None) -> list[Buffer]:
     """The buffers of the arena candidates of `graph` (produced_values) given which values alias which, in the order
-    of their roots. A value aliasing storage outside the arena (a view of an input or weight) is in no buffer."""
+    of their roots, then the scratch buffers (slot -> (the node's first result, bytes)), each live at its node's step
+    only. A value aliasing storage outside the arena (a view of an input or weight) is in no buffer."""
     step_of = {id(n): i for i, n in enumerate(graph)}
     members: dict[str, list[Value]] = {}
     start: dict[str, int] = {}
@@ -242,7 +255,16 @@ def buffers(graph: Graph, aliases: Mapping[str, Alias]) -> list[Buffer]:
     for root, vals in members.items():
         end = max([step_of[id(n)] for v in vals for n, _ in v.uses] + [start[root]])
         out.append(Buffer(root, tuple(v.name for v in vals), start[root], end, Size.of_type(vals[0].type)))
+    for slot, (result, size) in (scratch or {}).items():
+        step = step_of[id(graph.value(result).producer)]
+        out.append(Buffer(slot, (slot,), step, step, size))
     return out
+
+
+def schedule_buffers(graph: Graph, schedule: MemorySchedule) -> list[Buffer]:
+    """The buffers a schedule places: the values' (with their aliases) and its scratch slots."""
+    scratch = {k: (v, schedule.entries[k].size) for k, v in schedule.scratch.items()}  # type: ignore[union-attr]
+    return buffers(graph, aliases_of(schedule), scratch)
 
 
 def overlap(a: Buffer, b: Buffer) -> bool:
@@ -260,8 +282,8 @@ def aliases_of(schedule: MemorySchedule) -> dict[str, Alias]:
 @dataclass(frozen=True)
 class MemoryNumbers:
     """A schedule's numbers at one binding of the symbols (bytes): the arena, the lower bound for this node order (the
-    largest sum of slots live at one step), the naive total (every intermediate in its own slot, views included) and
-    the largest intermediates (name, bytes)."""
+    largest sum of slots live at one step, kernel scratch included), the naive total (every intermediate and scratch in
+    its own slot, views included) and the largest intermediates (name, bytes)."""
 
     bindings: Mapping[str, int]
     arena: int
@@ -271,14 +293,14 @@ class MemoryNumbers:
 
 
 def numbers(graph: Graph, schedule: MemorySchedule, bindings: Mapping[str, int], top: int = 10) -> MemoryNumbers:
-    bufs = [b for b in buffers(graph, aliases_of(schedule)) if b.size is not None]
+    bufs = [b for b in schedule_buffers(graph, schedule) if b.size is not None]
     slot = {b.root: b.size.aligned().evaluate(bindings) for b in bufs}  # type: ignore[union-attr]
     live = [0] * (len(graph) + 1)
     for b in bufs:
         for s in range(b.start, b.end + 1):
             live[s] += slot[b.root]
     sizes = [(v.name, s.evaluate(bindings)) for _, v in produced_values(graph) if (s := Size.of_type(v.type)) is not None]
-    naive = sum(-(-n // ALIGN) * ALIGN for _, n in sizes)
+    naive = sum(-(-n // ALIGN) * ALIGN for _, n in sizes) + sum(slot[k] for k in schedule.scratch if k in slot)
     largest = tuple(sorted(sizes, key=lambda ns: (-ns[1], ns[0]))[:top])
     return MemoryNumbers(dict(bindings), schedule.arena_bytes(bindings), max(live), naive, largest)
 
@@ -294,7 +316,7 @@ def check_schedule(graph: Graph, schedule: MemorySchedule, bindings: Mapping[str
     offsets = schedule.offsets(bindings)
     step_of = {id(n): i for i, n in enumerate(graph)}
     placed = []
-    for b in buffers(graph, aliases_of(schedule)):
+    for b in schedule_buffers(graph, schedule):
         entry = schedule.entries.get(b.root)
         if b.size is None:
             if not isinstance(entry, Unplanned):
@@ -335,6 +357,6 @@ def unordered_pairs(graph: Graph, schedule: MemorySchedule) -> list[tuple[str, s
         under[k] = 0
         for u in p.below:
             under[k] |= under[u] | bit[u]
-    bufs = [b for b in buffers(graph, aliases_of(schedule)) if b.root in slots]
+    bufs = [b for b in schedule_buffers(graph, schedule) if b.root in slots]
     return [(a.root, b.root) for i, a in enumerate(bufs) for b in bufs[i + 1:]
             if overlap(a, b) and not (under[a.root] & bit[b.root] or under[b.root] & bit[a.root])]

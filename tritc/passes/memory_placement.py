@@ -103,7 +103,7 @@ def _gap(n: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: np.ndarray, weight:
     choice: tuple[list[int], list[int]] = (list(range(len(lo))), [])
     for start in (0, *hi[:, 0]):
         under = hi[:, 0] <= start
-        over = lo[:, 0] >= start + n[0]
+        over = ~under & (lo[:, 0] >= start + n[0])  # an empty slot at `start` is under, not both (a cycle)
         if not (under | over).all():
             continue
         base = hi[under].max(axis=0) if under.any() else np.zeros_like(n)

@@ -17,7 +17,18 @@ from typing import Literal
 
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
-from ..ir.memory import VIEW_OPS, Alias, Entry, MemorySchedule, Unplanned, buffers, current_schedule, fingerprint, produced_values
+from ..ir.memory import (
+    VIEW_OPS,
+    Alias,
+    Entry,
+    MemorySchedule,
+    Unplanned,
+    buffers,
+    current_schedule,
+    fingerprint,
+    produced_values,
+    scratch_slot,
+)
 from ..ir.sizes import Size
 from .fuse_elementwise import ELEMENTWISE
 from .infer_shapes import parse_bindings
@@ -123,19 +134,28 @@ def _same_layout(x: Value, v: Value) -> bool:
 # ---- the pass -----------------------------------------------------------------------------------------------------
 
 
-def schedule(graph: Graph, *, order: str = "auto", inplace: bool = True, at: Sequence[str] = ()) -> MemorySchedule:
-    """Reorder `graph` (order="auto") and return its memory schedule (not attached: the pass does that)."""
+def schedule(graph: Graph, *, order: str = "auto", inplace: bool = True, at: Sequence[str] = (),
+             scratch: Mapping[str, Size] | None = None, aliases: Mapping[str, Alias] | None = None) -> MemorySchedule:
+    """Reorder `graph` (order="auto") and return its memory schedule (not attached: the pass does that).
+
+    Codegen also gives `scratch`: bytes of working memory per node (keyed by the node's first result), placed like
+    values that live for that node's step only; and `aliases`, when it decided them (decide_aliases) before
+    lowering and the lowerings relied on them."""
     ref = reference_bindings(graph, at)
     if order == "auto":
         graph.reorder(memory_order(graph, bytes_at(ref)))
-    aliases = decide_aliases(graph, inplace)
-    bufs = buffers(graph, aliases)
+    if aliases is None:
+        aliases = decide_aliases(graph, inplace)
+    slots = {scratch_slot(r): (r, n) for r, n in (scratch or {}).items()}
+    bufs = buffers(graph, aliases, slots)
     placements = place(bufs, [ref] if at else candidate_bindings(ref))
     entries: dict[str, Entry] = {}
     for _, v in produced_values(graph):
         alias = aliases.get(v.name)
         entries[v.name] = alias or placements.get(v.name) or Unplanned()
-    return MemorySchedule(entries, fingerprint(graph))
+    for slot in slots:
+        entries[slot] = placements[slot]
+    return MemorySchedule(entries, fingerprint(graph), {slot: r for slot, (r, _) in slots.items()})
 
 
 @register

@@ -34,9 +34,10 @@ from ..codegen.llvm.program import Key, Program, value_specialised_inputs
 from ..codegen.llvm.symbolic import evaluate, size
 from ..codegen.llvm.target import Target
 from ..codegen.llvm.weights import WeightLayout
-from ..errors import InputShapeError
+from ..errors import InputShapeError, RunOutOfMemoryError
 from ..ir import dims as dimlib
 from ..ir.graph import Graph
+from ..ir.sizes import format_symbols
 from ..ir.text import print_graph
 from ..ir.types import TensorType, format_type
 from .cpu import ALIGN, CpuExecutable, aligned_empty
@@ -149,7 +150,7 @@ class CompiledModel:
         shapes = [[evaluate(size(d), bindings) for d in t.shape] for t in code.output_types]  # type: ignore[union-attr]
         bound = self._check_outputs(outputs, dict(zip(names, shapes)), arrays) if outputs else None
         dims = np.array([bindings.get(s, 0) for s in self.program.symbols] or [0], dtype=np.int64)
-        results = exe(call_inputs, shapes, self._arena(evaluate(code.arena_bytes, bindings)), dims,
+        results = exe(call_inputs, shapes, self._arena(evaluate(code.arena_bytes, bindings), bindings), dims,
                       [bound.get(n) for n in names] if bound else None)
         by_name = dict(zip(names, results))
         return [by_name[n] for n in (output_names if output_names is not None else names)]
@@ -188,12 +189,22 @@ class CompiledModel:
         out = self.run(None, inputs)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _arena(self, nbytes: int) -> np.ndarray:
-        """This thread's arena, grown to hold `nbytes` (never shrunk, never allocated per call)."""
+    def _arena(self, nbytes: int, bindings: Mapping[str, int]) -> np.ndarray:
+        """This thread's arena, grown to hold `nbytes` (never shrunk, never allocated per call): the memory of every
+        intermediate value and kernel scratch. RunOutOfMemoryError when not even `nbytes` can be had."""
         arena = getattr(self._local, "arena", None)
         if arena is None or arena.size < nbytes:
             grown = max(nbytes, ARENA_GROWTH * arena.size if arena is not None else 0, 1)
-            arena = self._local.arena = aligned_empty(grown)
+            for size in dict.fromkeys((grown, max(nbytes, 1))):  # the doubling is a wish, nbytes a need
+                try:
+                    arena = self._local.arena = aligned_empty(size)
+                    break
+                except (MemoryError, ValueError):  # ValueError: more than numpy can index
+                    continue
+            else:
+                at = f" at {format_symbols(bindings)}" if bindings else ""
+                raise RunOutOfMemoryError(f"out of memory: could not allocate {nbytes} bytes of arena (the model's "
+                                          f"intermediate values and kernel scratch){at}")
         return arena
 
     def _check_inputs(self, feed: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, bytes],

@@ -8,7 +8,8 @@ Steps:
     prepare   the "specialise" pipeline (passes/pipelines.py): infer-shapes{bind=...}, fold-constants,
               eliminate-dead-code, infer-shapes; then relations between the symbols left (relations.py), shape
               values known statically folded; each graph output produced by a node of its own
-    plan      memory plan: caller buffers, weight blob offsets, one arena (offsets may be symbolic)
+    plan      memory: caller buffers, weight blob offsets, and schedule-memory run on this graph (node order, views,
+              in place); after lowering, the arena placed with the scratch the lowerings asked for (memory.py)
     lower     one LLVM function per distinct node signature and the entry tritc_main
     emit      verify, optimise (new pass manager, O3), object code and bitcode (worker.py: in a child
               process, so an LLVM crash is an error, not the end of the caller)
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from ...errors import UnsupportedError
 from ...ir import dims as dimlib
 from ...ir.graph import Graph, Node
+from ...ir.memory import MemorySchedule
 from ...ir.types import Dim, TensorType, format_type
 from ...passes.infer_shapes import InferShapes
 from ...passes.pass_manager import PassManager
@@ -59,6 +61,7 @@ class Specialization:
     # [a, b, where], checked by the runtime before each call (runtime/model.py, check_relations)
     checks: list[tuple] = field(default_factory=list)
     input_names: list[str] | None = None  # the inputs the code reads, in order (None: all the model's)
+    schedule: MemorySchedule | None = None  # the arena's placement in `graph`, scratch slots included (not stored)
 
     def key(self) -> tuple:
         return tuple(sorted(self.bindings.items()))
@@ -222,12 +225,13 @@ def compile_code(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int]
     stats = {"specialise_s": t1 - t0, "lower_s": t2 - t1, "llvm_s": t3 - t2, "nodes": float(len(g)),
              "nodes_lowered": float(len(lowered_nodes(g))), "node_functions": float(functions),
              "arena_bytes": float(plan.arena_bytes) if isinstance(plan.arena_bytes, int) else -1.0,
-             "views_aliased": float(plan.aliases)}
+             "views_aliased": float(plan.aliases), "in_place": float(plan.in_place),
+             "scratch_slots": float(len(plan.scratch_slots))}
     return Specialization(dict(bindings), [v.type for v in g.inputs], [v.type for v in g.outputs], plan.arena_bytes,
                           obj, bitcode, stats=stats, llvm_ir=text if keep_ir else "", graph=g,
                           relations=dict(graph.source_relations) | relations,
                           checks=[list(c) for c in graph.source_checks] + [c for c in checks if list(c) not in graph.source_checks],
-                          input_names=[v.name for v in g.inputs])
+                          input_names=[v.name for v in g.inputs], schedule=plan.schedule)
 
 
 def compile_specialization(graph: Graph, layout: WeightLayout, bindings: Mapping[str, int], target: Target, *,

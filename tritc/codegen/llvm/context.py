@@ -22,18 +22,23 @@ import numpy as np
 from ...ir.graph import Graph, Node
 from ...ir.ops import OPS
 from ...ir.types import DType, TensorType
-from .builder import I8, I32, contiguous_strides, elem_type
-from .symbolic import Size, size
+from .builder import I8, I32, contiguous_strides, elem_type, gep
+from .symbolic import Size, align, size
 from .target import Target
 from .weights import WeightEntry
+
+ALIGN = 64  # bytes: every scratch part starts on this boundary (arena slots do too)
 
 
 @dataclass
 class Buf:
-    """A tensor in memory: pointer to element 0, row-major contiguous. Dims are ints, or Syms when symbolic."""
+    """A tensor in memory: pointer to element 0, row-major contiguous. Dims are ints, or Syms when symbolic.
+    noalias=False: another operand or result of the node shares these bytes (in place), so helper functions the
+    lowering passes the pointer to must not mark it noalias."""
 
     ptr: ir.Value
     type: TensorType
+    noalias: bool = True
 
     @property
     def dtype(self) -> DType:
@@ -123,6 +128,8 @@ class NodeCtx:
     can_fail: bool = False  # a failure site returns from this node's function (tritc_main then checks it)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) of local status k + 1
     consts_read: set[int] = field(default_factory=set)  # operands whose compile-time value the lowering read
+    scratch_ptr: ir.Value | None = None  # the node function's `ptr scratch`: its slot of the arena
+    scratch_bytes: Size = 0  # what `scratch` handed out (the slot's size)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -170,6 +177,17 @@ class NodeCtx:
             if cleanup is not None:
                 cleanup(self.b)
             self.b.ret(ir.Constant(I32, status))
+
+    def scratch(self, nbytes: Size, name: str = "scratch") -> ir.Value:
+        """A pointer to `nbytes` (an int, or a Sym that is a polynomial, sum, max or align of them) of 64-byte aligned
+        working memory for this node's call: a part of the node's scratch slot, which the memory plan places in the
+        arena for the node's step only, so getting it cannot fail and costs nothing at run time. Each call hands out
+        a new part. Call it in the node's function (not a helper's) and pass the pointer on."""
+        if self.scratch_ptr is None or self.b.function is not self.scratch_ptr.parent:
+            raise RuntimeError(f"node {self.node.describe()}: NodeCtx.scratch is called in the node's own function")
+        offset = self.scratch_bytes
+        self.scratch_bytes = offset + align(nbytes, ALIGN)
+        return gep(self.b, self.scratch_ptr, offset, I8, name=name)
 
     def new_function(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         """A private helper function for this node (e.g. the body of a parallel-for task)."""

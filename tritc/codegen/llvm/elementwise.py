@@ -314,11 +314,13 @@ def _split(ctx: NodeCtx, ntasks: Size, chunk: Size, units: Size, part: Callable[
     b, bufs = ctx.b, [buf for buf in ctx.ins if buf is not None] + list(ctx.outs)
     dims = ctx.m.dims_of.get(b.function.name)
     ptrs = [buf.ptr for buf in bufs] + ([dims] if dims is not None else [])
-    # The range's code goes in a function of its own whose pointer parameters are noalias, as the node's are.
+    # The range's code goes in a function of its own whose pointer parameters are noalias, as the node's are (not
+    # those of an in-place result and the operand it is written over).
     k = sum(1 for g in ctx.module.globals if g.startswith(f"node.{ctx.index}.part"))
     fn = ctx.new_function(f"part{k}", VOID, [PTR] * len(ptrs) + [ir.IntType(64)] * 2)
-    for a in fn.args[:len(bufs)]:
-        a.add_attribute("noalias")
+    for a, buf in zip(fn.args, bufs):
+        if buf.noalias:
+            a.add_attribute("noalias")
     if dims is not None:
         ctx.register_dims(fn, fn.args[len(bufs)])
     saved = [buf.ptr for buf in bufs]

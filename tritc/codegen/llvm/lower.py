@@ -3,15 +3,17 @@
     i32 tritc_main(ptr inputs[], ptr outputs[], ptr weights, ptr arena, ptr dims)   -> 0, or a failure's status
 
 `dims` holds one i64 per symbol of the model (`symbols`, in order): the sizes of this call. Steps: give
-every node an internal function whose parameters are its operand and result buffers and `dims`, let the
-op's lowering fill it in, then emit the entry: compute each buffer's address from the memory plan (caller
-arrays, weight blob, arena offsets that may be expressions over the symbols, or a global) and call the node
-functions in order. No Python runs between ops.
+every node an internal function whose parameters are its operand and result buffers, its scratch and `dims`,
+let the op's lowering fill it in (and say what scratch it needs: NodeCtx.scratch), place the arena with that
+scratch (memory.py), then emit the entry: compute each buffer's address from the memory plan (caller arrays,
+weight blob, arena offsets computed from the dims, or a global) and call the node functions in order. No
+Python runs between ops.
 
 Nodes with the same signature (op, attributes, operand and result types, weight layouts, and the values of
 the constants their lowering read) share one function, so a model's compile time grows with its distinct
-layer shapes, not its depth. A node that can fail at run time (a scratch allocation) returns a non-zero
-status local to its function; the entry maps it to the call site's own status and returns at once. The
+layer shapes, not its depth. A node that can fail at run time (a check of values its lowering registered with
+NodeCtx.fail_if; kernel scratch is in the arena, so no lowering allocates) returns a non-zero status local to
+its function; the entry maps it to the call site's own status and returns at once. The
 string FAILURES holds one "kind<TAB>message" line per status (status k is line k), for the runtime to raise.
 """
 
@@ -31,7 +33,7 @@ from .builder import I8, I32, I64, PTR, gep
 from .context import Buf, ModuleCtx, NodeCtx
 from .memory import MemoryPlan, Storage
 from .ops import CONST_OPERANDS, LOWERINGS, RUNTIME_OPERANDS, SYMBOLIC
-from .symbolic import materialize
+from .symbolic import Size, materialize
 from .target import Target
 from .weights import WeightLayout
 
@@ -48,6 +50,7 @@ class _Shared:
     fn: ir.Function
     failures: list[tuple[str, str]]  # (kind, message) of local status k + 1
     consts_read: dict[int, str]  # operand index -> digest of the constant value the lowering read
+    scratch: Size = 0  # bytes of scratch each call needs (an arena slot live for the node's step)
 
 
 def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Target, *, threads: int = 1,
@@ -65,7 +68,26 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
     for a, n in zip(entry.args, ("inputs", "outputs", "weights", "arena", "dims")):
         a.name = n
     mctx.dims_of[ENTRY] = dims
+    # Every node's function first: the lowerings say what scratch their nodes need, which the arena then holds.
+    shared: dict[tuple, list[_Shared]] = {}
+    digests: dict[int, str] = {}
+    calls: list[tuple[Node, _Shared]] = []
+    for index, node in enumerate(graph):
+        if node.op in NO_CODE or plan.is_view(node):
+            continue
+        if LOWERINGS.get(node.op) is None:
+            raise UnsupportedError(f"node {node.describe()}: op '{node.op}' has no LLVM lowering")
+        check_lowerable(graph, node)
+        key = _signature(node, plan, layout, threads) if share else (index,)
+        lowered = _find_shared(graph, node, shared.get(key, []), digests)
+        if lowered is None:
+            lowered = _node_function(mctx, node, index, plan, layout, digests)
+            shared.setdefault(key, []).append(lowered)
+        calls.append((node, lowered))
+    plan.place({node: lowered.scratch for node, lowered in calls})
+
     b = ir.IRBuilder(entry.append_basic_block("entry"))
+    offsets = plan.emit_offsets(b)
     addr: dict[int, ir.Value] = {}
 
     def address(v: Value) -> ir.Value:
@@ -78,7 +100,7 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
         elif s.kind == "output":
             p = b.load(gep(b, outputs_arr, s.index, PTR), typ=PTR, name=f"out{s.index}")
         elif s.kind == "arena":
-            p = gep(b, arena, s.index, I8)
+            p = gep(b, arena, offsets[s.key], I8)
         elif s.kind == "weight" and s.key in layout.entries:
             p = gep(b, weights, s.index, I8)
         else:  # inline constants, and weights folded after shape specialisation
@@ -86,21 +108,10 @@ def lower_graph(graph: Graph, plan: MemoryPlan, layout: WeightLayout, target: Ta
         addr[id(v)] = p
         return p
 
-    shared: dict[tuple, list[_Shared]] = {}
-    digests: dict[int, str] = {}
-    for index, node in enumerate(graph):
-        if node.op in NO_CODE or _aliases(node, plan):
-            continue
-        fn = LOWERINGS.get(node.op)
-        if fn is None:
-            raise UnsupportedError(f"node {node.describe()}: op '{node.op}' has no LLVM lowering")
-        check_lowerable(graph, node)
-        args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs] + [dims]
-        key = _signature(node, plan, layout, threads) if share else (index,)
-        lowered = _find_shared(graph, node, shared.get(key, []), digests)
-        if lowered is None:
-            lowered = _node_function(mctx, node, index, plan, layout, digests)
-            shared.setdefault(key, []).append(lowered)
+    for node, lowered in calls:
+        slot = plan.scratch_slot(node)
+        scratch = gep(b, arena, offsets[slot], I8) if slot is not None else ir.Constant(PTR, None)
+        args = [address(v) for v in node.inputs if v is not None] + [address(v) for v in node.outputs] + [scratch, dims]
         status = b.call(lowered.fn, args)
         if lowered.failures:  # later nodes would read what this one did not write: stop here
             base = len(mctx.failures)
@@ -127,12 +138,6 @@ def check_lowerable(graph: Graph, node: Node) -> None:
     if not static and node.op not in SYMBOLIC:
         shapes = ", ".join(format_type(v.type) for v in [*node.inputs, *node.outputs] if v is not None)
         raise UnsupportedError(f"node {node.describe()}: the lowering of '{node.op}' needs static shapes, not {shapes}")
-
-
-def _aliases(node: Node, plan: MemoryPlan) -> bool:
-    """A view whose result shares its operand's storage: no code."""
-    return node.op in ("reshape", "squeeze", "unsqueeze", "flatten") and plan.of(node.outputs[0]) == plan.of(node.inputs[0]) \
-        and plan.of(node.inputs[0]).kind in ("arena", "input", "weight", "output")
 
 
 def _failure_table(module: ir.Module, failures: list[tuple[str, str]]) -> None:
@@ -164,7 +169,8 @@ def _attr_key(value: object) -> object:
 
 
 def _signature(node: Node, plan: MemoryPlan, layout: WeightLayout, threads: int) -> tuple:
-    """What a lowering may read besides constant values: op, attributes, types, weight layouts."""
+    """What a lowering may read besides constant values: op, attributes, types, weight layouts; and which operands
+    share a result's storage (in place: their parameters are not noalias)."""
     operands = []
     for v in node.inputs:
         if v is None:
@@ -179,7 +185,7 @@ def _signature(node: Node, plan: MemoryPlan, layout: WeightLayout, threads: int)
                  entry.group_size) if entry is not None else s.kind in ("weight", "constant")
         operands.append((format_type(v.type), where))
     return (node.op, tuple(sorted((k, _attr_key(a)) for k, a in node.attrs.items())), tuple(operands),
-            tuple(format_type(v.type) for v in node.outputs), threads)
+            tuple(format_type(v.type) for v in node.outputs), threads, plan.shared_operands(node))
 
 
 def _digest(graph: Graph, v: Value, cache: dict[int, str]) -> str:
@@ -199,41 +205,49 @@ def _find_shared(graph: Graph, node: Node, candidates: list[_Shared], digests: d
 
 def _node_function(mctx: ModuleCtx, node: Node, index: int, plan: MemoryPlan, layout: WeightLayout,
                    digests: dict[int, str]) -> _Shared:
-    """Emit `i32 @node.<index>(ptr operands..., ptr results..., ptr dims)` for `node`."""
+    """Emit `i32 @node.<index>(ptr operands..., ptr results..., ptr scratch, ptr dims)` for `node`. Pointers are
+    noalias, except an in-place result and the operands it is written over (memory.py)."""
     ins = [v for v in node.inputs if v is not None]
-    params = [PTR] * (len(ins) + len(node.outputs) + 1)
+    params = [PTR] * (len(ins) + len(node.outputs) + 2)
     fn = ir.Function(mctx.module, ir.FunctionType(I32, params), f"node.{index}")
     fn.linkage = "internal"
     # Out of line: inlining every node into tritc_main makes one huge function whose optimisation
     # time grows much faster than its size; a call per node costs nanoseconds.
     fn.attributes.add("noinline")
     n_in = len(ins)
-    for i, a in enumerate(fn.args[:-1]):
-        a.add_attribute("noalias")
+    shared = plan.shared_operands(node)
+    aliased = {k for k, i in enumerate(j for j, v in enumerate(node.inputs) if v is not None) if i in shared}
+    if shared:
+        aliased |= set(range(n_in, n_in + len(node.outputs)))
+    for i, a in enumerate(fn.args[:-2]):
+        if i not in aliased:
+            a.add_attribute("noalias")
         a.name = f"in{i}" if i < n_in else f"out{i - n_in}"
-    dims = fn.args[-1]
-    dims.name = "dims"
+    scratch, dims = fn.args[-2:]
+    scratch.name, dims.name = "scratch", "dims"
+    scratch.add_attribute("noalias")
     dims.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     bufs: list[Buf | None] = []
     weights = []
-    it = iter(fn.args[:n_in])
+    it = iter(enumerate(fn.args[:n_in]))
     for v in node.inputs:
         if v is None:
             bufs.append(None)
             weights.append(None)
             continue
-        bufs.append(Buf(next(it), v.type))
+        k, arg = next(it)
+        bufs.append(Buf(arg, v.type, noalias=k not in aliased))
         s = plan.of(v)
         weights.append(layout.entries.get(s.key) if s.kind == "weight" else None)
-    outs = [Buf(a, v.type) for a, v in zip(fn.args[n_in:-1], node.outputs)]
-    ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index, dims=dims)
+    outs = [Buf(a, v.type, noalias=not shared) for a, v in zip(fn.args[n_in:-2], node.outputs)]
+    ctx = NodeCtx(mctx, b, node, bufs, outs, weights, index, dims=dims, scratch_ptr=scratch)
     ctx.register_dims(fn, dims)
     LOWERINGS[node.op](ctx)
     if not ctx.b.block.is_terminated:
         ctx.b.ret(ir.Constant(I32, 0))
     read = {i: _digest(mctx.graph, node.inputs[i], digests) for i in sorted(ctx.consts_read)}  # type: ignore[arg-type]
-    return _Shared(fn, list(ctx.failures), read)
+    return _Shared(fn, list(ctx.failures), read, ctx.scratch_bytes)
 
 
 __all__ = ["ABI_VERSION", "ENTRY", "FAILURES", "I64", "check_lowerable", "lower_graph"]

@@ -22,6 +22,7 @@ from typing import Union
 import llvmlite.ir as ir
 
 from ...ir import dims as dimlib
+from ...ir import sizes as sizelib
 from ...ir.types import Dim
 
 I64 = ir.IntType(64)
@@ -247,10 +248,17 @@ def pretty(x: Size) -> str:
             poly = dimlib.add(poly, d)
         else:
             assert isinstance(t, Sym)
-            inner = ", ".join(pretty(a) if isinstance(a, (int, Sym)) else str(a) for a in t.args)
+            args = _flat_max(t) if t.kind == "max" else t.args  # max(max(a, b), c) reads as max(a, b, c)
+            inner = ", ".join(pretty(a) if isinstance(a, (int, Sym)) else str(a) for a in args)
             rest.append(f"{t.kind}({inner})")
     parts = ([str(poly)] if poly != 0 or not rest else []) + rest
     return " + ".join(parts)
+
+
+def _flat_max(x: Size) -> list[Size]:
+    if isinstance(x, Sym) and x.kind == "max":
+        return _flat_max(x.args[0]) + _flat_max(x.args[1])
+    return [x]
 
 
 def dominates(a: Size, b: Size) -> bool:
@@ -323,6 +331,50 @@ def from_json(j: object) -> Size:
         if kind in build:
             return build[kind](*args)
     raise ValueError(f"bad size expression {j!r}")
+
+
+# ---- the memory schedule's sizes (tritc/ir/sizes.py) ----------------------------------------------------------
+
+
+def from_size(s: sizelib.Size) -> Size:
+    """A schedule's Size (a max of sums of monomials and align atoms) as an int or a Sym."""
+    terms = [_from_term(t) for t in s.terms]
+    out = terms[0]
+    for t in terms[1:]:
+        out = smax(out, t)
+    return out
+
+
+def _from_term(term: sizelib.Term) -> Size:
+    poly = {a: c for a, c in term if not isinstance(a, sizelib.Aligned)}
+    out = _from_dim(dimlib.from_poly(poly))  # type: ignore[arg-type]
+    assert out is not None
+    for a, c in term:
+        if isinstance(a, sizelib.Aligned):
+            atom = align(_from_dim(dimlib.from_poly(dict(a.poly))), sizelib.ALIGN)  # type: ignore[arg-type]
+            out = out + c * atom if c > 0 else out - (-c) * atom
+    return out
+
+
+def to_size(x: Size) -> sizelib.Size:
+    """An int or Sym as a schedule's Size; ValueError for forms it cannot express (floor division, min, ...)."""
+    if isinstance(x, int):
+        return sizelib.Size.const(x)
+    if x.kind == "poly":
+        return sizelib.Size.of_poly(dimlib.to_poly(x.args[0]) or {})
+    a = [to_size(y) for y in x.args if isinstance(y, (int, Sym))]
+    if x.kind == "add":
+        return a[0] + a[1]
+    if x.kind == "max":
+        return a[0].max(a[1])
+    if x.kind == "mul" and a[0].is_const:
+        return a[1] * a[0].evaluate({})
+    if x.kind == "mul" and a[1].is_const:
+        return a[0] * a[1].evaluate({})
+    if x.kind == "align" and sizelib.ALIGN % int(x.args[1]) == 0:
+        return a[0].aligned()  # rounded up to a multiple of ALIGN: at least as large
+    raise ValueError(f"the size {pretty(x)} has no form in the memory schedule (sums, products by constants, max, "
+                     f"align of polynomials)")
 
 
 # ---- materialisation: each function computes the Syms it uses from its dims pointer ---------------------------
@@ -443,5 +495,5 @@ def _compute(fn: ir.Function, dims: ir.Value, used: Mapping[str, Sym], symbol_in
     return {key: emit(b, s, symbol, cache) for key, s in used.items()}
 
 
-__all__ = ["Size", "Sym", "SymbolicDimError", "align", "dominates", "emit", "evaluate", "floordiv", "from_json", "if_one",
-           "is_static", "materialize", "mod", "size", "smax", "smin", "symbols", "to_json"]
+__all__ = ["Size", "Sym", "SymbolicDimError", "align", "dominates", "emit", "evaluate", "floordiv", "from_json", "from_size",
+           "if_one", "is_static", "materialize", "mod", "size", "smax", "smin", "symbols", "to_json", "to_size"]

@@ -4,6 +4,8 @@
     # i32 fn(ptr x, ptr w, ptr scales, [ptr bias], [ptr residual], ptr y) -> 0, or 1 if its heap scratch
     # (MatmulSpec.heap_bytes) could not be allocated
     # prequantized=True (int8): i32 fn(ptr q, ptr s, ptr sumq, ptr w, ptr scales, ...) with the caller's codes
+    # scratch_arg=True (int8): i32 fn(..., ptr y, ptr scratch), the quantisation scratch (scratch_bytes(spec)) given
+    # by the caller (a node's arena slot): nothing is allocated and the status is always 0
 
 Matches `ternary_matmul` of tritc/ir/ops/ternary.py: act="int8" bit for bit (quantisation, int32
 sums, rescale), act="float" to rounding. The epilogue is y = act(pre + bias + residual), in that
@@ -148,11 +150,13 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
                         granularity: str = "per_channel", group_size: int = 0, bias: bool = False,
                         residual: bool = False, activation: str | None = None, threads: int = 1,
                         name: str = "ternary_matmul", act_max: float = 127.0, act_eps: float = 1e-5,
-                        act_scale: str = "div", prequantized: bool = False) -> ir.Function:
+                        act_scale: str = "div", prequantized: bool = False, scratch_arg: bool = False) -> ir.Function:
     """Emit `name` into module; threads != 1 splits output blocks over the pool (threads.ensure_pool).
 
     prequantized (act="int8" only): the caller passes the int8 codes q [M, KP] (64-byte aligned, zero past K),
-    the factors s [M] and the code sums sumq [M, G] instead of x (ternary_conv quantises per image)."""
+    the factors s [M] and the code sums sumq [M, G] instead of x (ternary_conv quantises per image).
+    scratch_arg (act="int8", not prequantized): a last parameter `scratch` holds the quantisation scratch
+    (ternary_quant.scratch_bytes(spec) bytes, 64-byte aligned), so the kernel allocates nothing."""
     spec = MatmulSpec(M, K, N, act, granularity, group_size if granularity == "per_group" else 0, bias, residual,
                       activation, threads, act_max, act_eps, act_scale)
     spec.check()
@@ -164,10 +168,15 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     if prequantized and act != "int8":
         raise UnsupportedError("prequantized codes need act='int8'")
     inputs = ["q", "s", "sumq"] if prequantized else ["x"]
-    params = inputs + ["w", "scales"] + (["bias"] if bias else []) + (["residual"] if residual else []) + ["y"]
+    if scratch_arg and (act != "int8" or prequantized):
+        raise UnsupportedError("only a kernel that quantises its activations (act='int8') takes a scratch argument")
+    params = inputs + ["w", "scales"] + (["bias"] if bias else []) + (["residual"] if residual else []) + ["y"] + \
+        (["scratch"] if scratch_arg else [])
     fn = ir.Function(module, ir.FunctionType(I32, [PTR] * len(params)), name)
     for a, pname in zip(fn.args, params):
         a.name = pname
+    if scratch_arg:
+        fn.args[-1].add_attribute("noalias")  # a slot of its own in the arena
     args = dict(zip(params, fn.args))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     ctx = entry_alloca(b, ir.ArrayType(PTR, len(CTX_FIELDS)), "ctx")
@@ -181,7 +190,7 @@ def emit_ternary_matmul(module: ir.Module, target: Target, *, M: int, K: int, N:
     if prequantized:
         fields.update(s=args["s"], sumq=args["sumq"])
     elif act == "int8":
-        scratch, q, s, sumq = emit_scratch(b, spec)
+        scratch, q, s, sumq = emit_scratch(b, spec, args.get("scratch"))
         emit_quantize(b, spec, args["x"], q, s, sumq)
         fields.update(act=q, s=s, sumq=sumq)
     for i, key in enumerate(CTX_FIELDS):

@@ -44,12 +44,17 @@ def heap_bytes(spec: MatmulSpec) -> int:
     return heap_scratch_bytes(scratch_bytes(spec))
 
 
-def emit_scratch(b: ir.IRBuilder, spec: MatmulSpec) -> tuple[ir.Value | None, ir.Value, ir.Value, ir.Value]:
-    """q [M, KP] i8 (64-byte aligned), s [M] f32, sumq [M, G] i32: on the stack if small, else from the heap.
+def emit_scratch(b: ir.IRBuilder, spec: MatmulSpec, given: ir.Value | None = None) -> tuple[ir.Value | None, ir.Value, ir.Value, ir.Value]:
+    """q [M, KP] i8 (64-byte aligned), s [M] f32, sumq [M, G] i32: in `given` (scratch_bytes(spec), 64-byte aligned:
+    the node's arena slot), else on the stack if small, else from the heap (a kernel emitted on its own, for tests
+    and benchmarks). Returns (what to free, q, s, sumq).
 
     A failed allocation makes the kernel return 1."""
     qbytes = spec.M * spec.KP
-    base, owned = alloc_scratch(b, scratch_bytes(spec), "scratch")
+    if given is not None:
+        base, owned = given, None
+    else:
+        base, owned = alloc_scratch(b, scratch_bytes(spec), "scratch")
     if owned is not None:
         with b.if_then(b.icmp_unsigned("==", owned, ir.Constant(PTR, None)), likely=False):
             b.ret(ir.Constant(I32, 1))

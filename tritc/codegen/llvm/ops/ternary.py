@@ -6,25 +6,25 @@ The weight operand points at the packed trits in the weight blob; its scales fol
 offset the layout recorded. Leading dims of x are flattened into M tokens: one token takes the
 GEMV kernel, several the register-tiled GEMM kernel. Threads come from the model's setting.
 The kernel computes in f32, as the interpreter does: f16 and bf16 operands are converted to f32
-scratch at its edge and the result rounded back once. A scratch allocation that fails returns
-an error status from the node (NodeCtx.fail_if), never a trap.
+scratch at its edge and the result rounded back once. That scratch and the int8 kernel's activation
+quantisation scratch are the node's scratch slot in the arena (NodeCtx.scratch): nothing is allocated
+at run time, so nothing can fail.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import llvmlite.ir as ir
 
 from ....errors import UnsupportedError
 from ....ir.types import DType, TensorType
-from ..builder import F32, I64, PTR, for_range, gep
+from ..builder import F32, I64, for_range, gep
 from ..context import Buf, NodeCtx
 from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
+from ..kernels.ternary_quant import scratch_bytes
 from ..kernels.vec import activation as epilogue_activation
-from ..kernels.vec import alloc_scratch, free_scratch, heap_scratch_bytes
 from ..symbolic import is_static
 from . import lowering
 from .quant import load_f, store_f
@@ -52,41 +52,25 @@ def _check(ctx: NodeCtx, x: Buf, bias: Buf | None, residual: Buf | None, out: Bu
 
 
 class _Edge:
-    """f32 stand-ins for the operands and result that are not f32, in one scratch block of this node."""
+    """f32 stand-ins for the operands and result that are not f32, in the node's scratch (sizes may be symbolic)."""
 
     def __init__(self, ctx: NodeCtx, bufs: list[Buf | None], out: Buf):
         self.ctx, b = ctx, ctx.b
-        wide = [buf for buf in [*bufs, out] if buf is not None and buf.dtype is not DType.F32]
-        offsets, total = {}, 0
-        for buf in wide:
-            offsets[id(buf)] = total
-            total += (4 * buf.numel + 63) // 64 * 64
-        self.heap: ir.Value | None = None
         self.views: dict[int, Buf] = {}
-        if not wide:
-            return
-        base, self.heap = alloc_scratch(b, total, "edge")
-        if self.heap is not None:
-            ctx.fail_if(b.icmp_unsigned("==", self.heap, ir.Constant(PTR, None)), "memory",
-                        f"out of memory: could not allocate {heap_scratch_bytes(total)} bytes of f32 scratch for "
-                        f"{'/'.join(sorted({str(buf.dtype) for buf in wide}))} operands")
-        for buf in wide:
-            view = Buf(gep(b, base, offsets[id(buf)], ir.IntType(8)), TensorType(DType.F32, buf.shape))
-            self.views[id(buf)] = view
-            if buf is not out:
-                _convert(b, buf, view)
+        for buf in [*bufs, out]:
+            if buf is not None and buf.dtype is not DType.F32 and id(buf) not in self.views:
+                view = Buf(ctx.scratch(4 * buf.numel, "edge"), TensorType(DType.F32, buf.type.shape))
+                self.views[id(buf)] = view
+                if buf is not out:
+                    _convert(b, buf, view)
 
     def f32(self, buf: Buf | None) -> Buf | None:
         return None if buf is None else self.views.get(id(buf), buf)
 
     def finish(self, out: Buf) -> None:
-        """Round the f32 result into `out` (numpy's astype) and release the scratch."""
+        """Round the f32 result into `out` (numpy's astype)."""
         if id(out) in self.views:
             _convert(self.ctx.b, self.views[id(out)], out)
-        self.release(self.ctx.b)
-
-    def release(self, b: ir.IRBuilder) -> None:
-        free_scratch(b, self.heap)
 
 
 def _convert(b: ir.IRBuilder, src: Buf, dst: Buf) -> None:
@@ -94,22 +78,23 @@ def _convert(b: ir.IRBuilder, src: Buf, dst: Buf) -> None:
         store_f(b, load_f(b, src, i, dst.dtype), dst, i)
 
 
-def call_ternary_kernel(ctx: NodeCtx, spec: dict[str, Any], args: list[ir.Value],
-                        cleanup: Callable[[ir.IRBuilder], None] | None = None) -> None:
-    """Call the kernel for `spec` (emitted once per module and spec) with f32 `args`; its allocation failure
-    becomes this node's error status (after `cleanup(builder)`)."""
+def call_ternary_kernel(ctx: NodeCtx, spec: dict[str, Any], args: list[ir.Value], scratch: ir.Value | None) -> None:
+    """Call the kernel for `spec` (emitted once per module and spec) with f32 `args`, and `scratch` (quantisation
+    scratch of at least quant_scratch_bytes(spec) bytes) when the kernel quantises (act="int8")."""
     # Layers of the same shape and mode share one kernel: models repeat them (every decoder layer).
     key = ("ternary_matmul", tuple(sorted(spec.items())))
     fn = ctx.m.cache.get(key)
     if fn is None:
-        fn = emit_ternary_matmul(ctx.module, ctx.target, name=f"ternary.{len(ctx.m.cache)}", **spec)
+        fn = emit_ternary_matmul(ctx.module, ctx.target, name=f"ternary.{len(ctx.m.cache)}", scratch_arg=scratch is not None,
+                                 **spec)
         fn.linkage = "internal"
         ctx.m.cache[key] = fn
-    status = ctx.b.call(fn, args)
-    heap = MatmulSpec(**spec).heap_bytes
-    if heap:
-        ctx.fail_if(ctx.b.icmp_signed("!=", status, ir.Constant(status.type, 0)), "memory",
-                    f"out of memory: could not allocate {heap} bytes of activation quantisation scratch", cleanup)
+    ctx.b.call(fn, args + ([scratch] if scratch is not None else []))  # status 0: it allocates nothing
+
+
+def quant_scratch_bytes(spec: dict[str, Any]) -> int:
+    """Bytes of activation quantisation scratch the kernel for `spec` takes (0 unless act="int8")."""
+    return scratch_bytes(MatmulSpec(**spec)) if spec["act"] == "int8" else 0
 
 
 ROW_BLOCK = 32  # tokens per kernel call when their number is known only at run time
@@ -149,6 +134,9 @@ def ternary_matmul(ctx: NodeCtx) -> None:
                     activation=None if a["activation"] == "none" else a["activation"], threads=ctx.m.threads,
                     act_max=a["act_max"], act_eps=a["act_eps"], act_scale=a["act_scale"])
         scales = gep(b, w.ptr, entry.scale_offset - entry.offset, ir.IntType(8))
+        # One quantisation scratch for every kernel call of the node: the largest call's (ROW_BLOCK rows at most).
+        quant = quant_scratch_bytes(spec | {"M": M if is_static(M) else ROW_BLOCK})
+        scratch = ctx.scratch(quant, "quant") if quant else None
 
         def call(rows: int, row: ir.Value | None) -> None:
             """The kernel for `rows` rows starting at `row` (rows are independent: each token has its own factor)."""
@@ -156,7 +144,7 @@ def ternary_matmul(ctx: NodeCtx) -> None:
                 return buf.ptr if row is None else gep(b, buf.ptr, b.mul(row, I64(width)), F32)
             args = [at(x32, K), w.ptr, scales] + ([bias32.ptr] if bias32 is not None else []) + \
                 ([at(res32, N)] if res32 is not None else []) + [at(out32, N)]
-            call_ternary_kernel(ctx, spec | {"M": rows}, args, edge.release)
+            call_ternary_kernel(ctx, spec | {"M": rows}, args, scratch)
 
         if is_static(M):
             call(M, None)

@@ -22,16 +22,14 @@ import numpy as np
 from ....errors import UnsupportedError
 from ....ir.ops.cnn import Window
 from ....ir.types import DType
-from ..builder import F32, I8, I32, I64, PTR, VOID, contiguous_strides, for_range, gep, i64
+from ..builder import F32, I8, I32, I64, contiguous_strides, for_range, gep, i64
 from ..context import NodeCtx
 from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
 from ..kernels.ternary_quant import emit_quantize
-from ..kernels.vec import entry_alloca, intrinsic_fn
+from ..kernels.vec import entry_alloca
 from ..packing import padded
 from . import lowering
 from .cnn import output_coords
-
-ALIGN = 64
 
 
 def window_table(in_shape: tuple[int, ...], out_shape: tuple[int, ...], win: Window) -> np.ndarray:
@@ -49,28 +47,10 @@ def window_table(in_shape: tuple[int, ...], out_shape: tuple[int, ...], win: Win
     return np.where(inside, flat, -1).astype(np.int32).reshape(-1)
 
 
-class Scratch:
-    """One aligned_alloc for every scratch buffer of the node, 64-byte aligned each; if it fails the node returns
-    its out-of-memory status (the runtime raises), never computes on a null buffer."""
-
-    def __init__(self, sizes: dict[str, int]):
-        self.offsets: dict[str, int] = {}
-        total = 0
-        for name, size in sizes.items():
-            self.offsets[name] = total
-            total += -(-size // ALIGN) * ALIGN
-        self.total = max(total, ALIGN)
-
-    def allocate(self, ctx: NodeCtx) -> tuple[ir.Value, dict[str, ir.Value]]:
-        b = ctx.b
-        base = b.call(intrinsic_fn(b.module, "aligned_alloc", PTR, [I64, I64]), [i64(ALIGN), i64(self.total)])
-        ctx.fail_if(b.icmp_unsigned("==", base, ir.Constant(PTR, None)), "memory",
-                    f"out of memory: could not allocate {self.total} bytes of convolution scratch")
-        return base, {name: gep(b, base, off, I8) for name, off in self.offsets.items()}
-
-    @staticmethod
-    def free(b: ir.IRBuilder, base: ir.Value) -> None:
-        b.call(intrinsic_fn(b.module, "free", VOID, [PTR]), [base])
+def scratch_buffers(ctx: NodeCtx, sizes: dict[str, int]) -> dict[str, ir.Value]:
+    """Every scratch buffer of the node, 64-byte aligned each, in its scratch slot of the arena (nothing allocated
+    at run time, so nothing can fail)."""
+    return {name: ctx.scratch(max(size, 1), name) for name, size in sizes.items()}
 
 
 @lowering("ternary_conv")
@@ -113,8 +93,7 @@ def ternary_conv(ctx: NodeCtx) -> None:
         sizes.update(qimg=n * kpi, simg=4 * n, sumq_img=4 * n, cols=tokens * spec.KP, srow=4 * tokens, sumq=4 * tokens * spec.G)
     else:
         sizes.update(cols=4 * tokens * kg)
-    scratch = Scratch(sizes)
-    base, buf = scratch.allocate(ctx)
+    buf = scratch_buffers(ctx, sizes)
     if int8:
         image_spec = MatmulSpec(n, c * hw, 1, "int8", "per_tensor", act_max=a["act_max"], act_eps=a["act_eps"],
                                 act_scale=a["act_scale"])
@@ -149,7 +128,6 @@ def ternary_conv(ctx: NodeCtx) -> None:
     else:
         with for_range(b, groups, name="group") as gi:
             per_group(gi)
-    Scratch.free(b, base)
 
 
 def _kernel(ctx: NodeCtx, spec: MatmulSpec, prequantized: bool) -> ir.Function:
