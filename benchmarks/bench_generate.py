@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a python with onnxruntime-genai and its builder (default: .venv-genai if it exists)")
     ap.add_argument("--no-peak", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--out", default="bench_generate", help="file stem under benchmarks/results (default bench_generate)")
     ap.add_argument("--keep", metavar="DIR", help="build the models into DIR and keep them (default: a temp folder)")
     args = ap.parse_args(argv)
     info = machine_info()
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                               tuple(dict.fromkeys(["ort_fp32", *args.contestants])), args.genai)
     info = finish_info(info)
     if not args.no_write:
-        jpath, mpath = write_results("bench_generate", info, rows, markdown(info, rows, args.rounds))
+        jpath, mpath = write_results(args.out, info, rows, markdown(info, rows, args.rounds))
         print(f"wrote {jpath.relative_to(ROOT)} and {mpath.relative_to(ROOT)}")
     else:
         print(json.dumps(rows, indent=1, default=str)[:2000])

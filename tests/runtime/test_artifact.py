@@ -199,3 +199,22 @@ def test_tampered_manifest_with_consistent_hash_but_bad_json(tmp_path):
     p.write_bytes(header + ok)
     with pytest.raises(ArtifactIntegrityError, match="bad or repeated section name"):
         tritc.load(p)
+
+
+def test_padding_and_trailing_bytes_are_checked(tmp_path):
+    """Bytes between sections (alignment padding) must be zeros and nothing may follow the last section."""
+    path = tmp_path / "a.tritc"
+    art.write_artifact(path, {"kind": "test"}, {"one": b"x" * 3, "two": b"y" * 5})
+    data = bytearray(path.read_bytes())
+    manifest = art.read_artifact(path).manifest
+    end = art.HEADER.size + art.HEADER.unpack_from(data)[3]  # the manifest's end: section offsets count from it
+    one, two = manifest["sections"]
+    assert two["offset"] > one["offset"] + one["length"]  # a gap of padding between them
+    padded = bytearray(data)
+    padded[end + one["offset"] + one["length"]] = 7
+    (tmp_path / "p.tritc").write_bytes(bytes(padded))
+    with pytest.raises(ArtifactIntegrityError, match=rf"byte {end + one['offset'] + one['length']} lies outside every section"):
+        art.read_artifact(tmp_path / "p.tritc")
+    (tmp_path / "t.tritc").write_bytes(bytes(data) + b"\0\0")
+    with pytest.raises(ArtifactIntegrityError, match="2 unexpected bytes after the last section"):
+        art.read_artifact(tmp_path / "t.tritc")
