@@ -218,3 +218,30 @@ def test_padding_and_trailing_bytes_are_checked(tmp_path):
     (tmp_path / "t.tritc").write_bytes(bytes(data) + b"\0\0")
     with pytest.raises(ArtifactIntegrityError, match="2 unexpected bytes after the last section"):
         art.read_artifact(tmp_path / "t.tritc")
+
+
+def test_loaded_ternary_weights_stay_packed_until_read(tmp_path):
+    """Compiled code reads the packed blob: loading keeps the trits packed (PackedTernaryWeight), and the
+    interpreter, which reads them, unpacks the same trits that were folded."""
+    from tritc.ir.interpreter import run as interpret
+    from tritc.ir.ternary import PackedTernaryWeight, TernaryWeight
+
+    rng = np.random.default_rng(0)
+    w = (rng.integers(-1, 2, (32, 48)) * 0.25).astype(np.float32)
+    g = parse_graph("""graph @t(%x: f32[batch,32]) -> (%y: f32[batch,48]) {
+  %w = weight "w" : f32[32,48]
+  %y = matmul(%x, %w) : f32[batch,48]
+  return %y
+}""", {"w": w})
+    model = tritc.compile(g, threads=1)
+    path = tmp_path / "t.tritc"
+    model.save(path)
+    loaded = tritc.load(path)
+    (key,) = [k for k, v in loaded.graph.weights.items() if isinstance(v, TernaryWeight)]
+    packed = loaded.graph.weights[key]
+    assert isinstance(packed, PackedTernaryWeight) and packed._trits is None and packed.shape == (32, 48)
+    x = rng.standard_normal((3, 32)).astype(np.float32)
+    np.testing.assert_allclose(loaded.run(None, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+    assert packed._trits is None  # compiled code ran without them
+    np.testing.assert_allclose(interpret(loaded.graph, {"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(packed.trits, np.sign(w).astype(np.int8))

@@ -63,3 +63,41 @@ class TernaryWeight:
     def packed_bytes(self) -> int:
         """Bytes in the artifact: 2 bits per trit plus float32 scales."""
         return (self.trits.size + 3) // 4 + 4 * self.scale.size
+
+
+class PackedTernaryWeight(TernaryWeight):
+    """A TernaryWeight whose trits stay packed until something reads them (`unpack(packed)` gives the int8 [K, N]
+    trits, once): weights read back from an artifact, where compiled code reads the packed blob and only an
+    interpreter or a new fold needs the trits (a 0.7B model's would take 730 MB at load)."""
+
+    def __init__(self, shape: tuple[int, int], scale: np.ndarray, group_size: int, unpack):  # noqa: ANN001
+        object.__setattr__(self, "_shape", (int(shape[0]), int(shape[1])))
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "group_size", group_size)
+        object.__setattr__(self, "_unpack", unpack)
+        object.__setattr__(self, "_trits", None)
+
+    @property  # type: ignore[override]
+    def trits(self) -> np.ndarray:
+        if self._trits is None:
+            trits = self._unpack()
+            TernaryWeight(trits, self.scale, self.group_size)  # the checks a TernaryWeight makes
+            object.__setattr__(self, "_trits", trits)
+        return self._trits
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.int8)
+
+    @property
+    def granularity(self) -> str:
+        if self.group_size:
+            return "per_group"
+        return "per_tensor" if self.scale.ndim == 0 else "per_channel"
+
+    def packed_bytes(self) -> int:
+        return (self._shape[0] * self._shape[1] + 3) // 4 + 4 * self.scale.size

@@ -148,8 +148,7 @@ def _check_weight(graph: Graph, node: Node) -> list[str]:
     shape = getattr(data, "shape", None)
     dtype = getattr(data, "dtype", None)
     if t.dtype is DType.T2:
-        # Ternary data carries its own trits; the declared type must describe them.
-        dtype = data.trits.dtype if hasattr(data, "trits") else dtype
+        pass  # ternary data carries its own trits (and may keep them packed: not unpacked here just to look)
     elif dtype is not None and np.dtype(dtype) != t.dtype.np_dtype:
         return [f"weight \"{ref}\" holds {dtype} data but is declared {format_type(t)}"]
     if shape is not None and t.shape != tuple(shape):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ...ir.graph import Graph
-from ...ir.ternary import TernaryWeight
+from ...ir.ternary import PackedTernaryWeight, TernaryWeight
 from ...ir.types import DType
 
 ALIGN = 64
@@ -94,7 +94,9 @@ def read_weights(layout: WeightLayout, blob: bytes | memoryview) -> dict[str, ob
             out[key] = buf[e.offset:e.offset + e.nbytes].view(dt).reshape(e.shape)
         else:
             k, n = e.shape
-            trits = unpack_trits(buf[e.offset:e.offset + e.nbytes], k, n)
             scale = unpack_scales(buf[e.scale_offset:], e.scale_shape, n)
-            out[key] = TernaryWeight(trits, scale, e.group_size)
+            packed = buf[e.offset:e.offset + e.nbytes]
+            # unpacked on first use (an interpreter, a new fold): compiled code reads the packed blob
+            out[key] = PackedTernaryWeight((k, n), scale, e.group_size,
+                                           lambda packed=packed, k=k, n=n: unpack_trits(packed, k, n))
     return out
