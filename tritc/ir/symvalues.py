@@ -246,25 +246,33 @@ def _constant_of_shape(s: list, c: list, attrs: dict, types: list) -> SymValue |
     return SymValue((fill,) * shape.elems[0], 1)
 
 
+def node_value(graph: Any, node: Any, syms: Mapping[int, SymValue]) -> SymValue | None:
+    """The symbolic value of `node`'s result when it is one small integer (or bool) result of an op with a rule,
+    from its operands' values in `syms` and its constant operands; else None. What infer-shapes, the attention
+    matcher and fold_static_values follow."""
+    from .ops import OPS  # (the op table imports nothing from here; imported late all the same)
+
+    if len(node.outputs) != 1 or node.op not in OPS or node.op in ("weight", "constant"):
+        return None
+    dt = node.outputs[0].type.dtype
+    if not (dt.is_int or dt is DType.BOOL):
+        return None
+    return propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
+                     [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
+                     [None if v is None else v.type for v in node.inputs])
+
+
 def fold_static_values(graph: Any) -> bool:
     """Replace each small integer result whose symbolic value is static by a constant; whether any was. (Shape
     arithmetic whose answer does not depend on any symbol: `head_dim / 2` through Shape and Gather of a tensor with
     a symbolic batch.)"""
-    from .ops import OPS  # (the op table imports nothing from here; imported late all the same)
-
     syms: dict[int, SymValue] = input_values(graph)
     changed = False
     for node in list(graph):
-        if node.op in ("weight", "constant") or len(node.outputs) != 1:
-            continue
-        out = node.outputs[0]
-        if not (out.type.dtype.is_int or out.type.dtype is DType.BOOL):
-            continue
-        sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
-                       [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
-                       [None if v is None else v.type for v in node.inputs])
+        sv = node_value(graph, node, syms)
         if sv is None:
             continue
+        out = node.outputs[0]
         syms[id(out)] = sv
         if sv.known and all(isinstance(e, int) for e in sv.elems) and out.type.is_static:
             array = np.array(sv.elems, dtype=out.type.dtype.np_dtype).reshape(out.type.shape)

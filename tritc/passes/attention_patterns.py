@@ -12,8 +12,7 @@ import numpy as np
 
 from ..ir import dims
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops import OPS
-from ..ir.symvalues import SymValue, input_values, propagate
+from ..ir.symvalues import SymValue, input_values, node_value
 from ..ir.types import Dim, DType
 
 
@@ -149,14 +148,7 @@ def symbolic_values(graph: Graph) -> dict[int, SymValue]:
     """Symbolic values of the graph's small integer results (shape arithmetic), as infer-shapes follows them."""
     syms: dict[int, SymValue] = input_values(graph)
     for node in graph:
-        if len(node.outputs) != 1 or node.op not in OPS or node.op in ("weight", "constant"):
-            continue
-        dt = node.outputs[0].type.dtype
-        if not (dt.is_int or dt is DType.BOOL):
-            continue
-        sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
-                       [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
-                       [None if v is None else v.type for v in node.inputs])
+        sv = node_value(graph, node, syms)
         if sv is not None:
             syms[id(node.outputs[0])] = sv
     return syms

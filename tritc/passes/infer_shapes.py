@@ -19,8 +19,8 @@ from ..errors import ModelValidationError, OptionError
 from ..ir import dims
 from ..ir.graph import Graph
 from ..ir.ops import OPS, InferContext, TypeRuleError
-from ..ir.symvalues import SymValue, input_values, propagate
-from ..ir.types import DType, TensorType, format_type, refine_type
+from ..ir.symvalues import SymValue, input_values, node_value
+from ..ir.types import TensorType, format_type, refine_type
 from ..ir.verify import compatible
 from .pass_manager import Pass, register
 
@@ -96,11 +96,7 @@ class InferShapes(Pass):
                 refined = refine_type(v.type, t)
                 if refined != v.type:
                     v.type, changed = refined, True
-            out_dtype = node.outputs[0].type.dtype if node.outputs else None
-            if len(node.outputs) == 1 and out_dtype is not None and (out_dtype.is_int or out_dtype is DType.BOOL):
-                sv = propagate(node.op, [None if v is None else syms.get(id(v)) for v in node.inputs],
-                               [graph.const_value(v) for v in node.inputs], OPS[node.op].with_defaults(node.attrs),
-                               [None if v is None else v.type for v in node.inputs])
-                if sv is not None:
-                    syms[id(node.outputs[0])] = sv
+            sv = node_value(graph, node, syms)
+            if sv is not None:
+                syms[id(node.outputs[0])] = sv
         return changed

@@ -29,7 +29,7 @@ from ....ir.types import DType
 from ..builder import I1, I64, PTR, VOID, for_range, gep, i64
 from ..symbolic import Sym, SymbolicDimError
 from .matmul_loops import MAX_PACK_ROWS, _direct_tile, _dot_tile, _packed, _stream, _Task
-from .matmul_vec import BSource, Gen, Params, StridedB, Values, compute_type, lanes
+from .matmul_vec import BSource, Gen, Params, StridedB, Values, compute_type, lanes, param_bits
 from .threads import TASK_FN, declare_parallel_for, default_threads
 from .vec import entry_alloca
 
@@ -167,11 +167,13 @@ def layout_of(sig: Signature, source: BSource) -> Params:
     return layout
 
 
-def param_values(spec: GemmSpec, plan: Plan, source: BSource) -> dict[str, int | float]:
+def param_values(spec: GemmSpec, plan: Plan, source: BSource, planned: GemmSpec | None = None) -> dict[str, int | float]:
+    """The kernel's parameters for `spec` (sizes and strides may be symbolic); the loop order is chosen for the
+    static spec the plan was made for (`planned`, default spec itself)."""
     v: dict[str, int | float] = {"M": spec.M, "N": spec.N, "a_m": spec.a_m, "ldc": spec.ldc, "tj": plan.tj, "tm": plan.tm,
                                  "nb": spec.nb, "bias_s0": spec.bias[0] if spec.bias else 0,
                                  "alpha": float(spec.alpha), "beta": float(spec.beta),
-                                 "kb_outer": 0 if _sym(spec.M) else int(_k_blocks_outermost(spec, plan))}
+                                 "kb_outer": int(_k_blocks_outermost(planned or spec, plan))}
     for d, (k, s) in enumerate(zip(spec.k_shape, spec.a_k)):
         v[f"k{d}"], v[f"ak{d}"] = k, s
     for d, size in enumerate(spec.batch):
@@ -363,7 +365,7 @@ def _call_kernel(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, planned
         fn = emit_kernel(module, isa, sig, source, f"tritc.gemm.{sum(1 for key in cache if key[0] == 'gemm')}")
         cache[("gemm", sig)] = fn
     layout = layout_of(sig, source)
-    given = param_values(spec, plan, source) | {"kb_outer": int(_k_blocks_outermost(planned, plan))}
+    given = param_values(spec, plan, source, planned)
     if not any(_sym(v) for v in given.values()):
         params = table(np.asarray(layout.values(given), dtype=np.int64), "gemm_params")
     else:  # sizes of this call: filled in on the stack
@@ -371,8 +373,7 @@ def _call_kernel(b: ir.IRBuilder, cache: dict, isa: str, spec: GemmSpec, planned
         params = entry_alloca(b, arr, "gemm_params")
         for i, name in enumerate(layout.names):
             v = given[name]
-            value = v if _sym(v) else i64(int(np.float64(v).view(np.int64)) if isinstance(v, float) else int(v))
-            b.store(value, b.gep(params, [i64(0), i64(i)], inbounds=True, source_etype=arr))
+            b.store(v if _sym(v) else i64(param_bits(v)), b.gep(params, [i64(0), i64(i)], inbounds=True, source_etype=arr))
     globs = []
     for arr in source.tables():
         key = ("gemm_table", arr.dtype.str, arr.shape, arr.tobytes())

@@ -170,11 +170,12 @@ class Params:
         self.names.extend(names)
 
     def values(self, given: dict[str, int | float]) -> list[int]:
-        out = []
-        for n in self.names:
-            v = given[n]
-            out.append(int(np.float64(v).view(np.int64)) if isinstance(v, float) else int(v))
-        return out
+        return [param_bits(given[n]) for n in self.names]
+
+
+def param_bits(v: int | float) -> int:
+    """A parameter slot's i64: an int as it is, a float as its f64 bits."""
+    return int(np.float64(v).view(np.int64)) if isinstance(v, float) else int(v)
 
 
 class Values:

@@ -7,7 +7,6 @@ f32 and rounded once at the end, integer products wrap like numpy's.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import llvmlite.ir as ir
 import numpy as np
@@ -18,7 +17,7 @@ from ..builder import I64, broadcast_strides, contiguous_strides, for_nest, for_
 from ..context import NodeCtx
 from ..kernels.matmul import BSource, GemmSpec, StridedB, compute_type
 from ..kernels.matmul import call_gemm as emit_gemm_call
-from ..symbolic import Size, SymbolicDimError, is_static
+from ..symbolic import is_static
 from . import lowering
 from .core import copy_buffer
 from .nn_values import Vals, shared_body
@@ -35,21 +34,6 @@ def call_gemm(ctx: NodeCtx, spec: GemmSpec, source: BSource, a: ir.Value, b: ir.
     emit_gemm_call(ctx.b, ctx.m.cache, ctx.target.isa, spec, source, ctx.global_array, a, b, bias, c)
 
 
-def broadcast_dims(a: Sequence[Size], b: Sequence[Size]) -> tuple[Size, ...]:
-    """numpy's broadcast of two shapes whose dims may be symbolic (equal ones, or one of them 1)."""
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    out: list[Size] = []
-    for x, y in zip(a, b):
-        if x == y or y == 1:
-            out.append(x)
-        elif x == 1:
-            out.append(y)
-        else:
-            raise SymbolicDimError(f"dims {x} and {y} do not broadcast before run time")
-    return tuple(out)
-
-
 @lowering("matmul", symbolic=True)
 def matmul(ctx: NodeCtx) -> None:
     a, bm, y = ctx.ins[0], ctx.ins[1], ctx.outs[0]
@@ -62,7 +46,7 @@ def matmul(ctx: NodeCtx) -> None:
         spec = GemmSpec(math.prod(sa[:-1]), N, (K,), a.dtype, a_m=K, a_k=(1,), ldc=N, threads=kernel_threads(ctx))
         call_gemm(ctx, spec, StridedB(N, 1), a.ptr, bm.ptr, None, y.ptr)
         return
-    batch = broadcast_dims(sa[:-2], sb[:-2])
+    batch = tuple(y.shape[:y.rank - (a.rank > 1) - (bm.rank > 1)])  # the result's leading dims: the broadcast batch
     a_batch = tuple(s * M * K for s in broadcast_strides(sa[:-2], batch))
     b_batch = tuple(s * K * N for s in broadcast_strides(sb[:-2], batch))
     c_batch = tuple(s * M * N for s in contiguous_strides(batch))
