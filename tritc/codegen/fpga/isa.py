@@ -1,0 +1,359 @@
+"""The accelerator's instruction set: opcodes, fields, and the fixed-width binary encoding (docs/ISA.md).
+
+Every instruction is 256 bits (32 bytes, little-endian). Bits [3:0] hold the opcode, bits [7:4] the four
+dependency flags (pop_prev, pop_next, push_prev, push_next), and the opcode's fields follow from bit 8 up,
+in the order of FIELDS, each `width` bits, unsigned or two's complement (`signed`). Unused high bits are 0;
+a decoder refuses an instruction whose unused bits are set, so the encoding is a bijection on valid words.
+
+    ins = Instr(Op.GEMM, m=1, kw=40, n=16, reset=1, push_next=1)
+    word = encode(ins)               # 32 bytes
+    assert decode(word) == ins
+    stream = encode_stream([ins, ...]); decode_stream(stream)
+
+The engines (docs/ISA.md, "Engines and tokens"): LOAD runs on the load engine, GEMM / VOP / NOP / FINISH on
+the compute engine, STORE on the store engine. "prev" and "next" name the neighbouring engines in the chain
+load -> compute -> store.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from ...errors import CompilerError
+
+INSTR_BITS = 256
+INSTR_BYTES = INSTR_BITS // 8
+HEADER_BITS = 8  # opcode (4) + dependency flags (4)
+MAGIC = b"TRITISA1"  # a binary stream file starts with this and the instruction count (u32)
+
+
+class StreamError(CompilerError):
+    """A malformed instruction stream: unknown opcode, bad field, truncated, out-of-range address."""
+
+
+class Op(IntEnum):
+    NOP = 0      # compute engine: only its dependency flags act (a token relay)
+    LOAD = 1     # load engine: DRAM -> buffer, a 2-D strided transfer
+    STORE = 2    # store engine: buffer -> DRAM, a 2-D strided transfer
+    GEMM = 3     # compute engine, matrix unit: int8 activations x packed trits -> int32 accumulators
+    VOP = 4      # compute engine, vector unit: elementwise / reduction / small fp32 matmul over 2-D views
+    FINISH = 5   # compute engine: the end of the stream (after every engine has drained)
+
+
+class Engine(IntEnum):
+    LOAD = 0
+    COMPUTE = 1
+    STORE = 2
+
+
+ENGINE_OF = {Op.NOP: Engine.COMPUTE, Op.LOAD: Engine.LOAD, Op.STORE: Engine.STORE, Op.GEMM: Engine.COMPUTE,
+             Op.VOP: Engine.COMPUTE, Op.FINISH: Engine.COMPUTE}
+
+
+class Buf(IntEnum):
+    WGT = 0  # packed weight words, addressed in bytes
+    ACT = 1  # int8 activations, addressed in bytes
+    ACC = 2  # int32 accumulators, addressed in 4-byte words
+    VEC = 3  # fp32 working data of the vector unit, addressed in 4-byte words
+    KV = 4   # fp32 key / value cache tiles, addressed in 4-byte words
+
+
+ELEM_BYTES = {Buf.WGT: 1, Buf.ACT: 1, Buf.ACC: 4, Buf.VEC: 4, Buf.KV: 4}
+
+
+class VFunc(IntEnum):
+    """The vector unit's functions (docs/ISA.md, "Vector unit"). a = src1, b = src2 or the immediate."""
+    COPY = 0     # d = a
+    FILL = 1     # d = imm
+    ADD = 2      # d = a + b
+    SUB = 3      # d = a - b
+    MUL = 4      # d = a * b
+    DIV = 5      # d = a / b                 (IEEE, correctly rounded)
+    MAX = 6      # d = max(a, b)             (NaN if either is NaN)
+    MIN = 7      # d = min(a, b)
+    NEG = 8      # d = -a
+    ABS = 9      # d = |a|
+    RECIP = 10   # d = 1 / a                 (IEEE division)
+    SQRT = 11    # d = sqrt(a)               (IEEE, correctly rounded)
+    EXP = 12     # d = exp(a)                (range reduction + degree-6 polynomial, docs/ISA.md)
+    SIN = 13     # d = sin(a)                (Cody-Waite reduction by pi/2 + polynomials)
+    COS = 14     # d = cos(a)
+    TANH = 15    # d = tanh(a)               (from EXP)
+    ERF = 16     # d = erf(a)                (polynomial, docs/ISA.md)
+    WHERE = 17   # d = a if b != 0 else imm  (b is always src2)
+    RSUM = 18    # d[i, 0] = sum_j a[i, j]   (lane partial sums, then a binary tree)
+    RMAX = 19    # d[i, 0] = max_j a[i, j]
+    MM = 20      # d[i, j] = sum_k a[i, k] * b[j, k] over `depth` k (lane partial sums, then a tree)
+    REQ = 21     # d = sat8((a_int32 * M + 2^(30+shift)) >> (31+shift)), M = imm (Q31), shift = depth
+    ROUND = 22   # d = round half to even (a)
+    RELU = 23    # d = max(a, 0)
+    LT = 24      # d = 1.0 if a < b else 0.0
+    EQ = 25      # d = 1.0 if a == b else 0.0
+
+
+UNARY = frozenset({VFunc.COPY, VFunc.NEG, VFunc.ABS, VFunc.RECIP, VFunc.SQRT, VFunc.EXP, VFunc.SIN, VFunc.COS,
+                   VFunc.TANH, VFunc.ERF, VFunc.RSUM, VFunc.RMAX, VFunc.REQ, VFunc.ROUND, VFunc.RELU})
+BINARY = frozenset({VFunc.ADD, VFunc.SUB, VFunc.MUL, VFunc.DIV, VFunc.MAX, VFunc.MIN, VFunc.WHERE, VFunc.MM,
+                    VFunc.LT, VFunc.EQ})
+REDUCTIONS = frozenset({VFunc.RSUM, VFunc.RMAX})
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    width: int
+    signed: bool = False
+
+    @property
+    def lo(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def hi(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+
+def _operand(prefix: str) -> list[Field]:
+    """A vector operand: buffer, word / byte address, row stride and column stride (elements)."""
+    return [Field(f"{prefix}_buf", 3), Field(f"{prefix}_addr", 22), Field(f"{prefix}_rs", 16, True),
+            Field(f"{prefix}_cs", 12, True)]
+
+
+FIELDS: dict[Op, list[Field]] = {
+    Op.NOP: [],
+    Op.FINISH: [],
+    # rows x cols elements (of the buffer's element size); element (r, c) moves between
+    # dram_addr + r * dram_rs + c * dram_cs (bytes) and sram_addr + r * sram_rs + c (buffer units).
+    Op.LOAD: [Field("buf", 3), Field("sram_addr", 22), Field("dram_addr", 40), Field("rows", 16),
+              Field("cols", 16), Field("dram_rs", 32, True), Field("dram_cs", 16, True), Field("sram_rs", 22)],
+    Op.STORE: [Field("buf", 3), Field("sram_addr", 22), Field("dram_addr", 40), Field("rows", 16),
+               Field("cols", 16), Field("dram_rs", 32, True), Field("dram_cs", 16, True), Field("sram_rs", 22)],
+    # acc[acc_addr + i*acc_rs + j] (=|+=) sum over g < kw, l < 64 of
+    #     act[act_addr + i*act_rs + 64*g + l] * trit l of the word at wgt_addr + (j*kw + g) * word_bytes
+    # for i < m, j < n.
+    Op.GEMM: [Field("acc_addr", 22), Field("act_addr", 22), Field("wgt_addr", 22), Field("m", 16),
+              Field("kw", 12), Field("n", 16), Field("act_rs", 22), Field("acc_rs", 22), Field("reset", 1)],
+    # rows x cols results; `depth` is MM's inner length and REQ's shift; imm is a float32 bit pattern (an int32
+    # for REQ); use_imm: b is the immediate instead of src2.
+    Op.VOP: [Field("func", 6), Field("rows", 16), Field("cols", 16), Field("depth", 16), Field("imm", 32, True),
+             Field("use_imm", 1), *_operand("dst"), *_operand("src1"), *_operand("src2")],
+}
+DEP_FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
+
+for _op, _fields in FIELDS.items():
+    assert HEADER_BITS + sum(f.width for f in _fields) <= INSTR_BITS, _op
+FIELD_INDEX: dict[Op, dict[str, Field]] = {op: {f.name: f for f in fs} for op, fs in FIELDS.items()}
+
+
+class Instr:
+    """One instruction: an opcode, its dependency flags and its fields (missing fields are 0). Immutable."""
+
+    op: Op
+    pop_prev: int
+    pop_next: int
+    push_prev: int
+    push_next: int
+    fields: Mapping[str, int]
+
+    def __init__(self, op: Op, *, pop_prev: int = 0, pop_next: int = 0, push_prev: int = 0, push_next: int = 0,
+                 **values: int):
+        op = Op(op)
+        known = FIELD_INDEX[op]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise StreamError(f"{op.name} has no field(s) {', '.join(unknown)} (fields: "
+                              f"{', '.join(known) or 'none'})")
+        full = {name: int(values.get(name, 0)) for name in known}
+        for name, f in known.items():
+            if not f.lo <= full[name] <= f.hi:
+                raise StreamError(f"{op.name}.{name} = {full[name]} does not fit its {f.width}-bit "
+                                  f"{'signed ' if f.signed else ''}field [{f.lo}, {f.hi}]")
+        object.__setattr__(self, "op", op)
+        for flag, v in zip(DEP_FLAGS, (pop_prev, pop_next, push_prev, push_next)):
+            if v not in (0, 1, False, True):
+                raise StreamError(f"{op.name}.{flag} must be 0 or 1, got {v}")
+            object.__setattr__(self, flag, int(v))
+        object.__setattr__(self, "fields", full)
+
+    def __getattr__(self, name: str) -> int:
+        f = self.__dict__.get("fields")
+        if f is not None and name in f:
+            return f[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("instructions are immutable: use replace()")
+
+    def __hash__(self) -> int:
+        return hash((self.op, self.flags, tuple(sorted(self.fields.items()))))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Instr) and self.op == other.op and self.flags == other.flags
+                and dict(self.fields) == dict(other.fields))
+
+    def __reduce__(self):  # for copy / pickle in tests (never written to artifacts)
+        return (_rebuild, (self.op, self.flags, dict(self.fields)))
+
+    @property
+    def flags(self) -> tuple[int, int, int, int]:
+        return (self.pop_prev, self.pop_next, self.push_prev, self.push_next)
+
+    @property
+    def engine(self) -> Engine:
+        return ENGINE_OF[self.op]
+
+    def replace(self, **changes: int) -> Instr:
+        values = dict(self.fields)
+        flags = dict(zip(DEP_FLAGS, self.flags))
+        for k, v in changes.items():
+            (flags if k in flags else values)[k] = v
+        return Instr(self.op, **flags, **values)
+
+    def __repr__(self) -> str:
+        parts = [f"{k}=1" for k, v in zip(DEP_FLAGS, self.flags) if v]
+        parts += [f"{k}={v}" for k, v in self.fields.items() if v]
+        return f"Instr({self.op.name}{', ' if parts else ''}{', '.join(parts)})"
+
+
+def _rebuild(op: Op, flags: tuple[int, ...], values: dict[str, int]) -> Instr:
+    return Instr(op, **dict(zip(DEP_FLAGS, flags)), **values)
+
+
+def encode(ins: Instr) -> bytes:
+    """The 32-byte little-endian word of one instruction."""
+    word = int(ins.op) | (ins.pop_prev << 4) | (ins.pop_next << 5) | (ins.push_prev << 6) | (ins.push_next << 7)
+    pos = HEADER_BITS
+    for f in FIELDS[ins.op]:
+        v = ins.fields[f.name] & ((1 << f.width) - 1)
+        word |= v << pos
+        pos += f.width
+    return word.to_bytes(INSTR_BYTES, "little")
+
+
+def decode(data: bytes, index: int | None = None) -> Instr:
+    """The instruction of a 32-byte word; StreamError on an unknown opcode or set unused bits."""
+    where = f"instruction {index}" if index is not None else "instruction"
+    if len(data) != INSTR_BYTES:
+        raise StreamError(f"{where}: {len(data)} bytes, an instruction has {INSTR_BYTES}")
+    word = int.from_bytes(data, "little")
+    code = word & 0xF
+    try:
+        op = Op(code)
+    except ValueError:
+        raise StreamError(f"{where}: unknown opcode {code}") from None
+    flags = [(word >> (4 + i)) & 1 for i in range(4)]
+    values: dict[str, int] = {}
+    pos = HEADER_BITS
+    for f in FIELDS[op]:
+        v = (word >> pos) & ((1 << f.width) - 1)
+        if f.signed and v >> (f.width - 1):
+            v -= 1 << f.width
+        values[f.name] = v
+        pos += f.width
+    if word >> pos:
+        raise StreamError(f"{where}: {op.name} has bits set above its last field (bit {pos} up)")
+    if op is Op.VOP:
+        try:
+            VFunc(values["func"])
+        except ValueError:
+            raise StreamError(f"{where}: unknown vector function {values['func']}") from None
+    for key in ("buf", "dst_buf", "src1_buf", "src2_buf"):
+        if key in values and values[key] not in Buf._value2member_map_:
+            raise StreamError(f"{where}: {op.name}.{key} = {values[key]} is not a buffer")
+    return Instr(op, **dict(zip(DEP_FLAGS, flags)), **values)
+
+
+def encode_stream(instrs: Iterable[Instr]) -> bytes:
+    """A binary stream: MAGIC, the count (u32 little-endian), then the 32-byte words."""
+    words = [encode(i) for i in instrs]
+    return MAGIC + struct.pack("<I", len(words)) + b"".join(words)
+
+
+def decode_stream(data: bytes) -> list[Instr]:
+    """The instructions of a binary stream; StreamError if it is not one or is truncated."""
+    if len(data) < len(MAGIC) + 4 or data[:len(MAGIC)] != MAGIC:
+        raise StreamError("not a tritc instruction stream (bad magic)")
+    (count,) = struct.unpack_from("<I", data, len(MAGIC))
+    body = memoryview(data)[len(MAGIC) + 4:]
+    if len(body) != count * INSTR_BYTES:
+        raise StreamError(f"truncated instruction stream: header says {count} instructions "
+                          f"({count * INSTR_BYTES} bytes), {len(body)} bytes follow")
+    return [decode(bytes(body[i * INSTR_BYTES:(i + 1) * INSTR_BYTES]), i) for i in range(count)]
+
+
+def iter_words(data: bytes) -> Iterator[bytes]:
+    for i in range(0, len(data), INSTR_BYTES):
+        yield data[i:i + INSTR_BYTES]
+
+
+# -- helpers the lowering and the simulator share ---------------------------------------------------------
+
+def f32_bits(x: float) -> int:
+    """The float32 bit pattern of x as a signed 32-bit int (the VOP imm field)."""
+    return int(np.array(x, dtype=np.float32).view(np.int32))
+
+
+def bits_f32(v: int) -> np.float32:
+    return np.array(v, dtype=np.int32).view(np.float32)[()]
+
+
+# -- weights: 64 trits per word (docs/ISA.md, "Weights") -------------------------------------------------
+
+POW3 = np.array([81, 27, 9, 3, 1], np.int32)
+
+
+def pack_base3_words(trits: np.ndarray) -> np.ndarray:
+    """trits [..., 64g] in {-1, 0, 1} -> uint8 [..., 13g]: 5 trits per byte (the 13th byte holds trits 60-63 and
+    a zero pad trit). Byte q of digits d0..d4 (d = t + 1, d0 most significant) is ceil(256 * v / 243),
+    v = sum d_i 3^(4-i); digit i decodes as ((q * 3^i) mod 256) * 3 >> 8 (no division)."""
+    t = np.asarray(trits)
+    if t.shape[-1] % 64:
+        raise CompilerError(f"trits must come in words of 64, got a last dim of {t.shape[-1]}")
+    g = t.shape[-1] // 64
+    d = (t.astype(np.int32) + 1).reshape(t.shape[:-1] + (g, 64))
+    d = np.concatenate([d, np.ones(d.shape[:-1] + (1,), np.int32)], axis=-1).reshape(t.shape[:-1] + (g, 13, 5))
+    v = (d * POW3).sum(axis=-1)
+    q = (v * 256 + 242) // 243
+    return q.astype(np.uint8).reshape(t.shape[:-1] + (13 * g,))
+
+
+def unpack_base3_words(packed: np.ndarray) -> np.ndarray:
+    """The inverse of pack_base3_words, with the division-free decode the hardware uses: int8 [..., 64g]."""
+    p = np.asarray(packed, dtype=np.uint8)
+    if p.shape[-1] % 13:
+        raise CompilerError(f"base-3 words are 13 bytes, got a last dim of {p.shape[-1]}")
+    g = p.shape[-1] // 13
+    q = p.astype(np.int32).reshape(p.shape[:-1] + (g, 13, 1))
+    digits = (((q * np.array([1, 3, 9, 27, 81], np.int32)) & 0xFF) * 3) >> 8
+    t = digits.reshape(p.shape[:-1] + (g, 65))[..., :64] - 1
+    return t.astype(np.int8).reshape(p.shape[:-1] + (64 * g,))
+
+
+def pack_2bit_words(trits: np.ndarray) -> np.ndarray:
+    """trits [..., 64g] -> uint8 [..., 16g]: code t + 1 in 2 bits, trit 4b + i in bits 2i..2i+1 of byte b."""
+    t = np.asarray(trits)
+    if t.shape[-1] % 64:
+        raise CompilerError(f"trits must come in words of 64, got a last dim of {t.shape[-1]}")
+    c = (t.astype(np.int32) + 1).reshape(t.shape[:-1] + (t.shape[-1] // 4, 4))
+    return (c[..., 0] | (c[..., 1] << 2) | (c[..., 2] << 4) | (c[..., 3] << 6)).astype(np.uint8)
+
+
+def unpack_2bit_words(packed: np.ndarray) -> np.ndarray:
+    p = np.asarray(packed, dtype=np.uint8)
+    c = np.stack([(p >> (2 * i)) & 3 for i in range(4)], axis=-1).astype(np.int8)
+    if c.size and c.max() > 2:
+        raise CompilerError("2-bit weight word holds code 3, which is not a trit")
+    return (c - 1).reshape(p.shape[:-1] + (p.shape[-1] * 4,))
+
+
+def pack_words(trits: np.ndarray, packing: str) -> np.ndarray:
+    return pack_base3_words(trits) if packing == "base3" else pack_2bit_words(trits)
+
+
+def unpack_words(packed: np.ndarray, packing: str) -> np.ndarray:
+    return unpack_base3_words(packed) if packing == "base3" else unpack_2bit_words(packed)
