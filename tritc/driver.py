@@ -30,6 +30,8 @@ from .passes.pipelines import TernaryFlag, pass_source, with_ternary_flags
 from .passes.pipelines import pipeline as named_pipeline
 from .runtime.model import CompiledModel
 
+TARGETS = ("cpu", "fpga")
+FPGA_FLOAT_ACT = ("int8", "host")
 DEFAULT_DIM = 1  # size compiled ahead of time, without generic code, for a symbolic dim nobody gave a size for
 
 
@@ -107,12 +109,22 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                   ternary_exclude: Sequence[str] = (), ternary_act: str | None = None,
                   shapes: Sequence[str] | Mapping[str, int] | None = None,
                   cpu_features: str | None = None, opt_level: int = 3,
-                  progress: Callable[[str], None] | None = None, lazy: bool = False) -> CompiledModel:
-    """Compile `model` for `target` ("cpu"). Options mirror `tritc compile`'s flags. lazy=True stops after the
-    passes: the first run compiles the code it needs (generation does, when it runs the model's capacity form
-    instead: CompiledModel.with_cache_in_place)."""
-    if target != "cpu":
-        raise UnsupportedError(f"target '{target}' is not available yet (targets: cpu)")
+                  progress: Callable[[str], None] | None = None, lazy: bool = False,
+                  fpga_config: Any = None, fpga_float_act: str = "int8", double_buffer: bool = True,
+                  device: Any = None) -> Any:
+    """Compile `model` for `target` ("cpu" or "fpga"). Options mirror `tritc compile`'s flags. lazy=True stops after
+    the passes: the first run compiles the code it needs (generation does, when it runs the model's capacity form
+    instead: CompiledModel.with_cache_in_place). For "fpga": `fpga_config` (a preset name, a JSON path, a dict or an
+    FpgaConfig; default edge), `fpga_float_act` ("int8": float-activation ternary layers take int8 activations on
+    the matrix unit; "host": they stay float and run on the host), `double_buffer`, and a `device` to run on (the
+    Simulator by default); the result is an FpgaModel."""
+    if target not in TARGETS:
+        raise UnsupportedError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
+    if target == "fpga":
+        return compile_fpga(model, threads=threads, pipeline="fpga" if pipeline == "cpu" else pipeline, passes=passes,
+                            ternary=ternary, ternary_include=ternary_include, ternary_exclude=ternary_exclude,
+                            ternary_act=ternary_act, shapes=shapes, progress=progress, fpga_config=fpga_config,
+                            fpga_float_act=fpga_float_act, double_buffer=double_buffer, device=device)
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     say = progress or (lambda _msg: None)
@@ -148,3 +160,48 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
     cm.ternary_report = report  # type: ignore[attr-defined]
     return cm
+
+
+def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str | None, ternary: str | None,
+                 ternary_include: Sequence[str], ternary_exclude: Sequence[str], ternary_act: str | None,
+                 shapes: Sequence[str] | Mapping[str, int] | None, progress: Callable[[str], None] | None,
+                 fpga_config: Any, fpga_float_act: str, double_buffer: bool, device: Any) -> Any:
+    """The FPGA target: the fpga pipeline, then the stream lowered for the --shape sizes (dims not given: their
+    default) so that compile errors show at compile time; other sizes are lowered when first run."""
+    from .codegen.fpga.config import load_config
+    from .runtime.fpga_model import FpgaModel
+
+    if fpga_float_act not in FPGA_FLOAT_ACT:
+        raise OptionError(f"fpga_float_act must be one of {', '.join(FPGA_FLOAT_ACT)}, got '{fpga_float_act}'")
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be at least 1, not {threads}")
+    config = load_config(fpga_config)
+    say = progress or (lambda _msg: None)
+    say("importing")
+    graph, name = import_any(model)
+    plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
+                         ternary_exclude=ternary_exclude, ternary_act=ternary_act)
+    if fpga_float_act == "host":
+        plist = [p for p in plist if p.name != "quantize-activations"]
+    source_constraints(graph, say)
+    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
+    pm.run(graph)
+    report = pm.result_of("fold-ternary")
+    meta: dict[str, Any] = {"source": Path(name).name if name else "", "passes": [p.describe() for p in plist],
+                            "fpga_float_act": fpga_float_act}
+    if report is not None:
+        meta["ternary"] = report.summary()
+    say(f"packing weights for the FPGA ({config.name}, {config.weight_packing})")
+    fm = FpgaModel(graph, config, device=device, double_buffer=double_buffer, threads=threads, meta=meta,
+                   progress=say)
+    symbols = symbols_of(graph)
+    given = parse_shapes(shapes)
+    unknown = [k for k in given if k not in symbols]
+    if unknown:
+        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
+                          f"{', '.join(symbols) or 'none, all static'})")
+    fm.program.code_for(default_sizes(graph, given, model, say))
+    say("done")
+    fm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
+    fm.ternary_report = report  # type: ignore[attr-defined]
+    return fm

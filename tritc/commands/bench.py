@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     feeds, _ = make_inputs(inputs, bindings.sizes, {}, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)
+    if getattr(cm, "target_kind", "cpu") == "fpga":
+        return bench_fpga(cm, feeds, args, bindings, say)
     session = ort_session(args.model, threads)
     say(f"timing: {args.warmup} warm-up and {args.runs} timed runs of each, interleaved")
     times = interleaved({"tritc": lambda: cm.run(None, feeds), "onnxruntime": lambda: session.run(None, feeds)},
@@ -101,4 +103,24 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"tritc {human_seconds(med['tritc'])}  onnxruntime {human_seconds(med['onnxruntime'])}  (median of "
                      f"{args.runs} interleaved runs; best {human_seconds(best['tritc'])} / "
                      f"{human_seconds(best['onnxruntime'])})  ->  {verdict} than onnxruntime\n")
+    return EXIT_OK
+
+
+def bench_fpga(fm, feeds: dict, args: argparse.Namespace, bindings, say: Progress) -> int:  # fm: FpgaModel
+    """The simulator's report for one run (it is a model: one run is the measurement), and onnxruntime's measured time
+    on this CPU beside it."""
+    from .fpga_report import format_fpga_report
+
+    say("running on the FPGA simulator")
+    fm.run(None, feeds)
+    stats = fm.stats
+    session = ort_session(args.model, args.threads)
+    times = interleaved({"onnxruntime": lambda: session.run(None, feeds)}, args.warmup, args.runs)
+    ort = statistics.median(times["onnxruntime"])
+    modelled = stats["total_seconds"]
+    sys.stdout.write(f"machine (for onnxruntime): {cpu_model()}, {args.threads} thread{'s' if args.threads != 1 else ''}; "
+                     f"shapes {bindings.describe()}\n")
+    sys.stdout.write(format_fpga_report(stats))
+    sys.stdout.write(f"modelled fpga {human_seconds(modelled)}  onnxruntime (this CPU) {human_seconds(ort)}  ->  "
+                     f"{ort / modelled:.2f}x (modelled, not measured)\n" if modelled > 0 else "")
     return EXIT_OK

@@ -40,7 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target")
-    g.add_argument("--target", default="cpu", help="cpu (the only target today)")
+    g.add_argument("--target", default="cpu", choices=("cpu", "fpga"),
+                   help="cpu (native code for this machine, default) or fpga (instruction streams for the ternary "
+                        "accelerator of docs/ISA.md, run on its simulator)")
+    g.add_argument("--fpga-config", metavar="edge|datacenter|FILE.json", default=None,
+                   help="with --target fpga: the accelerator build, a preset or a JSON file (default edge)")
+    g.add_argument("--fpga-float-act", choices=("int8", "host"), default="int8",
+                   help="with --target fpga: float-activation ternary layers take int8 activations on the matrix unit "
+                        "(int8, default) or stay float on the host (host)")
+    g.add_argument("--no-double-buffer", dest="double_buffer", action="store_false",
+                   help="with --target fpga: one buffer half per tile stream (for comparison)")
     add_threads_option(g)
     g.add_argument("--cpu-features", metavar="FEATS", default=None,
                    help="LLVM features on top of this CPU's, e.g. -avx512f (AVX2 kernels) or 'generic' (portable x86-64)")
@@ -73,6 +82,9 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
     from ..driver import compile_model, parse_shapes
 
     check_cpu_features(args.cpu_features)
+    fpga = getattr(args, "target", "cpu") == "fpga"
+    if not fpga and getattr(args, "fpga_config", None) is not None:
+        raise OptionError("--fpga-config goes with --target fpga")
     build_pass_list(args)  # the pass options and --shape are checked before the model is even read
     parse_shapes(args.shape)
 
@@ -81,9 +93,11 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
             return  # the command imported the model itself (and said so)
         say({"importing": f"importing {model}", "done": "compiled"}.get(msg, msg))
 
+    extra = {"fpga_config": args.fpga_config, "fpga_float_act": args.fpga_float_act,
+             "double_buffer": args.double_buffer} if fpga else {}
     cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
                        cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, lazy=lazy,
-                       **pass_kwargs(args))
+                       **pass_kwargs(args), **extra)
     cm.progress = None  # later compilations (a new shape at run time) are not part of this command's progress
     return cm
 
@@ -100,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def summary(cm, out: os.PathLike[str] | str, seconds: float) -> str:  # cm: CompiledModel
+def summary(cm, out: os.PathLike[str] | str, seconds: float) -> str:  # cm: CompiledModel or FpgaModel
+    if getattr(cm, "target_kind", "cpu") == "fpga":
+        return fpga_summary(cm, out, seconds)
     t = cm.target
     shapes = [f"every size ({', '.join(cm.symbols)} at run time)" if cm.symbols and not s.bindings else
               format_bindings(s.bindings) for s in cm.specializations]
@@ -123,5 +139,24 @@ def summary(cm, out: os.PathLike[str] | str, seconds: float) -> str:  # cm: Comp
             ("shapes", "; ".join(shapes)),
             ("ternary", ternary),
             ("time", human_seconds(seconds))]
+    size = os.path.getsize(out)
+    return f"wrote {out} ({human_bytes(size)})\n" + "".join(f"  {k:<8}  {v}\n" for k, v in rows)
+
+
+def fpga_summary(fm, out: os.PathLike[str] | str, seconds: float) -> str:  # fm: FpgaModel
+    cfg = fm.config
+    rows = [("model", f"{', '.join(map(str, fm.inputs))} -> {', '.join(map(str, fm.outputs))}"),
+            ("target", f"fpga, config {cfg.name}: {cfg.matrix_rows}x{cfg.matrix_lanes} matrix unit, "
+                       f"{cfg.vector_lanes} vector lanes, {cfg.clock_hz / 1e6:g} MHz, "
+                       f"{cfg.dram_bandwidth / 1e9:g} GB/s {cfg.dram_kind}, weights {cfg.weight_packing}")]
+    for code in fm.program.codes.values():
+        n = sum(len(s) for s in code.streams.values())
+        where = format_bindings(code.bindings) if code.bindings else "static sizes"
+        rows.append(("stream", f"{where}: {n} instructions in {len(code.streams)} device region(s), "
+                               f"{len(code.host_graphs)} host region(s)"))
+        for r in code.regions:
+            for what, why in r.reasons.items():
+                rows.append(("host", f"{what}: {why}"))
+    rows.append(("time", human_seconds(seconds)))
     size = os.path.getsize(out)
     return f"wrote {out} ({human_bytes(size)})\n" + "".join(f"  {k:<8}  {v}\n" for k, v in rows)

@@ -43,7 +43,13 @@ def run(args: argparse.Namespace) -> int:
             texts.append(summary(args.artifact, m, HEADER.size + mlen))
         if args.ir:
             texts.append(_section(art.sections, "ir").decode("utf-8", errors="replace"))
-        if args.llvm or args.asm:
+        fpga = isinstance(m.get("target"), dict) and m["target"].get("kind") == "fpga"
+        if fpga and args.llvm:
+            raise ArtifactError(f"{args.artifact}: an FPGA artifact holds instruction streams, not LLVM code "
+                                f"(--asm prints their listing)")
+        if fpga and args.asm:
+            texts.append(_fpga_listing(m, art.sections))
+        elif args.llvm or args.asm:
             specs = _specs(m)
             if args.llvm:
                 texts.append(_per_spec(specs, art.sections, "llvm", multi=len(specs) > 1 or len(texts) > 0))
@@ -129,8 +135,39 @@ def _arena(m: dict[str, Any]) -> str:
     return human_bytes(expr) + (" (largest compiled shape)" if m.get("symbols") is None or m.get("generic_error") else "")
 
 
+def _fpga_listing(m: dict[str, Any], sections: dict[str, bytes]) -> str:
+    """The assembly listing of every stored stream (decoded and checked first)."""
+    from ..codegen.fpga.asm import format_listing
+    from ..codegen.fpga.isa import StreamError, decode_stream
+
+    codes = m.get("fpga_codes") or []
+    if not codes:
+        return "# no lowered sizes in this artifact (they are lowered on first run)\n"
+    out = []
+    for code in codes:
+        where = format_bindings({str(k): int(v) for k, v in code["bindings"].items()}) or "static sizes"
+        for region, name in code["streams"].items():
+            try:
+                instrs = decode_stream(_section(sections, name))
+            except StreamError as e:
+                raise ArtifactError(f"section '{name}': {e}") from None
+            out.append(f"# ---- {where}, device region {region}: {len(instrs)} instructions ----\n")
+            out.append(ending_in_newline(format_listing(instrs)))
+    return "".join(out)
+
+
+def _fpga_target(m: dict[str, Any]) -> str:
+    c = (m.get("target") or {}).get("fpga_config") or {}
+    return (f"fpga, config {c.get('name', '?')}: {c.get('matrix_rows', '?')}x{c.get('matrix_lanes', '?')} matrix unit, "
+            f"{c.get('vector_lanes', '?')} vector lanes, {float(c.get('clock_hz', 0)) / 1e6:g} MHz, "
+            f"{float(c.get('dram_bandwidth', 0)) / 1e9:g} GB/s {c.get('dram_kind', '?')}, weights "
+            f"{c.get('weight_packing', '?')}")
+
+
 def summary(path: str, m: dict[str, Any], data_start: int) -> str:
     t = m.get("target") or {}
+    if t.get("kind") == "fpga":
+        return _fpga_summary(path, m, data_start)
     meta = m.get("meta") or {}
     weights = m.get("weights") or []
     kinds = [w.get("kind", "?") for w in weights]
@@ -158,6 +195,29 @@ def summary(path: str, m: dict[str, Any], data_start: int) -> str:
         rows.append(("ternary", f"{tern.get('folded')} of {tern.get('layers')} linear layers ({tern.get('exact')} exact); "
                                 f"weights {human_bytes(int(tern.get('bytes_before', 0)))} -> "
                                 f"{human_bytes(int(tern.get('bytes_after', 0)))}"))
+    head = "".join(f"{k:<9} {v}\n" for k, v in rows)
+    sec_rows = [("section", "offset", "bytes", "sha256")]
+    for s in m.get("sections", []):
+        sec_rows.append((str(s["name"]), str(data_start + int(s["offset"])), str(int(s["length"])), str(s["sha256"])))
+    return head + "\n" + table(sec_rows, right=(1, 2))
+
+
+def _fpga_summary(path: str, m: dict[str, Any], data_start: int) -> str:
+    meta = m.get("meta") or {}
+    codes = m.get("fpga_codes") or []
+    rows = [
+        ("artifact", f"{path} ({human_bytes(os.path.getsize(path))})"),
+        ("format", f"{m.get('format_version')} (written by tritc {m.get('tritc_version', '?')})"),
+        ("source", str(meta.get("source") or "-")),
+        ("target", _fpga_target(m)),
+        ("inputs", ", ".join(f"{i['name']}: {i['type']}" for i in m.get("inputs", []))),
+        ("outputs", ", ".join(f"{o['name']}: {o['type']}" for o in m.get("outputs", []))),
+        ("weights", f"{human_bytes(int(m.get('weights_bytes', 0)))} in {len(m.get('weights') or [])} tensors"),
+        ("streams", "; ".join(f"{format_bindings(dict(c['bindings'])) or 'static sizes'}: {len(c['streams'])} device "
+                              f"region(s)" for c in codes) or "none (lowered on first run)"),
+    ]
+    if meta.get("passes"):
+        rows.append(("passes", ", ".join(map(str, meta["passes"]))))
     head = "".join(f"{k:<9} {v}\n" for k, v in rows)
     sec_rows = [("section", "offset", "bytes", "sha256")]
     for s in m.get("sections", []):

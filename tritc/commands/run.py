@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     feeds = parse_input_files(args.input)
     check_feed(model, feeds)
     results = model.run(None, feeds)
+    if getattr(model, "target_kind", "cpu") == "fpga":
+        from .fpga_report import format_fpga_report
+
+        sys.stderr.write(format_fpga_report(model.stats))
     names = [o.name for o in model.outputs]
     if args.output_dir is None:
         rows = [(name, summarize(r)) for name, r in zip(names, results)]

@@ -21,6 +21,7 @@ PASS_MODULES = (
     "tile_attention",
     "schedule_memory",
     "kv_cache_in_place",
+    "quantize_activations",
 )
 
 _loaded = False

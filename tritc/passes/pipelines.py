@@ -36,6 +36,7 @@ PIPELINES: dict[str, list[str]] = {
         "fold-ternary",
         "fuse-bitlinear",
         "fuse-epilogue",
+        "quantize-activations",             # float-activation ternary layers -> int8 (the matrix unit takes int8)
         "fuse-attention",
         "eliminate-dead-code",
         "schedule-memory",

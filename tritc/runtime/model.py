@@ -211,68 +211,7 @@ class CompiledModel:
                                                                 dict[str, str]]:
         """The arrays (native, contiguous), the symbols' sizes, the bytes of value-specialised inputs, and where each
         symbol was bound (for messages)."""
-        if not isinstance(feed, Mapping):
-            raise TypeError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
-        expected = [i.name for i in self.inputs]
-        unknown = [n for n in feed if n not in expected]
-        if unknown:
-            raise ValueError(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model takes {', '.join(expected)}")
-        missing = [n for n in expected if n not in feed]
-        if missing:
-            raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
-        arrays: dict[str, np.ndarray] = {}
-        bindings: dict[str, int] = {}
-        bound_by: dict[str, str] = {}
-        for spec in self.inputs:
-            a = feed[spec.name]
-            if not isinstance(a, np.ndarray):
-                a = np.asarray(a)
-            want = spec.type.dtype.np_dtype
-            if a.dtype.newbyteorder("=") != want.newbyteorder("=") or a.dtype.kind != want.kind:
-                raise TypeError(f"input '{spec.name}' has dtype {a.dtype}, expected {want} ({format_type(spec.type)})")
-            shape = spec.type.shape
-            if shape is not None:
-                if a.ndim != len(shape):
-                    raise ValueError(f"input '{spec.name}' has rank {a.ndim} (shape {list(a.shape)}), expected "
-                                     f"{format_type(spec.type)}")
-                for axis, (d, n) in enumerate(zip(shape, a.shape)):
-                    if isinstance(d, int):
-                        if d != n:
-                            raise ValueError(f"input '{spec.name}' has size {n} in dim {axis}, expected {d} "
-                                             f"({format_type(spec.type)})")
-                    elif isinstance(d, str) and dimlib.symbols(d) == {d}:  # a plain symbol: bind it
-                        if d in bindings and bindings[d] != n:
-                            raise InputShapeError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
-                                                  f"{bindings[d]} in another input ({bound_by[d]})")
-                        bindings[d] = int(n)
-                        bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
-            # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
-            arrays[spec.name] = np.require(a.astype(want, copy=False), want, ["C", "A", "W"]) if a.size else \
-                np.empty(a.shape, want)
-        self._bind_value_symbols(arrays, bindings, bound_by)
-        for spec in self.inputs:  # polynomial dims are checked once every symbol is bound
-            for axis, d in enumerate(spec.type.shape or ()):
-                if isinstance(d, str) and dimlib.symbols(d) != {d}:
-                    value = dimlib.evaluate(d, bindings)
-                    n = arrays[spec.name].shape[axis]
-                    if value is not None and value != n:
-                        raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
-        values = {n: arrays[n].tobytes() for n in sorted(self.program.value_inputs)}
-        return arrays, bindings, values, bound_by
-
-    def _bind_value_symbols(self, arrays: Mapping[str, np.ndarray], bindings: dict[str, int],
-                            bound_by: dict[str, str]) -> None:
-        """Bind the symbols that inputs give by value (Graph.value_symbols: `past_len` holds `past`)."""
-        for name, symbol in self.graph.value_symbols.items():
-            a = arrays[name]
-            n = int(a.reshape(-1)[0]) if a.size == 1 else -1
-            if n < 0:
-                raise InputShapeError(f"input '{name}' holds the size '{symbol}': one integer >= 0, not {a.tolist()}")
-            if symbol in bindings and bindings[symbol] != n:
-                raise InputShapeError(f"input '{name}' gives '{symbol}' = {n}, but '{symbol}' is {bindings[symbol]} "
-                                      f"in another input ({bound_by[symbol]})")
-            bindings[symbol] = n
-            bound_by.setdefault(symbol, f"the value of input '{name}'")
+        return check_feed(self.inputs, feed, self.graph.value_symbols, self.program.value_inputs)
 
     # ---- codes -------------------------------------------------------------------------------------
 
@@ -344,6 +283,76 @@ class CompiledModel:
         outs = ", ".join(map(str, self.outputs))
         n = len(self.program.codes)
         return f"CompiledModel({ins} -> {outs}; target {self.target.cpu} [{self.target.isa}], {n} compiled code{'s' * (n != 1)})"
+
+
+def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: Mapping[str, str],
+               value_inputs: Sequence[str] | set[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, int],
+                                                                      dict[str, bytes], dict[str, str]]:
+    """A call's inputs checked against the model's `specs` by name, dtype and shape: the arrays (native, contiguous),
+    the symbols' sizes, the bytes of value-specialised inputs, and where each symbol was bound (for messages)."""
+    if not isinstance(feed, Mapping):
+        raise TypeError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
+    expected = [i.name for i in specs]
+    unknown = [n for n in feed if n not in expected]
+    if unknown:
+        raise ValueError(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model takes {', '.join(expected)}")
+    missing = [n for n in expected if n not in feed]
+    if missing:
+        raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
+    arrays: dict[str, np.ndarray] = {}
+    bindings: dict[str, int] = {}
+    bound_by: dict[str, str] = {}
+    for spec in specs:
+        a = feed[spec.name]
+        if not isinstance(a, np.ndarray):
+            a = np.asarray(a)
+        want = spec.type.dtype.np_dtype
+        if a.dtype.newbyteorder("=") != want.newbyteorder("=") or a.dtype.kind != want.kind:
+            raise TypeError(f"input '{spec.name}' has dtype {a.dtype}, expected {want} ({format_type(spec.type)})")
+        shape = spec.type.shape
+        if shape is not None:
+            if a.ndim != len(shape):
+                raise ValueError(f"input '{spec.name}' has rank {a.ndim} (shape {list(a.shape)}), expected "
+                                 f"{format_type(spec.type)}")
+            for axis, (d, n) in enumerate(zip(shape, a.shape)):
+                if isinstance(d, int):
+                    if d != n:
+                        raise ValueError(f"input '{spec.name}' has size {n} in dim {axis}, expected {d} "
+                                         f"({format_type(spec.type)})")
+                elif isinstance(d, str) and dimlib.symbols(d) == {d}:  # a plain symbol: bind it
+                    if d in bindings and bindings[d] != n:
+                        raise InputShapeError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
+                                              f"{bindings[d]} in another input ({bound_by[d]})")
+                    bindings[d] = int(n)
+                    bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
+        # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
+        arrays[spec.name] = np.require(a.astype(want, copy=False), want, ["C", "A", "W"]) if a.size else \
+            np.empty(a.shape, want)
+    bind_value_symbols(value_symbols, arrays, bindings, bound_by)
+    for spec in specs:  # polynomial dims are checked once every symbol is bound
+        for axis, d in enumerate(spec.type.shape or ()):
+            if isinstance(d, str) and dimlib.symbols(d) != {d}:
+                value = dimlib.evaluate(d, bindings)
+                n = arrays[spec.name].shape[axis]
+                if value is not None and value != n:
+                    raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
+    values = {n: arrays[n].tobytes() for n in sorted(value_inputs)}
+    return arrays, bindings, values, bound_by
+
+
+def bind_value_symbols(value_symbols: Mapping[str, str], arrays: Mapping[str, np.ndarray], bindings: dict[str, int],
+                       bound_by: dict[str, str]) -> None:
+    """Bind the symbols that inputs give by value (Graph.value_symbols: `past_len` holds `past`)."""
+    for name, symbol in value_symbols.items():
+        a = arrays[name]
+        n = int(a.reshape(-1)[0]) if a.size == 1 else -1
+        if n < 0:
+            raise InputShapeError(f"input '{name}' holds the size '{symbol}': one integer >= 0, not {a.tolist()}")
+        if symbol in bindings and bindings[symbol] != n:
+            raise InputShapeError(f"input '{name}' gives '{symbol}' = {n}, but '{symbol}' is {bindings[symbol]} "
+                                  f"in another input ({bound_by[symbol]})")
+        bindings[symbol] = n
+        bound_by.setdefault(symbol, f"the value of input '{name}'")
 
 
 def check_relations(code: Specialization, bindings: Mapping[str, int], bound_by: Mapping[str, str]) -> None:

@@ -84,6 +84,8 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
     where = str(path)
     art = read_artifact(path)
     m = art.manifest
+    if isinstance(m.get("target"), dict) and m["target"].get("kind") == "fpga":
+        return load_fpga_model(art, where, threads=threads)
     if m["format_version"] < MIN_FORMAT:
         raise ArtifactVersionError(f"{where}: artifact format {m['format_version']} holds code for the entry ABI of "
                                    f"tritc {m.get('tritc_version', '?')}, which this tritc no longer calls (format "
@@ -162,3 +164,78 @@ def _retarget(model: CompiledModel, built: Target, missing: list[str], where: st
         program.codes[key] = compile_code(program.with_values(values), model.layout, spec.bindings, host,
                                           symbols=program.symbols, threads=model.threads)
     model._exes.clear()
+
+
+# ---- the FPGA target -----------------------------------------------------------------------------------------
+
+def save_fpga_model(model: Any, path: str | os.PathLike[str]) -> None:
+    """An FPGA artifact: the final IR and its weights (as the CPU's layout, for the host regions and for lowering
+    new sizes), the FPGA config, and the instruction stream of every device region of every lowered size."""
+    from ..codegen.fpga.isa import encode_stream
+    from ..codegen.llvm.weights import layout_weights
+
+    layout, blob = layout_weights(model.graph)
+    sections: dict[str, bytes] = {"ir": model.ir_text.encode(), "weights": bytes(blob)}
+    codes = []
+    for i, code in enumerate(model.program.codes.values()):
+        streams = {}
+        for r, instrs in code.streams.items():
+            name = f"stream.{i}.{r}"
+            sections[name] = encode_stream(instrs)
+            streams[str(r)] = name
+        codes.append({"bindings": code.bindings, "streams": streams})
+    manifest = {
+        "tritc_version": __version__,
+        "target": {"kind": "fpga", "fpga_config": model.config.to_json(), "double_buffer": model.program.double_buffer},
+        "threads": model.threads,
+        "inputs": [{"name": i.name, "type": format_type(i.type)} for i in model.inputs],
+        "outputs": [{"name": o.name, "type": format_type(o.type)} for o in model.outputs],
+        "symbols": model.symbols,
+        "weights": [e.to_json() for e in layout.entries.values()],
+        "weights_bytes": layout.size,
+        "source_relations": model.graph.source_relations,
+        "source_checks": [list(c) for c in model.graph.source_checks],
+        "fpga_codes": codes,
+        "meta": model.meta,
+    }
+    write_artifact(path, manifest, sections)
+
+
+def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
+    """The FpgaModel of an FPGA artifact. Its stored streams are decoded, checked (check_stream) and used as they are;
+    the partition and DRAM placement of their sizes are derived again from the IR (deterministic), and sizes not
+    stored are lowered from the IR when first run."""
+    from ..codegen.fpga.config import config_from_dict
+    from ..codegen.fpga.isa import StreamError, decode_stream
+    from ..codegen.fpga.verify import check_stream
+    from .fpga_model import FpgaModel
+
+    m = art.manifest
+    tinfo = _field(m, "target", dict, where)
+    try:
+        config = config_from_dict(tinfo.get("fpga_config"), f"{where}: fpga_config")
+        layout = WeightLayout({e["key"]: WeightEntry.from_json(e) for e in _field(m, "weights", list, where)},
+                              int(m.get("weights_bytes", 0)))
+        weights = read_weights(layout, art.sections["weights"])
+        graph = parse_graph(art.sections["ir"].decode(), weights)
+        verify(graph)
+        graph.source_relations = {str(k): _dim_entry(v) for k, v in (m.get("source_relations") or {}).items()}
+        graph.source_checks = [list(_check_entry(c)) for c in (m.get("source_checks") or [])]
+    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError, AttributeError) as e:
+        raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
+    model = FpgaModel(graph, config, threads=threads or m.get("threads"), meta=m.get("meta") or {},
+                      double_buffer=bool(tinfo.get("double_buffer", True)))
+    for entry in m.get("fpga_codes") or []:
+        try:
+            bindings = {str(k): int(v) for k, v in entry["bindings"].items()}
+            code = model.program.lower_for(bindings)   # the partition and placement of these sizes
+            for r, name in entry["streams"].items():
+                instrs = decode_stream(art.sections[name])
+                check_stream(instrs, config)
+                if int(r) not in code.streams:
+                    raise ValueError(f"stream {name} is for region {r}, which is not a device region")
+                code.streams[int(r)] = instrs
+        except (KeyError, TypeError, ValueError, StreamError) as e:
+            raise ArtifactError(f"{where}: malformed FPGA code entry ({e})") from e
+        model.program.codes[tuple(sorted(bindings.items()))] = code
+    return model

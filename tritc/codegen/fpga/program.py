@@ -1,0 +1,111 @@
+"""FpgaProgram: the FPGA code of one model: its weight image, and per set of sizes the specialised graph, its
+partition into host and device regions, and an instruction stream per device region.
+
+    program = FpgaProgram(final_graph, config)
+    code = program.code_for({"batch": 1, "seq": 7})    # lowered once per sizes, then kept
+    code.streams[i]          # the instructions of device region i (ending in FINISH, tokens checked)
+    code.dram[value_name]    # where a value lives in DRAM
+
+The stream of a size binding is lowered from the graph specialised for it (the `specialise` pipeline: shape
+arithmetic folded, every type concrete). A decoder therefore has one stream per (seq, past) it runs at: the
+lowering is a few milliseconds per layer, and `stats["compilations"]` counts them. Host regions are graphs the
+runtime compiles with the LLVM backend (generic code, so one compile serves every size of that graph).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ...errors import ResourceLimitError
+from ...ir.graph import Graph
+from ...ir.sizes import format_symbols
+from .config import FpgaConfig
+from .isa import Instr
+from .partition import Region, extract_subgraph, partition
+
+DRAM_ALIGN = 4096
+
+
+@dataclass
+class FpgaCode:
+    """The code for one size binding."""
+
+    bindings: dict[str, int]
+    graph: Graph
+    regions: list[Region]
+    streams: dict[int, list[Instr]]               # device region index -> its stream
+    host_graphs: dict[int, Graph]                 # host region index -> its graph (compiled by the runtime)
+    dram: object                                  # lower.DramMap: every value a device region reads or writes
+    activation_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class FpgaProgram:
+    def __init__(self, graph: Graph, config: FpgaConfig, *, double_buffer: bool = True,
+                 progress: Callable[[str], None] | None = None):
+        from .lower import build_weight_image
+
+        self.graph = graph
+        self.config = config
+        self.double_buffer = double_buffer
+        self.progress = progress or (lambda _m: None)
+        self.weights = build_weight_image(graph, config, base=0)
+        self.activation_base = -(-(self.weights.base + len(self.weights.data)) // DRAM_ALIGN) * DRAM_ALIGN
+        if self.activation_base > config.dram_bytes:
+            raise ResourceLimitError(
+                f"the model's weights take {len(self.weights.data)} bytes of DRAM, the FPGA config "
+                f"'{config.name}' has {config.dram_bytes} (dram_bytes): the model is too large for this device")
+        self.codes: dict[tuple[tuple[str, int], ...], FpgaCode] = {}
+        self.compilations = 0
+        self._lock = threading.Lock()
+
+    def code_for(self, bindings: Mapping[str, int]) -> FpgaCode:
+        key = tuple(sorted((k, int(v)) for k, v in bindings.items()))
+        code = self.codes.get(key)
+        if code is None:
+            with self._lock:
+                code = self.codes.get(key)
+                if code is None:
+                    code = self.codes[key] = self.lower_for(dict(key))
+                    self.compilations += 1
+        return code
+
+    def support(self, node, graph: Graph) -> str | None:  # noqa: ANN001 - a Node
+        from .lower import device_support
+
+        return device_support(node, graph, self.config)
+
+    def lower_for(self, bindings: Mapping[str, int]) -> FpgaCode:
+        """Specialise, partition, place and lower: the code for these sizes."""
+        from ...passes.pass_manager import PassManager
+        from ...passes.pipelines import specialise_passes
+        from .lower import DramMap, lower_nodes
+        from .verify import check_stream
+
+        at = format_symbols(dict(bindings)) if bindings else "static sizes"
+        self.progress(f"lowering for the FPGA at {at}")
+        graph = self.graph.copy()
+        PassManager(specialise_passes(tuple(f"{k}={v}" for k, v in bindings.items()))).run(graph)
+        regions = partition(graph, self.support)
+        dram = DramMap(self.activation_base, self.config.dram_bytes)
+        streams: dict[int, list[Instr]] = {}
+        hosts: dict[int, Graph] = {}
+        placed: set[str] = set()
+        for i, region in enumerate(regions):
+            if region.kind == "host":
+                hosts[i] = extract_subgraph(graph, region, f"host{i}")
+                continue
+            for v in region.inputs:
+                if v.name not in placed:
+                    dram.place(v.name, tuple(int(d) for d in v.type.shape), v.type.dtype)  # type: ignore[union-attr]
+                    placed.add(v.name)
+            instrs = lower_nodes(region.nodes, graph, self.config, dram, self.weights,
+                                 double_buffer=self.double_buffer)
+            check_stream(instrs, self.config)
+            streams[i] = instrs
+            placed.update(v.name for n in region.nodes for v in n.outputs)
+        # graph outputs a device region made and host regions' device inputs are in `dram` now
+        return FpgaCode(dict(bindings), graph, regions, streams, hosts, dram,
+                        activation_bytes=dram.end - self.activation_base)
