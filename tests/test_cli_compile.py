@@ -182,7 +182,7 @@ COMPILE_BAD = {
     "output_is_a_folder": (["-o", "{tmp}"], "is a directory"),
     "bad_shape": (["-o", "{tmp}/m.tritc", "--shape", "batch"], "bad --shape 'batch'"),
     "unknown_dim": (["-o", "{tmp}/m.tritc", "--shape", "seq=4"], "--shape names unknown dim(s) seq"),
-    "unknown_target": (["-o", "{tmp}/m.tritc", "--target", "fpga2"], "target 'fpga2' is not available"),
+    "unknown_target": (["-o", "{tmp}/m.tritc", "--target", "fpga2"], "invalid choice: 'fpga2'"),
     "zero_threads": (["-o", "{tmp}/m.tritc", "--threads", "0"], "threads must be at least 1"),
     "unknown_cpu_feature": (["-o", "{tmp}/m.tritc", "--cpu-features", "+avx9000"], "unknown CPU feature 'avx9000'"),
     "unknown_pass": (["-o", "{tmp}/m.tritc", "-p", "infer-shapes,vectorize"], "unknown pass 'vectorize'"),
