@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("text", "dot"), default="text", help="IR text (default) or Graphviz dot")
     p.add_argument("--target", choices=("cpu", "fpga"), default=None,
                    help="whose pipeline runs when passes are asked for (default cpu)")
+    p.add_argument("--fpga-config", metavar="edge|datacenter|FILE.json", default=None,
+                   help="with --pipeline fpga: the accelerator build the partition is for (default edge)")
     add_pass_options(p, default_pipeline="none",
                      default_note="none, the graph as imported; the target's pipeline with --after, --ternary-report, "
                                   "--timings, --target or a --ternary* flag")
@@ -124,8 +126,23 @@ def run(args: argparse.Namespace) -> int:
             write_atomic(folder / name, ending_in_newline(text).encode("utf-8"))
         print(f"wrote {len(per_pass)} file{'s' if len(per_pass) != 1 else ''} into {folder}", file=sys.stderr)
     else:
-        emit(chosen[0] if step is not None else render(graph), args.output)
+        text = chosen[0] if step is not None else render(graph)
+        if step is None and args.format == "text" and kwargs["pipeline"] == "fpga" and kwargs["passes"] is None:
+            text = _with_partition(graph, args.fpga_config) + text
+        emit(text, args.output)
     return EXIT_OK
+
+
+def _with_partition(graph: Graph, config: str | None) -> str:
+    """`tritc dump --pipeline fpga`: which nodes run on the accelerator and which on the host (and why), as IR comments
+    above the final IR. The partition of the symbolic graph: the lowering sees the same ops at concrete sizes."""
+    from ..codegen.fpga.config import load_config
+    from ..codegen.fpga.lower import device_support
+    from ..codegen.fpga.partition import partition, partition_comments
+
+    cfg = load_config(config)
+    regions = partition(graph, lambda node, g: device_support(node, g, cfg))
+    return "".join(line + "\n" for line in partition_comments(regions))
 
 
 def _with_comments(data: object, text: str) -> str:

@@ -1,0 +1,196 @@
+"""FPGA target, modelled: GEMV, a BitNet decoder layer and a BitNet-2B-shaped decoder on the cycle-modelled Simulator.
+
+For each preset (edge: KV260 class, datacenter: U280 class), with and without double buffering:
+- a (1, 4096) x (4096, 4096) ternary GEMV, and one GEMV at each linear shape of a BitNet layer (hidden 2560,
+  FFN 6912, 20 / 5 heads): modelled cycles, matrix unit utilisation and the fraction of the DRAM roofline
+  (weight bytes over the DRAM bandwidth) they reach;
+- a one-layer BitNet decoder (that layer, the final norm and a small ternary head) decoding one token at
+  context 128 and 1024 with its KV cache: cycles, modelled tokens/s, mJ per token, the host's share of the
+  modelled time (host regions measured on this CPU plus the host <-> device transfers at the link bandwidth);
+- a BitNet-2B-shaped decoder (30 layers, vocabulary 128256) per decode token, composed from the simulated
+  layer (30 identical layers) plus the simulated LM head GEMV (ternary, as in benchmarks/bitnet_models.py)
+  and the measured host work: the composition is stated in the output, nothing else is extrapolated.
+
+The Simulator executes every instruction (functionally, bit-exact) while it counts cycles; the numbers are a
+model of the accelerator of docs/ISA.md, not a measurement of hardware. Results: benchmarks/results/bench_fpga.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tritc  # noqa: E402
+from benchmarks.bench_generate import feeds as decoder_feeds  # noqa: E402
+from benchmarks.bitnet_models import DecoderSpec, decoder, save  # noqa: E402
+from benchmarks.common import RESULTS, machine_info  # noqa: E402
+from tritc.codegen.fpga.config import PRESETS  # noqa: E402
+
+LAYER = DecoderSpec(layers=1, hidden=2560, ffn=6912, heads=20, kv_heads=5, vocab=256)
+B2 = DecoderSpec(layers=30, hidden=2560, ffn=6912, heads=20, kv_heads=5, vocab=128256)
+PUBLISHED = [
+    ("TeLLMe v2 (KV260, 0.7B BitNet-class, 5 W)", "25 tokens/s decode"),
+    ("TerEffic (HBM card, 2.7B ternary, 46 W)", "727 tokens/s decode"),
+]
+
+
+def gemv_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    trits = rng.choice(np.array([-1, 0, 1], np.int8), size=(k, n), p=[0.3, 0.4, 0.3])
+    w = (trits.astype(np.float32) * np.float32(0.02)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], f"gemv_{k}x{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def weight_bytes(k: int, n: int, cfg) -> int:
+    """What a GEMV reads from DRAM at the roofline: the packed words and one fp32 scale."""
+    return n * (-(-k // 64)) * cfg.word_bytes + 4
+
+
+def run_gemv(k: int, n: int, preset: str, double_buffer: bool) -> dict:
+    cfg = PRESETS[preset]
+    model = tritc.compile(gemv_model(k, n), target="fpga", fpga_config=preset, double_buffer=double_buffer)
+    x = np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)
+    t0 = time.perf_counter()
+    model.run(None, {"x": x})
+    sim = time.perf_counter() - t0
+    st = model.stats
+    roof = weight_bytes(k, n, cfg) / cfg.dram_bandwidth
+    return {"case": f"gemv {k}x{n}", "preset": preset, "double_buffer": double_buffer, "cycles": st["cycles"],
+            "seconds": st["seconds"], "roofline_seconds": roof, "of_roofline": roof / st["seconds"],
+            "utilisation": st["matrix_utilisation"], "energy_mj": st["energy_joules"] * 1e3, "sim_seconds": sim}
+
+
+def run_layer(path: Path, preset: str, double_buffer: bool, context: int) -> dict:
+    model = tritc.compile(str(path), target="fpga", fpga_config=preset, double_buffer=double_buffer,
+                          shapes={"batch": 1, "seq": 1, "past": context - 1, "total": context})
+    feed = decoder_feeds(LAYER, context - 1, 1)
+    t0 = time.perf_counter()
+    model.run(None, feed)
+    sim = time.perf_counter() - t0
+    st = model.stats
+    cfg = PRESETS[preset]
+    s = LAYER
+    per_layer = s.hidden * (2 * s.hidden + 2 * s.kv_heads * s.head_dim) + 3 * s.hidden * s.ffn + s.hidden * s.vocab
+    cache = 2 * s.kv_heads * s.head_dim * 4 * context
+    roof = (per_layer * cfg.word_bytes / 64 + cache) / cfg.dram_bandwidth
+    return {"case": f"layer ctx {context}", "preset": preset, "double_buffer": double_buffer, "context": context,
+            "cycles": st["cycles"], "seconds": st["seconds"], "total_seconds": st["total_seconds"],
+            "host_seconds": st["host_seconds"], "transfer_seconds": st["transfer_seconds"],
+            "host_share": st["host_share"], "tokens_per_second": 1 / st["total_seconds"],
+            "roofline_seconds": roof, "of_roofline": roof / st["seconds"], "utilisation": st["matrix_utilisation"],
+            "energy_mj": st["energy_joules"] * 1e3, "sim_seconds": sim, "regions": st["regions"]}
+
+
+def compose_2b(layer: dict, head: dict, preset: str) -> dict:
+    """30 x the simulated layer's device time + the simulated LM head GEMV + the layer run's host work."""
+    cfg = PRESETS[preset]
+    device = B2.layers * layer["seconds"] + head["seconds"]
+    host = layer["host_seconds"] + layer["transfer_seconds"]
+    total = device + host
+    energy = B2.layers * layer["energy_mj"] + head["energy_mj"]
+    s = B2
+    weights = B2.layers * (s.hidden * (2 * s.hidden + 2 * s.kv_heads * s.head_dim) + 3 * s.hidden * s.ffn) \
+        + s.hidden * s.vocab
+    cache = B2.layers * 2 * s.kv_heads * s.head_dim * 4 * layer["context"]
+    roof = (weights * cfg.word_bytes / 64 + cache) / cfg.dram_bandwidth
+    return {"case": f"2B-shaped ctx {layer['context']}", "preset": preset, "double_buffer": layer["double_buffer"],
+            "seconds": device, "total_seconds": total, "host_share": host / total, "tokens_per_second": 1 / total,
+            "roofline_seconds": roof, "of_roofline": roof / device, "energy_mj": energy,
+            "composition": f"{B2.layers} x layer ({layer['seconds'] * 1e3:.3f} ms) + LM head GEMV "
+                           f"({head['seconds'] * 1e3:.3f} ms) + host ({host * 1e3:.3f} ms)"}
+
+
+def _cell(r: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+    return format(r[key] * scale, fmt) if key in r else "-"
+
+
+def markdown(info: dict, rows: list[dict]) -> str:
+    out = ["# FPGA target, modelled: ternary GEMV, a BitNet layer and a 2B-shaped decoder on the Simulator", "",
+           __doc__.split("\n\n", 1)[1].strip(), "",
+           f"- host CPU (for the host regions): {info['cpu']}; date {info['date']}", "",
+           "| case | preset | double buffer | cycles | modelled device time (ms) | of DRAM roofline | matrix util "
+           "| tokens/s | mJ/token | host share |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['case']} | {r['preset']} | {'yes' if r['double_buffer'] else 'no'} | "
+                   f"{_cell(r, 'cycles', ',')} | {_cell(r, 'seconds', '.3f', 1e3)} | {_cell(r, 'of_roofline', '.0%')} | "
+                   f"{_cell(r, 'utilisation', '.0%')} | {_cell(r, 'tokens_per_second', '.1f')} | "
+                   f"{_cell(r, 'energy_mj', '.2f')} | {_cell(r, 'host_share', '.1%')} |")
+    comps = [r for r in rows if "composition" in r]
+    if comps:
+        out += ["", "The 2B-shaped rows are composed (30 identical layers):", ""]
+        out += [f"- {r['preset']}, {r['case']}{'' if r['double_buffer'] else ', no double buffering'}: "
+                f"{r['composition']}" for r in comps]
+    out += ["", "Published FPGA results for comparison (docs/FPGA.md says what differs):", ""]
+    out += [f"- {who}: {what}" for who, what in PUBLISHED]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="*", default=["edge", "datacenter"], choices=sorted(PRESETS))
+    ap.add_argument("--contexts", type=int, nargs="*", default=[128, 1024])
+    ap.add_argument("--quick", action="store_true", help="only the 4096 GEMV (a smoke run)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    info = machine_info()
+    rows: list[dict] = []
+    s = LAYER
+    shapes = [(4096, 4096)] + ([] if args.quick else
+                               [(s.hidden, s.hidden), (s.hidden, s.kv_heads * s.head_dim), (s.hidden, s.ffn),
+                                (s.ffn, s.hidden)])
+    for preset in args.presets:
+        for db in (True, False):
+            for k, n in shapes:
+                r = run_gemv(k, n, preset, db)
+                rows.append(r)
+                print(f"{r['case']:<22} {preset:<10} db={db!s:<5} {r['cycles']:>10,} cycles  "
+                      f"{100 * r['of_roofline']:5.1f}% of roofline  util {100 * r['utilisation']:5.1f}%  "
+                      f"(simulated in {r['sim_seconds']:.1f} s)", flush=True)
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layer.onnx"
+            save(decoder(LAYER), path)
+            for preset in args.presets:
+                head = run_gemv(B2.hidden, B2.vocab, preset, True)
+                for db in (True, False):
+                    for ctx in args.contexts:
+                        layer = run_layer(path, preset, db, ctx)
+                        rows.append(layer)
+                        print(f"{layer['case']:<22} {preset:<10} db={db!s:<5} {layer['cycles']:>10,} cycles  "
+                              f"{layer['tokens_per_second']:8.1f} tok/s  host {100 * layer['host_share']:4.1f}%  "
+                              f"(simulated in {layer['sim_seconds']:.1f} s)", flush=True)
+                        if db or ctx == args.contexts[0]:
+                            rows.append(compose_2b(layer, head if db else run_gemv(B2.hidden, B2.vocab, preset, db),
+                                                   preset))
+                            print(f"{rows[-1]['case']:<22} {preset:<10} db={db!s:<5} "
+                                  f"{rows[-1]['tokens_per_second']:8.1f} tok/s  {rows[-1]['energy_mj']:.1f} mJ/token  "
+                                  f"host {100 * rows[-1]['host_share']:4.1f}%", flush=True)
+    text = markdown(info, rows)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "bench_fpga.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1, default=str))
+        (RESULTS / "bench_fpga.md").write_text(text)
+        print(f"wrote {RESULTS / 'bench_fpga.md'}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

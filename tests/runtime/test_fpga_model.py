@@ -1,0 +1,125 @@
+"""The FPGA target end to end: compile --target fpga, run on the Simulator, compare with the interpreter of the final
+IR (what the device must compute), save / load, the CLI, and the bad inputs of the configuration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tritc
+from tritc.codegen.fpga.config import PRESETS, FpgaConfigError
+from tritc.errors import ResourceLimitError
+from tritc.ir import interpreter
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "tests" / "fixtures" / "digits"
+TRANSFORMERS = ROOT / "tests" / "fixtures" / "transformers"
+STATS_KEYS = {"cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops", "matrix_utilisation",
+              "engines", "host_seconds", "host_device_bytes", "energy_joules"}
+
+
+def reference(model, feed):
+    """The interpreter on the model's final IR: what the device and host regions together must compute."""
+    out = interpreter.run(model.graph, feed)
+    return [out[o.name] for o in model.outputs]
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    return tritc.compile(str(DIGITS / "ternary_mlp.onnx"), target="fpga", shapes={"batch": 4})
+
+
+def test_digits_mlp_runs_on_the_simulator_bit_exact(digits_mlp):
+    held = np.load(DIGITS / "heldout.npz")
+    x = held["images"][:4].astype(np.float32)
+    (logits,) = digits_mlp.run(None, {"x": x})
+    (want,) = reference(digits_mlp, {"x": x})
+    np.testing.assert_array_equal(logits, want)   # int8 activations x trits, fp32 rescale in the same order
+    stats = digits_mlp.stats
+    assert STATS_KEYS <= set(stats)
+    assert stats["ternary_ops"] > 0 and stats["cycles"] > 0 and stats["dram_read_bytes"] > 0
+    assert 0 < stats["matrix_utilisation"] <= 1
+    assert stats["host_device_bytes"] >= x.nbytes + logits.nbytes
+
+
+def test_digits_mlp_keeps_its_accuracy_on_the_device(digits_mlp):
+    held = np.load(DIGITS / "heldout.npz")
+    images, labels = held["images"].astype(np.float32), held["labels"]
+    n = (len(images) // 4) * 4
+    preds = np.concatenate([digits_mlp.run(None, {"x": images[i:i + 4]})[0].argmax(-1) for i in range(0, n, 4)])
+    accuracy = float((preds == labels[:n]).mean())
+    recorded = json.loads((DIGITS / "accuracy.json").read_text())["models"]["ternary"]["heldout_accuracy"]
+    assert accuracy >= recorded - 0.01, (accuracy, recorded)   # int8 activations: within a point of the float run
+
+
+def test_fpga_artifact_round_trips(digits_mlp, tmp_path):
+    path = tmp_path / "mlp.tritc"
+    digits_mlp.save(path)
+    loaded = tritc.load(path)
+    assert loaded.target_kind == "fpga" and loaded.config == digits_mlp.config
+    x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.run(None, {"x": x})[0], digits_mlp.run(None, {"x": x})[0])
+    assert loaded.compilations == 0   # the stored stream ran: nothing lowered again for batch 4
+
+
+def test_bitnet_fixture_runs_with_its_layers_on_the_device():
+    model = tritc.compile(str(TRANSFORMERS / "bitnet_actquant_dynamo18.onnx"), target="fpga",
+                          shapes={"batch": 1, "seq": 5})
+    ids = np.array([[3, 17, 42, 7, 99]], np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    (logits,) = model.run(None, feed)
+    (want,) = reference(model, feed)
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    stats = model.stats
+    assert stats["ternary_ops"] > 0
+    # every ternary layer is on the device; the host only looks up the embedding (and what the report names)
+    code = next(iter(model.program.codes.values()))
+    on_host = [n.op for r in code.regions if r.kind == "host" for n in r.nodes]
+    assert "ternary_matmul" not in on_host
+
+
+def test_unknown_preset_and_too_small_dram():
+    with pytest.raises(FpgaConfigError, match="unknown FPGA preset 'nope'"):
+        tritc.compile(str(DIGITS / "ternary_mlp.onnx"), target="fpga", fpga_config="nope")
+    tiny = {**PRESETS["edge"].to_json(), "name": "tiny", "dram_bytes": 4096}
+    with pytest.raises(ResourceLimitError, match="too large for this device"):
+        tritc.compile(str(DIGITS / "ternary_mlp.onnx"), target="fpga", fpga_config=tiny)
+
+
+def tritc_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tritc", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_compile_run_inspect_asm(tmp_path):
+    out = tmp_path / "mlp.tritc"
+    r = tritc_cli("compile", DIGITS / "ternary_mlp.onnx", "--target", "fpga", "--fpga-config", "datacenter",
+                  "--shape", "batch=2", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "fpga, config datacenter" in r.stdout and "instructions" in r.stdout
+    r = tritc_cli("inspect", out, "--asm")
+    assert r.returncode == 0, r.stderr
+    assert "GEMM" in r.stdout and "FINISH" in r.stdout
+    from tritc.codegen.fpga.asm import parse_listing
+
+    body = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("#"))
+    assert len(parse_listing(body)) > 3
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(1).random((2, 64), dtype=np.float32))
+    r = tritc_cli("run", out, "--input", f"x={x}")
+    assert r.returncode == 0, r.stderr
+    assert "cycles" in r.stderr and "logits" in r.stdout
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "board.json"
+    bad.write_text(json.dumps({**PRESETS["edge"].to_json(), "dram_bandwidth": 0}))
+    r = tritc_cli("compile", DIGITS / "ternary_mlp.onnx", "--target", "fpga", "--fpga-config", bad,
+                  "-o", tmp_path / "m.tritc")
+    assert r.returncode != 0
+    assert "dram_bandwidth must be positive" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m.tritc").exists()
