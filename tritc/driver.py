@@ -32,6 +32,7 @@ from .runtime.model import CompiledModel
 
 TARGETS = ("cpu", "fpga")
 FPGA_FLOAT_ACT = ("int8", "host")
+FPGA_FLOAT_LAYERS = ("radix3", "host")
 DEFAULT_DIM = 1  # size compiled ahead of time, without generic code, for a symbolic dim nobody gave a size for
 
 
@@ -110,13 +111,15 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                   shapes: Sequence[str] | Mapping[str, int] | None = None,
                   cpu_features: str | None = None, opt_level: int = 3,
                   progress: Callable[[str], None] | None = None, lazy: bool = False,
-                  fpga_config: Any = None, fpga_float_act: str = "int8", double_buffer: bool = True,
-                  device: Any = None) -> Any:
+                  fpga_config: Any = None, fpga_float_act: str = "int8", fpga_float_layers: str = "radix3",
+                  double_buffer: bool = True, device: Any = None) -> Any:
     """Compile `model` for `target` ("cpu" or "fpga"). Options mirror `tritc compile`'s flags. lazy=True stops after
     the passes: the first run compiles the code it needs (generation does, when it runs the model's capacity form
     instead: CompiledModel.with_cache_in_place). For "fpga": `fpga_config` (a preset name, a JSON path, a dict or an
     FpgaConfig; default edge), `fpga_float_act` ("int8": float-activation ternary layers take int8 activations on
-    the matrix unit; "host": they stay float and run on the host), `double_buffer`, and a `device` to run on (the
+    the matrix unit; "host": they stay float and run on the host), `fpga_float_layers` ("radix3": float linear layers
+    such as an LM head become five balanced-ternary planes on the matrix unit; "host": they stay float, on the host),
+    `double_buffer`, and a `device` to run on (the
     Simulator by default); the result is an FpgaModel."""
     if target not in TARGETS:
         raise UnsupportedError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
@@ -124,7 +127,8 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
         return compile_fpga(model, threads=threads, pipeline="fpga" if pipeline == "cpu" else pipeline, passes=passes,
                             ternary=ternary, ternary_include=ternary_include, ternary_exclude=ternary_exclude,
                             ternary_act=ternary_act, shapes=shapes, progress=progress, fpga_config=fpga_config,
-                            fpga_float_act=fpga_float_act, double_buffer=double_buffer, device=device)
+                            fpga_float_act=fpga_float_act, fpga_float_layers=fpga_float_layers,
+                            double_buffer=double_buffer, device=device)
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     say = progress or (lambda _msg: None)
@@ -165,7 +169,8 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
 def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str | None, ternary: str | None,
                  ternary_include: Sequence[str], ternary_exclude: Sequence[str], ternary_act: str | None,
                  shapes: Sequence[str] | Mapping[str, int] | None, progress: Callable[[str], None] | None,
-                 fpga_config: Any, fpga_float_act: str, double_buffer: bool, device: Any) -> Any:
+                 fpga_config: Any, fpga_float_act: str, fpga_float_layers: str, double_buffer: bool,
+                 device: Any) -> Any:
     """The FPGA target: the fpga pipeline, then the stream lowered for the --shape sizes (dims not given: their
     default) so that compile errors show at compile time; other sizes are lowered when first run."""
     from .codegen.fpga.config import load_config
@@ -173,6 +178,8 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
 
     if fpga_float_act not in FPGA_FLOAT_ACT:
         raise OptionError(f"fpga_float_act must be one of {', '.join(FPGA_FLOAT_ACT)}, got '{fpga_float_act}'")
+    if fpga_float_layers not in FPGA_FLOAT_LAYERS:
+        raise OptionError(f"fpga_float_layers must be one of {', '.join(FPGA_FLOAT_LAYERS)}, got '{fpga_float_layers}'")
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     config = load_config(fpga_config)
@@ -183,12 +190,14 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
                          ternary_exclude=ternary_exclude, ternary_act=ternary_act)
     if fpga_float_act == "host":
         plist = [p for p in plist if p.name != "quantize-activations"]
+    if fpga_float_layers == "host":
+        plist = [p for p in plist if p.name != "fold-radix3"]
     source_constraints(graph, say)
     pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
     pm.run(graph)
     report = pm.result_of("fold-ternary")
     meta: dict[str, Any] = {"source": Path(name).name if name else "", "passes": [p.describe() for p in plist],
-                            "fpga_float_act": fpga_float_act}
+                            "fpga_float_act": fpga_float_act, "fpga_float_layers": fpga_float_layers}
     if report is not None:
         meta["ternary"] = report.summary()
     say(f"packing weights for the FPGA ({config.name}, {config.weight_packing})")

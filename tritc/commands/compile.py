@@ -48,6 +48,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fpga-float-act", choices=("int8", "host"), default="int8",
                    help="with --target fpga: float-activation ternary layers take int8 activations on the matrix unit "
                         "(int8, default) or stay float on the host (host)")
+    g.add_argument("--fpga-float-layers", choices=("radix3", "host"), default="radix3",
+                   help="with --target fpga: float linear layers (an LM head) run on the matrix unit as five "
+                        "balanced-ternary planes (radix3, default: ~8-bit weights) or stay float on the host (host)")
     g.add_argument("--no-double-buffer", dest="double_buffer", action="store_false",
                    help="with --target fpga: one buffer half per tile stream (for comparison)")
     add_threads_option(g)
@@ -94,7 +97,7 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
         say({"importing": f"importing {model}", "done": "compiled"}.get(msg, msg))
 
     extra = {"fpga_config": args.fpga_config, "fpga_float_act": args.fpga_float_act,
-             "double_buffer": args.double_buffer} if fpga else {}
+             "fpga_float_layers": args.fpga_float_layers, "double_buffer": args.double_buffer} if fpga else {}
     cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
                        cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, lazy=lazy,
                        **pass_kwargs(args), **extra)

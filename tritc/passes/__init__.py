@@ -22,6 +22,7 @@ PASS_MODULES = (
     "schedule_memory",
     "kv_cache_in_place",
     "quantize_activations",
+    "fold_radix3",
 )
 
 _loaded = False

@@ -34,6 +34,7 @@ PIPELINES: dict[str, list[str]] = {
         "eliminate-common-subexpressions",
         "eliminate-dead-code",
         "fold-ternary",
+        "fold-radix3",                      # float linear layers (an LM head) -> 5 balanced-ternary planes
         "fuse-bitlinear",
         "fuse-epilogue",
         "quantize-activations",             # float-activation ternary layers -> int8 (the matrix unit takes int8)
