@@ -1,0 +1,410 @@
+"""LowerCtx: what every op's lowering shares: the stream builder, the on-chip buffers cut into banks and arenas,
+where each value lives in DRAM, and one helper per instruction that also says which spans it touches.
+
+Buffers: every buffer is cut into two halves. WGT's halves alternate per weight tile over the whole stream; ACT,
+ACC, VEC and KV alternate per node (node i works in half i % 2), so the next node's loads never wait for this
+node's stores to drain. Without double buffering only the first half of each is used, so that the comparison is
+about overlap, not capacity. A lowering takes its working areas from its node's half with `ctx.arena(buf)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import UnsupportedError
+from ...ir.graph import Graph, Node, Value
+from ...ir.types import DType
+from .config import FpgaConfig
+from .isa import ELEM_BYTES, REDUCTIONS, Buf, Op, VFunc, f32_bits
+from .lower_image import DramMap, WeightImage
+from .lower_stream import DRAM, Span, StreamBuilder, view_span
+
+MAX_COUNT = (1 << 16) - 1        # rows, cols, depth, m, n fields
+MAX_RS = (1 << 15) - 1           # a vector operand's row stride (16-bit signed)
+MAX_CS = (1 << 11) - 1           # a vector operand's column stride (12-bit signed)
+MAX_DRAM_CS = (1 << 15) - 1      # LOAD / STORE dram_cs (16-bit signed)
+
+
+class LoweringError(UnsupportedError):
+    """A node the lowering cannot make code for at these sizes (device_support should have said so)."""
+
+
+@dataclass(frozen=True)
+class View:
+    """A vector operand: element (i, j) is buf[addr + i*rs + j*cs]."""
+
+    buf: Buf
+    addr: int
+    rs: int = 0
+    cs: int = 1
+
+    def shift(self, i: int = 0, j: int = 0) -> View:
+        return View(self.buf, self.addr + i * self.rs + j * self.cs, self.rs, self.cs)
+
+    def with_strides(self, rs: int, cs: int) -> View:
+        return View(self.buf, self.addr, rs, cs)
+
+
+@dataclass(frozen=True)
+class DTensor:
+    """A tensor in DRAM: contiguous, row-major. `readonly`: the weight image or a preload (never written, so
+    reading it needs no token)."""
+
+    addr: int
+    shape: tuple[int, ...]
+    dtype: DType
+    readonly: bool = False
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Element strides."""
+        out, acc = [], 1
+        for d in reversed(self.shape):
+            out.append(acc)
+            acc *= d
+        return tuple(reversed(out))
+
+
+class Arena:
+    """A bump allocator over [base, base + size) of one buffer, in the buffer's units."""
+
+    def __init__(self, buf: Buf, base: int, size: int):
+        self.buf, self.base, self.size, self.top = buf, base, size, base
+
+    def alloc(self, n: int, what: str = "data") -> int:
+        n = max(int(n), 0)
+        if self.top + n > self.base + self.size:
+            raise LoweringError(f"{what}: {n} more {Buf(self.buf).name} units do not fit the "
+                                f"{self.size - (self.top - self.base)} left in this half of the buffer")
+        addr, self.top = self.top, self.top + n
+        return addr
+
+    def view(self, n: int, rs: int = 0, cs: int = 1, what: str = "data") -> View:
+        return View(self.buf, self.alloc(n, what), rs, cs)
+
+    @property
+    def free(self) -> int:
+        return self.base + self.size - self.top
+
+
+def buffer_units(config: FpgaConfig) -> dict[Buf, int]:
+    return {Buf.WGT: config.weight_buffer_bytes, Buf.ACT: config.activation_buffer_bytes,
+            Buf.ACC: config.accumulator_buffer_bytes // 4, Buf.VEC: config.vector_buffer_bytes // 4,
+            Buf.KV: config.cache_buffer_bytes // 4}
+
+
+def half_units(config: FpgaConfig, buf: Buf) -> int:
+    return buffer_units(config)[buf] // 2
+
+
+class LowerCtx:
+    def __init__(self, graph: Graph, config: FpgaConfig, dram: DramMap, weights: WeightImage, double_buffer: bool):
+        self.graph, self.config, self.dram, self.weights = graph, config, dram, weights
+        self.double_buffer = double_buffer
+        self.s = StreamBuilder()
+        self.units = buffer_units(config)
+        self.half = {b: u // 2 for b, u in self.units.items()}
+        self.nodes = 0
+        self.wgt_turn = 0
+        self._arenas: dict[Buf, Arena] = {}
+        self.node: Node | None = None
+        self.readonly: set[str] = set()   # values in DRAM that nothing in the stream writes (no tokens to read)
+
+    # ---- buffers ---------------------------------------------------------------------------------------
+    def begin(self, node: Node) -> None:
+        """A new node: its half of ACT, ACC, VEC and KV (alternating with double buffering)."""
+        self.node = node
+        bank = self.nodes % 2 if self.double_buffer else 0
+        self.nodes += 1
+        self._arenas = {b: Arena(b, bank * self.half[b], self.half[b]) for b in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)}
+
+    def arena(self, buf: Buf) -> Arena:
+        return self._arenas[buf]
+
+    def slots(self) -> int:
+        """How many tiles of a node are in flight at once: 2 with double buffering, else 1."""
+        return 2 if self.double_buffer else 1
+
+    def next_wgt_half(self) -> int:
+        """The WGT half the next weight tile goes to."""
+        h = self.wgt_turn % 2 if self.double_buffer else 0
+        self.wgt_turn += 1
+        return h * self.half[Buf.WGT]
+
+    # ---- values ----------------------------------------------------------------------------------------
+    def scalar(self, v: Value | None) -> float | None:
+        """The value of a one-element float constant (an immediate), else None."""
+        if v is None or not v.type.dtype.is_float:
+            return None
+        data = self.graph.const_value(v)
+        if data is None or isinstance(data, (str, bytes)) or not hasattr(data, "size"):
+            return None
+        a = np.asarray(data)
+        return float(a.reshape(-1)[0].astype(np.float32)) if a.size == 1 else None
+
+    def tensor(self, v: Value) -> DTensor:
+        """Where `v` is in DRAM: an activation, an image entry, or a constant placed now as a preload."""
+        if v.name in self.dram:
+            p = self.dram[v.name]
+            return DTensor(p.addr, p.shape, p.dtype, v.name in self.dram.preloads or v.name in self.readonly)
+        if v.name in self.weights.entries:
+            e = self.weights.entries[v.name]
+            if e.kind == "dense":
+                return DTensor(e.addr, e.shape, e.dtype, True)
+        data = self.graph.const_value(v)
+        if data is not None and isinstance(data, np.ndarray):
+            p = self.dram.preload(v.name, data, v.type.dtype)
+            return DTensor(p.addr, p.shape, p.dtype, True)
+        raise LoweringError(f"value %{v.name} is not in DRAM (neither placed, in the weight image, nor a constant)")
+
+    def output(self, v: Value) -> DTensor:
+        p = self.dram.place(v.name, tuple(int(d) for d in v.type.shape), v.type.dtype)  # type: ignore[union-attr]
+        return DTensor(p.addr, p.shape, p.dtype)
+
+    # ---- transfers -------------------------------------------------------------------------------------
+    def load(self, buf: Buf, sram: int, t: DTensor, offset: int, rows: int, cols: int, dram_rs: int,
+             dram_cs: int | None = None, sram_rs: int | None = None) -> None:
+        """rows x cols elements from DRAM t.addr + offset (bytes), element (r, c) at r*dram_rs + c*dram_cs."""
+        self._transfer(Op.LOAD, buf, sram, t.addr + offset, rows, cols, dram_rs,
+                       ELEM_BYTES[buf] if dram_cs is None else dram_cs, cols if sram_rs is None else sram_rs,
+                       t.readonly)
+
+    def store(self, buf: Buf, sram: int, t: DTensor, offset: int, rows: int, cols: int, dram_rs: int,
+              dram_cs: int | None = None, sram_rs: int | None = None) -> None:
+        self._transfer(Op.STORE, buf, sram, t.addr + offset, rows, cols, dram_rs,
+                       ELEM_BYTES[buf] if dram_cs is None else dram_cs, cols if sram_rs is None else sram_rs, False)
+
+    def _transfer(self, op: Op, buf: Buf, sram: int, dram: int, rows: int, cols: int, dram_rs: int, dram_cs: int,
+                  sram_rs: int, readonly: bool) -> None:
+        if rows <= 0 or cols <= 0:
+            return
+        e = ELEM_BYTES[buf]
+        if dram_cs == e and sram_rs == cols and dram_rs == cols * e and rows > 1:
+            total = rows * cols   # one contiguous run on both sides: as few, as long rows as the fields allow
+            chunk = total if total <= MAX_COUNT else (MAX_COUNT * e // self.config.dram_burst_bytes
+                                                      * self.config.dram_burst_bytes // e)
+            full, rest = divmod(total, chunk)
+            if full:
+                self._transfer_raw(op, buf, sram, dram, full, chunk, chunk * e, e, chunk, readonly)
+            if rest:
+                self._transfer_raw(op, buf, sram + full * chunk, dram + full * chunk * e, 1, rest, 0, e, rest, readonly)
+            return
+        if abs(dram_cs) > MAX_DRAM_CS and cols > 1:
+            for c in range(cols):   # a column stride the field cannot hold: one column at a time
+                self._transfer(op, buf, sram + c, dram + c * dram_cs, rows, 1, dram_rs, e, sram_rs, readonly)
+            return
+        for c0 in range(0, cols, MAX_COUNT):
+            cn = min(MAX_COUNT, cols - c0)
+            for r0 in range(0, rows, MAX_COUNT):
+                rn = min(MAX_COUNT, rows - r0)
+                self._transfer_raw(op, buf, sram + r0 * sram_rs + c0, dram + r0 * dram_rs + c0 * dram_cs, rn, cn,
+                                   dram_rs if rn > 1 else 0, dram_cs if cn > 1 else e, sram_rs if rn > 1 else 0,
+                                   readonly)
+
+    def _transfer_raw(self, op: Op, buf: Buf, sram: int, dram: int, rows: int, cols: int, dram_rs: int, dram_cs: int,
+                      sram_rs: int, readonly: bool) -> None:
+        e = ELEM_BYTES[buf]
+        on_chip = view_span(int(buf), sram, rows, cols, sram_rs, 1)
+        off_chip = view_span(DRAM, dram, rows, cols, dram_rs, dram_cs, e)
+        dram_spans = [] if readonly else [off_chip]
+        if op == Op.LOAD:
+            reads, writes = dram_spans, [on_chip]
+        else:
+            reads, writes = [on_chip], dram_spans
+        self.s.emit(op, reads, writes, buf=int(buf), sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
+                    dram_rs=dram_rs, dram_cs=dram_cs, sram_rs=sram_rs)
+
+    # ---- compute ---------------------------------------------------------------------------------------
+    def gemm(self, acc: int, act: int, wgt: int, m: int, kw: int, n: int, act_rs: int, acc_rs: int,
+             reset: bool, word_bytes: int) -> None:
+        reads = [view_span(int(Buf.ACT), act, m, 64 * kw, act_rs, 1), Span(int(Buf.WGT), wgt, wgt + n * kw * word_bytes)]
+        writes = [view_span(int(Buf.ACC), acc, m, n, acc_rs, 1)]
+        self.s.emit(Op.GEMM, reads, writes, acc_addr=acc, act_addr=act, wgt_addr=wgt, m=m, kw=kw, n=n,
+                    act_rs=act_rs, acc_rs=acc_rs, reset=int(reset))
+
+    def vop(self, func: VFunc, rows: int, cols: int, dst: View, a: View | None = None,
+            b: View | float | None = None, *, depth: int = 0, imm: float | None = None, imm_bits: int | None = None) -> None:
+        """One vector instruction; an elementwise one too wide or with a row stride the fields cannot hold is split."""
+        if rows <= 0 or cols <= 0:
+            return
+        views = [v for v in (dst, a, b) if isinstance(v, View)]
+        elementwise = func not in REDUCTIONS and func != VFunc.MM
+        if elementwise and (cols > MAX_COUNT or (rows > 1 and any(abs(v.rs) > MAX_RS for v in views))):
+            for r in range(rows):
+                for c0 in range(0, cols, MAX_COUNT):
+                    sh = [v.shift(r, c0).with_strides(0, v.cs) if isinstance(v, View) else v for v in (dst, a, b)]
+                    self.vop(func, 1, min(MAX_COUNT, cols - c0), sh[0], sh[1], sh[2], imm=imm, imm_bits=imm_bits)
+            return
+        if rows > MAX_COUNT:
+            for r0 in range(0, rows, MAX_COUNT):
+                sh = [v.shift(r0) if isinstance(v, View) else v for v in (dst, a, b)]
+                self.vop(func, min(MAX_COUNT, rows - r0), cols, sh[0], sh[1], sh[2], depth=depth, imm=imm,
+                         imm_bits=imm_bits)
+            return
+        fields: dict[str, int] = {"func": int(func), "rows": rows, "cols": cols, "depth": depth}
+        use_imm = isinstance(b, float) or isinstance(b, int) and not isinstance(b, bool)
+        if use_imm:
+            fields["imm"], fields["use_imm"] = f32_bits(float(b)), 1  # type: ignore[arg-type]
+        elif imm is not None:
+            fields["imm"] = f32_bits(imm)
+        if imm_bits is not None:
+            fields["imm"] = imm_bits
+        reads: list[Span] = []
+        for name, v in (("dst", dst), ("src1", a), ("src2", None if use_imm else b)):
+            if not isinstance(v, View):
+                continue
+            fields.update({f"{name}_buf": int(v.buf), f"{name}_addr": v.addr, f"{name}_rs": v.rs, f"{name}_cs": v.cs})
+            if name == "dst":
+                continue
+            if func == VFunc.MM:
+                n = rows if name == "src1" else cols
+                reads.append(view_span(int(v.buf), v.addr, n, depth, v.rs, v.cs))
+            else:
+                reads.append(view_span(int(v.buf), v.addr, rows, cols, v.rs, v.cs))
+        out_cols = 1 if func in REDUCTIONS else cols
+        writes = [view_span(int(dst.buf), dst.addr, rows, out_cols, dst.rs, dst.cs)]
+        self.s.emit(Op.VOP, reads, writes, **fields)
+
+    def nop(self) -> None:
+        self.s.emit(Op.NOP)
+
+
+def prod(xs: Sequence[int]) -> int:
+    return math.prod(int(x) for x in xs)
+
+
+# ---- operands seen as rows of an output -------------------------------------------------------------------
+
+def broadcast_strides(shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
+    """Element strides of a contiguous tensor of `shape` broadcast (numpy's rules) to `out_shape`: 0 on the
+    dims it is repeated along."""
+    own = DTensor(0, tuple(shape), DType.F32).strides
+    pad = len(out_shape) - len(shape)
+    out = []
+    for i, d in enumerate(out_shape):
+        j = i - pad
+        out.append(0 if j < 0 or (shape[j] == 1 and d != 1) or shape[j] == 1 else own[j])
+    return out
+
+
+def row_offsets(row_shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """The element offset of each row (row-major over `row_shape`) given the strides of those dims."""
+    if not row_shape:
+        return np.zeros(1, np.int64)
+    grid = np.indices(tuple(row_shape), dtype=np.int64).reshape(len(row_shape), -1)
+    return (np.asarray(strides, np.int64)[:, None] * grid).sum(axis=0)
+
+
+@dataclass(frozen=True)
+class RowOperand:
+    """A DRAM tensor read as the rows x cols of an output: row r starts at element offs[r], columns step by cs
+    (1, or 0 when it is broadcast along them). Booleans go to ACT (one byte each), the rest to VEC."""
+
+    t: DTensor
+    offs: np.ndarray
+    cs: int
+
+    @property
+    def buf(self) -> Buf:
+        return Buf.ACT if self.t.itemsize == 1 else Buf.VEC
+
+    @property
+    def invariant(self) -> bool:
+        return bool((self.offs == self.offs[0]).all())
+
+    def step(self, r0: int, n: int) -> int:
+        return int(self.offs[r0 + 1] - self.offs[r0]) if n > 1 else 0
+
+
+def row_operand(t: DTensor, out_shape: Sequence[int]) -> RowOperand:
+    """`t` broadcast to `out_shape`, seen as rows over its leading dims and columns over its last."""
+    st = broadcast_strides(t.shape, out_shape)
+    if not out_shape:
+        return RowOperand(t, np.zeros(1, np.int64), 0)
+    return RowOperand(t, row_offsets(out_shape[:-1], st[:-1]), 1 if st[-1] else 0)
+
+
+def split_runs(operands: Sequence[RowOperand], r0: int, n: int) -> list[tuple[int, int]]:
+    """[r0, r0 + n) cut into (start, count) runs over which every operand's row offsets step evenly."""
+    runs: list[tuple[int, int]] = []
+    a = r0
+    while a < r0 + n:
+        b = a + 1
+        steps = [None] * len(operands)
+        while b < r0 + n:
+            ok = True
+            for i, op in enumerate(operands):
+                d = int(op.offs[b] - op.offs[b - 1])
+                if steps[i] is None:
+                    steps[i] = d
+                elif steps[i] != d:
+                    ok = False
+                    break
+            if not ok:
+                break
+            b += 1
+        runs.append((a, b - a))
+        a = b
+    return runs
+
+
+def load_run(ctx: LowerCtx, op: RowOperand, area: int, row: int, r0: int, n: int, c0: int, cn: int) -> View:
+    """Load rows r0..r0+n (one even run) and columns c0..c0+cn of `op` into its area (laid out [rows, cn] from
+    `area`, this run at row `row`); the vector view of the run."""
+    e = op.t.itemsize
+    step = op.step(r0, n)
+    base = (int(op.offs[r0]) + c0 * op.cs) * e
+    cols = cn if op.cs else 1
+    width = cn if op.cs else 1
+    addr = area + row * width
+    rows = n if step else 1
+    ctx.load(op.buf, addr, op.t, base, rows, cols, step * e, e, width)
+    return View(op.buf, addr, width if step else 0, op.cs)
+
+
+# ---- the op table of the lowering ----------------------------------------------------------------------------
+
+Lower = Callable[[LowerCtx, Node], None]
+Support = Callable[[Node, Graph, FpgaConfig], "str | None"]
+
+
+@dataclass(frozen=True)
+class Lowering:
+    lower: Lower
+    support: Support | None   # a reason the node cannot run on the device at its (concrete) sizes, or None
+
+
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowering(*ops: str, support: Support | None = None) -> Callable[[Lower], Lower]:
+    """Register the lowering of `ops` (and the check of what it can do)."""
+
+    def deco(fn: Lower) -> Lower:
+        for op in ops:
+            LOWERINGS[op] = Lowering(fn, support)
+        return fn
+
+    return deco
+
+
+def attrs_of(node: Node) -> dict:
+    from ...ir.ops import OPS
+
+    return OPS[node.op].with_defaults(node.attrs)
+
+
+def shape_of(v: Value) -> tuple[int, ...]:
+    return tuple(int(d) for d in v.type.shape)  # type: ignore[union-attr]

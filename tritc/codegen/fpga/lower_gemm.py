@@ -1,0 +1,275 @@
+"""ternary_matmul with int8 activations on the matrix unit, bit for bit what tritc/ir/ops/ternary.py computes.
+
+Per block of m rows of the activations:
+    quantise   LOAD x rows -> VEC; ABS, RMAX (absmax), MAX eps, act_max / it (or 1 / it * act_max): s per row;
+               MUL x * s -> ACT (the write rounds half to even and saturates to int8): q
+    per tile   of n output columns (and per scale group, and per chunk of K when a column does not fit):
+               LOAD the tile's packed words -> a WGT half (halves alternate, so the next tile streams in while
+               this one multiplies); GEMM q x trits -> ACC (int32, exact)
+    epilogue   MUL ACC * scale (-> fp32, then the scale: per tensor an immediate, per channel / group a vector),
+               per group the products summed in group order, DIV by s, + bias, + residual, relu / silu;
+               STORE the tile (VEC halves alternate, so the store overlaps the next tile)
+Each step is the interpreter's fp32 operation in the interpreter's order, so the results are identical.
+
+The weight tiles are as large as the WGT half allows, but a layer is cut into at least TARGET_TILES tiles when
+its weights are large enough that the DRAM latency per transfer stays small next to the transfer: loading tile
+i+1 then overlaps the multiply of tile i, and a decode GEMV streams its weights at close to the DRAM bandwidth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir.graph import Graph, Node
+from ...ir.ops import OPS
+from ...ir.ternary import TernaryWeight
+from .config import TRIT_GROUP, FpgaConfig
+from .isa import Buf, VFunc
+from .lower_ctx import (
+    DTensor,
+    LowerCtx,
+    LoweringError,
+    View,
+    attrs_of,
+    half_units,
+    load_run,
+    lowering,
+    prod,
+    row_operand,
+    shape_of,
+    split_runs,
+)
+
+TARGET_TILES = 8          # cut a layer's weights into at least this many tiles when they are large enough
+MIN_TILE_LATENCIES = 4    # ... but no tile shorter than this many DRAM latencies' worth of bytes
+MAX_BLOCK_ROWS = 256      # activation rows quantised and multiplied per block
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    m_t: int     # activation rows per block
+    n_t: int     # output columns per weight tile
+    kwc: int     # 64-trit words per column chunk (all of a group's column unless it does not fit a WGT half)
+    r_q: int     # rows quantised at a time (their fp32 copy in VEC)
+    scales_resident: bool
+
+
+def plan_gemm(cfg: FpgaConfig, m: int, k: int, n: int, groups: int, kw: int, word_bytes: int,
+              varying: int, resident: int, temp: bool, slots: int = 2) -> GemmPlan:
+    """Tile sizes for an [m, k] x [k, n] ternary matmul from the buffer halves (ctx.half); `varying` operands of
+    the epilogue take a tile each, `resident` ones (a bias) a row, `temp`: the epilogue needs a temporary tile."""
+    half = {b: half_units(cfg, b) for b in Buf}
+    kp = groups * kw * TRIT_GROUP
+    col = kw * word_bytes
+    kwc = kw if col <= half[Buf.WGT] else half[Buf.WGT] // word_bytes
+    if 2 * k + 1 > half[Buf.VEC] // 2:
+        raise LoweringError(f"a row of {k} activations does not fit the vector buffer to be quantised")
+    if kp > half[Buf.ACT]:
+        raise LoweringError(f"a row of {kp} int8 activations does not fit half of the activation buffer")
+    m_t = max(1, min(m, half[Buf.ACT] // kp, MAX_BLOCK_ROWS))
+    # weight tile: as large as a WGT half, but at least TARGET_TILES tiles if each is still long next to latency
+    total = groups * n * col
+    latency_bytes = cfg.dram_latency_ns * 1e-9 * cfg.dram_bandwidth
+    tile_bytes = min(half[Buf.WGT], max(total // TARGET_TILES, int(MIN_TILE_LATENCIES * latency_bytes)))
+    n_t = max(1, min(n, tile_bytes // (kwc * word_bytes)))
+    scales_resident = groups * n <= half[Buf.VEC] // 8
+    while True:
+        if cfg.matrix_rows < n_t < n:
+            n_t -= n_t % cfg.matrix_rows
+        r_q = max(1, min(m_t, (half[Buf.VEC] // 2 - m_t) // (2 * k)))
+        quant = 2 * r_q * k + m_t
+        per_slot = m_t * n_t * (1 + temp + varying) + (0 if scales_resident else groups * n_t)
+        vec = quant + (groups * n if scales_resident else 0) + slots * per_slot + n * resident
+        acc = groups * m_t * n_t
+        if vec <= half[Buf.VEC] and acc <= half[Buf.ACC]:
+            return GemmPlan(m_t, n_t, kwc, r_q, scales_resident)
+        if n_t > cfg.matrix_rows:
+            n_t = max(cfg.matrix_rows, n_t // 2)
+        elif n_t > 1:
+            n_t //= 2
+        elif m_t > 1:
+            m_t = max(1, m_t // 2)
+        else:
+            raise LoweringError(f"no tile of [{m}, {k}] x [{k}, {n}] fits the buffers")
+
+
+def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    x_v, w_v, bias_v, res_v = ins[:4]
+    attrs = OPS["ternary_matmul"].with_defaults(node.attrs)
+    e = ctx.weights.entries[w_v.name]
+    x = ctx.tensor(x_v)
+    out = ctx.output(node.output)
+    k, n = e.shape
+    m = x.numel // k if k else 0
+    if out.numel == 0:
+        return
+    g_count, gs, kw, wb = e.groups, e.group_size, e.kw, e.word_bytes
+    kp = g_count * kw * TRIT_GROUP
+    # the epilogue's operands, seen as rows of the output [m, n]
+    extra: list[tuple[str, object]] = []
+    for v in (bias_v, res_v):
+        if v is None:
+            continue
+        imm = ctx.scalar(v)
+        extra.append(("imm", imm) if imm is not None else ("row", row_operand(ctx.tensor(v), out.shape)))
+    rows_ops = [op for kind, op in extra if kind == "row"]
+    varying = [op for op in rows_ops if not op.invariant]  # type: ignore[union-attr]
+    temp = g_count > 1 or attrs["activation"] == "silu"
+    plan = plan_gemm(ctx.config, m, k, n, g_count, kw, wb, len(varying), len(rows_ops) - len(varying), temp,
+                     ctx.slots())
+    vec, act_a, acc_a = ctx.arena(Buf.VEC), ctx.arena(Buf.ACT), ctx.arena(Buf.ACC)
+
+    # resident: the scales (per channel / group) and the operands every row shares (a bias)
+    scales: int | None = None
+    if e.granularity != "per_tensor" and plan.scales_resident:
+        scales = vec.alloc(g_count * n, "scales")
+        ctx.load(Buf.VEC, scales, _weight_tensor(e), e.scale_addr - e.addr, 1, g_count * n, 0)
+    resident: dict[int, View] = {}
+    for op in rows_ops:
+        if op.invariant:  # type: ignore[union-attr]
+            width = n if op.cs else 1  # type: ignore[union-attr]
+            area = (ctx.arena(Buf.ACT) if op.buf == Buf.ACT else vec).alloc(width, "bias")  # type: ignore[union-attr]
+            resident[id(op)] = load_run(ctx, op, area, 0, 0, 1, 0, n)  # type: ignore[arg-type]
+
+    xq = vec.alloc(plan.r_q * k, "activations")
+    tq = vec.alloc(plan.r_q * k, "activations")
+    s = vec.alloc(plan.m_t, "row factors")
+    q = act_a.alloc(plan.m_t * kp, "int8 activations")
+    acc = acc_a.alloc(g_count * plan.m_t * plan.n_t, "accumulators")
+    slot_words = plan.m_t * plan.n_t
+    slots = [_Slot(vec, slot_words, temp, len(varying), 0 if plan.scales_resident else g_count * plan.n_t)
+             for _ in range(ctx.slots())]
+    tile = 0
+    for m0 in range(0, m, plan.m_t):
+        mn = min(plan.m_t, m - m0)
+        _quantise(ctx, x, m0, mn, k, kp, gs, kw, g_count, plan.r_q, xq, tq, s, q, attrs)
+        for n0 in range(0, n, plan.n_t):
+            nn = min(plan.n_t, n - n0)
+            slot = slots[tile % len(slots)]
+            tile += 1
+            for g in range(g_count):
+                for k0 in range(0, kw, plan.kwc):
+                    kn = min(plan.kwc, kw - k0)
+                    wgt = ctx.next_wgt_half()
+                    ctx.load(Buf.WGT, wgt, _weight_tensor(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
+                             nn, kn * wb, kw * wb, 1, kn * wb)
+                    ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
+                             nn, kp, plan.n_t, k0 == 0, wb)
+            _epilogue(ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
+                      attrs["activation"])
+
+
+class _Slot:
+    """One tile's working areas in VEC: the result, a temporary, the row operands, the scales of the tile."""
+
+    def __init__(self, vec, words: int, temp: bool, operands: int, scale_words: int):  # noqa: ANN001
+        self.y = vec.alloc(words, "results")
+        self.t = vec.alloc(words, "results") if temp else None
+        self.ops = [vec.alloc(words, "operands") for _ in range(operands)]
+        self.scales = vec.alloc(scale_words, "scales") if scale_words else None
+
+
+def _weight_tensor(e) -> DTensor:  # noqa: ANN001 - the image entry as a read-only DRAM tensor of bytes
+    return DTensor(e.addr, (e.nbytes,), e.dtype, True)
+
+
+def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: int, groups: int, r_q: int,  # noqa: ANN001
+              xq: int, tq: int, s: int, q: int, attrs: dict) -> None:
+    """Rows m0..m0+mn of x -> int8 rows of q (ACT, kp bytes apart; group g at byte g*kw*64), their factors in s."""
+    eps, act_max = float(np.float32(attrs["act_eps"])), float(np.float32(attrs["act_max"]))
+    for r0 in range(0, mn, r_q):
+        rn = min(r_q, mn - r0)
+        ctx.load(Buf.VEC, xq, x, (m0 + r0) * k * 4, rn, k, k * 4)
+        xv, tv = View(Buf.VEC, xq, k, 1), View(Buf.VEC, tq, k, 1)
+        sv = View(Buf.VEC, s + r0, 1, 0)
+        ctx.vop(VFunc.ABS, rn, k, tv, xv)
+        ctx.vop(VFunc.RMAX, rn, k, sv, tv)
+        ctx.vop(VFunc.MAX, rn, 1, sv, sv, eps)
+        if attrs["act_scale"] == "mul_reciprocal":
+            ctx.vop(VFunc.RECIP, rn, 1, sv, sv)
+            ctx.vop(VFunc.MUL, rn, 1, sv, sv, act_max)
+        else:
+            top = View(Buf.VEC, tq, 1, 0)
+            ctx.vop(VFunc.FILL, rn, 1, top, None, act_max)
+            ctx.vop(VFunc.DIV, rn, 1, sv, top, sv)
+        for g in range(groups):
+            ctx.vop(VFunc.MUL, rn, gs, View(Buf.ACT, q + r0 * kp + g * kw * TRIT_GROUP, kp, 1), xv.shift(0, g * gs), sv)
+
+
+def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: int, scales: int | None,  # noqa: ANN001
+              extra: list, resident: dict, m0: int, mn: int, n0: int, nn: int, n: int, activation: str) -> None:
+    """acc * scale / s (+ bias) (+ residual), the activation, then the STORE of rows m0.., columns n0.. ."""
+    groups = e.groups
+    scale_at = scales
+    if e.granularity != "per_tensor" and scales is None:
+        scale_at = slot.scales
+        for g in range(groups):
+            ctx.load(Buf.VEC, scale_at + g * nn, _weight_tensor(e), e.scale_addr - e.addr + (g * n + n0) * 4, 1, nn, 0)
+
+    def scale_of(g: int) -> View | float:
+        if e.granularity == "per_tensor":
+            return float(e.scale)
+        if scales is not None:
+            return View(Buf.VEC, scales + g * n + n0, 0, 1)
+        return View(Buf.VEC, slot.scales + g * nn, 0, 1)
+
+    y = View(Buf.VEC, slot.y, nn, 1)
+    for g in range(groups):
+        a = View(Buf.ACC, acc + g * plan.m_t * plan.n_t, plan.n_t, 1)
+        if g == 0:
+            ctx.vop(VFunc.MUL, mn, nn, y, a, scale_of(g))
+        else:
+            t = View(Buf.VEC, slot.t, nn, 1)
+            ctx.vop(VFunc.MUL, mn, nn, t, a, scale_of(g))
+            ctx.vop(VFunc.ADD, mn, nn, y, y, t)
+    ctx.vop(VFunc.DIV, mn, nn, y, y, View(Buf.VEC, s, 1, 0))
+    k_op = 0
+    for kind, op in extra:
+        if kind == "imm":
+            ctx.vop(VFunc.ADD, mn, nn, y, y, op)
+            continue
+        if id(op) in resident:
+            ctx.vop(VFunc.ADD, mn, nn, y, y, resident[id(op)].shift(0, n0))
+            continue
+        area = slot.ops[k_op]
+        k_op += 1
+        for a, cnt in split_runs([op], m0, mn):
+            v = load_run(ctx, op, area, a - m0, a, cnt, n0, nn)  # type: ignore[arg-type]
+            yr = y.shift(a - m0)
+            ctx.vop(VFunc.ADD, cnt, nn, yr, yr, v)
+    if activation == "relu":
+        ctx.vop(VFunc.RELU, mn, nn, y, y)
+    elif activation == "silu":
+        t = View(Buf.VEC, slot.t, nn, 1)
+        ctx.vop(VFunc.NEG, mn, nn, t, y)
+        ctx.vop(VFunc.EXP, mn, nn, t, t)
+        ctx.vop(VFunc.ADD, mn, nn, t, t, 1.0)
+        ctx.vop(VFunc.DIV, mn, nn, y, y, t)
+    ctx.store(Buf.VEC, slot.y, out, (m0 * n + n0) * 4, mn, nn, n * 4, 4, nn)
+
+
+
+def support_ternary_matmul(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+    attrs = attrs_of(node)
+    w = graph.const_value(node.inputs[1])
+    if not isinstance(w, TernaryWeight):
+        return "the weight is not a constant ternary weight"
+    if attrs["act"] != "int8":
+        return "float activations: the matrix unit takes int8 (the quantize-activations pass makes them int8)"
+    x, out = shape_of(node.inputs[0]), shape_of(node.output)
+    k, n = (int(d) for d in w.shape)
+    m = prod(x[:-1])
+    if prod(out) != m * n:
+        return "the bias or residual broadcasts the result beyond the product's shape"
+    gs = w.group_size or k
+    try:
+        plan_gemm(config, m, k, n, k // gs if gs else 1, -(-gs // TRIT_GROUP), config.word_bytes, 2, 2, True)
+    except LoweringError as e:
+        return str(e)
+    return None
+
+
+lowering("ternary_matmul", support=support_ternary_matmul)(lower_ternary_matmul)
