@@ -357,3 +357,32 @@ def pack_words(trits: np.ndarray, packing: str) -> np.ndarray:
 
 def unpack_words(packed: np.ndarray, packing: str) -> np.ndarray:
     return unpack_base3_words(packed) if packing == "base3" else unpack_2bit_words(packed)
+
+
+# -- the matrix unit's weight decoder (what the hardware computes for any byte, valid or not) ---------------
+
+def _base3_lut() -> np.ndarray:
+    q = np.arange(256, dtype=np.int32)[:, None]
+    return ((((q * np.array([1, 3, 9, 27, 81], np.int32)) & 0xFF) * 3) >> 8).astype(np.int8) - 1
+
+
+def _2bit_lut() -> np.ndarray:
+    c = (np.arange(256, dtype=np.int32)[:, None] >> np.array([0, 2, 4, 6], np.int32)) & 3
+    return np.where(c == 3, 1, c).astype(np.int8) - 1  # code 3 is invalid: the decoder reads it as trit 0
+
+
+DECODE_LUT = {"base3": _base3_lut(), "2bit": _2bit_lut()}
+
+
+def decode_words(packed: np.ndarray, packing: str) -> np.ndarray:
+    """The trits the matrix unit reads from packed words: uint8 [..., word_bytes * g] -> int8 [..., 64g].
+    Equal to unpack_words on what the packers write; defined for every byte (base3: the division-free digit
+    formula, the 13th byte's fifth digit dropped; 2bit: code 3 read as 0), through a 256-entry table."""
+    p = np.asarray(packed, dtype=np.uint8)
+    t = DECODE_LUT[packing][p]                      # [..., bytes, 5 or 4]
+    if packing == "2bit":
+        return t.reshape(p.shape[:-1] + (p.shape[-1] * 4,))
+    if p.shape[-1] % 13:
+        raise CompilerError(f"base-3 words are 13 bytes, got a last dim of {p.shape[-1]}")
+    g = p.shape[-1] // 13
+    return t.reshape(p.shape[:-1] + (g, 65))[..., :64].reshape(p.shape[:-1] + (64 * g,))
