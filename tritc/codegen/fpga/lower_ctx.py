@@ -192,14 +192,20 @@ class LowerCtx:
             return
         e = ELEM_BYTES[buf]
         if dram_cs == e and sram_rs == cols and dram_rs == cols * e and rows > 1:
-            total = rows * cols   # one contiguous run on both sides: as few, as long rows as the fields allow
-            chunk = total if total <= MAX_COUNT else (MAX_COUNT * e // self.config.dram_burst_bytes
-                                                      * self.config.dram_burst_bytes // e)
+            # one contiguous run on both sides: as few, as long rows as the fields allow (one transfer if a row
+            # count divides it evenly, else full rows and a remainder)
+            total = rows * cols
+            r = -(-total // MAX_COUNT)
+            while total % r and r < 4 * -(-total // MAX_COUNT) + 64:
+                r += 1
+            if total % r == 0 and total // r <= MAX_COUNT:
+                c = total // r
+                self._transfer_raw(op, buf, sram, dram, r, c, c * e if r > 1 else 0, e, c if r > 1 else 0, readonly)
+                return
+            chunk = MAX_COUNT * e // self.config.dram_burst_bytes * self.config.dram_burst_bytes // e
             full, rest = divmod(total, chunk)
-            if full:
-                self._transfer_raw(op, buf, sram, dram, full, chunk, chunk * e, e, chunk, readonly)
-            if rest:
-                self._transfer_raw(op, buf, sram + full * chunk, dram + full * chunk * e, 1, rest, 0, e, rest, readonly)
+            self._transfer_raw(op, buf, sram, dram, full, chunk, chunk * e, e, chunk, readonly)
+            self._transfer_raw(op, buf, sram + full * chunk, dram + full * chunk * e, 1, rest, 0, e, rest, readonly)
             return
         if abs(dram_cs) > MAX_DRAM_CS and cols > 1:
             for c in range(cols):   # a column stride the field cannot hold: one column at a time
@@ -307,7 +313,7 @@ def row_offsets(row_shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
     return (np.asarray(strides, np.int64)[:, None] * grid).sum(axis=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RowOperand:
     """A DRAM tensor read as the rows x cols of an output: row r starts at element offs[r], columns step by cs
     (1, or 0 when it is broadcast along them). Booleans go to ACT (one byte each), the rest to VEC."""

@@ -117,6 +117,8 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         extra.append(("imm", imm) if imm is not None else ("row", row_operand(ctx.tensor(v), out.shape)))
     rows_ops = [op for kind, op in extra if kind == "row"]
     varying = [op for op in rows_ops if not op.invariant]  # type: ignore[union-attr]
+    if n * (len(rows_ops) - len(varying)) > half_units(ctx.config, Buf.VEC) // 8:
+        varying = rows_ops       # a bias row too long to keep: loaded with each tile instead
     temp = g_count > 1 or attrs["activation"] == "silu"
     plan = plan_gemm(ctx.config, m, k, n, g_count, kw, wb, len(varying), len(rows_ops) - len(varying), temp,
                      ctx.slots())
@@ -129,7 +131,7 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         ctx.load(Buf.VEC, scales, _weight_tensor(e), e.scale_addr - e.addr, 1, g_count * n, 0)
     resident: dict[int, View] = {}
     for op in rows_ops:
-        if op.invariant:  # type: ignore[union-attr]
+        if all(op is not w for w in varying):
             width = n if op.cs else 1  # type: ignore[union-attr]
             area = (ctx.arena(Buf.ACT) if op.buf == Buf.ACT else vec).alloc(width, "bias")  # type: ignore[union-attr]
             resident[id(op)] = load_run(ctx, op, area, 0, 0, 1, 0, n)  # type: ignore[arg-type]
@@ -266,7 +268,7 @@ def support_ternary_matmul(node: Node, graph: Graph, config: FpgaConfig) -> str 
         return "the bias or residual broadcasts the result beyond the product's shape"
     gs = w.group_size or k
     try:
-        plan_gemm(config, m, k, n, k // gs if gs else 1, -(-gs // TRIT_GROUP), config.word_bytes, 2, 2, True)
+        plan_gemm(config, m, k, n, k // gs if gs else 1, -(-gs // TRIT_GROUP), config.word_bytes, 2, 0, True)
     except LoweringError as e:
         return str(e)
     return None

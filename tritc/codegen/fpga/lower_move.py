@@ -85,9 +85,9 @@ def lower_transpose(ctx: LowerCtx, node: Node) -> None:
 
 def _slice_params(node: Node, graph: Graph, rank: int, shape: Sequence[int]) -> tuple[list[int], list[int]] | None:
     """Per dim (start, step) of a slice with constant bounds, or None."""
-    vals = [graph.const_value(v) if v is not None else None for v in node.inputs[1:5]]
-    if vals[0] is None or vals[1] is None or (node.inputs[3:4] and node.inputs[3] is not None and vals[2] is None) \
-            or (len(node.inputs) > 4 and node.inputs[4] is not None and vals[3] is None):
+    ins = (list(node.inputs[1:5]) + [None] * 4)[:4]
+    vals = [graph.const_value(v) if v is not None else None for v in ins]
+    if any(v is not None and c is None for v, c in zip(ins, vals)) or vals[0] is None or vals[1] is None:
         return None
     starts = [int(s) for s in np.asarray(vals[0]).reshape(-1)]
     ends = [int(s) for s in np.asarray(vals[1]).reshape(-1)]
