@@ -347,3 +347,59 @@ def test_lowering_refuses_a_node_the_device_cannot_run():
         dram.place(name, a.shape, g.value(name).type.dtype)
     with pytest.raises(LoweringError, match="cannot run on the FPGA: gather"):
         lower_nodes([n for n in g if n.op == "gather"], g, PRESETS["edge"], dram, build_weight_image(g, PRESETS["edge"]))
+
+
+# ---- activation matmul, rotary embedding, ternary convolution ------------------------------------------------------
+
+def test_activation_matmul_batched_within_the_summation_order():
+    check_cases([Case("matmul", [rnd(2, 4, 5, 16), rnd(2, 4, 16, 7)]),
+                 Case("matmul", [rnd(3, 40), rnd(40, 3000)]),                # B in column blocks (MM's 12-bit stride)
+                 Case("matmul", [rnd(4, 1, 6, 8), rnd(3, 8, 5)])], exact=False, tol=dict(rtol=1e-5, atol=1e-5))
+
+
+def test_matmul_with_a_constant_weight_stays_on_the_host():
+    g, _ = build([Case("matmul", [rnd(2, 8), Const(rnd(8, 4))])])
+    node = next(n for n in g if n.op == "matmul")
+    assert device_support(node, g, PRESETS["edge"]).startswith("float matmul with a constant weight")
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_rotary_embedding_is_exact(interleaved):
+    check_cases([Case("rotary_embedding", [rnd(2, 4, 3, 16), rnd(2, 3, 8), rnd(2, 3, 8, seed=5)],
+                      {"interleaved": interleaved}),
+                 Case("rotary_embedding", [rnd(1, 3, 32), rnd(1, 3, 4), rnd(1, 3, 4, seed=5)],
+                      {"interleaved": interleaved, "num_heads": 2, "rotary_embedding_dim": 8})])
+
+
+def conv_graph(n: int, c: int, h: int, w: int, m: int, k: int, stride: int = 1, pad: int = 1, group: int = 1,
+               dilation: int = 1, per_channel: bool = True, bias: bool = True) -> tuple[Graph, dict]:
+    from tritc.ir.ops import OPS, InferContext
+
+    rng = np.random.default_rng(c * h + m)
+    g = Graph("t")
+    x = g.add_input("x", TensorType(DType.F32, (n, c, h, w)))
+    kg = c // group * k * k
+    scale = rng.uniform(0.1, 1, m).astype(np.float32) if per_channel else np.array(0.3, np.float32)
+    ins = [x, g.add_weight("w", TernaryWeight(rng.integers(-1, 2, (kg, m)).astype(np.int8), scale),
+                           TensorType(DType.T2, (kg, m)))]
+    if bias:
+        ins.append(g.add_weight("b", rng.standard_normal(m).astype(np.float32), TensorType(DType.F32, (m,))))
+    attrs = {"act": "int8", "kernel_shape": [k, k], "strides": [stride] * 2, "pads": [pad] * 4, "group": group,
+             "dilations": [dilation] * 2}
+    od = OPS["ternary_conv"]
+    types = od.infer(InferContext("ternary_conv", [v.type for v in ins], od.with_defaults(attrs), [None] * len(ins), 1))
+    g.outputs = g.add("ternary_conv", ins, types, attrs, output_names=["y"]).outputs
+    return g, {"x": rng.standard_normal((n, c, h, w)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("args,kw,preset", [
+    ((2, 1, 8, 8, 16, 3), {}, "edge"),                                       # the digits CNN's first layer
+    ((2, 16, 8, 8, 32, 3), {"stride": 2}, "edge"),                           # ... and its second
+    ((1, 4, 9, 7, 6, 3), {"stride": 2, "pad": 0, "group": 2, "per_channel": False, "bias": False}, "edge"),
+    ((1, 3, 10, 10, 8, 3), {"dilation": 2, "pad": 2}, "datacenter"),
+    ((1, 8, 32, 32, 16, 5), {"pad": 2}, "edge"),                             # im2col in blocks of output rows
+])
+def test_ternary_conv_im2col_is_bit_exact(args, kw, preset):
+    g, feeds = conv_graph(*args, **kw)
+    got, _, _ = run_device(g, feeds, preset)
+    np.testing.assert_array_equal(got["y"], interpret(g, feeds)["y"])

@@ -21,7 +21,7 @@ import numpy as np
 from ...ir.graph import Graph, Node
 from ...ir.ternary import TernaryWeight
 from ...ir.types import DType
-from . import lower_attention, lower_gemm, lower_move, lower_rows, lower_vector  # noqa: F401 - register lowerings
+from . import lower_attention, lower_conv, lower_gemm, lower_matmul, lower_move, lower_rows, lower_vector  # noqa: F401 - register their lowerings
 from .config import FpgaConfig
 from .isa import Instr
 from .lower_ctx import LOWERINGS, LowerCtx, LoweringError

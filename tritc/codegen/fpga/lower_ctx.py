@@ -126,6 +126,7 @@ class LowerCtx:
     def begin(self, node: Node) -> None:
         """A new node: its half of ACT, ACC, VEC and KV (alternating with double buffering)."""
         self.node = node
+        self.s.mark(node.describe())
         bank = self.nodes % 2 if self.double_buffer else 0
         self.nodes += 1
         self._arenas = {b: Arena(b, bank * self.half[b], self.half[b]) for b in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)}

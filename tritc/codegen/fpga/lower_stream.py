@@ -69,6 +69,10 @@ class StreamBuilder:
         self._emitted = 0
         self.tokens = 0
         self.relays = 0
+        self.marks: list[tuple[int, str]] = []   # (index of the first instruction, what follows): for profiles
+
+    def mark(self, what: str) -> None:
+        self.marks.append((len(self.items), what))
 
     # ---- emitting --------------------------------------------------------------------------------------
     def emit(self, op: Op, reads: tuple[Span, ...] | list[Span] = (), writes: tuple[Span, ...] | list[Span] = (),
