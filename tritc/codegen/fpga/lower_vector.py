@@ -45,7 +45,9 @@ VARIADIC_OPS = {"max": VFunc.MAX, "min": VFunc.MIN, "sum": VFunc.ADD, "mean": VF
 UNARY_OPS = {"neg": VFunc.NEG, "abs": VFunc.ABS, "sqrt": VFunc.SQRT, "exp": VFunc.EXP, "sin": VFunc.SIN,
              "cos": VFunc.COS, "tanh": VFunc.TANH, "erf": VFunc.ERF, "reciprocal": VFunc.RECIP, "relu": VFunc.RELU,
              "round": VFunc.ROUND}
-POW_EXPONENTS = (2.0, 1.0, 0.5, -1.0)   # the ones numpy's float32 power computes exactly as a multiply / root
+# numpy's float32 power is correctly rounded: x^2, x^1, x^0.5, x^-1 are exactly one multiply / root / reciprocal;
+# x^3 as (x * x) * x is within 2 ulp of it (GPT-2's tanh GELU)
+POW_EXPONENTS = (2.0, 1.0, 0.5, -1.0, 3.0)
 
 
 # ---- the tiled loop ---------------------------------------------------------------------------------------
@@ -218,7 +220,8 @@ def steps_of(ctx: LowerCtx, node: Node) -> list[Step]:
     if op == "pow":
         e = refs[1]
         return {2.0: [(VFunc.MUL, "o", refs[0], refs[0])], 1.0: [(VFunc.COPY, "o", refs[0])],
-                0.5: [(VFunc.SQRT, "o", refs[0])], -1.0: [(VFunc.RECIP, "o", refs[0])]}[e]  # type: ignore[index]
+                0.5: [(VFunc.SQRT, "o", refs[0])], -1.0: [(VFunc.RECIP, "o", refs[0])],
+                3.0: [(VFunc.MUL, "o", refs[0], refs[0]), (VFunc.MUL, "o", "o", refs[0])]}[e]  # type: ignore[index]
     if op == "clip":    # min(max(x, lo), hi), a missing bound no bound
         steps = [(VFunc.COPY, "o", refs[0])]
         lo, hi = (refs + [None, None])[1:3]
@@ -260,7 +263,7 @@ def support_elementwise(node: Node, graph: Graph, config: FpgaConfig) -> str | N
     if node.op == "pow":
         e = graph.const_value(node.inputs[1])
         if e is None or np.asarray(e).size != 1 or float(np.asarray(e).reshape(-1)[0]) not in POW_EXPONENTS:
-            return "pow with an exponent other than a constant 2, 1, 0.5 or -1"
+            return "pow with an exponent other than a constant 2, 3, 1, 0.5 or -1"
     if node.op == "clip":
         for v in node.inputs[1:]:
             if v is not None and (graph.const_value(v) is None or np.asarray(graph.const_value(v)).size != 1):
