@@ -15,7 +15,7 @@ from tritc.codegen.fpga.isa import Buf, Instr, Op, StreamError, VFunc, encode_st
 from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import ENERGY_PJ, DeadlockError, Device, DeviceError, HazardError, Simulator
 
-from .fpga_streams import StreamBuilder, config, gemv_weights, load, row, store, vop
+from .fpga_streams import StreamBuilder, config, decoder_step, gemv_weights, load, row, store, vop
 
 EDGE = config("edge")
 MIB = 1 << 20
@@ -595,3 +595,28 @@ def test_stats_keys_and_energy():
     hbm.load_stream(instrs)
     assert hbm.run()["energy"]["dram"] == pytest.approx(stats["energy"]["dram"] * 3.9 / ENERGY_PJ["ddr4_bit"])
     assert sim.run()["cycles"] == stats["cycles"]                     # runs repeat
+
+
+# -- speed: a decode step of a 2-layer, hidden-512 decoder -----------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["edge", "datacenter"])
+def test_decode_step_stream_runs_fast_and_right(preset):
+    cfg = config(preset)
+    instrs, image, probe = decoder_step(cfg, np.random.default_rng(6))
+    assert len(instrs) > 1500
+    check_stream(instrs, cfg)                           # balanced, no deadlock, every view in bounds
+    sim = Simulator(cfg)                                # the preset's whole DRAM
+    for addr, arr in image.items():
+        sim.write(addr, arr)
+    t = time.perf_counter()
+    sim.load_stream(encode_stream(instrs))
+    stats = sim.run()
+    elapsed = time.perf_counter() - t
+    assert elapsed < 10.0 and len(instrs) / elapsed > 2000        # measured: ~15,000 instructions/s
+    assert stats["instructions"] == len(instrs)
+    act = sim.read(probe["act"], 512).view(np.int8)
+    acc = sim.read(probe["acc"], 2048).view(np.int32)
+    assert np.array_equal(acc, act.astype(np.int64) @ probe["wq"])   # the q projection, bit exact
+    assert np.isfinite(sim.read(probe["out"], 2048).view(np.float32)).all()
+    assert stats["dram_read_bytes"] > 2_000_000 and 0 < stats["matrix_utilisation"] < 1
+    assert stats["engines"]["load"]["busy"] + stats["engines"]["compute"]["busy"] > stats["cycles"]  # overlap
