@@ -64,10 +64,11 @@ class DeviceError(CompilerError):
     """A host access to device memory that does not fit it (an address outside DRAM)."""
 
 
-# Energy per operation (docs/ISA.md, "Energy"). Arithmetic and SRAM: Horowitz, "Computing's energy problem (and what
-# we can do about it)", ISSCC 2014, 45 nm at 0.9 V. DRAM per bit moved: DDR4 from Micron's power method (TN-40-07),
-# HBM2 from O'Connor et al., "Fine-Grained DRAM", MICRO 2017. FPGA over ASIC: Kuon and Rose, "Measuring the gap
-# between FPGAs and ASICs", IEEE TCAD 2007 (dynamic power, logic only: 14x; with hard memories and DSPs: 7.1x).
+# Energy per operation (docs/ISA.md, "Energy": the sources and what each instruction counts). Arithmetic and SRAM:
+# Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm at 0.9 V. DRAM per bit
+# moved: DDR4 an estimate by Micron's power method (TN-40-07), HBM2 from O'Connor et al., "Fine-Grained DRAM",
+# MICRO 2017. FPGA over ASIC: Kuon and Rose, "Measuring the gap between FPGAs and ASICs", IEEE TCAD 2007 (dynamic
+# power: 14x for logic in LUTs, 7.1x for designs whose arithmetic uses hard DSP blocks).
 ENERGY_PJ: dict[str, float] = {
     "int8_add": 0.03,
     "int32_add": 0.1,
@@ -79,8 +80,9 @@ ENERGY_PJ: dict[str, float] = {
     "sram_1mib_64bit": 100.0,
     "ddr4_bit": 15.0,
     "hbm2_bit": 3.9,
-    "fpga_logic_factor": 14.0,     # LUT / carry-chain logic: the adder trees, control
-    "fpga_hard_factor": 7.1,       # hard blocks: BRAM / URAM accesses, DSP-based fp32 arithmetic
+    "fpga_logic_factor": 14.0,     # LUT / carry-chain logic: the matrix unit's adder trees
+    "fpga_dsp_factor": 7.1,        # the vector unit's fp32 and REQ arithmetic: DSP slices plus LUTs
+    "fpga_sram_factor": 1.0,       # BRAM / UltraRAM are SRAM macros: Horowitz's per-access energy as it is
 }
 SRAM_BANK_BYTES = 32 * 1024  # a buffer is banks of UltraRAM (32 KiB of data each): an access touches one bank
 
@@ -126,7 +128,7 @@ def sram_pj_per_byte(buffer_bytes: int) -> float:
            (1024 * 1024, ENERGY_PJ["sram_1mib_64bit"])]
     xs = [math.log2(s) for s, _ in pts]
     per64 = float(np.interp(math.log2(max(size, 1)), xs, [e for _, e in pts]))
-    return per64 / 8 * ENERGY_PJ["fpga_hard_factor"]
+    return per64 / 8 * ENERGY_PJ["fpga_sram_factor"]
 
 
 @dataclass(slots=True)
@@ -327,7 +329,7 @@ class Simulator:
             arith = elements * (pj["int32_mul"] * 2 + pj["int32_add"])   # a 32x32 -> 64-bit product, a round add
         else:
             arith = elements * (adds * pj["fp32_add"] + muls * pj["fp32_mul"])
-        vector = arith * pj["fpga_hard_factor"]
+        vector = arith * pj["fpga_dsp_factor"]
         sram = sum(self._sram_pj[v.mem] * ELEM_BYTES[v.mem] * v.shape[0] * v.shape[1] for v in views)
         effect = self._vop_effect(ins, func, views) if rows and cols else None
         return _Step(**base, cycles=cycles, effect=effect, energy=(0.0, vector, sram, 0.0))
