@@ -119,8 +119,9 @@ class StreamBuilder:
         assert tile * kw * wb <= half_bytes
         for j0 in range(0, N, tile):
             n = min(tile, N - j0)
+            # n columns of kw words, back to back in DRAM: one run however many rows.
             half = self.load_double(lambda h, j0=j0, n=n: load(Buf.WGT, h * half_bytes, w_dram + j0 * kw * wb,
-                                                               1, n * kw * wb))
+                                                               n, kw * wb))
             self.use(Instr(Op.GEMM, acc_addr=acc_addr + j0, act_addr=act_addr, wgt_addr=half * half_bytes, m=1,
                            kw=kw, n=n, reset=1), release=True)
 
