@@ -278,6 +278,18 @@ def test_reductions_and_mm_lane_tree_order(lanes):
                                atol=1e-6 * np.abs(a[finite]).max())
 
 
+def test_empty_reductions_write_their_identity():
+    sim = sim_for()
+    sim.load_stream([vop(VFunc.RSUM, 2, 0, (Buf.VEC, 0, 1, 1), (Buf.VEC, 100, 4, 1)),
+                     vop(VFunc.RMAX, 2, 0, (Buf.VEC, 2, 1, 1), (Buf.VEC, 100, 4, 1)),
+                     vop(VFunc.MM, 1, 2, (Buf.VEC, 4, 2, 1), (Buf.VEC, 100, 4, 1), (Buf.VEC, 200, 4, 1)),
+                     vop(VFunc.ADD, 3, 0, (Buf.VEC, 6, 1, 1), (Buf.VEC, 100, 4, 1), imm=1.0),   # nothing
+                     Instr(Op.FINISH)])
+    sim.typed[Buf.VEC][:8] = 7.0
+    sim.run()
+    assert sim.typed[Buf.VEC][:8].tolist() == [0.0, 0.0, -np.inf, -np.inf, 0.0, 0.0, 7.0, 7.0]
+
+
 def test_req_through_the_vector_unit():
     acc = np.array([[1, -1, 3, -3, 255, 256, -257, -258, 10**6, -10**6, 2**31 - 1, -2**31]], np.int32)
     half = 1 << 30

@@ -179,7 +179,7 @@ class StepMaker:
             arith = elements * (adds * pj["fp32_add"] + muls * pj["fp32_mul"])
         vector = arith * pj["fpga_dsp_factor"]
         sram = sum(self._sram_pj[v.mem] * ELEM_BYTES[v.mem] * v.shape[0] * v.shape[1] for v in views)
-        effect = self._vop_effect(ins, func, views) if rows and cols else None
+        effect = self._vop_effect(ins, func, views) if rows and (cols or func in REDUCTIONS) else None
         return Step(**base, cycles=cycles, effect=effect, energy=(0.0, vector, sram, 0.0))
 
     def _vop_effect(self, ins: Instr, func: VFunc, views: list[View]) -> Callable[[], None]:
