@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import ENERGY_PJ, DeadlockError, Device, DeviceError, HazardError, Simulator
 
 from ..properties import budget
-from .fpga_streams import StreamBuilder, config, decoder_step, gemv_weights, load, row, store, vop
+from .fpga_streams import BITNET_2B, SMALL, DecoderShape, StreamBuilder, config, decoder_step, gemv_weights, load, row, store, vop
 
 EDGE = config("edge")
 MIB = 1 << 20
@@ -531,9 +532,13 @@ def test_compute_costs():
         (vop(VFunc.ADD, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1), imm=1.0), 3 * 3 + 8),
         (vop(VFunc.EXP, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 * 4 + 8),
         (vop(VFunc.DIV, 1, 16, row(Buf.VEC, 0), row(Buf.VEC, 200), row(Buf.VEC, 300)), 8 + 8),
-        (vop(VFunc.RSUM, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 + 3 * 4 + 8),
+        # Reductions: the 4-level lane tree is pipelined, its depth paid once per instruction, not per output.
+        (vop(VFunc.RSUM, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 + 4 + 8),
+        (vop(VFunc.RMAX, 1, 16, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 16, 1)), 1 + 4 + 8),
         (vop(VFunc.MM, 2, 5, (Buf.VEC, 0, 5, 1), (Buf.VEC, 200, 40, 1), (Buf.KV, 0, 40, 1), depth=40),
-         2 * 5 * 3 + 2 * 5 * 4 + 8),
+         2 * 5 * 3 + 4 + 8),
+        (vop(VFunc.MM, 4, 64, (Buf.VEC, 0, 64, 1), (Buf.VEC, 400, 128, 1), (Buf.KV, 0, 128, 1), depth=128),
+         4 * 64 * 8 + 4 + 8),
         (Instr(Op.NOP), 1),
     ]
     for ins, cycles in cases:
@@ -542,6 +547,13 @@ def test_compute_costs():
         stats = sim.run()
         assert stats["cycles"] == cycles, ins
         assert stats["engines"]["compute"]["busy"] == cycles
+    wide = config("datacenter")                        # 128 lanes: a 7-level tree
+    for ins, cycles in [(vop(VFunc.RSUM, 6, 300, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 300, 1)), 6 * 3 + 7 + 8),
+                        (vop(VFunc.MM, 1, 128, (Buf.VEC, 0, 128, 1), row(Buf.VEC, 200), (Buf.KV, 0, 128, 1),
+                             depth=128), 128 + 7 + 8)]:
+        sim = sim_for(wide)
+        sim.load_stream([ins, Instr(Op.FINISH)])
+        assert sim.run()["cycles"] == cycles, ins
 
 
 def gemv_stream(cfg, K, N, tile, double_buffer):
@@ -633,7 +645,7 @@ def test_decode_step_stream_runs_fast_and_right(preset):
     sim.load_stream(encode_stream(instrs))
     stats = sim.run()
     elapsed = time.perf_counter() - t
-    assert elapsed < 10.0 and len(instrs) / elapsed > 2000        # measured: ~15,000 instructions/s
+    assert elapsed < 10.0 and len(instrs) / elapsed > 2000        # measured: ~14,000 instructions/s
     assert stats["instructions"] == len(instrs)
     act = sim.read(probe["act"], 512).view(np.int8)
     acc = sim.read(probe["acc"], 2048).view(np.int32)
@@ -641,6 +653,165 @@ def test_decode_step_stream_runs_fast_and_right(preset):
     assert np.isfinite(sim.read(probe["out"], 2048).view(np.float32)).all()
     assert stats["dram_read_bytes"] > 2_000_000 and 0 < stats["matrix_utilisation"] < 1
     assert stats["engines"]["load"]["busy"] + stats["engines"]["compute"]["busy"] > stats["cycles"]  # overlap
+
+
+# -- timing only: the same stats without the data ----------------------------------------------------------------
+
+def every_function_stream(cfg, rng):
+    """Every vector function once over 4 x 40 rows (conversions to ACT and ACC, REQ, MM, reductions), results
+    stored."""
+    a = rng.standard_normal((4, 40)).astype(np.float32)
+    acc = rng.integers(-10**6, 10**6, (4, 40)).astype(np.int32)
+    image = {0: a, 0x1000: acc}
+    instrs = [load(Buf.VEC, 0, 0, 4, 40), load(Buf.VEC, 160, 0, 4, 40), load(Buf.ACC, 0, 0x1000, 4, 40, push_next=1),
+              Instr(Op.NOP, pop_prev=1)]
+    out = 1000
+    for func in VFunc:
+        dst_buf = {VFunc.REQ: Buf.ACT, VFunc.ROUND: Buf.ACC}.get(func, Buf.VEC)
+        src = (Buf.ACC, 0, 40, 1) if func is VFunc.REQ else (Buf.VEC, 0, 40, 1)
+        if func is VFunc.MM:
+            instrs.append(vop(func, 4, 4, (Buf.VEC, out, 4, 1), src, (Buf.VEC, 160, 40, 1), depth=40))
+        elif func in (VFunc.RSUM, VFunc.RMAX):
+            instrs.append(vop(func, 4, 40, (Buf.VEC, out, 1, 1), src))
+        else:
+            instrs.append(vop(func, 4, 40, (dst_buf, out, 40, 1), src, (Buf.VEC, 160, 40, 1), imm=1 << 29 if func is
+                              VFunc.REQ else 0.5, depth=3 if func is VFunc.REQ else 0))
+        out += 200
+    instrs[-1] = instrs[-1].replace(push_next=1)
+    instrs += [store(Buf.VEC, 1000, 0x10000, 1, out - 1000, pop_prev=1), store(Buf.ACT, 0, 0x20000, 1, 8192),
+               Instr(Op.FINISH)]
+    return instrs, image
+
+
+GQA_HEAD = DecoderShape(hidden=256, heads=4, kv_heads=2, head_dim=64, ffn=768, layers=1, ctx=48, vocab=5000)
+
+
+def timing_case(name):
+    """(config, stream, DRAM image) of the streams that timing-only runs are checked on."""
+    rng = np.random.default_rng(9)
+    if name == "every-function":
+        return (EDGE, *every_function_stream(EDGE, rng))
+    if name.startswith("gemv"):
+        W, wimg = gemv_weights(rng, 1024, 256, "base3")
+        x = rng.integers(-128, 128, 1024).astype(np.int8)
+        return EDGE, gemv_stream(EDGE, 1024, 256, 16, name == "gemv-double"), {0: x, 0x10000: wimg}
+    cfg = config(name.split("-")[-1])
+    instrs, image, _ = decoder_step(cfg, rng, GQA_HEAD if name.startswith("gqa") else SMALL)
+    return cfg, instrs, image
+
+
+@pytest.mark.parametrize("name", ["every-function", "gemv-double", "gemv-single", "decode-edge", "decode-datacenter",
+                                  "gqa-head-edge"])
+def test_timing_only_reports_the_same_stats(name):
+    cfg, instrs, image = timing_case(name)
+    check_stream(instrs, cfg)
+    stats, sims = {}, {}
+    for functional in (True, False):
+        sim = Simulator(cfg, dram_bytes=16 * MIB, functional=functional)
+        for addr, arr in image.items():
+            sim.write(addr, arr)
+        sim.load_stream(instrs)
+        stats[functional] = {k: v for k, v in sim.run().items() if k != "simulator_seconds"}
+        sims[functional] = sim
+    assert stats[False] == stats[True]
+    assert stats[True]["instructions"] == len(instrs) and stats[True]["cycles"] > 0
+    # Timing only moved nothing: DRAM holds the image alone and every buffer is still zero.
+    fresh = Simulator(cfg, dram_bytes=16 * MIB)
+    for addr, arr in image.items():
+        fresh.write(addr, arr)
+    assert np.array_equal(sims[False].dram, fresh.dram) and not np.array_equal(sims[True].dram, fresh.dram)
+    assert not any(raw.any() for raw in sims[False].raw.values())
+    assert sims[True].functional and not sims[False].functional
+
+
+def test_timing_only_still_checks_races_deadlocks_and_malformed_streams():
+    race = [load(Buf.ACT, 0, 0, 1, 64, push_next=1), load(Buf.WGT, 0, 0x1000, 1, 208),
+            Instr(Op.GEMM, m=1, n=16, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
+    missing = [load(Buf.ACT, 0, 0, 1, 64), Instr(Op.GEMM, m=1, n=1, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
+    sim = Simulator(EDGE, dram_bytes=MIB, functional=False)
+    sim.load_stream(race)
+    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the compute engine reads WGT"):
+        sim.run()
+    sim.load_stream(missing)
+    with pytest.raises(DeadlockError, match=r"compute engine at instruction 1 \(GEMM .* waits for a token in l2c"):
+        sim.run()
+    with pytest.raises(StreamError, match=r"instruction 0 .*dram reaches DRAM"):
+        sim.load_stream([load(Buf.ACT, 0, MIB - 10, 1, 11), Instr(Op.FINISH)])
+
+
+def best_time(fn, repeats=3) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def test_timing_only_is_much_faster_on_a_large_gemv():
+    """A 4096 x 4096 GEMV (256 double-buffered weight tiles): the functional run decodes 16.8M trits; timing only
+    runs the event loop alone. Both on zero DRAM: the work does not depend on the data."""
+    instrs = gemv_stream(EDGE, 4096, 4096, 16, True)
+    sims = {f: Simulator(EDGE, dram_bytes=64 * MIB, functional=f) for f in (True, False)}
+
+    def run(functional):
+        sims[functional].load_stream(instrs)
+        return sims[functional].run()
+    seconds = {f: best_time(lambda f=f: run(f)) for f in (True, False)}
+    timing, functional = sims[False].stats, sims[True].stats
+    assert {k: v for k, v in timing.items() if k != "simulator_seconds"} == \
+        {k: v for k, v in functional.items() if k != "simulator_seconds"}
+    assert timing["ternary_ops"] == 4096 * 4096
+    assert seconds[True] / seconds[False] > 3          # measured: ~5x (0.06 s against 0.011 s)
+
+
+def linear_ops(sh: DecoderShape) -> int:
+    """Trit-activation products of a decode step of `sh`: every linear layer's K padded to words of 64."""
+    def k(n):
+        return 64 * -(-n // 64)
+    layer = k(sh.hidden) * (sh.q_dim + 2 * sh.kv_dim + 2 * sh.ffn) + k(sh.q_dim) * sh.hidden + k(sh.ffn) * sh.hidden
+    return sh.layers * layer + k(sh.hidden) * sh.vocab
+
+
+def weight_bytes(sh: DecoderShape, cfg) -> int:
+    def w(k, n):
+        return n * -(-k // 64) * cfg.word_bytes
+    h, f = sh.hidden, sh.ffn
+    layer = w(h, sh.q_dim) + 2 * w(h, sh.kv_dim) + w(sh.q_dim, h) + 2 * w(h, f) + w(f, h)
+    return sh.layers * layer + w(h, sh.vocab)
+
+
+def timing_only_decode_step(sh: DecoderShape, preset: str, min_rate: float):
+    cfg = config(preset)
+    instrs, image, _ = decoder_step(cfg, None, sh)      # no data: the stream alone
+    assert image == {}
+    sim = Simulator(cfg, functional=False)
+    t = time.perf_counter()
+    sim.load_stream(instrs)
+    stats = sim.run()
+    elapsed = time.perf_counter() - t
+    assert stats["instructions"] == len(instrs) and stats["ternary_ops"] == linear_ops(sh)
+    wbytes = weight_bytes(sh, cfg)
+    assert wbytes < stats["dram_read_bytes"] < 1.1 * wbytes        # every weight read once, and little else
+    assert len(instrs) / elapsed > min_rate
+    return stats, len(instrs), elapsed
+
+
+def test_bitnet_2b_shaped_layers_timing_only_fast():
+    """Two BitNet-2B-shaped layers (hidden 2560, FFN 6912, 20 / 5 heads) and a 16384-column head, timing only."""
+    sh = replace(BITNET_2B, layers=2, vocab=16384)
+    stats, n, elapsed = timing_only_decode_step(sh, "edge", 10_000)     # measured: ~40,000 instructions/s
+    assert n > 6000 and stats["matrix_utilisation"] > 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["edge", "datacenter"])
+def test_bitnet_2b_decode_step_timing_only(preset):
+    """A whole BitNet-2B-shaped decode step (30 layers, vocabulary 128256: ~2.4e9 trit-activation products,
+    ~105,000 instructions on tiles of 16 columns) modelled in seconds."""
+    stats, n, elapsed = timing_only_decode_step(BITNET_2B, preset, 10_000)
+    assert n > 100_000 and elapsed < 30
+    assert stats["ternary_ops"] > 2.4e9
 
 
 # -- properties: strided views against a per-element reference -------------------------------------------------

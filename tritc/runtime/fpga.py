@@ -4,7 +4,9 @@ A Device holds DRAM, takes an instruction stream, runs it and reports what the r
 RTL simulation plugs in behind the same protocol. The Simulator executes every instruction through numpy views
 of its memories (bit-exact with the spec: integer paths exact, the vector unit's fp32 steps as
 codegen/fpga/vector_unit.py defines them) and times the run with ISA.md's cycle model: three engines, each in
-order, synchronised only by the four token queues, loads and stores sharing one DRAM channel.
+order, synchronised only by the four token queues, loads and stores sharing one DRAM channel. Timing only
+(`functional=False`), it skips the data and reports the same stats, so a whole decode step of a large model is
+modelled in seconds.
 
     sim = Simulator(PRESETS["edge"], dram_bytes=1 << 24)
     sim.write(0x1000, activations)
@@ -67,7 +69,12 @@ ENERGY_PARTS = ("matrix", "vector", "sram", "dram")
 
 @runtime_checkable
 class Device(Protocol):
-    """What the FPGA runtime drives: a DRAM to write and read, a stream to load and run, the last run's stats."""
+    """What the FPGA runtime drives: a DRAM to write and read, a stream to load and run, the last run's stats.
+
+    Timing only: a device may offer a mode that models a run without computing its data (the Simulator's
+    `functional=False`: the same stats, DRAM and buffers left as they were). It is an option of the device's
+    constructor, not part of this protocol, and a device that always computes (a board, an RTL simulation) may
+    ignore the request; callers that read results back must not ask for it."""
 
     config: FpgaConfig
     stats: dict[str, Any]
@@ -95,10 +102,18 @@ class Simulator:
     """A Device that executes docs/ISA.md in numpy and times it with ISA.md's cycle model.
 
     DRAM is `dram_bytes` (default: the config's) of zeros, committed by the OS only where written. The on-chip
-    buffers keep their contents between runs, as on the device; DRAM keeps them until written."""
+    buffers keep their contents between runs, as on the device; DRAM keeps them until written.
 
-    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True):
+    `functional=False` models timing only: run() reports exactly the stats of a functional run (cycles, busy and
+    stall, DRAM bytes, ternary_ops, energy, ...; only `simulator_seconds` differs) but moves and computes no data,
+    so DRAM and the buffers keep what they held. Nothing in the cycle model depends on data, and the checks do not
+    either: malformed instructions are refused when loaded, hazards (compared by address) and deadlocks reported
+    by run(), as in a functional run."""
+
+    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True,
+                 functional: bool = True):
         self.check_hazards = check_hazards
+        self._functional = bool(functional)
         self.config = load_config(config)
         size = self.config.dram_bytes if dram_bytes is None else int(dram_bytes)
         if not 0 < size <= self.config.dram_bytes:
@@ -113,7 +128,12 @@ class Simulator:
         self._steps: list[Step] = []
         self._maker = StepMaker(self.config, self.dram, self.raw, self.typed, ENERGY_PJ,
                                 {b: sram_pj_per_byte(elems[b] * ELEM_BYTES[b]) for b in Buf},
-                                8 * ENERGY_PJ[f"{self.config.dram_kind}_bit"])
+                                8 * ENERGY_PJ[f"{self.config.dram_kind}_bit"], functional=self._functional)
+
+    @property
+    def functional(self) -> bool:
+        """Whether runs compute data (True) or model timing only (False); fixed when the Simulator is made."""
+        return self._functional
 
     # -- host access to DRAM -------------------------------------------------------------------------------
     def _range(self, addr: int, nbytes: int, what: str) -> None:

@@ -1,6 +1,8 @@
 """How the Simulator executes one instruction (docs/ISA.md): its effect on numpy views of the device's memories,
 its cost in the cycle model and its energy. runtime/fpga.py builds a Step per instruction when a stream is loaded
-(`StepMaker.step`) and runs them in the order its event loop decides.
+(`StepMaker.step`) and runs them in the order its event loop decides. Costs, counters and accesses depend only on
+the instruction's fields, never on data: a timing-only StepMaker (`functional=False`) builds the same Steps
+without their effects.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ VOP_FLOPS: dict[VFunc, tuple[int, int]] = {
 SLOW = {VFunc.EXP: 4, VFunc.SIN: 4, VFunc.COS: 4, VFunc.TANH: 4, VFunc.ERF: 4, VFunc.DIV: 8, VFunc.RECIP: 8,
         VFunc.SQRT: 8}
 MEMORIES = (None, Buf.WGT, Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)   # None: DRAM
+_MEMORY_INDEX = {m: k for k, m in enumerate(MEMORIES)}
+_QUEUE_INDEX = {name: k for k, name in enumerate(QUEUES)}
 
 
 @dataclass(slots=True)
@@ -56,20 +60,21 @@ class Step:
 class StepMaker:
     """Builds the Step of each instruction over one device's memories: `dram` (uint8), `raw` (each buffer's bytes)
     and `typed` (the same buffers as their element type). `pj` is the energy table (fpga.ENERGY_PJ), `sram_pj`
-    each buffer's energy per byte and `dram_pj` DRAM's per byte moved."""
+    each buffer's energy per byte and `dram_pj` DRAM's per byte moved. With `functional` False every Step's
+    effect is None (timing only: the same cycles, counters, energy and accesses, no data moved)."""
 
     def __init__(self, config: FpgaConfig, dram: np.ndarray, raw: dict[Buf, np.ndarray], typed: dict[Buf, np.ndarray],
-                 pj: Mapping[str, float], sram_pj: dict[Buf, float], dram_pj: float):
+                 pj: Mapping[str, float], sram_pj: dict[Buf, float], dram_pj: float, *, functional: bool = True):
         self.config, self.dram, self.raw, self.typed = config, dram, raw, typed
+        self.functional = functional
         self.pj, self._sram_pj, self._dram_pj_per_byte = pj, sram_pj, dram_pj
         self._latency = math.ceil(config.dram_latency_ns * config.clock_hz / 1e9 - 1e-9)
 
     def step(self, index: int, ins: Instr, views: list[View]) -> Step:
-        q = {name: k for k, name in enumerate(QUEUES)}
-        accesses = tuple((MEMORIES.index(v.mem), v.lo, v.hi, v.write) for v in views if not v.empty)
-        base = dict(index=index, engine=int(ins.engine), pops=tuple(q[n] for n in pops(ins)),
-                    pushes=tuple(q[n] for n in pushes(ins)), latency=0, transfer=False, finish=ins.op is Op.FINISH,
-                    accesses=accesses)
+        accesses = tuple((_MEMORY_INDEX[v.mem], v.lo, v.hi, v.write) for v in views if not v.empty)
+        base = dict(index=index, engine=int(ins.engine), pops=tuple(_QUEUE_INDEX[n] for n in pops(ins)),
+                    pushes=tuple(_QUEUE_INDEX[n] for n in pushes(ins)), latency=0, transfer=False,
+                    finish=ins.op is Op.FINISH, accesses=accesses)
         if ins.op in (Op.NOP, Op.FINISH):
             return Step(**base, cycles=1 if ins.op is Op.NOP else 0, effect=None)
         if ins.op in (Op.LOAD, Op.STORE):
@@ -111,7 +116,7 @@ class StepMaker:
         moved = bursts * burst
         cycles = math.ceil(moved / self.config.bytes_per_cycle - 1e-9)
         effect = None
-        if nbytes:
+        if nbytes and self.functional:
             d, s = self._byte_views(dram, sram)
             effect = (lambda d=d, s=s: np.copyto(s, d)) if ins.op is Op.LOAD else (lambda d=d, s=s: np.copyto(d, s))
         energy = (0.0, 0.0, nbytes * self._sram_pj[sram.mem], moved * self._dram_pj_per_byte)
@@ -126,26 +131,7 @@ class StepMaker:
         cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) \
             + math.ceil(math.log2(c.matrix_lanes)) + 2
         ops = m * n * 64 * kw
-        effect = None
-        if ops:
-            acc = self._typed_view(views[0])
-            act = self._typed_view(views[1])
-            wb = c.word_bytes
-            wgt = self.raw[Buf.WGT][ins.wgt_addr:ins.wgt_addr + n * kw * wb].reshape(n, kw * wb)
-            packing = c.weight_packing
-
-            def effect(acc=acc, act=act, wgt=wgt, reset=reset):
-                trits = decode_words(wgt, packing)
-                # Exact: every partial sum is an integer below 2^26, far inside float64's 2^53.
-                s = (act.astype(np.float64) @ trits.T.astype(np.float64)).astype(np.int64)
-                if not reset:
-                    s += acc
-                acc[...] = s.astype(np.int32)   # int32 wraps (never in practice: |sum| < 2^26)
-        elif m and n and reset:
-            acc = self._typed_view(views[0])
-
-            def effect(acc=acc):
-                acc[...] = 0
+        effect = self._gemm_effect(ins, views) if self.functional and m and n and (kw or reset) else None
         lanes_blocks = math.ceil(64 * kw / c.matrix_lanes)
         pj = self.pj
         matrix = (ops * pj["int8_add"] + m * n * lanes_blocks * pj["int32_add"]) * pj["fpga_logic_factor"]
@@ -154,19 +140,39 @@ class StepMaker:
                 + 4 * m * n * (1 if reset else 2) * self._sram_pj[Buf.ACC])
         return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0))
 
+    def _gemm_effect(self, ins: Instr, views: list[View]) -> Callable[[], None]:
+        acc = self._typed_view(views[0])
+        if not ins.kw:
+            def clear() -> None:   # reset with kw = 0: the accumulators cleared
+                acc[...] = 0
+            return clear
+        act = self._typed_view(views[1])
+        n, kw, reset, wb = ins.n, ins.kw, ins.reset, self.config.word_bytes
+        wgt = self.raw[Buf.WGT][ins.wgt_addr:ins.wgt_addr + n * kw * wb].reshape(n, kw * wb)
+        packing = self.config.weight_packing
+
+        def effect() -> None:
+            trits = decode_words(wgt, packing)
+            # Exact: every partial sum is an integer below 2^26, far inside float64's 2^53.
+            s = (act.astype(np.float64) @ trits.T.astype(np.float64)).astype(np.int64)
+            if not reset:
+                s += acc
+            acc[...] = s.astype(np.int32)   # int32 wraps (never in practice: |sum| < 2^26)
+        return effect
+
     # -- VOP -----------------------------------------------------------------------------------------------
     def _vop_step(self, ins: Instr, views: list[View], base: dict) -> Step:
         c = self.config
         func = VFunc(ins.func)
         rows, cols, depth = ins.rows, ins.cols, ins.depth
         lanes = c.vector_lanes
-        tree = int(math.log2(lanes))
+        tree = int(math.log2(lanes))   # levels of the pipelined lane tree: its latency, paid once (a fill)
         if func is VFunc.MM:
             elements = rows * cols * depth
-            cycles = rows * cols * math.ceil(depth / lanes) + rows * cols * tree
+            cycles = rows * cols * math.ceil(depth / lanes) + tree
         elif func in REDUCTIONS:
             elements = rows * cols
-            cycles = rows * math.ceil(cols / lanes) + rows * tree
+            cycles = rows * math.ceil(cols / lanes) + tree
         else:
             elements = rows * cols
             cycles = rows * math.ceil(cols / lanes) * SLOW.get(func, 1)
@@ -179,7 +185,8 @@ class StepMaker:
             arith = elements * (adds * pj["fp32_add"] + muls * pj["fp32_mul"])
         vector = arith * pj["fpga_dsp_factor"]
         sram = sum(self._sram_pj[v.mem] * ELEM_BYTES[v.mem] * v.shape[0] * v.shape[1] for v in views)
-        effect = self._vop_effect(ins, func, views) if rows and (cols or func in REDUCTIONS) else None
+        runs = self.functional and rows and (cols or func in REDUCTIONS)
+        effect = self._vop_effect(ins, func, views) if runs else None
         return Step(**base, cycles=cycles, effect=effect, energy=(0.0, vector, sram, 0.0))
 
     def _vop_effect(self, ins: Instr, func: VFunc, views: list[View]) -> Callable[[], None]:
