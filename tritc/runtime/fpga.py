@@ -4,7 +4,9 @@ A Device holds DRAM, takes an instruction stream, runs it and reports what the r
 RTL simulation plugs in behind the same protocol. The Simulator executes every instruction through numpy views
 of its memories (bit-exact with the spec: integer paths exact, the vector unit's fp32 steps as
 codegen/fpga/vector_unit.py defines them) and times the run with ISA.md's cycle model: three engines, each in
-order, synchronised only by the four token queues, loads and stores sharing one DRAM channel.
+order, synchronised only by the four token queues, loads and stores sharing one DRAM channel. Timing only
+(`functional=False`), it skips the data and reports the same stats, so a whole decode step of a large model is
+modelled in seconds.
 
     sim = Simulator(PRESETS["edge"], dram_bytes=1 << 24)
     sim.write(0x1000, activations)
@@ -17,41 +19,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-from ..codegen.fpga import vector_unit as vu
 from ..codegen.fpga.config import FpgaConfig, load_config
-from ..codegen.fpga.isa import (
-    BINARY,
-    ELEM_BYTES,
-    REDUCTIONS,
-    Buf,
-    Engine,
-    Instr,
-    Op,
-    StreamError,
-    VFunc,
-    bits_f32,
-    decode_stream,
-    decode_words,
-)
-from ..codegen.fpga.verify import (
-    QUEUES,
-    DeadlockError,
-    View,
-    buffer_elems,
-    check_instr,
-    deadlock_error,
-    pops,
-    pushes,
-    where,
-)
+from ..codegen.fpga.isa import ELEM_BYTES, Buf, Engine, Instr, Op, StreamError, decode_stream
+from ..codegen.fpga.verify import QUEUES, DeadlockError, buffer_elems, check_instr, deadlock_error, where
 from ..errors import CompilerError
+from .fpga_steps import MEMORIES, Step, StepMaker
 
 __all__ = ["ENERGY_PJ", "DeadlockError", "Device", "DeviceError", "HazardError", "Simulator", "StreamError"]
 
@@ -64,10 +41,11 @@ class DeviceError(CompilerError):
     """A host access to device memory that does not fit it (an address outside DRAM)."""
 
 
-# Energy per operation (docs/ISA.md, "Energy"). Arithmetic and SRAM: Horowitz, "Computing's energy problem (and what
-# we can do about it)", ISSCC 2014, 45 nm at 0.9 V. DRAM per bit moved: DDR4 from Micron's power method (TN-40-07),
-# HBM2 from O'Connor et al., "Fine-Grained DRAM", MICRO 2017. FPGA over ASIC: Kuon and Rose, "Measuring the gap
-# between FPGAs and ASICs", IEEE TCAD 2007 (dynamic power, logic only: 14x; with hard memories and DSPs: 7.1x).
+# Energy per operation (docs/ISA.md, "Energy": the sources and what each instruction counts). Arithmetic and SRAM:
+# Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm at 0.9 V. DRAM per bit
+# moved: DDR4 an estimate by Micron's power method (TN-40-07), HBM2 from O'Connor et al., "Fine-Grained DRAM",
+# MICRO 2017. FPGA over ASIC: Kuon and Rose, "Measuring the gap between FPGAs and ASICs", IEEE TCAD 2007 (dynamic
+# power: 14x for logic in LUTs, 7.1x for designs whose arithmetic uses hard DSP blocks).
 ENERGY_PJ: dict[str, float] = {
     "int8_add": 0.03,
     "int32_add": 0.1,
@@ -79,33 +57,24 @@ ENERGY_PJ: dict[str, float] = {
     "sram_1mib_64bit": 100.0,
     "ddr4_bit": 15.0,
     "hbm2_bit": 3.9,
-    "fpga_logic_factor": 14.0,     # LUT / carry-chain logic: the adder trees, control
-    "fpga_hard_factor": 7.1,       # hard blocks: BRAM / URAM accesses, DSP-based fp32 arithmetic
+    "fpga_logic_factor": 14.0,     # LUT / carry-chain logic: the matrix unit's adder trees
+    "fpga_dsp_factor": 7.1,        # the vector unit's fp32 and REQ arithmetic: DSP slices plus LUTs
+    "fpga_sram_factor": 1.0,       # BRAM / UltraRAM are SRAM macros: Horowitz's per-access energy as it is
 }
 SRAM_BANK_BYTES = 32 * 1024  # a buffer is banks of UltraRAM (32 KiB of data each): an access touches one bank
 
-# fp32 additions and multiplications per element of each vector function (its algorithm in ISA.md; the shared
-# divider / square root counted as 4 + 4 steps). Comparisons and selections count as additions.
-_DIV = (4, 4)
-_EXP = (9, 9)
-VOP_FLOPS: dict[VFunc, tuple[int, int]] = {
-    VFunc.COPY: (0, 0), VFunc.FILL: (0, 0), VFunc.ADD: (1, 0), VFunc.SUB: (1, 0), VFunc.MUL: (0, 1),
-    VFunc.DIV: _DIV, VFunc.MAX: (1, 0), VFunc.MIN: (1, 0), VFunc.NEG: (0, 0), VFunc.ABS: (0, 0), VFunc.RECIP: _DIV,
-    VFunc.SQRT: _DIV, VFunc.EXP: _EXP, VFunc.SIN: (9, 10), VFunc.COS: (9, 10),
-    VFunc.TANH: (_EXP[0] + 2 + _DIV[0], _EXP[1] + _DIV[1]), VFunc.ERF: (_EXP[0] + 7 + _DIV[0], _EXP[1] + 8 + _DIV[1]),
-    VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
-    VFunc.ROUND: (1, 0), VFunc.RELU: (1, 0), VFunc.LT: (1, 0), VFunc.EQ: (1, 0),
-}
-SLOW = {VFunc.EXP: 4, VFunc.SIN: 4, VFunc.COS: 4, VFunc.TANH: 4, VFunc.ERF: 4, VFunc.DIV: 8, VFunc.RECIP: 8,
-        VFunc.SQRT: 8}
 ENGINE_NAMES = ("load", "compute", "store")
-MEMORIES = (None, Buf.WGT, Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)   # None: DRAM
 ENERGY_PARTS = ("matrix", "vector", "sram", "dram")
 
 
 @runtime_checkable
 class Device(Protocol):
-    """What the FPGA runtime drives: a DRAM to write and read, a stream to load and run, the last run's stats."""
+    """What the FPGA runtime drives: a DRAM to write and read, a stream to load and run, the last run's stats.
+
+    Timing only: a device may offer a mode that models a run without computing its data (the Simulator's
+    `functional=False`: the same stats, DRAM and buffers left as they were). It is an option of the device's
+    constructor, not part of this protocol, and a device that always computes (a board, an RTL simulation) may
+    ignore the request; callers that read results back must not ask for it."""
 
     config: FpgaConfig
     stats: dict[str, Any]
@@ -126,36 +95,25 @@ def sram_pj_per_byte(buffer_bytes: int) -> float:
            (1024 * 1024, ENERGY_PJ["sram_1mib_64bit"])]
     xs = [math.log2(s) for s, _ in pts]
     per64 = float(np.interp(math.log2(max(size, 1)), xs, [e for _, e in pts]))
-    return per64 / 8 * ENERGY_PJ["fpga_hard_factor"]
-
-
-@dataclass(slots=True)
-class _Step:
-    """One loaded instruction, ready to run: its effect, its tokens, its cost and its counters."""
-    index: int
-    engine: int
-    pops: tuple[int, ...]
-    pushes: tuple[int, ...]
-    cycles: int             # compute: the whole cost; transfers: the data phase
-    latency: int            # transfers: the DRAM latency before the data phase
-    transfer: bool
-    finish: bool
-    effect: Callable[[], None] | None
-    read_bytes: int = 0
-    write_bytes: int = 0
-    ternary_ops: int = 0
-    energy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    accesses: tuple[tuple[int, int, int, bool], ...] = ()   # (memory, first unit, last unit, writes)
+    return per64 / 8 * ENERGY_PJ["fpga_sram_factor"]
 
 
 class Simulator:
     """A Device that executes docs/ISA.md in numpy and times it with ISA.md's cycle model.
 
     DRAM is `dram_bytes` (default: the config's) of zeros, committed by the OS only where written. The on-chip
-    buffers keep their contents between runs, as on the device; DRAM keeps them until written."""
+    buffers keep their contents between runs, as on the device; DRAM keeps them until written.
 
-    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True):
+    `functional=False` models timing only: run() reports exactly the stats of a functional run (cycles, busy and
+    stall, DRAM bytes, ternary_ops, energy, ...; only `simulator_seconds` differs) but moves and computes no data,
+    so DRAM and the buffers keep what they held. Nothing in the cycle model depends on data, and the checks do not
+    either: malformed instructions are refused when loaded, hazards (compared by address) and deadlocks reported
+    by run(), as in a functional run."""
+
+    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True,
+                 functional: bool = True):
         self.check_hazards = check_hazards
+        self._functional = bool(functional)
         self.config = load_config(config)
         size = self.config.dram_bytes if dram_bytes is None else int(dram_bytes)
         if not 0 < size <= self.config.dram_bytes:
@@ -167,11 +125,15 @@ class Simulator:
         self.typed = {b: self.raw[b].view(dtypes[b]) for b in Buf}
         self.stats: dict[str, Any] = {}
         self._instrs: list[Instr] = []
-        self._steps: list[_Step] = []
-        c = self.config
-        self._latency = math.ceil(c.dram_latency_ns * c.clock_hz / 1e9 - 1e-9)
-        self._sram_pj = {b: sram_pj_per_byte(elems[b] * ELEM_BYTES[b]) for b in Buf}
-        self._dram_pj_per_byte = 8 * ENERGY_PJ["hbm2_bit" if c.dram_kind == "hbm2" else "ddr4_bit"]
+        self._steps: list[Step] = []
+        self._maker = StepMaker(self.config, self.dram, self.raw, self.typed, ENERGY_PJ,
+                                {b: sram_pj_per_byte(elems[b] * ELEM_BYTES[b]) for b in Buf},
+                                8 * ENERGY_PJ[f"{self.config.dram_kind}_bit"], functional=self._functional)
+
+    @property
+    def functional(self) -> bool:
+        """Whether runs compute data (True) or model timing only (False); fixed when the Simulator is made."""
+        return self._functional
 
     # -- host access to DRAM -------------------------------------------------------------------------------
     def _range(self, addr: int, nbytes: int, what: str) -> None:
@@ -210,183 +172,16 @@ class Simulator:
             if ins.op is Op.FINISH and i != len(instrs) - 1:
                 raise StreamError(f"instruction {i} (FINISH) is not the last of the stream's {len(instrs)}")
             views = check_instr(ins, i, self.config, self.dram.size)
-            steps.append(self._step(i, ins, views))
+            steps.append(self._maker.step(i, ins, views))
         self._instrs, self._steps = instrs, steps
         self.stats = {}
-
-    def _step(self, index: int, ins: Instr, views: list[View]) -> _Step:
-        q = {name: k for k, name in enumerate(QUEUES)}
-        accesses = tuple((MEMORIES.index(v.mem), v.lo, v.hi, v.write) for v in views if not v.empty)
-        base = dict(index=index, engine=int(ins.engine), pops=tuple(q[n] for n in pops(ins)),
-                    pushes=tuple(q[n] for n in pushes(ins)), latency=0, transfer=False, finish=ins.op is Op.FINISH,
-                    accesses=accesses)
-        if ins.op in (Op.NOP, Op.FINISH):
-            return _Step(**base, cycles=1 if ins.op is Op.NOP else 0, effect=None)
-        if ins.op in (Op.LOAD, Op.STORE):
-            return self._transfer_step(ins, views, base)
-        if ins.op is Op.GEMM:
-            return self._gemm_step(ins, views, base)
-        return self._vop_step(ins, views, base)
-
-    # -- views ---------------------------------------------------------------------------------------------
-    def _typed_view(self, v: View) -> np.ndarray:
-        arr = self.typed[v.mem]
-        isz = arr.itemsize
-        return as_strided(arr[v.base:], shape=v.shape, strides=(v.strides[0] * isz, v.strides[1] * isz))
-
-    def _byte_views(self, dram: View, sram: View) -> tuple[np.ndarray, np.ndarray]:
-        item = dram.item
-        d = as_strided(self.dram[dram.base:], shape=dram.shape + (item,), strides=dram.strides + (1,))
-        raw = self.raw[sram.mem]
-        s = as_strided(raw[sram.base * item:], shape=sram.shape + (item,),
-                       strides=(sram.strides[0] * item, item, 1))
-        return d, s
-
-    # -- LOAD / STORE ----------------------------------------------------------------------------------------
-    def _transfer_step(self, ins: Instr, views: list[View], base: dict) -> _Step:
-        dram, sram = (views[1], views[0]) if ins.op is Op.LOAD else (views[0], views[1])
-        rows, cols = dram.shape
-        item = dram.item
-        nbytes = rows * cols * item
-        burst = self.config.dram_burst_bytes
-        if nbytes == 0:
-            bursts = 0
-        elif cols == 1 or dram.strides[1] == item:          # a row is one contiguous run
-            if rows == 1 or dram.strides[0] == cols * item:  # rows back to back: one run
-                bursts = math.ceil(nbytes / burst)
-            else:
-                bursts = rows * math.ceil(cols * item / burst)
-        else:                                                # a gather / scatter: every element its own run
-            bursts = rows * cols * math.ceil(item / burst)
-        moved = bursts * burst
-        cycles = math.ceil(moved / self.config.bytes_per_cycle - 1e-9)
-        effect = None
-        if nbytes:
-            d, s = self._byte_views(dram, sram)
-            effect = (lambda d=d, s=s: np.copyto(s, d)) if ins.op is Op.LOAD else (lambda d=d, s=s: np.copyto(d, s))
-        energy = (0.0, 0.0, nbytes * self._sram_pj[sram.mem], moved * self._dram_pj_per_byte)
-        base.update(latency=self._latency, transfer=True)
-        return _Step(**base, cycles=cycles, effect=effect, energy=energy,
-                     read_bytes=nbytes if ins.op is Op.LOAD else 0, write_bytes=nbytes if ins.op is Op.STORE else 0)
-
-    # -- GEMM ----------------------------------------------------------------------------------------------
-    def _gemm_step(self, ins: Instr, views: list[View], base: dict) -> _Step:
-        c = self.config
-        m, n, kw, reset = ins.m, ins.n, ins.kw, ins.reset
-        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) \
-            + math.ceil(math.log2(c.matrix_lanes)) + 2
-        ops = m * n * 64 * kw
-        effect = None
-        if ops:
-            acc = self._typed_view(views[0])
-            act = self._typed_view(views[1])
-            wb = c.word_bytes
-            wgt = self.raw[Buf.WGT][ins.wgt_addr:ins.wgt_addr + n * kw * wb].reshape(n, kw * wb)
-            packing = c.weight_packing
-
-            def effect(acc=acc, act=act, wgt=wgt, reset=reset):
-                trits = decode_words(wgt, packing)
-                # Exact: every partial sum is an integer below 2^26, far inside float64's 2^53.
-                s = (act.astype(np.float64) @ trits.T.astype(np.float64)).astype(np.int64)
-                if not reset:
-                    s += acc
-                acc[...] = s.astype(np.int32)   # int32 wraps (never in practice: |sum| < 2^26)
-        elif m and n and reset:
-            acc = self._typed_view(views[0])
-
-            def effect(acc=acc):
-                acc[...] = 0
-        lanes_blocks = math.ceil(64 * kw / c.matrix_lanes)
-        pj = ENERGY_PJ
-        matrix = (ops * pj["int8_add"] + m * n * lanes_blocks * pj["int32_add"]) * pj["fpga_logic_factor"]
-        sram = (m * n * kw * c.word_bytes * self._sram_pj[Buf.WGT]
-                + m * math.ceil(n / c.matrix_rows) * 64 * kw * self._sram_pj[Buf.ACT]
-                + 4 * m * n * (1 if reset else 2) * self._sram_pj[Buf.ACC])
-        return _Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0))
-
-    # -- VOP -----------------------------------------------------------------------------------------------
-    def _vop_step(self, ins: Instr, views: list[View], base: dict) -> _Step:
-        c = self.config
-        func = VFunc(ins.func)
-        rows, cols, depth = ins.rows, ins.cols, ins.depth
-        lanes = c.vector_lanes
-        tree = int(math.log2(lanes))
-        if func is VFunc.MM:
-            elements = rows * cols * depth
-            cycles = rows * cols * math.ceil(depth / lanes) + rows * cols * tree
-        elif func in REDUCTIONS:
-            elements = rows * cols
-            cycles = rows * math.ceil(cols / lanes) + rows * tree
-        else:
-            elements = rows * cols
-            cycles = rows * math.ceil(cols / lanes) * SLOW.get(func, 1)
-        cycles += 8
-        adds, muls = VOP_FLOPS[func]
-        pj = ENERGY_PJ
-        if func is VFunc.REQ:
-            arith = elements * (pj["int32_mul"] * 2 + pj["int32_add"])   # a 32x32 -> 64-bit product, a round add
-        else:
-            arith = elements * (adds * pj["fp32_add"] + muls * pj["fp32_mul"])
-        vector = arith * pj["fpga_hard_factor"]
-        sram = sum(self._sram_pj[v.mem] * ELEM_BYTES[v.mem] * v.shape[0] * v.shape[1] for v in views)
-        effect = self._vop_effect(ins, func, views) if rows and cols else None
-        return _Step(**base, cycles=cycles, effect=effect, energy=(0.0, vector, sram, 0.0))
-
-    def _vop_effect(self, ins: Instr, func: VFunc, views: list[View]) -> Callable[[], None]:
-        byname = {v.operand: v for v in views}
-        dst_view = byname["dst"]
-        dst = self._typed_view(dst_view)
-        dst_buf = dst_view.mem
-        src = {k: (self._typed_view(v), v.mem) for k, v in byname.items() if k != "dst"}
-        imm = bits_f32(ins.imm)
-        lanes = self.config.vector_lanes
-        rows, cols = ins.rows, ins.cols
-
-        def read(name: str) -> np.ndarray:
-            arr, buf = src[name]
-            return arr.astype(np.float32) if buf in (Buf.ACT, Buf.ACC) else np.array(arr, np.float32)
-
-        def b_operand() -> np.ndarray | np.float32:
-            return imm if "src2" not in src else read("src2")
-
-        if func is VFunc.REQ:
-            raw, shift, mult = src["src1"][0], ins.depth, ins.imm
-
-            def effect() -> None:
-                y = vu.requantise(raw, mult, shift)
-                dst[...] = y if dst_buf in (Buf.ACT, Buf.ACC) else y.astype(np.float32)
-            return effect
-
-        if func is VFunc.FILL:
-            def compute() -> np.ndarray:
-                return np.full((rows, cols), imm, np.float32)
-        elif func is VFunc.MM:
-            def compute() -> np.ndarray:
-                b = np.full((cols, ins.depth), imm, np.float32) if "src2" not in src else read("src2")
-                with np.errstate(all="ignore"):
-                    return vu.lane_matmul(read("src1"), b, lanes)
-        elif func in REDUCTIONS:
-            kind = "sum" if func is VFunc.RSUM else "max"
-
-            def compute() -> np.ndarray:
-                with np.errstate(all="ignore"):
-                    return vu.lane_reduce(read("src1"), lanes, kind)[:, None]
-        else:
-            binary = func in BINARY or func is VFunc.WHERE
-
-            def compute() -> np.ndarray:
-                return vu.apply(func, read("src1"), b_operand() if binary else None, imm)
-
-        def effect() -> None:
-            write(dst, dst_buf, compute())
-        return effect
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Execute the loaded stream; the stats of the run (also kept in `self.stats`)."""
         wall = time.perf_counter()
         steps = self._steps
-        progs: list[list[_Step]] = [[], [], []]
+        progs: list[list[Step]] = [[], [], []]
         for s in steps:
             progs[s.engine].append(s)
         pos = [0, 0, 0]
@@ -402,7 +197,7 @@ class Simulator:
         totals = dict(read=0, write=0, ops=0)
         energy = [0.0, 0.0, 0.0, 0.0]
         hazards = self.check_hazards
-        inflight: list[tuple[int, _Step]] = []   # (finish, step) of instructions still accessing memory
+        inflight: list[tuple[int, Step]] = []   # (finish, step) of instructions still accessing memory
         while True:
             # Pushes waiting for room in a full queue go as soon as the token `depth` places ahead is popped.
             for e in range(3):
@@ -480,7 +275,7 @@ class Simulator:
                 free[e] = finish
         return self._finish_stats(max(free), busy, stall, done, totals, energy, push_t, pop_t, wall)
 
-    def _hazard(self, s: _Step, start: int, finish: int, inflight: list[tuple[int, _Step]]) -> None:
+    def _hazard(self, s: Step, start: int, finish: int, inflight: list[tuple[int, Step]]) -> None:
         """StreamError if `s` touches memory that an instruction of another engine, still running at `start`,
         writes (or reads, when `s` writes): the stream lacks a token between them and its result depends on
         timing. Accesses are compared by their [first, last] unit ranges."""
@@ -540,15 +335,4 @@ class Simulator:
         }
         return self.stats
 
-
-def write(dst: np.ndarray, buf: Buf, r: np.ndarray) -> None:
-    """Store fp32 results into a destination view: ACT as sat8(rne(x)), ACC as sat32(rne(x)) (NaN as 0 in both),
-    VEC and KV as they are with NaN canonical."""
-    if buf is Buf.ACT or buf is Buf.ACC:
-        lo, hi = (-128.0, 127.0) if buf is Buf.ACT else (-2147483648.0, 2147483647.0)
-        with np.errstate(invalid="ignore"):
-            y = np.clip(np.nan_to_num(np.rint(r.astype(np.float64)), nan=0.0), lo, hi)
-        dst[...] = y.astype(dst.dtype)
-    else:
-        dst[...] = vu.canonical(r)
 

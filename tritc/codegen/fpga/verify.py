@@ -10,7 +10,7 @@ the 2-D memory views an instruction reads and writes; the Simulator executes thr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,18 +64,18 @@ class View:
     item: int = 1
     tag: str = "elem"
 
+    lo: int = field(init=False, repr=False, compare=False)   # the first unit (element or byte) the view touches
+    hi: int = field(init=False, repr=False, compare=False)   # the last unit
+
+    def __post_init__(self) -> None:
+        # Computed once: every instruction loaded reads them (bounds, aliasing, then the hazard ranges).
+        (n0, n1), (s0, s1) = self.shape, self.strides
+        object.__setattr__(self, "lo", self.base + min(0, (n0 - 1) * s0) + min(0, (n1 - 1) * s1))
+        object.__setattr__(self, "hi", self.base + max(0, (n0 - 1) * s0) + max(0, (n1 - 1) * s1) + self.item - 1)
+
     @property
     def empty(self) -> bool:
         return self.shape[0] == 0 or self.shape[1] == 0
-
-    @property
-    def lo(self) -> int:
-        return self.base + sum(min(0, (n - 1) * s) for n, s in zip(self.shape, self.strides))
-
-    @property
-    def hi(self) -> int:
-        """The last unit (element or byte) the view touches."""
-        return self.base + sum(max(0, (n - 1) * s) for n, s in zip(self.shape, self.strides)) + self.item - 1
 
     def offsets(self) -> np.ndarray:
         i = np.arange(self.shape[0], dtype=np.int64)[:, None] * self.strides[0]
@@ -180,17 +180,16 @@ def check_instr(ins: Instr, index: int, config: FpgaConfig, dram_bytes: int | No
     f = ins.fields
     if ins.op is Op.STORE and f["buf"] == Buf.WGT:
         raise bad("WGT is read only by GEMM: it cannot be stored")
+    vs = views(ins, config.word_bytes)
     if ins.op is Op.VOP:
-        func = VFunc(f["func"])
-        for v in _vop_views(ins):
+        for v in vs:
             if v.mem not in VOP_BUFFERS:
                 raise bad(f"{v.operand} is {v.mem.name}: vector operands are ACT, ACC, VEC or KV")
-        if func is VFunc.REQ:
+        if f["func"] == VFunc.REQ:
             if f["src1_buf"] not in (Buf.ACC, Buf.ACT):
                 raise bad(f"REQ reads raw integers: src1 must be ACC or ACT, not {Buf(f['src1_buf']).name}")
             if f["depth"] > 31:
                 raise bad(f"REQ shift (depth) is {f['depth']}, at most 31")
-    vs = views(ins, config.word_bytes)
     sizes = buffer_elems(config)
     for v in vs:
         if v.empty:
