@@ -404,3 +404,49 @@ def test_ternary_conv_im2col_is_bit_exact(args, kw, preset):
     g, feeds = conv_graph(*args, **kw)
     got, _, _ = run_device(g, feeds, preset)
     np.testing.assert_array_equal(got["y"], interpret(g, feeds)["y"])
+
+
+# ---- chains of nodes: results forwarded on chip, DRAM ordering between nodes ------------------------------------
+
+def rms_chain() -> tuple[Graph, dict]:
+    """x -> decomposed RMSNorm -> ternary_matmul -> + residual -> transpose: each node reads the last one's result."""
+    from tritc.ir.ops import OPS, InferContext
+
+    rng = np.random.default_rng(3)
+    g = Graph("t")
+    x = g.add_input("x", TensorType(DType.F32, (2, 64)))
+    feeds = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
+
+    def add(op, ins, **attrs):  # noqa: ANN001, ANN202
+        od = OPS[op]
+        consts = [g.const_value(v) for v in ins]
+        types = od.infer(InferContext(op, [v.type for v in ins], od.with_defaults(attrs), consts, 1))
+        return g.add(op, ins, types, attrs).output
+
+    two = g.add_constant(np.array(2.0, np.float32), TensorType(DType.F32, ()))
+    eps = g.add_constant(np.array(1e-5, np.float32), TensorType(DType.F32, ()))
+    axes = g.add_constant(np.array([-1], np.int64), TensorType(DType.I64, (1,)))
+    norm_w = g.add_weight("nw", rng.uniform(0.5, 1.5, 64).astype(np.float32), TensorType(DType.F32, (64,)))
+    p = add("pow", [x, two])
+    m = add("reduce_mean", [p, axes], keepdims=1)
+    r = add("reciprocal", [add("sqrt", [add("add", [m, eps])])])
+    h = add("mul", [norm_w, add("mul", [x, r])])
+    w = g.add_weight("w", TernaryWeight(rng.integers(-1, 2, (64, 48)).astype(np.int8),
+                                        rng.uniform(0.1, 1, 48).astype(np.float32)), TensorType(DType.T2, (64, 48)))
+    y = add("ternary_matmul", [h, w], act="int8")
+    z = add("add", [y, add("sigmoid", [y])])
+    shape = g.add_constant(np.array([2, 4, 12], np.int64), TensorType(DType.I64, (3,)))
+    g.outputs = [add("transpose", [add("reshape", [z, shape]), ], perm=[1, 0, 2])]
+    return g, feeds
+
+
+@pytest.mark.parametrize("double_buffer", [True, False])
+def test_a_chain_of_nodes_matches_the_interpreter(double_buffer):
+    g, feeds = rms_chain()
+    got, _, instrs = run_device(g, feeds, "edge", double_buffer)
+    want = interpret(g, feeds)
+    out = g.outputs[0].name
+    np.testing.assert_allclose(got[out], want[out], **SUMS)
+    loads = sum(1 for i in instrs if i.op == Op.LOAD and i.buf != 0)
+    if double_buffer:   # each node finds the last one's result in VEC: only x, constants and weights are loaded
+        assert loads <= 6, loads

@@ -73,6 +73,8 @@ def lower_fused_attention(ctx: LowerCtx, node: Node) -> None:
         for g in range(kvh):
             for bi, (h0, nh, i0, ni) in enumerate(plan["blocks"]):
                 att.block(b, g, h0, nh, i0, ni, store_present=bi == 0)
+    if att.whole is not None:
+        ctx.keep(y, att.whole)
 
 
 def _plan(ctx: LowerCtx, group: int, seq: int, d: int, dv: int, total: int, mask: DTensor | None) -> dict:
@@ -134,6 +136,8 @@ class _Attention:
         if mask is not None:
             self.mask_st = broadcast_strides(mask.shape, (batch, heads, seq, mask.shape[-1]))
         self.turn = 0
+        # the whole result in one VEC area when it fits: the next node may read it there
+        self.whole = vec.alloc(y.numel, "result") if vec.free >= y.numel + 64 else None
 
     # ---- one block of query rows ---------------------------------------------------------------------------
     def block(self, b: int, g: int, h0: int, nh: int, i0: int, ni: int, store_present: bool) -> None:
@@ -141,7 +145,11 @@ class _Attention:
         rows = nh * ni
         head0 = g * self.group + h0
         qrow = (b * self.heads + head0) * self.seq + i0          # the block's first row of Q and Y
-        ctx.load(Buf.VEC, self.qa, self.q, qrow * d * 4, rows, d, d * 4)
+        qa = ctx.resident_at(self.q, qrow * d * 4)
+        if qa is None:
+            qa = self.qa
+            ctx.load(Buf.VEC, qa, self.q, qrow * d * 4, rows, d, d * 4)
+        yv = View(Buf.VEC, self.acc if self.whole is None else self.whole + qrow * dv, dv, 1)
         col = lambda addr: View(Buf.VEC, addr, 1, 0)  # noqa: E731 - a per-row column, broadcast along keys
         tiles = [(j0, min(kt, self.total - j0)) for j0 in range(0, self.total, kt)]
         if self.fallback:
@@ -156,7 +164,7 @@ class _Attention:
             self.turn += 1
             self._load_keys(b, g, j0, jn, ka, va, store_present)
             s = View(Buf.VEC, self.sa, jn, 1)
-            ctx.vop(VFunc.MM, rows, jn, s, View(Buf.VEC, self.qa, d, 1), View(Buf.KV, ka, d, 1), depth=d)
+            ctx.vop(VFunc.MM, rows, jn, s, View(Buf.VEC, qa, d, 1), View(Buf.KV, ka, d, 1), depth=d)
             ctx.vop(VFunc.MUL, rows, jn, s, s, float(np.float32(self.a["scale"])))
             if self.a["softcap"] > 0:
                 cap = float(np.float32(self.a["softcap"]))
@@ -173,7 +181,7 @@ class _Attention:
                 ctx.vop(VFunc.RSUM, rows, jn, col(self.l), s)
                 ctx.vop(VFunc.WHERE, rows, 1, col(self.l), col(self.l), col(self.l), imm=1.0)
                 ctx.vop(VFunc.DIV, rows, jn, s, s, col(self.l))
-                ctx.vop(VFunc.MM, rows, dv, View(Buf.VEC, self.acc, dv, 1), s, vv, depth=jn)
+                ctx.vop(VFunc.MM, rows, dv, yv, s, vv, depth=jn)
                 continue
             ctx.vop(VFunc.RMAX, rows, jn, col(self.mt), s)
             ctx.vop(VFunc.MAX, rows, 1, col(self.mt), col(self.mt), col(self.m))       # m'
@@ -192,8 +200,8 @@ class _Attention:
             ctx.vop(VFunc.ADD, rows, dv, acc, acc, tmp)
         if not single:
             ctx.vop(VFunc.WHERE, rows, 1, col(self.l), col(self.l), col(self.l), imm=1.0)
-            ctx.vop(VFunc.DIV, rows, dv, View(Buf.VEC, self.acc, dv, 1), View(Buf.VEC, self.acc, dv, 1), col(self.l))
-        ctx.store(Buf.VEC, self.acc, self.y, qrow * dv * 4, rows, dv, dv * 4)
+            ctx.vop(VFunc.DIV, rows, dv, yv, View(Buf.VEC, self.acc, dv, 1), col(self.l))
+        ctx.store(Buf.VEC, yv.addr, self.y, qrow * dv * 4, rows, dv, dv * 4)
 
     def _load_keys(self, b: int, g: int, j0: int, jn: int, ka: int, va: int, store_present: bool) -> None:
         """Key / value rows j0..j0+jn (past cache rows first, then the new ones) into KV; appended to the present."""

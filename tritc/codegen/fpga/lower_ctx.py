@@ -120,19 +120,45 @@ class LowerCtx:
         self.wgt_turn = 0
         self._arenas: dict[Buf, Arena] = {}
         self.node: Node | None = None
+        self.bank = 0
+        self.epoch = [0, 0]                                    # per half: how many nodes have worked in it
+        self.resident: dict[int, tuple[int, int, int, int]] = {}  # DRAM addr -> (VEC addr, bytes, half, epoch)
         self.readonly: set[str] = set()   # values in DRAM that nothing in the stream writes (no tokens to read)
 
     # ---- buffers ---------------------------------------------------------------------------------------
     def begin(self, node: Node) -> None:
-        """A new node: its half of ACT, ACC, VEC and KV (alternating with double buffering)."""
+        """A new node. Its half of ACT, ACC, VEC and KV (alternating with double buffering) is taken when it first
+        asks for an arena: a node that emits nothing (an alias) takes none."""
         self.node = node
         self.s.mark(node.describe())
-        bank = self.nodes % 2 if self.double_buffer else 0
-        self.nodes += 1
-        self._arenas = {b: Arena(b, bank * self.half[b], self.half[b]) for b in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)}
+        self._arenas = {}
 
     def arena(self, buf: Buf) -> Arena:
+        if not self._arenas:
+            bank = self.nodes % 2 if self.double_buffer else 0
+            self.nodes += 1
+            self.bank = bank
+            self.epoch[bank] += 1          # what earlier nodes left in this half is gone from now on
+            self._arenas = {b: Arena(b, bank * self.half[b], self.half[b]) for b in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)}
         return self._arenas[buf]
+
+    # ---- values left in VEC by the previous node (on-chip forwarding) -------------------------------------
+    def keep(self, t: DTensor, vec_addr: int) -> None:
+        """The whole of `t` (fp32, row-major) is at VEC `vec_addr` in this node's half, after this node: the next
+        node may read it there instead of from DRAM (the STORE to DRAM happens anyway)."""
+        if t.dtype is DType.F32 and self._arenas:
+            self.resident[t.addr] = (vec_addr, t.numel * 4, self.bank, self.epoch[self.bank])
+
+    def resident_at(self, t: DTensor, offset: int = 0) -> int | None:
+        """The VEC address of element offset `offset` (bytes) of `t` if all of `t` is still in VEC, else None."""
+        r = self.resident.get(t.addr)
+        if r is None or t.dtype is not DType.F32:
+            return None
+        self.arena(Buf.VEC)                # this node's half first: it may be the half the value is in
+        addr, nbytes, bank, epoch = r
+        if self.epoch[bank] != epoch or t.numel * 4 > nbytes or (self._arenas and bank == self.bank):
+            return None
+        return addr + offset // 4
 
     def slots(self) -> int:
         """How many tiles of a node are in flight at once: 2 with double buffering, else 1."""
@@ -373,6 +399,9 @@ def load_run(ctx: LowerCtx, op: RowOperand, area: int, row: int, r0: int, n: int
     e = op.t.itemsize
     step = op.step(r0, n)
     base = (int(op.offs[r0]) + c0 * op.cs) * e
+    on_chip = ctx.resident_at(op.t, base)
+    if on_chip is not None:        # the previous node left it in VEC
+        return View(Buf.VEC, on_chip, step, op.cs)
     cols = cn if op.cs else 1
     width = cn if op.cs else 1
     addr = area + row * width

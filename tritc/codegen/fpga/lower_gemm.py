@@ -144,6 +144,9 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
     slot_words = plan.m_t * plan.n_t
     slots = [_Slot(vec, slot_words, temp, len(varying), 0 if plan.scales_resident else g_count * plan.n_t)
              for _ in range(ctx.slots())]
+    # the whole result in one VEC area when it fits: tiles write their columns of it (no slot to wait for), and the
+    # next node may read it there
+    whole = vec.alloc(m * n, "result") if m <= plan.m_t and vec.free >= m * n else None
     tile = 0
     for m0 in range(0, m, plan.m_t):
         mn = min(plan.m_t, m - m0)
@@ -161,7 +164,9 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
                     ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
                              nn, kp, plan.n_t, k0 == 0, wb)
             _epilogue(ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
-                      attrs["activation"])
+                      attrs["activation"], whole)
+    if whole is not None:
+        ctx.keep(out, whole)
 
 
 class _Slot:
@@ -184,8 +189,10 @@ def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: 
     eps, act_max = float(np.float32(attrs["act_eps"])), float(np.float32(attrs["act_max"]))
     for r0 in range(0, mn, r_q):
         rn = min(r_q, mn - r0)
-        ctx.load(Buf.VEC, xq, x, (m0 + r0) * k * 4, rn, k, k * 4)
-        xv, tv = View(Buf.VEC, xq, k, 1), View(Buf.VEC, tq, k, 1)
+        on_chip = ctx.resident_at(x, (m0 + r0) * k * 4)
+        if on_chip is None:
+            ctx.load(Buf.VEC, xq, x, (m0 + r0) * k * 4, rn, k, k * 4)
+        xv, tv = View(Buf.VEC, xq if on_chip is None else on_chip, k, 1), View(Buf.VEC, tq, k, 1)
         sv = View(Buf.VEC, s + r0, 1, 0)
         ctx.vop(VFunc.ABS, rn, k, tv, xv)
         ctx.vop(VFunc.RMAX, rn, k, sv, tv)
@@ -202,7 +209,8 @@ def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: 
 
 
 def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: int, scales: int | None,  # noqa: ANN001
-              extra: list, resident: dict, m0: int, mn: int, n0: int, nn: int, n: int, activation: str) -> None:
+              extra: list, resident: dict, m0: int, mn: int, n0: int, nn: int, n: int, activation: str,
+              whole: int | None) -> None:
     """acc * scale / s (+ bias) (+ residual), the activation, then the STORE of rows m0.., columns n0.. ."""
     groups = e.groups
     scale_at = scales
@@ -218,7 +226,7 @@ def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: i
             return View(Buf.VEC, scales + g * n + n0, 0, 1)
         return View(Buf.VEC, slot.scales + g * nn, 0, 1)
 
-    y = View(Buf.VEC, slot.y, nn, 1)
+    y = View(Buf.VEC, slot.y, nn, 1) if whole is None else View(Buf.VEC, whole + n0, n, 1)
     for g in range(groups):
         a = View(Buf.ACC, acc + g * plan.m_t * plan.n_t, plan.n_t, 1)
         if g == 0:
@@ -250,7 +258,7 @@ def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: i
         ctx.vop(VFunc.EXP, mn, nn, t, t)
         ctx.vop(VFunc.ADD, mn, nn, t, t, 1.0)
         ctx.vop(VFunc.DIV, mn, nn, y, y, t)
-    ctx.store(Buf.VEC, slot.y, out, (m0 * n + n0) * 4, mn, nn, n * 4, 4, nn)
+    ctx.store(Buf.VEC, y.addr, out, (m0 * n + n0) * 4, mn, nn, n * 4, 4, y.rs)
 
 
 

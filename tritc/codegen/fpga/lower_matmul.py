@@ -115,7 +115,11 @@ def lower_rotary(ctx: LowerCtx, node: Node) -> None:
     for k, r0 in enumerate(range(0, rows, r_t)):
         rn = min(r_t, rows - r0)
         xa, oa, ca, sa, t1, t2 = slots[k % len(slots)]
-        ctx.load(Buf.VEC, xa, x, r0 * hd * 4, rn, hd, hd * 4)
+        on_chip = ctx.resident_at(x, r0 * hd * 4)
+        if on_chip is None:
+            ctx.load(Buf.VEC, xa, x, r0 * hd * 4, rn, hd, hd * 4)
+        else:
+            xa = on_chip
         for ra, n in split_runs([cos_op], r0, rn):
             row = ra - r0
             cv = load_run(ctx, cos_op, ca, row, ra, n, 0, half)
@@ -133,6 +137,8 @@ def lower_rotary(ctx: LowerCtx, node: Node) -> None:
             if rot < hd:
                 ctx.vop(VFunc.COPY, n, hd - rot, View(Buf.VEC, ov.addr + rot, hd, 1), View(Buf.VEC, xv.addr + rot, hd, 1))
         ctx.store(Buf.VEC, oa, out, r0 * hd * 4, rn, hd, hd * 4)
+    if rows <= r_t:
+        ctx.keep(out, slots[0][1])
 
 
 def support_rotary(node: Node, graph: Graph, config: FpgaConfig) -> str | None:

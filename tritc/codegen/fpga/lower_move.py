@@ -68,7 +68,18 @@ def strided_copy(ctx: LowerCtx, src: DTensor, src_off: int, src_st: Sequence[int
                 k += 1
                 srs, scs = ss[-2], ss[-1]
                 lr, lc = (rn if srs else 1), (cn if scs else 1)
-                ctx.load(Buf.VEC, raw, src, (s0 + r0 * srs + c0 * scs) * e, lr, lc, srs * e, scs * e if lc > 1 else e, lc)
+                offset = (s0 + r0 * srs + c0 * scs) * e
+                on_chip = ctx.resident_at(src, offset)
+                if on_chip is not None:    # the previous node left the source in VEC: no LOAD
+                    at = View(Buf.VEC, on_chip, srs, scs)
+                    if (lr, lc) == (rn, cn) and scs == 1 and srs >= 0:
+                        ctx.store(Buf.VEC, at.addr, dst, (d0 + r0 * ds[-2] + c0 * ds[-1]) * e, rn, cn, ds[-2] * e,
+                                  ds[-1] * e, srs)
+                        continue
+                    ctx.vop(VFunc.COPY, rn, cn, View(Buf.VEC, full, cn, 1), at)
+                    ctx.store(Buf.VEC, full, dst, (d0 + r0 * ds[-2] + c0 * ds[-1]) * e, rn, cn, ds[-2] * e, ds[-1] * e, cn)
+                    continue
+                ctx.load(Buf.VEC, raw, src, offset, lr, lc, srs * e, scs * e if lc > 1 else e, lc)
                 at = raw
                 if (lr, lc) != (rn, cn):   # broadcast: repeat what was loaded
                     ctx.vop(VFunc.COPY, rn, cn, View(Buf.VEC, full, cn, 1),

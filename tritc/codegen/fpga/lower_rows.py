@@ -48,8 +48,12 @@ def row_program(ctx: LowerCtx, rows: int, cols: int, inputs: Sequence[DTensor], 
         n = min(r_t, rows - r0)
         areas, cols_at = slots[k % len(slots)]
         views = [View(Buf.VEC, a, cols, 1) for a in areas]
-        for x, v in zip(inputs, views):
-            ctx.load(Buf.VEC, v.addr, x, r0 * cols * 4, n, cols, cols * 4)
+        for i, x in enumerate(inputs):
+            on_chip = ctx.resident_at(x, r0 * cols * 4)
+            if on_chip is not None:
+                views[i] = View(Buf.VEC, on_chip, cols, 1)
+            else:
+                ctx.load(Buf.VEC, views[i].addr, x, r0 * cols * 4, n, cols, cols * 4)
         kv = [View(Buf.VEC, a, 1, 0) for a in cols_at]
         xs, os, ts = views[:len(inputs)], views[len(inputs):len(inputs) + len(outputs)], views[len(inputs) + len(outputs):]
         body(n, xs, w_views, os, ts, kv)
@@ -57,6 +61,11 @@ def row_program(ctx: LowerCtx, rows: int, cols: int, inputs: Sequence[DTensor], 
             ctx.store(Buf.VEC, v.addr, o, r0 * cols * 4, n, cols, cols * 4)
         for o, v in zip(col_outputs, kv):
             ctx.store(Buf.VEC, v.addr, o, r0 * 4, 1, n, 0)
+    if rows <= r_t:
+        for o, v in zip(outputs, slots[0][0][len(inputs):]):
+            ctx.keep(o, v)
+        for o, v in zip(col_outputs, slots[0][1]):
+            ctx.keep(o, v)
 
 
 def _rows_cols(shape: Sequence[int]) -> tuple[int, int]:

@@ -146,6 +146,8 @@ def lower_map(ctx: LowerCtx, out_v: Value, inputs: Sequence[Value | None], steps
                         refs[i] = load_run(ctx, op, area[id(op)], ra - r0, ra, n, c0, cn)
                 emit_steps(ctx, steps, refs, n, cn)
             ctx.store(Buf.VEC, area["o"], out, (r0 * cols + c0) * 4, rn, cn, cols * 4, 4, cn)
+    if tile == 1:
+        ctx.keep(out, slots[0]["o"])
 
 
 def emit_steps(ctx: LowerCtx, steps: list[Step], refs: dict, rows: int, cols: int) -> None:
