@@ -24,8 +24,9 @@ from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from .config import FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import DTensor, LowerCtx, View, attrs_of, broadcast_strides, lowering, row_offsets, shape_of
+from .lower_ctx import DTensor, LowerCtx, View, attrs_of, lowering, shape_of
 from .lower_image import Placement
+from .lower_operands import broadcast_strides, row_offsets
 
 NEG_BIG = float(-np.finfo(np.float32).max)   # the running max starts here, not at -inf: exp(-inf - -inf) is NaN
 NEG_INF = float("-inf")

@@ -17,7 +17,6 @@ from ...ir.ternary import TernaryWeight
 from .config import TRIT_GROUP, FpgaConfig
 from .isa import Buf, VFunc
 from .lower_ctx import MAX_CS, LowerCtx, View, attrs_of, lowering, shape_of
-from .lower_gemm import _weight_tensor
 
 
 def _geometry(node: Node, x_shape: tuple[int, ...], w: tuple[int, int]) -> dict:
@@ -57,7 +56,7 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
     s = vec.alloc(1, "factor")
     scales = vec.alloc(g["m"], "scales") if e.granularity == "per_channel" else None
     if scales is not None:
-        ctx.load(Buf.VEC, scales, _weight_tensor(e), e.scale_addr - e.addr, 1, g["m"], 0)
+        ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g["m"], 0)
     bvec = vec.alloc(g["m"], "bias") if bias is not None else None
     if bias is not None:
         ctx.load(Buf.VEC, bvec, bias, 0, 1, g["m"], 0)
@@ -88,7 +87,7 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
                 for m0 in range(grp * g["mg"], (grp + 1) * g["mg"], n_t):
                     mn = min(n_t, (grp + 1) * g["mg"] - m0)
                     wgt = ctx.next_wgt_half()
-                    ctx.load(Buf.WGT, wgt, _weight_tensor(e), m0 * e.column_bytes, 1, mn * e.column_bytes, 0)
+                    ctx.load(Buf.WGT, wgt, ctx.image(e), m0 * e.column_bytes, 1, mn * e.column_bytes, 0)
                     ctx.gemm(acc, cols + grp * g["kwords"] * TRIT_GROUP, wgt, pn, g["kwords"], mn, g["row"], n_t,
                              True, e.word_bytes)
                     y = ys[turn % len(ys)]

@@ -27,20 +27,8 @@ from ...ir.ops import OPS
 from ...ir.ternary import TernaryWeight
 from .config import TRIT_GROUP, FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import (
-    DTensor,
-    LowerCtx,
-    LoweringError,
-    View,
-    attrs_of,
-    half_units,
-    load_run,
-    lowering,
-    prod,
-    row_operand,
-    shape_of,
-    split_runs,
-)
+from .lower_ctx import LowerCtx, LoweringError, View, attrs_of, half_units, lowering, prod, shape_of
+from .lower_operands import load_run, row_operand, split_runs
 
 TARGET_TILES = 8          # cut a layer's weights into at least this many tiles when they are large enough
 MIN_TILE_LATENCIES = 4    # ... but no tile shorter than this many DRAM latencies' worth of bytes
@@ -128,7 +116,7 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
     scales: int | None = None
     if e.granularity != "per_tensor" and plan.scales_resident:
         scales = vec.alloc(g_count * n, "scales")
-        ctx.load(Buf.VEC, scales, _weight_tensor(e), e.scale_addr - e.addr, 1, g_count * n, 0)
+        ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g_count * n, 0)
     resident: dict[int, View] = {}
     for op in rows_ops:
         if all(op is not w for w in varying):
@@ -159,7 +147,7 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
                 for k0 in range(0, kw, plan.kwc):
                     kn = min(plan.kwc, kw - k0)
                     wgt = ctx.next_wgt_half()
-                    ctx.load(Buf.WGT, wgt, _weight_tensor(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
+                    ctx.load(Buf.WGT, wgt, ctx.image(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
                              nn, kn * wb, kw * wb, 1, kn * wb)
                     ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
                              nn, kp, plan.n_t, k0 == 0, wb)
@@ -177,10 +165,6 @@ class _Slot:
         self.t = vec.alloc(words, "results") if temp else None
         self.ops = [vec.alloc(words, "operands") for _ in range(operands)]
         self.scales = vec.alloc(scale_words, "scales") if scale_words else None
-
-
-def _weight_tensor(e) -> DTensor:  # noqa: ANN001 - the image entry as a read-only DRAM tensor of bytes
-    return DTensor(e.addr, (e.nbytes,), e.dtype, True)
 
 
 def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: int, groups: int, r_q: int,  # noqa: ANN001
@@ -217,7 +201,7 @@ def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: i
     if e.granularity != "per_tensor" and scales is None:
         scale_at = slot.scales
         for g in range(groups):
-            ctx.load(Buf.VEC, scale_at + g * nn, _weight_tensor(e), e.scale_addr - e.addr + (g * n + n0) * 4, 1, nn, 0)
+            ctx.load(Buf.VEC, scale_at + g * nn, ctx.image(e), e.scale_addr - e.addr + (g * n + n0) * 4, 1, nn, 0)
 
     def scale_of(g: int) -> View | float:
         if e.granularity == "per_tensor":

@@ -18,19 +18,8 @@ from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from .config import FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import (
-    MAX_CS,
-    LowerCtx,
-    RowOperand,
-    View,
-    attrs_of,
-    broadcast_strides,
-    load_run,
-    lowering,
-    row_offsets,
-    shape_of,
-    split_runs,
-)
+from .lower_ctx import MAX_CS, LowerCtx, View, attrs_of, lowering, shape_of
+from .lower_operands import RowOperand, broadcast_strides, load_run, row_offsets, split_runs
 
 
 def lower_matmul(ctx: LowerCtx, node: Node) -> None:

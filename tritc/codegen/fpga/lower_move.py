@@ -20,8 +20,9 @@ from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from .config import FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import DTensor, LowerCtx, View, attrs_of, broadcast_strides, lowering, shape_of
+from .lower_ctx import DTensor, LowerCtx, View, attrs_of, lowering, shape_of
 from .lower_image import Placement
+from .lower_operands import broadcast_strides
 from .lower_vector import lower_elementwise, merge_dims
 
 ALIAS_OPS = ("reshape", "squeeze", "unsqueeze", "flatten", "identity")

@@ -22,19 +22,8 @@ from ...ir.graph import Graph, Node, Value
 from ...ir.types import DType
 from .config import FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import (
-    DTensor,
-    LowerCtx,
-    LoweringError,
-    RowOperand,
-    View,
-    attrs_of,
-    broadcast_strides,
-    load_run,
-    lowering,
-    row_offsets,
-    split_runs,
-)
+from .lower_ctx import DTensor, LowerCtx, LoweringError, View, attrs_of, lowering
+from .lower_operands import RowOperand, broadcast_strides, load_run, row_offsets, split_runs
 
 Ref = str | int | float          # "o", "t", an operand index, an immediate
 Step = tuple                     # (func, dst, a[, b]) or (VFunc.WHERE, dst, a, cond, imm)
