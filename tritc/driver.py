@@ -21,7 +21,7 @@ from .codegen.llvm.compiler import prepare, symbols_of
 from .codegen.llvm.sizes import choose_sizes
 from .codegen.llvm.target import host_target
 from .codegen.llvm.weights import layout_weights
-from .errors import CompilerError, OptionError, UnsupportedError
+from .errors import CompilerError, InternalError, OptionError, UnsupportedError
 from .frontend.metadata import metadata_of, recorded_sizes
 from .frontend.onnx import import_model, load_model, load_model_bytes
 from .ir.graph import Graph
@@ -209,8 +209,38 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
     if unknown:
         raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
                           f"{', '.join(symbols) or 'none, all static'})")
-    fm.program.code_for(default_sizes(graph, given, model, say))
+    fpga_ahead_of_time(fm, graph, given, model, say)
     say("done")
     fm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
     fm.ternary_report = report  # type: ignore[attr-defined]
     return fm
+
+
+def fpga_ahead_of_time(fm: Any, graph: Graph, given: dict[str, int], model: Any, say: Callable[[str], None]) -> None:
+    """Lower the stream of the --shape sizes at compile time (errors show here, and the artifact holds it). Without
+    --shape: sizes the model records, else 1, with the relations the model implies applied (a legacy export's
+    total = past + seq); when no such sizes fit the model, nothing is lowered ahead of time and the first run lowers
+    the sizes it is given (said on the progress line)."""
+    from .ir import dims as dimlib
+
+    relations = graph.source_relations
+    if given:
+        sizes = dict(given)
+        for sym, dim in relations.items():
+            if sym not in sizes:
+                value = dimlib.evaluate(dim, sizes)
+                if value is not None:
+                    sizes[sym] = value
+        fm.program.code_for(sizes)
+        return
+    try:
+        free = {s: v for s, v in default_sizes(graph, {}, model, lambda _m: None).items() if s not in relations}
+        sizes = dict(free)
+        for sym, dim in relations.items():
+            value = dimlib.evaluate(dim, free)
+            if value is not None:
+                sizes[sym] = value
+        fm.program.code_for(sizes)
+    except (CompilerError, InternalError) as e:  # (sizes the model's shape rules reject surface as either)
+        fm.program.codes.clear()
+        say(f"no stream lowered ahead of time ({str(e).splitlines()[0]}); each size is lowered at its first run")

@@ -1,0 +1,31 @@
+"""Decoding on the FPGA Simulator: the KV-cache fixtures (Llama, Qwen2, GPT-2, BitNet; both exporters; the native
+Attention op) with every linear layer exactly ternary decode the same 32 greedy tokens on the simulated device as on
+the CPU target, whose ternary layers take int8 activations too (the fpga pipeline's quantize-activations)."""
+
+from __future__ import annotations
+
+import pytest
+
+import tritc
+
+from .test_generate_fixtures import DECODERS, NEW_TOKENS, expected, exactly_ternary
+
+
+@pytest.mark.parametrize("model", DECODERS, ids=lambda p: p.stem)
+def test_fpga_decodes_the_cpu_targets_greedy_tokens(model, tmp_path):
+    path = model if model.stem.startswith("bitnet") else exactly_ternary(model, tmp_path)
+    ids = expected(model)["prompt_ids"]
+    cpu = tritc.compile(str(path), threads=1, ternary_act="int8")
+    fpga = tritc.compile(str(path), target="fpga", threads=1)
+    want = tritc.generate(cpu, ids, NEW_TOKENS).tokens
+    got = tritc.generate(fpga, ids, NEW_TOKENS).tokens
+    assert got == want
+    stats = fpga.stats
+    # the last step ran its layers on the device: every ternary layer, attention and the norms
+    code = next(c for c in fpga.program.codes.values() if c.bindings == {k: v for k, v in c.bindings.items()})
+    assert stats["ternary_ops"] > 0 and stats["device_runs"] == 1
+    device_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "device" for n in r.nodes}
+    host_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "host" for n in r.nodes}
+    assert {"ternary_matmul", "fused_attention"} <= device_ops, device_ops
+    assert not host_ops & {"ternary_matmul", "fused_attention", "matmul", "softmax"}, host_ops
+    assert code is not None
