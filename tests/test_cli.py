@@ -460,8 +460,9 @@ def test_dump_target_chooses_the_pipeline(tmp_path, capsys):
     code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--after", "all", "-o", str(folder))
     assert code == 0 and sorted(os.listdir(folder)) == [f"{i:02d}-{p}.ir" for i, p in enumerate(fpga, 1)]
     assert (folder / sorted(os.listdir(folder))[-1]).read_text() == _after_each(path, "fpga")[-1]
-    code, out, err = run(capsys, "dump", str(path), "--target", "fpga")
-    assert code == 0 and out == _after_each(path, "fpga")[-1] and "ternary_matmul" in out
+    code, out, err = run(capsys, "dump", str(path), "--target", "fpga")  # the partition, as comments, above the IR
+    assert code == 0 and out.endswith(_after_each(path, "fpga")[-1]) and "ternary_matmul" in out
+    assert out.startswith("// fpga partition: ") and "device region" in out
     code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--timings")
     assert code == 0 and len(err.splitlines()) == 2 + len(fpga)
     code, out, err = run(capsys, "dump", str(path), "--target", "fpga", "--pipeline", "none")  # the explicit choice wins

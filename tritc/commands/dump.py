@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"{' and '.join(reports)} all choose what to print; give one" if len(reports) > 2 else
                           f"{reports[0]} and {reports[1]} both choose what to print; give one")
     binds = args.shape and args.pipeline == "specialise" and args.passes is None
-    if args.shape and not args.memory_report and not binds:
+    fpga_partition = kwargs_pipeline_is_fpga(args)
+    if args.shape and not args.memory_report and not binds and not fpga_partition:
         raise OptionError("--shape goes with --memory-report (the sizes its numbers are for) or --pipeline specialise "
                           "(the sizes it binds)")
     if args.after == "all" and not args.output:
@@ -128,21 +129,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         text = chosen[0] if step is not None else render(graph)
         if step is None and args.format == "text" and kwargs["pipeline"] == "fpga" and kwargs["passes"] is None:
-            text = _with_partition(graph, args.fpga_config) + text
+            text = _with_partition(graph, args.fpga_config, args.shape, args.model) + text
         emit(text, args.output)
     return EXIT_OK
 
 
-def _with_partition(graph: Graph, config: str | None) -> str:
+def _with_partition(graph: Graph, config: str | None, shape: list[str], model: str) -> str:
     """`tritc dump --pipeline fpga`: which nodes run on the accelerator and which on the host (and why), as IR comments
-    above the final IR. The partition of the symbolic graph: the lowering sees the same ops at concrete sizes."""
+    above the final IR. The lowering works on the graph specialised for the sizes of a run (shape arithmetic folded,
+    every type concrete), so the partition shown is that of the --shape sizes (dims not given: their defaults)."""
     from ..codegen.fpga.config import load_config
     from ..codegen.fpga.lower import device_support
     from ..codegen.fpga.partition import partition, partition_comments
+    from ..driver import default_sizes, parse_shapes
+    from ..ir.sizes import format_symbols
+    from ..passes.pipelines import specialise_passes
 
     cfg = load_config(config)
-    regions = partition(graph, lambda node, g: device_support(node, g, cfg))
-    return "".join(line + "\n" for line in partition_comments(regions))
+    sizes = default_sizes(graph, parse_shapes(shape), model, lambda _m: None)
+    special = graph.copy()
+    PassManager(specialise_passes(tuple(f"{k}={v}" for k, v in sizes.items()))).run(special)
+    regions = partition(special, lambda node, g: device_support(node, g, cfg))
+    at = f" at {format_symbols(sizes)}" if sizes else ""
+    lines = partition_comments(regions)
+    lines[0] += f" (config {cfg.name}{at}; --shape chooses the sizes)"
+    return "".join(line + "\n" for line in lines)
+
+
+def kwargs_pipeline_is_fpga(args: argparse.Namespace) -> bool:
+    """Whether this dump prints the final IR of the fpga pipeline (and so the partition above it)."""
+    pipeline = args.pipeline if args.pipeline is not None else default_pipeline(args)
+    return pipeline == "fpga" and args.passes is None and not args.after and not args.ternary_report \
+        and not args.memory_report
 
 
 def _with_comments(data: object, text: str) -> str:

@@ -48,7 +48,7 @@ class FpgaModel:
         self.outputs = [IOSpec(v.name, v.type) for v in graph.outputs]
         self._device = device
         self._weights_on_device = False
-        self._preloaded: set[int] = set()
+        self._last_code: FpgaCode | None = None
         self._hosts: dict[int, Any] = {}   # id of a host graph -> its CompiledModel
         self.stats: dict[str, Any] = {}
 
@@ -114,10 +114,12 @@ class FpgaModel:
         if not self._weights_on_device:
             device.write(self.program.weights.base, self.program.weights.data)
             self._weights_on_device = True
-        if id(code) not in self._preloaded:   # constants specialising for these sizes folded (lower.DramMap.preload)
+        # Constants that specialising for these sizes folded (lower.DramMap.preload): every code places its values from
+        # the same base, so another code's run may have overwritten them; written again unless this code ran last.
+        if self._last_code is not code:
             for name, data in code.dram.preloads.items():
                 device.write(code.dram[name].addr, data)
-            self._preloaded.add(id(code))
+            self._last_code = code
         host: dict[str, np.ndarray] = dict(arrays)   # values whose current copy is on the host
         on_device: set[str] = set()                  # values a device region wrote into DRAM
         totals: dict[str, Any] = {k: 0 for k in SUMMED}
