@@ -107,6 +107,7 @@ def ternary_graph(m_shape: tuple, k: int, n: int, granularity: str = "per_channe
     ((2, 3), 64, 48, {"residual": True}),
     ((300,), 72, 24, {"bias": True}),                       # several blocks of rows
     ((1,), 2048, 1024, {}),                                  # several weight tiles, double-buffered
+    ((1,), 64, 40000, {"bias": True}),                       # a result row longer than a vector row stride
 ])
 @pytest.mark.parametrize("preset,double_buffer", [("edge", True), ("datacenter", True), ("edge", False)])
 def test_ternary_matmul_int8_is_bit_exact(m_shape, k, n, kw, preset, double_buffer):

@@ -272,6 +272,10 @@ class LowerCtx:
         """One vector instruction; an elementwise one too wide or with a row stride the fields cannot hold is split."""
         if rows <= 0 or cols <= 0:
             return
+        if rows == 1:   # a row stride means nothing for one row (except MM's src2, whose rows are j): 0 fits its field
+            dst, a = (v.with_strides(0, v.cs) if isinstance(v, View) else v for v in (dst, a))
+            if func != VFunc.MM and isinstance(b, View):
+                b = b.with_strides(0, b.cs)
         views = [v for v in (dst, a, b) if isinstance(v, View)]
         elementwise = func not in REDUCTIONS and func != VFunc.MM
         if elementwise and (cols > MAX_COUNT or (rows > 1 and any(abs(v.rs) > MAX_RS for v in views))):
