@@ -24,14 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tritc  # noqa: E402
+from benchmarks.bench_fpga_gemv import run as gemv_run  # noqa: E402
 from benchmarks.bench_generate import feeds as decoder_feeds  # noqa: E402
 from benchmarks.bitnet_models import DecoderSpec, decoder, save  # noqa: E402
 from benchmarks.common import RESULTS, machine_info  # noqa: E402
@@ -45,40 +42,25 @@ PUBLISHED = [
 ]
 
 
-def gemv_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    trits = rng.choice(np.array([-1, 0, 1], np.int8), size=(k, n), p=[0.3, 0.4, 0.3])
-    w = (trits.astype(np.float32) * np.float32(0.02)).astype(np.float32)
-    node = helper.make_node("MatMul", ["x", "w"], ["y"])
-    graph = helper.make_graph([node], f"gemv_{k}x{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
-                              initializer=[numpy_helper.from_array(w, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-
-
-def weight_bytes(k: int, n: int, cfg) -> int:
-    """What a GEMV reads from DRAM at the roofline: the packed words and one fp32 scale."""
-    return n * (-(-k // 64)) * cfg.word_bytes + 4
-
-
 def run_gemv(k: int, n: int, preset: str, double_buffer: bool) -> dict:
+    """The lowering's GEMV (bench_fpga_gemv.py) in the cycle model, timing-only (its functional check is in the
+    tests and in `bench_fpga_gemv.py --functional`)."""
     cfg = PRESETS[preset]
-    model = tritc.compile(gemv_model(k, n), target="fpga", fpga_config=preset, double_buffer=double_buffer)
-    x = np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)
     t0 = time.perf_counter()
-    model.run(None, {"x": x})
+    r = gemv_run(k, n, preset, double_buffer, False)
     sim = time.perf_counter() - t0
-    st = model.stats
-    roof = weight_bytes(k, n, cfg) / cfg.dram_bandwidth
-    return {"case": f"gemv {k}x{n}", "preset": preset, "double_buffer": double_buffer, "cycles": st["cycles"],
-            "seconds": st["seconds"], "roofline_seconds": roof, "of_roofline": roof / st["seconds"],
-            "utilisation": st["matrix_utilisation"], "energy_mj": st["energy_joules"] * 1e3, "sim_seconds": sim}
+    seconds = r["cycles"] / cfg.clock_hz
+    return {"case": f"gemv {k}x{n}", "preset": preset, "double_buffer": double_buffer, "cycles": r["cycles"],
+            "seconds": seconds, "roofline_seconds": r["roofline"] / cfg.clock_hz, "of_roofline": r["of_roofline"],
+            "utilisation": r["matrix_bound"] / r["cycles"], "energy_mj": r.get("energy_joules", 0.0) * 1e3,
+            "sim_seconds": sim}
 
 
 def run_layer(path: Path, preset: str, double_buffer: bool, context: int) -> dict:
-    model = tritc.compile(str(path), target="fpga", fpga_config=preset, double_buffer=double_buffer,
+    model = tritc.compile(str(path), target="fpga", fpga_config=preset, double_buffer=double_buffer, threads=1,
                           shapes={"batch": 1, "seq": 1, "past": context - 1, "total": context})
     feed = decoder_feeds(LAYER, context - 1, 1)
+    model.run(None, feed)  # the first run compiles the host regions and writes the weights: not the steady state
     t0 = time.perf_counter()
     model.run(None, feed)
     sim = time.perf_counter() - t0

@@ -63,7 +63,8 @@ def run(k: int, n: int, preset: str, double_buffer: bool, functional: bool) -> d
     tiles = sum(1 for i in instrs if i.op == Op.GEMM)
     return {"preset": preset, "double_buffer": double_buffer, "cycles": st["cycles"], "roofline": roofline,
             "matrix_bound": matrix, "of_roofline": roofline / st["cycles"], "tiles": tiles,
-            "load_busy": st["engines"]["load"]["busy"], "compute_busy": st["engines"]["compute"]["busy"]}
+            "load_busy": st["engines"]["load"]["busy"], "compute_busy": st["engines"]["compute"]["busy"],
+            "energy_joules": st["energy_joules"]}
 
 
 def main(argv: list[str] | None = None) -> int:
