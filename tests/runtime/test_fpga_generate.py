@@ -8,7 +8,7 @@ import pytest
 
 import tritc
 
-from .test_generate_fixtures import DECODERS, NEW_TOKENS, expected, exactly_ternary
+from .test_generate_fixtures import DECODERS, NEW_TOKENS, exactly_ternary, expected
 
 
 @pytest.mark.parametrize("model", DECODERS, ids=lambda p: p.stem)
@@ -21,11 +21,9 @@ def test_fpga_decodes_the_cpu_targets_greedy_tokens(model, tmp_path):
     got = tritc.generate(fpga, ids, NEW_TOKENS).tokens
     assert got == want
     stats = fpga.stats
-    # the last step ran its layers on the device: every ternary layer, attention and the norms
-    code = next(c for c in fpga.program.codes.values() if c.bindings == {k: v for k, v in c.bindings.items()})
+    # every step ran its layers on the device (one device run: every ternary layer, attention and the norms)
     assert stats["ternary_ops"] > 0 and stats["device_runs"] == 1
     device_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "device" for n in r.nodes}
     host_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "host" for n in r.nodes}
     assert {"ternary_matmul", "fused_attention"} <= device_ops, device_ops
     assert not host_ops & {"ternary_matmul", "fused_attention", "matmul", "softmax"}, host_ops
-    assert code is not None
