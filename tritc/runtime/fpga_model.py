@@ -26,7 +26,23 @@ from ..codegen.fpga.config import FpgaConfig
 from ..codegen.fpga.program import FpgaCode, FpgaProgram
 from ..ir.graph import Graph
 from ..ir.text import print_graph
-from .model import IOSpec, check_feed, check_relations
+from .model import IOSpec, check_feed, check_relations, in_place_pairs
+
+PIN_ALIGN = 4096
+
+
+def _identity(a: np.ndarray, placement: Any) -> tuple:
+    """What makes the device's copy of a cache buffer the caller's array: the same memory, shape and address."""
+    return (a.__array_interface__["data"][0], a.shape, placement.addr)
+
+
+def _mark(device: Any, name: str, value: Any) -> None:
+    """Note on the device what it holds (a board driver may refuse attributes: then nothing is assumed)."""
+    try:
+        setattr(device, name, value)
+    except AttributeError:
+        pass
+
 
 SUMMED = ("cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops", "instructions", "energy_joules")
 
@@ -49,6 +65,11 @@ class FpgaModel:
         self._device = device
         self._weights_on_device = False
         self._last_code: FpgaCode | None = None
+        self._pairs = in_place_pairs(graph)            # capacity form: present output -> its past input buffer
+        self._pins: dict[str, Any] = {}                # past input -> its fixed Placement in DRAM
+        self._resident: dict[str, tuple] = {}          # past input -> identity of the host array the device holds
+        self._top = config.dram_bytes // PIN_ALIGN * PIN_ALIGN
+        self._cache_in_place: tuple[FpgaModel | None, str] | None = None
         self._hosts: dict[int, Any] = {}   # id of a host graph -> its CompiledModel
         self.stats: dict[str, Any] = {}
 
@@ -99,8 +120,14 @@ class FpgaModel:
         return check_feed(self.inputs, feed, self.graph.value_symbols)
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
-            run_options: Any = None) -> list[np.ndarray]:
-        """onnxruntime's InferenceSession.run: outputs in the order of `output_names` (all if None)."""
+            run_options: Any = None, *, outputs: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """onnxruntime's InferenceSession.run: outputs in the order of `output_names` (all if None).
+
+        `outputs` binds outputs to the caller's arrays (as CompiledModel.run). In the capacity form
+        (with_cache_in_place) a present output bound to its past input's very array is a device-resident cache: the
+        buffer sits at a fixed DRAM address, is written to the device only when the host array is not the one the
+        device holds (the first call, or after the cache grew), the device appends the new rows in place, and only
+        those rows are copied back into the caller's array."""
         arrays, bindings, _values, bound_by = check_feed(self.inputs, input_feed, self.graph.value_symbols)
         names = [o.name for o in self.outputs]
         if output_names is not None:
@@ -109,11 +136,22 @@ class FpgaModel:
                 raise ValueError(f"unknown output name(s) {', '.join(map(repr, unknown))}; outputs are {', '.join(names)}")
         check_relations(SimpleNamespace(relations=self.graph.source_relations, checks=self.graph.source_checks),
                         bindings, bound_by)
-        code = self.program.code_for(bindings)
+        bound = self._check_bound(outputs, arrays)
+        pins = self._pin_cache_buffers(arrays)
+        code = self.program.code_for(bindings, persistent=pins) if pins else self.program.code_for(bindings)
         device = self.device
+        # Another model may have run on this device since (the capacity form shares it): then its weights and this
+        # model's resident cache buffers are no longer known to be there.
+        if getattr(device, "_tritc_last_model", None) is not self:
+            self._resident.clear()
+            self._last_code = None
+            if getattr(device, "_tritc_image", None) is not self.program.weights:
+                self._weights_on_device = False
         if not self._weights_on_device:
             device.write(self.program.weights.base, self.program.weights.data)
             self._weights_on_device = True
+            _mark(device, "_tritc_image", self.program.weights)
+        _mark(device, "_tritc_last_model", self)
         # Constants that specialising for these sizes folded (lower.DramMap.preload): every code places its values from
         # the same base, so another code's run may have overwritten them; written again unless this code ran last.
         if self._last_code is not code:
@@ -151,6 +189,9 @@ class FpgaModel:
             for v in region.inputs:
                 if v.name in on_device:
                     continue
+                if v.name in pins and self._resident.get(v.name) == _identity(arrays[v.name], pins[v.name]):
+                    on_device.add(v.name)  # the device holds this very buffer already (appended in place)
+                    continue
                 a = np.ascontiguousarray(fetch(v.name, v.type))
                 device.write(code.dram[v.name].addr, a.view(np.uint8).reshape(-1))
                 totals["host_device_bytes"] += a.nbytes
@@ -171,9 +212,105 @@ class FpgaModel:
                 for v in n.outputs:
                     on_device.add(v.name)
                     host.pop(v.name, None)
-        by_name = {o.name: fetch(o.name, o.type) for o in self.graph.outputs}
+        for out_name, past_name in self._pairs.items():
+            if bound.get(out_name) is not None and bound[out_name] is arrays.get(past_name) and past_name in pins:
+                moved = self._copy_new_rows(code, out_name, past_name, bound[out_name], bindings)
+                totals["host_device_bytes"] += moved
+                totals["transfers"] += 1
+                self._resident[past_name] = _identity(bound[out_name], pins[past_name])
+                host[out_name] = bound[out_name]
+        for name, a in bound.items():
+            if name not in host:
+                a[...] = fetch(name, next(o.type for o in self.graph.outputs if o.name == name))
+            host[name] = a
+        wanted = output_names if output_names is not None else names
+        by_name = {o.name: fetch(o.name, o.type) for o in self.graph.outputs if o.name in wanted}
         self.stats = self._report(totals, engines, energy, code)
-        return [by_name[n] for n in (output_names if output_names is not None else names)]
+        return [by_name[n] for n in wanted]
+
+    # ---- the device-resident cache of the capacity form --------------------------------------------
+
+    def _check_bound(self, outputs: Mapping[str, np.ndarray] | None, arrays: Mapping[str, np.ndarray]) -> dict:
+        if not outputs:
+            return {}
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"outputs must be a dict of output name -> array, got {type(outputs).__name__}")
+        specs = {o.name: o for o in self.outputs}
+        unknown = [n for n in outputs if n not in specs]
+        if unknown:
+            raise ValueError(f"cannot bind unknown output(s) {', '.join(map(repr, unknown))}; outputs are "
+                             f"{', '.join(specs)}")
+        for name, a in outputs.items():
+            if not isinstance(a, np.ndarray) or a.dtype != specs[name].dtype or not a.flags.c_contiguous \
+                    or not a.flags.writeable:
+                raise ValueError(f"output '{name}' must be bound to a writable C-contiguous {specs[name].dtype} array")
+        return dict(outputs)
+
+    def _pin_cache_buffers(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Fixed DRAM addresses (from the top of DRAM down) for the capacity form's cache buffers, the same for every
+        size's code; a buffer whose shape changed (the cache grew) gets a new address."""
+        from ..codegen.fpga.lower_image import Placement
+
+        pins: dict[str, Any] = {}
+        for past_name in self._pairs.values():
+            a = arrays[past_name]
+            old = self._pins.get(past_name)
+            if old is None or tuple(old.shape) != tuple(a.shape):
+                self._top = (self._top - a.nbytes) // PIN_ALIGN * PIN_ALIGN
+                if self._top < self.program.activation_base:
+                    from ..errors import ResourceLimitError
+
+                    raise ResourceLimitError(f"the KV cache buffers need more DRAM than the FPGA config "
+                                             f"'{self.config.name}' has ({self.config.dram_bytes} bytes)")
+                self._pins[past_name] = Placement(self._top, tuple(a.shape), self._type_of(past_name).dtype)
+                self._resident.pop(past_name, None)
+            pins[past_name] = self._pins[past_name]
+        return pins
+
+    def _type_of(self, name: str) -> Any:
+        return next(v.type for v in self.graph.inputs if v.name == name)
+
+    def _copy_new_rows(self, code: FpgaCode, out_name: str, past_name: str, buf: np.ndarray,
+                       bindings: Mapping[str, int]) -> int:
+        """Copy the rows this call appended to the cache buffer in DRAM into the caller's array: [past, past+n) along
+        the sequence axis (2) of [batch, kv_heads, capacity, head_dim]. Returns the bytes moved."""
+        node = next(n for n in code.graph if n.op == "fused_attention" and len(n.outputs) > 2
+                    and out_name in (n.outputs[2].name, n.outputs[3].name))
+        new = int(node.inputs[1].type.shape[-2])  # this call's keys: [batch, kv, n, d]
+        length = node.inputs[6]
+        past = int(bindings[self.graph.value_symbols[length.name]]) if length is not None and \
+            length.name in self.graph.value_symbols else 0
+        addr = self._pins[past_name].addr
+        b, h, cap, d = buf.shape
+        row = d * buf.itemsize
+        moved = 0
+        for i in range(b):
+            for j in range(h):
+                start = addr + ((i * h + j) * cap + past) * row
+                buf[i, j, past:past + new] = device_rows = self.device.read(start, new * row).view(buf.dtype) \
+                    .reshape(new, d)
+                moved += device_rows.nbytes
+        return moved
+
+    def with_cache_in_place(self) -> tuple[FpgaModel | None, str]:
+        """This model in the capacity form of its KV cache (kv-cache-in-place on the final IR), on the same device:
+        the cache buffers stay in the device's DRAM and the device appends to them (docs/FPGA.md)."""
+        if self._cache_in_place is None:
+            from ..passes.kv_cache_in_place import KVCacheInPlace
+            from ..passes.pass_manager import PassManager
+
+            graph = self.graph.copy()
+            step = PassManager([KVCacheInPlace()])
+            step.run(graph)
+            report = step.result_of(KVCacheInPlace.name)
+            if not report.in_place:
+                self._cache_in_place = (None, report.reason)
+            else:
+                model = FpgaModel(graph, self.config, device=self.device, double_buffer=self.program.double_buffer,
+                                  threads=self.threads, meta={**self.meta, "kv_cache": "in place"},
+                                  progress=self.program.progress)
+                self._cache_in_place = (model, "")
+        return self._cache_in_place
 
     def _report(self, totals: dict[str, Any], engines: dict, energy: dict, code: FpgaCode) -> dict[str, Any]:
         cfg = self.config
