@@ -2,7 +2,7 @@
 
     image = build_weight_image(graph, config)            # packed ternary weights, scales, float constants
     dram = DramMap(base, config.dram_bytes); dram.place(...)   # the region's inputs (the caller's)
-    instrs = lower_nodes(region_nodes, graph, config, dram, image)   # ends in FINISH, tokens balanced
+    instrs = lower_nodes(region_nodes, graph, config, dram, image, sizes=bindings)   # ends in FINISH, tokens balanced
 
 Each node reads its inputs from DRAM and writes its results to DRAM (placed here, in `dram`, under their value
 names); within a node everything is tiled to the buffers, double-buffered, and the tokens between the engines
@@ -14,7 +14,7 @@ concat, split, expand), lower_attention.py (activation matmuls, fused attention,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +27,8 @@ from .isa import Instr
 from .lower_ctx import LOWERINGS, LowerCtx, LoweringError
 from .lower_image import DramMap, ImageWriter, Placement, WeightEntry, WeightImage, dense_entry, ternary_entry
 
-__all__ = ["DramMap", "LoweringError", "Placement", "WeightEntry", "WeightImage", "build_weight_image",
-           "device_support", "lower_nodes"]
+__all__ = ["DramMap", "LoweringError", "Placement", "WeightEntry", "WeightImage", "bind_size_inputs",
+           "build_weight_image", "device_support", "lower_nodes"]
 
 DATA_OPS = ("weight", "constant")
 DEVICE_DTYPES = (DType.F32,)          # what device values are (booleans only as masks / conditions)
@@ -69,8 +69,26 @@ def build_weight_image(graph: Graph, config: FpgaConfig, base: int = 0) -> Weigh
     return out.image(entries)
 
 
-def device_support(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
-    """None if lower_nodes can run `node` on the device with its concrete types, else a short reason."""
+def bind_size_inputs(graph: Graph, sizes: Mapping[str, int]) -> list[str]:
+    """In a graph being specialised for `sizes`: every use of an input that gives a bound size (Graph.value_symbols:
+    the capacity form's `past_len` holds `past`) reads a constant of that value instead, so that the shape
+    arithmetic on it folds (a host region's `range` gets its length) and fused_attention's past_len is known. The
+    input stays (the runtime feeds it and binds the size from it); the names of the inputs bound are returned."""
+    bound = []
+    for v in graph.inputs:
+        symbol = graph.value_symbols.get(v.name)
+        if symbol is None or symbol not in sizes or not v.uses:
+            continue
+        value = np.full(tuple(int(d) for d in v.type.shape or ()), int(sizes[symbol]), v.type.dtype.np_dtype)
+        graph.replace_all_uses(v, graph.add_constant(value, v.type, graph.fresh_name(f"{v.name}.c")))
+        bound.append(v.name)
+    return bound
+
+
+def device_support(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int] | None = None) -> str | None:
+    """None if lower_nodes can run `node` on the device with its concrete types, else a short reason. `sizes`: the
+    binding the graph was specialised for; it gives the value of inputs that hold a size (the capacity form's
+    past_len), without which an in-place cache is refused."""
     if node.op in DATA_OPS:
         return None
     if node.op in HOST_OPS:
@@ -86,18 +104,20 @@ def device_support(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
         if v.type.dtype not in DEVICE_DTYPES:
             return f"{v.type.dtype} results: the vector unit computes fp32"
     check = LOWERINGS[node.op].support
-    return check(node, graph, config) if check is not None else None
+    return check(node, graph, config, sizes or {}) if check is not None else None
 
 
 def lower_nodes(nodes: Sequence[Node], graph: Graph, config: FpgaConfig, dram: DramMap, weights: WeightImage,
-                *, double_buffer: bool = True) -> list[Instr]:
+                *, double_buffer: bool = True, sizes: Mapping[str, int] | None = None) -> list[Instr]:
     """The stream of a device region: `nodes` in execution order, every type concrete, their inputs from outside
-    the region already in `dram`. Every result is placed in `dram` under its value name. Ends in FINISH."""
-    ctx = LowerCtx(graph, config, dram, weights, double_buffer)
+    the region already in `dram`. Every result is placed in `dram` under its value name (an in-place cache's present
+    output at its past input's bytes). `sizes`: the binding the graph was specialised for (device_support). Ends in
+    FINISH."""
+    ctx = LowerCtx(graph, config, dram, weights, double_buffer, sizes)
     for node in nodes:
         if node.op in DATA_OPS:
             continue
-        reason = device_support(node, graph, config)
+        reason = device_support(node, graph, config, sizes)
         if reason is not None:
             raise LoweringError(f"{node.describe()} cannot run on the FPGA: {reason}")
         ctx.begin(node)

@@ -1,10 +1,15 @@
 """fused_attention on the vector unit: scores by MM per KV head (its query heads together, so grouped-query heads
 read each key and value once), scale, softcap, masks, softmax, MM with V; the cache appended to the present.
 
+The capacity form (a 7th operand past_len, docs/GENERATE.md "The cache") is lowered for the value the size binding
+gives it: the past inputs are buffers of `capacity` rows holding `past`, the present outputs are those buffers (the
+same DRAM placement), and only the new rows [past, past + seq) are stored into them; the old rows are never moved.
+
 Per batch and KV head, per block of query rows (whole heads of the group, or a run of positions of one head):
     LOAD Q rows -> VEC
     per tile of keys (as many as half the KV buffer holds, tiles alternating between its halves):
         LOAD K, V rows -> KV (from the past cache and the new rows); STORE them to present_key / present_value
+            (in place: STORE only the new rows, at row past of the cache buffer)
         MM scores = Q K^T; * scale; softcap; allowed = bool mask (ACT) x causal (a 0/1 table in DRAM);
         scores of keys not allowed = -inf
         one tile:   m = max; p = exp(s - m); l = sum p; p / l; y = MM p V            (the interpreter's order)
@@ -18,13 +23,15 @@ maximum score is NaN or +inf (nan_to_zero) are not special-cased: the device's i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from .config import FpgaConfig
 from .isa import Buf, VFunc
-from .lower_ctx import DTensor, LowerCtx, View, attrs_of, lowering, shape_of
+from .lower_ctx import DTensor, LowerCtx, LoweringError, View, attrs_of, known_size, lowering, shape_of
 from .lower_image import Placement
 from .lower_operands import broadcast_strides, row_offsets
 
@@ -54,14 +61,19 @@ def lower_fused_attention(ctx: LowerCtx, node: Node) -> None:
         ctx.output(node.outputs[1])                  # the scratch: no meaning, nothing written
     batch, heads, seq, d = q.shape
     kvh, new, dv = k.shape[1], k.shape[2], v.shape[3]
-    past = past_k.shape[2] if past_k is not None else 0
+    in_place = ins[6] is not None
+    past_rows = past_k.shape[2] if past_k is not None else 0     # rows of the past tensors (a buffer's capacity)
+    past = _past_len(ctx, node) if in_place else past_rows     # rows that hold keys
     total = past + new
     presents: list[DTensor | None] = [None, None]
     for i in (2, 3):
         if len(node.outputs) > i:
-            if past_k is None:   # no cache: the present is the new keys / values themselves
-                src = (k, v)[i - 2]
+            src = ((k, v) if past_k is None else (past_k, past_v))[i - 2]
+            if past_k is None or in_place:
+                # no cache: the present is the new keys / values themselves; in place: the past buffer, whose rows
+                # [past, total) this node writes
                 ctx.dram.add(node.outputs[i].name, Placement(src.addr, shape_of(node.outputs[i]), DType.F32))
+                presents[i - 2] = src if in_place else None
             else:
                 presents[i - 2] = ctx.output(node.outputs[i])
     if y.numel == 0 or total == 0:
@@ -69,13 +81,44 @@ def lower_fused_attention(ctx: LowerCtx, node: Node) -> None:
     group = heads // kvh
     plan = _plan(ctx, group, seq, d, dv, total, mask)
     att = _Attention(ctx, a, q, k, v, past_k, past_v, mask, y, presents, batch, heads, seq, d, kvh, new, dv, past,
-                     total, group, plan)
+                     total, group, plan, past_rows, in_place)
     for b in range(batch):
         for g in range(kvh):
             for bi, (h0, nh, i0, ni) in enumerate(plan["blocks"]):
                 att.block(b, g, h0, nh, i0, ni, store_present=bi == 0)
     if att.whole is not None:
         ctx.keep(y, att.whole)
+
+
+def _past_len(ctx: LowerCtx, node: Node) -> int:
+    """The capacity form's past_len, from the size binding; checked against the buffers' capacity."""
+    past = known_size(ctx.graph, node.inputs[6], ctx.sizes)
+    reason = _in_place_reason(node, past)
+    if reason is not None:
+        raise LoweringError(f"{node.describe()} cannot run on the FPGA: {reason}")
+    return past  # type: ignore[return-value]
+
+
+def _in_place_reason(node: Node, past: int | None) -> str | None:
+    """Why the capacity form of `node` cannot be lowered with past_len = `past` (None: it can)."""
+    p = node.inputs[6]
+    if past is None:
+        return (f"an in-place cache whose length %{p.name} the sizes do not give (lower_nodes needs the size binding, "
+                f"sizes=)")
+    past_k, past_v = node.inputs[4], node.inputs[5]
+    if past_k is None or past_v is None:
+        return "past_len without past key / value buffers"
+    for buf in (past_k, past_v):   # the present is the buffer itself: nothing else may see its old contents
+        other = next((u for u in buf.users if u is not node and u.op != "shape"), None)
+        if other is not None:
+            return f"the cache buffer %{buf.name} is also read by {other.describe()}: the present is written into it"
+    cap, new = shape_of(past_k)[2], shape_of(node.inputs[1])[2]
+    if not 0 <= past <= cap - new:
+        return f"past_len {past} plus the {new} new rows do not fit the cache's {cap} rows"
+    for i in (2, 3):
+        if len(node.outputs) > i and shape_of(node.outputs[i]) != shape_of(node.inputs[i + 2]):
+            return f"present %{node.outputs[i].name} is not typed as its cache buffer %{node.inputs[i + 2].name}"
+    return None
 
 
 def _plan(ctx: LowerCtx, group: int, seq: int, d: int, dv: int, total: int, mask: DTensor | None) -> dict:
@@ -112,12 +155,13 @@ class _Attention:
     """The state of one fused_attention node's lowering: its tensors, attributes and working areas."""
 
     def __init__(self, ctx: LowerCtx, a: dict, q, k, v, past_k, past_v, mask, y, presents, batch, heads, seq, d,  # noqa: ANN001
-                 kvh, new, dv, past, total, group, plan) -> None:
+                 kvh, new, dv, past, total, group, plan, past_rows, in_place) -> None:
         self.ctx, self.a = ctx, a
         self.q, self.k, self.v, self.past_k, self.past_v, self.mask, self.y, self.presents = \
             q, k, v, past_k, past_v, mask, y, presents
         self.batch, self.heads, self.seq, self.d, self.kvh, self.new, self.dv = batch, heads, seq, d, kvh, new, dv
         self.past, self.total, self.group = past, total, group
+        self.past_rows, self.in_place = past_rows, in_place     # rows of a past tensor; a capacity-form buffer
         self.kv_t, rows = plan["kv_t"], plan["rows"]
         kt = self.kv_t
         vec, kv, act = ctx.arena(Buf.VEC), ctx.arena(Buf.KV), ctx.arena(Buf.ACT)
@@ -212,12 +256,20 @@ class _Attention:
             lo, hi = j0, j0 + jn
             if lo < self.past:
                 n = min(hi, self.past) - lo
-                ctx.load(Buf.KV, dst, past_t, ((b * self.kvh + g) * self.past + lo) * width * 4, n, width, width * 4)
+                ctx.load(Buf.KV, dst, past_t, ((b * self.kvh + g) * self.past_rows + lo) * width * 4, n, width,
+                         width * 4)
             if hi > self.past:
                 s0 = max(lo, self.past)
                 ctx.load(Buf.KV, dst + (s0 - lo) * width, new_t,
                          ((b * self.kvh + g) * self.new + s0 - self.past) * width * 4, hi - s0, width, width * 4)
-            if present is not None and store_present:
+            if present is None or not store_present:
+                continue
+            if self.in_place:   # the new rows only, at their row of the buffer
+                if hi > self.past:
+                    s0 = max(lo, self.past)
+                    ctx.store(Buf.KV, dst + (s0 - lo) * width, present,
+                              ((b * self.kvh + g) * self.past_rows + s0) * width * 4, hi - s0, width, width * 4)
+            else:
                 ctx.store(Buf.KV, dst, present, ((b * self.kvh + g) * self.total + lo) * width * 4, jn, width, width * 4)
 
     def _allowed(self, b: int, head0: int, nh: int, i0: int, ni: int, j0: int, jn: int) -> View | None:
@@ -304,9 +356,11 @@ class _Attention:
         ctx.vop(VFunc.MUL, rows, 1, View(Buf.VEC, self.fbv, 1, 0), anyv, float(np.float32(self.a["mask_value"])))
 
 
-def support_fused_attention(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_fused_attention(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     if len(node.inputs) > 6 and node.inputs[6] is not None:
-        return "an in-place cache (past_len) is a run-time length"
+        reason = _in_place_reason(node, known_size(graph, node.inputs[6], sizes))
+        if reason is not None:
+            return reason
     q, k, v = (shape_of(x) for x in node.inputs[:3])
     if q[3] > 2047 or v[3] > 2047:
         return "head sizes above 2047"

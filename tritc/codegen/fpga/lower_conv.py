@@ -9,6 +9,8 @@ STORE of a channel block writes NCHW rows. Blocks of output rows keep the im2col
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ...ir.graph import Graph, Node
@@ -123,7 +125,7 @@ def _im2col(ctx: LowerCtx, g: dict, q: int, cols: int, y0: int, ny: int) -> None
                 ctx.vop(VFunc.COPY, len(ys), len(xs), dst, src)
 
 
-def support_ternary_conv(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_ternary_conv(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     a = attrs_of(node)
     w = graph.const_value(node.inputs[1])
     if not isinstance(w, TernaryWeight) or w.granularity == "per_group":

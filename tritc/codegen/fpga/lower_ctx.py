@@ -10,7 +10,7 @@ about overlap, not capacity. A lowering takes its working areas from its node's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +110,10 @@ def half_units(config: FpgaConfig, buf: Buf) -> int:
 
 
 class LowerCtx:
-    def __init__(self, graph: Graph, config: FpgaConfig, dram: DramMap, weights: WeightImage, double_buffer: bool):
+    def __init__(self, graph: Graph, config: FpgaConfig, dram: DramMap, weights: WeightImage, double_buffer: bool,
+                 sizes: Mapping[str, int] | None = None):
         self.graph, self.config, self.dram, self.weights = graph, config, dram, weights
+        self.sizes: Mapping[str, int] = sizes or {}            # the size binding being lowered (known_size)
         self.double_buffer = double_buffer
         self.s = StreamBuilder()
         self.units = buffer_units(config)
@@ -329,7 +331,7 @@ def prod(xs: Sequence[int]) -> int:
 # ---- the op table of the lowering ----------------------------------------------------------------------------
 
 Lower = Callable[[LowerCtx, Node], None]
-Support = Callable[[Node, Graph, FpgaConfig], "str | None"]
+Support = Callable[[Node, Graph, FpgaConfig, Mapping[str, int]], "str | None"]   # the last: the size binding
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,20 @@ def attrs_of(node: Node) -> dict:
     from ...ir.ops import OPS
 
     return OPS[node.op].with_defaults(node.attrs)
+
+
+def known_size(graph: Graph, v: Value | None, sizes: Mapping[str, int]) -> int | None:
+    """The value of a one-element integer operand known when lowering for `sizes`: a graph input that gives a size
+    (Graph.value_symbols: the capacity form's `past_len` holds `past`) whose symbol is bound, or a constant."""
+    if v is None or v.type.dtype not in (DType.I64, DType.I32) or v.type.numel() != 1:
+        return None
+    symbol = graph.value_symbols.get(v.name)
+    if symbol is not None and v.producer is None and any(v is x for x in graph.inputs):
+        return int(sizes[symbol]) if symbol in sizes else None
+    data = graph.const_value(v)
+    if isinstance(data, np.ndarray) and data.size == 1:
+        return int(data.reshape(-1)[0])
+    return None
 
 
 def shape_of(v: Value) -> tuple[int, ...]:

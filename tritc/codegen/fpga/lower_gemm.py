@@ -18,6 +18,7 @@ i+1 then overlaps the multiply of tile i, and a decode GEMV streams its weights 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -246,7 +247,7 @@ def _epilogue(ctx: LowerCtx, e, plan: GemmPlan, out, slot: _Slot, acc: int, s: i
 
 
 
-def support_ternary_matmul(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_ternary_matmul(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     attrs = attrs_of(node)
     w = graph.const_value(node.inputs[1])
     if not isinstance(w, TernaryWeight):

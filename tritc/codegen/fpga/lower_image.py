@@ -49,13 +49,15 @@ class DramMap:
 
     `alias` gives a value the bytes of another (a reshape); `preload` places a constant the weight image does not
     hold (one that specialising for these sizes folded) and keeps its bytes in `preloads`: the runtime writes them
-    before it runs a stream that reads them."""
+    before it runs a stream that reads them. `reserve` records a value placed by the caller at a fixed address (a
+    device-resident cache buffer): what is placed afterwards goes around it."""
 
     def __init__(self, base: int, limit: int):
         self.base = base
         self.limit = limit
         self._next = align(base)
         self._values: dict[str, Placement] = {}
+        self._reserved: list[tuple[int, int]] = []   # [start, end) byte ranges `place` must not hand out
         self.preloads: dict[str, bytes] = {}
 
     def place(self, name: str, shape, dtype: DType) -> Placement:  # noqa: ANN001 - any sequence of ints
@@ -67,6 +69,10 @@ class DramMap:
             return old
         addr = self._next
         end = addr + nbytes_of(shape, dtype)
+        for lo, hi in sorted(self._reserved):
+            if addr < hi and lo < end:
+                addr = align(hi)
+                end = addr + nbytes_of(shape, dtype)
         if end > self.limit:
             raise ResourceLimitError(f"the activations need more DRAM than the FPGA has: placing '{name}' "
                                      f"({nbytes_of(shape, dtype)} bytes) reaches byte {end}, DRAM ends at {self.limit}")
@@ -82,6 +88,20 @@ class DramMap:
             raise ValueError(f"alias '{name}' {list(shape)} does not have the size of '{source}' {list(src.shape)}")
         p = self._values[name] = Placement(src.addr, shape, src.dtype)
         return p
+
+    def reserve(self, name: str, placement: Placement) -> None:
+        """`name` lives at `placement`, chosen by the caller (the same address in every size's code): recorded, and
+        nothing placed later overlaps it."""
+        end = placement.addr + placement.nbytes
+        if placement.addr < self.base or end > self.limit:
+            raise ResourceLimitError(f"'{name}' is reserved at bytes [{placement.addr}, {end}), outside the DRAM "
+                                     f"of activations [{self.base}, {self.limit})")
+        for other, p in self._values.items():
+            if p.addr < end and placement.addr < p.addr + p.nbytes and p.nbytes and placement.nbytes:
+                raise ValueError(f"'{name}' reserved at bytes [{placement.addr}, {end}) overlaps '{other}' "
+                                 f"[{p.addr}, {p.addr + p.nbytes})")
+        self._values[name] = placement
+        self._reserved.append((placement.addr, end))
 
     def add(self, name: str, placement: Placement) -> None:
         """Record a placement made elsewhere (a weight image entry seen as an activation)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
                 ctx.store(Buf.VEC, cs, out, (oo + m0 * n + n0) * 4, mn, nn, n * 4, 4, nn)
 
 
-def support_matmul(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_matmul(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     if any(graph.const_value(v) is not None for v in node.inputs):
         return "float matmul with a constant weight (LM head): host (or --fpga-float-layers radix3)"
     a, b = (shape_of(v) for v in node.inputs)
@@ -130,7 +131,7 @@ def lower_rotary(ctx: LowerCtx, node: Node) -> None:
         ctx.keep(out, slots[0][1])
 
 
-def support_rotary(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_rotary(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     if len(node.inputs) > 3 and node.inputs[3] is not None:
         return "rotary tables indexed by run-time position ids"
     c = shape_of(node.inputs[1])

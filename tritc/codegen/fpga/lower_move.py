@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def lower_expand(ctx: LowerCtx, node: Node) -> None:
     strided_copy(ctx, x, 0, broadcast_strides(x.shape, out.shape), out, 0, out.strides, out.shape)
 
 
-def support_move(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_move(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     src = node.inputs[0]
     if node.op == "cast":
         if src.type.dtype is DType.BOOL or src.type.dtype == node.output.type.dtype:

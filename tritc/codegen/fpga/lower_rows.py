@@ -9,7 +9,7 @@ means agree with the interpreter to a few ulp, maxima exactly. Tiles alternate b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
     row_program(ctx, rows, cols, [x], [], [], [out], 1 if op == "reduce_min" else 0, 1, body)
 
 
-def support_reduce(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_reduce(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     x = shape_of(node.inputs[0])
     attrs = attrs_of(node)
     axes = None
@@ -195,7 +195,7 @@ def _row_fits(free: int, cols: int, rows_per: int) -> str | None:
     return None
 
 
-def support_last_axis(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_last_axis(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     x = shape_of(node.inputs[0])
     if not x or x[-1] == 0:
         return "an empty row"

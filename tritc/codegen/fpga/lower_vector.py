@@ -14,7 +14,7 @@ gelu) differ from numpy's by the vector unit's function error (docs/ISA.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -239,7 +239,7 @@ def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
     lower_map(ctx, node.output, node.inputs, steps_of(ctx, node))
 
 
-def support_elementwise(node: Node, graph: Graph, config: FpgaConfig) -> str | None:
+def support_elementwise(node: Node, graph: Graph, config: FpgaConfig, sizes: Mapping[str, int]) -> str | None:
     for v in node.inputs:
         if v is None:
             continue

@@ -5,6 +5,8 @@ partition into host and device regions, and an instruction stream per device reg
     code = program.code_for({"batch": 1, "seq": 7})    # lowered once per sizes, then kept
     code.streams[i]          # the instructions of device region i (ending in FINISH, tokens checked)
     code.dram[value_name]    # where a value lives in DRAM
+    program.code_for(sizes, persistent={"past_key_values.0.key": Placement(...), ...})   # graph inputs at fixed
+                             # addresses (device-resident cache buffers): every code places the rest around them
 
 The stream of a size binding is lowered from the graph specialised for it (the `specialise` pipeline: shape
 arithmetic folded, every type concrete). A decoder therefore has one stream per (seq, past) it runs at: the
@@ -23,6 +25,7 @@ from ...ir.graph import Graph
 from ...ir.sizes import format_symbols
 from .config import FpgaConfig
 from .isa import Instr
+from .lower_image import Placement
 from .partition import Region, extract_subgraph, partition
 
 DRAM_ALIGN = 4096
@@ -61,35 +64,42 @@ class FpgaProgram:
         self.compilations = 0
         self._lock = threading.Lock()
 
-    def code_for(self, bindings: Mapping[str, int]) -> FpgaCode:
+    def code_for(self, bindings: Mapping[str, int], persistent: Mapping[str, Placement] | None = None) -> FpgaCode:
         key = tuple(sorted((k, int(v)) for k, v in bindings.items()))
-        code = self.codes.get(key)
+        pinned = tuple(sorted((persistent or {}).items()))
+        code = self.codes.get(key + pinned)  # type: ignore[operator]
         if code is None:
             with self._lock:
-                code = self.codes.get(key)
+                code = self.codes.get(key + pinned)  # type: ignore[operator]
                 if code is None:
-                    code = self.codes[key] = self.lower_for(dict(key))
+                    code = self.codes[key + pinned] = self.lower_for(dict(key), persistent)  # type: ignore[operator]
                     self.compilations += 1
         return code
 
-    def support(self, node, graph: Graph) -> str | None:  # noqa: ANN001 - a Node
+    def support(self, node, graph: Graph, sizes: Mapping[str, int] | None = None) -> str | None:  # noqa: ANN001 - a Node
         from .lower import device_support
 
-        return device_support(node, graph, self.config)
+        return device_support(node, graph, self.config, sizes)
 
-    def lower_for(self, bindings: Mapping[str, int]) -> FpgaCode:
-        """Specialise, partition, place and lower: the code for these sizes."""
+    def lower_for(self, bindings: Mapping[str, int], persistent: Mapping[str, Placement] | None = None) -> FpgaCode:
+        """Specialise, partition, place and lower: the code for these sizes. `persistent`: graph inputs at addresses
+        the caller chose (the same in every size's code, so a device-resident cache buffer stays where it is),
+        recorded in the DramMap before anything is placed."""
         from ...passes.pass_manager import PassManager
         from ...passes.pipelines import specialise_passes
-        from .lower import DramMap, lower_nodes
+        from .lower import DramMap, bind_size_inputs, lower_nodes
         from .verify import check_stream
 
         at = format_symbols(dict(bindings)) if bindings else "static sizes"
         self.progress(f"lowering for the FPGA at {at}")
         graph = self.graph.copy()
+        bind_size_inputs(graph, bindings)   # past_len reads its value: the shape arithmetic on it folds
         PassManager(specialise_passes(tuple(f"{k}={v}" for k, v in bindings.items()))).run(graph)
-        regions = partition(graph, self.support)
+        regions = partition(graph, lambda node, g: self.support(node, g, bindings))
         dram = DramMap(self.activation_base, self.config.dram_bytes)
+        for name, p in (persistent or {}).items():
+            _check_persistent(graph, name, p)
+            dram.reserve(name, p)
         streams: dict[int, list[Instr]] = {}
         hosts: dict[int, Graph] = {}
         placed: set[str] = set()
@@ -102,10 +112,20 @@ class FpgaProgram:
                     dram.place(v.name, tuple(int(d) for d in v.type.shape), v.type.dtype)  # type: ignore[union-attr]
                     placed.add(v.name)
             instrs = lower_nodes(region.nodes, graph, self.config, dram, self.weights,
-                                 double_buffer=self.double_buffer)
+                                 double_buffer=self.double_buffer, sizes=bindings)
             check_stream(instrs, self.config)
             streams[i] = instrs
             placed.update(v.name for n in region.nodes for v in n.outputs)
         # graph outputs a device region made and host regions' device inputs are in `dram` now
         return FpgaCode(dict(bindings), graph, regions, streams, hosts, dram,
                         activation_bytes=dram.end - self.activation_base)
+
+
+def _check_persistent(graph: Graph, name: str, p: Placement) -> None:
+    v = next((x for x in graph.inputs if x.name == name), None)
+    if v is None:
+        raise ValueError(f"persistent placement '{name}' is not an input of the graph")
+    shape = tuple(int(d) for d in v.type.shape)  # type: ignore[union-attr]
+    if (tuple(p.shape), p.dtype) != (shape, v.type.dtype):
+        raise ValueError(f"persistent placement '{name}' is {p.dtype}{list(p.shape)}, the input is "
+                         f"{v.type.dtype}{list(shape)} at these sizes")
