@@ -18,12 +18,18 @@ def test_fpga_decodes_the_cpu_targets_greedy_tokens(model, tmp_path):
     cpu = tritc.compile(str(path), threads=1, ternary_act="int8")
     fpga = tritc.compile(str(path), target="fpga", threads=1)
     want = tritc.generate(cpu, ids, NEW_TOKENS).tokens
-    got = tritc.generate(fpga, ids, NEW_TOKENS).tokens
-    assert got == want
-    stats = fpga.stats
+    result = tritc.generate(fpga, ids, NEW_TOKENS)
+    assert result.tokens == want
+    # the cache stays in the device's DRAM (the capacity form, appended in place, grown by doubling): a decode step
+    # moves the token, the mask and the new rows across, not the cache
+    assert result.stats.cache_in_place and result.stats.cache_grows >= 1, result.stats
+    in_place, _ = fpga.with_cache_in_place()
+    stats = in_place.stats
+    cache_bytes = sum(p.nbytes for p in in_place._pins.values())   # the resident buffers, at their fixed addresses
+    assert 0 < stats["host_device_bytes"] < cache_bytes / 4, (stats["host_device_bytes"], cache_bytes)
     # every step ran its layers on the device (one device run: every ternary layer, attention and the norms)
     assert stats["ternary_ops"] > 0 and stats["device_runs"] == 1
-    device_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "device" for n in r.nodes}
-    host_ops = {n.op for c in fpga.program.codes.values() for r in c.regions if r.kind == "host" for n in r.nodes}
+    device_ops = {n.op for c in in_place.program.codes.values() for r in c.regions if r.kind == "device" for n in r.nodes}
+    host_ops = {n.op for c in in_place.program.codes.values() for r in c.regions if r.kind == "host" for n in r.nodes}
     assert {"ternary_matmul", "fused_attention"} <= device_ops, device_ops
     assert not host_ops & {"ternary_matmul", "fused_attention", "matmul", "softmax"}, host_ops

@@ -277,9 +277,10 @@ class FpgaModel:
         node = next(n for n in code.graph if n.op == "fused_attention" and len(n.outputs) > 2
                     and out_name in (n.outputs[2].name, n.outputs[3].name))
         new = int(node.inputs[1].type.shape[-2])  # this call's keys: [batch, kv, n, d]
-        length = node.inputs[6]
-        past = int(bindings[self.graph.value_symbols[length.name]]) if length is not None and \
-            length.name in self.graph.value_symbols else 0
+        # the rows the buffer held before this call: the size its length input gives (`past_len` -> past); the lowering
+        # made that operand a constant, so it is read from the bindings, not from the node
+        symbols = list(self.graph.value_symbols.values())
+        past = int(bindings[symbols[0]]) if len(symbols) == 1 and symbols[0] in bindings else 0
         addr = self._pins[past_name].addr
         b, h, cap, d = buf.shape
         row = d * buf.itemsize
