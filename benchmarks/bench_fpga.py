@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -59,10 +61,14 @@ def run_gemv(k: int, n: int, preset: str, double_buffer: bool) -> dict:
 def run_layer(path: Path, preset: str, double_buffer: bool, context: int) -> dict:
     model = tritc.compile(str(path), target="fpga", fpga_config=preset, double_buffer=double_buffer, threads=1,
                           shapes={"batch": 1, "seq": 1, "past": context - 1, "total": context})
-    feed = decoder_feeds(LAYER, context - 1, 1)
-    model.run(None, feed)  # the first run compiles the host regions and writes the weights: not the steady state
+    # the capacity form, as tritc.generate runs it: the cache buffers stay in the device's DRAM, the device appends
+    model, why = model.with_cache_in_place()
+    if model is None:
+        raise SystemExit(f"the layer has no in-place cache form: {why}")
+    feed, outputs = capacity_feeds(model, context)
+    model.run(["logits"], feed, outputs=outputs)  # the first run compiles the host regions and writes weights and cache
     t0 = time.perf_counter()
-    model.run(None, feed)
+    model.run(["logits"], feed, outputs=outputs)  # the steady state: the cache is resident
     sim = time.perf_counter() - t0
     st = model.stats
     cfg = PRESETS[preset]
@@ -78,11 +84,31 @@ def run_layer(path: Path, preset: str, double_buffer: bool, context: int) -> dic
             "energy_mj": st["energy_joules"] * 1e3, "sim_seconds": sim, "regions": st["regions"]}
 
 
+def capacity_feeds(model, context: int) -> tuple[dict, dict]:
+    """One decode step at `context` for the capacity form: buffers of `context` rows holding context - 1, the length
+    input, and the presents bound to their buffers."""
+    from tritc.runtime.model import in_place_pairs
+
+    base = decoder_feeds(LAYER, context - 1, 1)
+    (length,) = model.graph.value_symbols
+    feed = {k: v for k, v in base.items() if not k.startswith("past_key_values.")}
+    outputs = {}
+    for present, past in in_place_pairs(model.graph).items():
+        old = base[past]
+        buf = np.zeros(old.shape[:2] + (context,) + old.shape[3:], np.float32)
+        buf[:, :, :context - 1] = old
+        feed[past] = outputs[present] = buf
+    feed[length] = np.array([context - 1], np.int64)
+    return feed, outputs
+
+
 def compose_2b(layer: dict, head: dict, preset: str) -> dict:
-    """30 x the simulated layer's device time + the simulated LM head GEMV + the layer run's host work."""
+    """30 x the simulated layer's device time + the simulated LM head GEMV + the layer run's host work (the embedding
+    lookup and mask on the host, the token, the mask and the new cache rows across the link: the cache rows are per
+    layer, counted 30 times) + the LM head's logits back to the host."""
     cfg = PRESETS[preset]
     device = B2.layers * layer["seconds"] + head["seconds"]
-    host = layer["host_seconds"] + layer["transfer_seconds"]
+    host = layer["host_seconds"] + B2.layers * layer["transfer_seconds"] + 4 * B2.vocab / cfg.host_link_bandwidth
     total = device + host
     energy = B2.layers * layer["energy_mj"] + head["energy_mj"]
     s = B2
