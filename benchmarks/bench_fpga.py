@@ -79,6 +79,7 @@ def run_layer(path: Path, preset: str, double_buffer: bool, context: int) -> dic
     return {"case": f"layer ctx {context}", "preset": preset, "double_buffer": double_buffer, "context": context,
             "cycles": st["cycles"], "seconds": st["seconds"], "total_seconds": st["total_seconds"],
             "host_seconds": st["host_seconds"], "transfer_seconds": st["transfer_seconds"],
+            "cache_row_bytes": st["cache_row_bytes"], "cache_row_transfers": st["cache_row_transfers"],
             "host_share": st["host_share"], "tokens_per_second": 1 / st["total_seconds"],
             "roofline_seconds": roof, "of_roofline": roof / st["seconds"], "utilisation": st["matrix_utilisation"],
             "energy_mj": st["energy_joules"] * 1e3, "sim_seconds": sim, "regions": st["regions"]}
@@ -108,7 +109,9 @@ def compose_2b(layer: dict, head: dict, preset: str) -> dict:
     layer, counted 30 times) + the LM head's logits back to the host."""
     cfg = PRESETS[preset]
     device = B2.layers * layer["seconds"] + head["seconds"]
-    host = layer["host_seconds"] + B2.layers * layer["transfer_seconds"] + 4 * B2.vocab / cfg.host_link_bandwidth
+    rows = layer["cache_row_bytes"] / cfg.host_link_bandwidth + layer["cache_row_transfers"] * cfg.host_link_latency_ns * 1e-9
+    host = layer["host_seconds"] + (layer["transfer_seconds"] - rows) + B2.layers * rows \
+        + 4 * B2.vocab / cfg.host_link_bandwidth
     total = device + host
     energy = B2.layers * layer["energy_mj"] + head["energy_mj"]
     s = B2

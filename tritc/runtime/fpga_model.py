@@ -161,7 +161,8 @@ class FpgaModel:
         host: dict[str, np.ndarray] = dict(arrays)   # values whose current copy is on the host
         on_device: set[str] = set()                  # values a device region wrote into DRAM
         totals: dict[str, Any] = {k: 0 for k in SUMMED}
-        totals.update(host_seconds=0.0, host_device_bytes=0, transfers=0, device_runs=0)
+        totals.update(host_seconds=0.0, host_device_bytes=0, transfers=0, device_runs=0, cache_row_bytes=0,
+                      cache_row_transfers=0)
         engines: dict[str, dict[str, int]] = {}
         energy: dict[str, float] = {}
 
@@ -216,7 +217,9 @@ class FpgaModel:
             if bound.get(out_name) is not None and bound[out_name] is arrays.get(past_name) and past_name in pins:
                 moved = self._copy_new_rows(code, out_name, past_name, bound[out_name], bindings)
                 totals["host_device_bytes"] += moved
-                totals["transfers"] += 1
+                totals["transfers"] += 1      # one strided DMA descriptor per buffer
+                totals["cache_row_bytes"] += moved
+                totals["cache_row_transfers"] += 1
                 self._resident[past_name] = _identity(bound[out_name], pins[past_name])
                 host[out_name] = bound[out_name]
         for name, a in bound.items():
