@@ -9,10 +9,14 @@ For each preset (edge: KV260 class, datacenter: U280 class), with and without do
   modelled time (host regions measured on this CPU plus the host <-> device transfers at the link bandwidth);
 - a BitNet-2B-shaped decoder (30 layers, vocabulary 128256) per decode token, composed from the simulated
   layer (30 identical layers) plus the simulated LM head GEMV (ternary, as in benchmarks/bitnet_models.py)
-  and the measured host work: the composition is stated in the output, nothing else is extrapolated.
+  and the host work measured in the layer's run (its per-layer transfers, the new cache rows, counted 30 times;
+  the embedding lookup, the mask and the logits once): the composition is stated, nothing else is extrapolated.
 
-The Simulator executes every instruction (functionally, bit-exact) while it counts cycles; the numbers are a
-model of the accelerator of docs/ISA.md, not a measurement of hardware. Results: benchmarks/results/bench_fpga.md.
+The layer runs as tritc.generate runs it: the capacity form, its KV cache resident in the device's DRAM, executed
+functionally (bit-exact) while the cycles are counted, after one warm-up run; the GEMVs run timing-only (their
+results are checked in the tests and by `bench_fpga_gemv.py --functional`). The numbers model the accelerator of
+docs/ISA.md; they are not a measurement of hardware. Host time is wall time on this CPU (a shared machine).
+Results: benchmarks/results/bench_fpga.md.
 """
 
 from __future__ import annotations
