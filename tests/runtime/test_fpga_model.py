@@ -123,3 +123,29 @@ def test_cli_bad_config_is_one_line(tmp_path):
     assert r.returncode != 0
     assert "dram_bandwidth must be positive" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m.tritc").exists()
+
+
+def test_bundled_example_runs_on_the_device(tmp_path):
+    path = tmp_path / "ex.onnx"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "build_bitnet_example.py"), "-o", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    model = tritc.compile(str(path), target="fpga", shapes={"batch": 1, "seq": 6})
+    feed = {"input_ids": np.array([[1, 5, 9, 200, 3, 77]], np.int64)}
+    (logits,) = model.run(None, feed)
+    (want,) = reference(model, feed)
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    regions = model.stats["regions"]
+    assert len(regions) == 2 and regions[0].startswith("host region: 1 node (gather)"), regions
+    assert "ternary_matmul x15" in regions[1] and "fused_attention x2" in regions[1]
+
+
+def test_cli_bench_and_generate_on_the_fpga(tmp_path):
+    r = tritc_cli("bench", DIGITS / "ternary_mlp.onnx", "--target", "fpga", "--shape", "batch=1", "--runs", "2",
+                  "--warmup", "1")
+    assert r.returncode == 0, r.stderr
+    assert "cycles" in r.stdout and "host share" in r.stdout and "modelled" in r.stdout
+    fixture = ROOT / "tests" / "fixtures" / "cache" / "llama_dynamo18.onnx"
+    r = tritc_cli("generate", fixture, "--target", "fpga", "--prompt-ids", "1,2,3", "--max-new-tokens", "3")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()[0].split()) == 3 and "KV cache in place" in r.stdout

@@ -111,7 +111,9 @@ def bench_fpga(fm, feeds: dict, args: argparse.Namespace, bindings, say: Progres
     on this CPU beside it."""
     from .fpga_report import format_fpga_report
 
-    say("running on the FPGA simulator")
+    say(f"running on the FPGA simulator ({args.warmup} warm-up runs, then the one that is reported)")
+    for _ in range(args.warmup):  # the first run compiles the host regions' code and writes the weights
+        fm.run(None, feeds)
     fm.run(None, feeds)
     stats = fm.stats
     session = ort_session(args.model, args.threads)

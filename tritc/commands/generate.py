@@ -128,6 +128,8 @@ def compile_for_generation(model: Any) -> None:
     """Compile what the generation will run, with the command's progress and within its load time: the model's
     capacity form (the KV cache appended in place), else the model's own generic code (compiled lazily)."""
     in_place, _ = model.with_cache_in_place()
+    if getattr(model, "target_kind", "cpu") == "fpga":
+        return  # an FPGA model lowers each size at its first run (FpgaProgram.code_for)
     if in_place is None and not model.program.value_inputs and model.program.generic_error is None:
         model.compile_generic()
 
