@@ -71,6 +71,17 @@ def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, i
     return out
 
 
+def shape_bindings(graph: Graph, shapes: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
+    """The --shape sizes, each naming a dim of the model (else an OptionError listing the model's dims)."""
+    symbols = symbols_of(graph)
+    given = parse_shapes(shapes)
+    unknown = [k for k in given if k not in symbols]
+    if unknown:
+        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
+                          f"{', '.join(symbols) or 'none, all static'})")
+    return given
+
+
 def default_sizes(graph: Graph, given: Mapping[str, int], model: Any, say: Callable[[str], None]) -> dict[str, int]:
     """The sizes compiled ahead of time: `given`, then the sizes the model records (frontend/metadata.py), then
     DEFAULT_DIM, if the graph admits them; else the smallest sizes it admits (codegen/llvm/sizes.py)."""
@@ -147,12 +158,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     if report is not None:
         meta["ternary"] = report.summary()
     cm = CompiledModel(graph, layout, blob, tgt, threads=threads, meta=meta, progress=say)
-    symbols = symbols_of(graph)
-    given = parse_shapes(shapes)
-    unknown = [k for k in given if k not in symbols]
-    if unknown:
-        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
-                          f"{', '.join(symbols) or 'none, all static'})")
+    given = shape_bindings(graph, shapes)
     if not cm.program.value_inputs and not lazy:
         generic = cm.compile_generic()
         if generic is None:
@@ -203,12 +209,7 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
     say(f"packing weights for the FPGA ({config.name}, {config.weight_packing})")
     fm = FpgaModel(graph, config, device=device, double_buffer=double_buffer, threads=threads, meta=meta,
                    progress=say)
-    symbols = symbols_of(graph)
-    given = parse_shapes(shapes)
-    unknown = [k for k in given if k not in symbols]
-    if unknown:
-        raise OptionError(f"--shape names unknown dim(s) {', '.join(unknown)} (the model's dims: "
-                          f"{', '.join(symbols) or 'none, all static'})")
+    given = shape_bindings(graph, shapes)
     fpga_ahead_of_time(fm, graph, given, model, say)
     say("done")
     fm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]

@@ -94,16 +94,7 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
     target = Target(str(tinfo.get("triple", "")), str(tinfo.get("cpu", "")), str(tinfo.get("features", "")),
                     int(tinfo.get("opt_level", 3)))
     _check_triple(target, where)
-    try:
-        layout = WeightLayout({e["key"]: WeightEntry.from_json(e) for e in _field(m, "weights", list, where)},
-                              int(m.get("weights_bytes", 0)))
-        weights = read_weights(layout, art.sections["weights"])
-        graph = parse_graph(art.sections["ir"].decode(), weights)
-        verify(graph)
-        graph.source_relations = {str(k): _dim_entry(v) for k, v in (m.get("source_relations") or {}).items()}
-        graph.source_checks = [list(_check_entry(c)) for c in (m.get("source_checks") or [])]
-    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError, AttributeError) as e:
-        raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
+    layout, graph = _stored_graph(art, where)
     model = CompiledModel(graph, layout, art.sections["weights"], target, threads=threads or m.get("threads"),
                           meta=m.get("meta") or {})
     model.program.generic_error = m.get("generic_error")
@@ -123,6 +114,22 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None) -> C
     if missing:
         _retarget(model, target, missing, where)
     return model
+
+
+def _stored_graph(art: Any, where: str) -> tuple[WeightLayout, Any]:
+    """The weight layout and the final IR (verified, with the source relations and checks) of an artifact."""
+    m = art.manifest
+    try:
+        layout = WeightLayout({e["key"]: WeightEntry.from_json(e) for e in _field(m, "weights", list, where)},
+                              int(m.get("weights_bytes", 0)))
+        weights = read_weights(layout, art.sections["weights"])
+        graph = parse_graph(art.sections["ir"].decode(), weights)
+        verify(graph)
+        graph.source_relations = {str(k): _dim_entry(v) for k, v in (m.get("source_relations") or {}).items()}
+        graph.source_checks = [list(_check_entry(c)) for c in (m.get("source_checks") or [])]
+    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError, AttributeError) as e:
+        raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
+    return layout, graph
 
 
 def _dim_entry(d: object) -> object:
@@ -212,17 +219,8 @@ def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
 
     m = art.manifest
     tinfo = _field(m, "target", dict, where)
-    try:
-        config = config_from_dict(tinfo.get("fpga_config"), f"{where}: fpga_config")
-        layout = WeightLayout({e["key"]: WeightEntry.from_json(e) for e in _field(m, "weights", list, where)},
-                              int(m.get("weights_bytes", 0)))
-        weights = read_weights(layout, art.sections["weights"])
-        graph = parse_graph(art.sections["ir"].decode(), weights)
-        verify(graph)
-        graph.source_relations = {str(k): _dim_entry(v) for k, v in (m.get("source_relations") or {}).items()}
-        graph.source_checks = [list(_check_entry(c)) for c in (m.get("source_checks") or [])]
-    except (KeyError, TypeError, ValueError, CompilerError, UnicodeDecodeError, AttributeError) as e:
-        raise ArtifactError(f"{where}: the stored model is unreadable ({e})") from e
+    config = config_from_dict(tinfo.get("fpga_config"), f"{where}: fpga_config")
+    _layout, graph = _stored_graph(art, where)
     model = FpgaModel(graph, config, threads=threads or m.get("threads"), meta=m.get("meta") or {},
                       double_buffer=bool(tinfo.get("double_buffer", True)))
     for entry in m.get("fpga_codes") or []:
