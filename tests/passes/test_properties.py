@@ -69,6 +69,9 @@ def feeds(g: Graph) -> dict[str, np.ndarray]:
 
 
 PASS_NAMES = sorted(PASSES)
+# Passes of the fpga pipeline that quantise by design (docs/PASSES.md): ~8-bit weights (fold-radix3) and int8
+# activations; their results are held to the quantisation error, a fraction of the output's magnitude.
+QUANTISING = {"fold-radix3": 0.05, "quantize-activations": 0.05}
 
 
 @pytest.mark.parametrize("name", PASS_NAMES)
@@ -83,6 +86,10 @@ def test_pass_keeps_validity_results_and_is_idempotent(name, g):
     have = run(g.copy(), feeds(g))
     assert list(have) == list(want), "output names changed"
     for k in want:
+        if name in QUANTISING:
+            scale = 1.0 + float(np.max(np.abs(want[k]), initial=0.0))
+            assert np.max(np.abs(have[k] - want[k]), initial=0.0) <= QUANTISING[name] * scale, f"{name}: output {k}"
+            continue
         # int8 activation quantisation (fuse-bitlinear) changes rounding; others keep float results
         np.testing.assert_allclose(have[k], want[k], rtol=2e-5, atol=2e-5, err_msg=f"{name}: output {k}")
     text = print_graph(g)
