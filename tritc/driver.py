@@ -206,6 +206,9 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
                             "fpga_float_act": fpga_float_act, "fpga_float_layers": fpga_float_layers}
     if report is not None:
         meta["ternary"] = report.summary()
+    radix3 = pm.result_of("fold-radix3")
+    if radix3 is not None and radix3.layers:
+        meta["fpga_radix3_layers"] = [name for name, _err in radix3.layers]
     say(f"packing weights for the FPGA ({config.name}, {config.weight_packing})")
     fm = FpgaModel(graph, config, device=device, double_buffer=double_buffer, threads=threads, meta=meta,
                    progress=say)

@@ -149,3 +149,13 @@ def test_cli_bench_and_generate_on_the_fpga(tmp_path):
     r = tritc_cli("generate", fixture, "--target", "fpga", "--prompt-ids", "1,2,3", "--max-new-tokens", "3")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()[0].split()) == 3 and "KV cache in place" in r.stdout
+
+
+def test_float_layers_are_reported_either_way(tmp_path):
+    model = DIGITS / "float_mlp.onnx"
+    r = tritc_cli("compile", model, "--target", "fpga", "-o", tmp_path / "a.tritc")
+    assert r.returncode == 0, r.stderr
+    assert "radix3    3 float linear layer(s) on the matrix unit" in r.stdout and "  host  " not in r.stdout
+    r = tritc_cli("compile", model, "--target", "fpga", "--fpga-float-layers", "host", "-o", tmp_path / "b.tritc")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("float matmul with a constant weight") == 3 and "radix3    " not in r.stdout

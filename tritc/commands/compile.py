@@ -160,6 +160,11 @@ def fpga_summary(fm, out: os.PathLike[str] | str, seconds: float) -> str:  # fm:
         for r in code.regions:
             for what, why in r.reasons.items():
                 rows.append(("host", f"{what}: {why}"))
+    radix3 = fm.meta.get("fpga_radix3_layers") or []
+    if radix3:
+        rows.append(("radix3", f"{len(radix3)} float linear layer(s) on the matrix unit as five balanced-ternary "
+                               f"planes (~8-bit weights; --fpga-float-layers host keeps them float): "
+                               f"{', '.join(radix3)}"))
     rows.append(("time", human_seconds(seconds)))
     size = os.path.getsize(out)
     return f"wrote {out} ({human_bytes(size)})\n" + "".join(f"  {k:<8}  {v}\n" for k, v in rows)
