@@ -28,6 +28,7 @@ from ..ir.ternary import TernaryWeight
 from ..ir.types import DType, TensorType
 from .fold_ternary import find_linears
 from .pass_manager import Pass, PassResult, register
+from .quantize_activations import int8_act_attrs
 
 DIGITS = 5
 LEVELS = (3 ** DIGITS - 1) // 2  # 121: the largest integer five balanced-ternary digits write
@@ -93,10 +94,8 @@ class FoldRadix3(Pass):
             shape[-1] = DIGITS * last if isinstance(last, int) else f"{DIGITS}*{last}"
             x5 = graph.add("concat", [x] * DIGITS, [TensorType(x.type.dtype, tuple(shape))], {"axis": -1},
                            node.name, before=node)
-            attrs = {"act": "int8", "act_max": float(np.float32(self.act_max)),
-                     "act_eps": float(np.float32(self.act_eps)), "act_scale": "div"}
-            new = graph.add("ternary_matmul", [x5.outputs[0], wv], [v.type for v in node.outputs], attrs, node.name,
-                            before=node)
+            new = graph.add("ternary_matmul", [x5.outputs[0], wv], [v.type for v in node.outputs],
+                            int8_act_attrs(self.act_max, self.act_eps), node.name, before=node)
             graph.replace_node(node, new.outputs)
             report.layers.append((lin.name, err))
         if report.layers:

@@ -24,6 +24,12 @@ from .pass_manager import Pass, PassResult, register
 QUANTIZED_OPS = ("ternary_matmul", "ternary_conv")
 
 
+def int8_act_attrs(act_max: float, act_eps: float) -> dict[str, object]:
+    """The attributes of per-token absmax int8 activations (the `div` form), as float32 values the verifier takes."""
+    return {"act": "int8", "act_max": float(np.float32(act_max)), "act_eps": float(np.float32(act_eps)),
+            "act_scale": "div"}
+
+
 @dataclass
 class QuantizeReport:
     layers: list[str]
@@ -48,7 +54,6 @@ class QuantizeActivations(Pass):
         changed = []
         for node in graph:
             if node.op in QUANTIZED_OPS and node.attrs.get("act", "float") == "float":
-                node.attrs.update(act="int8", act_max=float(np.float32(self.act_max)),
-                                  act_eps=float(np.float32(self.act_eps)), act_scale="div")
+                node.attrs.update(int8_act_attrs(self.act_max, self.act_eps))
                 changed.append(node.describe())
         return PassResult(bool(changed), QuantizeReport(changed))

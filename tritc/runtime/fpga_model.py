@@ -26,7 +26,7 @@ from ..codegen.fpga.config import FpgaConfig
 from ..codegen.fpga.program import FpgaCode, FpgaProgram
 from ..ir.graph import Graph
 from ..ir.text import print_graph
-from .model import IOSpec, check_feed, check_relations, in_place_pairs
+from .model import IOSpec, check_bound_outputs, check_feed, check_relations, in_place_pairs
 
 PIN_ALIGN = 4096
 
@@ -136,9 +136,10 @@ class FpgaModel:
                 raise ValueError(f"unknown output name(s) {', '.join(map(repr, unknown))}; outputs are {', '.join(names)}")
         check_relations(SimpleNamespace(relations=self.graph.source_relations, checks=self.graph.source_checks),
                         bindings, bound_by)
-        bound = self._check_bound(outputs, arrays)
         pins = self._pin_cache_buffers(arrays)
         code = self.program.code_for(bindings, persistent=pins) if pins else self.program.code_for(bindings)
+        shapes = {v.name: [int(d) for d in v.type.shape] for v in code.graph.outputs}  # type: ignore[union-attr]
+        bound = check_bound_outputs(self.outputs, outputs, shapes, arrays, self._pairs) if outputs else {}
         device = self.device
         # Another model may have run on this device since (the capacity form shares it): then its weights and this
         # model's resident cache buffers are no longer known to be there.
@@ -232,22 +233,6 @@ class FpgaModel:
         return [by_name[n] for n in wanted]
 
     # ---- the device-resident cache of the capacity form --------------------------------------------
-
-    def _check_bound(self, outputs: Mapping[str, np.ndarray] | None, arrays: Mapping[str, np.ndarray]) -> dict:
-        if not outputs:
-            return {}
-        if not isinstance(outputs, Mapping):
-            raise TypeError(f"outputs must be a dict of output name -> array, got {type(outputs).__name__}")
-        specs = {o.name: o for o in self.outputs}
-        unknown = [n for n in outputs if n not in specs]
-        if unknown:
-            raise ValueError(f"cannot bind unknown output(s) {', '.join(map(repr, unknown))}; outputs are "
-                             f"{', '.join(specs)}")
-        for name, a in outputs.items():
-            if not isinstance(a, np.ndarray) or a.dtype != specs[name].dtype or not a.flags.c_contiguous \
-                    or not a.flags.writeable:
-                raise ValueError(f"output '{name}' must be bound to a writable C-contiguous {specs[name].dtype} array")
-        return dict(outputs)
 
     def _pin_cache_buffers(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Fixed DRAM addresses (from the top of DRAM down) for the capacity form's cache buffers, the same for every

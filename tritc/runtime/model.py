@@ -158,31 +158,7 @@ class CompiledModel:
     def _check_outputs(self, outputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]],
                        inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The bound output arrays, each checked (one error per problem, naming the output)."""
-        if not isinstance(outputs, Mapping):
-            raise TypeError(f"outputs must be a dict of output name -> array, got {type(outputs).__name__}")
-        specs = {o.name: o for o in self.outputs}
-        unknown = [n for n in outputs if n not in specs]
-        if unknown:
-            raise ValueError(f"cannot bind unknown output(s) {', '.join(map(repr, unknown))}; outputs are "
-                             f"{', '.join(specs)}")
-        for name, a in outputs.items():
-            spec, want = specs[name], list(shapes[name])
-            where = f"output '{name}' ({format_type(spec.type)})"
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"{where} is bound to a {type(a).__name__}, not a numpy array")
-            if a.dtype != spec.dtype:
-                raise TypeError(f"{where} is bound to an array of dtype {a.dtype}, expected {spec.dtype}")
-            if list(a.shape) != want:
-                raise ValueError(f"{where} is bound to an array of shape {list(a.shape)}; this call writes {want}")
-            if not a.flags.c_contiguous:
-                raise ValueError(f"{where} is bound to an array that is not C-contiguous (a view with strides "
-                                 f"{list(a.strides)}): bind the whole contiguous array")
-            if not a.flags.writeable:
-                raise ValueError(f"{where} is bound to a read-only array")
-            if not a.flags.aligned:
-                raise ValueError(f"{where} is bound to an array whose data is not aligned for {a.dtype}")
-        check_overlaps(dict(outputs), inputs, self._in_place_pairs)
-        return dict(outputs)
+        return check_bound_outputs(self.outputs, outputs, shapes, inputs, self._in_place_pairs)
 
     def __call__(self, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """model(x=...) -> the output (or a tuple of outputs, in order)."""
@@ -353,6 +329,37 @@ def bind_value_symbols(value_symbols: Mapping[str, str], arrays: Mapping[str, np
                                   f"in another input ({bound_by[symbol]})")
         bindings[symbol] = n
         bound_by.setdefault(symbol, f"the value of input '{name}'")
+
+
+def check_bound_outputs(specs: Sequence[IOSpec], outputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]],
+                        inputs: Mapping[str, np.ndarray], pairs: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The output arrays a call binds (`outputs`), each checked against the model's `specs` and this call's `shapes`
+    (one error per problem, naming the output); only a present output may share its past input's array (`pairs`)."""
+    if not isinstance(outputs, Mapping):
+        raise TypeError(f"outputs must be a dict of output name -> array, got {type(outputs).__name__}")
+    by_name = {o.name: o for o in specs}
+    unknown = [n for n in outputs if n not in by_name]
+    if unknown:
+        raise ValueError(f"cannot bind unknown output(s) {', '.join(map(repr, unknown))}; outputs are "
+                         f"{', '.join(by_name)}")
+    for name, a in outputs.items():
+        spec, want = by_name[name], list(shapes[name])
+        where = f"output '{name}' ({format_type(spec.type)})"
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{where} is bound to a {type(a).__name__}, not a numpy array")
+        if a.dtype != spec.dtype:
+            raise TypeError(f"{where} is bound to an array of dtype {a.dtype}, expected {spec.dtype}")
+        if list(a.shape) != want:
+            raise ValueError(f"{where} is bound to an array of shape {list(a.shape)}; this call writes {want}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{where} is bound to an array that is not C-contiguous (a view with strides "
+                             f"{list(a.strides)}): bind the whole contiguous array")
+        if not a.flags.writeable:
+            raise ValueError(f"{where} is bound to a read-only array")
+        if not a.flags.aligned:
+            raise ValueError(f"{where} is bound to an array whose data is not aligned for {a.dtype}")
+    check_overlaps(dict(outputs), inputs, pairs)
+    return dict(outputs)
 
 
 def check_relations(code: Specialization, bindings: Mapping[str, int], bound_by: Mapping[str, str]) -> None:
