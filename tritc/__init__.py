@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
+from .limits import Limits  # the resource budgets: tritc.compile(m, limits=tritc.Limits(max_tensor_bytes=...))
+
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Iterable
 
@@ -54,4 +56,4 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
                           **compile_options)
 
 
-__all__ = ["__version__", "compile", "generate", "load"]
+__all__ = ["Limits", "__version__", "compile", "generate", "load"]

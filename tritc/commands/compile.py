@@ -10,11 +10,13 @@ import sys
 
 from ..errors import OptionError
 from .options import (
+    add_limit_option,
     add_pass_options,
     add_progress_options,
     add_shape_option,
     add_threads_option,
     build_pass_list,
+    limits_of,
     pass_kwargs,
 )
 from .output import Progress, check_output_file, format_bindings, human_bytes, human_seconds
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_shape_option(p, "dims not given are compiled at sizes the model records, else at 1 if the model admits it, "
                         "else at the smallest sizes it admits")
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
     add_progress_options(p)
     p.set_defaults(func=run)
@@ -88,8 +91,9 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
     fpga = getattr(args, "target", "cpu") == "fpga"
     if not fpga and getattr(args, "fpga_config", None) is not None:
         raise OptionError("--fpga-config goes with --target fpga")
-    build_pass_list(args)  # the pass options and --shape are checked before the model is even read
+    build_pass_list(args)  # the pass options, --shape and --limit are checked before the model is even read
     parse_shapes(args.shape)
+    limits = limits_of(args)
 
     def relay(msg: str) -> None:
         if msg == "importing" and not isinstance(model, (str, os.PathLike)):
@@ -100,7 +104,7 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
              "fpga_float_layers": args.fpga_float_layers, "double_buffer": args.double_buffer} if fpga else {}
     cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
                        cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, lazy=lazy,
-                       **pass_kwargs(args), **extra)
+                       limits=limits, **pass_kwargs(args), **extra)
     cm.progress = None  # later compilations (a new shape at run time) are not part of this command's progress
     return cm
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
-from .options import add_pass_options, add_progress_options, ternary_flags_given
+from .options import add_limit_option, add_pass_options, add_progress_options, ternary_flags_given
 from .output import Progress, human_seconds
 
 EXIT_OK = 0
@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     add_target_options(p)
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     add_progress_options(p)
     p.set_defaults(func=run, shape=[])
 

@@ -40,6 +40,7 @@ from ..ir.graph import Graph
 from ..ir.sizes import format_symbols
 from ..ir.text import print_graph
 from ..ir.types import TensorType, format_type
+from ..limits import DEFAULT_LIMITS, Limits
 from .cpu import ALIGN, CpuExecutable, aligned_empty
 
 ARENA_GROWTH = 2  # a thread's arena grows to at least this many times its size: decoding grows it every step
@@ -66,6 +67,8 @@ class IOSpec:
 
 class CompiledModel:
     """A model compiled for the CPU: final IR, weights, and its Program of codes."""
+
+    max_arena_bytes: int = DEFAULT_LIMITS.max_arena_bytes  # a run needing more is refused before allocating (settable)
 
     def __init__(self, graph: Graph, layout: WeightLayout, blob: bytes | np.ndarray, target: Target, *,
                  threads: int | None = None, meta: Mapping[str, Any] | None = None,
@@ -169,6 +172,10 @@ class CompiledModel:
         """This thread's arena, grown to hold `nbytes` (never shrunk, never allocated per call): the memory of every
         intermediate value and kernel scratch. RunOutOfMemoryError when not even `nbytes` can be had."""
         arena = getattr(self._local, "arena", None)
+        if nbytes > self.max_arena_bytes:
+            at = f" at {format_symbols(bindings)}" if bindings else ""
+            raise Limits(max_arena_bytes=self.max_arena_bytes).exceeded(
+                "max_arena_bytes", nbytes, f"the run{at} needs an arena (intermediate values and kernel scratch) of")
         if arena is None or arena.size < nbytes:
             grown = max(nbytes, ARENA_GROWTH * arena.size if arena is not None else 0, 1)
             for size in dict.fromkeys((grown, max(nbytes, 1))):  # the doubling is a wish, nbytes a need
