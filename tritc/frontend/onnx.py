@@ -196,7 +196,7 @@ class _Importer:
                     subs = [a.g] if a.type == A.GRAPH else list(a.graphs) if a.type == A.GRAPHS else []
                     if subs and depth + 1 > self.limits.max_nesting_depth:
                         raise self.limits.exceeded("max_nesting_depth", depth + 1, f"{self.source}: node "
-                                                   f"{node_label(node, idx)} ({node.op_type}) holds subgraphs nested",
+                                                   f"{node_label(node, idx)} holds subgraphs nested",
                                                    "levels deep")
                     stack.extend((g, depth + 1) for g in subs)
 
