@@ -78,6 +78,8 @@ def parse_limits(items: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:
         if m is None or scale is None:
             raise OptionError(f"bad --limit '{item}': '{text}' is not a number (with an optional suffix such as GiB)")
         value = float(m.group(1)) * scale
+        if name != "max_compile_seconds" and value != int(value):
+            raise OptionError(f"bad --limit '{item}': {name} is a whole number")
         changes[name] = value if name == "max_compile_seconds" else int(value)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

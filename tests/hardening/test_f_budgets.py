@@ -219,7 +219,7 @@ def test_limit_values_and_errors():
     limits = parse_limits(["max_tensor_bytes=2GiB", "max-nodes=10k", "max_compile_seconds=1.5", "max_rank = 4"])
     assert (limits.max_tensor_bytes, limits.max_nodes, limits.max_compile_seconds) == (2 * 2**30, 10_000, 1.5)
     assert limits.max_rank == 4 and limits.max_arena_bytes == DEFAULT_LIMITS.max_arena_bytes
-    for bad in ("bogus=1", "max_nodes", "max_nodes=lots", "max_nodes=1XB", "max_nodes=-1"):
+    for bad in ("bogus=1", "max_nodes", "max_nodes=lots", "max_nodes=1XB", "max_nodes=-1", "max_nodes=1.5"):
         with pytest.raises(tritc.errors.OptionError, match="--limit"):
             parse_limits([bad])
 
