@@ -178,8 +178,10 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
         generic = cm.compile_generic()
         if generic is None:
             say(f"no generic code: {cm.program.generic_error}")
+            clock.check("the code for the default sizes")
             cm.compile_for(default_sizes(graph, given, model, say))
         elif given:
+            clock.check("the code for the --shape sizes")
             cm.compile_for(given)
     say("done")
     cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
