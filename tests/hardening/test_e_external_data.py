@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import signal
 from pathlib import Path
 
 import onnx
@@ -255,8 +256,18 @@ def test_32_file_swapped_after_the_check(spy, monkeypatch, carrier, swap):
 
     path = spy.save(build(carrier, "w.bin"))
     monkeypatch.setattr(ext.os, "stat", stat_then_swap)
-    with pytest.raises(UnsafePathError) as info:
-        load_model(path)
+
+    def hang(*_):
+        raise TimeoutError("E5: the load blocked on the swapped-in FIFO")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)  # in this process, so a blocking open or read must not hang the suite
+    try:
+        with pytest.raises(UnsafePathError) as info:
+            load_model(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     assert "w.bin" in str(info.value) and spy.marker.decode() not in str(info.value)
     assert not (spy.out.exists() and any(spy.out.iterdir()))
 
