@@ -27,11 +27,20 @@ def compile(model: Any, target: str = "cpu", **options: Any) -> CompiledModel:  
     return compile_model(model, target=target, **options)
 
 
-def load(path: Any, **options: Any) -> CompiledModel:
-    """Load a compiled artifact (every section verified; rebuilt for this CPU if needed)."""
+def load(path: Any, *, key: bytes | None = None, **options: Any) -> CompiledModel:
+    """Load a compiled artifact (every section verified; rebuilt for this CPU if needed). `key`: the artifact must be
+    signed with this key (HMAC-SHA256, `model.save(path, sign_key=key)`); see docs/ARTIFACT.md, "Security": an
+    artifact holds native code, so loading one is running its author's program."""
     from .runtime.serialize import load_model
 
-    return load_model(path, **options)
+    return load_model(path, key=key, **options)
+
+
+def read_key(path: Any) -> bytes:
+    """The signing key in a file (its bytes, without a trailing newline), for tritc.load(key=) and model.save(sign_key=)."""
+    from .runtime.artifact import read_key as read
+
+    return read(path)
 
 
 def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
@@ -54,4 +63,4 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
                           **compile_options)
 
 
-__all__ = ["__version__", "compile", "generate", "load"]
+__all__ = ["__version__", "compile", "generate", "load", "read_key"]

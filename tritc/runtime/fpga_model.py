@@ -336,10 +336,10 @@ class FpgaModel:
         out = self.run(None, inputs)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, sign_key: bytes | None = None) -> None:
         from .serialize import save_fpga_model
 
-        save_fpga_model(self, path)
+        save_fpga_model(self, path, sign_key=sign_key)
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
