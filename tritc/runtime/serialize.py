@@ -247,7 +247,7 @@ def _retarget(model: CompiledModel, built: Target, missing: list[str], where: st
 def save_fpga_model(model: Any, path: str | os.PathLike[str], *, sign_key: bytes | None = None) -> None:
     """An FPGA artifact: the final IR and its weights (as the CPU's layout, for the host regions and for lowering
     new sizes), the FPGA config, and the instruction stream of every device region of every lowered size."""
-    from ..codegen.fpga.isa import encode_stream
+    from ..codegen.fpga.isa import ISA_VERSION, encode_stream
     from ..codegen.llvm.weights import layout_weights
 
     layout, blob = layout_weights(model.graph)
@@ -257,12 +257,13 @@ def save_fpga_model(model: Any, path: str | os.PathLike[str], *, sign_key: bytes
         streams = {}
         for r, instrs in code.streams.items():
             name = f"stream.{i}.{r}"
-            sections[name] = encode_stream(instrs)
+            sections[name] = encode_stream(instrs, model.config)
             streams[str(r)] = name
         codes.append({"bindings": code.bindings, "streams": streams})
     manifest = {
         "tritc_version": __version__,
-        "target": {"kind": "fpga", "fpga_config": model.config.to_json(), "double_buffer": model.program.double_buffer},
+        "target": {"kind": "fpga", "fpga_config": model.config.to_json(), "double_buffer": model.program.double_buffer,
+                   "isa_version": ISA_VERSION, "build_id": model.config.build_id.hex()},
         "threads": model.threads,
         "inputs": [{"name": i.name, "type": format_type(i.type)} for i in model.inputs],
         "outputs": [{"name": o.name, "type": format_type(o.type)} for o in model.outputs],
@@ -278,27 +279,44 @@ def save_fpga_model(model: Any, path: str | os.PathLike[str], *, sign_key: bytes
 
 
 def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
-    """The FpgaModel of an FPGA artifact. Its stored streams are decoded, checked (check_stream) and used as they are;
-    the partition and DRAM placement of their sizes are derived again from the IR (deterministic), and sizes not
-    stored are lowered from the IR when first run."""
+    """The FpgaModel of an FPGA artifact. Its stored streams are decoded (their ISA version and accelerator build must
+    be this tritc's and the manifest's config's: ArtifactCompatibilityError), checked (check_stream, and check_dma
+    against the DRAM the program allocates) and used as they are; the partition and DRAM placement of their sizes are
+    derived again from the IR (deterministic), and sizes not stored are lowered from the IR when first run."""
     from ..codegen.fpga.config import config_from_dict
-    from ..codegen.fpga.isa import StreamError, decode_stream
+    from ..codegen.fpga.isa import ISA_VERSION, StreamError, decode_stream
     from ..codegen.fpga.verify import check_stream
     from .fpga_model import FpgaModel
 
     m = art.manifest
     tinfo = _field(m, "target", dict, where)
     config = config_from_dict(tinfo.get("fpga_config"), f"{where}: fpga_config")
+    isa = tinfo.get("isa_version", 1)
+    if isa != ISA_VERSION:
+        raise ArtifactCompatibilityError(f"{where}: instruction streams of ISA version {isa}; this tritc runs ISA "
+                                         f"version {ISA_VERSION}")
+    stored = tinfo.get("build_id")
+    if stored is not None and stored != config.build_id.hex():
+        raise ArtifactCompatibilityError(f"{where}: the manifest's build id {str(stored)[:16]} is not that of its FPGA "
+                                         f"config '{config.name}' ({config.build_id.hex()[:16]})")
+    codes = m.get("fpga_codes") or []
+    if not isinstance(codes, list) or not all(isinstance(c, dict) and isinstance(c.get("streams"), dict) for c in codes):
+        raise ArtifactError(f"{where}: manifest field 'fpga_codes' is malformed")
+    _check_sections(art, {"ir", "weights"} | {str(n) for c in codes for n in c["streams"].values()}, where)
     _layout, graph = _stored_graph(art, where)
     model = FpgaModel(graph, config, threads=threads or m.get("threads"), meta=m.get("meta") or {},
                       double_buffer=bool(tinfo.get("double_buffer", True)))
-    for entry in m.get("fpga_codes") or []:
+    for entry in codes:
         try:
             bindings = {str(k): int(v) for k, v in entry["bindings"].items()}
             code = model.program.lower_for(bindings)   # the partition and placement of these sizes
             for r, name in entry["streams"].items():
-                instrs = decode_stream(art.sections[name])
+                try:
+                    instrs = decode_stream(art.sections[name], config)
+                except ArtifactError as e:
+                    raise type(e)(f"{where}: {name}: {e}") from None
                 check_stream(instrs, config)
+                model.program.check_dma(instrs, code.dram)
                 if int(r) not in code.streams:
                     raise ValueError(f"stream {name} is for region {r}, which is not a device region")
                 code.streams[int(r)] = instrs
