@@ -50,7 +50,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
     """Generate up to `max_new_tokens` token ids after the prompt `input_ids` with a decoder that has a KV cache.
 
     model: an .onnx path (compiled, `compile_options` as for tritc.compile), a .tritc path (loaded), a compiled model,
-    or any object with onnxruntime's session interface. Greedy by default (temperature 0); temperature > 0 samples,
+    or any object with onnxruntime's session interface (`key=`: the key a .tritc path must be signed with, as for
+    tritc.load). Greedy by default (temperature 0); temperature > 0 samples,
     within top_k / top_p, reproducibly for a `seed`. Stops after a token in `stop_ids`, or when the cache holds
     `max_context` tokens (default: the model's position table, if it has one). on_token(token) is called as each
     token comes; stream=True returns an iterator of the tokens (its `.result` once done) instead of the result.

@@ -350,6 +350,8 @@ def test_40_signed_round_trip_and_every_refusal(sb, model, key, monkeypatch):
             names=["signed.tritc", "signature does not match the key"])
     refuses(sb, lambda: tritc.load(forged, key=k), ArtifactIntegrityError, names=["forged.tritc", "signature does not match"])
     refuses(sb, lambda: tritc.load(unsigned, key=k), ArtifactIntegrityError, names=["unsigned.tritc", "not signed"])
+    refuses(sb, lambda: tritc.generate(signed, [1], 1, key=os.urandom(32)), ArtifactIntegrityError,
+            names=["signed.tritc", "signature does not match"])
     refuses(sb, lambda: tritc.load(signed, key=b"short"), OptionError, names=["16", "5"])
     refuses(sb, lambda: tritc.load(signed, key=str(key)), OptionError, names=["bytes", "str"])
 
