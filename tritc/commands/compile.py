@@ -18,6 +18,7 @@ from .options import (
     build_pass_list,
     limits_of,
     pass_kwargs,
+    read_key_option,
 )
 from .output import Progress, check_output_file, format_bindings, human_bytes, human_seconds
 
@@ -37,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_pass_options(p, default_pipeline="cpu")
     add_limit_option(p)
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
+    p.add_argument("--sign-key", metavar="FILE", default=None,
+                   help="sign the artifact with the key in FILE (HMAC-SHA256; at least 16 bytes, e.g. head -c 32 "
+                        "/dev/urandom > FILE): loaders given the key refuse any artifact it did not sign")
     add_progress_options(p)
     p.set_defaults(func=run)
 
@@ -111,10 +115,11 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.output)
+    key = read_key_option(args.sign_key)
     say = Progress.from_args(args)
     cm = compile_with_options(args, args.model, say)
     say(f"writing {out}")
-    cm.save(out)
+    cm.save(out, sign_key=key)
     if args.timings:
         sys.stderr.write(cm.pass_timings)
     print(summary(cm, out, say.elapsed), end="")

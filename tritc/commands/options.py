@@ -54,6 +54,21 @@ def limits_of(args: argparse.Namespace) -> Limits:
     return parse_limits(getattr(args, "limit", None) or [])
 
 
+def add_key_option(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="the key a signed artifact was signed with (tritc compile --sign-key): the artifact is "
+                             "refused unless its signature matches (docs/ARTIFACT.md, Security)")
+
+
+def read_key_option(path: str | None) -> bytes | None:
+    """The key in the file --key or --sign-key names (checked before any model is read), or None."""
+    if path is None:
+        return None
+    from ..runtime.artifact import read_key
+
+    return read_key(path)
+
+
 def add_progress_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,

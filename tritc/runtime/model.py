@@ -256,10 +256,11 @@ class CompiledModel:
         self._exes.clear()
         self.target = target
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, sign_key: bytes | None = None) -> None:
+        """Write the artifact (atomically); with `sign_key`, signed with HMAC-SHA256 (docs/ARTIFACT.md)."""
         from .serialize import save_model
 
-        save_model(self, path)
+        save_model(self, path, sign_key=sign_key)
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))

@@ -8,6 +8,7 @@ one-line FpgaConfigError naming the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -62,6 +63,13 @@ class FpgaConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def build_id(self) -> bytes:
+        """The identity of the accelerator build (the bitstream) this config describes: SHA-256 of its fields but the
+        name, as canonical JSON. A stream records the build it was lowered for; a device of another build refuses it."""
+        fields_ = {k: v for k, v in asdict(self).items() if k != "name"}
+        return hashlib.sha256(json.dumps(fields_, sort_keys=True, separators=(",", ":")).encode()).digest()
 
     # -- checks ------------------------------------------------------------------------------------------
     def validate(self) -> FpgaConfig:
