@@ -147,7 +147,8 @@ class Program:
         the call's), or None."""
         vkey = tuple(sorted(values.items()))
         best: tuple[Key, Specialization] | None = None
-        for key, code in self.codes.items():
+        # a snapshot: another thread may add a code (code_for, under the lock) while this one chooses
+        for key, code in list(self.codes.items()):
             if key[1] != vkey or any(bindings.get(s) != n for s, n in key[0]):
                 continue
             if best is None or len(key[0]) > len(best[0][0]):
