@@ -310,8 +310,7 @@ def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: 
                     bindings[d] = int(n)
                     bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
         # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
-        arrays[spec.name] = np.require(a.astype(want, copy=False), want, ["C", "A", "W"]) if a.size else \
-            np.empty(a.shape, want)
+        arrays[spec.name] = native_array(spec.name, a, want)
     bind_value_symbols(value_symbols, arrays, bindings, bound_by)
     for spec in specs:  # polynomial dims are checked once every symbol is bound
         for axis, d in enumerate(spec.type.shape or ()):
@@ -322,6 +321,20 @@ def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: 
                     raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
     values = {n: arrays[n].tobytes() for n in sorted(value_inputs)}
     return arrays, bindings, values, bound_by
+
+
+def native_array(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Input `name` as the compiled code reads it: native byte order, C order, aligned, writable (a copy unless it
+    already is). A copy that memory cannot hold (a broadcast view of 2^33 rows costs nothing to make) is a
+    RunOutOfMemoryError naming the input, not numpy's bare MemoryError."""
+    if not a.size:
+        return np.empty(a.shape, want)
+    try:
+        return np.require(a.astype(want, copy=False), want, ["C", "A", "W"])
+    except MemoryError:
+        raise RunOutOfMemoryError(f"out of memory: input '{name}' of shape {list(a.shape)} ({a.size * want.itemsize} "
+                                  f"bytes of {want}) must be copied into a contiguous native array, and that memory "
+                                  f"could not be had") from None
 
 
 def bind_value_symbols(value_symbols: Mapping[str, str], arrays: Mapping[str, np.ndarray], bindings: dict[str, int],
