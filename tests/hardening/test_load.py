@@ -10,19 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import onnx
 import onnx.helper as oh
 import pytest
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 import tritc
 from tritc.runtime.model import ARENA_GROWTH
 
+from .common import hammer, onnx_model
 from .harness import REPO, Sandbox, isolated
 
 THREADS = 8
@@ -38,12 +37,8 @@ def mlp(seed: int = 0, last: str = "Sigmoid") -> onnx.ModelProto:
     w2 = rng.standard_normal((H, N)).astype(np.float32) * 0.2
     nodes = [oh.make_node("MatMul", ["x", "w1"], ["h"]), oh.make_node("Relu", ["h"], ["r"]),
              oh.make_node("MatMul", ["r", "w2"], ["z"]), oh.make_node(last, ["z"], ["y"], **({"axis": -1} if last == "Softmax" else {}))]
-    graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])],
-                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model
+    return onnx_model("mlp", nodes, [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+                      [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])], {"w1": w1, "w2": w2})
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +48,6 @@ def model() -> tritc.CompiledModel:
 
 def feed_for(batch: int) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(batch).standard_normal((batch, K)).astype(np.float32)}
-
-
-def hammer(work: Callable[[int, int], None], calls: int, threads: int = THREADS) -> None:
-    """work(thread, i) for i < calls in each of `threads` threads started together; the first exception is raised."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads)
-
-    def body(t: int) -> None:
-        try:
-            start.wait()
-            for i in range(calls):
-                work(t, i)
-        except BaseException as e:  # noqa: BLE001 - reported in the main thread
-            errors.append(e)
-
-    pool = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join(timeout=300)
-        assert not th.is_alive(), "a thread hangs"
-    if errors:
-        raise errors[0]
 
 
 def sizes(count: int) -> list[int]:
