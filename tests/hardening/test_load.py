@@ -106,6 +106,19 @@ def test_threads_while_compiling_per_shape():
         assert np.array_equal(y, want[b]), f"thread {t} call {i}: batch {b} differs"
 
 
+def test_codes_compiled_per_shape_are_bounded():
+    """A model without generic code compiles a code per new size and keeps at most max_runtime_codes of them (the
+    least recently used dropped, and compiled again if that size comes back): memory stays bounded whatever the
+    number of distinct shapes, and the results do not change."""
+    m = tritc.compile(mlp(3, "Softmax"), threads=1)
+    m.program.max_runtime_codes = 2
+    first = {b: m.run(None, feed_for(b))[0] for b in (2, 3, 4, 5)}
+    assert len(m.specializations) == 1 + 2 and m.stats["evictions"] == 2  # the compile-time code stays
+    assert len(m._exes) <= 1 + 2 + 1  # executables of dropped codes go too (at most the one just made lingers)
+    for b in (2, 5):
+        assert np.array_equal(m.run(None, feed_for(b))[0], first[b])
+
+
 def _decoder() -> onnx.ModelProto:
     from tests.runtime.decoders import DecoderSpec, concat_decoder
 

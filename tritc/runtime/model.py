@@ -118,7 +118,8 @@ class CompiledModel:
 
     @property
     def stats(self) -> dict[str, int]:
-        """"compilations": codes compiled since this model was made or loaded."""
+        """"compilations": codes compiled since this model was made or loaded; "evictions": codes compiled on first
+        use and dropped again (Program.max_runtime_codes)."""
         return self.program.stats
 
     @property
@@ -206,6 +207,8 @@ class CompiledModel:
                 if exe is None:
                     exe = CpuExecutable(code.object, self.target, code.entry, code.output_types, self.blob, self.threads)
                     self._exes[key] = exe
+                    for gone in [k for k in self._exes if k not in self.program.codes]:  # codes the program dropped
+                        del self._exes[gone]
         return exe
 
     def with_cache_in_place(self) -> tuple[CompiledModel | None, str]:
