@@ -336,3 +336,23 @@ def test_53_compiled_code_leaves_ftz_and_daz_alone():
 def test_54_differential_fuzzing():
     pytest.skip("covered by the differential random-model fuzzer against onnxruntime (issue 10, another engineer's "
                 "branch: compile-time and run-time stops, seed and model recorded per failure)")
+
+
+def test_50_ternary_activation_quantisation_ties_to_even():
+    """The int8 activation quantisation of ternary layers (BitNet: q = clip(rint(x * s), -128, 127)), where x * s is
+    exactly n + 0.5: half to even in the CPU kernel, the interpreter and the FPGA simulator (its ACT write rounds)."""
+    from tests.codegen.fpga.test_lower import run_device
+    from tritc.ir import DType, Graph, TensorType
+    from tritc.ir.ternary import TernaryWeight
+
+    x = np.array([[127.0, *TIES[:8], 126.5, -126.5, 0.0]], np.float32)  # absmax 127, act_max 127: s = 1
+    k = x.shape[1]
+    g = Graph("t")
+    xi = g.add_input("x", TensorType(DType.F32, (1, k)))
+    w = g.add_weight("w", TernaryWeight(np.eye(k, dtype=np.int8), np.array(1.0, np.float32)), TensorType(DType.T2, (k, k)))
+    node = g.add("ternary_matmul", [xi, w], [TensorType(DType.F32, (1, k))], {"act": "int8"}, output_names=["y"])
+    g.outputs = [node.output]
+    want = np.array([[127, *EVEN[:8], 126, -126, 0]], np.float32)  # q itself (identity trits, scale 1, s = 1)
+    np.testing.assert_array_equal(run(g, {"x": x})["y"], want)
+    np.testing.assert_array_equal(tritc.compile(g, pipeline="none", threads=1).run(None, {"x": x})[0], want)
+    np.testing.assert_array_equal(run_device(g, {"x": x})[0]["y"], want)
