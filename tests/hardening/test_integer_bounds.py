@@ -217,3 +217,60 @@ def test_fpga_simulator_extremes_at_the_largest_k(sign: float):
     x = np.full((1, k), sign, np.float32)
     got, _, _ = run_device(g, {"x": x}, "edge")
     np.testing.assert_array_equal(got["y"], _ternary_int64_reference(x, scale, 128.0))
+
+
+# ---- through the ONNX frontend, weights as initializers: the bound of the weights' actual values ----------------
+
+
+def _onnx_case(op: str, k: int, a_fill: int, a_type: int, b_fill: int):
+    """Case 22's models: an input a of K extreme values, a constant weight of K x 2 equal int8 values."""
+    import onnx.helper as oh
+    from onnx import TensorProto
+
+    from .common import onnx_model
+
+    v = oh.make_tensor_value_info
+    conv = op == "ConvInteger"
+    b = np.full((2, k, 1, 1) if conv else (k, 2), b_fill, np.int8)
+    ins = [v("a", a_type, [1, k, 1, 1] if conv else [1, k])]
+    if op == "QLinearMatMul":
+        za_t = np.uint8 if a_type == TensorProto.UINT8 else np.int8
+        weights = {"b": b, "sa": np.array(2.0**-12, np.float32), "za": np.array(0, za_t),
+                   "sb": np.array(2.0**-12, np.float32), "zb": np.array(0, np.int8), "sy": np.array(1.0, np.float32),
+                   "zy": np.array(0, np.int8)}
+        node = oh.make_node(op, ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"], name="q")
+        return onnx_model("q", [node], ins, [v("y", TensorProto.INT8, [1, 2])], weights), b
+    node = oh.make_node(op, ["a", "b"], ["y"], name="q")
+    out = v("y", TensorProto.INT32, [1, 2, 1, 1] if conv else [1, 2])
+    return onnx_model("q", [node], ins, [out], {"b": b}), b
+
+
+@pytest.mark.parametrize("op", ["MatMulInteger", "QLinearMatMul", "ConvInteger"])
+@pytest.mark.parametrize("k", [1024, 65793, 131071, 131072])
+@pytest.mark.parametrize("value", ["s8_max", "s8_min", "u8_255"])
+def test_case_22_through_onnx(sb: Sandbox, op: str, k: int, value: str):
+    """Case 22 as written: all -128 / 127 / u8 255 activations against constant int8 weights of -128 or 127. The
+    bound follows the weights' actual values (a constant of 127s allows more than the int8 range would), so each K
+    is either exact against int64 numpy or refused naming the node, K and that bound."""
+    from onnx import TensorProto
+
+    a_type, a_fill = (TensorProto.UINT8, 255) if value == "u8_255" else (TensorProto.INT8, -128 if value == "s8_min" else 127)
+    b_fill = -128 if value == "s8_min" else 127
+    model, b = _onnx_case(op, k, a_fill, a_type, b_fill)
+    a_span = Span(0, 255) if a_type == TensorProto.UINT8 else Span(-128, 127)
+    # QLinearMatMul's zero points are constants 0 here, so its spans are the plain ones too
+    bound = int32_k_bound(product_range(a_span, Span(b_fill, b_fill)))
+    if k > bound:
+        refuses(sb, lambda: tritc.compile(model, threads=1), ResourceLimitError,
+                names=["node 'q'", f"K = {k}", f"K <= {bound}"])
+        return
+    a = np.full((1, k, 1, 1) if op == "ConvInteger" else (1, k), a_fill, np.uint8 if value == "u8_255" else np.int8)
+    got = tritc.compile(model, threads=1).run(None, {"a": a})[0].reshape(-1)
+    acc = int(a_fill) * int(b_fill) * k
+    if op == "QLinearMatMul":
+        want = [int(np.clip(np.rint(acc * 2.0**-24), -128, 127))] * 2
+    else:
+        assert -(2**31) <= acc < 2**31
+        want = [acc, acc]
+    assert got.tolist() == want, (got, want)
+    sb.check()
