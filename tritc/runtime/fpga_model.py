@@ -52,6 +52,24 @@ def _mark(device: Any, name: str, value: Any) -> None:
         pass
 
 
+_LOCKS = threading.Lock()
+
+
+def device_lock(device: Any) -> threading.RLock:
+    """The lock of one device: a call holds it from its first write to the device until its outputs are read back,
+    so calls from several threads (of one model, or of models sharing the device) take turns. A device that refuses
+    attributes gets a lock per call's lookup from a table instead."""
+    with _LOCKS:
+        lock = getattr(device, "_tritc_lock", None)
+        if lock is None:
+            lock = _DEVICE_LOCKS.setdefault(id(device), threading.RLock())
+            _mark(device, "_tritc_lock", lock)
+        return lock
+
+
+_DEVICE_LOCKS: dict[int, threading.RLock] = {}  # only for devices that refuse the attribute
+
+
 SUMMED = ("cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops", "instructions", "energy_joules")
 
 
@@ -113,7 +131,9 @@ class FpgaModel:
         if self._device is None:
             from .fpga import Simulator
 
-            self._device = Simulator(self.config)
+            with _LOCKS:  # one simulator, even when the first calls come from several threads at once
+                if self._device is None:
+                    self._device = Simulator(self.config)
         return self._device
 
     @property
@@ -136,7 +156,13 @@ class FpgaModel:
         (with_cache_in_place) a present output bound to its past input's very array is a device-resident cache: the
         buffer sits at a fixed DRAM address, is written to the device only when the host array is not the one the
         device holds (the first call, or after the cache grew), the device appends the new rows in place, and only
-        those rows are copied back into the caller's array."""
+        those rows are copied back into the caller's array. The device runs one call at a time (device_lock): calls
+        from several threads take turns."""
+        with device_lock(self.device):
+            return self._run(output_names, input_feed, outputs)
+
+    def _run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+             outputs: Mapping[str, np.ndarray] | None) -> list[np.ndarray]:
         arrays, bindings, _values, bound_by = check_feed(self.inputs, input_feed, self.graph.value_symbols)
         names = [o.name for o in self.outputs]
         if output_names is not None:
