@@ -41,6 +41,9 @@ class HwParams:
     gemm_latency: int            # cycles from a beat in to its block's sum out: tree_levels + 2 (ISA.md's fill)
     vector_lanes: int
     queue_depth: int
+    mem_beat_bytes: int          # the memory port's width: a burst, or the DRAM's bytes per cycle (a power of two)
+    mem_latency: int             # cycles from a request to its response (ISA.md's transfer latency)
+    mem_outstanding: int         # requests in flight the port keeps track of: enough to cover the latency
     buffer_units: dict[Buf, int]   # each buffer's size in its addressing unit (bytes, or 4-byte words)
 
     def addr_bits(self, buf: Buf) -> int:
@@ -70,8 +73,11 @@ def hw_params(config: FpgaConfig | str) -> HwParams:
             raise bad(BUFFER_FIELDS[buf], f"must be a multiple of 4 * vector_lanes ({4 * c.vector_lanes}: one "
                       f"word-wide bank per vector lane), got {size}")
     levels = int(math.log2(lanes))
+    beat = 1 << (max(c.dram_burst_bytes, math.ceil(c.bytes_per_cycle - 1e-9)) - 1).bit_length()
+    latency = math.ceil(c.dram_latency_ns * c.clock_hz / 1e9 - 1e-9)
     return HwParams(
         config=c, rows=c.matrix_rows, lanes=lanes, packing=c.weight_packing, word_bytes=c.word_bytes,
         words_per_beat=max(1, lanes // TRIT_GROUP), beats_per_word=max(1, TRIT_GROUP // lanes),
         tree_levels=levels, sum_bits=PRODUCT_BITS + levels, gemm_latency=levels + 2,
-        vector_lanes=c.vector_lanes, queue_depth=c.queue_depth, buffer_units=buffer_elems(c))
+        vector_lanes=c.vector_lanes, queue_depth=c.queue_depth, mem_beat_bytes=beat, mem_latency=latency,
+        mem_outstanding=1 << (latency + 2).bit_length(), buffer_units=buffer_elems(c))
