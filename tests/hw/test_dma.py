@@ -76,7 +76,7 @@ def random_transfer(op: Op, rng: random.Random, sizes: dict[Buf, int]) -> Instr:
         return ins
 
 
-@pytest.mark.parametrize("op", [Op.LOAD, Op.STORE])
+@pytest.mark.parametrize("op", [Op.LOAD, Op.STORE], ids=["load", "store"])
 def test_transfers_match_the_simulator(op):
     p = hw_params(dataclasses.replace(SMALL, dram_bandwidth=8e9))   # a beat every other cycle: the movers wait
     rng = random.Random(int(op))

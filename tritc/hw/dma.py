@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -97,6 +97,11 @@ class TransferWalker(wiring.Component):
         return m
 
 
+def _bits(byte_index: Value) -> Value:
+    """A byte index as a bit offset: three zero bits below it (a shift by 8 written as wiring, not a multiply)."""
+    return Cat(Const(0, 3), byte_index)
+
+
 def _byte_mask(start, n) -> list:
     """The 4 byte enables of bytes [start, start + n) of a word."""
     return [(k >= start) & (k < start + n) for k in range(4)]
@@ -158,12 +163,12 @@ class LoadMover(_Mover):
         src = Mux(take, self.mem.resp.payload.data, cur)
         have = pieces.r_rdy & (~take | self.mem.resp.valid)
         fire = have & (head.skip | self.wr.ready)
-        byte = [src.word_select((head.off + k)[:head.off.shape().width], 8) for k in range(4)]
+        byte = [src.bit_select(_bits((head.off + k)[:head.off.shape().width]), 8) for k in range(4)]
         elem = Cat(*byte)
         m.d.comb += [
             self.wr.valid.eq(have & ~head.skip),
             self.wr.payload.buf.eq(head.buf), self.wr.payload.addr.eq(head.sram),
-            self.wr.payload.data.eq(elem << (head.start * 8)),
+            self.wr.payload.data.eq(elem << _bits(head.start)),
             self.wr.payload.mask.eq(Cat(*_byte_mask(head.start, head.n))),
             self.mem.resp.ready.eq(pieces.r_rdy & take & self.wr.ready),
             pieces.r_en.eq(fire),
@@ -213,7 +218,7 @@ class StoreMover(_Mover):
         strobe = Signal(B)
         nbytes = Cat(*_byte_mask(0, head.n))      # the piece's bytes, from the element's byte `start`
         m.d.comb += [
-            lanes.eq((self.rd_resp.payload >> (head.start * 8)) << (head.off * 8)),
+            lanes.eq((self.rd_resp.payload >> _bits(head.start)) << _bits(head.off)),
             strobe.eq(nbytes << head.off),
             self.mem.req.valid.eq(send),
             self.mem.req.payload.addr.eq(acc_beat), self.mem.req.payload.write.eq(1),

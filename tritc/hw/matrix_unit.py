@@ -60,8 +60,12 @@ class MatrixUnit(wiring.Component):
                 m.submodules[f"decode_{r}_{w}"] = dec
                 m.d.comb += dec.word.eq(beat.words[r][w])
                 if p.beats_per_word > 1:   # one word over several beats: this beat's `lanes` trits of it
-                    part = dec.trits.as_value().word_select(beat.part, 2 * p.lanes)
-                    row += list(data.View(data.ArrayLayout(TRIT, p.lanes), part))
+                    part = Signal(data.ArrayLayout(TRIT, p.lanes), name=f"part_{r}")
+                    with m.Switch(beat.part):
+                        for k in range(p.beats_per_word):
+                            with m.Case(k):
+                                m.d.comb += part.eq(dec.trits.as_value()[2 * p.lanes * k:2 * p.lanes * (k + 1)])
+                    row += list(part)
                 else:
                     row += list(dec.trits)
             trits.append(row)

@@ -9,7 +9,7 @@ A trit leaves as a sign / nonzero pair (TRIT), what the adder trees select with.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Value
+from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,12 +19,14 @@ TRIT = data.StructLayout({"nz": 1, "neg": 1})   # -1: nz neg, 0: neither, +1: nz
 TRIT_WORD = data.ArrayLayout(TRIT, TRIT_GROUP)
 
 
-def base3_digits(q: Value) -> list[Value]:
-    """The five base-3 digits (0..2, most significant first) of byte q: five chained 10-bit shift-adds."""
+def base3_digits(m: Module, q: Value, name: str) -> list[Signal]:
+    """The five base-3 digits (0..2, most significant first) of byte q: five chained 10-bit shift-adds. Each step is
+    a named signal, so that the chain is built once (an expression used twice would be built twice)."""
     digits = []
     y = q
-    for _ in range(5):
-        t = y + (y << 1)          # 3 y < 768: ten bits
+    for i in range(5):
+        t = Signal(10, name=f"{name}_3y{i}")   # 3 y < 768: ten bits; the top two are the digit, the low byte next y
+        m.d.comb += t.eq(y + (y << 1))
         digits.append(t[8:10])
         y = t[0:8]
     return digits
@@ -51,7 +53,7 @@ class WordDecoder(wiring.Component):
         for b in range(nbytes):
             byte = self.word[8 * b:8 * b + 8]
             if self.packing == "base3":
-                trits += [digit_trit(d) for d in base3_digits(byte)]
+                trits += [digit_trit(d) for d in base3_digits(m, byte, f"byte{b}")]
             else:
                 trits += [digit_trit(byte[2 * i:2 * i + 2]) for i in range(4)]
         m.d.comb += self.trits.as_value().eq(Cat(*trits[:TRIT_GROUP]))
