@@ -11,6 +11,7 @@ import pytest
 from amaranth.back import rtlil
 
 from tritc.hw.dma import LoadMover, StoreMover
+from tritc.hw.fp_add import FpAdder
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
@@ -26,6 +27,7 @@ COMPONENTS = {
     "matrix-1x128-2bit": lambda: MatrixUnit(hw_params(dataclasses.replace(
         SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
     "decoder-base3": lambda: WordDecoder("base3"),
+    "fp-adder": FpAdder,
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "arbiter": lambda: MemArbiter(P, 4),
