@@ -1,6 +1,7 @@
-"""Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and no netlist has a
-multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none. The
-synthesis figures of phase 4 check the same on the mapped design (0 DSP blocks in the matrix path)."""
+"""Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
+multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
+vector unit's fp multiplier, the one multiply of the design, is left out). The synthesis figures of phase 4 check
+the same on the mapped design (0 DSP blocks in the matrix path)."""
 
 from __future__ import annotations
 
