@@ -13,6 +13,7 @@ from amaranth.back import rtlil
 
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
+from tritc.hw.fp_convert import FpToInt, IntToFp
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
@@ -29,6 +30,8 @@ COMPONENTS = {
         SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
     "decoder-base3": lambda: WordDecoder("base3"),
     "fp-adder": FpAdder,
+    "int-to-fp": IntToFp,
+    "fp-to-int32": lambda: FpToInt(32),
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "arbiter": lambda: MemArbiter(P, 4),
