@@ -1,6 +1,6 @@
 """Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
 multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
-vector unit's fp multiplier, the one multiply of the design, is left out). The synthesis figures of phase 4 check
+vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
 the same on the mapped design (0 DSP blocks in the matrix path)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from amaranth.back import rtlil
 
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
+from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpToInt, IntToFp
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
@@ -31,6 +32,7 @@ COMPONENTS = {
     "decoder-base3": lambda: WordDecoder("base3"),
     "fp-adder": FpAdder,
     "int-to-fp": IntToFp,
+    "fp-compare": FpCompare,
     "fp-to-int32": lambda: FpToInt(32),
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
