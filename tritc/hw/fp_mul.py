@@ -14,6 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .fp_add import CANONICAL_NAN
+from .fp_round import round_pack
 
 BIAS = 127
 
@@ -46,26 +47,7 @@ class FpMultiplier(wiring.Component):
         m.d.comb += [norm.eq(product << lz),
                      e.eq(Mux(ea != 0, ea, 1) + Mux(eb != 0, eb, 1) - BIAS + 1 - lz)]
 
-        # Below the smallest exponent: shift right by 1 - e, the bits lost kept sticky (a subnormal result).
-        rshift = Signal(range(64))
-        m.d.comb += rshift.eq(Mux(e >= 1, 0, Mux(e < -48, 50, 1 - e)))
-        shifted = Signal(48)
-        m.d.comb += shifted.eq(norm >> rshift)
-        lost = (shifted << rshift)[:48] != norm
-
-        # Round half to even: 24 bits kept, the guard below them, the rest sticky.
-        mant = shifted[24:48]
-        guard = shifted[23]
-        sticky = (shifted[0:23] != 0) | lost
-        rounded = Signal(25)
-        m.d.comb += rounded.eq(mant + (guard & (sticky | mant[0])))
-        exp_out = Signal(signed(11))
-        frac_out = Signal(23)
-        base = Mux(e >= 1, e, 1)                   # a subnormal result sits at the smallest exponent
-        with m.If(rounded[24]):
-            m.d.comb += [exp_out.eq(base + 1), frac_out.eq(rounded[1:24])]
-        with m.Else():
-            m.d.comb += [exp_out.eq(Mux(rounded[23], base, 0)), frac_out.eq(rounded[0:23])]
+        exp_out, frac_out = round_pack(m, norm, e, 0, "mul")
 
         with m.If(nan | (inf_a & zero_b) | (inf_b & zero_a)):
             m.d.comb += self.y.eq(CANONICAL_NAN)
