@@ -16,6 +16,7 @@ from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
+from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
@@ -35,6 +36,7 @@ COMPONENTS = {
     "int-to-fp": IntToFp,
     "fp-compare": FpCompare,
     "fp-divider": FpDivider,
+    "fp-sqrt": FpSqrt,
     "fp-to-int32": lambda: FpToInt(32),
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),

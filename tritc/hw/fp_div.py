@@ -21,7 +21,7 @@ OPERANDS = data.StructLayout({"a": 32, "b": 32})
 QUOTIENT_BITS = 26       # 24 kept, a guard, one more so that a subnormal shift still sees a guard from the quotient
 
 
-def _normalised(m: Module, x, name: str):
+def normalised(m: Module, x, name: str):
     """(significand with its leading one at bit 23, exponent of that bit): subnormals normalised by their lz."""
     exp, frac = x[23:31], x[0:23]
     sig = Cat(frac, exp != 0)
@@ -33,6 +33,34 @@ def _normalised(m: Module, x, name: str):
     e = Signal(signed(11), name=f"{name}_exp")
     m.d.comb += [norm.eq(sig << lz), e.eq(Mux(exp != 0, exp, 1) - lz)]
     return norm, e
+
+
+def digit_recurrence(m: Module, inp, out, bypass_value, *, bypass, load, step, finish) -> None:
+    """The control both recurrences share: take an operand from `inp` and run `load`; unless `bypass` (a special
+    operand, whose result `bypass_value` is), run `step` for QUOTIENT_BITS cycles, then `finish()` (the rounded
+    result, built in its own cycle); offer the result on `out` until taken."""
+    count = Signal(range(QUOTIENT_BITS + 1))
+    result = Signal(32)
+    with m.FSM():
+        with m.State("idle"):
+            m.d.comb += inp.ready.eq(1)
+            with m.If(inp.valid):
+                m.d.sync += [*load, count.eq(0), result.eq(bypass_value)]
+                with m.If(bypass):
+                    m.next = "done"
+                with m.Else():
+                    m.next = "iterate"
+        with m.State("iterate"):
+            m.d.sync += [*step, count.eq(count + 1)]
+            with m.If(count == QUOTIENT_BITS - 1):
+                m.next = "round"
+        with m.State("round"):
+            m.d.sync += result.eq(finish())
+            m.next = "done"
+        with m.State("done"):
+            m.d.comb += [out.valid.eq(1), out.payload.eq(result)]
+            with m.If(out.ready):
+                m.next = "idle"
 
 
 class FpDivider(wiring.Component):
@@ -49,8 +77,8 @@ class FpDivider(wiring.Component):
         inf_a, inf_b = (a[23:31] == 0xFF) & (a[0:23] == 0), (b[23:31] == 0xFF) & (b[0:23] == 0)
         zero_a, zero_b = a[0:31] == 0, b[0:31] == 0
         sign = a[31] ^ b[31]
-        siga, ea = _normalised(m, a, "a")
-        sigb, eb = _normalised(m, b, "b")
+        siga, ea = normalised(m, a, "a")
+        sigb, eb = normalised(m, b, "b")
         special = Signal(32)                     # the result when it does not need the recurrence
         is_special = Signal()
         inf = Cat(Const(0, 23), Const(0xFF, 8), sign)
@@ -68,34 +96,17 @@ class FpDivider(wiring.Component):
         quo = Signal(QUOTIENT_BITS)
         e = Signal(signed(12))
         s = Signal()
-        count = Signal(range(QUOTIENT_BITS + 1))
-        result = Signal(32)
-        with m.FSM():
-            with m.State("idle"):
-                m.d.comb += self.inp.ready.eq(1)
-                with m.If(self.inp.valid):
-                    # a's significand doubled when below b's, so the quotient's leading bit is always set.
-                    low = siga < sigb
-                    m.d.sync += [rem.eq(Mux(low, siga << 1, siga)), div.eq(sigb), quo.eq(0), s.eq(sign),
-                                 e.eq(ea - eb + 127 - low), count.eq(0), result.eq(special)]
-                    with m.If(is_special):
-                        m.next = "done"
-                    with m.Else():
-                        m.next = "divide"
-            with m.State("divide"):
-                fits = rem >= div
-                rest = Mux(fits, rem - div, rem)
-                m.d.sync += [quo.eq(Cat(fits, quo[:-1])), rem.eq(rest << 1), count.eq(count + 1)]
-                with m.If(count == QUOTIENT_BITS - 1):
-                    m.next = "round"
-            with m.State("round"):
-                # quo has its leading one at the top: value = quo / 2^25 * 2^(e - 127); rem != 0 is the sticky bit.
-                exp_out, frac_out = round_pack(m, quo, e, rem != 0, "div")
-                m.d.sync += result.eq(Mux(exp_out >= 0xFF, Cat(Const(0, 23), Const(0xFF, 8), s),
-                                          Cat(frac_out, exp_out[:8], s)))
-                m.next = "done"
-            with m.State("done"):
-                m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(result)]
-                with m.If(self.out.ready):
-                    m.next = "idle"
+        low = siga < sigb                        # a's significand doubled when below b's: the first bit is then 1
+        fits = rem >= div
+
+        def finish():
+            # quo has its leading one at the top: value = quo / 2^25 * 2^(e - 127); rem != 0 is the sticky bit.
+            exp_out, frac_out = round_pack(m, quo, e, rem != 0, "div")
+            return Mux(exp_out >= 0xFF, Cat(Const(0, 23), Const(0xFF, 8), s), Cat(frac_out, exp_out[:8], s))
+
+        digit_recurrence(
+            m, self.inp, self.out, special, bypass=is_special,
+            load=[rem.eq(Mux(low, siga << 1, siga)), div.eq(sigb), quo.eq(0), s.eq(sign), e.eq(ea - eb + 127 - low)],
+            step=[quo.eq(Cat(fits, quo[:-1])), rem.eq(Mux(fits, rem - div, rem) << 1)],
+            finish=finish)
         return m
