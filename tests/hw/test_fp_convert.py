@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tritc.codegen.fpga.isa import Buf
-from tritc.hw.fp_convert import FpToInt, IntToFp
+from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.sim import run
 from tritc.runtime.fpga_steps import store_result
 
@@ -54,3 +54,17 @@ def test_fp_to_int_is_the_simulators_write(bits):
     got = drive(FpToInt(bits), "a", a)
     bad = np.flatnonzero(got != want)
     assert bad.size == 0, [(hex(a[k]), int(got[k]), int(want[k])) for k in bad[:8]]
+
+
+def test_round_is_numpy_rint():
+    rng = np.random.default_rng(13)
+    a = random_bits(rng, 800)
+    a[:500] = (a[:500] & 0x807FFFFF) | (rng.integers(120, 155, 500).astype(np.uint32) << 23)   # around the units
+    halves = ((rng.integers(-(1 << 22), 1 << 22, 200) + 0.5).astype(np.float32)).view(np.uint32)   # exact ties
+    small = np.float32([0.5, -0.5, 0.75, -0.75, 1.5, 2.5, -0.3, 8388607.5, -8388607.5]).view(np.uint32)
+    a = np.concatenate([a, halves, np.array(SPECIAL, np.uint32), small])
+    got = drive(FpRound(), "a", a).astype(np.uint32)
+    with np.errstate(invalid="ignore"):
+        want = as_bits(np.rint(a.view(np.float32)))
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, [(hex(a[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]

@@ -14,7 +14,7 @@ from amaranth.back import rtlil
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
-from tritc.hw.fp_convert import FpToInt, IntToFp
+from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
 from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.matrix_unit import MatrixUnit
@@ -38,6 +38,7 @@ COMPONENTS = {
     "fp-divider": FpDivider,
     "fp-sqrt": FpSqrt,
     "fp-to-int32": lambda: FpToInt(32),
+    "fp-round": FpRound,
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "arbiter": lambda: MemArbiter(P, 4),

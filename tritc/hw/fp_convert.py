@@ -1,6 +1,7 @@
 """The vector unit's conversions (docs/ISA.md, "VOP"): reading ACT or ACC gives the int8 / int32 as fp32, rounded to
-nearest even; writing ACT or ACC stores `sat8(rne(x))` / `sat32(rne(x))`, NaN as 0 and infinities saturated.
-Bit-exact with the Simulator (numpy's int32 -> float32 conversion, and fpga_steps.store_result). Combinational.
+nearest even; writing ACT or ACC stores `sat8(rne(x))` / `sat32(rne(x))`, NaN as 0 and infinities saturated; and
+ROUND, an fp32 rounded to an integer half to even. Bit-exact with the Simulator (numpy's int32 -> float32
+conversion, fpga_steps.store_result, numpy's rint). Combinational.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from .fp_add import CANONICAL_NAN
 
 BIAS = 127
 
@@ -81,4 +84,40 @@ class FpToInt(wiring.Component):
             m.d.comb += self.y.eq(Mux(mag > hi + 1, -(hi + 1), -mag))
         with m.Else():
             m.d.comb += self.y.eq(Mux(mag > hi, hi, mag))
+        return m
+
+
+class FpRound(wiring.Component):
+    """ROUND: `y` = `a` rounded to an integer, half to even, as an fp32 (the sign kept: -0.3 gives -0; NaN
+    canonical). The fraction bits below the units are cleared and the rounding carry added to the magnitude bits
+    as an integer: the encoding is monotonic, so a carry out of the fraction moves into the exponent by itself."""
+
+    def __init__(self):
+        super().__init__({"a": In(32), "y": Out(32)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        a = self.a
+        sign, exp, frac = a[31], a[23:31], a[0:23]
+        mag = a[0:31]
+        k = Signal(range(24))                               # fraction bits below the units, for 127 <= exp < 150
+        m.d.comb += k.eq(Mux((exp >= 127) & (exp < 150), 150 - exp, 0))
+        below = Signal(31)                                  # the bits that are fraction of a unit
+        m.d.comb += below.eq(mag & ((Const(1, 31) << k) - 1))
+        half = Signal(31)
+        m.d.comb += half.eq(Mux(k == 0, 0, Const(1, 31) << (k - 1)[:5]))
+        odd = (mag >> k)[0]
+        up = (below > half) | ((below == half) & (k != 0) & odd)
+        rounded = Signal(31)
+        m.d.comb += rounded.eq((mag - below) + Mux(up, Const(1, 31) << k, 0))
+        with m.If((exp == 0xFF) & (frac != 0)):
+            m.d.comb += self.y.eq(CANONICAL_NAN)
+        with m.Elif(exp >= 150):                            # already an integer (or infinite)
+            m.d.comb += self.y.eq(a)
+        with m.Elif(exp == 126):                            # [0.5, 1): 0.5 to 0 (even), above it to 1
+            m.d.comb += self.y.eq(Cat(Mux(frac != 0, Const(0x3F800000, 31), Const(0, 31)), sign))
+        with m.Elif(exp < 126):                             # below 0.5: a zero of the same sign
+            m.d.comb += self.y.eq(Cat(Const(0, 31), sign))
+        with m.Else():
+            m.d.comb += self.y.eq(Cat(rounded, sign))
         return m
