@@ -17,6 +17,7 @@ from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
 from tritc.hw.fp_sqrt import FpSqrt
+from tritc.hw.lane_reduce import LaneReducer
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
@@ -37,6 +38,7 @@ COMPONENTS = {
     "fp-compare": FpCompare,
     "fp-divider": FpDivider,
     "fp-sqrt": FpSqrt,
+    "lane-reducer": lambda: LaneReducer(P.vector_lanes),
     "fp-to-int32": lambda: FpToInt(32),
     "fp-round": FpRound,
     "instr-decoder": InstrDecoder,
