@@ -11,6 +11,7 @@ import re
 import pytest
 from amaranth.back import rtlil
 
+from tritc.hw.buffers import ActBuffer
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
@@ -33,6 +34,7 @@ COMPONENTS = {
     "matrix-1x128-2bit": lambda: MatrixUnit(hw_params(dataclasses.replace(
         SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
     "decoder-base3": lambda: WordDecoder("base3"),
+    "act-buffer": lambda: ActBuffer(P),
     "fp-adder": FpAdder,
     "int-to-fp": IntToFp,
     "fp-compare": FpCompare,
