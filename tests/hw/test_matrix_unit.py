@@ -1,5 +1,6 @@
-"""The matrix unit against GEMM's definition (docs/ISA.md: int8 activations times the trits isa.decode_words reads
-from any bytes, exact int32 sums): random and extreme activations, random weight bytes (invalid codes included),
+"""The matrix unit against GEMM as the Simulator executes it (fpga_steps: int8 activations times the trits
+isa.decode_words reads from any bytes, exact int32 sums), and against an independent int64 matmul: random and
+extreme activations, random weight bytes (invalid codes included),
 both packings, a word over several beats (16 lanes) and several words per beat (128 lanes), a stalling consumer,
 and the pipeline's fill against the cycle model's."""
 
@@ -12,18 +13,33 @@ import random
 import numpy as np
 import pytest
 
-from tritc.codegen.fpga.isa import decode_words, pack_words
+from tritc.codegen.fpga.isa import Buf, Instr, Op, decode_words, pack_words
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.params import HwParams, hw_params
 from tritc.hw.sim import get, put, run
+from tritc.runtime.fpga import Simulator
 
 from .conftest import SMALL
 
 
 def gemm_reference(act: np.ndarray, wgt: np.ndarray, packing: str) -> np.ndarray:
-    """acc[i, j] = sum_k act[i, k] * trit_k(column j's words), int32 wrapping (what fpga_steps computes)."""
+    """acc[i, j] = sum_k act[i, k] * trit_k(column j's words), int32 wrapping: ISA.md's formula in int64."""
     trits = decode_words(wgt, packing).astype(np.int64)
     return (act.astype(np.int64) @ trits.T).astype(np.int32)
+
+
+def simulator_gemm(config, act: np.ndarray, wgt: np.ndarray) -> np.ndarray:
+    """The accumulators the Simulator computes for one GEMM over act (ACT at 0) and wgt (WGT at 0), reset."""
+    m, n = act.shape[0], wgt.shape[0]
+    roomy = dataclasses.replace(config, activation_buffer_bytes=4096, weight_buffer_bytes=8192,
+                                accumulator_buffer_bytes=1024)
+    sim = Simulator(roomy)
+    sim.raw[Buf.ACT][:act.size] = act.view(np.uint8).ravel()
+    sim.raw[Buf.WGT][:wgt.size] = wgt.ravel()
+    sim.load_stream([Instr(Op.GEMM, m=m, n=n, kw=act.shape[1] // 64, act_rs=act.shape[1], acc_rs=n, reset=1),
+                     Instr(Op.FINISH)])
+    sim.run()
+    return sim.typed[Buf.ACC][:m * n].reshape(m, n).copy()
 
 
 def beats(p: HwParams, act: np.ndarray, wgt: np.ndarray) -> list[tuple[dict, list[int] | None]]:
@@ -103,7 +119,9 @@ def test_random_and_extreme_gemms_are_exact(config):
         act = rng.integers(-128, 128, (m, 64 * kw), dtype=np.int8)
         wgt = rng.integers(0, 256, (n, kw * p.word_bytes), dtype=np.uint8)   # any bytes: invalid codes too
         gemms.append((act, wgt))
-    want = [gemm_reference(act, wgt, p.packing) for act, wgt in gemms]
+    want = [simulator_gemm(config, act, wgt) for act, wgt in gemms]
+    for w, (act, wgt) in zip(want, gemms):
+        assert np.array_equal(w, gemm_reference(act, wgt, p.packing))
     assert want[0][0, 0] == 128 * 128 and want[0][1, 0] == -127 * 128
     got = simulate(p, gemms, stall=0.3)
     for g, w in zip(got, want):
