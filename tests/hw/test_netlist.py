@@ -10,6 +10,7 @@ import re
 
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Fragment
 
 from tritc.hw.buffers import ActBuffer
 from tritc.hw.dma import LoadMover, StoreMover
@@ -56,3 +57,13 @@ def test_netlist_has_no_multiplier(name):
     text = rtlil.convert(COMPONENTS[name]())
     assert "cell" in text
     assert not ARITHMETIC.findall(text)
+
+
+@pytest.mark.parametrize("preset", ["edge", "datacenter"])
+def test_components_elaborate_for_the_presets(preset):
+    # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
+    # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
+    p = hw_params(preset)
+    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
+                      InstrDecoder()):
+        assert Fragment.get(component, None) is not None
