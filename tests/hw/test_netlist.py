@@ -24,6 +24,7 @@ from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
+from tritc.hw.tokens import TokenProtocol
 from tritc.hw.weight_decoder import WordDecoder
 
 from .conftest import SMALL
@@ -46,6 +47,7 @@ COMPONENTS = {
     "fp-round": FpRound,
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
+    "token-protocol": lambda: TokenProtocol(P.queue_depth),
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),

@@ -22,14 +22,20 @@ async def put(ctx, stream, payload) -> None:
     """Offer `payload` on `stream` and return after the cycle it was taken (valid held until ready)."""
     ctx.set(stream.valid, 1)
     ctx.set(stream.payload, payload)
-    await ctx.tick().until(stream.ready)
+    while True:   # a plain loop, not `until`: a bench left waiting when the simulation ends closes cleanly
+        _, _, ready = await ctx.tick().sample(stream.ready)
+        if ready:
+            break
     ctx.set(stream.valid, 0)
 
 
 async def get(ctx, stream):
     """Take one payload from `stream` (ready held until valid); the payload as it was when taken."""
     ctx.set(stream.ready, 1)
-    (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
+    while True:
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if valid:
+            break
     ctx.set(stream.ready, 0)
     return payload
 
