@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -18,22 +17,11 @@ from tritc.errors import CompilerError, InternalError, ModelValidationError, Uns
 from tritc.frontend.onnx import load_model
 
 from ..frontend.models import model, relu_model, vi, weighted_model
+from .compare import matches_onnxruntime
 from .harness import isolated, refuses
 
 N = helper.make_node
 X = np.array([[1.5, -2.0, 0.0], [-0.0, 3.25, -7.5]], np.float32)
-
-
-def matches_onnxruntime(sb, m: onnx.ModelProto, feed: dict[str, np.ndarray], name: str = "model.onnx") -> None:
-    """Compile through the path API, run, and compare every output with onnxruntime (shapes and values)."""
-    path = sb.save(m, name)
-    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
-    got = tritc.compile(str(path), threads=1).run(None, feed)
-    sb.check()
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert g.shape == e.shape and g.dtype == e.dtype
-        np.testing.assert_allclose(g, e, rtol=1e-6)
 
 
 # ---- 7: nodes out of order --------------------------------------------------------------------------------------
