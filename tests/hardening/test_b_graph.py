@@ -317,3 +317,25 @@ def test_a_bug_inside_a_pass_is_an_internal_error(sb, monkeypatch):
     assert "Traceback (most recent call last)" in err and "KeyError: 'a bug in fold-constants'" in err
     assert "tritc.errors.InternalError: pass 'fold-constants' failed" in err
     assert "tritc: error:" not in err and "tritc: internal error: this is a bug" in err.splitlines()[-1]
+
+
+def test_a_bug_inside_a_frontend_adapter_is_an_internal_error(sb, monkeypatch):
+    """The frontend's adapters (older op versions rewritten on import) are passes too. Fixed here: any KeyError or
+    IndexError an adapter raised became ModelValidationError, so a bug in one read as a bad model; an adapter now
+    refuses a node with ValueError only, and anything else is InternalError naming the adapter and the node."""
+    from tritc.frontend import adapters
+
+    def bug(imp):
+        raise KeyError("a bug in the adapter")
+
+    monkeypatch.setitem(adapters.ADAPTERS, ("", "TopK", 1), bug)
+    topk = model([N("TopK", ["x"], ["v", "i"], name="top", k=2)], [vi("x")], [vi("v", None), vi("i", None, TensorProto.INT64)],
+                  opset=9)
+    p = sb.save(topk)
+    with pytest.raises(InternalError, match=r"adapter of TopK-1 failed on node 'top' \(TopK\): KeyError") as e:
+        load_model(p)
+    assert not isinstance(e.value, CompilerError) and isinstance(e.value.__cause__, KeyError)
+    monkeypatch.undo()
+    del topk.graph.node[0].attribute[:]  # a malformed node stays the model's fault
+    p = sb.save(topk)
+    refuses(sb, lambda: load_model(p), ModelValidationError, names=["'top'", "TopK-1 needs the k attribute"])

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import CompilerError, ModelFormatError, ModelValidationError, UnsupportedError, VerificationError
+from ..errors import CompilerError, InternalError, ModelFormatError, ModelValidationError, UnsupportedError, VerificationError
 from ..ir.graph import Graph, Value
 from ..ir.ops import OPS, InferContext, OpDef, TypeRuleError, check_attr_value, onnx_op
 from ..ir.types import DType, TensorType, format_type
@@ -376,10 +376,16 @@ class _Importer:
         imp = ImportNode(opdef.name, inputs, attrs, node_name, op_type, version, self.graph)
         adapt = find_adapter(domain, op_type, version) if version not in opdef.since or opdef.onnx != op_type else None
         if adapt is not None:
+            imp.pad_inputs(1)  # an adapter reads the data operand as inputs[0], None when the node has none
             try:
                 adapt(imp)
-            except (TypeRuleError, ValueError, KeyError, IndexError) as e:
+            except (TypeRuleError, ValueError) as e:  # how an adapter refuses a node
                 raise self.fail(ModelValidationError, f"node {label}: {e}") from e
+            except CompilerError:
+                raise
+            except Exception as e:  # a bug in the adapter, not a problem with the model
+                raise InternalError(f"{self.source}: the adapter of {op_type}-{version} failed on node {label}: "
+                                    f"{type(e).__name__}: {e}") from e
         opdef = OPS[imp.op]
         while imp.inputs and imp.inputs[-1] is None:
             imp.inputs.pop()
