@@ -218,5 +218,3 @@ def test_6_ir_version_and_opsets(sb, case):
     make, error, names = OPSET_CASES[case]
     p = sb.save(make())
     refuses(sb, lambda: load_model(p), error, names=["model.onnx", *names])
-    if case == "opset_999":
-        sb.cli("compile", p, "-o", sb.out / "m.tritc", names=["model.onnx", *names])
