@@ -264,7 +264,7 @@ def _loop_2_62() -> onnx.ModelProto:
                   const("one", np.ones(1, np.float32))])
 
 
-BUDGET = ["constant-folding limit", str(16 * 2**30)]
+BUDGET = ["max_fold_bytes", str(16 * 2**30)]
 BOMBS = {
     "constant_of_shape": (lambda: _constant_of_shape(False), ResourceLimitError, ["'fill'", str(2**44 * 4), *BUDGET]),
     "constant_of_shape_used": (lambda: _constant_of_shape(True), ResourceLimitError, ["'fill'", *BUDGET]),
