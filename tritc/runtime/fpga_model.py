@@ -26,7 +26,8 @@ from ..codegen.fpga.config import FpgaConfig
 from ..codegen.fpga.program import FpgaCode, FpgaProgram
 from ..ir.graph import Graph
 from ..ir.text import print_graph
-from .model import IOSpec, check_bound_outputs, check_feed, check_relations, in_place_pairs
+from .feeds import check_feed
+from .model import IOSpec, check_bound_outputs, check_relations, in_place_pairs
 
 PIN_ALIGN = 4096
 

@@ -25,6 +25,7 @@ from ...ir.graph import Graph
 from ...ir.types import DType
 from .compiler import Specialization, compile_code, symbols_of
 from .ops import CONST_OPERANDS
+from .size_function import SizeFunction, call_sizes
 from .symbolic import SymbolicDimError
 from .target import Target
 from .weights import WeightLayout
@@ -85,6 +86,7 @@ class Program:
         self.generic_error: str | None = None  # why there is no generic code, once build() found out
         self.stats: dict[str, int] = {"compilations": 0}
         self._lock = threading.Lock()
+        self._sizes: dict[tuple[Key, frozenset[str]], SizeFunction | None] = {}  # size_function's answers
 
     # ---- compiling ---------------------------------------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class Program:
                             threads=self.threads, fold=self.fold)
         self.stats["compilations"] += 1
         self.codes[key_of(bindings, values)] = code
+        self._sizes.clear()
         return code
 
     def with_values(self, values: Mapping[str, bytes]) -> Graph:
@@ -139,6 +142,7 @@ class Program:
     def add(self, code: Specialization, values: Mapping[str, bytes] | None = None) -> None:
         """A code compiled before (read from an artifact)."""
         self.codes[key_of(code.bindings, values or {})] = code
+        self._sizes.clear()
 
     # ---- choosing ----------------------------------------------------------------------------------------------
 
@@ -171,6 +175,16 @@ class Program:
                 found = self.choose(bindings, values)
         assert found is not None
         return found
+
+    def size_function(self, key: Key, bound: frozenset[str]) -> SizeFunction | None:
+        """The Python function of the code `key`'s sizes for calls that bind the symbols `bound` (size_function.py:
+        output shapes, arena, relations), made once per code and set of bound symbols; None when its sizes need a
+        symbol that is not bound."""
+        try:
+            return self._sizes[key, bound]
+        except KeyError:
+            fn = self._sizes[key, bound] = call_sizes(self.codes[key], self.symbols, bound)
+            return fn
 
 
 __all__ = ["Program", "key_of", "value_specialised_inputs"]
