@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..codegen.llvm.compiler import Specialization, object_from_bitcode
-from ..codegen.llvm.program import Key, Program, value_specialised_inputs
+from ..codegen.llvm.program import Key, Program, key_of, value_specialised_inputs
 from ..codegen.llvm.symbolic import evaluate, size
 from ..codegen.llvm.target import Target
 from ..codegen.llvm.weights import WeightLayout
@@ -166,6 +166,32 @@ class CompiledModel:
             return results
         by_name = dict(zip(names, results))
         return [by_name[n] for n in output_names]
+
+    def static_call(self) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]] | None:
+        """For a model whose code takes no sizes (static shapes, no input that decides shapes by value): its code as a
+        call on arrays the caller has checked already (name -> array of the input's dtype and shape, C-contiguous,
+        aligned, writable), every output in order, without run's name checks and size arithmetic. An array that is
+        not of its input's shape and dtype sends the call through `run` (and its error). None for other models. The
+        FPGA runtime's host regions take this path (fpga_model.py): their inputs are its own checked feed and what it
+        read back from the device."""
+        if self.program.symbols or self.program.value_inputs:
+            return None
+        code = self.compile_generic()
+        if code is None or not isinstance(code.arena_bytes, int):
+            return None
+        exe = self._executable(key_of({}, {}), code)
+        order = code.input_names or self._input_names
+        want = {i.name: (tuple(i.type.shape or ()), i.dtype) for i in self.inputs}
+        shapes = [tuple(t.shape or ()) for t in code.output_types]
+        arena_bytes = code.arena_bytes
+
+        def call(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            if any(arrays[n].shape != s or arrays[n].dtype != d or arrays[n].flags.num & READY != READY
+                   for n, (s, d) in want.items()):
+                return self.run(None, arrays)
+            return exe([arrays[n] for n in order], shapes, self._arena(arena_bytes, {}), [0])
+
+        return call
 
     def _check_outputs(self, outputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]],
                        inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
