@@ -195,8 +195,9 @@ def test_11_long_chain_and_wide_fan_out_compile(sb):
 @pytest.mark.long
 def test_11_100k_chain_and_10k_fan_out_compile(sb):
     """The checklist's sizes (minutes of CPU, the chain most; 11 minutes of wall time on a loaded machine), so `make
-    test-long` runs it and make test its reduced form above: bounded, no RecursionError. Fixed here: schedule-memory's greedy order took the minimum of its ready list at each step,
-    O(n * ready) = 10^8 steps for the fan-out (over 10 minutes); it is now a heap."""
+    test-long` runs it and make test its reduced form above: bounded, no RecursionError. Fixed here: schedule-memory's
+    greedy order took the minimum of its ready list at each step, O(n * ready) = 10^8 steps for the fan-out (over 10
+    minutes); it is now a heap."""
     out = isolated(sb, "CHAIN, FAN = 100_000, 10_000\n" + _BIG, memory=4 * 2**30, timeout=1200)
     assert out.ok, out.stderr
 

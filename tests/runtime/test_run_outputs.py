@@ -98,3 +98,28 @@ def test_an_input_that_gives_a_size_by_value():
     with pytest.raises(InputShapeError, match="input 'n' gives 'len' = 3, but 'len' is 4 in another input \\(input 'x' dim 0\\)"):
         model.run(None, {"x": np.zeros(4, np.float32), "n": np.array([3], np.int64)})
     assert model.stats["compilations"] == 1
+
+
+STATIC = """graph @h(%x: f32[2,3], %i: i64[1,2]) -> (%y: f32[2,3], %z: f32[1,2,3]) {
+  %y = relu(%x) : f32[2,3]
+  %z = gather(%x, %i) {axis = 0} : f32[1,2,3]
+  return %y, %z
+}"""
+
+
+def test_static_call_is_run_without_the_checks():
+    """The lean call of a static model (the FPGA runtime's host regions): run's results; an array of another shape
+    or dtype goes through run and gets its error; a model with sizes has none."""
+    m = tritc.compile(parse_graph(STATIC), pipeline="none", threads=1)
+    call = m.static_call()
+    feed = {"x": X, "i": np.array([[1, 0]], np.int64)}
+    for got, want in zip(call(feed), m.run(None, feed)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="input 'x' has size 4 in dim 1, expected 3"):
+        call({**feed, "x": np.zeros((2, 4), np.float32)})
+    with pytest.raises(TypeError, match="input 'i' has dtype int32, expected int64"):
+        call({**feed, "i": np.array([[1, 0]], np.int32)})
+    strided = np.zeros((2, 6), np.float32)[:, ::2]
+    strided[:] = X
+    np.testing.assert_array_equal(call({**feed, "x": strided})[0], np.maximum(X, 0))  # copied by run, not misread
+    assert tritc.compile(parse_graph(GRAPH), pipeline="none", threads=1).static_call() is None

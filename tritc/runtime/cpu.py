@@ -9,6 +9,7 @@ code (a scratch allocation failed) becomes a RunError naming the node.
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,8 +20,10 @@ from ..codegen.llvm.lower import ABI_VERSION, FAILURES
 from ..codegen.llvm.target import Target
 from ..errors import ArtifactVersionError, CompilerError, RunError, RunOutOfMemoryError
 from ..ir.types import TensorType
+from .feeds import data_pointer
 
 ALIGN = 64
+_POINTERS = {4: "I", 8: "Q"}[ctypes.sizeof(ctypes.c_void_p)]  # array typecode of a pointer-sized unsigned integer
 
 
 def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
@@ -44,20 +47,26 @@ class CpuExecutable:
             raise ArtifactVersionError(f"compiled code of ABI {abi}, this tritc runs ABI {ABI_VERSION}: recompile the model")
         self.entry = self.lib.function(entry, ctypes.c_int32, [ctypes.c_void_p] * 5)
         self.output_types = list(output_types)
+        self.output_dtypes = [t.dtype.np_dtype for t in self.output_types]
         self.weights = weights  # keep the blob alive as long as the code that reads it
+        self.weights_pointer = weights.ctypes.data
 
     def __call__(self, inputs: Sequence[np.ndarray], output_shapes: Sequence[Sequence[int]], arena: np.ndarray,
-                 dims: np.ndarray, outputs: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+                 dims: Sequence[int], outputs: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
         """Run on arrays already checked against the code's input types (contiguous, right dtype); `arena` holds at
-        least the code's arena size for these dims (int64, one per symbol of the model). `outputs`: arrays the
-        caller bound (checked: dtype, shape, contiguous, writable), None for those to allocate here."""
-        given = list(outputs) if outputs is not None else [None] * len(self.output_types)
-        outs = [a if a is not None else np.empty(tuple(s), dtype=t.dtype.np_dtype)
-                for a, s, t in zip(given, output_shapes, self.output_types)]
-        in_ptrs = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
-        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
-        status = self.entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.weights.ctypes.data,
-                            arena.ctypes.data, dims.ctypes.data)
+        least the code's arena size for these dims (one per symbol of the model, as the entry's int64 dims array).
+        `outputs`: arrays the caller bound (checked: dtype, shape, contiguous, writable), None for those to allocate
+        here."""
+        if outputs is None:
+            outs = [np.empty(s, t) for s, t in zip(output_shapes, self.output_dtypes)]
+        else:
+            outs = [a if a is not None else np.empty(s, t) for a, s, t in zip(outputs, output_shapes, self.output_dtypes)]
+        # The pointer tables and the dims as flat machine arrays (array.array: cheaper to fill than ctypes arrays).
+        in_ptrs = array(_POINTERS, [data_pointer(a) for a in inputs] or [0])
+        out_ptrs = array(_POINTERS, [data_pointer(a) for a in outs] or [0])
+        dims_array = array("q", dims or [0])
+        status = self.entry(in_ptrs.buffer_info()[0], out_ptrs.buffer_info()[0], self.weights_pointer,
+                            data_pointer(arena), dims_array.buffer_info()[0])
         if status != 0:
             raise self.failure(status)
         return outs

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..codegen.llvm.compiler import Specialization, object_from_bitcode
-from ..codegen.llvm.program import Key, Program, value_specialised_inputs
+from ..codegen.llvm.program import Key, Program, key_of, value_specialised_inputs
 from ..codegen.llvm.symbolic import evaluate, size
 from ..codegen.llvm.target import Target
 from ..codegen.llvm.weights import WeightLayout
@@ -42,6 +42,7 @@ from ..ir.text import print_graph
 from ..ir.types import TensorType, format_type
 from ..limits import DEFAULT_LIMITS, Limits
 from .cpu import ALIGN, CpuExecutable, aligned_empty
+from .feeds import READY, FeedChecker, data_pointer
 
 ARENA_GROWTH = 2  # a thread's arena grows to at least this many times its size: decoding grows it every step
 
@@ -85,6 +86,9 @@ class CompiledModel:
         self._lock = threading.Lock()
         self._local = threading.local()  # .arena: this thread's scratch
         self._in_place_pairs = in_place_pairs(graph)  # output -> the input whose buffer it may be bound to
+        self._feeds = FeedChecker(self.inputs, graph.value_symbols, self.program.value_inputs)
+        self._input_names = [i.name for i in self.inputs]
+        self._output_names = [o.name for o in self.outputs]
         self._cache_in_place: tuple[CompiledModel | None, str] | None = None  # with_cache_in_place's answer, kept
 
     # ---- signatures ------------------------------------------------------------------------------
@@ -142,22 +146,56 @@ class CompiledModel:
         capacity-form present output may share memory with an input, its past input's very array (the KV cache
         appended in place: with_cache_in_place)."""
         arrays, bindings, values, bound_by = self._check_inputs(input_feed)
-        names = [o.name for o in self.outputs]
-        if output_names is not None:
+        names = self._output_names
+        if output_names is not None and not all(n in names for n in output_names):
             unknown = [n for n in output_names if n not in names]
-            if unknown:
-                raise ValueError(f"unknown output name(s) {', '.join(map(repr, unknown))}; outputs are {', '.join(names)}")
+            raise ValueError(f"unknown output name(s) {', '.join(map(repr, unknown))}; outputs are {', '.join(names)}")
         key, code = self.program.code_for(bindings, values)
-        check_relations(code, bindings, bound_by)
         exe = self._executable(key, code)
-        call_inputs = [arrays[n] for n in (code.input_names or [i.name for i in self.inputs])]
-        shapes = [[evaluate(size(d), bindings) for d in t.shape] for t in code.output_types]  # type: ignore[union-attr]
+        dims = [bindings.get(s, 0) for s in self.program.symbols]
+        sizes = self.program.size_function(key, frozenset(bindings))
+        if sizes is None:  # sizes that need a symbol no input binds: evaluate says which
+            check_relations(code, bindings, bound_by)
+            shapes = [tuple(evaluate(size(d), bindings) for d in t.shape) for t in code.output_types]  # type: ignore[union-attr]
+            arena_bytes = evaluate(code.arena_bytes, bindings)
+        else:
+            shapes, arena_bytes, holds = sizes(*dims)
+            if not holds:
+                check_relations(code, bindings, bound_by)  # raises, naming the relation that fails
+        call_inputs = [arrays[n] for n in (code.input_names or self._input_names)]
         bound = self._check_outputs(outputs, dict(zip(names, shapes)), arrays) if outputs else None
-        dims = np.array([bindings.get(s, 0) for s in self.program.symbols] or [0], dtype=np.int64)
-        results = exe(call_inputs, shapes, self._arena(evaluate(code.arena_bytes, bindings), bindings), dims,
+        results = exe(call_inputs, shapes, self._arena(arena_bytes, bindings), dims,
                       [bound.get(n) for n in names] if bound else None)
+        if output_names is None:
+            return results
         by_name = dict(zip(names, results))
-        return [by_name[n] for n in (output_names if output_names is not None else names)]
+        return [by_name[n] for n in output_names]
+
+    def static_call(self) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]] | None:
+        """For a model whose code takes no sizes (static shapes, no input that decides shapes by value): its code as a
+        call on arrays the caller has checked already (name -> array of the input's dtype and shape, C-contiguous,
+        aligned, writable), every output in order, without run's name checks and size arithmetic. An array that is
+        not of its input's shape and dtype sends the call through `run` (and its error). None for other models. The
+        FPGA runtime's host regions take this path (fpga_model.py): their inputs are its own checked feed and what it
+        read back from the device."""
+        if self.program.symbols or self.program.value_inputs:
+            return None
+        code = self.compile_generic()
+        if code is None or not isinstance(code.arena_bytes, int):
+            return None
+        exe = self._executable(key_of({}, {}), code)
+        order = code.input_names or self._input_names
+        want = {i.name: (tuple(i.type.shape or ()), i.dtype) for i in self.inputs}
+        shapes = [tuple(t.shape or ()) for t in code.output_types]
+        arena_bytes = code.arena_bytes
+
+        def call(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            if any(arrays[n].shape != s or arrays[n].dtype != d or arrays[n].flags.num & READY != READY
+                   for n, (s, d) in want.items()):
+                return self.run(None, arrays)
+            return exe([arrays[n] for n in order], shapes, self._arena(arena_bytes, {}), [0])
+
+        return call
 
     def _check_outputs(self, outputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]],
                        inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -195,7 +233,7 @@ class CompiledModel:
                                                                 dict[str, str]]:
         """The arrays (native, contiguous), the symbols' sizes, the bytes of value-specialised inputs, and where each
         symbol was bound (for messages)."""
-        return check_feed(self.inputs, feed, self.graph.value_symbols, self.program.value_inputs)
+        return self._feeds.check(feed)
 
     # ---- codes -------------------------------------------------------------------------------------
 
@@ -272,89 +310,6 @@ class CompiledModel:
         return f"CompiledModel({ins} -> {outs}; target {self.target.cpu} [{self.target.isa}], {n} compiled code{'s' * (n != 1)})"
 
 
-def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: Mapping[str, str],
-               value_inputs: Sequence[str] | set[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, int],
-                                                                      dict[str, bytes], dict[str, str]]:
-    """A call's inputs checked against the model's `specs` by name, dtype and shape: the arrays (native, contiguous),
-    the symbols' sizes, the bytes of value-specialised inputs, and where each symbol was bound (for messages)."""
-    if not isinstance(feed, Mapping):
-        raise TypeError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
-    expected = [i.name for i in specs]
-    unknown = [n for n in feed if n not in expected]
-    if unknown:
-        raise ValueError(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model takes {', '.join(expected)}")
-    missing = [n for n in expected if n not in feed]
-    if missing:
-        raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
-    arrays: dict[str, np.ndarray] = {}
-    bindings: dict[str, int] = {}
-    bound_by: dict[str, str] = {}
-    for spec in specs:
-        a = feed[spec.name]
-        if not isinstance(a, np.ndarray):
-            a = np.asarray(a)
-        want = spec.type.dtype.np_dtype
-        if a.dtype.newbyteorder("=") != want.newbyteorder("=") or a.dtype.kind != want.kind:
-            raise TypeError(f"input '{spec.name}' has dtype {a.dtype}, expected {want} ({format_type(spec.type)})")
-        shape = spec.type.shape
-        if shape is not None:
-            if a.ndim != len(shape):
-                raise ValueError(f"input '{spec.name}' has rank {a.ndim} (shape {list(a.shape)}), expected "
-                                 f"{format_type(spec.type)}")
-            for axis, (d, n) in enumerate(zip(shape, a.shape)):
-                if isinstance(d, int):
-                    if d != n:
-                        raise ValueError(f"input '{spec.name}' has size {n} in dim {axis}, expected {d} "
-                                         f"({format_type(spec.type)})")
-                elif isinstance(d, str) and dimlib.symbols(d) == {d}:  # a plain symbol: bind it
-                    if d in bindings and bindings[d] != n:
-                        raise InputShapeError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
-                                              f"{bindings[d]} in another input ({bound_by[d]})")
-                    bindings[d] = int(n)
-                    bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
-        # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
-        arrays[spec.name] = native_array(spec.name, a, want)
-    bind_value_symbols(value_symbols, arrays, bindings, bound_by)
-    for spec in specs:  # polynomial dims are checked once every symbol is bound
-        for axis, d in enumerate(spec.type.shape or ()):
-            if isinstance(d, str) and dimlib.symbols(d) != {d}:
-                value = dimlib.evaluate(d, bindings)
-                n = arrays[spec.name].shape[axis]
-                if value is not None and value != n:
-                    raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
-    values = {n: arrays[n].tobytes() for n in sorted(value_inputs)}
-    return arrays, bindings, values, bound_by
-
-
-def native_array(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
-    """Input `name` as the compiled code reads it: native byte order, C order, aligned, writable (a copy unless it
-    already is). A copy that memory cannot hold (a broadcast view of 2^33 rows costs nothing to make) is a
-    RunOutOfMemoryError naming the input, not numpy's bare MemoryError."""
-    if not a.size:
-        return np.empty(a.shape, want)
-    try:
-        return np.require(a.astype(want, copy=False), want, ["C", "A", "W"])
-    except MemoryError:
-        raise RunOutOfMemoryError(f"out of memory: input '{name}' of shape {list(a.shape)} ({a.size * want.itemsize} "
-                                  f"bytes of {want}) must be copied into a contiguous native array, and that memory "
-                                  f"could not be had") from None
-
-
-def bind_value_symbols(value_symbols: Mapping[str, str], arrays: Mapping[str, np.ndarray], bindings: dict[str, int],
-                       bound_by: dict[str, str]) -> None:
-    """Bind the symbols that inputs give by value (Graph.value_symbols: `past_len` holds `past`)."""
-    for name, symbol in value_symbols.items():
-        a = arrays[name]
-        n = int(a.reshape(-1)[0]) if a.size == 1 else -1
-        if n < 0:
-            raise InputShapeError(f"input '{name}' holds the size '{symbol}': one integer >= 0, not {a.tolist()}")
-        if symbol in bindings and bindings[symbol] != n:
-            raise InputShapeError(f"input '{name}' gives '{symbol}' = {n}, but '{symbol}' is {bindings[symbol]} "
-                                  f"in another input ({bound_by[symbol]})")
-        bindings[symbol] = n
-        bound_by.setdefault(symbol, f"the value of input '{name}'")
-
-
 def check_bound_outputs(specs: Sequence[IOSpec], outputs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]],
                         inputs: Mapping[str, np.ndarray], pairs: Mapping[str, str]) -> dict[str, np.ndarray]:
     """The output arrays a call binds (`outputs`), each checked against the model's `specs` and this call's `shapes`
@@ -368,6 +323,8 @@ def check_bound_outputs(specs: Sequence[IOSpec], outputs: Mapping[str, Any], sha
                          f"{', '.join(by_name)}")
     for name, a in outputs.items():
         spec, want = by_name[name], list(shapes[name])
+        if type(a) is np.ndarray and a.dtype == spec.dtype and list(a.shape) == want and a.flags.num & READY == READY:
+            continue  # the usual case, without making the messages below
         where = f"output '{name}' ({format_type(spec.type)})"
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{where} is bound to a {type(a).__name__}, not a numpy array")
@@ -439,31 +396,25 @@ def in_place_pairs(graph: Graph) -> dict[str, str]:
 
 def check_overlaps(outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray], pairs: Mapping[str, str]) -> None:
     """ValueError when a bound output shares memory with another bound output or with an input, unless it is a
-    present output bound to its own past input's very array (`pairs`). One sweep over the arrays' byte ranges."""
-    spans = [(a.ctypes.data, a.ctypes.data + a.nbytes, kind, n) for kind, arrays in (("output", outputs), ("input", inputs))
-             for n, a in arrays.items() if a.size]  # (all C-contiguous: checked, or made so by the input checks)
-    spans.sort()
-    active: list[tuple[int, int, str, str]] = []
-    for span in spans:
-        active = [x for x in active if x[1] > span[0]]
-        for other in active:
-            if "output" not in (span[2], other[2]) or _same_buffer(span, other, outputs, inputs, pairs):
-                continue
-            out, peer = (span, other) if span[2] == "output" else (other, span)
-            what = f"output '{peer[3]}'" if peer[2] == "output" else f"input '{peer[3]}'"
-            allowed = f"; only a present output may share its past input's array ({', '.join(f'{o} <- {i}' for o, i in pairs.items())})" \
-                if pairs else ": the model has no output that may share an input's array"
-            raise ValueError(f"output '{out[3]}' is bound to memory that {what} uses too{allowed}")
-        active.append(span)
+    present output bound to its own past input's very array (`pairs`). Every array is C-contiguous (checked, or made
+    so by the input checks): its bytes are one range."""
+    outs = [(p, p + a.nbytes, n) for n, a in outputs.items() if a.size for p in (data_pointer(a),)]
+    ins = [(p, p + a.nbytes, n) for n, a in inputs.items() if a.size for p in (data_pointer(a),)]
+    for i, (lo, hi, name) in enumerate(outs):
+        for other in outs[i + 1:]:
+            if lo < other[1] and other[0] < hi:
+                first, second = sorted([(lo, hi, name), other])  # named after the later range, as a sweep finds it
+                _overlap(second[2], f"output '{first[2]}'", pairs)
+        own = pairs.get(name)
+        for ilo, ihi, other_name in ins:
+            if lo < ihi and ilo < hi and not (other_name == own and ilo == lo and outputs[name].shape == inputs[own].shape):
+                _overlap(name, f"input '{other_name}'", pairs)
 
 
-def _same_buffer(a: tuple, b: tuple, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray],
-                 pairs: Mapping[str, str]) -> bool:
-    out, inp = (a, b) if a[2] == "output" else (b, a)
-    if inp[2] != "input" or pairs.get(out[3]) != inp[3]:
-        return False
-    x, y = outputs[out[3]], inputs[inp[3]]
-    return x.ctypes.data == y.ctypes.data and x.shape == y.shape
+def _overlap(name: str, what: str, pairs: Mapping[str, str]) -> None:
+    allowed = f"; only a present output may share its past input's array ({', '.join(f'{o} <- {i}' for o, i in pairs.items())})" \
+        if pairs else ": the model has no output that may share an input's array"
+    raise ValueError(f"output '{name}' is bound to memory that {what} uses too{allowed}")
 
 
 def warn(msg: str) -> None:

@@ -61,13 +61,15 @@ class Sampler:
         self.rng = None if sampling.greedy else np.random.default_rng(sampling.seed)
 
     def __call__(self, logits: np.ndarray, step: int) -> int:
-        row = np.asarray(logits, dtype=np.float64).reshape(-1)
-        if not np.all(np.isfinite(row)):
+        row = np.asarray(logits).reshape(-1)
+        if row.dtype.kind != "f":
+            row = row.astype(np.float64)
+        if not np.isfinite(row).all():
             bad = "NaN" if np.isnan(row).any() else "infinite"
             raise RunError(f"the logits of generated token {step} hold {bad} values: no token can be chosen")
         if self.rng is None:
-            return int(np.argmax(row))
-        return self._sample(row)
+            return int(np.argmax(row))  # (float32 as it came: widening is exact, so the same token, without a copy)
+        return self._sample(row.astype(np.float64, copy=False))
 
     def _sample(self, row: np.ndarray) -> int:
         s = self.sampling

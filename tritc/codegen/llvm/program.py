@@ -28,6 +28,7 @@ from ...ir.graph import Graph
 from ...ir.types import DType
 from .compiler import Specialization, compile_code, symbols_of
 from .ops import CONST_OPERANDS
+from .size_function import SizeFunction, call_sizes
 from .symbolic import SymbolicDimError
 from .target import Target
 from .weights import WeightLayout
@@ -91,6 +92,7 @@ class Program:
         self.max_runtime_codes = MAX_RUNTIME_CODES
         self._runtime: OrderedDict[Key, None] = OrderedDict()  # codes compiled on first use, least recent first
         self._lock = threading.Lock()
+        self._sizes: dict[tuple[Key, frozenset[str]], SizeFunction | None] = {}  # size_function's answers
 
     # ---- compiling ---------------------------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Program:
                             threads=self.threads, fold=self.fold)
         self.stats["compilations"] += 1
         self.codes[key_of(bindings, values)] = code
+        self._sizes.clear()
         return code
 
     def with_values(self, values: Mapping[str, bytes]) -> Graph:
@@ -148,6 +151,7 @@ class Program:
     def add(self, code: Specialization, values: Mapping[str, bytes] | None = None) -> None:
         """A code compiled before (read from an artifact)."""
         self.codes[key_of(code.bindings, values or {})] = code
+        self._sizes.clear()
 
     # ---- choosing ----------------------------------------------------------------------------------------------
 
@@ -192,6 +196,16 @@ class Program:
                     self.stats["evictions"] += 1
         assert found is not None
         return found
+
+    def size_function(self, key: Key, bound: frozenset[str]) -> SizeFunction | None:
+        """The Python function of the code `key`'s sizes for calls that bind the symbols `bound` (size_function.py:
+        output shapes, arena, relations), made once per code and set of bound symbols; None when its sizes need a
+        symbol that is not bound."""
+        try:
+            return self._sizes[key, bound]
+        except KeyError:
+            fn = self._sizes[key, bound] = call_sizes(self.codes[key], self.symbols, bound)
+            return fn
 
 
 __all__ = ["Program", "key_of", "value_specialised_inputs"]
