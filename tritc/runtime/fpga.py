@@ -111,8 +111,10 @@ class Simulator:
     by run(), as in a functional run."""
 
     def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True,
-                 functional: bool = True):
+                 functional: bool = True, trace: bool = False):
         self.check_hazards = check_hazards
+        self.trace = trace
+        self.timeline: list[tuple[int, int, int, int]] = []   # with trace: (instruction, engine, start, finish)
         self._functional = bool(functional)
         self.config = load_config(config)
         size = self.config.dram_bytes if dram_bytes is None else int(dram_bytes)
@@ -198,6 +200,8 @@ class Simulator:
         energy = [0.0, 0.0, 0.0, 0.0]
         hazards = self.check_hazards
         inflight: list[tuple[int, Step]] = []   # (finish, step) of instructions still accessing memory
+        timeline = self.timeline
+        timeline.clear()
         while True:
             # Pushes waiting for room in a full queue go as soon as the token `depth` places ahead is popped.
             for e in range(3):
@@ -260,6 +264,8 @@ class Simulator:
             else:
                 finish = start + s.cycles
             busy[e] += finish - start
+            if self.trace:
+                timeline.append((s.index, e, start, finish))
             if hazards and s.accesses:
                 self._hazard(s, start, finish, inflight)
             if s.effect is not None:
