@@ -480,7 +480,7 @@ def test_race_without_a_token_is_a_hazard():
               Instr(Op.GEMM, m=1, n=16, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
     sim = sim_for()
     sim.load_stream(instrs)
-    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the compute engine reads WGT \[0, 207\] while "
+    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the matrix unit reads WGT \[0, 207\] while "
                                           r"instruction 1 \(LOAD .*\) on the load engine writes \[0, 207\] until cycle"):
         sim.run()
     unchecked = Simulator(EDGE, dram_bytes=MIB, check_hazards=False)
@@ -507,10 +507,15 @@ def test_transfer_costs_latency_plus_bursts_over_bandwidth():
         assert stats["cycles"] == lat + math.ceil(math.ceil(moved / 64) * 64 / bpc), ins
         assert stats["engines"]["load"]["busy"] == stats["cycles"]
         assert stats["seconds"] == stats["cycles"] / 250e6
-    # Back to back on one engine: the costs add up.
-    sim = sim_for(cfg)
+    # Back to back on one engine, one transfer in flight at a time: the costs add up.
+    sim = sim_for(config("edge", dram_outstanding=1))
     sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
     assert sim.run()["cycles"] == sum(lat + math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
+    # As many in flight as there are transfers: each one's latency runs while the data of those before it moves,
+    # so only the first latency shows.
+    sim = sim_for(config("edge", dram_outstanding=len(cases)))
+    sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
+    assert sim.run()["cycles"] == lat + sum(math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
 
 
 def test_loads_and_stores_share_the_dram_channel():
@@ -546,7 +551,10 @@ def test_compute_costs():
         sim.load_stream([ins, Instr(Op.FINISH)])
         stats = sim.run()
         assert stats["cycles"] == cycles, ins
-        assert stats["engines"]["compute"]["busy"] == cycles
+        if ins.op is Op.GEMM:     # the compute engine hands it to the matrix unit in a cycle
+            assert stats["engines"]["matrix"]["busy"] == cycles and stats["engines"]["compute"]["busy"] == 1
+        else:
+            assert stats["engines"]["compute"]["busy"] == cycles
     wide = config("datacenter")                        # 128 lanes: a 7-level tree
     for ins, cycles in [(vop(VFunc.RSUM, 6, 300, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 300, 1)), 6 * 3 + 7 + 8),
                         (vop(VFunc.MM, 1, 128, (Buf.VEC, 0, 128, 1), row(Buf.VEC, 200), (Buf.KV, 0, 128, 1),
@@ -574,7 +582,7 @@ def gemv_stream(cfg, K, N, tile, double_buffer):
 
 
 def test_double_buffering_overlaps_load_and_compute():
-    cfg = config("edge", matrix_rows=4)               # a slower matrix unit: compute close to the load time
+    cfg = config("edge", matrix_rows=4, dram_outstanding=1)   # a slower matrix unit: compute close to the load time
     K, N, tile = 1024, 256, 16
     kw = K // 64
     rng = np.random.default_rng(5)
@@ -611,7 +619,7 @@ def test_stats_keys_and_energy():
     assert set(stats) >= {"cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops",
                           "matrix_utilisation", "engines", "instructions", "host_seconds", "host_device_bytes",
                           "energy_joules", "energy"}
-    assert set(stats["engines"]) == {"load", "compute", "store"}
+    assert set(stats["engines"]) == {"load", "compute", "store", "matrix"}
     assert all(set(v) == {"busy", "stall"} for v in stats["engines"].values())
     assert stats["instructions"] == len(instrs) and stats["host_seconds"] == 0.0 and stats["host_device_bytes"] == 0
     assert stats["ternary_ops"] == 64 * 256
@@ -730,7 +738,7 @@ def test_timing_only_still_checks_races_deadlocks_and_malformed_streams():
     missing = [load(Buf.ACT, 0, 0, 1, 64), Instr(Op.GEMM, m=1, n=1, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
     sim = Simulator(EDGE, dram_bytes=MIB, functional=False)
     sim.load_stream(race)
-    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the compute engine reads WGT"):
+    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the matrix unit reads WGT"):
         sim.run()
     sim.load_stream(missing)
     with pytest.raises(DeadlockError, match=r"compute engine at instruction 1 \(GEMM .* waits for a token in l2c"):

@@ -55,6 +55,8 @@ class Step:
     ternary_ops: int = 0
     energy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     accesses: tuple[tuple[int, int, int, bool], ...] = ()   # (memory, first unit, last unit, writes)
+    matrix: bool = False    # a GEMM: runs on the matrix unit while the compute engine goes on
+    overlap: bool = False   # a VOP that may run while the matrix unit works (every other compute instruction waits)
 
 
 class StepMaker:
@@ -74,7 +76,8 @@ class StepMaker:
         accesses = tuple((_MEMORY_INDEX[v.mem], v.lo, v.hi, v.write) for v in views if not v.empty)
         base = dict(index=index, engine=int(ins.engine), pops=tuple(_QUEUE_INDEX[n] for n in pops(ins)),
                     pushes=tuple(_QUEUE_INDEX[n] for n in pushes(ins)), latency=0, transfer=False,
-                    finish=ins.op is Op.FINISH, accesses=accesses)
+                    finish=ins.op is Op.FINISH, accesses=accesses, matrix=ins.op is Op.GEMM,
+                    overlap=ins.op is Op.VOP and bool(ins.overlap))
         if ins.op in (Op.NOP, Op.FINISH):
             return Step(**base, cycles=1 if ins.op is Op.NOP else 0, effect=None)
         if ins.op in (Op.LOAD, Op.STORE):
@@ -128,8 +131,8 @@ class StepMaker:
     def _gemm_step(self, ins: Instr, views: list[View], base: dict) -> Step:
         c = self.config
         m, n, kw, reset = ins.m, ins.n, ins.kw, ins.reset
-        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) \
-            + math.ceil(math.log2(c.matrix_lanes)) + 2
+        fill = math.ceil(math.log2(c.matrix_lanes)) + 2
+        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) + fill
         ops = m * n * 64 * kw
         effect = self._gemm_effect(ins, views) if self.functional and m and n and (kw or reset) else None
         lanes_blocks = math.ceil(64 * kw / c.matrix_lanes)

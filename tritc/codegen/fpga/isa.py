@@ -139,9 +139,9 @@ FIELDS: dict[Op, list[Field]] = {
     Op.GEMM: [Field("acc_addr", 22), Field("act_addr", 22), Field("wgt_addr", 22), Field("m", 16),
               Field("kw", 12), Field("n", 16), Field("act_rs", 22), Field("acc_rs", 22), Field("reset", 1)],
     # rows x cols results; `depth` is MM's inner length and REQ's shift; imm is a float32 bit pattern (an int32
-    # for REQ); use_imm: b is the immediate instead of src2.
+    # for REQ); use_imm: b is the immediate instead of src2; overlap: may run while the matrix unit still multiplies.
     Op.VOP: [Field("func", 6), Field("rows", 16), Field("cols", 16), Field("depth", 16), Field("imm", 32, True),
-             Field("use_imm", 1), *_operand("dst"), *_operand("src1"), *_operand("src2")],
+             Field("use_imm", 1), *_operand("dst"), *_operand("src1"), *_operand("src2"), Field("overlap", 1)],
 }
 DEP_FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
 

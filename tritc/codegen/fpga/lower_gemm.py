@@ -71,7 +71,7 @@ def plan_gemm(cfg: FpgaConfig, m: int, k: int, n: int, groups: int, kw: int, wor
         quant = 2 * r_q * k + m_t
         per_slot = m_t * n_t * (1 + temp + varying) + (0 if scales_resident else groups * n_t)
         vec = quant + (groups * n if scales_resident else 0) + slots * per_slot + n * resident
-        acc = groups * m_t * n_t
+        acc = groups * m_t * n_t * slots
         if vec <= half[Buf.VEC] and acc <= half[Buf.ACC]:
             return GemmPlan(m_t, n_t, kwc, r_q, scales_resident)
         if n_t > cfg.matrix_rows:
@@ -129,7 +129,9 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
     tq = vec.alloc(plan.r_q * k, "activations")
     s = vec.alloc(plan.m_t, "row factors")
     q = act_a.alloc(plan.m_t * kp, "int8 activations")
-    acc = acc_a.alloc(g_count * plan.m_t * plan.n_t, "accumulators")
+    acc_words = g_count * plan.m_t * plan.n_t
+    # one accumulator area per slot: the matrix unit fills tile i+1's while the vector unit reads tile i's
+    accs = [acc_a.alloc(acc_words, "accumulators") for _ in range(ctx.slots())]
     slot_words = plan.m_t * plan.n_t
     slots = [_Slot(vec, slot_words, temp, len(varying), 0 if plan.scales_resident else g_count * plan.n_t)
              for _ in range(ctx.slots())]
@@ -140,22 +142,57 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
     for m0 in range(0, m, plan.m_t):
         mn = min(plan.m_t, m - m0)
         _quantise(ctx, x, m0, mn, k, kp, gs, kw, g_count, plan.r_q, xq, tq, s, q, attrs)
-        for n0 in range(0, n, plan.n_t):
-            nn = min(plan.n_t, n - n0)
-            slot = slots[tile % len(slots)]
+        # Software-pipelined: tile i's GEMMs are issued before tile i-1's epilogue, so that the vector unit works on
+        # tile i-1 while the matrix unit multiplies tile i (the compute engine goes on past a GEMM, ISA.md).
+        behind = None
+        # a ramp of tile sizes only when WGT holds four tiles: the ring then never waits for the odd sizes
+        ramp = ctx.double_buffer and 4 * plan.n_t * kw * wb * g_count <= ctx.units[Buf.WGT]
+        for n0, nn in _column_tiles(n, plan.n_t, ctx.config.matrix_rows if ramp else 0):
+            slot, acc = slots[tile % len(slots)], accs[tile % len(accs)]
             tile += 1
             for g in range(g_count):
                 for k0 in range(0, kw, plan.kwc):
                     kn = min(plan.kwc, kw - k0)
-                    wgt = ctx.next_wgt_half()
+                    wgt = ctx.next_wgt_half(nn * kn * wb)
                     ctx.load(Buf.WGT, wgt, ctx.image(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
                              nn, kn * wb, kw * wb, 1, kn * wb)
                     ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
                              nn, kp, plan.n_t, k0 == 0, wb)
-            _epilogue(ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
+            if behind is not None:
+                _epilogue(*behind)
+            behind = (ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
                       attrs["activation"], whole)
+            if len(accs) == 1:      # one accumulator area: the next GEMM waits for this epilogue anyway
+                _epilogue(*behind)
+                behind = None
+        if behind is not None:      # before the next block's quantisation overwrites the row factors
+            _epilogue(*behind)
     if whole is not None:
         ctx.keep(out, whole)
+
+
+def _column_tiles(n: int, n_t: int, rows: int) -> list[tuple[int, int]]:
+    """The (first column, columns) of each weight tile: tiles of n_t columns, except that a layer of more than two
+    tiles starts with a half tile (the matrix unit starts as soon as the activations are quantised, instead of
+    waiting for a whole tile to stream in) and ends with a tile of two adder trees' columns (what is left after
+    the last weights arrive, its multiply, epilogue and store, is short)."""
+    if not rows or n <= 2 * n_t or n_t < 4 * rows:
+        return [(n0, min(n_t, n - n0)) for n0 in range(0, n, n_t)]
+    first, last = n_t // 2 - n_t // 2 % rows, 2 * rows
+    sizes = [first]
+    middle = n - first - last
+    count = -(-middle // n_t)
+    each = -(-middle // count)
+    each += -each % rows
+    while middle > 0:
+        sizes.append(min(each, middle))
+        middle -= sizes[-1]
+    sizes.append(last)
+    out, n0 = [], 0
+    for size in sizes:
+        out.append((n0, size))
+        n0 += size
+    return out
 
 
 class _Slot:
