@@ -679,7 +679,7 @@ def every_function_stream(cfg, rng):
         src = (Buf.ACC, 0, 40, 1) if func is VFunc.REQ else (Buf.VEC, 0, 40, 1)
         if func is VFunc.MM:
             instrs.append(vop(func, 4, 4, (Buf.VEC, out, 4, 1), src, (Buf.VEC, 160, 40, 1), depth=40))
-        elif func in (VFunc.RSUM, VFunc.RMAX):
+        elif func in (VFunc.RSUM, VFunc.RMAX, VFunc.AMAX):
             instrs.append(vop(func, 4, 40, (Buf.VEC, out, 1, 1), src))
         else:
             instrs.append(vop(func, 4, 40, (dst_buf, out, 40, 1), src, (Buf.VEC, 160, 40, 1), imm=1 << 29 if func is

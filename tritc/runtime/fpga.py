@@ -193,13 +193,14 @@ class Simulator:
         free = [0, 0, 0, 0]
         busy = [0, 0, 0, 0]
         stall = [0, 0, 0, 0]
-        # A unit's pushes not yet made: (earliest push time, queues left, push times, release, stall before).
-        pending: list[tuple[int, list[int], list[int], int, int] | None] = [None, None, None, None]
+        # A unit's pushes not yet made: (earliest push time, queues left, push times, when the unit is free).
+        pending: list[tuple[int, list[int], list[int], int] | None] = [None, None, None, None]
         push_t: list[list[int]] = [[] for _ in QUEUES]
         pop_t: list[list[int]] = [[] for _ in QUEUES]
         depth = self.config.queue_depth
         outstanding = self.config.dram_outstanding
         ends: list[list[int]] = [[], [], []]   # per DMA engine, the data-phase ends of its transfers
+        accept = 0     # when the matrix unit's pipeline takes the next GEMM: the last one's fill before it drains
         channel = 0
         done = 0
         totals = dict(read=0, write=0, ops=0)
@@ -214,7 +215,7 @@ class Simulator:
                 p = pending[e]
                 if p is None:
                     continue
-                base, queues, times, release, before = p
+                base, queues, times, release = p
                 while queues:
                     qi = queues[0]
                     k = len(push_t[qi])
@@ -226,7 +227,7 @@ class Simulator:
                     queues.pop(0)
                 if not queues:
                     end = max(times, default=base)
-                    stall[e] += before + end - base
+                    stall[e] += end - base
                     free[e] = max(release, end) if end > base else release
                     pending[e] = None
             best = -1
@@ -244,11 +245,13 @@ class Simulator:
                     t = free[e]
                     if e == 1 and (not s.overlap or s.pushes):
                         # Only a VOP marked `overlap` runs while the matrix unit works: everything else waits for
-                        # it; and an instruction that pushes pushes after the GEMM before it (tokens leave the
-                        # compute engine in program order).
+                        # it (a GEMM only for its pipeline to take one more). Tokens leave the compute engine in
+                        # program order: a VOP's pushes wait (posted, the engine goes on) for the GEMM in flight's.
                         if pending[3] is not None:
                             continue
-                        if not s.overlap:
+                        if s.matrix and not s.accumulates:
+                            t = max(t, accept)
+                        elif not s.overlap:
                             t = max(t, free[3])
                     ready = True
                     for qi in s.pops:
@@ -288,9 +291,12 @@ class Simulator:
             elif s.matrix:
                 unit = 3
                 finish = start + s.cycles
-                busy[3] += s.cycles
-                busy[1] += 1               # the compute engine hands the GEMM over in a cycle and goes on
-                free[1] = start + 1
+                busy[3] += finish - max(start, free[3])
+                busy[1] += 1
+                # The compute engine hands the GEMM over in a cycle and goes on once the GEMM before it has
+                # drained, so that only this one is in flight when it does.
+                free[1] = max(start + 1, free[3])
+                accept = finish - s.fill
                 release = base = finish
             else:
                 finish = start + s.cycles
@@ -309,7 +315,7 @@ class Simulator:
             for k in range(4):
                 energy[k] += s.energy[k]
             if s.pushes:
-                pending[unit] = (base, list(s.pushes), [], release if unit != 1 else base, base - finish)
+                pending[unit] = (base, list(s.pushes), [], release)
             else:
                 free[unit] = release
         cycles = max(max(free), max((x[-1] for x in ends if x), default=0))

@@ -28,7 +28,7 @@ VOP_FLOPS: dict[VFunc, tuple[int, int]] = {
     VFunc.DIV: _DIV, VFunc.MAX: (1, 0), VFunc.MIN: (1, 0), VFunc.NEG: (0, 0), VFunc.ABS: (0, 0), VFunc.RECIP: _DIV,
     VFunc.SQRT: _DIV, VFunc.EXP: _EXP, VFunc.SIN: (9, 10), VFunc.COS: (9, 10),
     VFunc.TANH: (_EXP[0] + 2 + _DIV[0], _EXP[1] + _DIV[1]), VFunc.ERF: (_EXP[0] + 7 + _DIV[0], _EXP[1] + 8 + _DIV[1]),
-    VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
+    VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.AMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
     VFunc.ROUND: (1, 0), VFunc.RELU: (1, 0), VFunc.LT: (1, 0), VFunc.EQ: (1, 0),
 }
 SLOW = {VFunc.EXP: 4, VFunc.SIN: 4, VFunc.COS: 4, VFunc.TANH: 4, VFunc.ERF: 4, VFunc.DIV: 8, VFunc.RECIP: 8,
@@ -57,6 +57,8 @@ class Step:
     accesses: tuple[tuple[int, int, int, bool], ...] = ()   # (memory, first unit, last unit, writes)
     matrix: bool = False    # a GEMM: runs on the matrix unit while the compute engine goes on
     overlap: bool = False   # a VOP that may run while the matrix unit works (every other compute instruction waits)
+    fill: int = 0           # a GEMM: its pipeline fill, during which the next GEMM may already enter
+    accumulates: bool = False   # a GEMM without reset: it adds to accumulators, so it enters after the last drained
 
 
 class StepMaker:
@@ -141,7 +143,8 @@ class StepMaker:
         sram = (m * n * kw * c.word_bytes * self._sram_pj[Buf.WGT]
                 + m * math.ceil(n / c.matrix_rows) * 64 * kw * self._sram_pj[Buf.ACT]
                 + 4 * m * n * (1 if reset else 2) * self._sram_pj[Buf.ACC])
-        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0))
+        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0), fill=fill,
+                    accumulates=not reset)
 
     def _gemm_effect(self, ins: Instr, views: list[View]) -> Callable[[], None]:
         acc = self._typed_view(views[0])
@@ -228,9 +231,14 @@ class StepMaker:
         elif func in REDUCTIONS:
             kind = "sum" if func is VFunc.RSUM else "max"
 
+            magnitude = func is VFunc.AMAX    # the sign bit cleared on the way into the lanes
+            floor = magnitude and bool(ins.use_imm)   # AMAX with the immediate: at least imm (MAX's maximum)
+
             def compute() -> np.ndarray:
+                a = np.abs(read("src1")) if magnitude else read("src1")
                 with np.errstate(all="ignore"):
-                    return vu.lane_reduce(read("src1"), lanes, kind)[:, None]
+                    r = vu.lane_reduce(a, lanes, kind)
+                    return (vu.fmax(r, imm) if floor else r)[:, None]
         else:
             binary = func in BINARY or func is VFunc.WHERE
 

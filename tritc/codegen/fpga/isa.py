@@ -94,13 +94,15 @@ class VFunc(IntEnum):
     RELU = 23    # d = max(a, 0)
     LT = 24      # d = 1.0 if a < b else 0.0
     EQ = 25      # d = 1.0 if a == b else 0.0
+    AMAX = 26    # d[i, 0] = max_j |a[i, j]|, and at least imm with use_imm (an activation row's absmax, floored)
 
 
 UNARY = frozenset({VFunc.COPY, VFunc.NEG, VFunc.ABS, VFunc.RECIP, VFunc.SQRT, VFunc.EXP, VFunc.SIN, VFunc.COS,
-                   VFunc.TANH, VFunc.ERF, VFunc.RSUM, VFunc.RMAX, VFunc.REQ, VFunc.ROUND, VFunc.RELU})
+                   VFunc.TANH, VFunc.ERF, VFunc.RSUM, VFunc.RMAX, VFunc.REQ, VFunc.ROUND, VFunc.RELU,
+                   VFunc.AMAX})
 BINARY = frozenset({VFunc.ADD, VFunc.SUB, VFunc.MUL, VFunc.DIV, VFunc.MAX, VFunc.MIN, VFunc.WHERE, VFunc.MM,
                     VFunc.LT, VFunc.EQ})
-REDUCTIONS = frozenset({VFunc.RSUM, VFunc.RMAX})
+REDUCTIONS = frozenset({VFunc.RSUM, VFunc.RMAX, VFunc.AMAX})
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,9 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
 
     # resident: the scales (per channel / group) and the operands every row shares (a bias)
     scales: int | None = None
-    if e.granularity != "per_tensor" and plan.scales_resident:
+    scales_wanted = e.granularity != "per_tensor" and plan.scales_resident
+    if scales_wanted:
         scales = vec.alloc(g_count * n, "scales")
-        ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g_count * n, 0)
     resident: dict[int, View] = {}
     for op in rows_ops:
         if all(op is not w for w in varying):
@@ -126,7 +126,7 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
             resident[id(op)] = load_run(ctx, op, area, 0, 0, 1, 0, n)  # type: ignore[arg-type]
 
     xq = vec.alloc(plan.r_q * k, "activations")
-    tq = vec.alloc(plan.r_q * k, "activations")
+    tq = vec.alloc(plan.r_q, "act_max")
     s = vec.alloc(plan.m_t, "row factors")
     q = act_a.alloc(plan.m_t * kp, "int8 activations")
     acc_words = g_count * plan.m_t * plan.n_t
@@ -160,6 +160,10 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
                              nn, kp, plan.n_t, k0 == 0, wb)
             if behind is not None:
                 _epilogue(*behind)
+            if scales_wanted:
+                # loaded after the first weight tile: the activations and that tile come first from DRAM
+                scales_wanted = False
+                ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g_count * n, 0)
             behind = (ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
                       attrs["activation"], whole)
             if len(accs) == 1:      # one accumulator area: the next GEMM waits for this epilogue anyway
@@ -172,27 +176,24 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
 
 
 def _column_tiles(n: int, n_t: int, rows: int) -> list[tuple[int, int]]:
-    """The (first column, columns) of each weight tile: tiles of n_t columns, except that a layer of more than two
-    tiles starts with a half tile (the matrix unit starts as soon as the activations are quantised, instead of
-    waiting for a whole tile to stream in) and ends with a tile of two adder trees' columns (what is left after
-    the last weights arrive, its multiply, epilogue and store, is short)."""
-    if not rows or n <= 2 * n_t or n_t < 4 * rows:
+    """The (first column, columns) of each weight tile: tiles of n_t columns; or, given `rows` (when WGT holds
+    several tiles and the matrix unit takes GEMMs back to back, so that a tile costs little more than its work),
+    tiles of half that (and at least six), the last one of two adder trees' columns: the matrix unit starts as soon as the
+    activations are quantised and the first half tile is in, and what is left after the last weights arrive (their
+    multiply, epilogue and store) is short."""
+    last = 2 * rows
+    if not rows or n < 4 * last:
         return [(n0, min(n_t, n - n0)) for n0 in range(0, n, n_t)]
-    first, last = n_t // 2 - n_t // 2 % rows, 2 * rows
-    sizes = [first]
-    middle = n - first - last
-    count = -(-middle // n_t)
-    each = -(-middle // count)
-    each += -each % rows
-    while middle > 0:
-        sizes.append(min(each, middle))
-        middle -= sizes[-1]
-    sizes.append(last)
+    size = max(rows, min(n_t // 2, -(-n // 6)))    # at least six tiles
+    count = -(-(n - last) // size)
+    blocks = -(-(n - last) // rows)               # adder-tree blocks of columns, spread evenly over the tiles
+    q, r = divmod(blocks, count)
     out, n0 = [], 0
-    for size in sizes:
-        out.append((n0, size))
-        n0 += size
-    return out
+    for t in range(count):
+        cols = min((q + (t >= count - r)) * rows, n - last - n0)
+        out.append((n0, cols))
+        n0 += cols
+    return out + [(n - last, last)]
 
 
 class _Slot:
@@ -212,20 +213,19 @@ def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: 
     for r0 in range(0, mn, r_q):
         rn = min(r_q, mn - r0)
         on_chip = ctx.resident_at(x, (m0 + r0) * k * 4)
+        if r0 == 0 and attrs["act_scale"] != "mul_reciprocal":
+            # act_max for the division, filled while the rows are still on their way (it depends on nothing)
+            ctx.vop(VFunc.FILL, rn, 1, View(Buf.VEC, tq, 1, 0), None, act_max)
         if on_chip is None:
             ctx.load(Buf.VEC, xq, x, (m0 + r0) * k * 4, rn, k, k * 4)
-        xv, tv = View(Buf.VEC, xq if on_chip is None else on_chip, k, 1), View(Buf.VEC, tq, k, 1)
+        xv = View(Buf.VEC, xq if on_chip is None else on_chip, k, 1)
         sv = View(Buf.VEC, s + r0, 1, 0)
-        ctx.vop(VFunc.ABS, rn, k, tv, xv)
-        ctx.vop(VFunc.RMAX, rn, k, sv, tv)
-        ctx.vop(VFunc.MAX, rn, 1, sv, sv, eps)
+        ctx.vop(VFunc.AMAX, rn, k, sv, xv, eps)          # max(absmax, eps) in one pass
         if attrs["act_scale"] == "mul_reciprocal":
             ctx.vop(VFunc.RECIP, rn, 1, sv, sv)
             ctx.vop(VFunc.MUL, rn, 1, sv, sv, act_max)
         else:
-            top = View(Buf.VEC, tq, 1, 0)
-            ctx.vop(VFunc.FILL, rn, 1, top, None, act_max)
-            ctx.vop(VFunc.DIV, rn, 1, sv, top, sv)
+            ctx.vop(VFunc.DIV, rn, 1, sv, View(Buf.VEC, tq, 1, 0), sv)
         for g in range(groups):
             ctx.vop(VFunc.MUL, rn, gs, View(Buf.ACT, q + r0 * kp + g * kw * TRIT_GROUP, kp, 1), xv.shift(0, g * gs), sv)
 
