@@ -145,8 +145,11 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         # Software-pipelined: tile i's GEMMs are issued before tile i-1's epilogue, so that the vector unit works on
         # tile i-1 while the matrix unit multiplies tile i (the compute engine goes on past a GEMM, ISA.md).
         behind = None
-        # a ramp of tile sizes only when WGT holds four tiles: the ring then never waits for the odd sizes
-        ramp = ctx.double_buffer and 4 * plan.n_t * kw * wb * g_count <= ctx.units[Buf.WGT]
+        # smaller tiles where the matrix unit, not DRAM, sets the pace (per column it takes at least 3/4 of the
+        # time DRAM does: datacenter), and when WGT holds four tiles (the ring never waits for the odd sizes)
+        cfg = ctx.config
+        matrix_bound = 64 * kw / (cfg.matrix_rows * cfg.matrix_lanes) >= 0.75 * kw * wb / cfg.bytes_per_cycle
+        ramp = ctx.double_buffer and matrix_bound and 4 * plan.n_t * kw * wb * g_count <= ctx.units[Buf.WGT]
         for n0, nn in _column_tiles(n, plan.n_t, ctx.config.matrix_rows if ramp else 0):
             slot, acc = slots[tile % len(slots)], accs[tile % len(accs)]
             tile += 1
