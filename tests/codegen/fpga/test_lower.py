@@ -139,10 +139,11 @@ def test_gemv_streams_weights_near_the_dram_roofline_and_double_buffering_pays()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,floor", [("edge", 0.9), ("datacenter", 0.55)])
+@pytest.mark.parametrize("preset,floor", [("edge", 0.95), ("datacenter", 0.8)])
 def test_gemv_4096_fraction_of_roofline(preset, floor):
-    """docs/FPGA.md: edge streams at ~96% of its DRAM roofline; the datacenter matrix unit (8192 trit products per
-    cycle) is slower than its HBM (9058 trits per cycle), so there the GEMV is compute-bound."""
+    """docs/FPGA.md: edge streams at ~97% of its DRAM roofline; the datacenter matrix unit (8192 trit products per
+    cycle) is slower than its HBM (9058 trits per cycle), so there the GEMV is compute-bound (at most 90% of the
+    roofline) and reaches 81% with the epilogue, the DRAM latencies and the GEMM fills hidden."""
     g, feeds = ternary_graph((1,), 4096, 4096, seed=2)
     cfg = PRESETS[preset]
     _, st, _ = run_device(g, feeds, preset, True)
