@@ -530,6 +530,56 @@ def test_loads_and_stores_share_the_dram_channel():
     assert stats["dram_read_bytes"] == big and stats["dram_write_bytes"] == big
 
 
+def test_matrix_unit_runs_beside_the_vector_unit():
+    """ISA.md, "The matrix unit beside the compute engine": a VOP marked overlap runs while a GEMM multiplies, any
+    other waits for it; back-to-back GEMMs pay one pipeline fill; an overlapping VOP that touches the GEMM's memory
+    is a hazard."""
+    gemm = Instr(Op.GEMM, acc_addr=0, m=1, n=64, kw=16, acc_rs=64, reset=1)      # 4 x 16 + a fill of 8: 72 cycles
+    add = dict(func=VFunc.ADD, rows=1, cols=1000, dst=(Buf.VEC, 0, 0, 1), src1=(Buf.VEC, 2000, 0, 1), imm=1.0)
+
+    def cycles(*instrs):
+        sim = sim_for()
+        sim.load_stream([*instrs, Instr(Op.FINISH)])
+        return sim.run()
+
+    def add_vop(**flags):
+        a = dict(add)
+        return vop(a.pop("func"), a.pop("rows"), a.pop("cols"), a.pop("dst"), a.pop("src1"), imm=a.pop("imm"), **flags)
+
+    assert cycles(gemm)["cycles"] == 72 and cycles(add_vop())["cycles"] == 63 + 8
+    assert cycles(gemm, add_vop())["cycles"] == 72 + 71                          # waits for the matrix unit
+    st = cycles(gemm, add_vop(overlap=1))
+    assert st["cycles"] == 1 + 71                                                  # handed over in a cycle
+    assert st["engines"]["matrix"]["busy"] == 72 and st["engines"]["compute"]["busy"] == 1 + 71
+    assert cycles(gemm, gemm.replace(acc_addr=64))["cycles"] == 72 + 72 - 8        # the fill paid once
+    assert cycles(gemm, gemm.replace(reset=0))["cycles"] == 72 + 72                # accumulating: after the drain
+    reads_acc = vop(VFunc.MUL, 1, 64, (Buf.VEC, 0, 0, 1), (Buf.ACC, 0, 0, 1), imm=2.0, overlap=1)
+    with pytest.raises(HazardError, match=r"on the compute engine reads ACC \[0, 63\] while instruction 0 \(GEMM"):
+        cycles(gemm, reads_acc)
+    # Tokens leave the compute engine in program order: the VOP's push waits for the GEMM's (posted: the engine
+    # goes on), so the store it releases starts when the GEMM has finished.
+    st = cycles(gemm.replace(push_next=1), add_vop(overlap=1, push_next=1), store(Buf.VEC, 0, 0, 1, 16, pop_prev=1),
+                store(Buf.VEC, 0, 64, 1, 16, pop_prev=1))
+    assert st["engines"]["store"]["stall"] == 72
+
+
+def test_amax_is_the_absmax_floored_by_the_immediate():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 300)).astype(np.float32)
+    a[1] = 0.0
+    sim = sim_for()
+    sim.write(0, a)
+    sim.load_stream([load(Buf.VEC, 0, 0, 3, 300, push_next=1),
+                     vop(VFunc.AMAX, 3, 300, (Buf.VEC, 1000, 1, 1), (Buf.VEC, 0, 300, 1), pop_prev=1),
+                     vop(VFunc.AMAX, 3, 300, (Buf.VEC, 1003, 1, 1), (Buf.VEC, 0, 300, 1), imm=1e-5, push_next=1),
+                     store(Buf.VEC, 1000, 0x10000, 1, 6, pop_prev=1), Instr(Op.FINISH)])
+    st = sim.run()
+    out = sim.read(0x10000, 24).view(np.float32)
+    ref = np.abs(a).max(axis=1)
+    assert np.array_equal(out[:3], ref) and np.array_equal(out[3:], np.maximum(ref, np.float32(1e-5)))
+    assert st["cycles"] > 0
+
+
 def test_compute_costs():
     cfg = EDGE
     cases = [
