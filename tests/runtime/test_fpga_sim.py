@@ -556,6 +556,9 @@ def test_matrix_unit_runs_beside_the_vector_unit():
     reads_acc = vop(VFunc.MUL, 1, 64, (Buf.VEC, 0, 0, 1), (Buf.ACC, 0, 0, 1), imm=2.0, overlap=1)
     with pytest.raises(HazardError, match=r"on the compute engine reads ACC \[0, 63\] while instruction 0 \(GEMM"):
         cycles(gemm, reads_acc)
+    with pytest.raises(StreamError, match=r"overlap is set, but its src1 touches ACC \[0, 63\] that instruction 0"):
+        check_stream([gemm, reads_acc, Instr(Op.FINISH)], EDGE)         # and the static check says so first
+    check_stream([gemm, add_vop(overlap=1), Instr(Op.FINISH)], EDGE)
     # Tokens leave the compute engine in program order: the VOP's push waits for the GEMM's (posted: the engine
     # goes on), so the store it releases starts when the GEMM has finished.
     st = cycles(gemm.replace(push_next=1), add_vop(overlap=1, push_next=1), store(Buf.VEC, 0, 0, 1, 16, pop_prev=1),
