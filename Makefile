@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-random test-latest lint install lock clean
+.PHONY: demo test test-long test-random test-latest lint install lock clean
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -30,7 +30,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check tritc tests examples benchmarks
 
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q -m "not long"
+
+# The checks that take many minutes (HARDENING.md's full sizes); make test runs a reduced form of each.
+test-long: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m long
 
 # The property tests with fresh random examples and 20x their budget (make test is derandomised).
 test-random: $(STAMP)

@@ -257,7 +257,7 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     import tritc.driver  # noqa: F401  (imported before the patch: it binds load_model at import, and must keep the real one)
     import tritc.frontend.onnx as frontend
 
-    def broken(path):
+    def broken(path, **kwargs):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(frontend, "load_model", broken)
@@ -267,7 +267,7 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     assert err.endswith("\n") and err.splitlines()[-1].startswith("tritc: internal error: this is a bug in tritc")
     save(tmp_path / "m.onnx", relu_model())
     code = ("import sys, tritc.cli, tritc.frontend.onnx as f\n"
-            "def broken(path): raise RuntimeError('bug')\n"
+            "def broken(path, **kw): raise RuntimeError('bug')\n"
             "f.load_model = broken\n"
             "sys.exit(tritc.cli.main(['dump', 'm.onnx']))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
+from .limits import Limits  # the resource budgets: tritc.compile(m, limits=tritc.Limits(max_tensor_bytes=...))
+
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Iterable
 
@@ -27,11 +29,20 @@ def compile(model: Any, target: str = "cpu", **options: Any) -> CompiledModel:  
     return compile_model(model, target=target, **options)
 
 
-def load(path: Any, **options: Any) -> CompiledModel:
-    """Load a compiled artifact (every section verified; rebuilt for this CPU if needed)."""
+def load(path: Any, *, key: bytes | None = None, **options: Any) -> CompiledModel:
+    """Load a compiled artifact (every section verified; rebuilt for this CPU if needed). `key`: the artifact must be
+    signed with this key (HMAC-SHA256, `model.save(path, sign_key=key)`); see docs/ARTIFACT.md, "Security": an
+    artifact holds native code, so loading one is running its author's program."""
     from .runtime.serialize import load_model
 
-    return load_model(path, **options)
+    return load_model(path, key=key, **options)
+
+
+def read_key(path: Any) -> bytes:
+    """The signing key in a file (its bytes, without a trailing newline), for tritc.load(key=) and model.save(sign_key=)."""
+    from .runtime.artifact import read_key as read
+
+    return read(path)
 
 
 def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
@@ -41,7 +52,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
     """Generate up to `max_new_tokens` token ids after the prompt `input_ids` with a decoder that has a KV cache.
 
     model: an .onnx path (compiled, `compile_options` as for tritc.compile), a .tritc path (loaded), a compiled model,
-    or any object with onnxruntime's session interface. Greedy by default (temperature 0); temperature > 0 samples,
+    or any object with onnxruntime's session interface (`key=`: the key a .tritc path must be signed with, as for
+    tritc.load). Greedy by default (temperature 0); temperature > 0 samples,
     within top_k / top_p, reproducibly for a `seed`. Stops after a token in `stop_ids`, or when the cache holds
     `max_context` tokens (default: the model's position table, if it has one). on_token(token) is called as each
     token comes; stream=True returns an iterator of the tokens (its `.result` once done) instead of the result.
@@ -54,4 +66,4 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int, *, temperature: fl
                           **compile_options)
 
 
-__all__ = ["__version__", "compile", "generate", "load"]
+__all__ = ["Limits", "__version__", "compile", "generate", "load", "read_key"]

@@ -10,6 +10,7 @@ Everything a user can choose is a keyword argument here and a flag of the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from .errors import CompilerError, InternalError, OptionError, UnsupportedError
 from .frontend.metadata import metadata_of, recorded_sizes
 from .frontend.onnx import import_model, load_model, load_model_bytes
 from .ir.graph import Graph
+from .limits import DEFAULT_LIMITS, CompileClock, Limits
+from .passes.fold_constants import FoldConstants
 from .passes.pass_manager import Pass, PassManager, parse_pass_list
 from .passes.pipelines import TernaryFlag, pass_source, with_ternary_flags
 from .passes.pipelines import pipeline as named_pipeline
@@ -36,16 +39,16 @@ FPGA_FLOAT_LAYERS = ("radix3", "host")
 DEFAULT_DIM = 1  # size compiled ahead of time, without generic code, for a symbolic dim nobody gave a size for
 
 
-def import_any(model: Any) -> tuple[Graph, str]:
+def import_any(model: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[Graph, str]:
     """A Graph from a path, bytes, ModelProto or Graph (copied), and a name for messages."""
     if isinstance(model, Graph):
         return model.copy(), model.name
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model), str(model)
+        return load_model(model, limits=limits), str(model)
     if isinstance(model, (bytes, bytearray)):
-        return load_model_bytes(bytes(model)), "<bytes>"
+        return load_model_bytes(bytes(model), limits=limits), "<bytes>"
     if isinstance(model, onnx.ModelProto):
-        return import_model(model), model.graph.name or "<model>"
+        return import_model(model, limits=limits), model.graph.name or "<model>"
     raise TypeError(f"cannot compile a {type(model).__name__}: give a path, bytes, an onnx.ModelProto or a tritc Graph")
 
 
@@ -54,6 +57,13 @@ def build_passes(*, pipeline: str = "cpu", passes: str | None = None, **ternary:
     if passes:
         return with_ternary_flags(parse_pass_list(passes), pass_source(pipeline, passes), **ternary)
     return named_pipeline(pipeline, **ternary)
+
+
+def within_limits(plist: list[Pass], limits: Limits) -> list[Pass]:
+    """The passes with the budgets of `limits` applied: fold-constants refuses results over max_fold_bytes (or over
+    its own limit-bytes, if that is lower)."""
+    return [dataclasses.replace(p, limit_bytes=min(p.limit_bytes, limits.max_fold_bytes))
+            if isinstance(p, FoldConstants) else p for p in plist]
 
 
 def parse_shapes(items: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
@@ -123,7 +133,7 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                   cpu_features: str | None = None, opt_level: int = 3,
                   progress: Callable[[str], None] | None = None, lazy: bool = False,
                   fpga_config: Any = None, fpga_float_act: str = "int8", fpga_float_layers: str = "radix3",
-                  double_buffer: bool = True, device: Any = None) -> Any:
+                  double_buffer: bool = True, device: Any = None, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Compile `model` for `target` ("cpu" or "fpga"). Options mirror `tritc compile`'s flags. lazy=True stops after
     the passes: the first run compiles the code it needs (generation does, when it runs the model's capacity form
     instead: CompiledModel.with_cache_in_place). For "fpga": `fpga_config` (a preset name, a JSON path, a dict or an
@@ -131,7 +141,8 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     the matrix unit; "host": they stay float and run on the host), `fpga_float_layers` ("radix3": float linear layers
     such as an LM head become five balanced-ternary planes on the matrix unit; "host": they stay float, on the host),
     `double_buffer`, and a `device` to run on (the
-    Simulator by default); the result is an FpgaModel."""
+    Simulator by default); the result is an FpgaModel. `limits`: the resource budgets (tritc/limits.py,
+    docs/LIMITS.md), from the model's size to the compile's wall time and the arena of a run."""
     if target not in TARGETS:
         raise UnsupportedError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
     if target == "fpga":
@@ -139,18 +150,20 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
                             ternary=ternary, ternary_include=ternary_include, ternary_exclude=ternary_exclude,
                             ternary_act=ternary_act, shapes=shapes, progress=progress, fpga_config=fpga_config,
                             fpga_float_act=fpga_float_act, fpga_float_layers=fpga_float_layers,
-                            double_buffer=double_buffer, device=device)
+                            double_buffer=double_buffer, device=device, limits=limits)
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     say = progress or (lambda _msg: None)
+    clock = CompileClock(limits, str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     say("importing")
-    graph, name = import_any(model)
-    plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
-                         ternary_exclude=ternary_exclude, ternary_act=ternary_act)
+    graph, name = import_any(model, limits)
+    plist = within_limits(build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
+                                       ternary_exclude=ternary_exclude, ternary_act=ternary_act), limits)
     source_constraints(graph, say)
-    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
+    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"), before_each=clock.check)
     pm.run(graph)
     report = pm.result_of("fold-ternary")
+    clock.check("laying out the weights")
     say("laying out weights")
     layout, blob = layout_weights(graph)
     tgt = host_target(cpu_features, opt_level=opt_level)
@@ -158,13 +171,17 @@ def compile_model(model: Any, *, target: str = "cpu", threads: int | None = None
     if report is not None:
         meta["ternary"] = report.summary()
     cm = CompiledModel(graph, layout, blob, tgt, threads=threads, meta=meta, progress=say)
+    cm.max_arena_bytes = limits.max_arena_bytes
     given = shape_bindings(graph, shapes)
+    clock.check("code generation")
     if not cm.program.value_inputs and not lazy:
         generic = cm.compile_generic()
         if generic is None:
             say(f"no generic code: {cm.program.generic_error}")
+            clock.check("the code for the default sizes")
             cm.compile_for(default_sizes(graph, given, model, say))
         elif given:
+            clock.check("the code for the --shape sizes")
             cm.compile_for(given)
     say("done")
     cm.pass_timings = pm.timing_table()  # type: ignore[attr-defined]
@@ -176,7 +193,7 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
                  ternary_include: Sequence[str], ternary_exclude: Sequence[str], ternary_act: str | None,
                  shapes: Sequence[str] | Mapping[str, int] | None, progress: Callable[[str], None] | None,
                  fpga_config: Any, fpga_float_act: str, fpga_float_layers: str, double_buffer: bool,
-                 device: Any) -> Any:
+                 device: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
     """The FPGA target: the fpga pipeline, then the stream lowered for the --shape sizes (dims not given: their
     default) so that compile errors show at compile time; other sizes are lowered when first run."""
     from .codegen.fpga.config import load_config
@@ -190,18 +207,20 @@ def compile_fpga(model: Any, *, threads: int | None, pipeline: str, passes: str 
         raise OptionError(f"threads must be at least 1, not {threads}")
     config = load_config(fpga_config)
     say = progress or (lambda _msg: None)
+    clock = CompileClock(limits, str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     say("importing")
-    graph, name = import_any(model)
-    plist = build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
-                         ternary_exclude=ternary_exclude, ternary_act=ternary_act)
+    graph, name = import_any(model, limits)
+    plist = within_limits(build_passes(pipeline=pipeline, passes=passes, ternary=ternary, ternary_include=ternary_include,
+                                       ternary_exclude=ternary_exclude, ternary_act=ternary_act), limits)
     if fpga_float_act == "host":
         plist = [p for p in plist if p.name != "quantize-activations"]
     if fpga_float_layers == "host":
         plist = [p for p in plist if p.name != "fold-radix3"]
     source_constraints(graph, say)
-    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"))
+    pm = PassManager(plist, progress=lambda m: say(f"pass {m}"), before_each=clock.check)
     pm.run(graph)
     report = pm.result_of("fold-ternary")
+    clock.check("lowering for the FPGA")
     meta: dict[str, Any] = {"source": Path(name).name if name else "", "passes": [p.describe() for p in plist],
                             "fpga_float_act": fpga_float_act, "fpga_float_layers": fpga_float_layers}
     if report is not None:

@@ -58,7 +58,12 @@ class ArtifactVersionError(ArtifactError):
 
 
 class ArtifactCompatibilityError(ArtifactError):
-    """An artifact was built for a target this host cannot run and cannot be rebuilt for it."""
+    """An artifact was built for a target this host cannot run and cannot be rebuilt for it (another architecture;
+    an FPGA stream for another ISA version or accelerator build)."""
+
+
+class ArtifactWriteError(ArtifactError):
+    """An artifact could not be written (disk full, a read-only folder); the destination was left as it was."""
 
 
 class InputShapeError(CompilerError, ValueError):
@@ -80,6 +85,11 @@ class InternalError(Exception):
 class RunError(RuntimeError):
     """Compiled code stopped with a non-zero status; the message names the node and what failed. Not a
     CompilerError (the model and inputs were accepted) and not a bug: the CLI prints it on one line, exit 2."""
+
+
+class AcceleratorTimeoutError(RunError):
+    """A device run went over its budget (simulated cycles, or wall-clock seconds of a watchdog): a hung or runaway
+    accelerator. The message says "accelerator timeout after ..." and names the budget."""
 
 
 class RunOutOfMemoryError(RunError, MemoryError):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tritc
+from tritc.errors import ResourceLimitError
 from tritc.ir.interpreter import run
 from tritc.ir.text import parse_graph
 
@@ -183,14 +184,18 @@ def test_matmul_integer_zero_points_and_broadcast():
 }""", feeds)
 
 
-def test_matmul_integer_wraps_like_int32():
-    k = 33100  # 255 * 255 * k > 2**31: the int32 accumulator wraps, exactly as the interpreter's int64 -> int32 cast
+def test_matmul_integer_past_the_int32_bound_is_refused():
+    # 255 * 255 * k > 2**31: the interpreter's int64 -> int32 cast wraps (ONNX's int32 accumulation), but compiled
+    # code refuses the node at compile time rather than wrap (docs/INTEGER.md; tests/hardening/test_integer_bounds.py)
+    k = 33100
     a, b = np.full((1, k), 255, np.uint8), np.full((k, 2), 255, np.uint8)
-    got = compare(f"""graph @g(%a: u8[1,{k}], %b: u8[{k},2]) -> (%y: i32[1,2]) {{
+    text = f"""graph @g(%a: u8[1,{k}], %b: u8[{k},2]) -> (%y: i32[1,2]) {{
   %y = matmul_integer(%a, %b) : i32[1,2]
   return %y
-}}""", {"a": a, "b": b})
-    assert got["y"][0, 0] == np.int64(255 * 255 * k).astype(np.int32) < 0
+}}"""
+    assert run(parse_graph(text), {"a": a, "b": b})["y"][0, 0] == np.int64(255 * 255 * k).astype(np.int32) < 0
+    with pytest.raises(ResourceLimitError, match="K = 33100 .* K <= 33025"):
+        tritc.compile(parse_graph(text), pipeline="none")
 
 
 def test_matmul_integer_empty():

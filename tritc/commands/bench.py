@@ -13,7 +13,7 @@ from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
 from .inputs import SIZES_HELP, check_names, choose_bindings, make_inputs
 from .machine import cores, cpu_model
-from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
+from .options import add_limit_option, add_pass_options, add_progress_options, add_shape_option, build_pass_list, limits_of
 from .output import Progress, human_seconds
 from .run import check_feed
 from .verify import ort_reason
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", metavar="R", type=int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     add_progress_options(p)
     p.set_defaults(func=run)
 
@@ -74,17 +75,19 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"--warmup must be >= 0 and --runs >= 1 (got {args.warmup} and {args.runs})")
     check_cpu_features(args.cpu_features)
     build_pass_list(args)
+    limits = limits_of(args)
     threads = args.threads if args.threads is not None else cores()
     if threads < 1:
         raise OptionError(f"threads must be at least 1, not {threads}")
     args.threads = threads
     say = Progress.from_args(args)
     say(f"importing {args.model}")
-    graph = frontend.load_model(args.model)
+    graph = frontend.load_model(args.model, limits=limits)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names({}, inputs, all_required=False)
     bindings = choose_bindings(inputs, parse_shapes(args.shape), {}, graph=graph,
-                               recorded=recorded_sizes(metadata_of(args.model), inputs))
+                               recorded=recorded_sizes(metadata_of(args.model), inputs),
+                               max_input_bytes=limits.max_input_bytes)
     feeds, _ = make_inputs(inputs, bindings.sizes, {}, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)

@@ -10,12 +10,15 @@ import sys
 
 from ..errors import OptionError
 from .options import (
+    add_limit_option,
     add_pass_options,
     add_progress_options,
     add_shape_option,
     add_threads_option,
     build_pass_list,
+    limits_of,
     pass_kwargs,
+    read_key_option,
 )
 from .output import Progress, check_output_file, format_bindings, human_bytes, human_seconds
 
@@ -33,7 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_shape_option(p, "dims not given are compiled at sizes the model records, else at 1 if the model admits it, "
                         "else at the smallest sizes it admits")
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     p.add_argument("--timings", action="store_true", help="print a table of time per pass to stderr")
+    p.add_argument("--sign-key", metavar="FILE", default=None,
+                   help="sign the artifact with the key in FILE (HMAC-SHA256; at least 16 bytes, e.g. head -c 32 "
+                        "/dev/urandom > FILE): loaders given the key refuse any artifact it did not sign")
     add_progress_options(p)
     p.set_defaults(func=run)
 
@@ -88,8 +95,9 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
     fpga = getattr(args, "target", "cpu") == "fpga"
     if not fpga and getattr(args, "fpga_config", None) is not None:
         raise OptionError("--fpga-config goes with --target fpga")
-    build_pass_list(args)  # the pass options and --shape are checked before the model is even read
+    build_pass_list(args)  # the pass options, --shape and --limit are checked before the model is even read
     parse_shapes(args.shape)
+    limits = limits_of(args)
 
     def relay(msg: str) -> None:
         if msg == "importing" and not isinstance(model, (str, os.PathLike)):
@@ -100,17 +108,18 @@ def compile_with_options(args: argparse.Namespace, model: object, say: Progress,
              "fpga_float_layers": args.fpga_float_layers, "double_buffer": args.double_buffer} if fpga else {}
     cm = compile_model(model, target=args.target, threads=args.threads, shapes=shapes if shapes is not None else args.shape,
                        cpu_features=args.cpu_features, opt_level=args.opt_level, progress=relay, lazy=lazy,
-                       **pass_kwargs(args), **extra)
+                       limits=limits, **pass_kwargs(args), **extra)
     cm.progress = None  # later compilations (a new shape at run time) are not part of this command's progress
     return cm
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.output)
+    key = read_key_option(args.sign_key)
     say = Progress.from_args(args)
     cm = compile_with_options(args, args.model, say)
     say(f"writing {out}")
-    cm.save(out)
+    cm.save(out, sign_key=key)
     if args.timings:
         sys.stderr.write(cm.pass_timings)
     print(summary(cm, out, say.elapsed), end="")

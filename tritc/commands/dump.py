@@ -15,7 +15,7 @@ from ..passes.pass_manager import PASSES, Pass, PassManager
 from ..passes.pipelines import pass_source
 from ..passes.ternary_report import TernaryReport
 from .memory_report import render_memory_report
-from .options import add_pass_options, add_shape_option, pass_kwargs, ternary_flags_given
+from .options import add_limit_option, add_pass_options, add_shape_option, limits_of, pass_kwargs, ternary_flags_given
 from .output import emit, ending_in_newline, prepare_folder, write_atomic
 
 EXIT_OK = 0
@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "largest values, at the --shape sizes, and the arena as a formula of the symbols")
     add_shape_option(p, "with --memory-report: the sizes the numbers are for (dims not given: 1); with --pipeline "
                         "specialise: the sizes it binds")
+    add_limit_option(p)
     p.set_defaults(func=run)
 
 
@@ -60,7 +61,7 @@ def default_pipeline(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..driver import build_passes
+    from ..driver import build_passes, within_limits
     from ..frontend import onnx as frontend  # looked up at call time, so tests can stand in a broken frontend
 
     if args.json and not args.ternary_report:
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.after == "all" and not args.output:
         raise OptionError("--after all writes one file per pass: give the folder with -o DIR")
     kwargs = pass_kwargs(args, default_pipeline(args))
+    limits = limits_of(args)
     passes = build_passes(**kwargs)
     if binds:  # the specialise step of a compile, for the sizes given (the others stay symbolic)
         from ..driver import parse_shapes
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     render = _renderer(args.format)
     ext = "dot" if args.format == "dot" else "ir"
 
-    graph = frontend.load_model(args.model)
+    passes = within_limits(passes, limits)
+    graph = frontend.load_model(args.model, limits=limits)
     per_pass: list[tuple[str, str]] = []  # (file name, text): written only once every pass succeeded
     chosen: list[str] = []
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import OptionError
 from .compile import add_target_options, compile_with_options
-from .options import add_pass_options, add_progress_options, ternary_flags_given
+from .options import add_key_option, add_limit_option, add_pass_options, add_progress_options, read_key_option, ternary_flags_given
 from .output import Progress, human_seconds
 
 EXIT_OK = 0
@@ -41,8 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the most tokens the KV cache holds, allocated at the start (default: the model's position "
                         "table if it has one; the cache grows by doubling)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
+    add_key_option(p)
     add_target_options(p)
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     add_progress_options(p)
     p.set_defaults(func=run, shape=[])
 
@@ -66,6 +68,8 @@ def load(args: argparse.Namespace) -> Any:
     """The model to generate with: an .onnx file compiled with the command's options, else a .tritc loaded."""
     say = Progress.from_args(args)
     if Path(args.model).suffix.lower() == ".onnx":
+        if args.key is not None:
+            raise OptionError(f"--key: {args.model} is an ONNX model; the key checks the signature of a .tritc artifact")
         return compile_with_options(args, args.model, say, lazy=True)  # generation compiles what it runs
     given = [flag for flag, on in (("--pipeline", args.pipeline is not None), ("-p", args.passes is not None),
                                    ("--ternary*", ternary_flags_given(args)), ("--cpu-features", args.cpu_features is not None),
@@ -75,7 +79,7 @@ def load(args: argparse.Namespace) -> Any:
     import tritc
 
     say(f"loading {args.model}")
-    return tritc.load(args.model, threads=args.threads)
+    return tritc.load(args.model, threads=args.threads, key=read_key_option(args.key))
 
 
 def stats_line(result: Any) -> str:

@@ -18,6 +18,7 @@ from ..errors import OptionError
 from ..ir import dims as dimlib
 from ..ir.casts import convert, int_range
 from ..ir.types import DType, TensorType, format_type
+from ..limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from ..ir.graph import Graph
@@ -30,9 +31,9 @@ INT_HIGH = 32  # random integer inputs are in [0, INT_HIGH): token ids below any
 # ---- .npy files ---------------------------------------------------------------------------------
 
 
-def load_npy(path: str, what: str) -> np.ndarray:
+def load_npy(path: str, what: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """An array from a .npy file. Pickled object arrays are refused, and a header that promises more data
-    than the file holds is caught before anything of that size is allocated."""
+    than the file holds, or more than `limits.max_input_bytes`, is caught before anything of that size is allocated."""
     p = Path(path)
     if not p.exists():
         raise OptionError(f"{what}: {path}: no such file")
@@ -57,6 +58,9 @@ def load_npy(path: str, what: str) -> np.ndarray:
             if dtype.hasobject:
                 raise OptionError(f"{what}: {path}: holds Python objects (a pickle), which tritc never loads")
             need = math.prod(shape) * dtype.itemsize
+            if need > limits.max_input_bytes:
+                raise limits.exceeded("max_input_bytes", need, f"{what}: {path}: the array of shape {list(shape)} "
+                                                               f"({dtype}) needs")
             if size - f.tell() < need:
                 raise OptionError(f"{what}: {path}: truncated (the header promises {need} bytes of data, "
                                   f"the file has {size - f.tell()})")
@@ -74,8 +78,8 @@ def _first_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
 
 
-def parse_input_files(items: Sequence[str]) -> dict[str, np.ndarray]:
-    """--input NAME=FILE.npy ... -> arrays by input name."""
+def parse_input_files(items: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> dict[str, np.ndarray]:
+    """--input NAME=FILE.npy ... -> arrays by input name, each within limits.max_input_bytes."""
     out: dict[str, np.ndarray] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -83,7 +87,7 @@ def parse_input_files(items: Sequence[str]) -> dict[str, np.ndarray]:
             raise OptionError(f"bad --input '{item}' (expected NAME=FILE.npy, e.g. input_ids=ids.npy)")
         if name in out:
             raise OptionError(f"--input {name} is given twice")
-        out[name] = load_npy(path, f"--input {name}")
+        out[name] = load_npy(path, f"--input {name}", limits)
     return out
 
 
@@ -129,11 +133,11 @@ def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str
     """Sizes for every symbol of the inputs: --shape first, then the shapes of input files, then the sizes the model
     records (`recorded`: symbol -> (size, where from)), then `default`. With `graph`, sizes other than the first two
     that its shape rules do not admit are replaced by the smallest that they do (codegen/llvm/sizes.py). The inputs
-    to generate must fit in `max_input_bytes` (default: sizes.MAX_INPUT_BYTES)."""
-    from ..codegen.llvm.sizes import MAX_INPUT_BYTES, choose_sizes, input_bytes  # LLVM: only in commands that compile
+    to generate must fit in `max_input_bytes` (default: Limits.max_input_bytes), else ResourceLimitError."""
+    from ..codegen.llvm.sizes import choose_sizes, input_bytes  # LLVM: only in commands that compile
     from ..runtime.model import value_specialised_inputs
 
-    max_input_bytes = MAX_INPUT_BYTES if max_input_bytes is None else max_input_bytes
+    max_input_bytes = DEFAULT_LIMITS.max_input_bytes if max_input_bytes is None else max_input_bytes
     symbols: dict[str, None] = {}
     for _, t in inputs:
         for d in t.shape or ():
@@ -171,11 +175,14 @@ def choose_bindings(inputs: Sequence[tuple[str, TensorType]], given: Mapping[str
         preferred = {s: choice.sizes[s] for s in preferred}
     sizes.update(preferred)
     bindings = Bindings({s: sizes[s] for s in symbols}, source, note)
-    need = input_bytes((t for name, t in inputs if name not in files), bindings.sizes)
+    made = [(name, t) for name, t in inputs if name not in files]
+    need = input_bytes((t for _, t in made), bindings.sizes)
     if need > max_input_bytes:
-        raise OptionError(f"the inputs at {', '.join(f'{k}={v}' for k, v in bindings.sizes.items())} would take "
-                          f"{need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB tritc generates at "
-                          f"most; give smaller sizes with --shape NAME=SIZE or the inputs with --input NAME=FILE.npy")
+        at = f" at {', '.join(f'{k}={v}' for k, v in bindings.sizes.items())}" if bindings.sizes else ""
+        name, t = max(made, key=lambda item: input_bytes([item[1]], bindings.sizes))
+        raise Limits(max_input_bytes=max_input_bytes).exceeded(
+            "max_input_bytes", need, f"the inputs to generate{at} (the largest: '{name}' {format_type(t)}) would take",
+            hint="give smaller sizes with --shape NAME=SIZE or the inputs with --input NAME=FILE.npy")
     return bindings
 
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import ArtifactError, CompilerError
+from .options import add_key_option, read_key_option
 from .output import ending_in_newline, format_bindings, human_bytes, table
 
 EXIT_OK = 0
@@ -25,22 +26,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llvm", action="store_true", help="print the LLVM IR of each compiled shape (from its bitcode)")
     p.add_argument("--asm", action="store_true", help="print the target assembly of each compiled shape")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
+    add_key_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runtime.artifact import HEADER, read_artifact
+    from ..runtime.artifact import read_artifact
 
-    art = read_artifact(args.artifact)  # verifies everything; nothing below runs on an unverified byte
+    art = read_artifact(args.artifact, key=read_key_option(args.key))  # verifies everything first
     m = art.manifest
     texts = []
     try:
         if args.json:
             texts.append(json.dumps(m, indent=2, sort_keys=True) + "\n")
         elif not (args.ir or args.llvm or args.asm):
-            with open(args.artifact, "rb") as f:
-                mlen = HEADER.unpack(f.read(HEADER.size))[3]
-            texts.append(summary(args.artifact, m, HEADER.size + mlen))
+            signed = ("HMAC-SHA256, checked against the key" if art.signature_checked else
+                      "HMAC-SHA256, not checked (no --key)" if art.signed else "none")
+            texts.append(summary(args.artifact, m, art.data_start, signed))
         if args.ir:
             texts.append(_section(art.sections, "ir").decode("utf-8", errors="replace"))
         fpga = isinstance(m.get("target"), dict) and m["target"].get("kind") == "fpga"
@@ -164,10 +166,10 @@ def _fpga_target(m: dict[str, Any]) -> str:
             f"{c.get('weight_packing', '?')}")
 
 
-def summary(path: str, m: dict[str, Any], data_start: int) -> str:
+def summary(path: str, m: dict[str, Any], data_start: int, signed: str = "none") -> str:
     t = m.get("target") or {}
     if t.get("kind") == "fpga":
-        return _fpga_summary(path, m, data_start)
+        return _fpga_summary(path, m, data_start, signed)
     meta = m.get("meta") or {}
     weights = m.get("weights") or []
     kinds = [w.get("kind", "?") for w in weights]
@@ -176,6 +178,7 @@ def summary(path: str, m: dict[str, Any], data_start: int) -> str:
     rows = [
         ("artifact", f"{path} ({human_bytes(os.path.getsize(path))})"),
         ("format", f"{m.get('format_version')} (written by tritc {m.get('tritc_version', '?')})"),
+        ("signed", signed),
         ("source", str(meta.get("source") or "-")),
         ("target", f"{t.get('triple', '?')}, cpu {t.get('cpu', '?')}, {t.get('isa', '?')} kernels, "
                    f"-O{t.get('opt_level', '?')}, {m.get('threads', '?')} threads"),
@@ -202,12 +205,13 @@ def summary(path: str, m: dict[str, Any], data_start: int) -> str:
     return head + "\n" + table(sec_rows, right=(1, 2))
 
 
-def _fpga_summary(path: str, m: dict[str, Any], data_start: int) -> str:
+def _fpga_summary(path: str, m: dict[str, Any], data_start: int, signed: str) -> str:
     meta = m.get("meta") or {}
     codes = m.get("fpga_codes") or []
     rows = [
         ("artifact", f"{path} ({human_bytes(os.path.getsize(path))})"),
         ("format", f"{m.get('format_version')} (written by tritc {m.get('tritc_version', '?')})"),
+        ("signed", signed),
         ("source", str(meta.get("source") or "-")),
         ("target", _fpga_target(m)),
         ("inputs", ", ".join(f"{i['name']}: {i['type']}" for i in m.get("inputs", []))),

@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from ..errors import OptionError
+from ..limits import NAMES, Limits, parse_limits
 from ..passes.pass_manager import Pass
 
 
@@ -40,6 +41,32 @@ def add_shape_option(parser: argparse.ArgumentParser, default_note: str) -> None
 
 def add_threads_option(parser: argparse._ActionsContainer, default_note: str = "all cores") -> None:
     parser.add_argument("--threads", metavar="N", type=int, default=None, help=f"threads (default: {default_note})")
+
+
+def add_limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
+                        help=f"a resource budget (docs/LIMITS.md), e.g. --limit max_tensor_bytes=2GiB "
+                             f"--limit max_compile_seconds=600; repeatable. Budgets: {', '.join(NAMES)}")
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The budgets the --limit options set (the defaults for the others)."""
+    return parse_limits(getattr(args, "limit", None) or [])
+
+
+def add_key_option(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument("--key", metavar="FILE", default=None,
+                        help="the key a signed artifact was signed with (tritc compile --sign-key): the artifact is "
+                             "refused unless its signature matches (docs/ARTIFACT.md, Security)")
+
+
+def read_key_option(path: str | None) -> bytes | None:
+    """The key in the file --key or --sign-key names (checked before any model is read), or None."""
+    if path is None:
+        return None
+    from ..runtime.artifact import read_key
+
+    return read_key(path)
 
 
 def add_progress_options(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import OptionError
 from .inputs import check_names, npy_bytes, output_file_names, parse_input_files, summarize
-from .options import add_threads_option
+from .options import add_key_option, add_limit_option, add_threads_option, limits_of, read_key_option
 from .output import prepare_folder, table, write_atomic
 
 EXIT_OK = 0
@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="one per model input (numpy.save format; pickles are refused)")
     p.add_argument("--output-dir", metavar="DIR", help="write each output as DIR/<name>.npy (DIR created if missing)")
     add_threads_option(p, "as compiled")
+    add_limit_option(p)
+    add_key_option(p)
     p.set_defaults(func=run)
 
 
@@ -43,9 +45,11 @@ def check_feed(model: Any, feeds: Mapping[str, np.ndarray]) -> None:
 def run(args: argparse.Namespace) -> int:
     import tritc
 
-    model = tritc.load(args.artifact, threads=args.threads)
+    limits = limits_of(args)
+    model = tritc.load(args.artifact, threads=args.threads, key=read_key_option(args.key))
+    model.max_arena_bytes = limits.max_arena_bytes
     model.progress = lambda msg: print(f"tritc: note: {msg} (the artifact has no code for this shape yet)", file=sys.stderr)
-    feeds = parse_input_files(args.input)
+    feeds = parse_input_files(args.input, limits)
     check_feed(model, feeds)
     results = model.run(None, feeds)
     if getattr(model, "target_kind", "cpu") == "fpga":

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import OptionError, UnsupportedError
 from .compile import add_target_options, compile_with_options
 from .inputs import SIZES_HELP, check_names, choose_bindings, describe_array, make_inputs, parse_input_files
-from .options import add_pass_options, add_progress_options, add_shape_option, build_pass_list
+from .options import add_limit_option, add_pass_options, add_progress_options, add_shape_option, build_pass_list, limits_of
 from .output import Progress, table
 from .run import check_feed
 
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     add_pass_options(p, default_pipeline="cpu")
+    add_limit_option(p)
     add_progress_options(p)
     p.set_defaults(func=run)
 
@@ -139,14 +140,16 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"tolerances must be non-negative numbers (got --rtol {args.rtol}, --atol {args.atol})")
     check_cpu_features(args.cpu_features)
     build_pass_list(args)
-    files = parse_input_files(args.input)
+    limits = limits_of(args)
+    files = parse_input_files(args.input, limits)
     say = Progress.from_args(args)
     say(f"importing {args.model}")
-    graph = frontend.load_model(args.model)
+    graph = frontend.load_model(args.model, limits=limits)
     inputs = [(v.name, v.type) for v in graph.inputs]
     check_names(files, inputs, all_required=False)
     bindings = choose_bindings(inputs, parse_shapes(args.shape), files, graph=graph,
-                               recorded=recorded_sizes(metadata_of(args.model), inputs))
+                               recorded=recorded_sizes(metadata_of(args.model), inputs),
+                               max_input_bytes=limits.max_input_bytes)
     feeds, how = make_inputs(inputs, bindings.sizes, files, args.seed)
     cm = compile_with_options(args, graph, say, shapes=bindings.sizes)
     check_feed(cm, feeds)

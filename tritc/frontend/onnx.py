@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import CompilerError, ModelFormatError, ModelValidationError, ResourceLimitError, UnsupportedError, VerificationError
+from ..errors import CompilerError, InternalError, ModelFormatError, ModelValidationError, UnsupportedError, VerificationError
 from ..ir.graph import Graph, Value
 from ..ir.ops import OPS, InferContext, OpDef, TypeRuleError, check_attr_value, onnx_op
 from ..ir.types import DType, TensorType, format_type
@@ -74,8 +74,8 @@ def load_model(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS)
     if st.st_size == 0:
         raise ModelFormatError(f"{where}: empty file, not an ONNX model")
     if st.st_size > limits.max_model_bytes:
-        raise ResourceLimitError(f"{where}: {st.st_size} bytes is over the {limits.max_model_bytes}-byte limit of a "
-                                 f"single ONNX file; store the weights as external data")
+        raise limits.exceeded("max_model_bytes", st.st_size, f"{where}: the file has",
+                              hint="store the weights as external data")
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -90,7 +90,8 @@ def load_model_bytes(data: bytes, *, base_dir: str | os.PathLike[str] | None = N
                      limits: Limits = DEFAULT_LIMITS) -> Graph:
     """Parse a serialized model. External data is refused unless `base_dir` is given."""
     if len(data) > limits.max_model_bytes:
-        raise ResourceLimitError(f"{source}: {len(data)} bytes is over the {limits.max_model_bytes}-byte model limit")
+        raise limits.exceeded("max_model_bytes", len(data), f"{source}: the model has",
+                              hint="store the weights as external data")
     return import_model(parse_model(data, source), base_dir=base_dir, source=source, limits=limits)
 
 
@@ -152,7 +153,8 @@ class _Importer:
         check_text(self.model, self.source)
         opsets = read_opsets(self.model, self.source, self.report.warnings)
         if len(g.node) > self.limits.max_nodes:
-            raise self.fail(ResourceLimitError, f"{len(g.node)} nodes is over the limit of {self.limits.max_nodes}")
+            raise self.limits.exceeded("max_nodes", len(g.node), f"{self.source}: the graph has", "nodes")
+        self._check_nesting()
         versions = resolve_versions(g.node, opsets, self.source, node_label)
         order = topological_order(self.model.graph, self.source, self.report.warnings)
         input_types = self._input_types()
@@ -181,6 +183,22 @@ class _Importer:
         if m.ir_version > onnx.IR_VERSION:
             raise self.fail(UnsupportedError, f"IR version {m.ir_version} is newer than the newest this onnx "
                                               f"({onnx.__version__}) reads, {onnx.IR_VERSION}")
+
+    def _check_nesting(self) -> None:
+        """Subgraphs within subgraphs no deeper than the limit, walked without recursion (protobuf's own depth
+        limit stops at about 33 levels; this one is ours to set)."""
+        A = onnx.AttributeProto
+        stack = [(self.model.graph, 0)]
+        while stack:
+            graph, depth = stack.pop()
+            for idx, node in enumerate(graph.node):
+                for a in node.attribute:
+                    subs = [a.g] if a.type == A.GRAPH else list(a.graphs) if a.type == A.GRAPHS else []
+                    if subs and depth + 1 > self.limits.max_nesting_depth:
+                        raise self.limits.exceeded("max_nesting_depth", depth + 1, f"{self.source}: node "
+                                                   f"{node_label(node, idx)} holds subgraphs nested",
+                                                   "levels deep")
+                    stack.extend((g, depth + 1) for g in subs)
 
     # -- tensors and types --------------------------------------------------------------------
 
@@ -246,19 +264,27 @@ class _Importer:
         # ONNX inference supplies what our rules cannot know (value_info, data-dependent dims); our
         # rules, not it, judge validity: strict inference also fails on valid models (function
         # bodies such as MeanVarianceNormalization's), so it falls back to lenient inference.
+        # ONNX data propagation writes out ConstantOfShape's value, one TensorShapeProto dim per element, before any
+        # limit: ConstantOfShape([2**44]) would allocate without bound inside onnx (HARDENING.md 19), so it is off for a
+        # graph with one. Our rules fold such values themselves, within the folding budget.
+        data_prop = not any(nd.op_type == "ConstantOfShape" and canonical_domain(nd.domain) == "" for nd in lg.node)
         try:
-            inferred = onnx.shape_inference.infer_shapes(lean, check_type=True, strict_mode=True, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(lean, check_type=True, strict_mode=True, data_prop=data_prop)
         except Exception as strict_error:  # noqa: BLE001 - onnx raises assorted errors on odd models
             try:
-                inferred = onnx.shape_inference.infer_shapes(lean, check_type=False, strict_mode=False, data_prop=True)
+                inferred = onnx.shape_inference.infer_shapes(lean, check_type=False, strict_mode=False,
+                                                             data_prop=data_prop)
             except Exception:  # noqa: BLE001
                 inferred = lean
             self.report.warnings.append(f"ONNX shape inference: {_one_line(str(strict_error))[:300]}")
         types: dict[str, TensorType] = {}
         ig = inferred.graph
+        producer = {o: idx for idx in order for o in m.graph.node[idx].output if o}
         for kind, vis in (("graph output", ig.output), ("value", ig.value_info)):
             for vi in vis:
-                t = self._type_of(vi.type, f"{kind} '{vi.name}'", strict=False)
+                idx = producer.get(vi.name)
+                by = f" (from node {node_label(m.graph.node[idx], idx)})" if idx is not None else ""
+                t = self._type_of(vi.type, f"{kind} '{vi.name}'{by}", strict=False)
                 if t is not None:
                     types.setdefault(vi.name, t)
         return types
@@ -285,13 +311,15 @@ class _Importer:
         if not tt.HasField("shape"):
             return TensorType(dtype, None)
         if len(tt.shape.dim) > self.limits.max_rank:
-            raise self.fail(ResourceLimitError, f"{what} has rank {len(tt.shape.dim)}, over the limit of {self.limits.max_rank}")
+            raise self.tensors.fail_limit("max_rank", len(tt.shape.dim), f"{what} has rank", "")
         shape: list[Any] = []
         for axis, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value != UNKNOWN_DIM_VALUE:
-                if d.dim_value < 0:
+                if d.dim_value < 0 and strict:
                     raise self.fail(ModelValidationError, f"{what} has a negative dim {d.dim_value}")
-                shape.append(int(d.dim_value))
+                # A negative dim ONNX inference computed (Pad removing more than there is) is left to our rule, whose
+                # error names the node.
+                shape.append(int(d.dim_value) if d.dim_value >= 0 else None)
             else:
                 name = symbol_name(d)
                 shape.append(name if name is not None else fresh(axis) if fresh is not None else None)
@@ -348,10 +376,16 @@ class _Importer:
         imp = ImportNode(opdef.name, inputs, attrs, node_name, op_type, version, self.graph)
         adapt = find_adapter(domain, op_type, version) if version not in opdef.since or opdef.onnx != op_type else None
         if adapt is not None:
+            imp.pad_inputs(1)  # an adapter reads the data operand as inputs[0], None when the node has none
             try:
                 adapt(imp)
-            except (TypeRuleError, ValueError, KeyError, IndexError) as e:
+            except (TypeRuleError, ValueError) as e:  # how an adapter refuses a node
                 raise self.fail(ModelValidationError, f"node {label}: {e}") from e
+            except CompilerError:
+                raise
+            except Exception as e:  # a bug in the adapter, not a problem with the model
+                raise InternalError(f"{self.source}: the adapter of {op_type}-{version} failed on node {label}: "
+                                    f"{type(e).__name__}: {e}") from e
         opdef = OPS[imp.op]
         while imp.inputs and imp.inputs[-1] is None:
             imp.inputs.pop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import ModelValidationError, ResourceLimitError, UnsupportedError
+from ..errors import ModelValidationError, UnsupportedError
 from ..ir.types import DType
 from .external_data import read_external
 from .limits import Limits
@@ -52,12 +52,15 @@ class TensorReader:
     def fail(self, cls: type[Exception], msg: str) -> Exception:
         return cls(f"{self.source}: {msg}")
 
+    def fail_limit(self, name: str, value: int, what: str, unit: str = "bytes") -> Exception:
+        return self.limits.exceeded(name, value, f"{self.source}: {what}", unit)
+
     def _budget(self, what: str, dtype: DType, shape: list[int]) -> tuple[int, int]:
         """(elements, bytes) of a tensor, refusing bad or oversized shapes before anything is allocated."""
         if any(d < 0 for d in shape):
             raise self.fail(ModelValidationError, f"{what} has a negative dim in {shape}")
         if len(shape) > self.limits.max_rank:
-            raise self.fail(ResourceLimitError, f"{what} has rank {len(shape)}, over the limit of {self.limits.max_rank}")
+            raise self.fail_limit("max_rank", len(shape), f"{what} has rank", "")
         numel = 1
         for d in shape:
             numel *= d
@@ -65,12 +68,10 @@ class TensorReader:
             raise self.fail(ModelValidationError, f"{what} of shape {shape} has more elements than int64 can count")
         nbytes = numel * dtype.itemsize
         if nbytes > self.limits.max_tensor_bytes:
-            raise self.fail(ResourceLimitError, f"{what} of shape {shape} ({dtype}) needs {nbytes} bytes, over the "
-                                                f"{self.limits.max_tensor_bytes}-byte tensor limit")
+            raise self.fail_limit("max_tensor_bytes", nbytes, f"{what} of shape {shape} ({dtype}) needs")
         self.total_bytes += nbytes
         if self.total_bytes > self.limits.max_total_weight_bytes:
-            raise self.fail(ResourceLimitError, f"weights exceed the {self.limits.max_total_weight_bytes}-byte "
-                                                f"limit at {what}")
+            raise self.fail_limit("max_total_weight_bytes", self.total_bytes, f"the weights up to {what} need")
         return numel, nbytes
 
     def dtype_of(self, code: int, what: str) -> DType:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ResourceLimitError
 from ..ir.graph import Graph, Node, Value
 from ..ir.interpreter import Interpreter
 from ..ir.types import DType, TensorType
+from ..limits import DEFAULT_LIMITS, Limits
 from .eliminate_common_subexpressions import IMPURE
 from .pass_manager import Pass, register
 
@@ -49,7 +49,7 @@ class FoldConstants(Pass):
     name = "fold-constants"
     summary = "evaluate nodes with constant operands (and shape/size of statically shaped values)"
     max_bytes: int = 64 * 2**20
-    limit_bytes: int = 16 * 2**30
+    limit_bytes: int = DEFAULT_LIMITS.max_fold_bytes  # the driver sets it from Limits.max_fold_bytes
 
     def run(self, graph: Graph) -> bool:
         interp = Interpreter(graph, check_types=True)
@@ -101,6 +101,6 @@ class FoldConstants(Pass):
                 return True  # unknown until computed; constant inputs are bounded by their own budget
             total += n * v.type.dtype.itemsize
         if total > self.limit_bytes:
-            raise ResourceLimitError(f"node {node.describe()} would fold to {total} bytes, over the "
-                                     f"{self.limit_bytes}-byte constant-folding limit")
+            raise Limits(max_fold_bytes=self.limit_bytes).exceeded("max_fold_bytes", total,
+                                                                  f"node {node.describe()} would fold to")
         return total <= self.max_bytes

@@ -10,6 +10,7 @@ a second run changes nothing (the greedy order reproduces itself).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 
 from ..ir.graph import Graph, Node, Value
@@ -25,7 +26,7 @@ class _Storage:
         outputs = {id(v) for v in graph.outputs}
         self.root: dict[int, int] = {}
         self.bytes: dict[int, int] = {}
-        readers: dict[int, set[int]] = {}
+        readers: dict[int, dict[int, Node]] = {}
         for node in graph:
             for v in node.outputs:
                 src = node.inputs[0] if node.op in VIEW_OPS and node.inputs and node.inputs[0] is not None else None
@@ -36,7 +37,8 @@ class _Storage:
                     arena = node.op not in NO_STORAGE_OPS and id(v) not in outputs
                     self.bytes[id(v)] = nbytes(v) if arena else 0
             for r in self.roots(node.inputs):
-                readers.setdefault(r, set()).add(id(node))
+                readers.setdefault(r, {})[id(node)] = node
+        self.readers = readers
         self.readers_left = {r: len(n) for r, n in readers.items()}
 
     def roots(self, values: Sequence[Value | None]) -> set[int]:
@@ -87,15 +89,28 @@ def greedy_order(graph: Graph, nbytes: ValueBytes) -> list[Node]:
         if not producers:
             ready.append(n)
     order = list(data)
-    while ready:
-        best = min(ready, key=lambda n: (storage.net(n), index[id(n)]))
-        ready.remove(best)
+    # The ready nodes in a heap keyed (net, index). A node's net only falls, when a storage it reads gets down to its
+    # last reader; that reader is then pushed again with its new key, and the entry left behind (a higher key) is
+    # skipped once the node has run. The same order as taking the minimum of the ready list each time, in
+    # O(n log n) rather than O(n * ready): a 10 000-wide fan-out has 10 000 ready nodes.
+    heap = [(storage.net(n), index[id(n)], n) for n in ready]
+    heapq.heapify(heap)
+    while heap:
+        _, _, best = heapq.heappop(heap)
+        if id(best) in done:
+            continue
+        done.add(id(best))
         order.append(best)
         storage.run(best)
+        for r in storage.roots(best.inputs):
+            if storage.readers_left.get(r) == 1:
+                for last in storage.readers[r].values():
+                    if id(last) not in done and not waiting[id(last)]:
+                        heapq.heappush(heap, (storage.net(last), index[id(last)], last))
         for c in consumers.get(id(best), ()):
             waiting[id(c)] -= 1
             if not waiting[id(c)]:
-                ready.append(c)
+                heapq.heappush(heap, (storage.net(c), index[id(c)], c))
     if len(order) != len(nodes):
         raise ValueError("the graph has a cycle")  # verify() rules this out: a bug if it happens
     return order

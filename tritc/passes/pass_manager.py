@@ -255,6 +255,7 @@ class PassManager:
     verify_each: bool = True
     after: Callable[[int, Pass, Graph], None] | None = None
     progress: Callable[[str], None] | None = None
+    before_each: Callable[[str], None] | None = None  # called with "pass 'NAME'" before each step (the compile clock)
     steps: list[StepResult] = field(default_factory=list)  # of the last run, one per step
 
     def run(self, graph: Graph) -> bool:
@@ -270,6 +271,8 @@ class PassManager:
                 raise
         done: list[str] = []
         for step, p in enumerate(self.passes, 1):
+            if self.before_each is not None:
+                self.before_each(f"pass '{p.describe()}'")
             if self.progress:
                 self.progress(f"[{step}/{len(self.passes)}] {p.describe()}")
             t0 = time.perf_counter()

@@ -1,33 +1,47 @@
 """The artifact file: one file, a verified manifest and hashed sections, written atomically.
 
-    [64-byte header][manifest JSON][section][section]...
+    [64-byte header][32-byte signature, if signed][manifest JSON][section][section]...
 
-Header: magic ``TRITCART``, format version (u32), flags (u32), manifest length (u64), SHA-256 of
+Header: magic ``TRITCART``, format version (u32), flags (u32: bit 0 = signed), manifest length (u64), SHA-256 of
 the manifest, 8 reserved bytes. The manifest lists every section (name, offset, length, SHA-256)
-and everything a loader needs before touching code: tritc version, target triple, CPU features,
+and everything a loader needs before touching code: tritc version, code ABI, target triple, CPU features,
 input and output signatures, arena sizes, the weight layout. No pickle anywhere: JSON and raw
-bytes only. See docs/ARTIFACT.md.
+bytes only. The hashes detect corruption; only the optional keyed signature (HMAC-SHA256 over the header and the
+manifest, which holds every section's hash) says who wrote the file. See docs/ARTIFACT.md.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import hmac
 import json
 import os
 import re
+import signal
 import struct
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, ArtifactIntegrityError, ArtifactVersionError, OptionError
+from ..errors import ArtifactError, ArtifactIntegrityError, ArtifactVersionError, ArtifactWriteError, OptionError
 
 MAGIC = b"TRITCART"
-FORMAT_VERSION = 2  # 2: code for every size (entry ABI 3, symbolic arena sizes); 1: code per shape binding
+# 3: the optional signature (flag SIGNED), `abi_version` in the manifest; 2: code for every size (entry ABI 3, symbolic
+# arena sizes); 1: code per shape binding. Format 2 files are read as they are (the same layout, never signed).
+FORMAT_VERSION = 3
 HEADER = struct.Struct("<8sIIQ32s8s")  # 64 bytes
 MAX_MANIFEST_BYTES = 16 * 2**20
+SIGNED = 1  # header flag: an HMAC-SHA256 of SIGNATURE_BYTES follows the header
+KNOWN_FLAGS = SIGNED
+SIGNATURE_BYTES = 32
+SIGNATURE_CONTEXT = b"tritc artifact signature v1\0"  # what the MAC covers starts with this (domain separation)
+MIN_KEY_BYTES = 16
+MAX_KEY_BYTES = 4096
 ALIGN = 64
 _SECTION_NAME = re.compile(r"[a-z][a-z0-9_.]*")
 
@@ -36,18 +50,56 @@ _SECTION_NAME = re.compile(r"[a-z][a-z0-9_.]*")
 class Artifact:
     manifest: dict[str, Any]
     sections: dict[str, bytes]  # verified contents, by name
+    signed: bool = False              # the file carries a signature
+    signature_checked: bool = False   # ... and it matched the key the reader was given
+    data_start: int = 0               # the file offset section offsets count from (the manifest's end)
 
 
 def _sha(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_key(key: object, what: str = "key") -> bytes:
+    """The key as bytes: at least MIN_KEY_BYTES of them (an HMAC key should be random; 32 bytes is plenty)."""
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise OptionError(f"{what}: a signing key is bytes (read the key file in binary: tritc.read_key(path)), "
+                          f"not a {type(key).__name__}")
+    key = bytes(key)
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise OptionError(f"{what}: a signing key has {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, this one {len(key)} "
+                          f"(make one with: head -c 32 /dev/urandom > tritc.key)")
+    return key
+
+
+def read_key(path: str | os.PathLike[str]) -> bytes:
+    """The signing key in a file: its bytes, without one trailing newline (a key made with `openssl rand -hex 32`
+    is a line of text). The key itself is never printed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_BYTES + 3)
+    except OSError as e:
+        raise OptionError(f"key file {path}: cannot read it ({e.strerror or e})") from None
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    return check_key(data, f"key file {path}")
+
+
+def signature(key: bytes, header: bytes, manifest: bytes) -> bytes:
+    """HMAC-SHA256 of the header (with the SIGNED flag set) and the manifest. The manifest holds every section's
+    SHA-256 and the reader accounts for every byte after it, so the MAC covers the whole file."""
+    return hmac.new(key, SIGNATURE_CONTEXT + header + manifest, hashlib.sha256).digest()
+
+
 def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], sections: Mapping[str, bytes], *,
-                   _fault: Callable[[str], None] | None = None) -> None:
+                   key: bytes | None = None, _fault: Callable[[str], None] | None = None) -> None:
     """Write atomically: a temporary file in the destination folder, fsync, rename, fsync the folder.
 
-    A failure at any point leaves the destination as it was and removes the temporary file.
-    `_fault(stage)` is a test hook called at each stage ("weights", "object", "manifest")."""
+    A failure at any point leaves the destination as it was and removes the temporary file; a failure of the file
+    system (disk full, a read-only folder) is an ArtifactWriteError naming the file and the cause. With `key` the
+    file is signed (HMAC-SHA256). `_fault(stage)` is a test hook called at each stage ("weights", "object",
+    "manifest")."""
     dest = Path(path)
     folder = dest.parent if str(dest.parent) else Path(".")
     if not folder.is_dir():
@@ -70,30 +122,39 @@ def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], se
     full["format_version"] = FORMAT_VERSION
     full["sections"] = manifest_sections
     mbytes = json.dumps(full, indent=1, sort_keys=True).encode()
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), hashlib.sha256(mbytes).digest(), b"\0" * 8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(mbytes)
-            base = f.tell()
-            for off, name, data in layout:
-                f.seek(base + off)
-                if _fault is not None:
-                    _fault(name.split(".")[0])
-                f.write(data)
-            f.truncate(base + pos)  # an empty last section still ends the file at its offset
-            if _fault is not None:
-                _fault("manifest")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)  # replaces a symlink itself, never writes through it
-    except BaseException:
+    flags = SIGNED if key is not None else 0
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(mbytes), hashlib.sha256(mbytes).digest(), b"\0" * 8)
+    sig = signature(check_key(key), header, mbytes) if key is not None else b""
+    with _signals_raise():  # SIGTERM / SIGHUP too remove the temporary file
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+        except OSError as e:
+            raise _write_error(dest, e) from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.write(sig)
+                f.write(mbytes)
+                base = f.tell()
+                for off, name, data in layout:
+                    f.seek(base + off)
+                    if _fault is not None:
+                        _fault(name.split(".")[0])
+                    f.write(data)
+                f.truncate(base + pos)  # an empty last section still ends the file at its offset
+                if _fault is not None:
+                    _fault("manifest")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)  # replaces a symlink itself, never writes through it
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(e, OSError):
+                raise _write_error(dest, e) from e
+            raise
     try:
         dfd = os.open(folder, os.O_RDONLY)
         try:
@@ -104,9 +165,51 @@ def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], se
         pass  # some file systems cannot fsync a folder; the rename itself is atomic
 
 
-def read_artifact(path: str | os.PathLike[str]) -> Artifact:
-    """Read and verify everything: header, manifest hash, every section's hash. Nothing is
-    executed or loaded before all of it checks out."""
+TERMINATING = ("SIGTERM", "SIGHUP")  # signals whose default action ends the process with no Python cleanup
+
+
+class Terminated(SystemExit):
+    """A terminating signal arrived while a temporary artifact existed: raised so that it is removed; the process
+    then exits with 128 + the signal's number, as the signal would have."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While the temporary file exists, SIGTERM and SIGHUP (if left at their default action, in the main thread,
+    where Python runs handlers) raise Terminated instead of killing the process before it can remove the file.
+    SIGINT already raises KeyboardInterrupt. SIGKILL cannot be caught: the file may then remain, under its
+    temporary name (`.NAME.*.tmp`), never as the destination."""
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in TERMINATING:
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _write_error(dest: Path, e: OSError) -> ArtifactWriteError:
+    cause = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        cause = "no space left on the device"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = f"the folder {dest.parent} is not writable ({e.strerror})"
+    return ArtifactWriteError(f"{dest}: cannot write the artifact: {cause}; nothing was written (an artifact already "
+                              f"there is left as it was)")
+
+
+def read_artifact(path: str | os.PathLike[str], *, key: bytes | None = None) -> Artifact:
+    """Read and verify everything: header, signature (when a key is given), manifest hash, every section's hash.
+    Nothing is executed or loaded before all of it checks out. With `key`, an unsigned file or a signature that does
+    not match is an ArtifactIntegrityError; without one, a signature is left unchecked (`signature_checked`)."""
     p = Path(path)
     where = str(p)
     if not p.exists():
@@ -120,19 +223,30 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     magic, version, flags, mlen, mhash, reserved = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ArtifactIntegrityError(f"{where}: not a tritc artifact (bad magic)")
-    if flags != 0 or reserved != b"\0" * 8:
-        raise ArtifactIntegrityError(f"{where}: header has unknown flags set (corrupted or tampered)")
     if version > FORMAT_VERSION:
         raise ArtifactVersionError(f"{where}: artifact format {version} > supported {FORMAT_VERSION}; "
                                    f"use a newer tritc")
     if version < 1:
         raise ArtifactVersionError(f"{where}: unknown artifact format {version}")
+    if flags & ~KNOWN_FLAGS or reserved != b"\0" * 8 or (flags & SIGNED and version < 3):
+        raise ArtifactIntegrityError(f"{where}: header has unknown flags set (corrupted or tampered)")
+    signed = bool(flags & SIGNED)
     if mlen > MAX_MANIFEST_BYTES:
         raise ArtifactIntegrityError(f"{where}: manifest of {mlen} bytes is over the {MAX_MANIFEST_BYTES}-byte limit")
-    mstart, mend = HEADER.size, HEADER.size + mlen
+    mstart = HEADER.size + (SIGNATURE_BYTES if signed else 0)
+    mend = mstart + mlen
     if mend > len(data):
         raise ArtifactIntegrityError(f"{where}: truncated (manifest needs {mend} bytes, file has {len(data)})")
     mbytes = data[mstart:mend]
+    if key is not None:
+        key = check_key(key)
+        if not signed:
+            raise ArtifactIntegrityError(f"{where}: not signed, but a key was given: refused (an unsigned artifact "
+                                         f"cannot be checked; sign it with tritc compile --sign-key)")
+        expected = signature(key, bytes(data[:HEADER.size]), mbytes)
+        if not hmac.compare_digest(expected, data[HEADER.size:mstart]):
+            raise ArtifactIntegrityError(f"{where}: signature does not match the key (tampered with, or signed with "
+                                         f"another key)")
     if hashlib.sha256(mbytes).digest() != mhash:
         raise ArtifactIntegrityError(f"{where}: manifest hash mismatch (corrupted or tampered)")
     try:
@@ -177,4 +291,4 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         pos = max(pos, b)
     if size > last:
         raise ArtifactIntegrityError(f"{where}: {size - last} unexpected bytes after the last section")
-    return Artifact(manifest, sections)
+    return Artifact(manifest, sections, signed=signed, signature_checked=key is not None, data_start=mend)

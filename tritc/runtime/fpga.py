@@ -27,7 +27,7 @@ import numpy as np
 from ..codegen.fpga.config import FpgaConfig, load_config
 from ..codegen.fpga.isa import ELEM_BYTES, Buf, Engine, Instr, Op, StreamError, decode_stream
 from ..codegen.fpga.verify import QUEUES, DeadlockError, buffer_elems, check_instr, deadlock_error, where
-from ..errors import CompilerError
+from ..errors import AcceleratorTimeoutError, CompilerError
 from .fpga_steps import MEMORIES, Step, StepMaker
 
 __all__ = ["ENERGY_PJ", "DeadlockError", "Device", "DeviceError", "HazardError", "Simulator", "StreamError"]
@@ -109,10 +109,18 @@ class Simulator:
     stall, DRAM bytes, ternary_ops, energy, ...; only `simulator_seconds` differs) but moves and computes no data,
     so DRAM and the buffers keep what they held. Nothing in the cycle model depends on data, and the checks do not
     either: malformed instructions are refused when loaded, hazards (compared by address) and deadlocks reported
-    by run(), as in a functional run."""
+    by run(), as in a functional run.
+
+    `max_cycles` is the device's watchdog: a run that would go past that many cycles stops with
+    AcceleratorTimeoutError ("accelerator timeout after N cycles ..."), as a board's watchdog would reset a hung
+    accelerator. None (the default): no budget; the Simulator itself cannot hang (each step runs an instruction or
+    reports a deadlock)."""
 
     def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True,
-                 functional: bool = True, trace: bool = False):
+                 functional: bool = True, max_cycles: int | None = None, trace: bool = False):
+        if max_cycles is not None and (isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1):
+            raise DeviceError(f"max_cycles must be a positive number of cycles or None, not {max_cycles!r}")
+        self.max_cycles = max_cycles
         self.check_hazards = check_hazards
         self.trace = trace
         self.timeline: list[tuple[int, int, int, int]] = []   # with trace: (instruction, engine, start, finish)
@@ -160,11 +168,12 @@ class Simulator:
 
     # -- loading -------------------------------------------------------------------------------------------
     def load_stream(self, stream: Sequence[Instr] | bytes) -> None:
-        """Take a stream (instructions, or the bytes of a binary stream: decoded and checked). Every instruction is
-        checked here (its addresses are immediates): a malformed one raises StreamError naming it before anything
-        runs. Token balance is not required (a stream that deadlocks is reported by run())."""
+        """Take a stream (instructions, or the bytes of a binary stream: decoded and checked; one lowered for another
+        ISA version or accelerator build is ArtifactCompatibilityError). Every instruction is checked here (its
+        addresses are immediates): a malformed one raises StreamError naming it before anything runs. Token balance
+        is not required (a stream that deadlocks is reported by run())."""
         if isinstance(stream, (bytes, bytearray, memoryview)):
-            instrs = decode_stream(bytes(stream))
+            instrs = decode_stream(bytes(stream), self.config)
         else:
             instrs = list(stream)
             for i, ins in enumerate(instrs):
@@ -303,6 +312,8 @@ class Simulator:
                 busy[e] += finish - start
                 release = finish
                 base = max(finish, free[3]) if s.pushes and not s.finish else finish
+            if self.max_cycles is not None and finish > self.max_cycles:
+                raise self._timeout(s, finish)
             if self.trace:
                 timeline.append((s.index, unit, start, finish))
             if hazards and s.accesses:
@@ -320,6 +331,13 @@ class Simulator:
                 free[unit] = release
         cycles = max(max(free), max((x[-1] for x in ends if x), default=0))
         return self._finish_stats(cycles, busy, stall, done, totals, energy, push_t, pop_t, wall)
+
+    def _timeout(self, s: Step, finish: int) -> AcceleratorTimeoutError:
+        budget = self.max_cycles or 0
+        return AcceleratorTimeoutError(
+            f"accelerator timeout after {budget} cycles ({budget / self.config.clock_hz * 1e3:.3g} ms at "
+            f"{self.config.clock_hz / 1e6:g} MHz; the device's max_cycles): {where(s.index, self._instrs[s.index])} on "
+            f"the {ENGINE_NAMES[s.engine]} engine would run until cycle {finish}")
 
     def _hazard(self, s: Step, unit: int, start: int, finish: int, inflight: list[tuple[int, int, Step]]) -> None:
         """StreamError if `s` touches memory that an instruction of another unit, still running at `start`,

@@ -10,11 +10,17 @@ host are written into DRAM, its stream runs on the device; a host region runs th
 CompiledModel of its graph, compiled once), reading from DRAM what the device made. The weights are written into
 the device's DRAM once. What crosses between host and device is counted (`host_device_bytes`) and costed at the
 config's host link bandwidth (`transfer_seconds`); host regions are timed (`host_seconds`).
+
+Before anything is written to a device, its build (FpgaConfig.build_id) must be the one the model was lowered for
+(else ArtifactCompatibilityError). A device other than the Simulator runs each stream under a watchdog
+(`device_timeout` seconds): a run that does not return in time is AcceleratorTimeoutError ("accelerator timeout after
+..."); the Simulator is bounded by its own `max_cycles`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
@@ -24,11 +30,13 @@ import numpy as np
 
 from ..codegen.fpga.config import FpgaConfig
 from ..codegen.fpga.program import FpgaCode, FpgaProgram
+from ..errors import AcceleratorTimeoutError, ArtifactCompatibilityError
 from ..ir.graph import Graph
 from ..ir.text import print_graph
 from .model import IOSpec, check_bound_outputs, check_feed, check_relations, in_place_pairs
 
 PIN_ALIGN = 4096
+DEVICE_TIMEOUT = 60.0  # seconds a device other than the Simulator may take for one stream before the watchdog fires
 
 
 def _identity(a: np.ndarray, placement: Any) -> tuple:
@@ -44,6 +52,24 @@ def _mark(device: Any, name: str, value: Any) -> None:
         pass
 
 
+_LOCKS = threading.Lock()
+
+
+def device_lock(device: Any) -> threading.RLock:
+    """The lock of one device: a call holds it from its first write to the device until its outputs are read back,
+    so calls from several threads (of one model, or of models sharing the device) take turns. A device that refuses
+    attributes gets a lock per call's lookup from a table instead."""
+    with _LOCKS:
+        lock = getattr(device, "_tritc_lock", None)
+        if lock is None:
+            lock = _DEVICE_LOCKS.setdefault(id(device), threading.RLock())
+            _mark(device, "_tritc_lock", lock)
+        return lock
+
+
+_DEVICE_LOCKS: dict[int, threading.RLock] = {}  # only for devices that refuse the attribute
+
+
 SUMMED = ("cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops", "instructions", "energy_joules")
 
 
@@ -54,9 +80,10 @@ class FpgaModel:
 
     def __init__(self, graph: Graph, config: FpgaConfig, *, device: Any = None, double_buffer: bool = True,
                  threads: int | None = None, meta: Mapping[str, Any] | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, device_timeout: float | None = DEVICE_TIMEOUT):
         self.graph = graph
         self.config = config
+        self.device_timeout = device_timeout
         self.threads = threads or os.cpu_count() or 1
         self.meta = dict(meta or {})
         self.program = FpgaProgram(graph, config, double_buffer=double_buffer, progress=progress)
@@ -104,7 +131,9 @@ class FpgaModel:
         if self._device is None:
             from .fpga import Simulator
 
-            self._device = Simulator(self.config)
+            with _LOCKS:  # one simulator, even when the first calls come from several threads at once
+                if self._device is None:
+                    self._device = Simulator(self.config)
         return self._device
 
     @property
@@ -127,7 +156,13 @@ class FpgaModel:
         (with_cache_in_place) a present output bound to its past input's very array is a device-resident cache: the
         buffer sits at a fixed DRAM address, is written to the device only when the host array is not the one the
         device holds (the first call, or after the cache grew), the device appends the new rows in place, and only
-        those rows are copied back into the caller's array."""
+        those rows are copied back into the caller's array. The device runs one call at a time (device_lock): calls
+        from several threads take turns."""
+        with device_lock(self.device):
+            return self._run(output_names, input_feed, outputs)
+
+    def _run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+             outputs: Mapping[str, np.ndarray] | None) -> list[np.ndarray]:
         arrays, bindings, _values, bound_by = check_feed(self.inputs, input_feed, self.graph.value_symbols)
         names = [o.name for o in self.outputs]
         if output_names is not None:
@@ -141,6 +176,7 @@ class FpgaModel:
         shapes = {v.name: [int(d) for d in v.type.shape] for v in code.graph.outputs}  # type: ignore[union-attr]
         bound = check_bound_outputs(self.outputs, outputs, shapes, arrays, self._pairs) if outputs else {}
         device = self.device
+        self._check_build(device)
         # Another model may have run on this device since (the capacity form shares it): then its weights and this
         # model's resident cache buffers are no longer known to be there.
         if getattr(device, "_tritc_last_model", None) is not self:
@@ -200,7 +236,7 @@ class FpgaModel:
                 totals["transfers"] += 1
                 on_device.add(v.name)
             device.load_stream(code.streams[i])
-            st = device.run()
+            st = self._run_device(device, i, len(code.streams[i]))
             totals["device_runs"] += 1
             for k in SUMMED:
                 totals[k] += st.get(k, 0)
@@ -231,6 +267,43 @@ class FpgaModel:
         by_name = {o.name: fetch(o.name, o.type) for o in self.graph.outputs if o.name in wanted}
         self.stats = self._report(totals, engines, energy, code)
         return [by_name[n] for n in wanted]
+
+    def _check_build(self, device: Any) -> None:
+        """The device is the accelerator build the streams were lowered for: checked before any DMA."""
+        theirs = getattr(getattr(device, "config", None), "build_id", None)
+        if theirs != self.config.build_id:
+            name = getattr(getattr(device, "config", None), "name", "?")
+            raise ArtifactCompatibilityError(
+                f"the device is the FPGA build '{name}' ({theirs.hex()[:16] if isinstance(theirs, bytes) else 'unknown'}), "
+                f"the model was lowered for '{self.config.name}' ({self.config.build_id.hex()[:16]}): nothing was sent to it")
+
+    def _run_device(self, device: Any, region: int, n: int) -> dict[str, Any]:
+        """device.run(); under the watchdog unless the device is the Simulator (bounded by its max_cycles) or
+        device_timeout is None. A run that does not return in time is left to the driver (the thread cannot be
+        stopped from Python) and reported as AcceleratorTimeoutError."""
+        from .fpga import Simulator
+
+        if self.device_timeout is None or isinstance(device, Simulator):
+            return device.run()
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["stats"] = device.run()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = e
+
+        t0 = time.monotonic()
+        worker = threading.Thread(target=work, name="tritc-device-run", daemon=True)
+        worker.start()
+        worker.join(self.device_timeout)
+        if worker.is_alive():
+            raise AcceleratorTimeoutError(
+                f"accelerator timeout after {time.monotonic() - t0:.3g} s: the device's run of device region {region} "
+                f"({n} instructions) did not finish within device_timeout={self.device_timeout:g} s")
+        if "error" in result:
+            raise result["error"]
+        return result["stats"]
 
     # ---- the device-resident cache of the capacity form --------------------------------------------
 
@@ -297,7 +370,7 @@ class FpgaModel:
             else:
                 model = FpgaModel(graph, self.config, device=self.device, double_buffer=self.program.double_buffer,
                                   threads=self.threads, meta={**self.meta, "kv_cache": "in place"},
-                                  progress=self.program.progress)
+                                  progress=self.program.progress, device_timeout=self.device_timeout)
                 self._cache_in_place = (model, "")
         return self._cache_in_place
 
@@ -336,10 +409,10 @@ class FpgaModel:
         out = self.run(None, inputs)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, sign_key: bytes | None = None) -> None:
         from .serialize import save_fpga_model
 
-        save_fpga_model(self, path)
+        save_fpga_model(self, path, sign_key=sign_key)
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))

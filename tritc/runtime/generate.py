@@ -196,6 +196,9 @@ def resolve_model(model: Any, threads: int | None = None, **compile_options: Any
     import tritc
 
     path = isinstance(model, (str, os.PathLike))
+    key = compile_options.pop("key", None)  # the signing key of a .tritc artifact (docs/ARTIFACT.md, "Security")
+    if key is not None and (not path or Path(model).suffix.lower() == ".onnx"):
+        raise OptionError("key= checks the signature of a .tritc artifact; the model given is not one")
     if (path and Path(model).suffix.lower() == ".onnx") or isinstance(model, (bytes, bytearray, onnx.ModelProto)):
         # lazy: no code yet; generation compiles the capacity form, or this one at its first run if it cannot
         return tritc.compile(model, threads=threads, lazy=True, **compile_options), True
@@ -203,7 +206,7 @@ def resolve_model(model: Any, threads: int | None = None, **compile_options: Any
         raise OptionError(f"compile options ({', '.join(sorted(compile_options))}) apply to an .onnx model, not to "
                           f"{model if path else 'a model object (' + type(model).__name__ + ')'}")
     if path:
-        return tritc.load(model, threads=threads), True
+        return tritc.load(model, threads=threads, key=key), True
     if hasattr(model, "run") and hasattr(model, "get_inputs") and hasattr(model, "get_outputs"):
         return model, False
     raise TypeError(f"cannot generate with a {type(model).__name__}: give a path (.onnx or .tritc), a compiled model "

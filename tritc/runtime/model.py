@@ -40,6 +40,7 @@ from ..ir.graph import Graph
 from ..ir.sizes import format_symbols
 from ..ir.text import print_graph
 from ..ir.types import TensorType, format_type
+from ..limits import DEFAULT_LIMITS, Limits
 from .cpu import ALIGN, CpuExecutable, aligned_empty
 
 ARENA_GROWTH = 2  # a thread's arena grows to at least this many times its size: decoding grows it every step
@@ -66,6 +67,8 @@ class IOSpec:
 
 class CompiledModel:
     """A model compiled for the CPU: final IR, weights, and its Program of codes."""
+
+    max_arena_bytes: int = DEFAULT_LIMITS.max_arena_bytes  # a run needing more is refused before allocating (settable)
 
     def __init__(self, graph: Graph, layout: WeightLayout, blob: bytes | np.ndarray, target: Target, *,
                  threads: int | None = None, meta: Mapping[str, Any] | None = None,
@@ -115,7 +118,8 @@ class CompiledModel:
 
     @property
     def stats(self) -> dict[str, int]:
-        """"compilations": codes compiled since this model was made or loaded."""
+        """"compilations": codes compiled since this model was made or loaded; "evictions": codes compiled on first
+        use and dropped again (Program.max_runtime_codes)."""
         return self.program.stats
 
     @property
@@ -169,6 +173,10 @@ class CompiledModel:
         """This thread's arena, grown to hold `nbytes` (never shrunk, never allocated per call): the memory of every
         intermediate value and kernel scratch. RunOutOfMemoryError when not even `nbytes` can be had."""
         arena = getattr(self._local, "arena", None)
+        if nbytes > self.max_arena_bytes:
+            at = f" at {format_symbols(bindings)}" if bindings else ""
+            raise Limits(max_arena_bytes=self.max_arena_bytes).exceeded(
+                "max_arena_bytes", nbytes, f"the run{at} needs an arena (intermediate values and kernel scratch) of")
         if arena is None or arena.size < nbytes:
             grown = max(nbytes, ARENA_GROWTH * arena.size if arena is not None else 0, 1)
             for size in dict.fromkeys((grown, max(nbytes, 1))):  # the doubling is a wish, nbytes a need
@@ -199,6 +207,8 @@ class CompiledModel:
                 if exe is None:
                     exe = CpuExecutable(code.object, self.target, code.entry, code.output_types, self.blob, self.threads)
                     self._exes[key] = exe
+                    for gone in [k for k in self._exes if k not in self.program.codes]:  # codes the program dropped
+                        del self._exes[gone]
         return exe
 
     def with_cache_in_place(self) -> tuple[CompiledModel | None, str]:
@@ -249,10 +259,11 @@ class CompiledModel:
         self._exes.clear()
         self.target = target
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, sign_key: bytes | None = None) -> None:
+        """Write the artifact (atomically); with `sign_key`, signed with HMAC-SHA256 (docs/ARTIFACT.md)."""
         from .serialize import save_model
 
-        save_model(self, path)
+        save_model(self, path, sign_key=sign_key)
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
@@ -302,8 +313,7 @@ def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: 
                     bindings[d] = int(n)
                     bound_by.setdefault(d, f"input '{spec.name}' dim {axis}")
         # Copy into native byte order, C order, aligned, writable: the compiled code assumes all four.
-        arrays[spec.name] = np.require(a.astype(want, copy=False), want, ["C", "A", "W"]) if a.size else \
-            np.empty(a.shape, want)
+        arrays[spec.name] = native_array(spec.name, a, want)
     bind_value_symbols(value_symbols, arrays, bindings, bound_by)
     for spec in specs:  # polynomial dims are checked once every symbol is bound
         for axis, d in enumerate(spec.type.shape or ()):
@@ -314,6 +324,20 @@ def check_feed(specs: Sequence[IOSpec], feed: Mapping[str, Any], value_symbols: 
                     raise InputShapeError(f"input '{spec.name}' dim {axis} is {n}, but '{d}' = {value}")
     values = {n: arrays[n].tobytes() for n in sorted(value_inputs)}
     return arrays, bindings, values, bound_by
+
+
+def native_array(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Input `name` as the compiled code reads it: native byte order, C order, aligned, writable (a copy unless it
+    already is). A copy that memory cannot hold (a broadcast view of 2^33 rows costs nothing to make) is a
+    RunOutOfMemoryError naming the input, not numpy's bare MemoryError."""
+    if not a.size:
+        return np.empty(a.shape, want)
+    try:
+        return np.require(a.astype(want, copy=False), want, ["C", "A", "W"])
+    except MemoryError:
+        raise RunOutOfMemoryError(f"out of memory: input '{name}' of shape {list(a.shape)} ({a.size * want.itemsize} "
+                                  f"bytes of {want}) must be copied into a contiguous native array, and that memory "
+                                  f"could not be had") from None
 
 
 def bind_value_symbols(value_symbols: Mapping[str, str], arrays: Mapping[str, np.ndarray], bindings: dict[str, int],

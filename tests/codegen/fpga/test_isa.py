@@ -3,6 +3,7 @@ malformed words and streams are refused, and the weight words pack, unpack and d
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import struct
 
@@ -18,6 +19,7 @@ from tritc.codegen.fpga.isa import (
     HEADER_BITS,
     INSTR_BYTES,
     MAGIC,
+    STREAM_HEADER,
     Buf,
     Instr,
     Op,
@@ -37,7 +39,7 @@ from tritc.codegen.fpga.isa import (
     unpack_base3_words,
     unpack_words,
 )
-from tritc.errors import CompilerError, IRParseError
+from tritc.errors import ArtifactIntegrityError, CompilerError, IRParseError
 
 from ...properties import budget
 
@@ -83,7 +85,7 @@ def test_asm_roundtrip(ins):
 @given(st.lists(instructions(), max_size=12))
 def test_stream_roundtrip_binary_and_asm(instrs):
     blob = encode_stream(instrs)
-    assert blob[:8] == MAGIC and struct.unpack_from("<I", blob, 8)[0] == len(instrs)
+    assert blob[:8] == MAGIC and struct.unpack_from("<I", blob, 12)[0] == len(instrs)  # after ISA version, reserved
     assert decode_stream(blob) == instrs
     listing = format_listing(instrs)
     assert parse_listing(listing) == instrs
@@ -161,7 +163,10 @@ def test_truncated_and_foreign_streams_refused():
     with pytest.raises(StreamError, match="bad magic"):
         decode_stream(blob[:6])
     bad = bytearray(blob)
-    bad[12 + 32] = 9                          # the second instruction's opcode
+    bad[STREAM_HEADER.size + 32] = 9          # the second instruction's opcode
+    with pytest.raises(ArtifactIntegrityError, match="hash mismatch"):
+        decode_stream(bytes(bad))
+    bad[48:80] = hashlib.sha256(bytes(bad[80:])).digest()   # the hash fixed up: the word itself is refused
     with pytest.raises(StreamError, match="instruction 1: unknown opcode 9"):
         decode_stream(bytes(bad))
 

@@ -8,6 +8,7 @@ one-line FpgaConfigError naming the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -32,7 +33,7 @@ class FpgaConfigError(OptionError):
 class FpgaConfig:
     name: str
     matrix_rows: int                 # outputs the matrix unit computes per cycle (one adder tree each)
-    matrix_lanes: int                # trit-activation products per tree per cycle (a multiple of 64)
+    matrix_lanes: int                # trit-activation products per tree per cycle (divides 64, or a multiple of it)
     weight_buffer_bytes: int         # WGT: packed weight words, double-buffered by the lowering
     activation_buffer_bytes: int     # ACT: int8 activation rows
     accumulator_buffer_bytes: int    # ACC: int32 accumulators
@@ -64,6 +65,13 @@ class FpgaConfig:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def build_id(self) -> bytes:
+        """The identity of the accelerator build (the bitstream) this config describes: SHA-256 of its fields but the
+        name, as canonical JSON. A stream records the build it was lowered for; a device of another build refuses it."""
+        fields_ = {k: v for k, v in asdict(self).items() if k != "name"}
+        return hashlib.sha256(json.dumps(fields_, sort_keys=True, separators=(",", ":")).encode()).digest()
+
     # -- checks ------------------------------------------------------------------------------------------
     def validate(self) -> FpgaConfig:
         def bad(field: str, why: str) -> FpgaConfigError:
@@ -84,9 +92,10 @@ class FpgaConfig:
         for name in ("dram_latency_ns", "host_link_latency_ns"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must not be negative, got {getattr(self, name)}")
-        if self.matrix_lanes % TRIT_GROUP:
-            raise bad("matrix_lanes", f"must be a multiple of {TRIT_GROUP} (one packed weight word), got "
-                      f"{self.matrix_lanes}")
+        if self.matrix_lanes % TRIT_GROUP and TRIT_GROUP % self.matrix_lanes:
+            # A tree takes a whole number of packed weight words per cycle, or one word over several cycles.
+            raise bad("matrix_lanes", f"must divide {TRIT_GROUP} or be a multiple of it (a packed weight word "
+                      f"is {TRIT_GROUP} trits), got {self.matrix_lanes}")
         if self.matrix_rows > 4096 or self.matrix_lanes > 4096 or self.vector_lanes > 4096:
             raise bad("matrix_rows/matrix_lanes/vector_lanes", "must be at most 4096")
         if self.dram_outstanding > 16:
@@ -107,7 +116,7 @@ class FpgaConfig:
             if getattr(self, name) > 4 << VEC_ADDR_BITS:
                 raise bad(name, f"exceeds the {VEC_ADDR_BITS}-bit word address ({4 << VEC_ADDR_BITS} bytes)")
         # One tile of each kind must fit (the smallest the lowering makes; double buffering wants two).
-        word = self.word_bytes * (self.matrix_lanes // TRIT_GROUP)
+        word = self.word_bytes * max(1, self.matrix_lanes // TRIT_GROUP)
         if self.weight_buffer_bytes < 2 * self.matrix_rows * word:
             raise bad("weight_buffer_bytes", f"is {self.weight_buffer_bytes}: too small for two "
                       f"{self.matrix_rows}x{self.matrix_lanes} weight tiles ({2 * self.matrix_rows * word} bytes)")

@@ -8,7 +8,12 @@ a decoder refuses an instruction whose unused bits are set, so the encoding is a
     ins = Instr(Op.GEMM, m=1, kw=40, n=16, reset=1, push_next=1)
     word = encode(ins)               # 32 bytes
     assert decode(word) == ins
-    stream = encode_stream([ins, ...]); decode_stream(stream)
+    stream = encode_stream([ins, ...], config); decode_stream(stream, config)
+
+A binary stream starts with an 80-byte header: magic, ISA version, the instruction count, the build id of the
+accelerator it was lowered for (FpgaConfig.build_id) and the SHA-256 of its words. A stream of another ISA version
+or build is refused (ArtifactCompatibilityError) before anything is submitted; a hash that does not match is
+ArtifactIntegrityError; a truncated stream or a bad word is StreamError.
 
 The engines (docs/ISA.md, "Engines and tokens"): LOAD runs on the load engine, GEMM / VOP / NOP / FINISH on
 the compute engine, STORE on the store engine. "prev" and "next" name the neighbouring engines in the chain
@@ -17,6 +22,7 @@ load -> compute -> store.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,12 +30,19 @@ from enum import IntEnum
 
 import numpy as np
 
-from ...errors import CompilerError
+from ...errors import ArtifactCompatibilityError, ArtifactIntegrityError, CompilerError
 
 INSTR_BITS = 256
 INSTR_BYTES = INSTR_BITS // 8
 HEADER_BITS = 8  # opcode (4) + dependency flags (4)
-MAGIC = b"TRITISA1"  # a binary stream file starts with this and the instruction count (u32)
+ISA_VERSION = 2  # the instruction set of docs/ISA.md; a change to any encoding or meaning raises it
+# Versions this tritc still reads: 2 added VOP.overlap (the matrix unit beside the vector unit) and AMAX; a stream of
+# version 1 sets neither and means what it meant (every compute instruction after a GEMM waits for it).
+READABLE_ISA_VERSIONS = (1, 2)
+MAGIC = b"TRITSTRM"  # a binary stream: STREAM_HEADER, then the words
+LEGACY_MAGIC = b"TRITISA1"  # before the header (ISA 1, no build id, no hash): the magic and a u32 count; still read
+STREAM_HEADER = struct.Struct("<8sHHI32s32s")  # magic, ISA version, reserved 0, count, build id, SHA-256 of the words
+NO_BUILD = bytes(32)  # the build id of a stream bound to no accelerator build (hand-written, tests)
 
 
 class StreamError(CompilerError):
@@ -270,22 +283,56 @@ def decode(data: bytes, index: int | None = None) -> Instr:
     return Instr(op, **dict(zip(DEP_FLAGS, flags)), **values)
 
 
-def encode_stream(instrs: Iterable[Instr]) -> bytes:
-    """A binary stream: MAGIC, the count (u32 little-endian), then the 32-byte words."""
-    words = [encode(i) for i in instrs]
-    return MAGIC + struct.pack("<I", len(words)) + b"".join(words)
+@dataclass(frozen=True)
+class StreamHeader:
+    isa_version: int
+    count: int
+    build_id: bytes    # NO_BUILD: bound to no build
+    sha256: bytes      # of the words; empty for a legacy stream
+    size: int          # header bytes
 
 
-def decode_stream(data: bytes) -> list[Instr]:
-    """The instructions of a binary stream; StreamError if it is not one or is truncated."""
-    if len(data) < len(MAGIC) + 4 or data[:len(MAGIC)] != MAGIC:
-        raise StreamError("not a tritc instruction stream (bad magic)")
-    (count,) = struct.unpack_from("<I", data, len(MAGIC))
-    body = memoryview(data)[len(MAGIC) + 4:]
-    if len(body) != count * INSTR_BYTES:
-        raise StreamError(f"truncated instruction stream: header says {count} instructions "
-                          f"({count * INSTR_BYTES} bytes), {len(body)} bytes follow")
-    return [decode(bytes(body[i * INSTR_BYTES:(i + 1) * INSTR_BYTES]), i) for i in range(count)]
+def encode_stream(instrs: Iterable[Instr], config: object = None) -> bytes:
+    """A binary stream: the header (bound to `config`'s build when given: an FpgaConfig), then the 32-byte words."""
+    body = b"".join(encode(i) for i in instrs)
+    build = config.build_id if config is not None else NO_BUILD  # type: ignore[attr-defined]
+    return STREAM_HEADER.pack(MAGIC, ISA_VERSION, 0, len(body) // INSTR_BYTES, build,
+                              hashlib.sha256(body).digest()) + body
+
+
+def read_stream_header(data: bytes | memoryview) -> StreamHeader:
+    """The header of a binary stream (StreamError if it is not one)."""
+    if len(data) >= len(LEGACY_MAGIC) + 4 and bytes(data[:len(LEGACY_MAGIC)]) == LEGACY_MAGIC:
+        (count,) = struct.unpack_from("<I", data, len(LEGACY_MAGIC))
+        return StreamHeader(1, count, NO_BUILD, b"", len(LEGACY_MAGIC) + 4)
+    if len(data) < STREAM_HEADER.size or bytes(data[:len(MAGIC)]) != MAGIC:
+        raise StreamError(f"not a tritc instruction stream (bad magic or shorter than its {STREAM_HEADER.size}-byte "
+                          f"header: {len(data)} bytes)")
+    _magic, version, reserved, count, build, digest = STREAM_HEADER.unpack_from(data)
+    if reserved:
+        raise StreamError(f"instruction stream header: reserved field is {reserved}, not 0")
+    return StreamHeader(version, count, build, digest, STREAM_HEADER.size)
+
+
+def decode_stream(data: bytes, config: object = None) -> list[Instr]:
+    """The instructions of a binary stream, checked in this order: the header; its ISA version and (with `config`, an
+    FpgaConfig) its build, ArtifactCompatibilityError if this tritc or that device cannot run it; the length
+    (StreamError if truncated); the hash (ArtifactIntegrityError); every word (StreamError)."""
+    head = read_stream_header(data)
+    if head.isa_version not in READABLE_ISA_VERSIONS:
+        raise ArtifactCompatibilityError(f"instruction stream of ISA version {head.isa_version}; this tritc and its "
+                                         f"devices run ISA version {ISA_VERSION}")
+    if config is not None and head.build_id != NO_BUILD and head.build_id != config.build_id:  # type: ignore[attr-defined]
+        raise ArtifactCompatibilityError(
+            f"instruction stream lowered for accelerator build {head.build_id.hex()[:16]}, not for the FPGA config "
+            f"'{config.name}' (build {config.build_id.hex()[:16]}): lower the model for this build")  # type: ignore[attr-defined]
+    body = memoryview(data)[head.size:]
+    if len(body) != head.count * INSTR_BYTES:
+        raise StreamError(f"truncated instruction stream: header says {head.count} instructions "
+                          f"({head.count * INSTR_BYTES} bytes), {len(body)} bytes follow")
+    if head.sha256 and hashlib.sha256(body).digest() != head.sha256:
+        raise ArtifactIntegrityError("instruction stream hash mismatch (corrupted or tampered)")
+    return [decode(bytes(body[i * INSTR_BYTES:(i + 1) * INSTR_BYTES]), i) for i in range(head.count)]
 
 
 def iter_words(data: bytes) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ...ir.accumulators import TERNARY_INT8_PRODUCTS, check_int32_sum
 from ...ir.graph import Graph, Node
 from ...ir.ops.cnn import Window
 from ...ir.ternary import TernaryWeight
@@ -49,6 +50,7 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
     g = _geometry(node, x.shape, e.shape)
     image = g["c"] * g["h"] * g["w"]
     p_all = g["oh"] * g["ow"]
+    check_int32_sum(f"node {node.describe()}", g["kwords"] * TRIT_GROUP, TERNARY_INT8_PRODUCTS, what="int8 x trit products")
     vec, act, acc_a = ctx.arena(Buf.VEC), ctx.arena(Buf.ACT), ctx.arena(Buf.ACC)
     q = act.alloc(image, "int8 image")
     yb = _rows_per_block(ctx.half[Buf.ACT], g)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...ir.accumulators import TERNARY_INT8_PRODUCTS, check_int32_sum
 from ...ir.graph import Graph, Node
 from ...ir.ops import OPS
 from ...ir.ternary import TernaryWeight
@@ -97,6 +98,8 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         return
     g_count, gs, kw, wb = e.groups, e.group_size, e.kw, e.word_bytes
     kp = g_count * kw * TRIT_GROUP
+    # |ACC| <= 128 * kp, and kp <= half of ACT <= 2^21 (its 22-bit address): never past the int32 bound
+    check_int32_sum(f"node {node.describe()}", kp, TERNARY_INT8_PRODUCTS, what="int8 x trit products")
     # the epilogue's operands, seen as rows of the output [m, n]
     extra: list[tuple[str, object]] = []
     for v in (bias_v, res_v):

@@ -126,6 +126,10 @@ class DramMap:
     def end(self) -> int:
         return self._next
 
+    def ranges(self) -> list[tuple[int, int]]:
+        """The [start, end) byte ranges of DRAM this map hands out: the activations and every reserved buffer."""
+        return [(self.base, self._next), *self._reserved]
+
 
 @dataclass(frozen=True)
 class WeightEntry:

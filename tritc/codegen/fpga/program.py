@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...errors import ResourceLimitError
 from ...ir.graph import Graph
@@ -114,11 +115,26 @@ class FpgaProgram:
             instrs = lower_nodes(region.nodes, graph, self.config, dram, self.weights,
                                  double_buffer=self.double_buffer, sizes=bindings)
             check_stream(instrs, self.config)
+            self.check_dma(instrs, dram)
             streams[i] = instrs
             placed.update(v.name for n in region.nodes for v in n.outputs)
         # graph outputs a device region made and host regions' device inputs are in `dram` now
         return FpgaCode(dict(bindings), graph, regions, streams, hosts, dram,
                         activation_bytes=dram.end - self.activation_base)
+
+
+    def dma_ranges(self, dram: Any) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+        """(readable, writable) DRAM ranges of a code whose activations `dram` (a DramMap) placed: the weight image
+        is read only."""
+        image = (self.weights.base, self.weights.base + len(self.weights.data), "the weight image")
+        acts = [(lo, hi, "activations") for lo, hi in dram.ranges()]
+        return [image, *acts], acts
+
+    def check_dma(self, instrs: list[Instr], dram: Any) -> None:
+        from .verify import check_dma
+
+        readable, writable = self.dma_ranges(dram)
+        check_dma(instrs, readable, writable)
 
 
 def _check_persistent(graph: Graph, name: str, p: Placement) -> None:

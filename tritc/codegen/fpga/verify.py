@@ -4,8 +4,10 @@
 DRAM and their buffers, writes that name an element once, operands that alias only as ISA.md allows, legal
 dependency flags, FINISH last, pushes equal to pops on every queue, no VOP marked overlap touching what the GEMM
 in flight beside it touches, and no deadlock of the token protocol.
-`check_instr` is the per-instruction part; the Simulator runs it on every instruction it loads. `views` gives
-the 2-D memory views an instruction reads and writes; the Simulator executes through them.
+`check_instr` is the per-instruction part; the Simulator runs it on every instruction it loads. `check_dma` holds
+every transfer to the DRAM the program allocated (the weight image, read only, and the activations), at emit time and
+when an artifact's stream is loaded. `views` gives the 2-D memory views an instruction reads and writes; the
+Simulator executes through them.
 """
 
 from __future__ import annotations
@@ -247,6 +249,24 @@ def _check_overlap(i: int, ins: Instr, vs: list[View], g: int, gvs: list[View], 
                 raise StreamError(f"{where(i, ins)}: overlap is set, but its {v.operand} touches {v.mem.name} "
                                   f"[{v.lo}, {v.hi}] that {where(g, instrs[g])} in flight beside it "
                                   f"{'writes' if o.write else 'reads'} [{o.lo}, {o.hi}]")
+
+
+def check_dma(instrs: Sequence[Instr], readable: Sequence[tuple[int, int, str]],
+              writable: Sequence[tuple[int, int, str]]) -> None:
+    """StreamError unless every LOAD reads DRAM inside one of the `readable` [start, end) ranges and every STORE
+    writes inside one of the `writable` ones (named, for the message): a transfer stays in the buffers the program
+    allocated, whatever else the device's DRAM holds."""
+    for i, ins in enumerate(instrs):
+        if ins.op not in (Op.LOAD, Op.STORE):
+            continue
+        dram = next(v for v in views(ins, 1) if v.mem is None)
+        if dram.empty:
+            continue
+        allowed = writable if ins.op is Op.STORE else readable
+        if not any(lo <= dram.lo and dram.hi < hi for lo, hi, _ in allowed):
+            names = ", ".join(f"{name} [{lo}, {hi})" for lo, hi, name in allowed) or "nothing"
+            raise StreamError(f"{where(i, ins)}: {'writes' if ins.op is Op.STORE else 'reads'} DRAM [{dram.lo}, "
+                              f"{dram.hi}], outside the buffers allocated to it ({names})")
 
 
 def token_order(instrs: Sequence[Instr], depth: int) -> None:

@@ -164,9 +164,14 @@ def _own_outputs(g: Graph) -> None:
         p = v.producer
         if p is None or p.op in ("weight", "constant") or id(v) in seen:
             name = v.name
-            if id(v) not in seen:
+            if id(v) in seen:
+                out_name = name + ".dup"
+            elif p is None:  # a graph input keeps its name: the code reads its inputs by name
+                out_name = name + ".out"
+            else:
                 g.rename(v, g.fresh_name(name + ".src"))
-            node = Node("identity", [v], [_fresh(g, name if id(v) not in seen else name + ".dup", v.type)])
+                out_name = name
+            node = Node("identity", [v], [_fresh(g, out_name, v.type)])
             g.append(node)
             v = node.outputs[0]
         seen.add(id(v))

@@ -43,16 +43,24 @@ def parse(module: ir.Module | str, name: str = "module") -> llvm.ModuleRef:
         ref.verify()
     except RuntimeError as e:
         msg = " ".join(str(e).split())
-        raise CompilerError(f"LLVM IR verify failed in {_culprit(msg, text)}: {msg[:400]}") from e
+        raise CompilerError(f"LLVM IR verify failed in {_culprit(str(e), text)}: {msg[:400]}") from e
     return ref
 
 
 def _culprit(msg: str, text: str) -> str:
+    """The function a verifier message is about: one it names, else the one holding an instruction it quotes (a
+    dominance error quotes only instructions)."""
+    quoted = {ln.strip() for ln in msg.splitlines()[1:] if ln.strip()}
+    fn = None
     for line in text.splitlines():
         if line.startswith("define ") and "@" in line:
             fn = line.split("@", 1)[1].split("(", 1)[0]
-            if fn in msg:
+            if fn in " ".join(msg.split()):
                 return f"function {fn}"
+        elif line.startswith("}"):
+            fn = None
+        elif fn is not None and line.strip() in quoted:
+            return f"function {fn}"
     return "the module"
 
 

@@ -10,12 +10,15 @@ here in tritc/codegen; tritc/runtime binds the symbols from the input arrays, al
 it is handed. `stats["compilations"]` counts the codes compiled by this object (after `tritc.load`, running at
 new sizes leaves it at 0 whenever there is generic code). A graph that cannot have generic code (a node whose
 lowering needs static shapes, a dim no rule can express, inputs whose values decide shapes) is compiled per
-binding on first use, as before, and `generic_error` says why.
+binding on first use, as before, and `generic_error` says why. Those codes compiled on first use are kept up to
+`max_runtime_codes` (least recently used dropped first), so that a thousand distinct shapes through such a model
+stay within a stated memory bound (docs/THREADS.md); codes compiled ahead of time are always kept.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -29,6 +32,7 @@ from .symbolic import SymbolicDimError
 from .target import Target
 from .weights import WeightLayout
 
+MAX_RUNTIME_CODES = 32  # codes compiled on first use that a Program keeps (the least recently used go first)
 MAX_VALUE_SPECIALISED = 64  # elements: integer inputs this small that decide shapes are specialised on
 VALUE_BLIND = frozenset({"shape", "size"})  # ops whose results depend on their operand's shape only
 
@@ -83,7 +87,9 @@ class Program:
         self.value_inputs = [v.name for v in value_specialised_inputs(graph)]
         self.codes: dict[Key, Specialization] = {}
         self.generic_error: str | None = None  # why there is no generic code, once build() found out
-        self.stats: dict[str, int] = {"compilations": 0}
+        self.stats: dict[str, int] = {"compilations": 0, "evictions": 0}
+        self.max_runtime_codes = MAX_RUNTIME_CODES
+        self._runtime: OrderedDict[Key, None] = OrderedDict()  # codes compiled on first use, least recent first
         self._lock = threading.Lock()
 
     # ---- compiling ---------------------------------------------------------------------------------------------
@@ -109,10 +115,13 @@ class Program:
     def add_specialisation(self, bindings: Mapping[str, int], values: Mapping[str, bytes] | None = None) -> Specialization:
         """Code for `bindings` (some or all symbols; `values` for value-specialised inputs), kept for later calls."""
         values = dict(values or {})
-        code = self.codes.get(key_of(bindings, values))
-        if code is not None:
-            return code
-        return self._compile(bindings, values, ", ".join(f"{k}={v}" for k, v in sorted(bindings.items())) or "static shapes")
+        with self._lock:  # (two threads asking for the same sizes compile them once)
+            code = self.codes.get(key_of(bindings, values))
+            if code is not None:
+                self._runtime.pop(key_of(bindings, values), None)  # asked for ahead of time now: kept
+                return code
+            return self._compile(bindings, values,
+                                 ", ".join(f"{k}={v}" for k, v in sorted(bindings.items())) or "static shapes")
 
     def _compile(self, bindings: Mapping[str, int], values: Mapping[str, bytes], what: str) -> Specialization:
         if self.progress:
@@ -147,7 +156,8 @@ class Program:
         the call's), or None."""
         vkey = tuple(sorted(values.items()))
         best: tuple[Key, Specialization] | None = None
-        for key, code in self.codes.items():
+        # a snapshot: another thread may add a code (code_for, under the lock) while this one chooses
+        for key, code in list(self.codes.items()):
             if key[1] != vkey or any(bindings.get(s) != n for s, n in key[0]):
                 continue
             if best is None or len(key[0]) > len(best[0][0]):
@@ -159,6 +169,11 @@ class Program:
         code), and kept."""
         found = self.choose(bindings, values)
         if found is not None:
+            if found[0] in self._runtime:
+                try:
+                    self._runtime.move_to_end(found[0])
+                except KeyError:  # another thread dropped it meanwhile: the code is still good for this call
+                    pass
             return found
         with self._lock:
             found = self.choose(bindings, values)
@@ -169,6 +184,12 @@ class Program:
                 self._compile(bindings, values, ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
                               or "static shapes")
                 found = self.choose(bindings, values)
+                assert found is not None
+                self._runtime[found[0]] = None
+                while len(self._runtime) > max(self.max_runtime_codes, 1):
+                    old, _ = self._runtime.popitem(last=False)
+                    self.codes.pop(old, None)
+                    self.stats["evictions"] += 1
         assert found is not None
         return found
 

@@ -18,11 +18,12 @@ from ...errors import CompilerError, OptionError
 from ...ir import dims as dimlib
 from ...ir.graph import Graph
 from ...ir.types import TensorType
+from ...limits import DEFAULT_LIMITS
 from .compiler import specialize, symbols_of
 
 MAX_SIZE = 4096  # the largest size the search tries for a dim
 MAX_TRIES = 48  # specialisations one search may run
-MAX_INPUT_BYTES = 1 << 30  # the inputs a choice of sizes may need (verify and bench make them all)
+MAX_INPUT_BYTES = DEFAULT_LIMITS.max_input_bytes  # the inputs a choice of sizes may need (verify and bench make them)
 _PASS_PREFIX = re.compile(r"^pass '[^']*' \([^)]*\): ")
 
 
@@ -39,7 +40,8 @@ def misfit(graph: Graph, sizes: Mapping[str, int], max_input_bytes: int = MAX_IN
     """None when `graph` specialises at `sizes` with inputs within the budget, else why not (one line)."""
     need = input_bytes((v.type for v in graph.inputs), sizes)
     if need > max_input_bytes:
-        return f"its inputs would take {need / (1 << 30):.1f} GiB, over the {max_input_bytes / (1 << 30):g} GiB budget"
+        return (f"its inputs would take {need / (1 << 30):.1f} GiB ({need} bytes), over the limit "
+                f"max_input_bytes={max_input_bytes}")
     try:
         specialize(graph, sizes)  # a pass that crashes raises InternalError (a bug, not a size the model refuses)
     except CompilerError as e:

@@ -41,6 +41,8 @@ def softmax_coerced_to_2d(imp: ImportNode) -> None:
 
 @adapter("TopK", 1)
 def top_k_k_to_input(imp: ImportNode) -> None:
+    if "k" not in imp.attrs:
+        raise ValueError("TopK-1 needs the k attribute")
     k = imp.attrs.pop("k")
     imp.pad_inputs(2)
     imp.inputs[1] = imp.const_ints([k], "k")

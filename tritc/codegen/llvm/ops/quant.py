@@ -14,6 +14,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ....errors import UnsupportedError
+from ....ir.accumulators import Span, check_int32_sum, product_range
 from ....ir.casts import int_range
 from ....ir.ops.quant import _conv_params
 from ....ir.types import DType
@@ -265,6 +266,32 @@ def _matmul_geometry(a: Buf, bm: Buf) -> tuple[list[int], int, int, int]:
     return batch, a2[-2], a2[-1], b2[-1]
 
 
+def operand_span(ctx: NodeCtx, i: int, zero: int | None) -> Span:
+    """What operand i less its zero point (operand `zero`) may be: a constant's range when it is one (a weight), else
+    its dtype's range."""
+    def values(j: int) -> tuple[int, int]:
+        v = ctx.node.inputs[j]
+        c = ctx.m.graph.const_value(v)  # (not ctx.const: the code does not depend on the value, only this check)
+        if isinstance(c, np.ndarray) and c.size:
+            return int(c.min()), int(c.max())
+        return int_range(v.type.dtype)
+
+    z = ctx.ins[zero] if zero is not None and len(ctx.ins) > zero else None
+    return Span.of(values(i), values(zero) if z is not None else (0, 0))  # type: ignore[arg-type]
+
+
+def check_accumulator(ctx: NodeCtx, k: int, a: int, a_zero: int | None, w: int, w_zero: int | None,
+                      bias: int | None = None) -> None:
+    """The int32 accumulator of this node cannot wrap: else ResourceLimitError naming the node, K and the bound
+    (docs/INTEGER.md). Shapes are static here (these lowerings are not symbolic)."""
+    b_range = (0, 0)
+    if bias is not None and len(ctx.ins) > bias and ctx.ins[bias] is not None:
+        c = ctx.m.graph.const_value(ctx.node.inputs[bias])
+        b_range = (int(c.min()), int(c.max())) if isinstance(c, np.ndarray) and c.size else (0, 0)
+    check_int32_sum(f"node {ctx.node.describe()}", k, product_range(operand_span(ctx, a, a_zero),
+                                                                   operand_span(ctx, w, w_zero)), b_range)
+
+
 def _int_matmul(ctx: NodeCtx, a: Buf, za: Buf | None, bm: Buf, zb: Buf | None,
                 finish: Callable[[list[ir.Value], ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None]) -> None:
     """acc[n] = sum_k (a[m,k] - za) * (b[k,n] - zb) in wrapping i32, one row tile of columns [n0, n0 + width) at
@@ -311,6 +338,7 @@ def matmul_integer(ctx: NodeCtx) -> None:
         with for_range(b, width, name="s") as n:
             b.store(load(b, acc, n, I32), gep(b, out.ptr, b.add(row, b.add(n0, n)), I32))
 
+    check_accumulator(ctx, _matmul_geometry(a, bm)[2], 0, 2, 1, 3)
     _int_matmul(ctx, a, za, bm, zb, finish)
 
 
@@ -349,6 +377,7 @@ def qlinear_matmul(ctx: NodeCtx) -> None:
             q = requantize(b, load(b, acc, n, I32), mult, yz, out.dtype)
             b.store(q, gep(b, out.ptr, b.add(row, col), out.elem))
 
+    check_accumulator(ctx, _matmul_geometry(a, bm)[2], 0, 2, 3, 5)
     _int_matmul(ctx, a, za, bm, zb, finish)
 
 
@@ -413,6 +442,11 @@ def _int_conv(ctx: NodeCtx, x: Buf, xz: Buf | None, w: Buf, wz: Buf | None,
             finish(m, b.add(out_base, linear_index(b, pos, contiguous_strides(out_sizes)[:-1])), acc, n)
 
 
+def conv_k(w: Buf) -> int:
+    """The products one output of a conv sums: input channels per group times the kernel's size."""
+    return int(np.prod(w.shape[1:]))
+
+
 def _per_channel(ctx: NodeCtx, p: Buf | None, channels: int, what: str) -> Callable[[ir.Value], ir.Value] | None:
     """The index of an output channel's value in a per-tensor or per-channel parameter."""
     if p is None:
@@ -434,6 +468,7 @@ def conv_integer(ctx: NodeCtx) -> None:
         with for_range(b, out.shape[-1], name="s") as ow:
             b.store(load(b, acc, ow, I32), gep(b, out.ptr, b.add(row, ow), I32))
 
+    check_accumulator(ctx, conv_k(w), 0, 2, 1, 3)
     _int_conv(ctx, x, xz, w, wz, finish)
 
 
@@ -458,4 +493,5 @@ def qlinear_conv(ctx: NodeCtx) -> None:
             q = requantize(b, b.add(load(b, acc, ow, I32), add), mult, yz, out.dtype)
             b.store(q, gep(b, out.ptr, b.add(row, ow), out.elem))
 
+    check_accumulator(ctx, conv_k(w), 0, 2, 3, 5, bias=8)
     _int_conv(ctx, x, xz, w, wz, finish)

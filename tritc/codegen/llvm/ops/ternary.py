@@ -19,12 +19,14 @@ from typing import Any
 import llvmlite.ir as ir
 
 from ....errors import UnsupportedError
+from ....ir.accumulators import refuse_past
 from ....ir.types import DType, TensorType
 from ..builder import F32, I64, for_range, gep
 from ..context import Buf, NodeCtx
-from ..kernels.ternary import MatmulSpec, emit_ternary_matmul
+from ..kernels.ternary import MAX_K, MatmulSpec, emit_ternary_matmul
 from ..kernels.ternary_quant import scratch_bytes
 from ..kernels.vec import activation as epilogue_activation
+from ..packing import padded
 from ..symbolic import is_static
 from . import lowering
 from .quant import load_f, store_f
@@ -92,6 +94,14 @@ def call_ternary_kernel(ctx: NodeCtx, spec: dict[str, Any], args: list[ir.Value]
     ctx.b.call(fn, args + ([scratch] if scratch is not None else []))  # status 0: it allocates nothing
 
 
+def check_ternary_k(ctx: NodeCtx, k: int, act: str) -> None:
+    """An int8 layer's K within the kernel's int32 bound (kernels/ternary.py MAX_K, docs/INTEGER.md): else
+    ResourceLimitError naming the node, K and the bound."""
+    if act == "int8":
+        refuse_past(f"node {ctx.node.describe()}", padded(k), MAX_K,
+                    "int8 x trit products (K padded to 16; the kernel sums codes trit+1 in [0, 2] times q in [-128, 127])")
+
+
 def quant_scratch_bytes(spec: dict[str, Any]) -> int:
     """Bytes of activation quantisation scratch the kernel for `spec` takes (0 unless act="int8")."""
     return scratch_bytes(MatmulSpec(**spec)) if spec["act"] == "int8" else 0
@@ -133,6 +143,7 @@ def ternary_matmul(ctx: NodeCtx) -> None:
                     group_size=entry.group_size, bias=bias is not None, residual=residual is not None,
                     activation=None if a["activation"] == "none" else a["activation"], threads=ctx.m.threads,
                     act_max=a["act_max"], act_eps=a["act_eps"], act_scale=a["act_scale"])
+        check_ternary_k(ctx, K, a["act"])
         scales = gep(b, w.ptr, entry.scale_offset - entry.offset, ir.IntType(8))
         # One quantisation scratch for every kernel call of the node: the largest call's (ROW_BLOCK rows at most).
         quant = quant_scratch_bytes(spec | {"M": M if is_static(M) else ROW_BLOCK})

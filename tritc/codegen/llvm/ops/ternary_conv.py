@@ -30,6 +30,7 @@ from ..kernels.vec import entry_alloca
 from ..packing import padded
 from . import lowering
 from .cnn import output_coords
+from .ternary import check_ternary_k
 
 
 def window_table(in_shape: tuple[int, ...], out_shape: tuple[int, ...], win: Window) -> np.ndarray:
@@ -84,6 +85,7 @@ def ternary_conv(ctx: NodeCtx) -> None:
     int8 = a["act"] == "int8"
     spec = MatmulSpec(tokens, kg, ncols, a["act"], gran, entry.group_size, bias is not None, False, None,
                       ctx.m.threads, a["act_max"], a["act_eps"], a["act_scale"])
+    check_ternary_k(ctx, kg, a["act"])
     spec.check()
     fn = _kernel(ctx, spec, int8)
     table = ctx.global_array(window_table(in_sp, out_sp, win), "window")

@@ -1,0 +1,71 @@
+"""Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
+multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
+vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
+the same on the mapped design (0 DSP blocks in the matrix path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Fragment
+
+from tritc.hw.buffers import ActBuffer
+from tritc.hw.dma import LoadMover, StoreMover
+from tritc.hw.fp_add import FpAdder
+from tritc.hw.fp_compare import FpCompare
+from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
+from tritc.hw.fp_div import FpDivider
+from tritc.hw.fp_sqrt import FpSqrt
+from tritc.hw.lane_reduce import LaneReducer
+from tritc.hw.matrix_unit import MatrixUnit
+from tritc.hw.memory import MemArbiter
+from tritc.hw.params import hw_params
+from tritc.hw.queues import InstrDecoder, TokenQueues
+from tritc.hw.tokens import TokenProtocol
+from tritc.hw.weight_decoder import WordDecoder
+
+from .conftest import SMALL
+
+ARITHMETIC = re.compile(r"^\s*cell \\?\$(mul|div|mod|divfloor|modfloor|pow)\b", re.M)
+P = hw_params(SMALL)
+COMPONENTS = {
+    "matrix-4x16-base3": lambda: MatrixUnit(P),
+    "matrix-1x128-2bit": lambda: MatrixUnit(hw_params(dataclasses.replace(
+        SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
+    "decoder-base3": lambda: WordDecoder("base3"),
+    "act-buffer": lambda: ActBuffer(P),
+    "fp-adder": FpAdder,
+    "int-to-fp": IntToFp,
+    "fp-compare": FpCompare,
+    "fp-divider": FpDivider,
+    "fp-sqrt": FpSqrt,
+    "lane-reducer": lambda: LaneReducer(P.vector_lanes),
+    "fp-to-int32": lambda: FpToInt(32),
+    "fp-round": FpRound,
+    "instr-decoder": InstrDecoder,
+    "token-queues": lambda: TokenQueues(P.queue_depth),
+    "token-protocol": lambda: TokenProtocol(P.queue_depth),
+    "arbiter": lambda: MemArbiter(P, 4),
+    "load-mover": lambda: LoadMover(P),
+    "store-mover": lambda: StoreMover(P),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENTS))
+def test_netlist_has_no_multiplier(name):
+    text = rtlil.convert(COMPONENTS[name]())
+    assert "cell" in text
+    assert not ARITHMETIC.findall(text)
+
+
+@pytest.mark.parametrize("preset", ["edge", "datacenter"])
+def test_components_elaborate_for_the_presets(preset):
+    # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
+    # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
+    p = hw_params(preset)
+    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
+                      InstrDecoder()):
+        assert Fragment.get(component, None) is not None
