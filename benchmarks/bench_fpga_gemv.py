@@ -64,6 +64,7 @@ def run(k: int, n: int, preset: str, double_buffer: bool, functional: bool) -> d
     return {"preset": preset, "double_buffer": double_buffer, "cycles": st["cycles"], "roofline": roofline,
             "matrix_bound": matrix, "of_roofline": roofline / st["cycles"], "tiles": tiles,
             "load_busy": st["engines"]["load"]["busy"], "compute_busy": st["engines"]["compute"]["busy"],
+            "matrix_busy": st["engines"]["matrix"]["busy"],
             "energy_joules": st["energy_joules"]}
 
 
@@ -75,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print(f"(1, {args.k}) x ({args.k}, {args.n}) ternary GEMV, int8 activations")
     print(f"{'preset':<11} {'double buffer':<14} {'cycles':>8} {'DRAM roofline':>14} {'of roofline':>12} "
-          f"{'matrix bound':>13} {'tiles':>6} {'load busy':>10} {'compute busy':>13}")
+          f"{'matrix bound':>13} {'tiles':>6} {'load busy':>10} {'matrix busy':>12} {'vector busy':>12}")
     for preset in ("edge", "datacenter"):
         for db in (True, False):
             r = run(args.k, args.n, preset, db, args.functional)
             print(f"{preset:<11} {'yes' if db else 'no':<14} {r['cycles']:>8} {r['roofline']:>14.0f} "
                   f"{100 * r['of_roofline']:>11.1f}% {r['matrix_bound']:>13.0f} {r['tiles']:>6} {r['load_busy']:>10} "
-                  f"{r['compute_busy']:>13}")
+                  f"{r['matrix_busy']:>12} {r['compute_busy']:>12}")
     return 0
 
 

@@ -480,7 +480,7 @@ def test_race_without_a_token_is_a_hazard():
               Instr(Op.GEMM, m=1, n=16, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
     sim = sim_for()
     sim.load_stream(instrs)
-    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the compute engine reads WGT \[0, 207\] while "
+    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the matrix unit reads WGT \[0, 207\] while "
                                           r"instruction 1 \(LOAD .*\) on the load engine writes \[0, 207\] until cycle"):
         sim.run()
     unchecked = Simulator(EDGE, dram_bytes=MIB, check_hazards=False)
@@ -507,10 +507,15 @@ def test_transfer_costs_latency_plus_bursts_over_bandwidth():
         assert stats["cycles"] == lat + math.ceil(math.ceil(moved / 64) * 64 / bpc), ins
         assert stats["engines"]["load"]["busy"] == stats["cycles"]
         assert stats["seconds"] == stats["cycles"] / 250e6
-    # Back to back on one engine: the costs add up.
-    sim = sim_for(cfg)
+    # Back to back on one engine, one transfer in flight at a time: the costs add up.
+    sim = sim_for(config("edge", dram_outstanding=1))
     sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
     assert sim.run()["cycles"] == sum(lat + math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
+    # As many in flight as there are transfers: each one's latency runs while the data of those before it moves,
+    # so only the first latency shows.
+    sim = sim_for(config("edge", dram_outstanding=len(cases)))
+    sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
+    assert sim.run()["cycles"] == lat + sum(math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
 
 
 def test_loads_and_stores_share_the_dram_channel():
@@ -523,6 +528,59 @@ def test_loads_and_stores_share_the_dram_channel():
     assert stats["cycles"] == 30 + 1000 + 1000
     assert stats["engines"]["store"]["busy"] == 30 + 2000 and stats["engines"]["store"]["stall"] == 0   # held
     assert stats["dram_read_bytes"] == big and stats["dram_write_bytes"] == big
+
+
+def test_matrix_unit_runs_beside_the_vector_unit():
+    """ISA.md, "The matrix unit beside the compute engine": a VOP marked overlap runs while a GEMM multiplies, any
+    other waits for it; back-to-back GEMMs pay one pipeline fill; an overlapping VOP that touches the GEMM's memory
+    is a hazard."""
+    gemm = Instr(Op.GEMM, acc_addr=0, m=1, n=64, kw=16, acc_rs=64, reset=1)      # 4 x 16 + a fill of 8: 72 cycles
+    add = dict(func=VFunc.ADD, rows=1, cols=1000, dst=(Buf.VEC, 0, 0, 1), src1=(Buf.VEC, 2000, 0, 1), imm=1.0)
+
+    def cycles(*instrs):
+        sim = sim_for()
+        sim.load_stream([*instrs, Instr(Op.FINISH)])
+        return sim.run()
+
+    def add_vop(**flags):
+        a = dict(add)
+        return vop(a.pop("func"), a.pop("rows"), a.pop("cols"), a.pop("dst"), a.pop("src1"), imm=a.pop("imm"), **flags)
+
+    assert cycles(gemm)["cycles"] == 72 and cycles(add_vop())["cycles"] == 63 + 8
+    assert cycles(gemm, add_vop())["cycles"] == 72 + 71                          # waits for the matrix unit
+    st = cycles(gemm, add_vop(overlap=1))
+    assert st["cycles"] == 1 + 71                                                  # handed over in a cycle
+    assert st["engines"]["matrix"]["busy"] == 72 and st["engines"]["compute"]["busy"] == 1 + 71
+    assert cycles(gemm, gemm.replace(acc_addr=64))["cycles"] == 72 + 72 - 8        # the fill paid once
+    assert cycles(gemm, gemm.replace(reset=0))["cycles"] == 72 + 72                # accumulating: after the drain
+    reads_acc = vop(VFunc.MUL, 1, 64, (Buf.VEC, 0, 0, 1), (Buf.ACC, 0, 0, 1), imm=2.0, overlap=1)
+    with pytest.raises(HazardError, match=r"on the compute engine reads ACC \[0, 63\] while instruction 0 \(GEMM"):
+        cycles(gemm, reads_acc)
+    with pytest.raises(StreamError, match=r"overlap is set, but its src1 touches ACC \[0, 63\] that instruction 0"):
+        check_stream([gemm, reads_acc, Instr(Op.FINISH)], EDGE)         # and the static check says so first
+    check_stream([gemm, add_vop(overlap=1), Instr(Op.FINISH)], EDGE)
+    # Tokens leave the compute engine in program order: the VOP's push waits for the GEMM's (posted: the engine
+    # goes on), so the store it releases starts when the GEMM has finished.
+    st = cycles(gemm.replace(push_next=1), add_vop(overlap=1, push_next=1), store(Buf.VEC, 0, 0, 1, 16, pop_prev=1),
+                store(Buf.VEC, 0, 64, 1, 16, pop_prev=1))
+    assert st["engines"]["store"]["stall"] == 72
+
+
+def test_amax_is_the_absmax_floored_by_the_immediate():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 300)).astype(np.float32)
+    a[1] = 0.0
+    sim = sim_for()
+    sim.write(0, a)
+    sim.load_stream([load(Buf.VEC, 0, 0, 3, 300, push_next=1),
+                     vop(VFunc.AMAX, 3, 300, (Buf.VEC, 1000, 1, 1), (Buf.VEC, 0, 300, 1), pop_prev=1),
+                     vop(VFunc.AMAX, 3, 300, (Buf.VEC, 1003, 1, 1), (Buf.VEC, 0, 300, 1), imm=1e-5, push_next=1),
+                     store(Buf.VEC, 1000, 0x10000, 1, 6, pop_prev=1), Instr(Op.FINISH)])
+    st = sim.run()
+    out = sim.read(0x10000, 24).view(np.float32)
+    ref = np.abs(a).max(axis=1)
+    assert np.array_equal(out[:3], ref) and np.array_equal(out[3:], np.maximum(ref, np.float32(1e-5)))
+    assert st["cycles"] > 0
 
 
 def test_compute_costs():
@@ -546,7 +604,10 @@ def test_compute_costs():
         sim.load_stream([ins, Instr(Op.FINISH)])
         stats = sim.run()
         assert stats["cycles"] == cycles, ins
-        assert stats["engines"]["compute"]["busy"] == cycles
+        if ins.op is Op.GEMM:     # the compute engine hands it to the matrix unit in a cycle
+            assert stats["engines"]["matrix"]["busy"] == cycles and stats["engines"]["compute"]["busy"] == 1
+        else:
+            assert stats["engines"]["compute"]["busy"] == cycles
     wide = config("datacenter")                        # 128 lanes: a 7-level tree
     for ins, cycles in [(vop(VFunc.RSUM, 6, 300, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 300, 1)), 6 * 3 + 7 + 8),
                         (vop(VFunc.MM, 1, 128, (Buf.VEC, 0, 128, 1), row(Buf.VEC, 200), (Buf.KV, 0, 128, 1),
@@ -574,7 +635,7 @@ def gemv_stream(cfg, K, N, tile, double_buffer):
 
 
 def test_double_buffering_overlaps_load_and_compute():
-    cfg = config("edge", matrix_rows=4)               # a slower matrix unit: compute close to the load time
+    cfg = config("edge", matrix_rows=4, dram_outstanding=1)   # a slower matrix unit: compute close to the load time
     K, N, tile = 1024, 256, 16
     kw = K // 64
     rng = np.random.default_rng(5)
@@ -611,7 +672,7 @@ def test_stats_keys_and_energy():
     assert set(stats) >= {"cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops",
                           "matrix_utilisation", "engines", "instructions", "host_seconds", "host_device_bytes",
                           "energy_joules", "energy"}
-    assert set(stats["engines"]) == {"load", "compute", "store"}
+    assert set(stats["engines"]) == {"load", "compute", "store", "matrix"}
     assert all(set(v) == {"busy", "stall"} for v in stats["engines"].values())
     assert stats["instructions"] == len(instrs) and stats["host_seconds"] == 0.0 and stats["host_device_bytes"] == 0
     assert stats["ternary_ops"] == 64 * 256
@@ -652,7 +713,8 @@ def test_decode_step_stream_runs_fast_and_right(preset):
     assert np.array_equal(acc, act.astype(np.int64) @ probe["wq"])   # the q projection, bit exact
     assert np.isfinite(sim.read(probe["out"], 2048).view(np.float32)).all()
     assert stats["dram_read_bytes"] > 2_000_000 and 0 < stats["matrix_utilisation"] < 1
-    assert stats["engines"]["load"]["busy"] + stats["engines"]["compute"]["busy"] > stats["cycles"]  # overlap
+    busy = stats["engines"]
+    assert busy["load"]["busy"] + busy["compute"]["busy"] + busy["matrix"]["busy"] > stats["cycles"]  # overlap
 
 
 # -- timing only: the same stats without the data ----------------------------------------------------------------
@@ -671,7 +733,7 @@ def every_function_stream(cfg, rng):
         src = (Buf.ACC, 0, 40, 1) if func is VFunc.REQ else (Buf.VEC, 0, 40, 1)
         if func is VFunc.MM:
             instrs.append(vop(func, 4, 4, (Buf.VEC, out, 4, 1), src, (Buf.VEC, 160, 40, 1), depth=40))
-        elif func in (VFunc.RSUM, VFunc.RMAX):
+        elif func in (VFunc.RSUM, VFunc.RMAX, VFunc.AMAX):
             instrs.append(vop(func, 4, 40, (Buf.VEC, out, 1, 1), src))
         else:
             instrs.append(vop(func, 4, 40, (dst_buf, out, 40, 1), src, (Buf.VEC, 160, 40, 1), imm=1 << 29 if func is
@@ -730,7 +792,7 @@ def test_timing_only_still_checks_races_deadlocks_and_malformed_streams():
     missing = [load(Buf.ACT, 0, 0, 1, 64), Instr(Op.GEMM, m=1, n=1, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
     sim = Simulator(EDGE, dram_bytes=MIB, functional=False)
     sim.load_stream(race)
-    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the compute engine reads WGT"):
+    with pytest.raises(HazardError, match=r"instruction 2 \(GEMM .*\) on the matrix unit reads WGT"):
         sim.run()
     sim.load_stream(missing)
     with pytest.raises(DeadlockError, match=r"compute engine at instruction 1 \(GEMM .* waits for a token in l2c"):

@@ -63,7 +63,8 @@ ENERGY_PJ: dict[str, float] = {
 }
 SRAM_BANK_BYTES = 32 * 1024  # a buffer is banks of UltraRAM (32 KiB of data each): an access touches one bank
 
-ENGINE_NAMES = ("load", "compute", "store")
+ENGINE_NAMES = ("load", "compute", "store", "matrix")   # the stats' units: three engines and the matrix unit
+UNIT_NAMES = ("load engine", "compute engine", "store engine", "matrix unit")
 ENERGY_PARTS = ("matrix", "vector", "sram", "dram")
 
 
@@ -116,11 +117,13 @@ class Simulator:
     reports a deadlock)."""
 
     def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, check_hazards: bool = True,
-                 functional: bool = True, max_cycles: int | None = None):
+                 functional: bool = True, max_cycles: int | None = None, trace: bool = False):
         if max_cycles is not None and (isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1):
             raise DeviceError(f"max_cycles must be a positive number of cycles or None, not {max_cycles!r}")
         self.max_cycles = max_cycles
         self.check_hazards = check_hazards
+        self.trace = trace
+        self.timeline: list[tuple[int, int, int, int]] = []   # with trace: (instruction, engine, start, finish)
         self._functional = bool(functional)
         self.config = load_config(config)
         size = self.config.dram_bytes if dram_bytes is None else int(dram_bytes)
@@ -194,39 +197,47 @@ class Simulator:
         for s in steps:
             progs[s.engine].append(s)
         pos = [0, 0, 0]
-        free = [0, 0, 0]
-        busy = [0, 0, 0]
-        stall = [0, 0, 0]
-        pending: list[tuple[int, list[int], list[int]] | None] = [None, None, None]
+        # Units: 0 load, 1 compute (its issue stage and the vector unit), 2 store, 3 the matrix unit (GEMMs the
+        # compute engine handed over). free[u]: when the unit can take its next instruction.
+        free = [0, 0, 0, 0]
+        busy = [0, 0, 0, 0]
+        stall = [0, 0, 0, 0]
+        # A unit's pushes not yet made: (earliest push time, queues left, push times, when the unit is free).
+        pending: list[tuple[int, list[int], list[int], int] | None] = [None, None, None, None]
         push_t: list[list[int]] = [[] for _ in QUEUES]
         pop_t: list[list[int]] = [[] for _ in QUEUES]
         depth = self.config.queue_depth
+        outstanding = self.config.dram_outstanding
+        ends: list[list[int]] = [[], [], []]   # per DMA engine, the data-phase ends of its transfers
+        accept = 0     # when the matrix unit's pipeline takes the next GEMM: the last one's fill before it drains
         channel = 0
         done = 0
         totals = dict(read=0, write=0, ops=0)
         energy = [0.0, 0.0, 0.0, 0.0]
         hazards = self.check_hazards
-        inflight: list[tuple[int, Step]] = []   # (finish, step) of instructions still accessing memory
+        inflight: list[tuple[int, int, Step]] = []   # (finish, unit, step) of instructions still accessing memory
+        timeline = self.timeline
+        timeline.clear()
         while True:
             # Pushes waiting for room in a full queue go as soon as the token `depth` places ahead is popped.
-            for e in range(3):
+            for e in range(4):
                 p = pending[e]
                 if p is None:
                     continue
-                finish, queues, times = p
+                base, queues, times, release = p
                 while queues:
                     qi = queues[0]
                     k = len(push_t[qi])
                     if k >= depth and len(pop_t[qi]) <= k - depth:
                         break
-                    t = finish if k < depth else max(finish, pop_t[qi][k - depth])
+                    t = base if k < depth else max(base, pop_t[qi][k - depth])
                     push_t[qi].append(t)
                     times.append(t)
                     queues.pop(0)
                 if not queues:
-                    end = max(times, default=finish)
-                    stall[e] += end - finish
-                    free[e] = end
+                    end = max(times, default=base)
+                    stall[e] += end - base
+                    free[e] = max(release, end) if end > base else release
                     pending[e] = None
             best = -1
             best_t = 0
@@ -235,11 +246,22 @@ class Simulator:
                     continue
                 s = progs[e][pos[e]]
                 if s.finish:
-                    if any(pending[o] is not None or pos[o] < len(progs[o]) for o in range(3) if o != e):
+                    if pending[3] is not None or any(pending[o] is not None or pos[o] < len(progs[o])
+                                                     for o in range(3) if o != e):
                         continue
-                    t = max(free)
+                    t = max(max(free), max((x[-1] for x in ends if x), default=0))
                 else:
                     t = free[e]
+                    if e == 1 and (not s.overlap or s.pushes):
+                        # Only a VOP marked `overlap` runs while the matrix unit works: everything else waits for
+                        # it (a GEMM only for its pipeline to take one more). Tokens leave the compute engine in
+                        # program order: a VOP's pushes wait (posted, the engine goes on) for the GEMM in flight's.
+                        if pending[3] is not None:
+                            continue
+                        if s.matrix and not s.accumulates:
+                            t = max(t, accept)
+                        elif not s.overlap:
+                            t = max(t, free[3])
                     ready = True
                     for qi in s.pops:
                         k = len(pop_t[qi])
@@ -252,27 +274,50 @@ class Simulator:
                 if best < 0 or t < best_t:
                     best, best_t = e, t
             if best < 0:
-                if any(pending[e] is not None or pos[e] < len(progs[e]) for e in range(3)):
+                if any(p is not None for p in pending) or any(pos[e] < len(progs[e]) for e in range(3)):
                     raise self._deadlock(progs, pos, pending, push_t, pop_t, max(free))
                 break
             e, start, s = best, best_t, progs[best][pos[best]]
             pos[e] += 1
             done += 1
             if not s.finish:
-                stall[e] += start - free[e]
+                # a DMA engine with transfers in flight is busy, not stalled, while it waits for a token
+                stall[e] += max(0, start - max(free[e], ends[e][-1] if s.transfer and ends[e] else 0))
             for qi in s.pops:
                 pop_t[qi].append(start)
+            unit = e
             if s.transfer:
+                # Up to `outstanding` transfers of one engine in flight: the next starts (its latency running)
+                # while this one's data moves; data phases take the channel in the order transfers start.
                 data = max(start + s.latency, channel)
                 finish = data + s.cycles
                 channel = finish
+                prev = ends[e][-1] if ends[e] else 0
+                busy[e] += finish - max(start, prev)
+                ends[e].append(finish)
+                release = max(start + 1, ends[e][-outstanding]) if len(ends[e]) >= outstanding else start + 1
+                base = finish
+            elif s.matrix:
+                unit = 3
+                finish = start + s.cycles
+                busy[3] += finish - max(start, free[3])
+                busy[1] += 1
+                # The compute engine hands the GEMM over in a cycle and goes on once the GEMM before it has
+                # drained, so that only this one is in flight when it does.
+                free[1] = max(start + 1, free[3])
+                accept = finish - s.fill
+                release = base = finish
             else:
                 finish = start + s.cycles
+                busy[e] += finish - start
+                release = finish
+                base = max(finish, free[3]) if s.pushes and not s.finish else finish
             if self.max_cycles is not None and finish > self.max_cycles:
                 raise self._timeout(s, finish)
-            busy[e] += finish - start
+            if self.trace:
+                timeline.append((s.index, unit, start, finish))
             if hazards and s.accesses:
-                self._hazard(s, start, finish, inflight)
+                self._hazard(s, unit, start, finish, inflight)
             if s.effect is not None:
                 s.effect()
             totals["read"] += s.read_bytes
@@ -281,10 +326,11 @@ class Simulator:
             for k in range(4):
                 energy[k] += s.energy[k]
             if s.pushes:
-                pending[e] = (finish, list(s.pushes), [])
+                pending[unit] = (base, list(s.pushes), [], release)
             else:
-                free[e] = finish
-        return self._finish_stats(max(free), busy, stall, done, totals, energy, push_t, pop_t, wall)
+                free[unit] = release
+        cycles = max(max(free), max((x[-1] for x in ends if x), default=0))
+        return self._finish_stats(cycles, busy, stall, done, totals, energy, push_t, pop_t, wall)
 
     def _timeout(self, s: Step, finish: int) -> AcceleratorTimeoutError:
         budget = self.max_cycles or 0
@@ -293,13 +339,13 @@ class Simulator:
             f"{self.config.clock_hz / 1e6:g} MHz; the device's max_cycles): {where(s.index, self._instrs[s.index])} on "
             f"the {ENGINE_NAMES[s.engine]} engine would run until cycle {finish}")
 
-    def _hazard(self, s: Step, start: int, finish: int, inflight: list[tuple[int, Step]]) -> None:
-        """StreamError if `s` touches memory that an instruction of another engine, still running at `start`,
-        writes (or reads, when `s` writes): the stream lacks a token between them and its result depends on
-        timing. Accesses are compared by their [first, last] unit ranges."""
-        inflight[:] = [(f, o) for f, o in inflight if f > start]
-        for f, o in inflight:
-            if o.engine == s.engine:
+    def _hazard(self, s: Step, unit: int, start: int, finish: int, inflight: list[tuple[int, int, Step]]) -> None:
+        """StreamError if `s` touches memory that an instruction of another unit, still running at `start`,
+        writes (or reads, when `s` writes): the stream lacks a token (or a sync) between them and its result
+        depends on timing. Accesses are compared by their [first, last] unit ranges."""
+        inflight[:] = [(f, u, o) for f, u, o in inflight if f > start]
+        for f, u, o in inflight:
+            if u == unit:
                 continue
             for mem, lo, hi, w in s.accesses:
                 for omem, olo, ohi, ow in o.accesses:
@@ -307,11 +353,11 @@ class Simulator:
                         name = "DRAM" if MEMORIES[mem] is None else MEMORIES[mem].name
                         raise HazardError(
                             f"hazard at cycle {start}: {where(s.index, self._instrs[s.index])} on the "
-                            f"{ENGINE_NAMES[s.engine]} engine {'writes' if w else 'reads'} {name} [{lo}, {hi}] while "
-                            f"{where(o.index, self._instrs[o.index])} on the {ENGINE_NAMES[o.engine]} engine "
+                            f"{UNIT_NAMES[unit]} {'writes' if w else 'reads'} {name} [{lo}, {hi}] while "
+                            f"{where(o.index, self._instrs[o.index])} on the {UNIT_NAMES[u]} "
                             f"{'writes' if ow else 'reads'} [{olo}, {ohi}] until cycle {f}: a token is missing "
                             f"between them")
-        inflight.append((finish, s))
+        inflight.append((finish, unit, s))
 
     def _deadlock(self, progs, pos, pending, push_t, pop_t, now) -> DeadlockError:
         blocked = {}
@@ -330,6 +376,10 @@ class Simulator:
                 blocked[Engine(e)] = (s.index, f"waits for a token in {', '.join(need)} (pushed "
                                                f"{', '.join(str(len(push_t[QUEUES.index(q)])) for q in need)}, "
                                                f"popped {', '.join(str(len(pop_t[QUEUES.index(q)])) for q in need)})")
+        if pending[3] is not None and Engine.COMPUTE not in blocked:
+            q = QUEUES[pending[3][1][0]]
+            blocked[Engine.COMPUTE] = (progs[1][pos[1] - 1].index, f"(its matrix unit) waits for room in {q} (full: "
+                                       f"{self.config.queue_depth} tokens not popped)")
         return deadlock_error(self._instrs, blocked, f" at cycle {now}")
 
     def _finish_stats(self, cycles, busy, stall, done, totals, energy, push_t, pop_t, wall) -> dict[str, Any]:

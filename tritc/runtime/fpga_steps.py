@@ -28,7 +28,7 @@ VOP_FLOPS: dict[VFunc, tuple[int, int]] = {
     VFunc.DIV: _DIV, VFunc.MAX: (1, 0), VFunc.MIN: (1, 0), VFunc.NEG: (0, 0), VFunc.ABS: (0, 0), VFunc.RECIP: _DIV,
     VFunc.SQRT: _DIV, VFunc.EXP: _EXP, VFunc.SIN: (9, 10), VFunc.COS: (9, 10),
     VFunc.TANH: (_EXP[0] + 2 + _DIV[0], _EXP[1] + _DIV[1]), VFunc.ERF: (_EXP[0] + 7 + _DIV[0], _EXP[1] + 8 + _DIV[1]),
-    VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
+    VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.AMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
     VFunc.ROUND: (1, 0), VFunc.RELU: (1, 0), VFunc.LT: (1, 0), VFunc.EQ: (1, 0),
 }
 SLOW = {VFunc.EXP: 4, VFunc.SIN: 4, VFunc.COS: 4, VFunc.TANH: 4, VFunc.ERF: 4, VFunc.DIV: 8, VFunc.RECIP: 8,
@@ -55,6 +55,10 @@ class Step:
     ternary_ops: int = 0
     energy: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     accesses: tuple[tuple[int, int, int, bool], ...] = ()   # (memory, first unit, last unit, writes)
+    matrix: bool = False    # a GEMM: runs on the matrix unit while the compute engine goes on
+    overlap: bool = False   # a VOP that may run while the matrix unit works (every other compute instruction waits)
+    fill: int = 0           # a GEMM: its pipeline fill, during which the next GEMM may already enter
+    accumulates: bool = False   # a GEMM without reset: it adds to accumulators, so it enters after the last drained
 
 
 class StepMaker:
@@ -74,7 +78,8 @@ class StepMaker:
         accesses = tuple((_MEMORY_INDEX[v.mem], v.lo, v.hi, v.write) for v in views if not v.empty)
         base = dict(index=index, engine=int(ins.engine), pops=tuple(_QUEUE_INDEX[n] for n in pops(ins)),
                     pushes=tuple(_QUEUE_INDEX[n] for n in pushes(ins)), latency=0, transfer=False,
-                    finish=ins.op is Op.FINISH, accesses=accesses)
+                    finish=ins.op is Op.FINISH, accesses=accesses, matrix=ins.op is Op.GEMM,
+                    overlap=ins.op is Op.VOP and bool(ins.overlap))
         if ins.op in (Op.NOP, Op.FINISH):
             return Step(**base, cycles=1 if ins.op is Op.NOP else 0, effect=None)
         if ins.op in (Op.LOAD, Op.STORE):
@@ -128,8 +133,8 @@ class StepMaker:
     def _gemm_step(self, ins: Instr, views: list[View], base: dict) -> Step:
         c = self.config
         m, n, kw, reset = ins.m, ins.n, ins.kw, ins.reset
-        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) \
-            + math.ceil(math.log2(c.matrix_lanes)) + 2
+        fill = math.ceil(math.log2(c.matrix_lanes)) + 2
+        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) + fill
         ops = m * n * 64 * kw
         effect = self._gemm_effect(ins, views) if self.functional and m and n and (kw or reset) else None
         lanes_blocks = math.ceil(64 * kw / c.matrix_lanes)
@@ -138,7 +143,8 @@ class StepMaker:
         sram = (m * n * kw * c.word_bytes * self._sram_pj[Buf.WGT]
                 + m * math.ceil(n / c.matrix_rows) * 64 * kw * self._sram_pj[Buf.ACT]
                 + 4 * m * n * (1 if reset else 2) * self._sram_pj[Buf.ACC])
-        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0))
+        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0), fill=fill,
+                    accumulates=not reset)
 
     def _gemm_effect(self, ins: Instr, views: list[View]) -> Callable[[], None]:
         acc = self._typed_view(views[0])
@@ -225,9 +231,14 @@ class StepMaker:
         elif func in REDUCTIONS:
             kind = "sum" if func is VFunc.RSUM else "max"
 
+            magnitude = func is VFunc.AMAX    # the sign bit cleared on the way into the lanes
+            floor = magnitude and bool(ins.use_imm)   # AMAX with the immediate: at least imm (MAX's maximum)
+
             def compute() -> np.ndarray:
+                a = np.abs(read("src1")) if magnitude else read("src1")
                 with np.errstate(all="ignore"):
-                    return vu.lane_reduce(read("src1"), lanes, kind)[:, None]
+                    r = vu.lane_reduce(a, lanes, kind)
+                    return (vu.fmax(r, imm) if floor else r)[:, None]
         else:
             binary = func in BINARY or func is VFunc.WHERE
 

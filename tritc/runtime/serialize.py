@@ -284,7 +284,7 @@ def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
     against the DRAM the program allocates) and used as they are; the partition and DRAM placement of their sizes are
     derived again from the IR (deterministic), and sizes not stored are lowered from the IR when first run."""
     from ..codegen.fpga.config import config_from_dict
-    from ..codegen.fpga.isa import ISA_VERSION, StreamError, decode_stream
+    from ..codegen.fpga.isa import ISA_VERSION, READABLE_ISA_VERSIONS, StreamError, decode_stream
     from ..codegen.fpga.verify import check_stream
     from .fpga_model import FpgaModel
 
@@ -292,7 +292,7 @@ def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
     tinfo = _field(m, "target", dict, where)
     config = config_from_dict(tinfo.get("fpga_config"), f"{where}: fpga_config")
     isa = tinfo.get("isa_version", 1)
-    if isa != ISA_VERSION:
+    if isa not in READABLE_ISA_VERSIONS:
         raise ArtifactCompatibilityError(f"{where}: instruction streams of ISA version {isa}; this tritc runs ISA "
                                          f"version {ISA_VERSION}")
     stored = tinfo.get("build_id")

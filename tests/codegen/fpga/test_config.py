@@ -46,6 +46,8 @@ def test_json_config_round_trips(tmp_path):
     ({"vector_buffer_bytes": 1 << 40}, "vector_buffer_bytes exceeds the 20-bit word address"),
     ({"weight_packing": "base5"}, "weight_packing must be one of base3, 2bit"),
     ({"dram_kind": "gddr6"}, "dram_kind must be one of ddr4, hbm2"),
+    ({"dram_outstanding": 0}, "dram_outstanding must be positive"),
+    ({"dram_outstanding": 17}, "dram_outstanding must be at most 16"),
     ({"matrix_rows": "16"}, "matrix_rows must be an integer"),
     ({"bogus": 1}, "unknown field.*bogus"),
 ])

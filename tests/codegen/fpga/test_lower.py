@@ -138,11 +138,25 @@ def test_gemv_streams_weights_near_the_dram_roofline_and_double_buffering_pays()
     assert all(i.dram_cs == 1 and i.dram_rs in (0, i.cols) for i in loads)               # one run each
 
 
+@pytest.mark.parametrize("activation,bias", [("none", False), ("relu", True)])
+def test_datacenter_gemv_overlaps_the_epilogue_with_the_matrix_unit_and_stays_exact(activation, bias):
+    """The epilogue of tile i runs on the vector unit (VOPs marked overlap) while the matrix unit multiplies tile i+1,
+    in two accumulator slots; the result is still the interpreter's, bit for bit."""
+    g, feeds = ternary_graph((1,), 1024, 2048, bias=bias, activation=activation, seed=4)
+    out, st, instrs = run_device(g, feeds, "datacenter", True)
+    np.testing.assert_array_equal(out["y"], interpret(g, feeds)["y"])
+    gemms = [i for i in instrs if i.op == Op.GEMM]
+    assert len(gemms) >= 6 and len({i.acc_addr for i in gemms}) == 2
+    assert sum(i.overlap for i in instrs if i.op == Op.VOP) >= len(gemms) - 1
+    assert st["engines"]["matrix"]["busy"] + st["engines"]["compute"]["busy"] > st["cycles"]     # they overlap
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,floor", [("edge", 0.9), ("datacenter", 0.55)])
+@pytest.mark.parametrize("preset,floor", [("edge", 0.95), ("datacenter", 0.8)])
 def test_gemv_4096_fraction_of_roofline(preset, floor):
-    """docs/FPGA.md: edge streams at ~96% of its DRAM roofline; the datacenter matrix unit (8192 trit products per
-    cycle) is slower than its HBM (9058 trits per cycle), so there the GEMV is compute-bound."""
+    """docs/FPGA.md: edge streams at ~97% of its DRAM roofline; the datacenter matrix unit (8192 trit products per
+    cycle) is slower than its HBM (9058 trits per cycle), so there the GEMV is compute-bound (at most 90% of the
+    roofline) and reaches 81% with the epilogue, the DRAM latencies and the GEMM fills hidden."""
     g, feeds = ternary_graph((1,), 4096, 4096, seed=2)
     cfg = PRESETS[preset]
     _, st, _ = run_device(g, feeds, preset, True)

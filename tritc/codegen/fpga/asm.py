@@ -43,6 +43,8 @@ def format_instr(ins: Instr) -> str:
         parts += [f"imm={_imm_text(ins)}", f"use_imm={f['use_imm']}"]
         for p in OPERANDS:
             parts.append(f"{p}={Buf(f[p + '_buf']).name}:{f[p + '_addr']}:{f[p + '_rs']}:{f[p + '_cs']}")
+        if f["overlap"]:
+            parts.append("overlap=1")
     else:
         parts = [ins.op.name]
         for fld in FIELDS[ins.op]:
@@ -158,7 +160,7 @@ def parse_instr(line: str) -> Instr:
         elif op is Op.VOP and name == "imm":
             imm_text = text
         elif name == "func" or name not in known or (op is Op.VOP and name.endswith(("_buf", "_addr", "_rs", "_cs"))):
-            names = ["rows", "cols", "depth", "imm", "use_imm", *OPERANDS] if op is Op.VOP else list(known)
+            names = ["rows", "cols", "depth", "imm", "use_imm", *OPERANDS, "overlap"] if op is Op.VOP else list(known)
             raise ValueError(f"{op.name} has no field {name!r} (fields: {', '.join(names) or 'none'})")
         elif name in BUF_FIELDS:
             values[name] = _buf(text, name)

@@ -48,6 +48,7 @@ class FpgaConfig:
     dram_burst_bytes: int = 64       # a transfer moves whole bursts
     weight_packing: str = "base3"    # base3 (5 trits per byte) | 2bit
     queue_depth: int = 64            # tokens a dependency queue holds
+    dram_outstanding: int = 1        # transfers a DMA engine has in flight at once (their latencies overlap)
     host_link_bandwidth: float = 4e9  # bytes per second between host and device memory (PCIe / AXI HP)
     host_link_latency_ns: float = 2000.0
 
@@ -84,7 +85,7 @@ class FpgaConfig:
         positive = ("matrix_rows", "matrix_lanes", "weight_buffer_bytes", "activation_buffer_bytes",
                     "accumulator_buffer_bytes", "vector_buffer_bytes", "cache_buffer_bytes", "vector_lanes",
                     "clock_hz", "dram_bandwidth", "dram_bytes", "dram_burst_bytes", "queue_depth",
-                    "host_link_bandwidth")
+                    "dram_outstanding", "host_link_bandwidth")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise bad(name, f"must be positive, got {getattr(self, name)}")
@@ -97,6 +98,9 @@ class FpgaConfig:
                       f"is {TRIT_GROUP} trits), got {self.matrix_lanes}")
         if self.matrix_rows > 4096 or self.matrix_lanes > 4096 or self.vector_lanes > 4096:
             raise bad("matrix_rows/matrix_lanes/vector_lanes", "must be at most 4096")
+        if self.dram_outstanding > 16:
+            raise bad("dram_outstanding", f"must be at most 16 (the DMA engines' request queues), got "
+                      f"{self.dram_outstanding}")
         if self.vector_lanes & (self.vector_lanes - 1):
             raise bad("vector_lanes", f"must be a power of two (its reduction tree), got {self.vector_lanes}")
         if self.weight_packing not in PACKINGS:
@@ -139,14 +143,15 @@ PRESETS: dict[str, FpgaConfig] = {
                        activation_buffer_bytes=128 * KIB, accumulator_buffer_bytes=64 * KIB,
                        vector_buffer_bytes=512 * KIB, cache_buffer_bytes=512 * KIB, vector_lanes=16,
                        clock_hz=250e6, dram_bandwidth=19.2e9, dram_latency_ns=120.0, dram_bytes=4 * GIB,
-                       dram_kind="ddr4", host_link_bandwidth=4e9, host_link_latency_ns=1000.0),
+                       dram_kind="ddr4", dram_outstanding=4, host_link_bandwidth=4e9, host_link_latency_ns=1000.0),
     # Alveo U280 / U55C: 960 URAM + 2016 BRAM36 (~43 MB on chip), HBM2 at 460 GB/s, 8 GB (U280) / 16 GB
     # (U55C). 64 adder trees of 128 lanes, 128 fp32 vector lanes, 250 MHz; PCIe Gen3 x16 to the host.
     "datacenter": FpgaConfig(name="datacenter", matrix_rows=64, matrix_lanes=128, weight_buffer_bytes=4 * MIB,
                              activation_buffer_bytes=1 * MIB, accumulator_buffer_bytes=1 * MIB,
                              vector_buffer_bytes=4 * MIB, cache_buffer_bytes=4 * MIB, vector_lanes=128,
                              clock_hz=250e6, dram_bandwidth=460e9, dram_latency_ns=150.0, dram_bytes=8 * GIB,
-                             dram_kind="hbm2", host_link_bandwidth=12e9, host_link_latency_ns=2000.0),
+                             dram_kind="hbm2", dram_outstanding=4, host_link_bandwidth=12e9,
+                             host_link_latency_ns=2000.0),
 }
 
 

@@ -35,7 +35,10 @@ from ...errors import ArtifactCompatibilityError, ArtifactIntegrityError, Compil
 INSTR_BITS = 256
 INSTR_BYTES = INSTR_BITS // 8
 HEADER_BITS = 8  # opcode (4) + dependency flags (4)
-ISA_VERSION = 1  # the instruction set of docs/ISA.md; a change to any encoding or meaning raises it
+ISA_VERSION = 2  # the instruction set of docs/ISA.md; a change to any encoding or meaning raises it
+# Versions this tritc still reads: 2 added VOP.overlap (the matrix unit beside the vector unit) and AMAX; a stream of
+# version 1 sets neither and means what it meant (every compute instruction after a GEMM waits for it).
+READABLE_ISA_VERSIONS = (1, 2)
 MAGIC = b"TRITSTRM"  # a binary stream: STREAM_HEADER, then the words
 LEGACY_MAGIC = b"TRITISA1"  # before the header (ISA 1, no build id, no hash): the magic and a u32 count; still read
 STREAM_HEADER = struct.Struct("<8sHHI32s32s")  # magic, ISA version, reserved 0, count, build id, SHA-256 of the words
@@ -104,13 +107,15 @@ class VFunc(IntEnum):
     RELU = 23    # d = max(a, 0)
     LT = 24      # d = 1.0 if a < b else 0.0
     EQ = 25      # d = 1.0 if a == b else 0.0
+    AMAX = 26    # d[i, 0] = max_j |a[i, j]|, and at least imm with use_imm (an activation row's absmax, floored)
 
 
 UNARY = frozenset({VFunc.COPY, VFunc.NEG, VFunc.ABS, VFunc.RECIP, VFunc.SQRT, VFunc.EXP, VFunc.SIN, VFunc.COS,
-                   VFunc.TANH, VFunc.ERF, VFunc.RSUM, VFunc.RMAX, VFunc.REQ, VFunc.ROUND, VFunc.RELU})
+                   VFunc.TANH, VFunc.ERF, VFunc.RSUM, VFunc.RMAX, VFunc.REQ, VFunc.ROUND, VFunc.RELU,
+                   VFunc.AMAX})
 BINARY = frozenset({VFunc.ADD, VFunc.SUB, VFunc.MUL, VFunc.DIV, VFunc.MAX, VFunc.MIN, VFunc.WHERE, VFunc.MM,
                     VFunc.LT, VFunc.EQ})
-REDUCTIONS = frozenset({VFunc.RSUM, VFunc.RMAX})
+REDUCTIONS = frozenset({VFunc.RSUM, VFunc.RMAX, VFunc.AMAX})
 
 
 @dataclass(frozen=True)
@@ -149,9 +154,9 @@ FIELDS: dict[Op, list[Field]] = {
     Op.GEMM: [Field("acc_addr", 22), Field("act_addr", 22), Field("wgt_addr", 22), Field("m", 16),
               Field("kw", 12), Field("n", 16), Field("act_rs", 22), Field("acc_rs", 22), Field("reset", 1)],
     # rows x cols results; `depth` is MM's inner length and REQ's shift; imm is a float32 bit pattern (an int32
-    # for REQ); use_imm: b is the immediate instead of src2.
+    # for REQ); use_imm: b is the immediate instead of src2; overlap: may run while the matrix unit still multiplies.
     Op.VOP: [Field("func", 6), Field("rows", 16), Field("cols", 16), Field("depth", 16), Field("imm", 32, True),
-             Field("use_imm", 1), *_operand("dst"), *_operand("src1"), *_operand("src2")],
+             Field("use_imm", 1), *_operand("dst"), *_operand("src1"), *_operand("src2"), Field("overlap", 1)],
 }
 DEP_FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
 
@@ -314,7 +319,7 @@ def decode_stream(data: bytes, config: object = None) -> list[Instr]:
     FpgaConfig) its build, ArtifactCompatibilityError if this tritc or that device cannot run it; the length
     (StreamError if truncated); the hash (ArtifactIntegrityError); every word (StreamError)."""
     head = read_stream_header(data)
-    if head.isa_version != ISA_VERSION:
+    if head.isa_version not in READABLE_ISA_VERSIONS:
         raise ArtifactCompatibilityError(f"instruction stream of ISA version {head.isa_version}; this tritc and its "
                                          f"devices run ISA version {ISA_VERSION}")
     if config is not None and head.build_id != NO_BUILD and head.build_id != config.build_id:  # type: ignore[attr-defined]

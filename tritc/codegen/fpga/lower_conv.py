@@ -73,9 +73,7 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
         # quantise the image: one factor s
         ctx.load(Buf.VEC, xa, x, n * image * 4, 1, image, 0)
         xv, tv, sv = View(Buf.VEC, xa, 0, 1), View(Buf.VEC, ta, 0, 1), View(Buf.VEC, s, 0, 0)
-        ctx.vop(VFunc.ABS, 1, image, tv, xv)
-        ctx.vop(VFunc.RMAX, 1, image, sv, tv)
-        ctx.vop(VFunc.MAX, 1, 1, sv, sv, eps)
+        ctx.vop(VFunc.AMAX, 1, image, sv, xv, eps)       # max(absmax, eps) in one pass
         if a["act_scale"] == "mul_reciprocal":
             ctx.vop(VFunc.RECIP, 1, 1, sv, sv)
             ctx.vop(VFunc.MUL, 1, 1, sv, sv, act_max)

@@ -166,11 +166,18 @@ class LowerCtx:
         """How many tiles of a node are in flight at once: 2 with double buffering, else 1."""
         return 2 if self.double_buffer else 1
 
-    def next_wgt_half(self) -> int:
-        """The WGT half the next weight tile goes to."""
-        h = self.wgt_turn % 2 if self.double_buffer else 0
-        self.wgt_turn += 1
-        return h * self.half[Buf.WGT]
+    def next_wgt_half(self, nbytes: int | None = None) -> int:
+        """Where the next weight tile (of `nbytes`, at most half of WGT) goes. With double buffering WGT is a ring:
+        tiles follow each other and wrap to 0 when one would pass the end, so while the matrix unit multiplies one
+        tile, the load engine may fill as many next ones as fit (halves alternate for tiles of a whole half).
+        Without, every tile goes to 0."""
+        if not self.double_buffer:
+            return 0
+        size = self.half[Buf.WGT] if nbytes is None else max(int(nbytes), 1)
+        if self.wgt_turn + size > self.units[Buf.WGT]:
+            self.wgt_turn = 0
+        addr, self.wgt_turn = self.wgt_turn, self.wgt_turn + size
+        return addr
 
     # ---- values ----------------------------------------------------------------------------------------
     def scalar(self, v: Value | None) -> float | None:

@@ -72,7 +72,7 @@ def plan_gemm(cfg: FpgaConfig, m: int, k: int, n: int, groups: int, kw: int, wor
         quant = 2 * r_q * k + m_t
         per_slot = m_t * n_t * (1 + temp + varying) + (0 if scales_resident else groups * n_t)
         vec = quant + (groups * n if scales_resident else 0) + slots * per_slot + n * resident
-        acc = groups * m_t * n_t
+        acc = groups * m_t * n_t * slots
         if vec <= half[Buf.VEC] and acc <= half[Buf.ACC]:
             return GemmPlan(m_t, n_t, kwc, r_q, scales_resident)
         if n_t > cfg.matrix_rows:
@@ -118,9 +118,9 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
 
     # resident: the scales (per channel / group) and the operands every row shares (a bias)
     scales: int | None = None
-    if e.granularity != "per_tensor" and plan.scales_resident:
+    scales_wanted = e.granularity != "per_tensor" and plan.scales_resident
+    if scales_wanted:
         scales = vec.alloc(g_count * n, "scales")
-        ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g_count * n, 0)
     resident: dict[int, View] = {}
     for op in rows_ops:
         if all(op is not w for w in varying):
@@ -129,10 +129,12 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
             resident[id(op)] = load_run(ctx, op, area, 0, 0, 1, 0, n)  # type: ignore[arg-type]
 
     xq = vec.alloc(plan.r_q * k, "activations")
-    tq = vec.alloc(plan.r_q * k, "activations")
+    tq = vec.alloc(plan.r_q, "act_max")
     s = vec.alloc(plan.m_t, "row factors")
     q = act_a.alloc(plan.m_t * kp, "int8 activations")
-    acc = acc_a.alloc(g_count * plan.m_t * plan.n_t, "accumulators")
+    acc_words = g_count * plan.m_t * plan.n_t
+    # one accumulator area per slot: the matrix unit fills tile i+1's while the vector unit reads tile i's
+    accs = [acc_a.alloc(acc_words, "accumulators") for _ in range(ctx.slots())]
     slot_words = plan.m_t * plan.n_t
     slots = [_Slot(vec, slot_words, temp, len(varying), 0 if plan.scales_resident else g_count * plan.n_t)
              for _ in range(ctx.slots())]
@@ -143,22 +145,61 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
     for m0 in range(0, m, plan.m_t):
         mn = min(plan.m_t, m - m0)
         _quantise(ctx, x, m0, mn, k, kp, gs, kw, g_count, plan.r_q, xq, tq, s, q, attrs)
-        for n0 in range(0, n, plan.n_t):
-            nn = min(plan.n_t, n - n0)
-            slot = slots[tile % len(slots)]
+        # Software-pipelined: tile i's GEMMs are issued before tile i-1's epilogue, so that the vector unit works on
+        # tile i-1 while the matrix unit multiplies tile i (the compute engine goes on past a GEMM, ISA.md).
+        behind = None
+        # smaller tiles where the matrix unit, not DRAM, sets the pace (per column it takes at least 3/4 of the
+        # time DRAM does: datacenter), and when WGT holds four tiles (the ring never waits for the odd sizes)
+        cfg = ctx.config
+        matrix_bound = 64 * kw / (cfg.matrix_rows * cfg.matrix_lanes) >= 0.75 * kw * wb / cfg.bytes_per_cycle
+        ramp = ctx.double_buffer and matrix_bound and 4 * plan.n_t * kw * wb * g_count <= ctx.units[Buf.WGT]
+        for n0, nn in _column_tiles(n, plan.n_t, ctx.config.matrix_rows if ramp else 0):
+            slot, acc = slots[tile % len(slots)], accs[tile % len(accs)]
             tile += 1
             for g in range(g_count):
                 for k0 in range(0, kw, plan.kwc):
                     kn = min(plan.kwc, kw - k0)
-                    wgt = ctx.next_wgt_half()
+                    wgt = ctx.next_wgt_half(nn * kn * wb)
                     ctx.load(Buf.WGT, wgt, ctx.image(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
                              nn, kn * wb, kw * wb, 1, kn * wb)
                     ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
                              nn, kp, plan.n_t, k0 == 0, wb)
-            _epilogue(ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
+            if behind is not None:
+                _epilogue(*behind)
+            if scales_wanted:
+                # loaded after the first weight tile: the activations and that tile come first from DRAM
+                scales_wanted = False
+                ctx.load(Buf.VEC, scales, ctx.image(e), e.scale_addr - e.addr, 1, g_count * n, 0)
+            behind = (ctx, e, plan, out, slot, acc, s, scales, extra, resident, m0, mn, n0, nn, n,
                       attrs["activation"], whole)
+            if len(accs) == 1:      # one accumulator area: the next GEMM waits for this epilogue anyway
+                _epilogue(*behind)
+                behind = None
+        if behind is not None:      # before the next block's quantisation overwrites the row factors
+            _epilogue(*behind)
     if whole is not None:
         ctx.keep(out, whole)
+
+
+def _column_tiles(n: int, n_t: int, rows: int) -> list[tuple[int, int]]:
+    """The (first column, columns) of each weight tile: tiles of n_t columns; or, given `rows` (when WGT holds
+    several tiles and the matrix unit takes GEMMs back to back, so that a tile costs little more than its work),
+    tiles of half that (and at least six), the last one of two adder trees' columns: the matrix unit starts as soon as the
+    activations are quantised and the first half tile is in, and what is left after the last weights arrive (their
+    multiply, epilogue and store) is short."""
+    last = 2 * rows
+    if not rows or n < 4 * last:
+        return [(n0, min(n_t, n - n0)) for n0 in range(0, n, n_t)]
+    size = max(rows, min(n_t // 2, -(-n // 6)))    # at least six tiles
+    count = -(-(n - last) // size)
+    blocks = -(-(n - last) // rows)               # adder-tree blocks of columns, spread evenly over the tiles
+    q, r = divmod(blocks, count)
+    out, n0 = [], 0
+    for t in range(count):
+        cols = min((q + (t >= count - r)) * rows, n - last - n0)
+        out.append((n0, cols))
+        n0 += cols
+    return out + [(n - last, last)]
 
 
 class _Slot:
@@ -178,20 +219,19 @@ def _quantise(ctx: LowerCtx, x, m0: int, mn: int, k: int, kp: int, gs: int, kw: 
     for r0 in range(0, mn, r_q):
         rn = min(r_q, mn - r0)
         on_chip = ctx.resident_at(x, (m0 + r0) * k * 4)
+        if r0 == 0 and attrs["act_scale"] != "mul_reciprocal":
+            # act_max for the division, filled while the rows are still on their way (it depends on nothing)
+            ctx.vop(VFunc.FILL, rn, 1, View(Buf.VEC, tq, 1, 0), None, act_max)
         if on_chip is None:
             ctx.load(Buf.VEC, xq, x, (m0 + r0) * k * 4, rn, k, k * 4)
-        xv, tv = View(Buf.VEC, xq if on_chip is None else on_chip, k, 1), View(Buf.VEC, tq, k, 1)
+        xv = View(Buf.VEC, xq if on_chip is None else on_chip, k, 1)
         sv = View(Buf.VEC, s + r0, 1, 0)
-        ctx.vop(VFunc.ABS, rn, k, tv, xv)
-        ctx.vop(VFunc.RMAX, rn, k, sv, tv)
-        ctx.vop(VFunc.MAX, rn, 1, sv, sv, eps)
+        ctx.vop(VFunc.AMAX, rn, k, sv, xv, eps)          # max(absmax, eps) in one pass
         if attrs["act_scale"] == "mul_reciprocal":
             ctx.vop(VFunc.RECIP, rn, 1, sv, sv)
             ctx.vop(VFunc.MUL, rn, 1, sv, sv, act_max)
         else:
-            top = View(Buf.VEC, tq, 1, 0)
-            ctx.vop(VFunc.FILL, rn, 1, top, None, act_max)
-            ctx.vop(VFunc.DIV, rn, 1, sv, top, sv)
+            ctx.vop(VFunc.DIV, rn, 1, sv, View(Buf.VEC, tq, 1, 0), sv)
         for g in range(groups):
             ctx.vop(VFunc.MUL, rn, gs, View(Buf.ACT, q + r0 * kp + g * kw * TRIT_GROUP, kp, 1), xv.shift(0, g * gs), sv)
 

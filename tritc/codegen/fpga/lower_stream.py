@@ -43,6 +43,10 @@ def view_span(space: int, addr: int, rows: int, cols: int, rs: int, cs: int, ele
     return Span(space, lo, hi)
 
 
+def _overlap(a: Span, b: Span) -> bool:
+    return a.space == b.space and a.lo < b.hi and b.lo < a.hi
+
+
 @dataclass
 class _Item:
     op: Op
@@ -70,6 +74,10 @@ class StreamBuilder:
         self.tokens = 0
         self.relays = 0
         self.marks: list[tuple[int, str]] = []   # (index of the first instruction, what follows): for profiles
+        # The spans of the last GEMM while it may still run on the matrix unit (reads, writes): the compute engine
+        # goes on past a GEMM, and a VOP that touches none of them is marked `overlap` (it runs meanwhile).
+        self.matrix_spans: tuple[list[Span], list[Span]] | None = None
+        self.overlaps = 0
 
     def mark(self, what: str) -> None:
         self.marks.append((len(self.items), what))
@@ -88,6 +96,18 @@ class StreamBuilder:
                 if e != engine and lo < sp.hi and sp.lo < hi and idx > need[e]:
                     need[e] = idx
         flags = self._sync(engine, need)
+        if op == Op.GEMM:
+            self.matrix_spans = ([sp for sp in reads if sp.hi > sp.lo], [sp for sp in writes if sp.hi > sp.lo])
+        elif op == Op.VOP and self.matrix_spans is not None:
+            g_reads, g_writes = self.matrix_spans
+            if (any(_overlap(a, b) for a in reads for b in g_writes)
+                    or any(_overlap(a, b) for a in writes for b in g_reads + g_writes)):
+                self.matrix_spans = None        # it waits for the matrix unit, which is idle after it
+            else:
+                fields = dict(fields, overlap=1)
+                self.overlaps += 1
+        elif op == Op.NOP:
+            self.matrix_spans = None
         idx = self._append(op, engine, flags, fields)
         for write, spans in ((False, reads), (True, writes)):
             for sp in spans:

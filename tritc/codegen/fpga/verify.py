@@ -2,7 +2,8 @@
 
 `check_stream(instrs, config)` runs when the lowering emits a stream: every instruction's memory views inside
 DRAM and their buffers, writes that name an element once, operands that alias only as ISA.md allows, legal
-dependency flags, FINISH last, pushes equal to pops on every queue, and no deadlock of the token protocol.
+dependency flags, FINISH last, pushes equal to pops on every queue, no VOP marked overlap touching what the GEMM
+in flight beside it touches, and no deadlock of the token protocol.
 `check_instr` is the per-instruction part; the Simulator runs it on every instruction it loads. `check_dma` holds
 every transfer to the DRAM the program allocated (the weight image, read only, and the activations), at emit time and
 when an artifact's stream is loaded. `views` gives the 2-D memory views an instruction reads and writes; the
@@ -217,10 +218,17 @@ def check_stream(instrs: Sequence[Instr], config: FpgaConfig) -> None:
     if not instrs or instrs[-1].op is not Op.FINISH:
         raise StreamError("the stream does not end with FINISH")
     counts = dict.fromkeys(QUEUES, 0)
+    in_flight: tuple[int, list[View]] | None = None   # the GEMM an overlapping VOP runs beside (ISA.md)
     for i, ins in enumerate(instrs):
         if ins.op is Op.FINISH and i != len(instrs) - 1:
             raise StreamError(f"{where(i, ins)}: FINISH before the end of the stream ({len(instrs)} instructions)")
-        check_instr(ins, i, config)
+        vs = check_instr(ins, i, config)
+        if ins.op is Op.GEMM:
+            in_flight = (i, vs)
+        elif ins.op is Op.VOP and ins.overlap and in_flight is not None:
+            _check_overlap(i, ins, vs, *in_flight, instrs)
+        elif ins.op in (Op.VOP, Op.NOP):
+            in_flight = None     # it waited for the matrix unit
         for q in pushes(ins):
             counts[q] += 1
         for q in pops(ins):
@@ -230,6 +238,17 @@ def check_stream(instrs: Sequence[Instr], config: FpgaConfig) -> None:
     if unbalanced:
         raise StreamError(f"token queues do not balance: {'; '.join(unbalanced)}")
     token_order(instrs, config.queue_depth)
+
+
+def _check_overlap(i: int, ins: Instr, vs: list[View], g: int, gvs: list[View], instrs: Sequence[Instr]) -> None:
+    """StreamError if a VOP marked overlap touches memory the GEMM in flight beside it writes (or reads, when the
+    VOP writes): the compute engine went on past that GEMM, so only the last one can still be running."""
+    for v in vs:
+        for o in gvs:
+            if not v.empty and not o.empty and v.mem == o.mem and (v.write or o.write) and v.lo <= o.hi and o.lo <= v.hi:
+                raise StreamError(f"{where(i, ins)}: overlap is set, but its {v.operand} touches {v.mem.name} "
+                                  f"[{v.lo}, {v.hi}] that {where(g, instrs[g])} in flight beside it "
+                                  f"{'writes' if o.write else 'reads'} [{o.lo}, {o.hi}]")
 
 
 def check_dma(instrs: Sequence[Instr], readable: Sequence[tuple[int, int, str]],
