@@ -195,7 +195,7 @@ def run_campaign(seed: int, out: Path, minutes: float | None = None, cases: int 
 
 # ---- the readers of untrusted bytes (inputs.py) -------------------------------------------------------------------
 
-class _WatchdogError(Exception):
+class _WatchdogError(BaseException):  # not an Exception: run_target must not catch it
     pass
 
 

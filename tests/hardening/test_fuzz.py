@@ -1,0 +1,80 @@
+"""The short run of the fuzzers (HARDENING.md J54; docs/FUZZING.md): fixed seeds of the differential graph fuzzer
+in its watched worker (a hang or a crash fails), and every kept finding replayed from fuzz_regressions/.
+
+The long run is `make fuzz`. A finding is kept here once fixed: its model and feeds (<name>.onnx, .npz) or its bytes
+(<name>.bin, for a reader of untrusted bytes), and <name>.json saying what it was; a finding not fixed carries an
+"xfail" reason in its .json and runs as a strict xfail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tritc.fuzz import campaign, inputs
+from tritc.fuzz.campaign import Worker, load_feeds
+from tritc.fuzz.generate import generate
+from tritc.fuzz.oracle import check
+
+REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
+# Seeds whose cases make, between them, each of the 95 ONNX ops the generator makes in seeds 0-399 (a greedy cover),
+# with symbolic dims fed at two sizes and ternary graphs through the FPGA simulator (checked below). A change of the
+# generator changes its cases: choose the cover again (docs/FUZZING.md).
+SEEDS = [11, 27, 29, 46, 49, 67, 80, 89, 92, 93, 140, 147, 164, 170, 193, 233, 237, 279, 307, 342, 345, 350, 359, 397,
+         399]
+CASE_TIMEOUT = 60.0
+
+
+def test_fixed_seeds_in_the_watched_worker():
+    worker = Worker()
+    outcomes = {}
+    try:
+        for seed in SEEDS:
+            outcomes[seed] = worker.check(seed, CASE_TIMEOUT)
+    finally:
+        worker.stop()
+    findings = {s: f"{o.kind} in {o.phase}: {o.message}" for s, o in outcomes.items() if o.finding}
+    assert not findings, findings
+    assert sum(o.kind == "pass" for o in outcomes.values()) >= len(SEEDS) - 2, {s: o.kind for s, o in outcomes.items()}
+
+
+def test_the_fixed_seeds_cover_the_generator():
+    cases = [generate(s) for s in SEEDS]
+    ops = {op for c in cases for op in c.ops}
+    assert len(ops) >= 95, sorted(ops)
+    assert any(c.ternary for c in cases) and any(len(c.feeds) > 1 for c in cases)
+
+
+def test_a_hang_is_a_timeout_finding(monkeypatch, tmp_path):
+    def hang(_data: bytes) -> None:
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setitem(inputs.TARGETS, "stream", hang)
+    counts = campaign.run_input_campaign("stream", 0, tmp_path, execs=1, timeout=0.5, say=lambda _m: None)
+    assert counts["finding"] == 1
+    (record,) = tmp_path.glob("*.json")
+    assert "timeout" in json.loads(record.read_text())["problem"]
+
+
+def _regressions() -> list:
+    params = []
+    for meta_path in sorted(REGRESSIONS.glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        marks = [pytest.mark.xfail(reason=meta["xfail"], strict=True)] if "xfail" in meta else []
+        params.append(pytest.param(meta_path.with_suffix(""), meta, id=meta_path.stem, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("stem", "meta"), _regressions())
+def test_kept_finding(stem: Path, meta: dict):
+    if "target" in meta:  # a reader of untrusted bytes
+        assert inputs.run_target(meta["target"], stem.with_suffix(".bin").read_bytes()) is None
+        return
+    model = onnx.load(str(stem.with_suffix(".onnx")))
+    o = check(model, load_feeds(stem.with_suffix(".npz")), fpga=bool(meta.get("fpga")))
+    assert not o.finding, f"{o.kind} in {o.phase}: {o.message}"
