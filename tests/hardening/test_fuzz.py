@@ -3,7 +3,7 @@ in its watched worker (a hang or a crash fails), and every kept finding replayed
 
 The long run is `make fuzz`. A finding is kept here once fixed: its model and feeds (<name>.onnx, .npz) or its bytes
 (<name>.bin, for a reader of untrusted bytes), and <name>.json saying what it was; a finding not fixed carries an
-"xfail" reason in its .json and runs as a strict xfail.
+"xfail" reason in its .json and runs as a strict xfail; a model tritc must refuse names the error ("expect", "match").
 """
 
 from __future__ import annotations
@@ -77,4 +77,7 @@ def test_kept_finding(stem: Path, meta: dict):
         return
     model = onnx.load(str(stem.with_suffix(".onnx")))
     o = check(model, load_feeds(stem.with_suffix(".npz")), fpga=bool(meta.get("fpga")))
+    if "expect" in meta:  # a model tritc must refuse: the clean error it must give
+        assert (o.kind, meta["match"] in o.message) == (meta["expect"], True), f"{o.kind} in {o.phase}: {o.message}"
+        return
     assert not o.finding, f"{o.kind} in {o.phase}: {o.message}"

@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one case may take, compile and runs together")
     ap.add_argument("--target", default="graphs", choices=["graphs", "ir-text", "artifact", "stream"],
                     help="graphs: differential (the default); the others: a reader of untrusted bytes (inputs.py)")
+    ap.add_argument("--engine", default="builtin", choices=["builtin", "atheris"],
+                    help="for a reader of bytes: tritc's own mutator, or libFuzzer through atheris (if installed)")
     ap.add_argument("--replay", type=Path, help="check one written finding (its .onnx, with the .npz beside it)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
             print(problem or "ok")
             return 1 if problem else 0
         minutes = args.minutes if args.minutes is not None or args.cases is not None else 1.0
+        if args.engine == "atheris":
+            from .inputs import run_atheris
+
+            run_atheris(args.target, max(1, int(minutes * 60)), args.out, timeout=min(args.timeout, 10.0), seed=args.seed)
+            return 0
         counts = run_input_campaign(args.target, args.seed, args.out, minutes=minutes, execs=args.cases,
                                     timeout=min(args.timeout, 10.0), say=lambda m: print(m, flush=True))
         return 1 if counts["finding"] else 0

@@ -108,8 +108,12 @@ class Worker:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{seed}\n".encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(f"{seed}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # the worker died after its last answer: start another
+            self.stop()
+            return self.check(seed, timeout)
         phase, deadline, buf = "start", time.monotonic() + timeout, b""
         fd = self.proc.stdout.fileno()
         while True:

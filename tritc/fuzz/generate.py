@@ -21,13 +21,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 OPSET = 18
 SYMBOL = "N"
 SYMBOL_SIZES = (1, 3)
 # No huge finite values: whether a sum of them overflows, or cancels, depends on the order of the additions, which
 # ONNX leaves open. Overflow still happens, element by element (Exp, Pow, Reciprocal of a denormal).
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-40, -1e-42], np.float32)
+# Sizes at the edges of vector widths and packings (4 and 5 trits a byte, 8 and 16 lanes), taken now and then.
+EDGE_SIZES = (7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65)
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -54,8 +56,9 @@ EXACT = {"Relu", "Abs", "Neg", "Identity", "Max", "Min", "Floor", "Ceil", "Round
          "Squeeze", "Unsqueeze", "Transpose", "Concat", "Slice", "Gather", "GatherElements", "Expand", "Tile", "Where",
          "Clip", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "Hardmax", "Equal", "Less",
          "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "IsNaN", "IsInf", "Cast"}
-# Discontinuous unary ops: only on exact operands.
-DISCONTINUOUS = {"Floor", "Ceil", "Round", "Sign"}
+# Discontinuous unary ops, and those whose derivative has a pole in their domain (tan near pi/2, acos near 1): only
+# on exact operands, where a rounding apart would be amplified without bound.
+DISCONTINUOUS = {"Floor", "Ceil", "Round", "Sign", "Tan", "Acos", "Asin", "Atanh", "Acosh"}
 # Where onnxruntime skips a NaN and tritc (and ONNX's reference) propagates it: only tame operands.
 NAN_SPLIT = {"ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "MaxPool", "GlobalMaxPool", "Hardmax"}
 REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -283,11 +286,14 @@ class Builder:
         x = self.pick(lambda v: v.dtype == "f32" and len(v.shape) >= 1 and isinstance(v.shape[-1], int))
         if x is None:
             return False
-        k, m = x.shape[-1], int(self.rng.choice([1, 2, 3, 4, 5, 8, 16]))
+        k, m = x.shape[-1], int(self.rng.choice((1, 2, 3, 4, 5) + EDGE_SIZES))
         if self.chance(0.5):  # ternary-valued weight: fold-ternary should fire
             scale = self.rng.uniform(0.2, 2.0, (1, m)).astype(np.float32) if self.chance(0.5) else np.float32(
                 self.rng.uniform(0.2, 2.0))
-            w = (self.rng.integers(-1, 2, (k, m)).astype(np.float32) * scale).astype(np.float32)
+            trits = self.rng.integers(-1, 2, (k, m))
+            if self.chance(0.15):  # whole columns of zeros (a pruned output), or a single sign
+                trits[:, self.rng.random(m) < 0.5] = 0 if self.chance(0.5) else 1
+            w = (trits.astype(np.float32) * scale).astype(np.float32)
             wv = self.const(w, "tw", node=False)
             self.ternary = True
         elif self.chance(0.2):
@@ -631,6 +637,8 @@ def _input_shape(rng: np.random.Generator, symbolic: bool) -> Shape:
                 int(rng.integers(2, 7)))
     rank = int(rng.integers(1, 4))
     dims: list[Dim] = [int(rng.integers(1, 6)) for _ in range(rank)]
+    if rng.random() < 0.35:  # one wide dim, the last most often (the K of a MatMul)
+        dims[-1 if rng.random() < 0.7 else int(rng.integers(rank))] = int(rng.choice(EDGE_SIZES))
     if symbolic:
         dims[0] = SYMBOL
     return tuple(dims)

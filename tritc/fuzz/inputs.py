@@ -251,3 +251,32 @@ def mutate(data: bytes, rng: np.random.Generator, max_len: int = 1 << 20) -> byt
             j = min(i, n - 1)
             b[j:j + int(rng.integers(1, 4))] = str(int(rng.choice([0, -1, 2**31, 2**63, 10**30]))).encode()
     return bytes(b[:max_len])
+
+
+# ---- atheris (coverage-guided), when it is installed ------------------------------------------------------------
+
+def run_atheris(target: str, seconds: int, out: Path, timeout: float = 10.0, seed: int = 0) -> None:
+    """libFuzzer through atheris on one target, for `seconds`: the target's modules instrumented for coverage, the
+    seeds as the starting corpus (OUT/corpus-<target>/), a crashing input written as OUT/<target>-crash-<hash>.
+    libFuzzer prints its execution count (`#N DONE`) and exits the process."""
+    import sys
+
+    import atheris
+
+    with atheris.instrument_imports(include=["tritc"]):
+        import tritc.codegen.fpga.verify  # noqa: F401 - imported to be instrumented
+        import tritc.ir.text  # noqa: F401
+        import tritc.runtime.serialize  # noqa: F401
+    corpus = out / f"corpus-{target}"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(seeds(target)):
+        (corpus / f"seed-{i}").write_bytes(data)
+
+    def one(data: bytes) -> None:
+        problem = run_target(target, data)
+        if problem:
+            raise TargetFindingError(problem)
+
+    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", f"-timeout={int(timeout)}", "-rss_limit_mb=4096",
+                   f"-artifact_prefix={out}/{target}-", "-print_final_stats=1", f"-seed={seed % 2**31 or 1}", str(corpus)], one)
+    atheris.Fuzz()
