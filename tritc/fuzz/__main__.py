@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         from .oracle import check
 
         meta = json.loads(args.replay.with_suffix(".json").read_text()) if args.replay.with_suffix(".json").exists() else {}
-        o = check(onnx.load(str(args.replay)), load_feeds(args.replay.with_suffix(".npz")), fpga=bool(meta.get("fpga")))
+        o = check(onnx.load(str(args.replay)), load_feeds(args.replay.with_suffix(".npz")), fpga=bool(meta.get("fpga")),
+                  **meta.get("options", {}))
         print(f"{o.kind}{' in ' + o.phase if o.phase else ''}{': ' + o.message if o.message else ''}")
         return 1 if o.finding else 0
     from .campaign import run_campaign

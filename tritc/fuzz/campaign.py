@@ -66,7 +66,7 @@ def write_finding(out: Path, case: Case, outcome: Outcome) -> Path:
     (out / f"{case.seed}.onnx").write_bytes(case.model.SerializeToString())
     save_feeds(out / f"{case.seed}.npz", case.feeds)
     record = {"seed": case.seed, "kind": outcome.kind, "phase": outcome.phase, "message": outcome.message,
-              "fpga": case.ternary, "ops": case.ops, "versions": versions(),
+              "fpga": case.ternary, "options": case.options, "ops": case.ops, "versions": versions(),
               "replay": f"python -m tritc.fuzz --replay {out / f'{case.seed}.onnx'}"}
     path = out / f"{case.seed}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -157,7 +157,7 @@ def worker_main() -> None:
     for line in sys.stdin:
         seed = int(line)
         case = generate(seed)
-        o = check(case.model, case.feeds, fpga=case.ternary, phase=lambda p: say({"stage": p}))
+        o = check(case.model, case.feeds, fpga=case.ternary, phase=lambda p: say({"stage": p}), **case.options)
         say({"kind": o.kind, "message": o.message, "phase": o.phase})
         gc.collect()  # compiled models hold reference cycles: free each case's simulator DRAM and code now
 

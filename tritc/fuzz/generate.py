@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 OPSET = 18
 SYMBOL = "N"
 SYMBOL_SIZES = (1, 3)
@@ -76,13 +76,15 @@ class Val:
 
 @dataclass
 class Case:
-    """A generated model, its feeds (one dict per size of the symbol), and whether it has ternary weights."""
+    """A generated model, its feeds (one dict per size of the symbol), whether it has ternary weights (then the
+    FPGA target is checked too), and the compile options."""
 
     seed: int
     model: onnx.ModelProto
     feeds: list[dict[str, np.ndarray]]
     ternary: bool
     ops: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # how tritc compiles it: threads, reload (save and load first)
 
 
 def broadcast(a: Shape, b: Shape) -> Shape | None:
@@ -688,4 +690,5 @@ def generate(seed: int, max_ops: int = 12) -> Case:
             shape = tuple(n if isinstance(d, str) else d for d in v.shape)
             feed[v.name] = b.data(v.dtype, shape, special)
         feeds.append(feed)
-    return Case(seed, model, feeds, b.ternary, b.ops)
+    options = {"threads": 2 if rng.random() < 0.25 else 1, "reload": bool(rng.random() < 0.2)}
+    return Case(seed, model, feeds, b.ternary, b.ops, options)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,9 +92,10 @@ def _describe(e: BaseException) -> str:
 
 
 def check(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], fpga: bool = False,
-          phase: Callable[[str], None] = lambda _p: None) -> Outcome:
-    """Compile `model` with tritc, run every feed, compare with onnxruntime (and the FPGA target with the
-    interpreter when `fpga`). `phase(name)` is called as each stage starts (the campaign's watchdog reports it)."""
+          phase: Callable[[str], None] = lambda _p: None, threads: int = 1, reload: bool = False) -> Outcome:
+    """Compile `model` with tritc (on `threads` threads; saved and loaded back first when `reload`), run every feed,
+    compare with onnxruntime (and the FPGA target with the interpreter when `fpga`). `phase(name)` is called as each
+    stage starts (the campaign's watchdog reports it)."""
     import tritc
 
     phase("reference")
@@ -109,7 +111,12 @@ def check(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], fpga: bool
     try:
         with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cm = tritc.compile(model)
+            cm = tritc.compile(model, threads=threads)
+            if reload:
+                phase("save-load")
+                with tempfile.TemporaryDirectory(prefix="tritc-fuzz-") as d:
+                    cm.save(f"{d}/model.tritc")
+                    cm = tritc.load(f"{d}/model.tritc")
     except UnsupportedError as e:
         return Outcome("unsupported", _describe(e), "compile")
     except CompilerError as e:
