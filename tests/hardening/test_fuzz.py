@@ -20,6 +20,8 @@ from tritc.fuzz.campaign import Worker, load_feeds
 from tritc.fuzz.generate import generate
 from tritc.fuzz.oracle import check
 
+from .harness import Sandbox, isolated
+
 REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
 # Seeds whose cases make, between them, each of the 94 ONNX ops generator 3 makes in seeds 0-399 (a greedy cover),
 # with symbolic dims fed at two sizes, ternary graphs through the FPGA simulator, two threads and artifacts saved and
@@ -72,9 +74,12 @@ def _regressions() -> list:
 
 
 @pytest.mark.parametrize(("stem", "meta"), _regressions())
-def test_kept_finding(stem: Path, meta: dict):
-    if "target" in meta:  # a reader of untrusted bytes
-        assert inputs.run_target(meta["target"], stem.with_suffix(".bin").read_bytes()) is None
+def test_kept_finding(stem: Path, meta: dict, sb: Sandbox):
+    if "target" in meta:  # a reader of untrusted bytes: in a subprocess under the harness's memory and time limits
+        code = f"from tritc.fuzz.inputs import run_target\nRESULT = run_target({meta['target']!r}, " \
+               f"open({str(stem.with_suffix('.bin'))!r}, 'rb').read())"
+        out = isolated(sb, code, timeout=60)
+        assert out.ok and out.result == "None", f"{out.result or out.message}\n{out.stderr}"
         return
     model = onnx.load(str(stem.with_suffix(".onnx")))
     o = check(model, load_feeds(stem.with_suffix(".npz")), fpga=bool(meta.get("fpga")),
