@@ -51,9 +51,10 @@ EXACT = {"Relu", "Abs", "Neg", "Identity", "Max", "Min", "Floor", "Ceil", "Round
          "Squeeze", "Unsqueeze", "Transpose", "Concat", "Slice", "Gather", "GatherElements", "Expand", "Tile", "Where",
          "Clip", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "Hardmax", "Equal", "Less",
          "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "IsNaN", "IsInf", "Cast"}
-# Discontinuous unary ops, and those whose derivative has a pole in their domain (tan near pi/2, acos near 1): only
-# on exact operands, where a rounding apart would be amplified without bound.
-DISCONTINUOUS = {"Floor", "Ceil", "Round", "Sign", "Tan", "Acos", "Asin", "Atanh", "Acosh"}
+# Discontinuous unary ops, and those whose derivative has a pole in their domain (tan near pi/2, acos near 1, 1/x
+# and log near 0, where a sum that cancels is 0 in one order of additions and 1e-9 in another): only on exact
+# operands, where a rounding apart would be amplified without bound. Div's divisor and Pow's base likewise.
+DISCONTINUOUS = {"Floor", "Ceil", "Round", "Sign", "Tan", "Acos", "Asin", "Atanh", "Acosh", "Reciprocal", "Log"}
 # Where onnxruntime skips a NaN and tritc (and ONNX's reference) propagates it: only tame operands.
 NAN_SPLIT = {"ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "MaxPool", "GlobalMaxPool", "Hardmax"}
 REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -214,7 +215,7 @@ class Builder:
         y = self.partner(x)
         if self.chance(0.5):
             x, y = y, x
-        if op == "Mod" and not (x.exact and y.exact):
+        if op == "Mod" and not (x.exact and y.exact) or op == "Div" and not y.exact or op == "Pow" and not x.exact:
             op = "Add"
         attrs = {"fmod": 1} if op == "Mod" else {}
         self.emit(op, [x.name, y.name], x.dtype, broadcast(x.shape, y.shape), x.tame and y.tame and BINARY[op], **attrs)
@@ -224,10 +225,12 @@ class Builder:
         x = self.pick(lambda v: v.dtype == "f32")
         if x is None:
             return False
-        ys = [self.partner(x) for _ in range(int(self.rng.integers(1, 3)))]
-        shape = x.shape
-        for y in ys:
-            shape = broadcast(shape, y.shape)
+        ys, shape = [], x.shape
+        for _ in range(int(self.rng.integers(1, 3))):
+            y = self.partner(x)
+            if broadcast(shape, y.shape) is not None:  # each partner fits x, not always the one before
+                ys.append(y)
+                shape = broadcast(shape, y.shape)
         op = str(self.rng.choice(["Sum", "Mean", "Max", "Min"]))
         self.emit(op, [x.name] + [y.name for y in ys], "f32", shape, x.tame and all(y.tame for y in ys))
         return True
@@ -361,7 +364,9 @@ class Builder:
         x = self.pick(lambda v: v.dtype == "f32" and len(v.shape) >= 1)
         if x is None:
             return False
-        ops = [o for o in REDUCE if x.tame or o not in NAN_SPLIT] + (["ArgMax", "ArgMin"] if x.exact and x.tame else [])
+        # a product adds up its factors' relative errors (one of them a sum that nearly cancels): exact operands only
+        ops = [o for o in REDUCE if (x.tame or o not in NAN_SPLIT) and (x.exact or o != "ReduceProd")]
+        ops += ["ArgMax", "ArgMin"] if x.exact and x.tame else []
         op = str(self.rng.choice(ops))
         r = len(x.shape)
         keep = int(self.chance(0.5))

@@ -156,10 +156,23 @@ def worker_main() -> None:
 
     for line in sys.stdin:
         seed = int(line)
-        case = generate(seed)
+        try:
+            case = generate(seed)
+        except Exception as e:  # noqa: BLE001 - the generator's bug, not tritc's: said, not a finding
+            say({"kind": "generator", "message": f"{type(e).__name__}: {e}", "phase": "generate"})
+            continue
         o = check(case.model, case.feeds, fpga=case.ternary, phase=lambda p: say({"stage": p}), **case.options)
         say({"kind": o.kind, "message": o.message, "phase": o.phase})
         gc.collect()  # compiled models hold reference cycles: free each case's simulator DRAM and code now
+
+
+def _stop_on_signals() -> list[int]:
+    """SIGINT and SIGTERM end a campaign after the case at hand (its summary is printed): the returned list is
+    non-empty once one came."""
+    came: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda num, _frame: came.append(num))
+    return came
 
 
 def run_campaign(seed: int, out: Path, minutes: float | None = None, cases: int | None = None, timeout: float = 60.0,
@@ -171,8 +184,10 @@ def run_campaign(seed: int, out: Path, minutes: float | None = None, cases: int 
     t0 = time.monotonic()
     last = t0
     s = seed
+    stop = _stop_on_signals()
     try:
-        while (minutes is None or time.monotonic() - t0 < minutes * 60) and (cases is None or s - seed < cases):
+        while (minutes is None or time.monotonic() - t0 < minutes * 60) and (cases is None or s - seed < cases) \
+                and not stop:
             o = worker.check(s, timeout)
             counts[o.kind] += 1
             if o.finding:

@@ -6,7 +6,8 @@ onnxruntime but agrees with onnx's own reference implementation, onnx.reference:
 NaN in ArgMax or ReduceMin, the two references disagree, and tritc follows numpy's rule); and the findings: "mismatch"
 (outputs differ beyond tolerance, NaN positions differ, integers differ), "error" (tritc refused with another
 CompilerError a model onnxruntime runs), "bug" (any other exception from tritc), "fpga" (the FPGA simulator
-disagrees with the interpreter on a ternary graph). The campaign adds "timeout" and "crash".
+disagrees with the interpreter on a ternary graph). The campaign adds "timeout" and "crash", and "generator" (the
+generator failed on a seed: its bug, said but not a finding).
 
 Tolerances, those of the ONNX backend tests (tests/conformance) with an absolute floor for cancellation: floats
 within rtol 1e-3 and atol 1e-5 (f16: rtol 4e-3, two of its ulps), NaN and +-Inf in the same places; integers and
