@@ -53,7 +53,7 @@ EXACT = {"Relu", "Abs", "Neg", "Identity", "Max", "Min", "Floor", "Ceil", "Round
          "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "IsNaN", "IsInf", "Cast"}
 # Discontinuous unary ops, and those whose derivative has a pole in their domain (tan near pi/2, acos near 1, 1/x
 # and log near 0, where a sum that cancels is 0 in one order of additions and 1e-9 in another): only on exact
-# operands, where a rounding apart would be amplified without bound. Div's divisor and Pow's base likewise.
+# operands, where a rounding apart would be amplified without bound. Div's divisor and both of Pow's operands likewise.
 DISCONTINUOUS = {"Floor", "Ceil", "Round", "Sign", "Tan", "Acos", "Asin", "Atanh", "Acosh", "Reciprocal", "Log"}
 # Where onnxruntime skips a NaN and tritc (and ONNX's reference) propagates it: only tame operands.
 NAN_SPLIT = {"ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "MaxPool", "GlobalMaxPool", "Hardmax"}
@@ -215,7 +215,8 @@ class Builder:
         y = self.partner(x)
         if self.chance(0.5):
             x, y = y, x
-        if op == "Mod" and not (x.exact and y.exact) or op == "Div" and not y.exact or op == "Pow" and not x.exact:
+        # Pow of a negative base is NaN unless the exponent is an integer: a discontinuity in the exponent too
+        if op in ("Mod", "Pow") and not (x.exact and y.exact) or op == "Div" and not y.exact:
             op = "Add"
         attrs = {"fmod": 1} if op == "Mod" else {}
         self.emit(op, [x.name, y.name], x.dtype, broadcast(x.shape, y.shape), x.tame and y.tame and BINARY[op], **attrs)

@@ -17,7 +17,7 @@ from onnx import helper
 
 from .builder import EDGE_SIZES, FLOATS, ONNX_TYPE, OPS, SYMBOL, Builder, Dim, Shape, Val
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 OPSET = 18
 SYMBOL_SIZES = (1, 3)
 
