@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-long test-random test-latest lint install lock clean
+.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -40,6 +40,24 @@ test-long: $(STAMP)
 test-random: $(STAMP)
 	HYPOTHESIS_PROFILE=random $(PY) -m pytest -n 2 -q tests/passes/test_properties.py tests/ir/test_text.py \
 		tests/ir/test_ops_shape.py tests/codegen/test_packing.py
+
+# The long fuzzing campaign (docs/FUZZING.md): FUZZ_MINUTES of random ONNX graphs against onnxruntime, then
+# FUZZ_INPUT_MINUTES on each reader of untrusted bytes (IR text, artifacts, FPGA streams), with atheris when it is
+# installed (pip install atheris), else tritc's own mutator. Findings go to FUZZ_OUT; a new FUZZ_SEED explores anew.
+FUZZ_MINUTES       ?= 20
+FUZZ_INPUT_MINUTES ?= 3
+FUZZ_SEED          ?= $(shell date +%s)
+FUZZ_OUT           ?= fuzz-findings
+FUZZ_ENGINE        ?= $(shell $(PY) -c 'import atheris' 2>/dev/null && echo atheris || echo builtin)
+
+fuzz: $(STAMP)
+	@status=0; \
+	nice -n 10 $(PY) -m tritc.fuzz --minutes $(FUZZ_MINUTES) --seed $(FUZZ_SEED) --out $(FUZZ_OUT) || status=1; \
+	for t in ir-text artifact stream; do \
+	  nice -n 10 $(PY) -m tritc.fuzz --target $$t --engine $(FUZZ_ENGINE) --minutes $(FUZZ_INPUT_MINUTES) \
+	    --seed $(FUZZ_SEED) --out $(FUZZ_OUT) || status=1; \
+	done; \
+	exit $$status
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.

@@ -142,7 +142,8 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # ---- lexing ---------------------------------------------------------------------------------
 
 _DTYPES = "|".join(sorted((d.ir_name for d in DType), key=len, reverse=True))
-_STRING = r'"(?:\\.|[^"\\\n])*"'
+# JSON's string grammar exactly (the printer writes json.dumps): a string the lexer takes, json.loads reads.
+_STRING = r'"(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})|[^"\\\x00-\x1f])*"'
 _TOKEN = re.compile(
     rf"""
     (?P<ws>[ \t\r]+|//[^\n]*)

@@ -81,6 +81,8 @@ class FoldRadix3(Pass):
             if node.op != "matmul" or lin.source != "float" or x is None or x.type.dtype is not DType.F32 \
                     or x.type.shape is None or not x.type.shape:
                 continue
+            if not np.isfinite(lin.weight).all():  # NaN or Inf has no per-channel scale: the layer stays float, on the host
+                continue
             tern = radix3_planes(lin.weight)
             peak = float(np.max(np.abs(lin.weight))) or 1.0
             err = float(np.max(np.abs(tern.dequantize().reshape(DIGITS, *lin.weight.shape).sum(0) - lin.weight))) / peak

@@ -65,6 +65,21 @@ def infer_node_types(graph: Graph, node, syms: dict[int, SymValue] | None = None
             dims.WHERE.reset(token)
 
 
+def assume_declared(node, declared: TensorType, inferred: TensorType) -> None:
+    """A declared size where the rule gives a symbolic dim (or the reverse: [N,4] declared, [1,4] inferred) holds for
+    some sizes only, and the refined type keeps the size: note the assumption (dims.assume_equal), so that while
+    recording the generated code's callers check it at every call instead of reading a result of the wrong shape."""
+    if declared.shape is None or inferred.shape is None or not dims.recording_active():
+        return
+    token = dims.WHERE.set(f"node {node.describe()}")
+    try:
+        for a, b in zip(declared.shape, inferred.shape):
+            if a is not None and b is not None and isinstance(a, int) != isinstance(b, int):
+                dims.assume_equal(a, b)
+    finally:
+        dims.WHERE.reset(token)
+
+
 @register
 @dataclass(frozen=True)
 class InferShapes(Pass):
@@ -93,6 +108,7 @@ class InferShapes(Pass):
                 if not compatible(v.type, t):
                     raise ModelValidationError(f"node {node.describe()}: result %{v.name} is declared "
                                                f"{format_type(v.type)} but the op gives {format_type(t)}")
+                assume_declared(node, v.type, t)
                 refined = refine_type(v.type, t)
                 if refined != v.type:
                     v.type, changed = refined, True

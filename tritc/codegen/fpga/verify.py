@@ -94,8 +94,14 @@ class View:
             return False
         if len(dims) == 1 or (dims[0][0] * (dims[0][1] - 1) + self.item <= dims[1][0]):
             return True
-        starts = np.sort(self.offsets().ravel())
-        return bool(np.all(np.diff(starts) >= self.item))
+        # Positions i*a + j*b (a <= b) collide when some (di, dj) != 0 with |di| < na, |dj| < nb has
+        # |dj*b - di*a| < item; for each dj the closest di is next to dj*b/a. O(nb), without the list of positions,
+        # which a loaded stream could make 2^32 long (65535 x 65535).
+        (a, na), (b, nb) = dims
+        t = np.arange(1, nb, dtype=np.int64) * b
+        near = np.minimum(t // a, na - 1)
+        gap = np.minimum(np.abs(t - near * a), np.abs(t - np.minimum(near + 1, na - 1) * a))
+        return bool(np.all(gap >= self.item))
 
 
 def _vop_views(ins: Instr) -> list[View]:
@@ -142,10 +148,40 @@ def views(ins: Instr, word_bytes: int) -> list[View]:
     return []
 
 
+def _footprint(v: View, lo: int, size: int) -> np.ndarray:
+    """The units `v` touches as a mask of [lo, lo + size), which holds them: one row, then its copies shifted by the
+    row stride, doubling. O(size * log rows), where the list of positions would be rows * cols long: a loaded
+    stream's 65535 x 65535 view reading a few units over and over costs no more than its buffer."""
+    row = np.zeros(size, bool)
+    row[v.base - lo + np.arange(v.shape[1], dtype=np.int64) * v.strides[1]] = True
+
+    def shifted(m: np.ndarray, k: int) -> np.ndarray:
+        out = np.zeros_like(m)
+        if k >= 0:
+            out[k:] = m[:size - k]
+        else:
+            out[:k] = m[-k:]
+        return out
+
+    def rows(m: np.ndarray, n: int) -> np.ndarray:  # m | m >> s | ... | m >> (n-1)*s, every copy inside the view
+        if n <= 1 or v.strides[0] == 0:
+            return m
+        half = rows(m, n // 2)
+        out = half | shifted(half, n // 2 * v.strides[0])
+        return out | shifted(m, (n - 1) * v.strides[0]) if n % 2 else out
+
+    return rows(row, v.shape[0])
+
+
 def _alias_ok(dst: View, src: View) -> bool:
     """A destination element may be a source element only at the same position (docs/ISA.md, "VOP")."""
     if dst.mem != src.mem or dst.empty or src.empty or dst.hi < src.lo or src.hi < dst.lo:
         return True
+    lo, hi = min(dst.lo, src.lo), max(dst.hi, src.hi)
+    if src.shape[0] * src.shape[1] > hi - lo + 1:
+        # A source with more positions than its range has units reads units over and over (a loaded stream's
+        # 65535 x 65535 of a few words): held to MM's rule below, any shared element is a hazard, on footprints.
+        return not (_footprint(src, lo, hi - lo + 1) & _footprint(dst, lo, hi - lo + 1)).any()
     if dst.tag == "all":
         # MM: every output reads whole rows of both sources; any shared element is a hazard.
         return not np.isin(src.offsets(), dst.offsets()).any()
