@@ -21,7 +21,7 @@ from tritc.codegen.llvm.kernels.ternary_quant import scratch_bytes
 from tritc.codegen.llvm.ops.ternary import ROW_BLOCK
 from tritc.codegen.llvm.target import host_target
 from tritc.codegen.llvm.weights import layout_weights
-from tritc.errors import UnsupportedError
+from tritc.errors import ResourceLimitError, UnsupportedError
 from tritc.ir import DType, Graph, TensorType
 from tritc.ir.interpreter import run
 from tritc.ir.memory import numbers
@@ -240,7 +240,9 @@ def test_matmul_plus_constant_compiles_with_the_default_pipeline(bias):
 def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
     """`tritc run` when the arena cannot be had (a [n, n] intermediate at n = 3 million: 36 TB): one line naming the
     bytes and the sizes, exit 2, no traceback, nothing written. The runtime's arena is the only memory a call asks
-    for; the model raises RunOutOfMemoryError (a MemoryError) and keeps working at sizes that fit."""
+    for; the model raises RunOutOfMemoryError (a MemoryError) and keeps working at sizes that fit. Under the default
+    budget the call is refused before asking (ResourceLimitError naming max_arena_bytes); the budget raised, the
+    allocation itself fails."""
     from tritc import cli
     from tritc.ir import parse_graph
 
@@ -253,6 +255,9 @@ def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
     }""")
     model = tritc.compile(g, pipeline="none", threads=1)
     n = 3_000_000
+    with pytest.raises(ResourceLimitError, match=rf"at n={n} needs an arena .* over the limit max_arena_bytes="):
+        model.run(None, {"x": np.ones((n, 1), np.float32)})
+    model.max_arena_bytes = 2**62
     with pytest.raises(RunOutOfMemoryError, match=rf"could not allocate (\d+) bytes of arena .* at n={n}$") as err:
         model.run(None, {"x": np.ones((n, 1), np.float32)})
     assert int(re.search(r"allocate (\d+) bytes", str(err.value))[1]) >= 4 * n * n  # %p, and %t beside it
@@ -261,7 +266,8 @@ def test_cli_run_out_of_memory_is_one_line(tmp_path, capsys):
     art = tmp_path / "m.tritc"
     model.save(art)
     np.save(tmp_path / "x.npy", np.ones((n, 1), np.float32))
-    code = cli.main(["run", str(art), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")])
+    code = cli.main(["run", str(art), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out"),
+                     "--limit", f"max_arena_bytes={2**62}"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("tritc: error: out of memory: could not allocate") and f"at n={n}" in err

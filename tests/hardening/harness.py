@@ -153,17 +153,29 @@ class Outcome:
             assert n in self.message, f"E2: {n!r} not named in: {self.message}"
 
 
-_CHILD = f"""
-import json, resource, sys, time, traceback
+# The peak resident set of this process image: VmHWM, not getrusage's ru_maxrss, which Linux carries across exec
+# from the forked parent (a pytest worker of 400 MB would make every child look that big).
+PEAK_RSS = """
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+_CHILD = PEAK_RSS + f"""
+import json, sys, time, traceback
 t0 = time.perf_counter()
-ns = {{"__name__": "__hardening__"}}
+ns = {{"__name__": "__hardening__", "peak_rss_mib": peak_rss_mib}}  # the case may read its own peak
 try:
     exec(compile(sys.argv[1], "<hardening case>", "exec"), ns)
     out = {{"ok": True, "result": repr(ns.get("RESULT"))}}
 except BaseException as e:
     out = {{"ok": False, "error": type(e).__name__, "bases": [c.__name__ for c in type(e).__mro__], "message": str(e),
            "traceback": traceback.format_exc()}}
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mib"] = peak_rss_mib()
 out["seconds"] = time.perf_counter() - t0
 sys.stdout.flush()
 print({_RESULT!r} + json.dumps(out))

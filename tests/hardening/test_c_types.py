@@ -132,7 +132,7 @@ SIZES = {
 }
 
 _LOAD_EACH = """
-import resource, warnings
+import warnings
 from tritc.frontend.onnx import load_model
 warnings.simplefilter("ignore")
 RESULT = {}
@@ -142,7 +142,7 @@ for case in CASES:
         RESULT[case] = ("imported", [], "")
     except Exception as e:
         RESULT[case] = (type(e).__name__, [c.__name__ for c in type(e).__mro__], str(e))
-    RESULT[case] += (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,)
+    RESULT[case] += (peak_rss_mib(),)
 """
 
 
@@ -284,7 +284,7 @@ BOMBS = {
 }
 
 _COMPILE_EACH = """
-import resource, warnings
+import warnings
 import tritc
 warnings.simplefilter("ignore")
 RESULT = {}
@@ -294,7 +294,7 @@ for case in CASES:
         RESULT[case] = ("compiled", [], "")
     except Exception as e:
         RESULT[case] = (type(e).__name__, [c.__name__ for c in type(e).__mro__], str(e))
-    RESULT[case] += (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,)
+    RESULT[case] += (peak_rss_mib(),)
 """
 
 

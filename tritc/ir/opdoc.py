@@ -37,7 +37,22 @@ def render() -> str:
         versions = ", ".join(map(str, op.since)) or "-"
         outs = ", ".join(o.name + ("?" if o.optional else "") + ("..." if o.variadic else "") for o in op.outputs)
         lines.append(f"| `{name}` | {onnx} | {versions} | {_operands(op)} | {outs} | {_attrs(op).replace('|', '/')} |")
-    return "\n".join(lines + _casts()) + "\n"
+    return "\n".join(lines + _casts() + _NAN) + "\n"
+
+
+_NAN = [  # what every op does with NaN, infinities and denormals (tests/hardening/test_j_numerics.py checks it)
+    '',
+    '## NaN, infinities, denormals',
+    '',
+    "Reductions and comparisons propagate NaN as ONNX's reference does (`np.max`, `np.maximum`, `np.argmax`): `Max` /",
+    '`Min` with a NaN operand give NaN, `ReduceMax` / `ReduceMin` over a row holding a NaN give NaN, `ArgMax` / `ArgMin`',
+    "give the first NaN's index. onnxruntime agrees for elementwise `Max` / `Min` but not for reductions, where its result",
+    'depends on where the NaN is (`ReduceMax([NaN, 1, 3, 2])` is NaN, `ReduceMax([1, NaN, 3, 2])` is 3); tritc does not',
+    'copy that. `Softmax` over a row of only `-inf` is NaN everywhere, as in both. No fast-math flag is set on any',
+    'floating-point instruction at any `--opt-level` (tests/hardening/test_j_numerics.py runs 0 to 3), so NaN handling',
+    'is never optimised away. Compiled code never changes MXCSR: denormals are kept (no flush to zero) unless the caller',
+    'set FTZ / DAZ, which are then left as they are. Integer accumulators: [INTEGER.md](INTEGER.md).',
+]
 
 
 def _casts() -> list[str]:
