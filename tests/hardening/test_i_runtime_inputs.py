@@ -64,7 +64,7 @@ BAD_FEEDS = {
     "int for float": ({**good(), "r": np.zeros((3, N), np.int32)}, TypeError, ["'r'", "int32"]),
     "object array": ({**good(), "x": np.array([[None] * K] * 3)}, TypeError, ["'x'", "object"]),
     "wrong rank": ({**good(), "x": good()["x"][None]}, ValueError, ["'x'", "rank 3"]),
-    "static dim": ({**good(), "x": np.zeros((3, K + 1), np.float32)}, ValueError, ["'x'", "dim 1", f"{K + 1}", f"expected {K}"]),
+    "static dim": ({**good(), "x": np.zeros((3, K + 1), np.float32)}, InputShapeError, ["'x'", "dim 1", f"{K + 1}", f"expected {K}"]),
     "symbol clash": ({**good(3), "r": good(4)["r"]}, InputShapeError, ["'r'", "batch", "4", "3"]),
     "not a dict": ([good()["x"], good()["r"]], TypeError, ["input_feed", "list"]),
     "a list (float64)": ({**good(), "x": good()["x"].tolist()}, TypeError, ["'x'", "float64"]),  # no silent cast

@@ -99,8 +99,8 @@ def bind_shape(spec: Any, shape: Sequence[int], bindings: dict[str, int], bound_
     for axis, (d, n) in enumerate(zip(want, shape)):
         if isinstance(d, int):
             if d != n:
-                raise ValueError(f"input '{spec.name}' has size {n} in dim {axis}, expected {d} "
-                                 f"({format_type(spec.type)})")
+                raise InputShapeError(f"input '{spec.name}' has size {n} in dim {axis}, expected {d} "
+                                      f"({format_type(spec.type)})")
         elif isinstance(d, str) and dimlib.symbols(d) == {d}:  # a plain symbol: bind it
             if d in bindings and bindings[d] != n:
                 raise InputShapeError(f"input '{spec.name}' dim {axis} ('{d}') is {n}, but '{d}' is "
