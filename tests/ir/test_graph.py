@@ -131,10 +131,10 @@ def test_verifier_catches_unknown_op_and_attrs():
 
 
 def test_long_chain_is_linear_time():
-    t = time.perf_counter()
+    t = time.process_time()   # CPU seconds: another process's load on a shared machine does not count
     g = _chain(100_000)
     verify(g)
     text = print_graph(g)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert text.count("\n") == 100_003
     assert elapsed < 20, f"100k-node chain took {elapsed:.1f}s"
