@@ -275,10 +275,13 @@ def test_random_gemms_are_exact_and_timed(config, count, act_buffer):
     rng = random.Random(7)
     fixed = [dict(m=2, n=5, kw=0, reset=1, acc_addr=3, acc_rs=6, act_addr=0, act_rs=0, wgt_addr=0),   # a clear
              dict(m=0, n=5, kw=2, reset=1, acc_addr=0, acc_rs=0, act_addr=0, act_rs=0, wgt_addr=0)]   # nothing
+    # one-block GEMMs accumulating into the same words back to back: each reads what the one before still writes
+    chain = [dict(m=1, n=max(1, p.rows - 1), kw=1, reset=int(k == 0), acc_addr=5, acc_rs=0, act_addr=64 * k,
+                  act_rs=0, wgt_addr=0) for k in range(4)]
     if act_buffer:   # timed one by one, then back to back
-        batches = [(random_gemms(p, rng, count) + fixed, False), (random_gemms(p, rng, count + 3), True)]
+        batches = [(random_gemms(p, rng, count) + fixed, False), (random_gemms(p, rng, count) + chain, True)]
     else:            # ActModel answers 1 to 3 cycles late: back to back only, untimed
-        batches = [(random_gemms(p, rng, count) + fixed, True)]
+        batches = [(random_gemms(p, rng, count) + fixed + chain, True)]
     got, want, timed = simulate(config, batches, seed=3, act_buffer=act_buffer)
     assert np.array_equal(got, want)
     for g, cycles, model in timed:
