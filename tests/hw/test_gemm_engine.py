@@ -34,11 +34,13 @@ WIDE = dataclasses.replace(SMALL, matrix_rows=2, matrix_lanes=128)   # 2 words a
 OVERHEAD = 4     # cycles from cmd to done beyond the cycle model's, the ACC read answered the next cycle
 
 
-def wgt_word_offset(j: int, g: int, kw: int, rows: int, per_beat: int) -> int:
-    """ISA v3 (WGT_LAYOUT): the word index of word g of column j from wgt_addr. The one place the test knows the
-    layout: swap for tritc.codegen.fpga.isa.wgt_word_offset once the wgt3 branch lands."""
-    kwp = -(-kw // per_beat) * per_beat
-    return (j // rows) * kwp * rows + (g // per_beat) * rows * per_beat + (j % rows) * per_beat + g % per_beat
+try:   # ISA v3's layout, from the wgt3 branch once it is merged; until then the same formula (WGT_LAYOUT.md) here
+    from tritc.codegen.fpga.isa import wgt_word_offset
+except ImportError:
+    def wgt_word_offset(j: int, g: int, kw: int, rows: int, per_beat: int) -> int:
+        """Where word g (< kw) of output column j of a GEMM lies, in words from its wgt_addr (ISA v3)."""
+        kwp = -(-kw // per_beat) * per_beat
+        return (j // rows) * kwp * rows + (g // per_beat) * rows * per_beat + (j % rows) * per_beat + g % per_beat
 
 
 def reference(p: HwParams, acc: np.ndarray, act: np.ndarray, wgt: np.ndarray, g: dict) -> None:
