@@ -315,8 +315,8 @@ def test_a_swapped_tree_fails():
 
 
 def test_wgt_is_filled_by_the_load_mover():
-    # LOADs into WGT through the real LoadMover and DRAM model (a contiguous tile, a 2-D one whose rows jump, a
-    # single byte), then every row read back: the bytes the Simulator's LOADs leave in WGT.
+    # LOADs into WGT through the real LoadMover and DRAM model (a contiguous tile, a 2-D one whose rows jump, the
+    # last byte, then byte 0), then every row read back: the bytes the Simulator's LOADs leave in WGT.
     p = hw_params(SMALL)
     dram_bytes = 4096
     sim = Simulator(SMALL, dram_bytes=dram_bytes)
@@ -326,7 +326,9 @@ def test_wgt_is_filled_by_the_load_mover():
              Instr(Op.LOAD, buf=int(Buf.WGT), sram_addr=1000, dram_addr=7, rows=4, cols=37, dram_rs=200, dram_cs=1,
                    sram_rs=61),
              Instr(Op.LOAD, buf=int(Buf.WGT), sram_addr=2047, dram_addr=9, rows=1, cols=1, dram_rs=0, dram_cs=1,
-                   sram_rs=0)]
+                   sram_rs=0),
+             Instr(Op.LOAD, buf=int(Buf.WGT), sram_addr=0, dram_addr=3000, rows=1, cols=5, dram_rs=0, dram_cs=1,
+                   sram_rs=0)]   # byte 0 right after the last byte: the cursor must not wrap onto it
     mover, wgt = LoadMover(p), WgtBuffer(p)
     top = Module()
     top.submodules.mover, top.submodules.wgt = mover, wgt

@@ -121,7 +121,8 @@ class WgtBuffer(wiring.Component):
             m.d.sync += self.rd_data.valid.eq(self.rd.valid)
 
         # Write: the cursor is where byte `cur_addr` lives; a write there goes straight in.
-        cur_addr, cur_row, cur_off = Signal(abits), Signal(qbits), Signal(range(rb))
+        # one bit wider than an address, so that after the last byte the cursor matches no byte (no wrap to 0)
+        cur_addr, cur_row, cur_off = Signal(abits + 1), Signal(qbits), Signal(range(rb))
         dividing = Signal()
         rem = Signal(abits + 1)                     # the division's remainder, then the offset in the row
         dvs = Signal(abits + qbits + 1)             # row_bytes << (the quotient bit being decided)
