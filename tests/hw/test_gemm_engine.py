@@ -3,7 +3,8 @@ isa.decode_words reads): random GEMMs (m > 1, n not a multiple of R, kw not a mu
 accumulating over the GEMM before, kw = 0 clears, GEMMs that add nothing), both packings, one and two words per
 beat. WGT is filled through its write port in LOAD-like runs (with the jumps that start a division), ACT is the
 real ActBuffer, ACC a numpy array behind the ports with a read latency and random stalls. The cycles from cmd to
-done are checked against the cycle model's; a fault (two trees swapped) fails; WGT is filled by the LoadMover too."""
+done are checked against the cycle model's; a fault (two trees swapped) fails; WGT is filled by the LoadMover too;
+the first WGT row of a GEMM is the exact quotient for every row of the presets."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from collections import deque
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
+from amaranth.sim import Simulator as AmaranthSimulator
 
 from tritc.codegen.fpga.isa import Buf, Instr, Op, decode_words
 from tritc.hw.buffers import ActBuffer
@@ -24,7 +26,7 @@ from tritc.hw.gemm_engine import GemmEngine, gemm_cycles
 from tritc.hw.memory import DramModel
 from tritc.hw.params import HwParams, hw_params
 from tritc.hw.sim import get, put, run
-from tritc.hw.wgt_buffer import WgtBuffer, row_bytes
+from tritc.hw.wgt_buffer import WgtBuffer, exact_quotient, row_bits, row_bytes, wgt_rows
 from tritc.runtime.fpga import Simulator
 
 from .conftest import SMALL
@@ -276,7 +278,9 @@ def test_random_gemms_are_exact_and_timed(config, count, act_buffer):
     p = hw_params(config)
     rng = random.Random(7)
     fixed = [dict(m=2, n=5, kw=0, reset=1, acc_addr=3, acc_rs=6, act_addr=0, act_rs=0, wgt_addr=0),   # a clear
-             dict(m=0, n=5, kw=2, reset=1, acc_addr=0, acc_rs=0, act_addr=0, act_rs=0, wgt_addr=0)]   # nothing
+             dict(m=0, n=5, kw=2, reset=1, acc_addr=0, acc_rs=0, act_addr=0, act_rs=0, wgt_addr=0),   # nothing
+             dict(m=1, n=p.rows, kw=1, reset=1, acc_addr=40, acc_rs=0, act_addr=300, act_rs=0,   # WGT's last row
+                  wgt_addr=(p.buffer_units[Buf.WGT] // row_bytes(p) - 1) * row_bytes(p))]
     # one-block GEMMs accumulating into the same words back to back: each reads what the one before still writes
     chain = [dict(m=1, n=max(1, p.rows - 1), kw=1, reset=int(k == 0), acc_addr=5, acc_rs=0, act_addr=64 * k,
                   act_rs=0, wgt_addr=0) for k in range(4)]
@@ -297,6 +301,27 @@ def test_random_gemms_are_exact_and_timed(config, count, act_buffer):
     assert not act_buffer or sum(g["kw"] > 0 and not g["reset"] for g, _, _ in timed) >= 2
     overlapped = batches[-1][0]
     assert any(not g["reset"] for g in overlapped) and any(g["m"] > 1 for g in overlapped)
+
+
+@pytest.mark.parametrize("preset", ["edge", "datacenter", SMALL], ids=["edge", "datacenter", "small"])
+def test_first_row_is_an_exact_quotient(preset):
+    # wgt_addr / row_bytes without a divider, for every row of WGT (2,521 on the presets, 13 * 16 and 13 * 128 bytes)
+    p = hw_params(preset)
+    rb, bits = row_bytes(p), row_bits(p)
+    m = Module()
+    x = Signal(p.addr_bits(Buf.WGT))
+    q = exact_quotient(m, x, rb, bits, "q")
+    got = []
+
+    async def bench(ctx):
+        for r in range(wgt_rows(p)):
+            ctx.set(x, r * rb)
+            got.append(ctx.get(q))
+
+    sim = AmaranthSimulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == list(range(wgt_rows(p)))
 
 
 class SwappedTrees(GemmEngine):
