@@ -95,8 +95,23 @@ class PortBuffers:
         self.raw = {b: a.copy() for b, a in raw.items()}
         self.take = take
         self.rng = random.Random(seed)
+        self.errors: list[str] = []        # accesses outside a buffer (a wrong address the compare would miss)
+
+    def inside(self, buf: Buf, addr: int) -> bool:
+        ok = 0 <= addr and (addr + 1) * ELEM_BYTES[buf] <= self.raw[buf].size
+        if not ok:
+            self.errors.append(f"{buf.name} element {addr} is outside the buffer")
+        return ok
+
+    async def sync(self, ctx) -> None:
+        """Make `raw` what the buffers hold (these arrays already are)."""
+
+    async def reset(self, ctx, buf: Buf, want: np.ndarray) -> None:
+        self.raw[buf][:] = want
 
     def element(self, buf: Buf, addr: int) -> int:
+        if not self.inside(buf, addr):
+            return 0
         if buf is Buf.ACT:
             return int(self.raw[buf].view(np.int8)[addr]) & 0xFFFFFFFF
         return int(self.raw[buf].view(np.uint32)[addr])
@@ -126,7 +141,7 @@ class PortBuffers:
                 buf = Buf(w.buf)
                 item = ELEM_BYTES[buf]
                 for lane in range(LANES):
-                    if w.mask >> lane & 1:
+                    if w.mask >> lane & 1 and self.inside(buf, w.addr[lane]):
                         a = w.addr[lane] * item
                         self.raw[buf][a:a + item] = np.frombuffer(int(w.data[lane]).to_bytes(4, "little")[:item],
                                                                   np.uint8)
@@ -142,7 +157,9 @@ class Outcome:
 def run_vops(dut, vops: list[Instr], *, seed: int, take: float = 1.0, buffers=None, max_cycles: int = 60_000,
              sim: Simulator | None = None) -> Outcome:
     """Run `vops` one after another on `dut` (a VectorEngine), each also in the Simulator from the same buffers;
-    compare all buffers after each. `buffers` serves the ports (default: PortBuffers over the Simulator's)."""
+    compare all buffers after each. `buffers` is what serves the ports: None for PortBuffers over the Simulator's
+    buffers; else an object with `raw` (each buffer's bytes after `await sync(ctx)`) and `reset(ctx, buf, bytes)`,
+    its ports already part of `dut`."""
     if sim is None:
         sim = Simulator(SMALL, dram_bytes=4096)
         fill_buffers(sim, np.random.default_rng(seed))
@@ -150,6 +167,8 @@ def run_vops(dut, vops: list[Instr], *, seed: int, take: float = 1.0, buffers=No
     out = Outcome()
 
     async def bench(ctx):
+        for buf in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV):
+            await model.reset(ctx, buf, sim.raw[buf])
         for k, ins in enumerate(vops):
             await put(ctx, dut.cmd, ins.fields)
             ctx.set(dut.done.ready, 1)
@@ -162,19 +181,21 @@ def run_vops(dut, vops: list[Instr], *, seed: int, take: float = 1.0, buffers=No
             ctx.set(dut.done.ready, 0)
             func = VFunc(ins.func)
             if payload.refused:
-                out.refused.append(func)
-                continue
-            sim.load_stream([ins, Instr(Op.FINISH)])
-            model_cycles = sim.run()["cycles"]
-            out.cycles.setdefault(func, []).append((cycles, model_cycles))
+                out.refused.append(func)      # nothing may have changed: compare with the Simulator not run
+            else:
+                sim.load_stream([ins, Instr(Op.FINISH)])
+                model_cycles = sim.run()["cycles"]
+                out.cycles.setdefault(func, []).append((cycles, model_cycles))
+            await model.sync(ctx)
+            while getattr(model, "errors", None):
+                out.mismatches.append(f"VOP {k} {func.name} {ins.fields}: {model.errors.pop()}")
             for buf in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV):
-                got, want = model.raw_of(buf) if hasattr(model, "raw_of") else model.raw[buf], sim.raw[buf]
+                got, want = model.raw[buf], sim.raw[buf]
                 if not np.array_equal(got, want):
                     bad = np.flatnonzero(got != want)[:4]
                     out.mismatches.append(f"VOP {k} {func.name} {ins.fields}: {buf.name} bytes {bad.tolist()} "
                                           f"got {got[bad].tolist()} want {want[bad].tolist()}")
-                    if hasattr(model, "raw"):
-                        model.raw[buf][:] = want          # go on from the reference's state
+                    await model.reset(ctx, buf, want)     # go on from the reference's state
 
     async def reads_a(ctx):
         await model.serve_reads(ctx, dut.rd_a)
@@ -185,7 +206,7 @@ def run_vops(dut, vops: list[Instr], *, seed: int, take: float = 1.0, buffers=No
     async def writes(ctx):
         await model.serve_writes(ctx, dut.wr)
 
-    background = () if buffers is not None else (reads_a, reads_b, writes)
+    background = (reads_a, reads_b, writes) if buffers is None else ()
     run(dut, bench, background=background, max_cycles=max_cycles)
     return out
 

@@ -137,9 +137,12 @@ class VectorEngine(wiring.Component):
             a = Signal(32, name=f"a{lane}")
             b = Signal(32, name=f"b{lane}")
             # REQ reads src1 raw and never src2: its int8 result goes to fp32 through src2's converter.
-            m.d.comb += [req.acc.eq(resp_a[lane].as_signed()), req.mult.eq(f.imm), req.shift.eq(f.depth[:5]),
-                         ca.x.eq(resp_a[lane].as_signed()),
-                         cb.x.eq(Mux(is_req, req.y, resp_b[lane].as_signed())),
+            # Operands reach only the units the function uses (operand isolation: less switching, and a faster
+            # simulation).
+            m.d.comb += [req.acc.eq(Mux(is_req, resp_a[lane].as_signed(), 0)), req.mult.eq(f.imm),
+                         req.shift.eq(f.depth[:5]),
+                         ca.x.eq(Mux(int_a, resp_a[lane].as_signed(), 0)),
+                         cb.x.eq(Mux(is_req, req.y, Mux(int_b, resp_b[lane].as_signed(), 0))),
                          a.eq(Mux(int_a, ca.y, resp_a[lane])),
                          b.eq(Mux(imm_b, f.imm, Mux(int_b, cb.y, resp_b[lane]))),
                          vl.func.eq(lane_func), vl.a.eq(a), vl.b.eq(b), vl.imm.eq(f.imm)]
@@ -163,7 +166,7 @@ class VectorEngine(wiring.Component):
             to32 = m.submodules[f"sat32_{lane}"] = FpToInt(32)
             x = w_data[lane]
             nan = (x[23:31] == 0xFF) & (x[0:23] != 0)
-            m.d.comb += [to8.a.eq(x), to32.a.eq(x),
+            m.d.comb += [to8.a.eq(Mux(dst == Buf.ACT, x, 0)), to32.a.eq(Mux(dst == Buf.ACC, x, 0)),
                          wp.data[lane].eq(Mux(dst == Buf.ACT, to8.y.as_signed(),
                                               Mux(dst == Buf.ACC, to32.y, Mux(nan, CANONICAL_NAN, x))))]
 
@@ -187,7 +190,7 @@ class VectorEngine(wiring.Component):
         red_addr, red_final = Signal(ADDR_BITS), Signal()
         m.d.comb += [red.inp.valid.eq(take & reducing), red.inp.payload.mask.eq(head.mask),
                      red.inp.payload.last.eq(head.last), red.inp.payload.max.eq(func.matches(VFunc.RMAX, VFunc.AMAX))]
-        m.d.comb += [red.inp.payload.terms[lane].eq(lane_out[lane]) for lane in range(L)]
+        m.d.comb += [red.inp.payload.terms[lane].eq(Mux(reducing, lane_out[lane], 0)) for lane in range(L)]
         with m.If(red.inp.valid & red.inp.ready & head.last):
             m.d.sync += [red_addr.eq(head.d[0]), red_final.eq(head.final)]
         floor = m.submodules.floor = FpCompare()      # AMAX with use_imm: MAX(absmax, imm)
@@ -208,8 +211,8 @@ class VectorEngine(wiring.Component):
             mine = func.matches(*cls.FUNCS)
             m.d.comb += [unit.inp.valid.eq(take & mine), unit.inp.payload.func.eq(func),
                          unit.inp.payload.imm.eq(f.imm)]
-            m.d.comb += [unit.inp.payload.a[lane].eq(a_vals[lane]) for lane in range(L)]
-            m.d.comb += [unit.inp.payload.b[lane].eq(b_vals[lane]) for lane in range(L)]
+            m.d.comb += [unit.inp.payload.a[lane].eq(Mux(mine, a_vals[lane], 0)) for lane in range(L)]
+            m.d.comb += [unit.inp.payload.b[lane].eq(Mux(mine, b_vals[lane], 0)) for lane in range(L)]
             with m.If(take & mine):
                 m.d.comb += meta.w_en.eq(1)
             ready_terms.append((mine, unit.inp.ready & meta.w_rdy))

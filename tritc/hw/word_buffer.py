@@ -81,7 +81,8 @@ class WordBuffer(wiring.Component):
     """One of VEC, ACC, KV (`buf`) as `lanes` word banks: `rd0 .. rd{n-1}` read ports (each bank has a read port
     per port: a replicated RAM past one), one `wr` write port. `resp` follows its request's last bank read by a
     cycle; reads and writes stall (ready low) while a request's lanes conflict, and a read stalls while its
-    answer is not taken. A write is in the RAM from the cycle after it is accepted."""
+    answer is not taken. A write is in the RAM from the cycle after it is accepted. `banks`: the RAMs (bank b
+    holds elements b, b + lanes, ...), for testbenches to load and inspect."""
 
     def __init__(self, params: HwParams, buf: Buf, read_ports: int = 2):
         if buf not in (Buf.ACC, Buf.VEC, Buf.KV):
@@ -90,6 +91,7 @@ class WordBuffer(wiring.Component):
         self.depth = params.buffer_units[buf] // self.lanes
         self.buf = buf
         self.read_ports = read_ports
+        self.banks = [Memory(shape=32, depth=self.depth, init=[]) for _ in range(self.lanes)]
         members = {f"rd{k}": In(read_port_signature(self.lanes)) for k in range(read_ports)}
         members["wr"] = In(write_port_signature(self.lanes))
         super().__init__(members)
@@ -99,7 +101,7 @@ class WordBuffer(wiring.Component):
         L = self.lanes
         lb = (L - 1).bit_length()
         rb = max(1, (self.depth - 1).bit_length())
-        banks = [Memory(shape=32, depth=self.depth, init=[]) for _ in range(L)]
+        banks = self.banks
         for b, bank in enumerate(banks):
             m.submodules[f"bank{b}"] = bank
 
