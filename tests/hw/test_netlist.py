@@ -1,7 +1,8 @@
 """Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
 multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
 vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
-the same on the mapped design (0 DSP blocks in the matrix path)."""
+the same on the mapped design (0 DSP blocks in the matrix path). In the vector engine, which holds those units,
+multiplies are allowed in them only: a lane's fp multiplier (also MM's products) and REQ's."""
 
 from __future__ import annotations
 
@@ -22,10 +23,15 @@ from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.lane_reduce import LaneReducer
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
+from tritc.codegen.fpga.isa import Buf
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
+from tritc.hw.vector_engine import VectorEngine
+from tritc.hw.vector_units import DivSqrtLanes
+from tritc.hw.vector_walker import VopWalker
 from tritc.hw.weight_decoder import WordDecoder
+from tritc.hw.word_buffer import WordBuffer
 
 from .conftest import SMALL
 
@@ -51,7 +57,13 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
+    "word-buffer": lambda: WordBuffer(P, Buf.VEC),
+    "vop-walker": lambda: VopWalker(P.vector_lanes),
+    "div-sqrt-lanes": lambda: DivSqrtLanes(P.vector_lanes),
 }
+MODULE = re.compile(r"^module (\S+)$(.*?)^end$", re.M | re.S)
+# The engine's instances of FpMultiplier (inside each VectorLane) and Requantise.
+MULTIPLYING = re.compile(r"\.(lane\d+\.mul|req\d+)$")
 
 
 @pytest.mark.parametrize("name", sorted(COMPONENTS))
@@ -59,6 +71,13 @@ def test_netlist_has_no_multiplier(name):
     text = rtlil.convert(COMPONENTS[name]())
     assert "cell" in text
     assert not ARITHMETIC.findall(text)
+
+
+def test_vector_engine_multiplies_only_in_its_multipliers():
+    text = rtlil.convert(VectorEngine(P))
+    multiplying = {name for name, body in MODULE.findall(text) if ARITHMETIC.search(body)}
+    assert multiplying and all(MULTIPLYING.search(name) for name in multiplying), sorted(multiplying)
+    assert len(multiplying) == 2 * P.vector_lanes          # a multiplier and a REQ per lane, nothing else
 
 
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])

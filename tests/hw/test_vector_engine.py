@@ -28,10 +28,13 @@ from .vector_bench import LANES, TESTED, TRANSCENDENTAL, cycle_report, fill_buff
 P = hw_params(SMALL)
 
 
-def _fills() -> list[Instr]:
-    """Directed FILLs: a NaN with a payload into VEC and KV (canonical), ACT and ACC (0); 1e10 into ACT and ACC
-    (saturated); -2.5 (to even: -2)."""
-    vops = []
+def _directed() -> list[Instr]:
+    """FILLs of a NaN with a payload into VEC and KV (canonical), ACT and ACC (0); of 1e10 into ACT and ACC
+    (saturated); of -2.5 (to even: -2). VOPs with no output (rows or cols 0), done at once."""
+    vops = [Instr(Op.VOP, func=VFunc.ADD, rows=3, cols=0, dst_buf=Buf.VEC, src1_buf=Buf.VEC, src2_buf=Buf.KV),
+            Instr(Op.VOP, func=VFunc.MM, rows=2, cols=0, depth=4, dst_buf=Buf.VEC, src1_buf=Buf.VEC,
+                  src2_buf=Buf.KV),
+            Instr(Op.VOP, func=VFunc.RSUM, rows=0, cols=5, dst_buf=Buf.VEC, src1_buf=Buf.VEC)]
     for imm in (f32_bits(np.float32(np.nan)) | 5, f32_bits(1e10), f32_bits(-2.5)):
         for buf, addr in ((Buf.VEC, 3), (Buf.ACT, 5), (Buf.ACC, 7), (Buf.KV, 1)):
             vops.append(Instr(Op.VOP, func=VFunc.FILL, rows=2, cols=5, imm=imm, dst_buf=buf, dst_addr=addr,
@@ -44,12 +47,14 @@ def test_every_function_matches_the_simulator():
     vops = [random_vop(func, rng, P.buffer_units) for func in TESTED for _ in range(6)]
     vops += [random_vop(func, rng, P.buffer_units) for func in TRANSCENDENTAL]
     rng.shuffle(vops)
-    vops += _fills()
+    vops += _directed()
     out = run_vops(VectorEngine(P), vops, seed=11)
     print("\n" + cycle_report(out))
     assert not out.mismatches, "\n".join(out.mismatches[:5])
     assert sorted(out.refused) == sorted(TRANSCENDENTAL)
     assert set(out.cycles) == set(TESTED)
+    assert [got for got, _ in out.cycles[VFunc.ADD][-1:] + out.cycles[VFunc.MM][-1:] + out.cycles[VFunc.RSUM][-1:]] \
+        == [1, 1, 1]                                      # the empty ones: done the cycle after they are taken
 
 
 def test_stalling_ports():
