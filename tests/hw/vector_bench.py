@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tritc.codegen.fpga.config import FpgaConfig
 from tritc.codegen.fpga.isa import BINARY, ELEM_BYTES, Buf, Instr, Op, StreamError, VFunc, f32_bits
 from tritc.codegen.fpga.verify import VOP_BUFFERS, check_instr
 from tritc.hw.sim import put, run
@@ -51,7 +52,7 @@ def _imm(rng: random.Random) -> int:
     return f32_bits(rng.gauss(0, 1) * 10.0 ** rng.randint(-3, 3))
 
 
-def random_vop(func: VFunc, rng: random.Random, sizes: dict[Buf, int]) -> Instr:
+def random_vop(func: VFunc, rng: random.Random, sizes: dict[Buf, int], config: FpgaConfig = SMALL) -> Instr:
     """A VOP of `func` that check_instr accepts: partial lane chunks, strides 0 (sources), negative and even,
     every buffer kind, in-place sometimes."""
     for _ in range(5000):
@@ -80,7 +81,7 @@ def random_vop(func: VFunc, rng: random.Random, sizes: dict[Buf, int]) -> Instr:
                 v[f"dst_{k}"] = v[f"src1_{k}"]
         ins = Instr(Op.VOP, func=func, rows=rows, cols=cols, depth=depth, imm=imm, use_imm=use_imm, **v)
         try:
-            check_instr(ins, 0, SMALL)
+            check_instr(ins, 0, config)
         except StreamError:
             continue
         return ins
@@ -91,8 +92,9 @@ class PortBuffers:
     """The buffers as byte arrays behind the engine's read and write ports; each port takes a request with
     probability `take` per cycle, reads answered the next cycle in order and held until taken."""
 
-    def __init__(self, raw: dict[Buf, np.ndarray], take: float, seed: int):
+    def __init__(self, raw: dict[Buf, np.ndarray], lanes: int, take: float, seed: int):
         self.raw = {b: a.copy() for b, a in raw.items()}
+        self.lanes = lanes
         self.take = take
         self.rng = random.Random(seed)
         self.errors: list[str] = []        # accesses outside a buffer (a wrong address the compare would miss)
@@ -130,7 +132,7 @@ class PortBuffers:
             if valid and accept:
                 buf = Buf(r.buf)
                 pending.append([self.element(buf, r.addr[lane]) if r.mask >> lane & 1 else 0
-                                for lane in range(LANES)])
+                                for lane in range(self.lanes)])
 
     async def serve_writes(self, ctx, wr) -> None:
         while True:
@@ -140,7 +142,7 @@ class PortBuffers:
             if valid and accept:
                 buf = Buf(w.buf)
                 item = ELEM_BYTES[buf]
-                for lane in range(LANES):
+                for lane in range(self.lanes):
                     if w.mask >> lane & 1 and self.inside(buf, w.addr[lane]):
                         a = w.addr[lane] * item
                         self.raw[buf][a:a + item] = np.frombuffer(int(w.data[lane]).to_bytes(4, "little")[:item],
@@ -156,14 +158,15 @@ class Outcome:
 
 def run_vops(dut, vops: list[Instr], *, seed: int, take: float = 1.0, buffers=None, max_cycles: int = 60_000,
              sim: Simulator | None = None) -> Outcome:
-    """Run `vops` one after another on `dut` (a VectorEngine), each also in the Simulator from the same buffers;
+    """Run `vops` one after another on `dut` (a VectorEngine, or with `sim` and `buffers` anything with its `cmd` and
+    `done`), each also in the Simulator (`sim`, default one of the engine's config) from the same buffers;
     compare all buffers after each. `buffers` is what serves the ports: None for PortBuffers over the Simulator's
     buffers; else an object with `raw` (each buffer's bytes after `await sync(ctx)`) and `reset(ctx, buf, bytes)`,
     its ports already part of `dut`."""
     if sim is None:
-        sim = Simulator(SMALL, dram_bytes=4096)
+        sim = Simulator(dut.params.config, dram_bytes=4096)
         fill_buffers(sim, np.random.default_rng(seed))
-    model = buffers or PortBuffers(sim.raw, take, seed)
+    model = buffers or PortBuffers(sim.raw, sim.config.vector_lanes, take, seed)
     out = Outcome()
 
     async def bench(ctx):
