@@ -46,6 +46,7 @@ def _directed() -> list[Instr]:
 def test_every_function_matches_the_simulator():
     rng = random.Random(11)
     vops = [random_vop(func, rng, P.buffer_units) for func in TESTED for _ in range(6)]
+    vops += [random_vop(VFunc.MM, rng, P.buffer_units) for _ in range(4)]     # the walker's most paths
     vops += [random_vop(func, rng, P.buffer_units) for func in TRANSCENDENTAL]
     rng.shuffle(vops)
     vops += _directed()

@@ -33,14 +33,18 @@ def fill_buffers(sim: Simulator, rng: np.random.Generator) -> None:
         x[:] = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(np.float32)
         pick = rng.random(n)
         x[pick < 0.15] = np.round(x[pick < 0.15] * 2) / 2
+        x[(pick > 0.75) & (pick < 0.8)] = 0.0           # WHERE's b: zeros of both signs, not only the specials'
+        x[(pick > 0.8) & (pick < 0.82)] = -0.0
         bits = x.view(np.uint32)
         special = pick > 0.85
         bits[special] = rng.choice(SPECIAL, int(special.sum()))
     acc = sim.typed[Buf.ACC]
     big = rng.random(acc.size) < 0.4
     acc[:] = np.where(big, rng.integers(-2**31, 2**31, acc.size), rng.integers(-300, 300, acc.size))
+    acc[rng.random(acc.size) < 0.1] = 0
     acc[:3] = [-2**31, 2**31 - 1, 16777217]
-    sim.typed[Buf.ACT][:] = rng.integers(-128, 128, sim.typed[Buf.ACT].size)
+    act = sim.typed[Buf.ACT]
+    act[:] = np.where(rng.random(act.size) < 0.1, 0, rng.integers(-128, 128, act.size))
 
 
 def _imm(rng: random.Random) -> int:
@@ -60,7 +64,7 @@ def random_vop(func: VFunc, rng: random.Random, sizes: dict[Buf, int], config: F
         cols = rng.choice([1, 2, 3, 4, 5, 7, 9])
         depth = 0
         if func is VFunc.MM:
-            cols, depth = rng.choice([1, 2, 3]), rng.choice([0, 1, 3, 4, 5, 9])
+            rows, cols, depth = rng.choice([1, 2, 3]), rng.choice([1, 2, 3]), rng.choice([0, 1, 3, 4, 5, 9])
         elif func in (VFunc.RSUM, VFunc.RMAX, VFunc.AMAX):
             cols = rng.choice([0, 1, 3, 4, 5, 9, 13])
         elif func is VFunc.REQ:
