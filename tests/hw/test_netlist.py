@@ -85,6 +85,9 @@ def test_components_elaborate_for_the_presets(preset):
     # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
     # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
     p = hw_params(preset)
-    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
-                      InstrDecoder()):
+    components = [LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
+                  InstrDecoder(), VopWalker(p.vector_lanes)]
+    if p.vector_lanes <= 16:   # datacenter's 128-lane word buffer takes 42 s (its L^2 bank grants; docs/HW.md)
+        components.append(WordBuffer(p, Buf.ACC))
+    for component in components:
         assert Fragment.get(component, None) is not None
