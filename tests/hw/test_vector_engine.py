@@ -72,15 +72,15 @@ def test_stalling_ports_at_8_lanes():
 
 
 def _long_vops() -> list[Instr]:
-    """Long enough that the rate shows (16 to 64 chunks), in SMALL's buffers: reads may repeat (a source row stride
+    """Long enough that the rate shows (16 to 32 chunks), in SMALL's buffers: reads may repeat (a source row stride
     of 0, or overlapping rows)."""
     vec = dict(src1_buf=Buf.VEC, src1_addr=0, src1_cs=1)
     return [
-        Instr(Op.VOP, func=VFunc.COPY, rows=4, cols=64, **vec, src1_rs=0, dst_buf=Buf.ACT, dst_rs=64, dst_cs=1),
-        Instr(Op.VOP, func=VFunc.ADD, rows=4, cols=64, **vec, src1_rs=3, src2_buf=Buf.KV, src2_rs=1, src2_cs=1,
+        Instr(Op.VOP, func=VFunc.COPY, rows=2, cols=64, **vec, src1_rs=0, dst_buf=Buf.ACT, dst_rs=64, dst_cs=1),
+        Instr(Op.VOP, func=VFunc.ADD, rows=2, cols=64, **vec, src1_rs=3, src2_buf=Buf.KV, src2_rs=1, src2_cs=1,
               dst_buf=Buf.ACT, dst_rs=64, dst_cs=1),
-        Instr(Op.VOP, func=VFunc.RSUM, rows=16, cols=16, **vec, src1_rs=5, dst_buf=Buf.KV, dst_rs=1),
-        Instr(Op.VOP, func=VFunc.MM, rows=2, cols=4, depth=32, **vec, src1_rs=64, src2_buf=Buf.KV, src2_rs=8,
+        Instr(Op.VOP, func=VFunc.RSUM, rows=8, cols=16, **vec, src1_rs=5, dst_buf=Buf.KV, dst_rs=1),
+        Instr(Op.VOP, func=VFunc.MM, rows=2, cols=2, depth=32, **vec, src1_rs=64, src2_buf=Buf.KV, src2_rs=8,
               src2_cs=1, dst_buf=Buf.ACC, dst_rs=8, dst_cs=1),
         Instr(Op.VOP, func=VFunc.DIV, rows=2, cols=32, **vec, src1_rs=0, src2_buf=Buf.KV, src2_rs=16, src2_cs=1,
               dst_buf=Buf.ACT, dst_rs=64, dst_cs=1),
