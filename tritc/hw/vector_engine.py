@@ -18,7 +18,7 @@ cols 0, other than a reduction's cols) is done at once.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -186,21 +186,23 @@ class VectorEngine(wiring.Component):
 
         # Reductions and MM: the lanes' terms (products, magnitudes) into the lane tree; the result to d(i, 0) or
         # d(i, j), which the chunk marked `last` carries.
+        # Each result's address and `final` wait in `pending_results` while its row goes through the tree (at most
+        # one per tree stage, log2(L) + 1).
         red = m.submodules.reducer = LaneReducer(L)
-        red_addr, red_final = Signal(ADDR_BITS), Signal()
+        results = m.submodules.pending_results = fifo.SyncFIFO(width=ADDR_BITS + 1, depth=(L - 1).bit_length() + 2)
         m.d.comb += [red.inp.valid.eq(take & reducing), red.inp.payload.mask.eq(head.mask),
                      red.inp.payload.last.eq(head.last), red.inp.payload.max.eq(func.matches(VFunc.RMAX, VFunc.AMAX))]
         m.d.comb += [red.inp.payload.terms[lane].eq(Mux(reducing, lane_out[lane], 0)) for lane in range(L)]
-        with m.If(red.inp.valid & red.inp.ready & head.last):
-            m.d.sync += [red_addr.eq(head.d[0]), red_final.eq(head.final)]
+        m.d.comb += [results.w_en.eq(red.inp.valid & red.inp.ready & head.last),
+                     results.w_data.eq(Cat(head.d[0], head.final))]
         floor = m.submodules.floor = FpCompare()      # AMAX with use_imm: MAX(absmax, imm)
         m.d.comb += [floor.a.eq(red.out.payload), floor.b.eq(f.imm)]
         red_value = Mux((func == VFunc.AMAX) & f.use_imm, floor.max, red.out.payload)
         red_valid = red.out.valid & reducing
-        m.d.comb += red.out.ready.eq(w_free & reducing)
-        load_write(red_valid, [red_addr] * L, [red_value] * L, 1, red_final)
+        m.d.comb += [red.out.ready.eq(w_free & reducing), results.r_en.eq(red_valid & w_free)]
+        load_write(red_valid, [results.r_data[:ADDR_BITS]] * L, [red_value] * L, 1, results.r_data[ADDR_BITS])
         sources.append(red_valid)
-        ready_terms.append((reducing, red.inp.ready))
+        ready_terms.append((reducing, red.inp.ready & results.w_rdy))
 
         # Multi-step units: the chunk's destination waits beside the unit in `pending_units`.
         meta = m.submodules.pending_units = fifo.SyncFIFO(width=pending_layout(L).size, depth=PENDING_CHUNKS)
