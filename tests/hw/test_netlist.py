@@ -13,6 +13,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 
+from tritc.codegen.fpga.isa import Buf
 from tritc.hw.buffers import ActBuffer
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
@@ -23,7 +24,6 @@ from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.lane_reduce import LaneReducer
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
-from tritc.codegen.fpga.isa import Buf
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol

@@ -54,7 +54,7 @@ def bank_grants(m: Module, addrs, todo, lanes: int, *, share: bool, name: str):
     grant = Signal(lanes, name=f"{name}_grant")
     for lane in range(lanes):
         blocked = [todo[k] & (bank[k] == bank[lane]) & ((row[k] != row[lane]) if share else 1) for k in range(lane)]
-        m.d.comb += grant[lane].eq(todo[lane] & ~_any(blocked))
+        m.d.comb += grant[lane].eq(todo[lane] & ~_or(blocked) if blocked else todo[lane])
     banks = []
     for b in range(lanes):
         hit = Signal(lanes, name=f"{name}_hit{b}")
@@ -65,16 +65,12 @@ def bank_grants(m: Module, addrs, todo, lanes: int, *, share: bool, name: str):
     return grant, banks
 
 
-def _any(values):
-    values = list(values)
+def _or(values):
+    """The OR of `values` (0 for none): a one-hot select's mux, or any of several conditions."""
     out = 0
     for v in values:
         out = out | v
-    return out if values else 0
-
-
-def _or(values):
-    return _any(values)
+    return out
 
 
 class WordBuffer(wiring.Component):
@@ -139,9 +135,9 @@ class WordBuffer(wiring.Component):
             with m.If(req.valid & advance):
                 m.d.sync += served.eq(Mux(complete, 0, served | grant))
             outs = []
-            for b, (en, row, hit) in enumerate(r_banks):
-                port = banks[b].read_port()
-                m.d.comb += [port.en.eq(advance), port.addr.eq(row)]
+            for b, (en, row, _) in enumerate(r_banks):
+                port = banks[b].read_port()                   # a bank nobody wants keeps its output (and power)
+                m.d.comb += [port.en.eq(advance & en), port.addr.eq(row)]
                 outs.append(port.data)
             # Lanes granted last cycle read their bank's output now; earlier ones were kept in `kept`.
             g_prev = Signal(L, name=f"r{k}_gprev")
