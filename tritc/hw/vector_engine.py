@@ -136,9 +136,8 @@ class VectorEngine(wiring.Component):
             vl = m.submodules[f"lane{lane}"] = VectorLane()
             a = Signal(32, name=f"a{lane}")
             b = Signal(32, name=f"b{lane}")
-            # REQ reads src1 raw and never src2: its int8 result goes to fp32 through src2's converter.
-            # Operands reach only the units the function uses (operand isolation: less switching, and a faster
-            # simulation).
+            # REQ reads src1 raw and never src2: its int8 result goes to fp32 through src2's converter. Operands
+            # reach only the units the function uses (operand isolation: less switching, a faster simulation).
             m.d.comb += [req.acc.eq(Mux(is_req, resp_a[lane].as_signed(), 0)), req.mult.eq(f.imm),
                          req.shift.eq(f.depth[:5]),
                          ca.x.eq(Mux(int_a, resp_a[lane].as_signed(), 0)),
@@ -185,9 +184,8 @@ class VectorEngine(wiring.Component):
         ready_terms = [(one_pass | is_req, w_free)]
 
         # Reductions and MM: the lanes' terms (products, magnitudes) into the lane tree; the result to d(i, 0) or
-        # d(i, j), which the chunk marked `last` carries.
-        # Each result's address and `final` wait in `pending_results` while its row goes through the tree (at most
-        # one per tree stage, log2(L) + 1).
+        # d(i, j), which the chunk marked `last` carries: that address and `final` wait in `pending_results` while
+        # the row goes through the tree (at most one per tree stage, log2(L) + 1).
         red = m.submodules.reducer = LaneReducer(L)
         results = m.submodules.pending_results = fifo.SyncFIFO(width=ADDR_BITS + 1, depth=(L - 1).bit_length() + 2)
         m.d.comb += [red.inp.valid.eq(take & reducing), red.inp.payload.mask.eq(head.mask),
