@@ -87,7 +87,7 @@ def test_components_elaborate_for_the_presets(preset):
     p = hw_params(preset)
     components = [LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
                   InstrDecoder(), VopWalker(p.vector_lanes)]
-    if p.vector_lanes <= 16:   # datacenter's 128-lane word buffer takes 42 s (its L^2 bank grants; docs/HW.md)
+    if p.vector_lanes <= 16:   # datacenter's 128-lane word buffer takes ~20 s (its L^2 bank grants; docs/HW.md)
         components.append(WordBuffer(p, Buf.ACC))
     for component in components:
         assert Fragment.get(component, None) is not None

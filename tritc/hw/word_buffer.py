@@ -115,10 +115,11 @@ class WordBuffer(wiring.Component):
         m.d.comb += wr.ready.eq(w_complete)
         with m.If(wr.valid):
             m.d.sync += w_served.eq(Mux(w_complete, 0, w_served | w_grant))
+        w_data = [wr.payload.data[lane] for lane in range(L)]     # each a view built once (slow to build)
         for b, (en, row, hit) in enumerate(w_banks):
             port = banks[b].write_port()
             m.d.comb += [port.en.eq(en), port.addr.eq(row),
-                         port.data.eq(_or(Mux(hit[lane], wr.payload.data[lane], 0) for lane in range(L)))]
+                         port.data.eq(_or(Mux(hit[lane], w_data[lane], 0) for lane in range(L)))]
 
         # The read ports.
         for k in range(self.read_ports):
