@@ -18,8 +18,7 @@ import pytest
 import tritc
 from tritc.errors import ArtifactWriteError, CompilerError
 from tritc.runtime import artifact as art
-from tritc.runtime import atomic
-from tritc.runtime import serialize
+from tritc.runtime import atomic, serialize
 
 from .artifacts import compile_small, reference
 from .harness import refuses
