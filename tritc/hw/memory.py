@@ -95,6 +95,7 @@ class DramModel:
         self.port, self.beat, self.latency, self.rate = port, beat_bytes, latency, bytes_per_cycle
         self.mem = np.zeros(size, np.uint8)
         self.requests = 0
+        self.pending: deque[tuple[int, dict]] = deque()   # (the cycle the response is due, the response)
 
     @classmethod
     def for_params(cls, port, params: HwParams, size: int) -> DramModel:
@@ -115,7 +116,7 @@ class DramModel:
 
     async def serve(self, ctx) -> None:
         port = self.port
-        pending: deque[tuple[int, dict]] = deque()   # (the cycle the response is due, the response)
+        pending = self.pending
         credit = 0.0
         cycle = 0
         while True:
