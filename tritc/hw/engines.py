@@ -76,14 +76,13 @@ class _Engine(wiring.Component):
         flags = instr.flags
         pushed = {f: Signal(name=f"{f}_done") for f in self.pushes}
         first = Signal()
-        moved = []
         with m.Switch(self.state):
             with m.Case(State.IDLE):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [instr.eq(self.cmd.payload.instr), self.index.eq(self.cmd.payload.index),
                                  self.state.eq(State.POP), *(p.eq(0) for p in pushed.values())]
-                moved.append(self.cmd.valid)
+                m.d.comb += self.progress.eq(self.cmd.valid)
             with m.Case(State.POP):
                 ready = Const(1, 1)
                 for f, q in self.pops.items():
@@ -94,15 +93,16 @@ class _Engine(wiring.Component):
                     for f, q in self.pops.items():
                         m.d.comb += getattr(self, f"pop_{q}").ready.eq(getattr(flags, f))
                     m.d.sync += [self.state.eq(State.EXEC), first.eq(1)]
-                moved.append(ready)
+                m.d.comb += self.progress.eq(ready)
             with m.Case(State.EXEC):
                 m.d.sync += first.eq(0)
                 finished, busy = self.execute(m, instr, first)
                 with m.If(finished):
                     m.d.sync += self.state.eq(State.PUSH)
-                moved.append(busy | finished)
+                m.d.comb += self.progress.eq(busy | finished)
             with m.Case(State.PUSH):
                 waiting = Const(0, 1)
+                moved = []
                 for f, q in self.pushes.items():
                     port = getattr(self, f"push_{q}")
                     todo = getattr(flags, f) & ~pushed[f] & ~waiting
@@ -116,11 +116,10 @@ class _Engine(wiring.Component):
                 with m.If(~waiting):
                     m.d.sync += self.state.eq(State.IDLE)
                     m.d.comb += self.retired.eq(1)
-                moved.append(~waiting)
-        progress = Const(0, 1)
-        for v in moved:
-            progress = progress | v
-        m.d.comb += self.progress.eq(progress)
+                progress = ~waiting
+                for v in moved:
+                    progress = progress | v
+                m.d.comb += self.progress.eq(progress)
         return m
 
 
