@@ -38,7 +38,12 @@ STATE_NAMES = ("idle", "pop", "exec", "push")
 
 
 class RtlUnsupportedError(UnsupportedError):
-    """A stream that needs a compute unit this RTL core does not have yet (GEMM, VOP)."""
+    """A stream that needs a compute unit this RTL core does not have yet (GEMM, VOP): `index` and `op` of the first
+    instruction that does."""
+
+    def __init__(self, message: str, index: int, op: Op):
+        super().__init__(message)
+        self.index, self.op = index, op
 
 
 class RtlDevice:
@@ -86,7 +91,7 @@ class RtlDevice:
             for i, ins in enumerate(instrs):
                 if ins.op in (Op.GEMM, Op.VOP) and ins.op.name.lower() not in self.units:
                     raise RtlUnsupportedError(f"the RTL core does not run VOP/GEMM yet: {where(i, ins)} needs its "
-                                              f"{'matrix' if ins.op is Op.GEMM else 'vector'} unit")
+                                              f"{'matrix' if ins.op is Op.GEMM else 'vector'} unit", i, ins.op)
             self._instrs = list(instrs)
             self._words = b"".join(encode(ins) for ins in instrs)
         else:
