@@ -36,9 +36,9 @@ def beat_addr_bits(params: HwParams) -> int:
 class Fetch(wiring.Component):
     """`start` (one cycle, `base` the stream's first beat and `count` its words held from then on) begins a fetch;
     `load`, `compute`, `store`: each engine's decoded instructions in stream order; `done` once all `count` words
-    are routed; `next_index` the index of the next word to route; `error` (sticky until the next start) and `error_index` for a refused word; `progress` whenever a
-    beat was requested or received or a word routed. `units`: the compute units present (a GEMM or VOP for an
-    absent one is refused as `absent`)."""
+    are routed; `next_index` the index of the next word to route; `error` (sticky until the next start) and
+    `error_index` for a refused word; `progress` whenever a beat was requested or received or a word routed.
+    `units`: the compute units present (a GEMM or VOP for an absent one is refused as `absent`)."""
 
     def __init__(self, params: HwParams, units: frozenset[str] = frozenset(), beats: int = 8):
         if params.mem_beat_bytes < INSTR_BYTES:

@@ -25,8 +25,7 @@ from ..codegen.llvm.program import key_of
 from ..codegen.llvm.symbolic import from_json, to_json
 from ..codegen.llvm.target import Target, host_target, init_llvm
 from ..codegen.llvm.weights import WeightEntry, WeightLayout, read_weights
-from ..errors import (ArtifactCompatibilityError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError, CompilerError,
-                      OptionError)
+from ..errors import ArtifactCompatibilityError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError, CompilerError, OptionError
 from ..ir import dims as dimlib
 from ..ir.text import format_type, parse_graph, parse_type
 from ..ir.verify import verify
