@@ -13,6 +13,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 
 from tritc.hw.buffers import ActBuffer
+from tritc.hw.core import Core
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
@@ -51,6 +52,7 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
+    "core": lambda: Core(P, frozenset({"gemm", "vop"})),
 }
 
 

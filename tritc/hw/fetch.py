@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -87,8 +87,9 @@ class Fetch(wiring.Component):
         with m.Elif(got & ~sent):
             m.d.sync += in_flight.eq(in_flight - 1)
 
-        # Decode the head beat's words in order and route each to its engine's queue.
-        m.d.comb += [dec.inp.payload.eq(beats.r_data.word_select(slot, INSTR_BITS)),
+        # Decode the head beat's words in order and route each to its engine's queue (word `slot` of the beat starts at
+        # bit 256 * slot: a shift amount wired from `slot`, not a multiply).
+        m.d.comb += [dec.inp.payload.eq(beats.r_data.bit_select(Cat(Const(0, 8), slot), INSTR_BITS)),
                      dec.inp.valid.eq(running & ~stopped & beats.r_rdy & (words_left != 0))]
         d = dec.out.payload
         refused = Signal(FETCH_ERRORS)
