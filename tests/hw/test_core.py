@@ -124,6 +124,18 @@ def test_missing_token_is_a_deadlock_not_a_hang(devices):
     rtl.load_stream(stream)
     with pytest.raises(DeadlockError, match=r"compute engine at instruction 4 \(NOP.*waits for room in c2s"):
         rtl.run()
+    # the core sees cmd_depth (16) instructions ahead per engine, the Simulator the whole stream: a token from a LOAD
+    # behind 17 compute instructions never comes (a limit of the hardware the report names; compiled streams issue
+    # producers first)
+    stream = [Instr(Op.NOP, pop_prev=1)] + [Instr(Op.NOP) for _ in range(17)] + [load.replace(push_next=1),
+                                                                              Instr(Op.FINISH)]
+    sim.load_stream(stream)
+    sim.run()
+    rtl.load_stream(stream)
+    with pytest.raises(DeadlockError, match=r"compute engine at instruction 0 \(NOP !pop_prev\) waits for a token in "
+                                            r"l2c.*; fetch holds instruction 17 \(NOP\): its engine's command queue is "
+                                            r"full"):
+        rtl.run()
     # the device is usable after a deadlock
     got, want = run_both(devices, [load, Instr(Op.FINISH)], np.arange(DRAM, dtype=np.uint8))
     assert got["dram_read_bytes"] == want["dram_read_bytes"] == 16
