@@ -168,6 +168,10 @@ def test_a_malformed_word_stops_the_core_with_its_index(devices):
     rtl.load_stream(raw_stream([encode(Instr(Op.NOP)), encode(gemm), encode(Instr(Op.FINISH))]), check=False)
     with pytest.raises(StreamError, match=r"stopped at instruction 1 \(GEMM .*it has no GEMM unit"):
         rtl.run()
+    far = Instr(Op.LOAD, buf=Buf.VEC, sram_addr=0, dram_addr=60000, rows=1, cols=4, dram_rs=16, dram_cs=4, sram_rs=4)
+    rtl.load_stream(raw_stream([encode(far), encode(Instr(Op.FINISH))]), check=False)   # unchecked: past DRAM
+    with pytest.raises(DeviceError, match="the RTL simulation stopped: the core read DRAM byte 0xea40"):
+        rtl.run()
     with pytest.raises(ArtifactCompatibilityError):   # the header's build: the Simulator's check
         rtl.load_stream(encode_stream([Instr(Op.FINISH)], config=Simulator("edge", dram_bytes=64).config))
 

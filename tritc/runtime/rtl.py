@@ -202,8 +202,12 @@ class RtlDevice:
 
     def _call(self, request: tuple) -> Any:
         self._request, self._result = request, None
-        while self._result is None:
-            self._sim.advance()
+        try:
+            while self._result is None:
+                self._sim.advance()
+        except Exception as e:   # a model of the core's surroundings refused what the core did (an unchecked stream)
+            self._sim = None
+            raise DeviceError(f"the RTL simulation stopped: {e}") from e
         return self._result
 
     async def _host(self, ctx) -> None:
