@@ -62,8 +62,8 @@ class _Engine(wiring.Component):
         members.update({f"push_{q}": Out(stream.Signature(0)) for q in self.pushes.values()})
         super().__init__(members)
 
-    def execute(self, m: Module, instr, first: Signal) -> tuple:
-        """Drive this engine's work while in EXEC (`first` in its first cycle); (finished, moved) conditions."""
+    def execute(self, m: Module, instr) -> tuple:
+        """Drive this engine's work while in EXEC; the conditions (finished, moved this cycle)."""
         raise NotImplementedError
 
     def setup(self, m: Module) -> None:
@@ -75,7 +75,6 @@ class _Engine(wiring.Component):
         instr = Signal(INSTR)
         flags = instr.flags
         pushed = {f: Signal(name=f"{f}_done") for f in self.pushes}
-        first = Signal()
         with m.Switch(self.state):
             with m.Case(State.IDLE):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -92,11 +91,10 @@ class _Engine(wiring.Component):
                 with m.If(ready):
                     for f, q in self.pops.items():
                         m.d.comb += getattr(self, f"pop_{q}").ready.eq(getattr(flags, f))
-                    m.d.sync += [self.state.eq(State.EXEC), first.eq(1)]
+                    m.d.sync += self.state.eq(State.EXEC)
                 m.d.comb += self.progress.eq(ready)
             with m.Case(State.EXEC):
-                m.d.sync += first.eq(0)
-                finished, busy = self.execute(m, instr, first)
+                finished, busy = self.execute(m, instr)
                 with m.If(finished):
                     m.d.sync += self.state.eq(State.PUSH)
                 m.d.comb += self.progress.eq(busy | finished)
@@ -126,7 +124,7 @@ class _Engine(wiring.Component):
 class _DmaEngine(_Engine):
     """LOAD or STORE: EXEC hands the transfer to the mover in its first cycles and ends with the mover's `done`."""
 
-    def execute(self, m: Module, instr, first: Signal) -> tuple:
+    def execute(self, m: Module, instr) -> tuple:
         mover = self._mover
         issued = Signal()
         fields = getattr(instr.f, self.op.name.lower())
@@ -199,7 +197,7 @@ class ComputeEngine(_Engine):
             raise ValueError(f"unknown compute unit(s) {sorted(unknown)}: the units are {', '.join(UNITS)}")
         super().__init__(params, {"drained": In(1), **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
 
-    def execute(self, m: Module, instr, first: Signal) -> tuple:
+    def execute(self, m: Module, instr) -> tuple:
         finished = Signal()
         busy = Signal()
         with m.Switch(instr.op):

@@ -33,14 +33,13 @@ __all__ = ["ABSENT_KEYS", "RtlDevice", "RtlUnsupportedError"]
 # engines["matrix"]), and the energy is the cycle model's estimate, not something the hardware counts.
 ABSENT_KEYS = ("ternary_ops", "matrix_utilisation", "energy_joules", "energy", "engines.matrix")
 DEFAULT_MAX_CYCLES = 2_000_000
-STATE_NAMES = ("idle", "pop", "exec", "push")
 
 
 class RtlUnsupportedError(UnsupportedError):
     """A stream that needs a compute unit this RTL core does not have yet (GEMM, VOP): `index` and `op` of the first
     instruction that does."""
 
-    def __init__(self, message: str, index: int, op: Op):
+    def __init__(self, message: str, index: int = -1, op: Op | None = None):
         super().__init__(message)
         self.index, self.op = index, op
 
