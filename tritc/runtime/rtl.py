@@ -106,9 +106,9 @@ class RtlDevice:
         """Run the loaded stream on the core; the stats: the Simulator's keys but ABSENT_KEYS, counted by the
         hardware (cycles from start to FINISH, payload bytes, instructions, each engine's busy and stall cycles,
         tokens left)."""
-        wall = time.perf_counter()
         if self._sim is None:
             self._build()
+        wall = time.perf_counter()    # the run's, not the simulation's build (a few seconds, once)
         beat = self.params.mem_beat_bytes
         self._dram.stream = np.frombuffer(self._words + bytes(-len(self._words) % beat), np.uint8)
         r = self._call(("run", len(self._words) // INSTR_BYTES, self.max_cycles))
