@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check tritc tests examples benchmarks
 
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 -q -m "not long"
+	$(PY) -m pytest -n 2 -q -m "not long" --durations=20
 
 # The checks that take many minutes (HARDENING.md's full sizes); make test runs a reduced form of each.
 test-long: $(STAMP)

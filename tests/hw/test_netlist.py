@@ -1,7 +1,8 @@
 """Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
 multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
 vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
-the same on the mapped design (0 DSP blocks in the matrix path)."""
+the same on the mapped design (0 DSP blocks in the matrix path). In the vector engine, which holds those units,
+multiplies are allowed in them only: a lane's fp multiplier (also MM's products) and REQ's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 
+from tritc.codegen.fpga.isa import Buf
 from tritc.hw.buffers import ActBuffer
 from tritc.hw.core import Core
 from tritc.hw.dma import LoadMover, StoreMover
@@ -20,13 +22,19 @@ from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
 from tritc.hw.fp_sqrt import FpSqrt
+from tritc.hw.gemm_engine import GemmEngine
 from tritc.hw.lane_reduce import LaneReducer
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
+from tritc.hw.vector_engine import VectorEngine
+from tritc.hw.vector_units import DivSqrtLanes
+from tritc.hw.vector_walker import VopWalker
 from tritc.hw.weight_decoder import WordDecoder
+from tritc.hw.wgt_buffer import WgtBuffer
+from tritc.hw.word_buffer import WordBuffer
 
 from .conftest import SMALL
 
@@ -53,7 +61,17 @@ COMPONENTS = {
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
     "core": lambda: Core(P, frozenset({"gemm", "vop"})),
+    "wgt-buffer": lambda: WgtBuffer(P),
+    "gemm-engine-4x16-base3": lambda: GemmEngine(P),
+    "gemm-engine-1x128-2bit": lambda: GemmEngine(hw_params(dataclasses.replace(
+        SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
+    "word-buffer": lambda: WordBuffer(P, Buf.VEC),
+    "vop-walker": lambda: VopWalker(P.vector_lanes),
+    "div-sqrt-lanes": lambda: DivSqrtLanes(P.vector_lanes),
 }
+MODULE = re.compile(r"^module (\S+)$(.*?)^end$", re.M | re.S)
+# The engine's instances of FpMultiplier (inside each VectorLane) and Requantise.
+MULTIPLYING = re.compile(r"\.(lane\d+\.mul|req\d+)$")
 
 
 @pytest.mark.parametrize("name", sorted(COMPONENTS))
@@ -63,11 +81,21 @@ def test_netlist_has_no_multiplier(name):
     assert not ARITHMETIC.findall(text)
 
 
+def test_vector_engine_multiplies_only_in_its_multipliers():
+    text = rtlil.convert(VectorEngine(P))
+    multiplying = {name for name, body in MODULE.findall(text) if ARITHMETIC.search(body)}
+    assert multiplying and all(MULTIPLYING.search(name) for name in multiplying), sorted(multiplying)
+    assert len(multiplying) == 2 * P.vector_lanes          # a multiplier and a REQ per lane, nothing else
+
+
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])
 def test_components_elaborate_for_the_presets(preset):
     # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
     # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
     p = hw_params(preset)
-    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
-                      InstrDecoder()):
+    components = [LoadMover(p), StoreMover(p), ActBuffer(p), WgtBuffer(p), MemArbiter(p, 4),
+                  TokenQueues(p.queue_depth), InstrDecoder(), VopWalker(p.vector_lanes)]
+    if p.vector_lanes <= 16:   # datacenter's 128-lane word buffer takes ~20 s (its L^2 bank grants; docs/HW.md)
+        components.append(WordBuffer(p, Buf.ACC))
+    for component in components:
         assert Fragment.get(component, None) is not None

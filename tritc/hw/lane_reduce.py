@@ -4,8 +4,9 @@ holds +0 for a sum, -inf for a max); then the L lane values are combined by a bi
 first. Bit-exact with codegen/fpga/vector_unit.py's lane_reduce.
 
 A row arrives as chunks of L terms (a mask says which lanes hold one; the last chunk may be partial) on a stream;
-its result leaves on `out` after the chunk marked `last`. The lane step and the tree are combinational here: phase
-3 registers the tree's levels (the cycle model's log2(L) fill).
+its result leaves on `out` log2(L) + 1 cycles after the chunk marked `last` was taken: the lane values are
+registered, then each level of the tree (the cycle model's log2(L) fill, paid once per instruction since rows
+follow each other through it). The whole pipeline holds while `out` is not taken.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class LaneReducer(wiring.Component):
         L = self.lanes
         chunk = self.inp.payload
         is_max = chunk.max
-        advance = ~self.out.valid | self.out.ready
+        advance = ~self.out.valid | self.out.ready      # the whole pipeline moves, or holds
         m.d.comb += self.inp.ready.eq(advance)
         take = self.inp.valid & advance
         lanes = []                                   # each lane's value after this chunk
@@ -61,13 +62,23 @@ class LaneReducer(wiring.Component):
             lanes.append(Mux(got, step, Mux(is_max, NEG_INF, 0)))
             with m.If(take):
                 m.d.sync += [acc.eq(step), has.eq(got & ~chunk.last)]
+        # The tree: the lane values of a finished row registered, then a register after each level of pairs (2m,
+        # 2m + 1); the row's `max` travels with its values.
+        valid, kind = Signal(name="tree_valid0"), Signal(name="tree_max0")
+        values = [Signal(32, name=f"tree0_{i}") for i in range(L)]
+        with m.If(advance):
+            m.d.sync += [valid.eq(take & chunk.last), kind.eq(is_max)]
+            m.d.sync += [v.eq(x) for v, x in zip(values, lanes)]
         level = 0
-        while len(lanes) > 1:                        # pairs (2m, 2m + 1), then their pairs
-            lanes = [self._combine(m, lanes[i], lanes[i + 1], is_max, f"tree{level}_{i // 2}")
-                     for i in range(0, len(lanes), 2)]
+        while len(values) > 1:
+            sums = [self._combine(m, values[i], values[i + 1], kind, f"tree{level}_{i // 2}")
+                    for i in range(0, len(values), 2)]
             level += 1
-        with m.If(take & chunk.last):
-            m.d.sync += [self.out.payload.eq(lanes[0]), self.out.valid.eq(1)]
-        with m.Elif(self.out.ready):
-            m.d.sync += self.out.valid.eq(0)
+            nvalid, nkind = Signal(name=f"tree_valid{level}"), Signal(name=f"tree_max{level}")
+            nvalues = [Signal(32, name=f"tree{level}_{i}") for i in range(len(sums))]
+            with m.If(advance):
+                m.d.sync += [nvalid.eq(valid), nkind.eq(kind)]
+                m.d.sync += [v.eq(x) for v, x in zip(nvalues, sums)]
+            valid, kind, values = nvalid, nkind, nvalues
+        m.d.comb += [self.out.valid.eq(valid), self.out.payload.eq(values[0])]
         return m
