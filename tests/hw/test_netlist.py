@@ -15,6 +15,7 @@ from amaranth.hdl import Fragment
 
 from tritc.codegen.fpga.isa import Buf
 from tritc.hw.buffers import ActBuffer
+from tritc.hw.core import Core
 from tritc.hw.dma import LoadMover, StoreMover
 from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
@@ -59,6 +60,7 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
+    "core": lambda: Core(P, frozenset({"gemm", "vop"})),
     "wgt-buffer": lambda: WgtBuffer(P),
     "gemm-engine-4x16-base3": lambda: GemmEngine(P),
     "gemm-engine-1x128-2bit": lambda: GemmEngine(hw_params(dataclasses.replace(

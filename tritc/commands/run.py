@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", metavar="NAME=FILE.npy", action="append", default=[],
                    help="one per model input (numpy.save format; pickles are refused)")
     p.add_argument("--output-dir", metavar="DIR", help="write each output as DIR/<name>.npy (DIR created if missing)")
+    p.add_argument("--device", choices=("sim", "rtl"), default=None,
+                   help="FPGA artifacts: run the streams on the Simulator (sim, the default) or on the RTL core in "
+                        "simulation (rtl: LOAD, STORE, NOP and FINISH so far; a stream with GEMM or VOP is refused)")
     add_threads_option(p, "as compiled")
     add_limit_option(p)
     add_key_option(p)
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     import tritc
 
     limits = limits_of(args)
-    model = tritc.load(args.artifact, threads=args.threads, key=read_key_option(args.key))
+    model = tritc.load(args.artifact, threads=args.threads, key=read_key_option(args.key),
+                       **({"device": args.device} if args.device else {}))
     model.max_arena_bytes = limits.max_arena_bytes
     model.progress = lambda msg: print(f"tritc: note: {msg} (the artifact has no code for this shape yet)", file=sys.stderr)
     feeds = parse_input_files(args.input, limits)

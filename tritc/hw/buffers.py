@@ -39,8 +39,10 @@ class ActBuffer(wiring.Component):
         start_row = self.rd.payload[lb:]
         offset = Signal(range(L))                    # the start's bank, registered with the read
         outs = []
+        self.banks = []                              # bank b holds bytes b, b + L, ... (a simulation reads them back)
         for b in range(L):
             bank = m.submodules[f"bank{b}"] = Memory(shape=8, depth=depth, init=[])
+            self.banks.append(bank)
             w, r = bank.write_port(), bank.read_port()
             m.d.comb += [w.addr.eq(self.wr.payload.addr[lb:]), w.data.eq(self.wr.payload.data),
                          w.en.eq(self.wr.valid & ((self.wr.payload.addr[:lb] == b) if lb else 1)),

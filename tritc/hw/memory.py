@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -95,6 +96,7 @@ class DramModel:
         self.port, self.beat, self.latency, self.rate = port, beat_bytes, latency, bytes_per_cycle
         self.mem = np.zeros(size, np.uint8)
         self.requests = 0
+        self.pending: deque[tuple[int, dict]] = deque()   # (the cycle the response is due, the response)
 
     @classmethod
     def for_params(cls, port, params: HwParams, size: int) -> DramModel:
@@ -114,24 +116,39 @@ class DramModel:
         return {"data": int.from_bytes(row.tobytes(), "little"), "write": 0}
 
     async def serve(self, ctx) -> None:
+        # Signals are set only when they change and the request is sampled as its bits, decoded only when taken: the
+        # model runs every cycle of every simulation that has a DRAM, so its own cost matters.
         port = self.port
-        pending: deque[tuple[int, dict]] = deque()   # (the cycle the response is due, the response)
+        pending = self.pending
         credit = 0.0
         cycle = 0
+        layout = request_layout(self.beat)
+        fields = {name: (layout[name].offset, (1 << layout[name].width) - 1) for name in ("addr", "write", "data",
+                                                                                         "strobe")}
+        req_bits = Value.cast(port.req.payload)
+        resp_bits = Value.cast(port.resp.payload)
+        resp_layout = response_layout(self.beat)
+        data_off, write_off = resp_layout["data"].offset, resp_layout["write"].offset
+        shown = [None, None, None]                   # req.ready, resp.valid, resp.payload as last set
         while True:
             credit = min(credit + self.rate, max(self.rate, self.beat))
             accept = credit >= self.beat
-            ctx.set(port.req.ready, accept)
+            if shown[0] != accept:
+                ctx.set(port.req.ready, accept)
+                shown[0] = accept
             head = pending[0] if pending and pending[0][0] <= cycle else None
-            ctx.set(port.resp.valid, head is not None)
-            if head is not None:
-                ctx.set(port.resp.payload, head[1])
-            _, _, req_valid, req, resp_ready = await ctx.tick().sample(port.req.valid, port.req.payload,
-                                                                        port.resp.ready)
+            if shown[1] != (head is not None):
+                ctx.set(port.resp.valid, head is not None)
+                shown[1] = head is not None
+            if head is not None and shown[2] is not head:
+                ctx.set(resp_bits, head[1]["data"] << data_off | head[1]["write"] << write_off)
+                shown[2] = head
+            _, _, req_valid, bits, resp_ready = await ctx.tick().sample(port.req.valid, req_bits, port.resp.ready)
             cycle += 1
             if accept and req_valid:
                 credit -= self.beat
                 self.requests += 1
+                req = SimpleNamespace(**{k: (bits >> off) & mask for k, (off, mask) in fields.items()})
                 pending.append((cycle + self.latency - 1, self._access(req)))
             if head is not None and resp_ready:
                 pending.popleft()

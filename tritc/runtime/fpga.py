@@ -30,7 +30,8 @@ from ..codegen.fpga.verify import QUEUES, DeadlockError, buffer_elems, check_ins
 from ..errors import AcceleratorTimeoutError, CompilerError
 from .fpga_steps import MEMORIES, Step, StepMaker
 
-__all__ = ["ENERGY_PJ", "DeadlockError", "Device", "DeviceError", "HazardError", "Simulator", "StreamError"]
+__all__ = ["ENERGY_PJ", "DeadlockError", "Device", "DeviceError", "HazardError", "Simulator", "StreamError",
+           "checked_stream"]
 
 
 class HazardError(StreamError):
@@ -97,6 +98,25 @@ def sram_pj_per_byte(buffer_bytes: int) -> float:
     xs = [math.log2(s) for s, _ in pts]
     per64 = float(np.interp(math.log2(max(size, 1)), xs, [e for _, e in pts]))
     return per64 / 8 * ENERGY_PJ["fpga_sram_factor"]
+
+
+def checked_stream(stream: Sequence[Instr] | bytes, config: FpgaConfig, dram_size: int) -> tuple[list[Instr], list]:
+    """A stream as every Device takes it (the bytes of a binary stream: decoded and checked, header first; or
+    instructions), each instruction checked against the config and `dram_size` bytes of DRAM: its instructions and
+    their checked views. StreamError naming the first malformed instruction; FINISH only last."""
+    if isinstance(stream, (bytes, bytearray, memoryview)):
+        instrs = decode_stream(bytes(stream), config)
+    else:
+        instrs = list(stream)
+        for i, ins in enumerate(instrs):
+            if not isinstance(ins, Instr):
+                raise StreamError(f"instruction {i} is a {type(ins).__name__}, not an Instr")
+    views = []
+    for i, ins in enumerate(instrs):
+        if ins.op is Op.FINISH and i != len(instrs) - 1:
+            raise StreamError(f"instruction {i} (FINISH) is not the last of the stream's {len(instrs)}")
+        views.append(check_instr(ins, i, config, dram_size))
+    return instrs, views
 
 
 class Simulator:
@@ -172,19 +192,8 @@ class Simulator:
         ISA version or accelerator build is ArtifactCompatibilityError). Every instruction is checked here (its
         addresses are immediates): a malformed one raises StreamError naming it before anything runs. Token balance
         is not required (a stream that deadlocks is reported by run())."""
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            instrs = decode_stream(bytes(stream), self.config)
-        else:
-            instrs = list(stream)
-            for i, ins in enumerate(instrs):
-                if not isinstance(ins, Instr):
-                    raise StreamError(f"instruction {i} is a {type(ins).__name__}, not an Instr")
-        steps = []
-        for i, ins in enumerate(instrs):
-            if ins.op is Op.FINISH and i != len(instrs) - 1:
-                raise StreamError(f"instruction {i} (FINISH) is not the last of the stream's {len(instrs)}")
-            views = check_instr(ins, i, self.config, self.dram.size)
-            steps.append(self._maker.step(i, ins, views))
+        instrs, views = checked_stream(stream, self.config, self.dram.size)
+        steps = [self._maker.step(i, ins, v) for i, (ins, v) in enumerate(zip(instrs, views))]
         self._instrs, self._steps = instrs, steps
         self.stats = {}
 

@@ -71,6 +71,26 @@ def device_lock(device: Any) -> threading.RLock:
 
 _DEVICE_LOCKS: dict[int, threading.RLock] = {}  # only for devices that refuse the attribute
 
+DEVICE_NAMES = ("sim", "rtl")   # device= by name: the Simulator, or the RTL core in simulation (runtime/rtl.py)
+
+
+def make_device(device: Any, config: FpgaConfig) -> Any:
+    """The Device a model runs on: None (the Simulator, made when first needed), "sim" (a Simulator), "rtl" (an
+    RtlDevice: the RTL core in Amaranth's simulator), or a Device object as it is."""
+    if device is None or not isinstance(device, str):
+        return device
+    if device == "sim":
+        from .fpga import Simulator
+
+        return Simulator(config)
+    if device == "rtl":
+        from .rtl import RtlDevice
+
+        return RtlDevice(config)
+    from ..errors import OptionError
+
+    raise OptionError(f"unknown device '{device}' (devices: {', '.join(DEVICE_NAMES)}, or a Device object)")
+
 
 SUMMED = ("cycles", "seconds", "dram_read_bytes", "dram_write_bytes", "ternary_ops", "instructions", "energy_joules")
 
@@ -91,7 +111,7 @@ class FpgaModel:
         self.program = FpgaProgram(graph, config, double_buffer=double_buffer, progress=progress)
         self.inputs = [IOSpec(v.name, v.type) for v in graph.inputs]
         self.outputs = [IOSpec(v.name, v.type) for v in graph.outputs]
-        self._device = device
+        self._device = make_device(device, config)
         self._weights_on_device = False
         self._last_code: FpgaCode | None = None
         self._pairs = in_place_pairs(graph)            # capacity form: present output -> its past input buffer

@@ -25,7 +25,7 @@ from ..codegen.llvm.program import key_of
 from ..codegen.llvm.symbolic import from_json, to_json
 from ..codegen.llvm.target import Target, host_target, init_llvm
 from ..codegen.llvm.weights import WeightEntry, WeightLayout, read_weights
-from ..errors import ArtifactCompatibilityError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError, CompilerError
+from ..errors import ArtifactCompatibilityError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError, CompilerError, OptionError
 from ..ir import dims as dimlib
 from ..ir.text import format_type, parse_graph, parse_type
 from ..ir.verify import verify
@@ -110,10 +110,12 @@ def _field(m: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return m[key]
 
 
-def load_model(path: str | os.PathLike[str], *, threads: int | None = None, key: bytes | None = None) -> CompiledModel:
+def load_model(path: str | os.PathLike[str], *, threads: int | None = None, key: bytes | None = None,
+               device: Any = None) -> CompiledModel:
     """The model of an artifact. With `key`, the artifact must be signed with it (else ArtifactIntegrityError, before
     anything in it is parsed); without one, a signed artifact loads with a warning that its signature was not
-    checked (the hashes still detect corruption, but not who wrote the file)."""
+    checked (the hashes still detect corruption, but not who wrote the file). `device` (FPGA artifacts only): what
+    the model runs on, "sim" (the Simulator, the default), "rtl" (the RTL core in simulation) or a Device."""
     where = str(path)
     art = read_artifact(path, key=key)
     if art.signed and not art.signature_checked:
@@ -122,7 +124,9 @@ def load_model(path: str | os.PathLike[str], *, threads: int | None = None, key:
     m = art.manifest
     check_versions(m, where)
     if isinstance(m.get("target"), dict) and m["target"].get("kind") == "fpga":
-        return load_fpga_model(art, where, threads=threads)
+        return load_fpga_model(art, where, threads=threads, device=device)
+    if device is not None:
+        raise OptionError(f"{where}: device={device!r} applies to FPGA artifacts; this one holds CPU code")
     if m["format_version"] < MIN_FORMAT:
         raise ArtifactVersionError(f"{where}: artifact format {m['format_version']} holds code for the entry ABI of "
                                    f"tritc {m.get('tritc_version', '?')}, which this tritc no longer calls (format "
@@ -278,7 +282,7 @@ def save_fpga_model(model: Any, path: str | os.PathLike[str], *, sign_key: bytes
     write_artifact(path, manifest, sections, key=sign_key)
 
 
-def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
+def load_fpga_model(art: Any, where: str, *, threads: int | None = None, device: Any = None) -> Any:
     """The FpgaModel of an FPGA artifact. Its stored streams are decoded (their ISA version and accelerator build must
     be this tritc's and the manifest's config's: ArtifactCompatibilityError), checked (check_stream, and check_dma
     against the DRAM the program allocates) and used as they are; the partition and DRAM placement of their sizes are
@@ -305,7 +309,7 @@ def load_fpga_model(art: Any, where: str, *, threads: int | None = None) -> Any:
     _check_sections(art, {"ir", "weights"} | {str(n) for c in codes for n in c["streams"].values()}, where)
     _layout, graph = _stored_graph(art, where)
     model = FpgaModel(graph, config, threads=threads or m.get("threads"), meta=m.get("meta") or {},
-                      double_buffer=bool(tinfo.get("double_buffer", True)))
+                      double_buffer=bool(tinfo.get("double_buffer", True)), device=device)
     for entry in codes:
         try:
             bindings = {str(k): int(v) for k, v in entry["bindings"].items()}

@@ -318,6 +318,13 @@ def decode_stream(data: bytes, config: object = None) -> list[Instr]:
     """The instructions of a binary stream, checked in this order: the header; its ISA version and (with `config`, an
     FpgaConfig) its build, ArtifactCompatibilityError if this tritc or that device cannot run it; the length
     (StreamError if truncated); the hash (ArtifactIntegrityError); every word (StreamError)."""
+    body = stream_words(data, config)
+    return [decode(bytes(body[i * INSTR_BYTES:(i + 1) * INSTR_BYTES]), i) for i in range(len(body) // INSTR_BYTES)]
+
+
+def stream_words(data: bytes, config: object = None) -> memoryview:
+    """The words of a binary stream after decode_stream's checks of its header, build, length and hash, not decoded
+    (a device whose own decoder checks them: the RTL core)."""
     head = read_stream_header(data)
     if head.isa_version not in READABLE_ISA_VERSIONS:
         raise ArtifactCompatibilityError(f"instruction stream of ISA version {head.isa_version}; this tritc and its "
@@ -332,7 +339,7 @@ def decode_stream(data: bytes, config: object = None) -> list[Instr]:
                           f"({head.count * INSTR_BYTES} bytes), {len(body)} bytes follow")
     if head.sha256 and hashlib.sha256(body).digest() != head.sha256:
         raise ArtifactIntegrityError("instruction stream hash mismatch (corrupted or tampered)")
-    return [decode(bytes(body[i * INSTR_BYTES:(i + 1) * INSTR_BYTES]), i) for i in range(head.count)]
+    return body
 
 
 def iter_words(data: bytes) -> Iterator[bytes]:

@@ -1,0 +1,202 @@
+"""The core that runs a whole instruction stream (docs/HW.md, "The core"): fetch, a command queue per engine, the
+load, compute and store engines with the four token queues, the buffers, one memory port shared through a
+MemArbiter, a watchdog and the hardware's own counters.
+
+    core = Core(hw_params(config), units=frozenset())      # the compute units present: "gemm", "vop"
+    pulse core.clear, then core.start with core.base (the stream's first beat) and core.count (its words) held;
+    then `finished`, or `deadlock` (the engines' state, index and waiting say who waits for what), or `error`
+    (fetch refused the word at `error_index`).
+
+`clear` resets every register of the core (not the buffers' contents, which persist between runs as on the
+device); a run is `clear`, then `start`. The buffers: ACT is ActBuffer, ACC / VEC / KV plain word memories with
+byte enables, WGT a plain byte memory (the GEMM engine will own WGT); all sit behind the LOAD mover's write port
+and the STORE mover's read port (BufferSet).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..codegen.fpga.isa import Buf, Engine
+from ..codegen.fpga.verify import QUEUES
+from .buffers import ActBuffer
+from .dma import BUF_READ, BUF_WRITE
+from .engines import ComputeEngine, LoadEngine, State, StoreEngine, dispatch_signature
+from .fetch import CMD, FETCH_ERRORS, INDEX_BITS, Fetch, beat_addr_bits
+from .memory import MemArbiter, port_signature
+from .params import HwParams
+from .queues import TokenQueue
+
+COUNTER_BITS = 48                       # cycles and bytes: 13 days at 250 MHz, 256 TiB
+ENGINES = (Engine.LOAD, Engine.COMPUTE, Engine.STORE)
+WORD_BUFFERS = (Buf.ACC, Buf.VEC, Buf.KV)
+
+
+class BufferSet(wiring.Component):
+    """The five buffers behind the movers' ports. `wr`: the LOAD mover's element writes (byte enables), always
+    taken; `rd_req` / `rd_resp`: the STORE mover's element reads, answered in order one cycle later at the earliest
+    through a FIFO of `read_depth` (a request is taken only with room for its answer, so answers never wait on
+    the RAMs). WGT is write-only here: only GEMM reads it."""
+
+    def __init__(self, params: HwParams, read_depth: int = 4):
+        self.params, self.read_depth = params, read_depth
+        super().__init__({"wr": In(stream.Signature(BUF_WRITE)), "rd_req": In(stream.Signature(BUF_READ)),
+                          "rd_resp": Out(stream.Signature(32))})
+        self.memories: dict[Buf, Memory] = {}     # WGT and the word buffers (ACT: self.act's banks), for readback
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        w = self.wr.payload
+        m.d.comb += self.wr.ready.eq(1)
+        act = self.act = m.submodules.act = ActBuffer(p)
+        m.d.comb += [act.wr.valid.eq(self.wr.valid & (w.buf == Buf.ACT) & w.mask[0]),
+                     act.wr.payload.addr.eq(w.addr), act.wr.payload.data.eq(w.data[:8]), act.rd_data.ready.eq(1)]
+        wgt = self.memories[Buf.WGT] = m.submodules.wgt = Memory(shape=8, depth=p.buffer_units[Buf.WGT], init=[])
+        wp = wgt.write_port()
+        m.d.comb += [wp.addr.eq(w.addr), wp.data.eq(w.data[:8]),
+                     wp.en.eq(self.wr.valid & (w.buf == Buf.WGT) & w.mask[0])]
+
+        answers = m.submodules.answers = fifo.SyncFIFO(width=32, depth=self.read_depth)
+        pending, pending_buf = Signal(), Signal(3)
+        r = self.rd_req
+        m.d.comb += r.ready.eq((answers.level + pending) < self.read_depth)
+        fire = r.valid & r.ready
+        m.d.comb += [act.rd.valid.eq(fire & (r.payload.buf == Buf.ACT)), act.rd.payload.eq(r.payload.addr)]
+        m.d.sync += [pending.eq(fire), pending_buf.eq(r.payload.buf)]
+        answer = act.rd_data.payload.as_value()[:8]
+        for buf in WORD_BUFFERS:
+            mem = self.memories[buf] = m.submodules[buf.name.lower()] = Memory(shape=32, depth=p.buffer_units[buf],
+                                                                               init=[])
+            wport, rport = mem.write_port(granularity=8), mem.read_port()
+            hit = self.wr.valid & (w.buf == buf)
+            m.d.comb += [wport.addr.eq(w.addr), wport.data.eq(w.data), wport.en.eq(Mux(hit, w.mask, 0)),
+                         rport.addr.eq(r.payload.addr)]
+            answer = Mux(pending_buf == buf, rport.data, answer)
+        m.d.comb += [answers.w_data.eq(answer), answers.w_en.eq(pending),
+                     self.rd_resp.valid.eq(answers.r_rdy), self.rd_resp.payload.eq(answers.r_data),
+                     answers.r_en.eq(self.rd_resp.ready)]
+        return m
+
+
+def _popcount(v) -> object:
+    total = Const(0, 1)
+    for i in range(len(v)):
+        total = total + v[i]
+    return total
+
+
+class Core(wiring.Component):
+    """The accelerator core of one build. `units`: the compute units present (a subset of "gemm", "vop"), each a
+    dispatch port (`cmd` out, `done` in) until its engine is built in. `patience`: cycles without progress
+    anywhere before the watchdog calls a deadlock (default 4 DRAM latencies, at least 64: longer than any wait
+    the core's own units have without a handshake). `cmd_depth`: instructions each engine's command queue holds
+    (fetch stops while the next word's queue is full)."""
+
+    def __init__(self, params: HwParams, units: frozenset[str] = frozenset(), *, patience: int | None = None,
+                 cmd_depth: int = 16, fetch_beats: int = 8):
+        self.params, self.units, self.cmd_depth, self.fetch_beats = params, frozenset(units), cmd_depth, fetch_beats
+        self.patience = patience if patience is not None else max(64, 4 * params.mem_latency)
+        members = {
+            "clear": In(1), "start": In(1), "base": In(beat_addr_bits(params)), "count": In(INDEX_BITS),
+            "mem": Out(port_signature(params.mem_beat_bytes)),
+            "running": Out(1), "finished": Out(1), "deadlock": Out(1),
+            "error": Out(FETCH_ERRORS), "error_index": Out(INDEX_BITS),
+            "fetch_index": Out(INDEX_BITS), "fetch_blocked": Out(1),   # the next word waits for its command queue
+            "cycles": Out(COUNTER_BITS), "instructions": Out(INDEX_BITS),
+            "read_bytes": Out(COUNTER_BITS), "write_bytes": Out(COUNTER_BITS),
+        }
+        for e in ENGINES:
+            n = e.name.lower()
+            members.update({f"{n}_state": Out(2), f"{n}_index": Out(INDEX_BITS), f"{n}_waiting": Out(4),
+                            f"{n}_busy": Out(COUNTER_BITS), f"{n}_stall": Out(COUNTER_BITS)})
+        members.update({f"tokens_{q}": Out(range(params.queue_depth + 1)) for q in QUEUES})
+        members.update({u: Out(dispatch_signature()) for u in sorted(self.units)})
+        super().__init__(members)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        fetch = m.submodules.fetch = Fetch(p, self.units, self.fetch_beats)
+        m.d.comb += [fetch.start.eq(self.start), fetch.base.eq(self.base), fetch.count.eq(self.count)]
+        engines = {Engine.LOAD: LoadEngine(p), Engine.COMPUTE: ComputeEngine(p, self.units),
+                   Engine.STORE: StoreEngine(p)}
+        queues = {}
+        for e, eng in engines.items():
+            n = e.name.lower()
+            m.submodules[n] = eng
+            q = queues[e] = m.submodules[f"{n}_cmds"] = fifo.SyncFIFO(width=CMD.size, depth=self.cmd_depth)
+            src = getattr(fetch, n)
+            m.d.comb += [q.w_data.eq(src.payload.as_value()), q.w_en.eq(src.valid), src.ready.eq(q.w_rdy),
+                         eng.cmd.valid.eq(q.r_rdy), eng.cmd.payload.eq(q.r_data), q.r_en.eq(eng.cmd.ready),
+                         getattr(self, f"{n}_state").eq(eng.state), getattr(self, f"{n}_index").eq(eng.index),
+                         getattr(self, f"{n}_waiting").eq(eng.waiting)]
+        for qn in QUEUES:
+            tq = m.submodules[f"queue_{qn}"] = TokenQueue(p.queue_depth)
+            m.d.comb += getattr(self, f"tokens_{qn}").eq(tq.count)
+            for eng in engines.values():
+                if qn in eng.pushes.values():
+                    wiring.connect(m, getattr(eng, f"push_{qn}"), tq.push)
+                if qn in eng.pops.values():
+                    wiring.connect(m, tq.pop, getattr(eng, f"pop_{qn}"))
+        load, compute, store = (engines[e] for e in ENGINES)
+        arb = m.submodules.arbiter = MemArbiter(p, 3)
+        wiring.connect(m, fetch.mem, arb.m0)
+        wiring.connect(m, load.mem, arb.m1)
+        wiring.connect(m, store.mem, arb.m2)
+        wiring.connect(m, arb.bus, wiring.flipped(self.mem))
+        bufs = self.buffers = m.submodules.buffers = BufferSet(p)
+        wiring.connect(m, load.wr, bufs.wr)
+        wiring.connect(m, store.rd_req, bufs.rd_req)
+        wiring.connect(m, bufs.rd_resp, store.rd_resp)
+        for u in sorted(self.units):
+            wiring.connect(m, getattr(compute, u), wiring.flipped(getattr(self, u)))
+
+        def idle(e: Engine):
+            return (engines[e].state == State.IDLE) & ~queues[e].r_rdy
+
+        m.d.comb += compute.drained.eq(fetch.done & idle(Engine.LOAD) & idle(Engine.STORE))
+        all_idle = fetch.done & idle(Engine.LOAD) & idle(Engine.COMPUTE) & idle(Engine.STORE)
+        progress = fetch.progress | load.progress | compute.progress | store.progress
+        stuck = Signal(range(self.patience + 1))
+        m.d.comb += [self.error.eq(fetch.error), self.error_index.eq(fetch.error_index)]
+        waiting_word = Cat(*(getattr(fetch, e.name.lower()).valid & ~getattr(fetch, e.name.lower()).ready
+                             for e in ENGINES)) != 0
+        m.d.comb += self.fetch_blocked.eq(waiting_word)
+        with m.If(self.start):
+            m.d.sync += [self.running.eq(1), self.finished.eq(0), self.deadlock.eq(0), stuck.eq(0)]
+        with m.Elif(self.running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(fetch.error.as_value() != 0):
+                m.d.sync += self.running.eq(0)
+            with m.Elif(all_idle):
+                m.d.sync += [self.running.eq(0), self.finished.eq(1)]
+            with m.Elif(progress):
+                m.d.sync += stuck.eq(0)
+            with m.Elif(stuck == self.patience - 1):
+                m.d.sync += [self.running.eq(0), self.deadlock.eq(1)]
+            with m.Else():
+                m.d.sync += stuck.eq(stuck + 1)
+
+        # The hardware's counters (RtlDevice's stats): instructions retired, payload bytes moved, and per engine the
+        # cycles it worked (EXEC) and waited for a token or room (POP, PUSH).
+        with m.If(self.running):
+            m.d.sync += self.instructions.eq(self.instructions + load.retired + compute.retired + store.retired)
+            for e, eng in engines.items():
+                n = e.name.lower()
+                busy, stall = getattr(self, f"{n}_busy"), getattr(self, f"{n}_stall")
+                with m.If(eng.state == State.EXEC):
+                    m.d.sync += busy.eq(busy + 1)
+                with m.If((eng.state == State.POP) | (eng.state == State.PUSH)):
+                    m.d.sync += stall.eq(stall + 1)
+        wr = load.wr
+        with m.If(wr.valid & wr.ready):
+            m.d.sync += self.read_bytes.eq(self.read_bytes + _popcount(wr.payload.mask))
+        sreq = store.mem.req
+        with m.If(sreq.valid & sreq.ready & sreq.payload.write):
+            m.d.sync += self.write_bytes.eq(self.write_bytes + _popcount(sreq.payload.strobe))
+        m.d.comb += self.fetch_index.eq(fetch.next_index)
+        return ResetInserter({"sync": self.clear})(m)

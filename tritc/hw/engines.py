@@ -1,0 +1,220 @@
+"""The three engines of docs/ISA.md ("Engines and tokens") with their data: each takes its decoded instructions in
+order from its command queue, waits until every queue the instruction pops holds a token and takes them together,
+executes, then pushes in order (prev, then next), each as soon as its queue has room. The token side is
+TokenEngine's (tokens.py) with an execute step between the pops and the pushes:
+
+- LoadEngine / StoreEngine hand the transfer to their LoadMover / StoreMover and wait for its `done` (a STORE's
+  once every write is acknowledged, so a token it pushes means the bytes are in DRAM);
+- ComputeEngine relays a NOP's tokens, dispatches a GEMM or a VOP on the `gemm` / `vop` port of its unit (an
+  INSTR in, a `done` back) and waits for it, and holds FINISH until the other engines have drained.
+
+Every engine reports what the watchdog and the host need: `state` (IDLE with nothing to do, POP waiting for
+tokens, EXEC working, PUSH waiting for room), `index` of the instruction in hand, `waiting` (the queues it lacks:
+a bit per flag), `progress` (a handshake this cycle), `retired` (an instruction finished this cycle).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..codegen.fpga.isa import DEP_FLAGS, Engine, Op
+from ..codegen.fpga.verify import POP_QUEUE, PUSH_QUEUE
+from .dma import BUF_READ, BUF_WRITE, TRANSFER, LoadMover, StoreMover
+from .fetch import CMD, INDEX_BITS, UNITS
+from .memory import port_signature
+from .params import HwParams
+from .queues import INSTR
+
+POP_FLAGS = ("pop_prev", "pop_next")
+PUSH_FLAGS = ("push_prev", "push_next")
+
+
+class State(enum.IntEnum):
+    IDLE = 0      # no instruction in hand (its command queue is empty, or it is about to take one)
+    POP = 1       # waiting for a token in a queue it pops
+    EXEC = 2      # working: a transfer, a unit's instruction, or FINISH waiting for the others to drain
+    PUSH = 3      # waiting for room in a queue it pushes
+
+
+def dispatch_signature() -> wiring.Signature:
+    """A compute unit's port as the compute engine sees it: `cmd` the decoded instruction, `done` once it has
+    finished (its results written)."""
+    return wiring.Signature({"cmd": Out(stream.Signature(INSTR)), "done": In(stream.Signature(0))})
+
+
+class _Engine(wiring.Component):
+    """The token side and the instruction register every engine shares; a subclass's `execute` drives EXEC and
+    returns the condition that ends it (and whether the engine moved this cycle)."""
+
+    role: Engine
+
+    def __init__(self, params: HwParams, members: dict):
+        self.params = params
+        self.pops = {f: POP_QUEUE[(self.role, f)] for f in POP_FLAGS if (self.role, f) in POP_QUEUE}
+        self.pushes = {f: PUSH_QUEUE[(self.role, f)] for f in PUSH_FLAGS if (self.role, f) in PUSH_QUEUE}
+        members = {"cmd": In(stream.Signature(CMD)), "state": Out(2), "index": Out(INDEX_BITS),
+                   "waiting": Out(len(DEP_FLAGS)), "progress": Out(1), "retired": Out(1), **members}
+        members.update({f"pop_{q}": In(stream.Signature(0)) for q in self.pops.values()})
+        members.update({f"push_{q}": Out(stream.Signature(0)) for q in self.pushes.values()})
+        super().__init__(members)
+
+    def execute(self, m: Module, instr) -> tuple:
+        """Drive this engine's work while in EXEC; the conditions (finished, moved this cycle)."""
+        raise NotImplementedError
+
+    def setup(self, m: Module) -> None:
+        """Add what the engine works with (its mover) to `m` before the token side is built."""
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        self.setup(m)
+        instr = Signal(INSTR)
+        flags = instr.flags
+        pushed = {f: Signal(name=f"{f}_done") for f in self.pushes}
+        with m.Switch(self.state):
+            with m.Case(State.IDLE):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [instr.eq(self.cmd.payload.instr), self.index.eq(self.cmd.payload.index),
+                                 self.state.eq(State.POP), *(p.eq(0) for p in pushed.values())]
+                m.d.comb += self.progress.eq(self.cmd.valid)
+            with m.Case(State.POP):
+                ready = Const(1, 1)
+                for f, q in self.pops.items():
+                    lacks = getattr(flags, f) & ~getattr(self, f"pop_{q}").valid
+                    m.d.comb += self.waiting[DEP_FLAGS.index(f)].eq(lacks)
+                    ready = ready & ~lacks
+                with m.If(ready):
+                    for f, q in self.pops.items():
+                        m.d.comb += getattr(self, f"pop_{q}").ready.eq(getattr(flags, f))
+                    m.d.sync += self.state.eq(State.EXEC)
+                m.d.comb += self.progress.eq(ready)
+            with m.Case(State.EXEC):
+                finished, busy = self.execute(m, instr)
+                with m.If(finished):
+                    m.d.sync += self.state.eq(State.PUSH)
+                m.d.comb += self.progress.eq(busy | finished)
+            with m.Case(State.PUSH):
+                waiting = Const(0, 1)
+                moved = []
+                for f, q in self.pushes.items():
+                    port = getattr(self, f"push_{q}")
+                    todo = getattr(flags, f) & ~pushed[f] & ~waiting
+                    m.d.comb += port.valid.eq(todo)
+                    with m.If(todo & port.ready):
+                        m.d.sync += pushed[f].eq(1)
+                    moved.append(todo & port.ready)
+                    blocked = getattr(flags, f) & ~pushed[f] & ~(todo & port.ready)
+                    m.d.comb += self.waiting[DEP_FLAGS.index(f)].eq(blocked & ~waiting)
+                    waiting = waiting | blocked
+                with m.If(~waiting):
+                    m.d.sync += self.state.eq(State.IDLE)
+                    m.d.comb += self.retired.eq(1)
+                progress = ~waiting
+                for v in moved:
+                    progress = progress | v
+                m.d.comb += self.progress.eq(progress)
+        return m
+
+
+class _DmaEngine(_Engine):
+    """LOAD or STORE: EXEC hands the transfer to the mover in its first cycles and ends with the mover's `done`."""
+
+    def execute(self, m: Module, instr) -> tuple:
+        mover = self._mover
+        issued = Signal()
+        fields = getattr(instr.f, self.op.name.lower())
+        m.d.comb += [mover.cmd.payload.eq(fields.as_value()), mover.cmd.valid.eq(~issued),
+                     mover.done.ready.eq(issued)]
+        with m.If(mover.cmd.valid & mover.cmd.ready):
+            m.d.sync += issued.eq(1)
+        with m.If(mover.done.valid & mover.done.ready):
+            m.d.sync += issued.eq(0)
+        return mover.done.valid & issued, self.moved_by(mover)
+
+    def setup(self, m: Module) -> None:
+        mover = self._mover = m.submodules.mover = self.mover_class(self.params)
+        wiring.connect(m, mover.mem, wiring.flipped(self.mem))
+        self.connect_buffers(m, mover)
+
+    def moved_by(self, mover):
+        mem = mover.mem
+        return (mem.req.valid & mem.req.ready) | (mem.resp.valid & mem.resp.ready)
+
+
+class LoadEngine(_DmaEngine):
+    """The load engine: `cmd` its LOADs, `mem` its memory port, `wr` the buffers' write port (LoadMover's)."""
+
+    role, op, mover_class = Engine.LOAD, Op.LOAD, LoadMover
+
+    def __init__(self, params: HwParams):
+        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
+                                  "wr": Out(stream.Signature(BUF_WRITE))})
+
+    def connect_buffers(self, m: Module, mover) -> None:
+        wiring.connect(m, mover.wr, wiring.flipped(self.wr))
+
+    def moved_by(self, mover):
+        return super().moved_by(mover) | (mover.wr.valid & mover.wr.ready)
+
+
+class StoreEngine(_DmaEngine):
+    """The store engine: `cmd` its STOREs, `mem` its memory port, `rd_req` / `rd_resp` the buffers' read port."""
+
+    role, op, mover_class = Engine.STORE, Op.STORE, StoreMover
+
+    def __init__(self, params: HwParams):
+        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
+                                  "rd_req": Out(stream.Signature(BUF_READ)), "rd_resp": In(stream.Signature(32))})
+
+    def connect_buffers(self, m: Module, mover) -> None:
+        wiring.connect(m, mover.rd_req, wiring.flipped(self.rd_req))
+        wiring.connect(m, wiring.flipped(self.rd_resp), mover.rd_resp)
+
+    def moved_by(self, mover):
+        return (super().moved_by(mover) | (mover.rd_req.valid & mover.rd_req.ready)
+                | (mover.rd_resp.valid & mover.rd_resp.ready))
+
+
+assert TRANSFER.size == INSTR.members["f"].members["store"].size
+
+
+class ComputeEngine(_Engine):
+    """The compute engine: `cmd` its NOPs, GEMMs, VOPs and FINISH; `gemm` / `vop` the dispatch ports of the units
+    in `units` (an absent unit's instructions never reach it: fetch refuses them); `drained` from the core (the
+    load and store engines idle with empty queues, every word fetched) ends FINISH."""
+
+    role = Engine.COMPUTE
+
+    def __init__(self, params: HwParams, units: frozenset[str] = frozenset()):
+        self.units = frozenset(units)
+        unknown = self.units - set(UNITS)
+        if unknown:
+            raise ValueError(f"unknown compute unit(s) {sorted(unknown)}: the units are {', '.join(UNITS)}")
+        super().__init__(params, {"drained": In(1), **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
+
+    def execute(self, m: Module, instr) -> tuple:
+        finished = Signal()
+        busy = Signal()
+        with m.Switch(instr.op):
+            with m.Case(Op.NOP):
+                m.d.comb += finished.eq(1)
+            with m.Case(Op.FINISH):
+                m.d.comb += finished.eq(self.drained)
+            for unit in sorted(self.units):
+                port = getattr(self, unit)
+                issued = Signal(name=f"{unit}_issued")
+                with m.Case(Op.GEMM if unit == "gemm" else Op.VOP):
+                    m.d.comb += [port.cmd.valid.eq(~issued), port.done.ready.eq(issued),
+                                 finished.eq(port.done.valid & issued), busy.eq(1)]
+                    with m.If(port.cmd.valid & port.cmd.ready):
+                        m.d.sync += issued.eq(1)
+                    with m.If(port.done.valid & port.done.ready):
+                        m.d.sync += issued.eq(0)
+        for unit in sorted(self.units):
+            m.d.comb += getattr(self, unit).cmd.payload.eq(instr)
+        return finished, busy
