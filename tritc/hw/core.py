@@ -2,84 +2,38 @@
 load, compute and store engines with the four token queues, the buffers, one memory port shared through a
 MemArbiter, a watchdog and the hardware's own counters.
 
-    core = Core(hw_params(config), units=frozenset())      # the compute units present: "gemm", "vop"
+    core = Core(hw_params(config), units={"gemm", "vop"})   # the compute engines built in
     pulse core.clear, then core.start with core.base (the stream's first beat) and core.count (its words) held;
     then `finished`, or `deadlock` (the engines' state, index and waiting say who waits for what), or `error`
-    (fetch refused the word at `error_index`).
+    (fetch refused the word at `error_index`), or `refused` (the vector engine cannot run the VOP at
+    `compute_index`: a transcendental function until its unit is in `vector_units`).
 
 `clear` resets every register of the core (not the buffers' contents, which persist between runs as on the
-device); a run is `clear`, then `start`. The buffers: ACT is ActBuffer, ACC / VEC / KV plain word memories with
-byte enables, WGT a plain byte memory (the GEMM engine will own WGT); all sit behind the LOAD mover's write port
-and the STORE mover's read port (BufferSet).
+device); a run is `clear`, then `start`. The compute engine dispatches GEMMs to a GemmEngine and VOPs to a
+VectorEngine (each present when named in `units`); the buffers and the arbitration of their ports among the
+movers and the engines are BufferSet's (buffer_set.py).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import fifo, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..codegen.fpga.isa import Buf, Engine
+from ..codegen.fpga.isa import Engine
 from ..codegen.fpga.verify import QUEUES
-from .buffers import ActBuffer
-from .dma import BUF_READ, BUF_WRITE
-from .engines import ComputeEngine, LoadEngine, State, StoreEngine, dispatch_signature
+from .buffer_set import BufferSet
+from .engines import ComputeEngine, LoadEngine, State, StoreEngine
 from .fetch import CMD, FETCH_ERRORS, INDEX_BITS, Fetch, beat_addr_bits
+from .gemm_engine import GemmEngine
 from .memory import MemArbiter, port_signature
 from .params import HwParams
 from .queues import TokenQueue
+from .vector_engine import VectorEngine
+from .vector_units import DivSqrtLanes
 
 COUNTER_BITS = 48                       # cycles and bytes: 13 days at 250 MHz, 256 TiB
 ENGINES = (Engine.LOAD, Engine.COMPUTE, Engine.STORE)
-WORD_BUFFERS = (Buf.ACC, Buf.VEC, Buf.KV)
-
-
-class BufferSet(wiring.Component):
-    """The five buffers behind the movers' ports. `wr`: the LOAD mover's element writes (byte enables), always
-    taken; `rd_req` / `rd_resp`: the STORE mover's element reads, answered in order one cycle later at the earliest
-    through a FIFO of `read_depth` (a request is taken only with room for its answer, so answers never wait on
-    the RAMs). WGT is write-only here: only GEMM reads it."""
-
-    def __init__(self, params: HwParams, read_depth: int = 4):
-        self.params, self.read_depth = params, read_depth
-        super().__init__({"wr": In(stream.Signature(BUF_WRITE)), "rd_req": In(stream.Signature(BUF_READ)),
-                          "rd_resp": Out(stream.Signature(32))})
-        self.memories: dict[Buf, Memory] = {}     # WGT and the word buffers (ACT: self.act's banks), for readback
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        p = self.params
-        w = self.wr.payload
-        m.d.comb += self.wr.ready.eq(1)
-        act = self.act = m.submodules.act = ActBuffer(p)
-        m.d.comb += [act.wr.valid.eq(self.wr.valid & (w.buf == Buf.ACT) & w.mask[0]),
-                     act.wr.payload.addr.eq(w.addr), act.wr.payload.data.eq(w.data[:8]), act.rd_data.ready.eq(1)]
-        wgt = self.memories[Buf.WGT] = m.submodules.wgt = Memory(shape=8, depth=p.buffer_units[Buf.WGT], init=[])
-        wp = wgt.write_port()
-        m.d.comb += [wp.addr.eq(w.addr), wp.data.eq(w.data[:8]),
-                     wp.en.eq(self.wr.valid & (w.buf == Buf.WGT) & w.mask[0])]
-
-        answers = m.submodules.answers = fifo.SyncFIFO(width=32, depth=self.read_depth)
-        pending, pending_buf = Signal(), Signal(3)
-        r = self.rd_req
-        m.d.comb += r.ready.eq((answers.level + pending) < self.read_depth)
-        fire = r.valid & r.ready
-        m.d.comb += [act.rd.valid.eq(fire & (r.payload.buf == Buf.ACT)), act.rd.payload.eq(r.payload.addr)]
-        m.d.sync += [pending.eq(fire), pending_buf.eq(r.payload.buf)]
-        answer = act.rd_data.payload.as_value()[:8]
-        for buf in WORD_BUFFERS:
-            mem = self.memories[buf] = m.submodules[buf.name.lower()] = Memory(shape=32, depth=p.buffer_units[buf],
-                                                                               init=[])
-            wport, rport = mem.write_port(granularity=8), mem.read_port()
-            hit = self.wr.valid & (w.buf == buf)
-            m.d.comb += [wport.addr.eq(w.addr), wport.data.eq(w.data), wport.en.eq(Mux(hit, w.mask, 0)),
-                         rport.addr.eq(r.payload.addr)]
-            answer = Mux(pending_buf == buf, rport.data, answer)
-        m.d.comb += [answers.w_data.eq(answer), answers.w_en.eq(pending),
-                     self.rd_resp.valid.eq(answers.r_rdy), self.rd_resp.payload.eq(answers.r_data),
-                     answers.r_en.eq(self.rd_resp.ready)]
-        return m
 
 
 def _popcount(v) -> object:
@@ -90,20 +44,23 @@ def _popcount(v) -> object:
 
 
 class Core(wiring.Component):
-    """The accelerator core of one build. `units`: the compute units present (a subset of "gemm", "vop"), each a
-    dispatch port (`cmd` out, `done` in) until its engine is built in. `patience`: cycles without progress
+    """The accelerator core of one build. `units`: the compute engines built in (a subset of "gemm", "vop"; fetch
+    refuses an instruction of an absent one). `vector_units`: the vector engine's multi-step units (vector_units.py;
+    the transcendental unit joins DivSqrtLanes here). `patience`: cycles without progress
     anywhere before the watchdog calls a deadlock (default 4 DRAM latencies, at least 64: longer than any wait
     the core's own units have without a handshake). `cmd_depth`: instructions each engine's command queue holds
     (fetch stops while the next word's queue is full)."""
 
     def __init__(self, params: HwParams, units: frozenset[str] = frozenset(), *, patience: int | None = None,
-                 cmd_depth: int = 16, fetch_beats: int = 8):
+                 cmd_depth: int = 16, fetch_beats: int = 8, vector_units: tuple = (DivSqrtLanes,)):
         self.params, self.units, self.cmd_depth, self.fetch_beats = params, frozenset(units), cmd_depth, fetch_beats
+        self.vector_units = tuple(vector_units)
+        self.buffers = BufferSet(params, gemm="gemm" in self.units, vop="vop" in self.units)
         self.patience = patience if patience is not None else max(64, 4 * params.mem_latency)
         members = {
             "clear": In(1), "start": In(1), "base": In(beat_addr_bits(params)), "count": In(INDEX_BITS),
             "mem": Out(port_signature(params.mem_beat_bytes)),
-            "running": Out(1), "finished": Out(1), "deadlock": Out(1),
+            "running": Out(1), "finished": Out(1), "deadlock": Out(1), "refused": Out(1),
             "error": Out(FETCH_ERRORS), "error_index": Out(INDEX_BITS),
             "fetch_index": Out(INDEX_BITS), "fetch_blocked": Out(1),   # the next word waits for its command queue
             "cycles": Out(COUNTER_BITS), "instructions": Out(INDEX_BITS),
@@ -114,7 +71,6 @@ class Core(wiring.Component):
             members.update({f"{n}_state": Out(2), f"{n}_index": Out(INDEX_BITS), f"{n}_waiting": Out(4),
                             f"{n}_busy": Out(COUNTER_BITS), f"{n}_stall": Out(COUNTER_BITS)})
         members.update({f"tokens_{q}": Out(range(params.queue_depth + 1)) for q in QUEUES})
-        members.update({u: Out(dispatch_signature()) for u in sorted(self.units)})
         super().__init__(members)
 
     def elaborate(self, platform) -> Module:
@@ -148,12 +104,27 @@ class Core(wiring.Component):
         wiring.connect(m, load.mem, arb.m1)
         wiring.connect(m, store.mem, arb.m2)
         wiring.connect(m, arb.bus, wiring.flipped(self.mem))
-        bufs = self.buffers = m.submodules.buffers = BufferSet(p)
+        bufs = m.submodules.buffers = self.buffers
         wiring.connect(m, load.wr, bufs.wr)
         wiring.connect(m, store.rd_req, bufs.rd_req)
         wiring.connect(m, bufs.rd_resp, store.rd_resp)
-        for u in sorted(self.units):
-            wiring.connect(m, getattr(compute, u), wiring.flipped(getattr(self, u)))
+        if "gemm" in self.units:
+            gemm = self.gemm = m.submodules.gemm = GemmEngine(p)
+            wiring.connect(m, bufs.wgt_wr, gemm.wgt_wr)
+            wiring.connect(m, gemm.act_rd, bufs.act_rd)
+            wiring.connect(m, bufs.act_data, gemm.act_data)
+            wiring.connect(m, gemm.acc_rd, bufs.acc_rd)
+            wiring.connect(m, bufs.acc_rd_data, gemm.acc_rd_data)
+            wiring.connect(m, gemm.acc_wr, bufs.acc_wr)
+            self._dispatch(m, compute.gemm, gemm, compute.gemm.cmd.payload.f.gemm)
+        if "vop" in self.units:
+            vec = self.vector = m.submodules.vector = VectorEngine(p, units=self.vector_units)
+            wiring.connect(m, vec.rd_a, bufs.rd_a)
+            wiring.connect(m, vec.rd_b, bufs.rd_b)
+            wiring.connect(m, vec.wr, bufs.vwr)
+            self._dispatch(m, compute.vop, vec, compute.vop.cmd.payload.f.vop)
+            m.d.comb += compute.vop.done.payload.refused.eq(vec.done.payload.refused)
+        m.d.comb += self.refused.eq(compute.refused)
 
         def idle(e: Engine):
             return (engines[e].state == State.IDLE) & ~queues[e].r_rdy
@@ -170,7 +141,7 @@ class Core(wiring.Component):
             m.d.sync += [self.running.eq(1), self.finished.eq(0), self.deadlock.eq(0), stuck.eq(0)]
         with m.Elif(self.running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(fetch.error.as_value() != 0):
+            with m.If((fetch.error.as_value() != 0) | compute.refused):
                 m.d.sync += self.running.eq(0)
             with m.Elif(all_idle):
                 m.d.sync += [self.running.eq(0), self.finished.eq(1)]
@@ -200,3 +171,10 @@ class Core(wiring.Component):
             m.d.sync += self.write_bytes.eq(self.write_bytes + _popcount(sreq.payload.strobe))
         m.d.comb += self.fetch_index.eq(fetch.next_index)
         return ResetInserter({"sync": self.clear})(m)
+
+    @staticmethod
+    def _dispatch(m: Module, port, engine, fields) -> None:
+        """The compute engine's dispatch port to an engine: its fields of the instruction, and its `done`."""
+        m.d.comb += [engine.cmd.valid.eq(port.cmd.valid), engine.cmd.payload.eq(fields),
+                     port.cmd.ready.eq(engine.cmd.ready),
+                     port.done.valid.eq(engine.done.valid), engine.done.ready.eq(port.done.ready)]

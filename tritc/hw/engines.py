@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 
 from amaranth.hdl import Const, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import DEP_FLAGS, Engine, Op
@@ -40,10 +40,14 @@ class State(enum.IntEnum):
     PUSH = 3      # waiting for room in a queue it pushes
 
 
+DONE = data.StructLayout({"refused": 1})
+
+
 def dispatch_signature() -> wiring.Signature:
     """A compute unit's port as the compute engine sees it: `cmd` the decoded instruction, `done` once it has
-    finished (its results written)."""
-    return wiring.Signature({"cmd": Out(stream.Signature(INSTR)), "done": In(stream.Signature(0))})
+    finished (its results written), with `refused` set when the unit cannot execute it (the vector engine's
+    transcendental functions until their unit is built in)."""
+    return wiring.Signature({"cmd": Out(stream.Signature(INSTR)), "done": In(stream.Signature(DONE))})
 
 
 class _Engine(wiring.Component):
@@ -186,7 +190,12 @@ assert TRANSFER.size == INSTR.members["f"].members["store"].size
 class ComputeEngine(_Engine):
     """The compute engine: `cmd` its NOPs, GEMMs, VOPs and FINISH; `gemm` / `vop` the dispatch ports of the units
     in `units` (an absent unit's instructions never reach it: fetch refuses them); `drained` from the core (the
-    load and store engines idle with empty queues, every word fetched) ends FINISH."""
+    load and store engines idle with empty queues, every word fetched) ends FINISH. A unit's `done` with `refused`
+    sets `refused` (until the core is cleared) and the engine stays on that instruction: the core stops there.
+
+    GEMM and VOP run one at a time (a GEMM's `done` before anything after it starts), whatever a VOP's `overlap`
+    bit says: a legal schedule of every stream (the bit only permits overlap), and what keeps the GEMM's tokens
+    after its `done`. The cost against the cycle model is in docs/HW.md ("The core")."""
 
     role = Engine.COMPUTE
 
@@ -195,7 +204,8 @@ class ComputeEngine(_Engine):
         unknown = self.units - set(UNITS)
         if unknown:
             raise ValueError(f"unknown compute unit(s) {sorted(unknown)}: the units are {', '.join(UNITS)}")
-        super().__init__(params, {"drained": In(1), **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
+        super().__init__(params, {"drained": In(1), "refused": Out(1),
+                                  **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
 
     def execute(self, m: Module, instr) -> tuple:
         finished = Signal()
@@ -209,8 +219,10 @@ class ComputeEngine(_Engine):
                 port = getattr(self, unit)
                 issued = Signal(name=f"{unit}_issued")
                 with m.Case(Op.GEMM if unit == "gemm" else Op.VOP):
-                    m.d.comb += [port.cmd.valid.eq(~issued), port.done.ready.eq(issued),
-                                 finished.eq(port.done.valid & issued), busy.eq(1)]
+                    m.d.comb += [port.cmd.valid.eq(~issued & ~self.refused), port.done.ready.eq(issued),
+                                 finished.eq(port.done.valid & issued & ~port.done.payload.refused), busy.eq(1)]
+                    with m.If(port.done.valid & issued & port.done.payload.refused):
+                        m.d.sync += self.refused.eq(1)
                     with m.If(port.cmd.valid & port.cmd.ready):
                         m.d.sync += issued.eq(1)
                     with m.If(port.done.valid & port.done.ready):

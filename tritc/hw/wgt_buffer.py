@@ -102,6 +102,7 @@ class WgtBuffer(wiring.Component):
         self.row_bytes = row_bytes(params)
         self.depth = wgt_rows(params)
         self.row_bits = row_bits(params)
+        self.mem = Memory(shape=8 * self.row_bytes, depth=self.depth, init=[])   # a simulation reads it back
         super().__init__({"wr": In(stream.Signature(BUF_WRITE)),
                           "rd": In(stream.Signature(self.row_bits)),
                           "rd_data": Out(stream.Signature(row_layout(params)))})
@@ -110,7 +111,7 @@ class WgtBuffer(wiring.Component):
         m = Module()
         rb, qbits = self.row_bytes, self.row_bits
         abits = self.params.addr_bits(Buf.WGT)
-        mem = m.submodules.mem = Memory(shape=8 * rb, depth=self.depth, init=[])
+        mem = m.submodules.mem = self.mem
         w, r = mem.write_port(granularity=8), mem.read_port()
 
         # Read: as ActBuffer, a synchronous read that holds its data until taken.

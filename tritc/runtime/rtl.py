@@ -22,22 +22,25 @@ from typing import Any
 import numpy as np
 
 from ..codegen.fpga.config import FpgaConfig, load_config
-from ..codegen.fpga.isa import DEP_FLAGS, INSTR_BYTES, Buf, Engine, Instr, Op, StreamError, decode, encode, stream_words
+from ..codegen.fpga.isa import DEP_FLAGS, INSTR_BYTES, Buf, Engine, Instr, Op, StreamError, VFunc, decode, encode, \
+    stream_words
 from ..codegen.fpga.verify import POP_QUEUE, PUSH_QUEUE, QUEUES, deadlock_error, where
 from ..errors import AcceleratorTimeoutError, UnsupportedError
 from .fpga import DeviceError, Simulator, checked_stream
 
 __all__ = ["ABSENT_KEYS", "RtlDevice", "RtlUnsupportedError"]
 
-# The Simulator's stats keys an RtlDevice does not report: no matrix unit runs yet (ternary_ops, the utilisation,
-# engines["matrix"]), and the energy is the cycle model's estimate, not something the hardware counts.
+# The Simulator's stats keys an RtlDevice does not report: the matrix unit's (ternary_ops, the utilisation,
+# engines["matrix"]: the GEMM engine has no counters yet), and the energy, the cycle model's estimate, not something
+# the hardware counts.
 ABSENT_KEYS = ("ternary_ops", "matrix_utilisation", "energy_joules", "energy", "engines.matrix")
 DEFAULT_MAX_CYCLES = 2_000_000
 
 
 class RtlUnsupportedError(UnsupportedError):
-    """A stream that needs a compute unit this RTL core does not have yet (GEMM, VOP): `index` and `op` of the first
-    instruction that does."""
+    """A stream that needs what this RTL core does not have: a compute engine it was built without (GEMM, VOP), or
+    a vector function no unit of it computes (EXP, SIN, COS, TANH, ERF until the transcendental unit): `index` and
+    `op` of the instruction."""
 
     def __init__(self, message: str, index: int = -1, op: Op | None = None):
         super().__init__(message)
@@ -45,15 +48,21 @@ class RtlUnsupportedError(UnsupportedError):
 
 
 class RtlDevice:
-    """A Device running streams on the RTL core in simulation. `units`: the compute units the core is built with
-    (none yet: a stream with a GEMM or a VOP is refused by load_stream). `max_cycles`: the run's cycle budget
+    """A Device running streams on the RTL core in simulation. `units`: the compute engines the core is built with
+    (default both; a stream with a GEMM or a VOP for an absent one is refused by load_stream). `vector_units`: the
+    vector engine's multi-step units (None: the core's default, DivSqrtLanes). `max_cycles`: the run's cycle budget
     (AcceleratorTimeoutError past it; the simulation is then rebuilt, buffers cleared, as a board's watchdog resets
     a hung accelerator). `patience`: the core's watchdog (cycles without progress before it reports a deadlock)."""
 
-    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, units: frozenset[str] = frozenset(),
-                 max_cycles: int | None = DEFAULT_MAX_CYCLES, patience: int | None = None):
+    def __init__(self, config: FpgaConfig | str, *, dram_bytes: int | None = None, units: frozenset[str] | None = None,
+                 max_cycles: int | None = DEFAULT_MAX_CYCLES, patience: int | None = None,
+                 vector_units: tuple | None = None):
+        from ..hw.fetch import UNITS
         from ..hw.params import hw_params
 
+        if units is None:
+            units = frozenset(UNITS)
+        self.vector_units = vector_units
         self.config = load_config(config)
         self.params = hw_params(self.config)
         if max_cycles is not None and (isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1):
@@ -88,8 +97,8 @@ class RtlDevice:
             instrs, _views = checked_stream(stream, self.config, self.dram.size)
             for i, ins in enumerate(instrs):
                 if ins.op in (Op.GEMM, Op.VOP) and ins.op.name.lower() not in self.units:
-                    raise RtlUnsupportedError(f"the RTL core does not run VOP/GEMM yet: {where(i, ins)} needs its "
-                                              f"{'matrix' if ins.op is Op.GEMM else 'vector'} unit", i, ins.op)
+                    raise RtlUnsupportedError(f"this RTL core is built without its {ins.op.name} engine: {where(i, ins)} "
+                                              f"needs its {'matrix' if ins.op is Op.GEMM else 'vector'} unit", i, ins.op)
             self._instrs = list(instrs)
             self._words = b"".join(encode(ins) for ins in instrs)
         else:
@@ -121,6 +130,12 @@ class RtlDevice:
                 f"reported a deadlock")
         if r["error"]:
             raise self._refused(r)
+        if r["refused"]:
+            i = r["compute_index"]
+            ins = self._instrs[i] if 0 <= i < len(self._instrs) else None
+            func = VFunc(ins.func).name if ins is not None and ins.op is Op.VOP else "its function"
+            raise RtlUnsupportedError(f"the RTL core does not run {func} yet: it stopped at {self._name(i)} (no unit "
+                                      f"of its vector engine computes {func})", i, Op.VOP)
         if r["deadlock"]:
             raise self._deadlock(r)
         c = self.config
@@ -186,7 +201,8 @@ class RtlDevice:
 
         from ..hw.core import Core
 
-        core = self._core = Core(self.params, self.units, patience=self.patience)
+        extra = {} if self.vector_units is None else {"vector_units": tuple(self.vector_units)}
+        core = self._core = Core(self.params, self.units, patience=self.patience, **extra)
         top = Module()
         top.domains.sync = ClockDomain()
         top.submodules.core = core
@@ -254,19 +270,23 @@ class RtlDevice:
         ctx.set(self._core.clear, 0)
 
     def _peek(self, ctx) -> dict[Buf, np.ndarray]:
-        bufs = self._core.buffers
+        """Each buffer's bytes from its RAMs: element a of a banked buffer is row a // banks of bank a % banks."""
+        core, units = self._core, self.params.buffer_units
+        bufs = core.buffers
         out = {}
-        for b, mem in bufs.memories.items():
-            vals = np.array([ctx.get(mem.data[i]) for i in range(mem.depth)], np.uint32 if b != Buf.WGT else np.uint8)
-            out[b] = vals.view(np.uint8) if b != Buf.WGT else vals
-        banks = bufs.act.banks
-        rows = banks[0].depth
-        act = np.array([[ctx.get(bank.data[r]) for bank in banks] for r in range(rows)], np.uint8)
+        for b, wb in bufs.words.items():
+            vals = np.array([[ctx.get(bank.data[r]) for bank in wb.banks] for r in range(wb.depth)], np.uint32)
+            out[b] = vals.reshape(-1).view(np.uint8)
+        act = np.array([[ctx.get(bank.data[r]) for bank in bufs.act.banks] for r in range(bufs.act.banks[0].depth)],
+                       np.uint8)
         out[Buf.ACT] = act.reshape(-1)
+        wgt = (core.gemm.wgt if bufs.wgt is None else bufs.wgt)
+        rows = b"".join(ctx.get(wgt.mem.data[r]).to_bytes(wgt.row_bytes, "little") for r in range(wgt.depth))
+        out[Buf.WGT] = np.frombuffer(rows, np.uint8)[:units[Buf.WGT]].copy()
         return {b: out[b] for b in Buf}
 
 
-OUTPUTS = ("running", "finished", "deadlock", "error", "error_index", "fetch_index", "fetch_blocked", "cycles",
+OUTPUTS = ("running", "finished", "deadlock", "refused", "error", "error_index", "fetch_index", "fetch_blocked", "cycles",
            "instructions", "read_bytes", "write_bytes", *(f"{e.name.lower()}_{k}" for e in Engine
                                                          for k in ("state", "index", "waiting", "busy", "stall")),
            *(f"tokens_{q}" for q in QUEUES))

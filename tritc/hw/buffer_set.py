@@ -1,0 +1,334 @@
+"""The core's five buffers and the ports of everything that reads and writes them (docs/HW.md, "The core",
+"Buffers"): the LOAD mover's element writes, the STORE mover's element reads, the GEMM engine's wide ACT reads
+and R-word ACC reads and writes, the vector engine's lane reads (src1, src2) and lane writes.
+
+- ACC, VEC, KV are `WordBuffer`s (`vector_lanes` word banks). Their write port is shared by the LOAD mover (one
+  lane; a 4-byte element that straddles two DRAM beats comes as two pieces with byte enables, which an assembler
+  joins into one word write), the vector engine and (ACC) the GEMM engine; read port 0 by the STORE mover, the
+  vector engine's src1 and (ACC) the GEMM engine; read port 1 is src2's alone.
+- ACT is `ActBuffer` (`matrix_lanes` byte banks, one byte write port, one wide read port). The GEMM engine reads it
+  directly; the STORE mover takes lane 0 of a read; the vector engine goes through adapters that read or write one
+  lane's byte per cycle (a VOP on ACT runs at about 1 / vector_lanes of the model's rate: the gap the docs name).
+- WGT is the GEMM engine's `WgtBuffer` (the LOAD mover's WGT pieces leave on `wgt_wr`), or one of its own when the
+  core has no GEMM engine, so that LOADs into WGT still work.
+
+Every shared port has a fixed-priority arbiter, the movers first (a LOAD mover that waits stalls the DRAM responses
+of the other masters behind it). A request presented and not taken keeps its port until it is: a word buffer
+serves a conflicting request over several cycles and counts the lanes it has served. Each read port has at most one
+answer outstanding (both buffers answer the cycle after a request and take the next one only once that answer is
+taken), so an `owner` register routes it back.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..codegen.fpga.isa import Buf
+from .buffers import ActBuffer
+from .dma import BUF_READ, BUF_WRITE
+from .gemm_engine import acc_read_layout, acc_write_layout
+from .matrix_unit import sums_layout
+from .params import ACT_BITS, HwConfigError, HwParams
+from .wgt_buffer import WgtBuffer
+from .word_buffer import ADDR_BITS, WordBuffer, read_port_signature, read_request_layout, write_layout, \
+    write_port_signature
+
+WORD_BUFFERS = (Buf.ACC, Buf.VEC, Buf.KV)
+
+
+def _or(values):
+    out = 0
+    for v in values:
+        out = out | v
+    return out
+
+
+def _lowest(m: Module, bits, name: str) -> Signal:
+    """The lowest set bit of `bits`, one-hot (0 for none)."""
+    out = Signal(len(bits), name=name)
+    m.d.comb += out.eq((bits & (~bits + 1))[:len(bits)])
+    return out
+
+
+def arbitrate(m: Module, name: str, target, masters: list[tuple]) -> tuple[list[Signal], Signal]:
+    """Drive stream `target` from `masters` ((valid, payload) in priority order, the first wins), a request held
+    until taken keeping the target. Returns each master's `ready` and the `owner` of the last request taken (the
+    one its answer belongs to, for a read port)."""
+    n = len(masters)
+    locked = Signal(name=f"{name}_locked")
+    held, sel, owner = (Signal(range(max(n, 2)), name=f"{name}_{s}") for s in ("held", "sel", "owner"))
+    with m.If(locked):
+        m.d.comb += sel.eq(held)
+    with m.Else():
+        for k in reversed(range(n)):          # the last assignment wins: the first master has priority
+            with m.If(masters[k][0]):
+                m.d.comb += sel.eq(k)
+    valid = Signal(name=f"{name}_valid")
+    with m.Switch(sel):
+        for k, (v, payload) in enumerate(masters):
+            with m.Case(k):
+                m.d.comb += [valid.eq(v), target.payload.eq(payload)]
+    m.d.comb += target.valid.eq(valid)
+    readies = [Signal(name=f"{name}_ready{k}") for k in range(n)]
+    m.d.comb += [r.eq((sel == k) & valid & target.ready) for k, r in enumerate(readies)]
+    m.d.sync += [locked.eq(valid & ~target.ready), held.eq(sel)]
+    with m.If(valid & target.ready):
+        m.d.sync += owner.eq(sel)
+    return readies, owner
+
+
+def _route_answer(m: Module, resp, owner, takers: list[tuple]) -> None:
+    """A read port's answer to its owner: `takers` is (valid out or None, ready in) per master, in arbiter order."""
+    with m.Switch(owner):
+        for k, (_valid, ready) in enumerate(takers):
+            with m.Case(k):
+                m.d.comb += resp.ready.eq(ready)
+    for k, (valid, _ready) in enumerate(takers):
+        if valid is not None:
+            m.d.comb += valid.eq(resp.valid & (owner == k))
+
+
+class BufferSet(wiring.Component):
+    """The buffers and their ports (the module's docstring). Always: `wr` (LOAD mover, BUF_WRITE), `rd_req` /
+    `rd_resp` (STORE mover: answered in order through a FIFO of `read_depth`, a request taken only with room for
+    its answer). With `gemm`: `wgt_wr` out to the engine's WGT, `act_rd` / `act_data`, `acc_rd` / `acc_rd_data`,
+    `acc_wr` (GemmEngine's ports, flipped). With `vop`: `rd_a`, `rd_b`, `vwr` (VectorEngine's ports, flipped)."""
+
+    def __init__(self, params: HwParams, *, gemm: bool = False, vop: bool = False, read_depth: int = 4):
+        L = params.vector_lanes
+        if gemm and params.rows > L:
+            raise HwConfigError(f"FPGA config '{params.config.name}': matrix_rows {params.rows} is more than "
+                                f"vector_lanes {L} (the RTL core reads a block's R accumulators in one ACC request)")
+        self.params, self.gemm, self.vop, self.read_depth = params, gemm, vop, read_depth
+        self.act = ActBuffer(params)
+        self.words = {b: WordBuffer(params, b, read_ports=2 if vop else 1) for b in WORD_BUFFERS}
+        self.wgt = None if gemm else WgtBuffer(params)
+        members = {"wr": In(stream.Signature(BUF_WRITE)), "rd_req": In(stream.Signature(BUF_READ)),
+                   "rd_resp": Out(stream.Signature(32))}
+        if gemm:
+            members.update({
+                "wgt_wr": Out(stream.Signature(BUF_WRITE)),
+                "act_rd": In(stream.Signature(params.addr_bits(Buf.ACT))),
+                "act_data": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), params.lanes))),
+                "acc_rd": In(stream.Signature(acc_read_layout(params))),
+                "acc_rd_data": Out(stream.Signature(sums_layout(params))),
+                "acc_wr": In(stream.Signature(acc_write_layout(params)))})
+        if vop:
+            members.update({"rd_a": In(read_port_signature(L)), "rd_b": In(read_port_signature(L)),
+                            "vwr": In(write_port_signature(L))})
+        super().__init__(members)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        L = p.vector_lanes
+        act = m.submodules.act = self.act
+        for b, wb in self.words.items():
+            m.submodules[b.name.lower()] = wb
+        lw, w = self.wr, self.wr.payload
+        load_ready = Signal()
+        m.d.comb += lw.ready.eq(load_ready)
+
+        # ---- WGT: the LOAD mover's pieces ----------------------------------------------------------------------
+        wgt_t = self.wgt_wr if self.gemm else self._sub(m, "wgt", self.wgt).wr
+        m.d.comb += [wgt_t.valid.eq(lw.valid & (w.buf == Buf.WGT)), wgt_t.payload.eq(w)]
+        with m.If(w.buf == Buf.WGT):
+            m.d.comb += load_ready.eq(wgt_t.ready)
+
+        # ---- ACT writes: the LOAD mover's bytes first, the vector engine's lanes a byte at a time in between ------
+        act_load = lw.valid & (w.buf == Buf.ACT)
+        with m.If(w.buf == Buf.ACT):
+            m.d.comb += load_ready.eq(1)
+        a_addr, a_data, a_valid = Signal(act.wr.payload.addr.shape()), Signal(8), Signal()
+        m.d.comb += [act.wr.valid.eq(Mux(act_load, w.mask[0], a_valid)),
+                     act.wr.payload.addr.eq(Mux(act_load, w.addr, a_addr)),
+                     act.wr.payload.data.eq(Mux(act_load, w.data[:8], a_data))]
+        vop_wr_ready = {}
+        if self.vop:
+            vw = self.vwr.payload
+            mine = self.vwr.valid & (vw.buf == Buf.ACT)
+            served = Signal(L, name="act_w_served")
+            todo = Signal(L, name="act_w_todo")
+            m.d.comb += todo.eq(Mux(mine, vw.mask & ~served, 0))
+            low = _lowest(m, todo, "act_w_low")
+            now = Signal(L, name="act_w_now")
+            m.d.comb += [now.eq(Mux(act_load, 0, low)), a_valid.eq(now != 0),
+                         a_addr.eq(_or(Mux(now[k], vw.addr[k], 0) for k in range(L))),
+                         a_data.eq(_or(Mux(now[k], vw.data[k][:8], 0) for k in range(L)))]
+            complete = mine & ((todo & ~now) == 0)
+            with m.If(mine):
+                m.d.sync += served.eq(Mux(complete, 0, served | now))
+            vop_wr_ready[Buf.ACT] = complete
+
+        # ---- word writes: the LOAD mover's pieces joined into words, the vector engine's, the GEMM engine's --------
+        held_mask, held_data = Signal(4), Signal(32)
+        merged_mask = held_mask | w.mask
+        merged = Cat(*(Mux(w.mask[k], w.data.word_select(k, 8), held_data.word_select(k, 8)) for k in range(4)))
+        whole = merged_mask == 0xF
+        is_word = w.buf.matches(*WORD_BUFFERS)
+        for b, wb in self.words.items():
+            load_w = Signal(write_layout(L), name=f"{b.name.lower()}_load_w")
+            m.d.comb += [load_w.buf.eq(b), load_w.addr[0].eq(w.addr), load_w.data[0].eq(merged), load_w.mask.eq(1)]
+            masters = [(lw.valid & (w.buf == b) & whole, load_w)]
+            if self.vop:
+                masters.append((self.vwr.valid & (self.vwr.payload.buf == b), self.vwr.payload))
+            if self.gemm and b == Buf.ACC:
+                gw = Signal(write_layout(L), name="acc_gemm_w")
+                aw = self.acc_wr.payload
+                m.d.comb += [gw.buf.eq(b), gw.mask.eq(aw.mask)]
+                m.d.comb += [gw.addr[r].eq(aw.addr + r) for r in range(p.rows)]
+                m.d.comb += [gw.data[r].eq(aw.data[r]) for r in range(p.rows)]
+                masters.append((self.acc_wr.valid, gw))
+            readies, _ = arbitrate(m, f"{b.name.lower()}_w", wb.wr, masters)
+            with m.If(w.buf == b):
+                m.d.comb += load_ready.eq(Mux(whole, readies[0], 1))
+            if self.vop:
+                vop_wr_ready[b] = readies[1]
+            if self.gemm and b == Buf.ACC:
+                m.d.comb += self.acc_wr.ready.eq(readies[-1])
+        with m.If(lw.valid & is_word & lw.ready):
+            m.d.sync += [held_mask.eq(Mux(whole, 0, merged_mask)), held_data.eq(merged)]
+        if self.vop:
+            with m.Switch(self.vwr.payload.buf):
+                for b, ready in vop_wr_ready.items():
+                    with m.Case(b):
+                        m.d.comb += self.vwr.ready.eq(ready)
+
+        # ---- reads -------------------------------------------------------------------------------------------
+        answers = m.submodules.answers = fifo.SyncFIFO(width=32, depth=self.read_depth)
+        s_pending, s_buf = Signal(), Signal(3)            # a STORE read taken last cycle is answered now
+        sr = self.rd_req
+        s_room = (answers.level + s_pending) < self.read_depth
+        s_ready = Signal()
+        m.d.comb += sr.ready.eq(s_ready)
+        m.d.sync += [s_pending.eq(sr.valid & sr.ready), s_buf.eq(sr.payload.buf)]
+        answer = Signal(32)
+        m.d.comb += [answers.w_en.eq(s_pending), answers.w_data.eq(answer),
+                     self.rd_resp.valid.eq(answers.r_rdy), self.rd_resp.payload.eq(answers.r_data),
+                     answers.r_en.eq(self.rd_resp.ready)]
+
+        # Vector engine ports: which source took each port's last request (its answer comes from there).
+        srcs = {}
+        if self.vop:
+            for port in ("rd_a", "rd_b"):
+                rd = getattr(self, port)
+                src = srcs[port] = Signal(3, name=f"{port}_src")
+                with m.If(rd.req.valid & rd.req.ready):
+                    m.d.sync += src.eq(rd.req.payload.buf)
+
+        # ACT: STORE, GEMM, then the vector engine's adapters, on the one wide read port.
+        act_masters, act_takers, after = [], [], []
+        act_masters.append((sr.valid & s_room & (sr.payload.buf == Buf.ACT), sr.payload.addr))
+        act_takers.append((None, 1))
+        if self.gemm:
+            act_masters.append((self.act_rd.valid, self.act_rd.payload))
+            act_takers.append((self.act_data.valid, self.act_data.ready))
+            m.d.comb += self.act_data.payload.eq(act.rd_data.payload)
+        if self.vop:
+            for port in ("rd_a", "rd_b"):
+                ad = _ActLanes(m, port, getattr(self, port), L, act, srcs[port])
+                act_masters.append((ad.issue, ad.addr))
+                act_takers.append((ad.data_valid, 1))
+                after.append((port, ad))
+        readies, owner = arbitrate(m, "act_r", act.rd, act_masters)
+        _route_answer(m, act.rd_data, owner, act_takers)
+        with m.If(sr.payload.buf == Buf.ACT):
+            m.d.comb += s_ready.eq(readies[0])
+        with m.If(s_buf == Buf.ACT):
+            m.d.comb += answer.eq(act.rd_data.payload[0].as_unsigned())
+        if self.gemm:
+            m.d.comb += self.act_rd.ready.eq(readies[1])
+        for k, (port, ad) in enumerate(after):
+            ad.finish(readies[len(act_masters) - len(after) + k])
+
+        # Word buffers: port 0 for the STORE, src1 and the GEMM engine's ACC reads; port 1 for src2.
+        for b, wb in self.words.items():
+            n = b.name.lower()
+            one = Signal(read_request_layout(L), name=f"{n}_store_r")
+            m.d.comb += [one.buf.eq(b), one.addr[0].eq(sr.payload.addr), one.mask.eq(1)]
+            masters = [(sr.valid & s_room & (sr.payload.buf == b), one)]
+            takers = [(None, 1)]
+            if self.vop:
+                ra = self.rd_a
+                masters.append((ra.req.valid & (ra.req.payload.buf == b), ra.req.payload))
+                takers.append((Signal(name=f"{n}_a_valid"), ra.resp.ready & (srcs["rd_a"] == b)))
+            if self.gemm and b == Buf.ACC:
+                g = Signal(read_request_layout(L), name="acc_gemm_r")
+                m.d.comb += [g.buf.eq(b), g.mask.eq(self.acc_rd.payload.mask)]
+                m.d.comb += [g.addr[r].eq(self.acc_rd.payload.addr + r) for r in range(p.rows)]
+                masters.append((self.acc_rd.valid, g))
+                takers.append((self.acc_rd_data.valid, self.acc_rd_data.ready))
+                m.d.comb += [self.acc_rd_data.payload[r].eq(wb.rd0.resp.payload[r]) for r in range(p.rows)]
+            readies, owner = arbitrate(m, f"{n}_r0", wb.rd0.req, masters)
+            _route_answer(m, wb.rd0.resp, owner, takers)
+            with m.If(sr.payload.buf == b):
+                m.d.comb += s_ready.eq(readies[0])
+            with m.If(s_buf == b):
+                m.d.comb += answer.eq(wb.rd0.resp.payload[0])
+            if self.gemm and b == Buf.ACC:
+                m.d.comb += self.acc_rd.ready.eq(readies[-1])
+            if self.vop:
+                with m.If(self.rd_a.req.payload.buf == b):
+                    m.d.comb += self.rd_a.req.ready.eq(readies[1])
+                with m.If(srcs["rd_a"] == b):
+                    m.d.comb += [self.rd_a.resp.valid.eq(takers[1][0]), self.rd_a.resp.payload.eq(wb.rd0.resp.payload)]
+                rb = self.rd_b
+                m.d.comb += [wb.rd1.req.valid.eq(rb.req.valid & (rb.req.payload.buf == b)),
+                             wb.rd1.req.payload.eq(rb.req.payload), wb.rd1.resp.ready.eq(rb.resp.ready & (srcs["rd_b"] == b))]
+                with m.If(rb.req.payload.buf == b):
+                    m.d.comb += rb.req.ready.eq(wb.rd1.req.ready)
+                with m.If(srcs["rd_b"] == b):
+                    m.d.comb += [rb.resp.valid.eq(wb.rd1.resp.valid), rb.resp.payload.eq(wb.rd1.resp.payload)]
+        return m
+
+    @staticmethod
+    def _sub(m: Module, name: str, component):
+        m.submodules[name] = component
+        return component
+
+
+class _ActLanes:
+    """A vector engine read port's requests on ACT: the masked lanes' bytes read one per cycle through the wide
+    port (lane 0 of each answer), collected, then answered as one response (sign-extended), held until taken.
+    One request at a time; `issue` / `addr` are its requests to the ACT arbiter, `data_valid` the answers it owns."""
+
+    def __init__(self, m: Module, name: str, port, lanes: int, act: ActBuffer, src: Signal):
+        self.m, self.port, self.lanes, self.src = m, port, lanes, src
+        req = port.req
+        self.busy, self.inflight, self.rvalid = (Signal(name=f"{name}_act_{s}") for s in ("busy", "inflight", "rvalid"))
+        self.todo = Signal(lanes, name=f"{name}_act_todo")
+        self.which = Signal(lanes, name=f"{name}_act_which")           # the lane of the read in flight
+        self.addrs = Signal(data.ArrayLayout(ADDR_BITS, lanes), name=f"{name}_act_addrs")
+        self.result = Signal(data.ArrayLayout(32, lanes), name=f"{name}_act_result")
+        self.low = _lowest(m, self.todo, f"{name}_act_low")
+        self.issue = Signal(name=f"{name}_act_issue")
+        self.addr = Signal(act.rd.payload.shape(), name=f"{name}_act_addr")
+        self.data_valid = Signal(name=f"{name}_act_data")
+        m.d.comb += [self.issue.eq(self.busy & (self.todo != 0)),
+                     self.addr.eq(_or(Mux(self.low[k], self.addrs[k], 0) for k in range(lanes)))]
+        take = req.valid & (req.payload.buf == Buf.ACT) & ~self.busy & ~self.rvalid
+        with m.If(take):
+            m.d.sync += [self.busy.eq(1), self.todo.eq(req.payload.mask), self.addrs.eq(req.payload.addr)]
+        with m.If(self.data_valid):
+            byte = act.rd_data.payload[0]
+            for k in range(lanes):
+                with m.If(self.which[k]):
+                    m.d.sync += self.result[k].eq(byte)
+        with m.If(req.payload.buf == Buf.ACT):
+            m.d.comb += req.ready.eq(take)
+
+    def finish(self, granted) -> None:
+        m, port = self.m, self.port
+        fire = self.issue & granted
+        with m.If(fire):
+            m.d.sync += [self.todo.eq(self.todo & ~self.low), self.which.eq(self.low), self.inflight.eq(1)]
+        with m.Elif(self.data_valid):
+            m.d.sync += self.inflight.eq(0)
+        with m.If(self.busy & (self.todo == 0) & ~self.inflight):
+            m.d.sync += [self.busy.eq(0), self.rvalid.eq(1)]
+        with m.If(self.rvalid & port.resp.ready & (self.src == Buf.ACT)):
+            m.d.sync += self.rvalid.eq(0)
+        with m.If(self.src == Buf.ACT):
+            m.d.comb += [port.resp.valid.eq(self.rvalid), port.resp.payload.eq(self.result)]
