@@ -117,7 +117,7 @@ def test_a_transcendental_vop_stops_the_core_naming_it(devices):
     stream = [Instr(Op.NOP), exp, Instr(Op.FINISH)]
     rtl.load_stream(stream)
     with pytest.raises(RtlUnsupportedError, match=r"^the RTL core does not run EXP yet: it stopped at instruction 1 "
-                                                  r"\(VOP EXP") as e:
+                                                  r"\(VOP.EXP") as e:
         rtl.run()
     assert "\n" not in str(e.value) and e.value.index == 1
     # the device runs the next stream
