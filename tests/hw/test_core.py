@@ -14,7 +14,7 @@ import pytest
 from tritc.codegen.fpga.isa import INSTR_BYTES, MAGIC, STREAM_HEADER, Buf, Instr, Op, StreamError, encode, encode_stream
 from tritc.errors import AcceleratorTimeoutError, ArtifactCompatibilityError
 from tritc.runtime.fpga import DeadlockError, Device, DeviceError, Simulator
-from tritc.runtime.rtl import ABSENT_KEYS, RtlDevice, RtlUnsupportedError
+from tritc.runtime.rtl import ABSENT_KEYS, RtlDevice
 
 from .conftest import SMALL
 from .test_dma import random_transfer
@@ -178,12 +178,6 @@ def test_a_malformed_word_stops_the_core_with_its_index(devices):
         rtl.load_stream(data, check=False)                            # ... and the core's own decoder, too
         with pytest.raises(StreamError, match=f"RTL core stopped at instruction 2: its decoder refused .*{why}"):
             rtl.run()
-    gemm = Instr(Op.GEMM, m=1, n=1, kw=1)
-    with pytest.raises(RtlUnsupportedError, match="the RTL core does not run VOP/GEMM yet: instruction 1 "):
-        rtl.load_stream([Instr(Op.NOP), gemm, Instr(Op.FINISH)])
-    rtl.load_stream(raw_stream([encode(Instr(Op.NOP)), encode(gemm), encode(Instr(Op.FINISH))]), check=False)
-    with pytest.raises(StreamError, match=r"stopped at instruction 1 \(GEMM .*it has no GEMM unit"):
-        rtl.run()
     far = Instr(Op.LOAD, buf=Buf.VEC, sram_addr=0, dram_addr=60000, rows=1, cols=4, dram_rs=16, dram_cs=4, sram_rs=4)
     rtl.load_stream(raw_stream([encode(far), encode(Instr(Op.FINISH))]), check=False)   # unchecked: past DRAM
     with pytest.raises(DeviceError, match="the RTL simulation stopped: the core read DRAM byte 0xea40"):
@@ -208,65 +202,3 @@ def test_host_access_and_the_cycle_budget(devices):
     finally:
         rtl.max_cycles = 100_000
     assert rtl.run()["instructions"] == 41    # rebuilt after the timeout
-
-
-def test_compute_units_are_dispatched_in_order_with_their_tokens():
-    """A core built with both compute units has their dispatch ports (`gemm`, `vop`: cmd out, done in); here a
-    testbench plays the units, each taking 20 cycles. The GEMM waits for the LOAD's token, the VOP follows the GEMM,
-    the STORE waits for the VOP's token, FINISH for everyone."""
-    from tritc.codegen.fpga.isa import encode
-    from tritc.hw.core import Core
-    from tritc.hw.engines import State
-    from tritc.hw.memory import DramModel
-    from tritc.hw.params import hw_params
-    from tritc.hw.sim import run
-
-    p = hw_params(SMALL)
-    core = Core(p, frozenset({"gemm", "vop"}))
-    load = Instr(Op.LOAD, buf=Buf.ACT, sram_addr=0, dram_addr=0, rows=1, cols=16, dram_rs=16, dram_cs=1, sram_rs=16)
-    stream = [load.replace(push_next=1), Instr(Op.GEMM, m=1, n=4, kw=1, reset=1, pop_prev=1),
-              Instr(Op.VOP, func=0, rows=1, cols=4, dst_buf=3, src1_buf=2, src1_cs=1, dst_cs=1, push_next=1),
-              Instr(Op.STORE, **{**load.fields, "dram_addr": 256}, pop_prev=1), Instr(Op.FINISH)]
-    dram = DramModel.for_params(core.mem, p, 4096)
-    words = b"".join(encode(i) for i in stream)
-    dram.mem[1024:1024 + len(words)] = np.frombuffer(words, np.uint8)
-    log: list[tuple[str, int, int]] = []   # (event, op, cycle)
-    now = [0]
-
-    def unit(name: str):
-        async def bench(ctx):
-            port = getattr(core, name)
-            ctx.set(port.cmd.ready, 1)
-            while True:
-                _, _, valid, cmd = await ctx.tick().sample(port.cmd.valid, port.cmd.payload)
-                if valid:
-                    log.append((f"{name} start", int(cmd.op), now[0]))
-                    for _ in range(20):
-                        await ctx.tick()
-                    ctx.set(port.done.valid, 1)
-                    await ctx.tick()
-                    ctx.set(port.done.valid, 0)
-                    log.append((f"{name} done", int(cmd.op), now[0]))
-        return bench
-
-    async def host(ctx):
-        ctx.set(core.base, 1024 // p.mem_beat_bytes)
-        ctx.set(core.count, len(stream))
-        ctx.set(core.start, 1)
-        await ctx.tick()
-        ctx.set(core.start, 0)
-        while True:
-            _, _, running, store_state = await ctx.tick().sample(core.running, core.store_state)
-            now[0] += 1
-            if store_state == State.EXEC and not any(e == "store start" for e, *_ in log):
-                log.append(("store start", int(Op.STORE), now[0]))
-            if not running:
-                break
-        assert ctx.get(core.finished) and not ctx.get(core.deadlock)
-        assert ctx.get(core.instructions) == len(stream)
-
-    run(core, host, background=(dram.serve, unit("gemm"), unit("vop")), max_cycles=5000)
-    events = [e for e, *_ in log]
-    assert events == ["gemm start", "gemm done", "vop start", "vop done", "store start"], log
-    assert [op for _, op, _ in log[:4]] == [Op.GEMM, Op.GEMM, Op.VOP, Op.VOP]
-    assert log[4][2] > log[3][2]      # the STORE popped c2s only once the VOP had finished

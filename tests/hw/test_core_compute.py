@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from tritc.codegen.fpga import isa
-from tritc.codegen.fpga.isa import ELEM_BYTES, Buf, Instr, Op, StreamError, VFunc
+from tritc.codegen.fpga.isa import ELEM_BYTES, Buf, Instr, Op, StreamError, VFunc, encode
 from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import Simulator
 from tritc.runtime.rtl import RtlDevice, RtlUnsupportedError
 
 from .conftest import SMALL
+from .test_core import raw_stream
 from .test_gemm_engine import random_gemms
 from .vector_bench import TESTED, random_vop
 
@@ -132,6 +133,11 @@ def test_a_core_without_its_vector_engine_runs_gemms():
     got, want = run_both(devices, stream, 7)
     print(f"\nGEMMs only: RTL {got['cycles']} cycles, Simulator {want['cycles']}")
     compare(devices)
+    vop = random_vop(VFunc.ADD, random.Random(1), devices[0].params.buffer_units)
     with pytest.raises(RtlUnsupportedError, match="built without its VOP engine: instruction 1"):
-        devices[0].load_stream([Instr(Op.NOP), random_vop(VFunc.ADD, random.Random(1), devices[0].params.buffer_units),
-                                Instr(Op.FINISH)])
+        devices[0].load_stream([Instr(Op.NOP), vop, Instr(Op.FINISH)])
+    # unchecked, the word reaches fetch, which refuses it (the `absent` error) with its index
+    devices[0].load_stream(raw_stream([encode(Instr(Op.NOP)), encode(vop), encode(Instr(Op.FINISH))], SMALL),
+                           check=False)
+    with pytest.raises(StreamError, match=r"stopped at instruction 1 \(VOP.ADD .*it has no VOP unit"):
+        devices[0].run()

@@ -1,9 +1,11 @@
 """Co-simulation and the RTL device's plumbing: CosimDevice on streams built directly (both devices end with the same
-DRAM; a corrupted byte is reported with its address and tensor), `tritc hw cosim` on a model (its GEMM / VOP streams
-reported as not supported yet), `tritc.load(path, device="rtl")` and `tritc run --device rtl`."""
+DRAM; a corrupted byte is reported with its address and tensor; a GEMM stream compared, a stream the core stops at
+(EXP) run on the Simulator alone and reported), `tritc hw cosim` and `tritc.load(path, device="rtl")` on the digits
+classifier (its device stream of GEMMs and VOPs identical)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,13 @@ import pytest
 
 import tritc
 from tritc.cli import main
-from tritc.codegen.fpga.isa import Buf, Instr, Op
+from tritc.codegen.fpga.isa import Buf, Instr, Op, VFunc
 from tritc.errors import OptionError
 from tritc.runtime.cosim import CosimDevice, CosimMismatchError, format_reports
 from tritc.runtime.fpga_model import make_device
 from tritc.runtime.rtl import RtlDevice
 
+from .conftest import DIGITS as DIGITS_CONFIG
 from .conftest import SMALL
 
 DIGITS = Path(__file__).resolve().parents[1] / "fixtures" / "digits"
@@ -59,15 +62,21 @@ def test_cosim_device_compares_dram_at_finish(monkeypatch):
         dev.run()
 
 
-def test_cosim_device_runs_a_gemm_stream_on_the_simulator_alone():
+def test_cosim_device_compares_a_gemm_stream_and_reports_a_refused_vop():
     dev = CosimDevice(SMALL, dram_bytes=DRAM)
     store = Instr(Op.STORE, buf=Buf.ACC, sram_addr=0, dram_addr=0x400, rows=1, cols=4, dram_rs=16, dram_cs=4,
                   sram_rs=4)
     dev.load_stream([Instr(Op.GEMM, m=1, n=4, kw=1, reset=1, push_next=1), store.replace(pop_prev=1),
                      Instr(Op.FINISH)])
     dev.run()
-    assert dev.reports[0].rtl is None
-    assert dev.reports[0].skipped == "not supported by the RTL core yet (instruction 0 is a GEMM)"
+    assert dev.reports[0].rtl is not None and dev.reports[0].mismatch is None
+    exp = Instr(Op.VOP, func=VFunc.EXP, rows=1, cols=4, dst_buf=Buf.ACC, src1_buf=Buf.VEC, src1_cs=1, dst_cs=1,
+                push_next=1)
+    dev.load_stream([exp, store.replace(pop_prev=1), Instr(Op.FINISH)])
+    dev.run()
+    assert dev.reports[1].rtl is None
+    assert dev.reports[1].skipped.startswith("not supported by the RTL core yet: the RTL core does not run EXP yet: "
+                                             "it stopped at instruction 0 (VOP.EXP")
     assert np.array_equal(dev.rtl.dram, dev.sim.dram)     # the next stream starts from the same image
 
 
@@ -81,25 +90,30 @@ def test_device_names():
 @pytest.fixture(scope="module")
 def mlp_artifact(tmp_path_factory):
     path = tmp_path_factory.mktemp("rtl") / "mlp.tritc"
-    tritc.compile(str(DIGITS / "ternary_mlp.onnx"), target="fpga", shapes={"batch": 2}).save(path)
+    tritc.compile(str(DIGITS / "ternary_mlp.onnx"), target="fpga", fpga_config=DIGITS_CONFIG,
+                  shapes={"batch": 1}).save(path)
     return path
 
 
-def test_load_and_run_on_the_rtl_device(mlp_artifact, tmp_path, capsys):
+def test_load_and_run_on_the_rtl_device(mlp_artifact):
+    """The digits classifier on the RTL device gives the Simulator's outputs bit for bit (its first layer is a
+    device stream of GEMMs and VOPs on DIGITS; the rest runs on the host)."""
     model = tritc.load(mlp_artifact, device="rtl")
     assert isinstance(model.device, RtlDevice)
-    x = np.zeros((2, 64), np.float32)
-    with pytest.raises(tritc.errors.UnsupportedError, match="the RTL core does not run VOP/GEMM yet"):
-        model.run(None, {"x": x})
-    np.save(tmp_path / "x.npy", x)
-    assert main(["run", str(mlp_artifact), "--input", f"x={tmp_path / 'x.npy'}", "--device", "rtl"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "tritc: error: the RTL core does not run VOP/GEMM yet" in err
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    got = model.run(None, {"x": x})
+    want = tritc.load(mlp_artifact).run(None, {"x": x})
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
-def test_hw_cosim_command(capsys):
-    assert main(["hw", "cosim", str(DIGITS / "ternary_mlp.onnx"), "--shape", "batch=2"]) == 0
+def test_hw_cosim_command(capsys, tmp_path):
+    """`tritc hw cosim` on the digits classifier: its device stream (9 GEMMs, 40 VOPs) identical at FINISH."""
+    config = tmp_path / "digits.json"
+    config.write_text(json.dumps(DIGITS_CONFIG.to_json()))
+    assert main(["hw", "cosim", str(DIGITS / "ternary_mlp.onnx"), "--shape", "batch=1", "--fpga-config",
+                 str(config)]) == 0
     out = capsys.readouterr().out
-    assert "Simulator cycles" in out and "RTL cycles" in out
-    assert "not supported by the RTL core yet (instruction 1 is a VOP)" in out
+    print("\n" + out)
+    assert "Simulator cycles" in out and "RTL cycles" in out and "identical" in out
+    assert "1 stream run(s) compared: DRAM identical at each FINISH" in out
     assert main(["hw"]) == 2
