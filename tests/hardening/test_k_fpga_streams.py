@@ -311,7 +311,7 @@ def test_55_streams_before_isa_3_are_refused(sb):
     legacy = b"TRITISA1" + struct.pack("<I", 4) + blob[STREAM_HEADER.size:]
     for version, stream in ((2, with_header(blob, version=2)), (1, legacy)):
         sim = Simulator(EDGE, dram_bytes=1 << 20)
-        refuses(sb, lambda: sim.load_stream(stream), ArtifactCompatibilityError,
+        refuses(sb, lambda sim=sim, stream=stream: sim.load_stream(stream), ArtifactCompatibilityError,
                 names=[f"ISA version {version}", f"run ISA version {ISA_VERSION}", "weight layout", "lower the model"])
         untouched(sim)
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tritc.codegen.fpga.config import PRESETS, FpgaConfig
-from tritc.codegen.fpga.isa import (DEP_FLAGS, Buf, Instr, Op, VFunc, f32_bits, interleave_words, pack_words, padded_kw,
-                                   wgt_span_words)
+from tritc.codegen.fpga.isa import DEP_FLAGS, Buf, Instr, Op, VFunc, f32_bits, interleave_words, pack_words, padded_kw, wgt_span_words
 
 
 def config(name: str = "edge", **changes) -> FpgaConfig:

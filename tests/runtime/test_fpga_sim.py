@@ -20,8 +20,21 @@ from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import ENERGY_PJ, DeadlockError, Device, DeviceError, HazardError, Simulator
 
 from ..properties import budget
-from .fpga_streams import (BITNET_2B, SMALL, DecoderShape, StreamBuilder, config, decoder_step, gemv_weights, load, row,
-                           store, tile_load, vop, weight_image_bytes)
+from .fpga_streams import (
+    BITNET_2B,
+    SMALL,
+    DecoderShape,
+    StreamBuilder,
+    config,
+    decoder_step,
+    gemv_weights,
+    load,
+    row,
+    store,
+    tile_load,
+    vop,
+    weight_image_bytes,
+)
 
 EDGE = config("edge")
 MIB = 1 << 20

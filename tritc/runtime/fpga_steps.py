@@ -16,8 +16,19 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..codegen.fpga import vector_unit as vu
 from ..codegen.fpga.config import FpgaConfig
-from ..codegen.fpga.isa import (BINARY, ELEM_BYTES, REDUCTIONS, Buf, Instr, Op, VFunc, bits_f32, decode_words,
-                                deinterleave_words, wgt_span_words)
+from ..codegen.fpga.isa import (
+    BINARY,
+    ELEM_BYTES,
+    REDUCTIONS,
+    Buf,
+    Instr,
+    Op,
+    VFunc,
+    bits_f32,
+    decode_words,
+    deinterleave_words,
+    wgt_span_words,
+)
 from ..codegen.fpga.verify import QUEUES, View, pops, pushes
 
 # fp32 additions and multiplications per element of each vector function (its algorithm in ISA.md; the shared

@@ -134,8 +134,8 @@ class DramMap:
 
 @dataclass(frozen=True)
 class WeightEntry:
-    """A weight or constant in the image. Ternary: packed words at `addr` (group-major, column-major), fp32 scales
-    at `scale_addr` ([1] per tensor, [N] per channel, [G, N] per group)."""
+    """A weight or constant in the image. Ternary: packed words at `addr`, per group the ISA v3 layout (blocks of
+    `rows` columns, beat by beat), fp32 scales at `scale_addr` ([1] per tensor, [N] per channel, [G, N] per group)."""
 
     name: str
     kind: str                       # "ternary" | "dense"
