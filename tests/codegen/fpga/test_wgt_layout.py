@@ -133,3 +133,43 @@ def test_a_version_2_stream_is_refused():
         decode_stream(bytes(old))
     assert str(e.value) == ("instruction stream of ISA version 2; this tritc and its devices run ISA version 3 (version 3 "
                             "changed the weight layout in WGT: lower the model again)")
+
+
+@pytest.mark.parametrize("lanes,packing", [(128, "2bit"), (64, "base3")])
+def test_weight_tiles_land_as_a_gemm_of_their_columns_reads_them(lanes, packing):
+    """lower_weights: every tile weight_tiles cuts (heads inside a block, whole blocks, part blocks, the padded last
+    block) and every K-chunk in whole beats (several blocks of a chunk: one run each), LOADed from the image, is in WGT
+    what interleave_words makes of the tile's own columns and words."""
+    from tritc.codegen.fpga.lower_ctx import LowerCtx
+    from tritc.codegen.fpga.lower_image import DramMap, ImageWriter, ternary_entry
+    from tritc.codegen.fpga.lower_weights import load_weight_tile, tile_span, weight_tiles
+    from tritc.ir.graph import Graph
+    from tritc.ir.ternary import TernaryWeight
+
+    cfg = dataclasses.replace(BASE, matrix_lanes=lanes, weight_packing=packing, weight_buffer_bytes=1 << 14).validate()
+    rows, per_beat, wb = cfg.matrix_rows, cfg.words_per_beat, cfg.word_bytes
+    rng = np.random.default_rng(lanes)
+    k, n = 64 * 5 - 7, 23                                              # kw = 5, n = 5 blocks of 4 and 3
+    w = TernaryWeight(rng.integers(-1, 2, (k, n)).astype(np.int8), np.float32(1.0))
+    out = ImageWriter(0)
+    e = ternary_entry("w", w, cfg, out)
+    image = out.image({"w": e})
+    padded = np.zeros((n, 64 * 5), np.int8)
+    padded[:, :k] = w.trits.T
+    words = pack_words(padded, packing)                                # [n, kw * wb], column-major
+    cases = [(n0, nn, k0, kn) for c0, c1, n_t in ((0, n, 8), (1, n, 8), (2, 21, 3), (5, n, 6), (0, n, 23))
+             for n0, nn in weight_tiles(c0, c1, n_t, rows)
+             for k0, kn in ((0, 5), (0, 2 * per_beat), (2 * per_beat, 5 - 2 * per_beat))]
+    for n0, nn, k0, kn in cases:
+        assert n0 % rows == 0 or n0 // rows == (n0 + nn - 1) // rows       # a head stays inside its block
+        ctx = LowerCtx(Graph("t"), cfg, DramMap(1 << 14, cfg.dram_bytes), image, True)
+        wgt = load_weight_tile(ctx, e, 0, n0, nn, k0, kn)
+        assert wgt % cfg.weight_beat_bytes == 0
+        sim = Simulator(cfg)
+        sim.write(0, image.data)
+        sim.raw[Buf.WGT][:] = 0x55 if packing == "2bit" else 0
+        sim.load_stream(ctx.s.finish())
+        sim.run()
+        span = sim.raw[Buf.WGT][wgt:wgt + tile_span(e, nn, kn)]
+        got = deinterleave_words(span, nn, kn, rows, per_beat, wb)
+        assert np.array_equal(got, words[n0:n0 + nn, k0 * wb:(k0 + kn) * wb]), (n0, nn, k0, kn)
