@@ -61,7 +61,8 @@ class FpgaConfig:
     @property
     def words_per_beat(self) -> int:
         """P: packed words an adder tree takes per cycle, at least 1 (fewer than 64 lanes take one word over
-        64 / matrix_lanes cycles). WGT holds weights in beats of matrix_rows * P words (docs/ISA.md, "Weight layout")."""
+        64 / matrix_lanes cycles). WGT holds weights in beats of matrix_rows * P words (docs/ISA.md, "Weight
+        layout")."""
         return max(1, self.matrix_lanes // TRIT_GROUP)
 
     @property
