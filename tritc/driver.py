@@ -254,7 +254,7 @@ def fpga_ahead_of_time(fm: Any, graph: Graph, given: dict[str, int], model: Any,
                 value = dimlib.evaluate(dim, sizes)
                 if value is not None:
                     sizes[sym] = value
-        fm.program.code_for(sizes)
+        fm.program.code_for(sizes, ahead=True)
         return
     try:
         free = {s: v for s, v in default_sizes(graph, {}, model, lambda _m: None).items() if s not in relations}
@@ -263,7 +263,7 @@ def fpga_ahead_of_time(fm: Any, graph: Graph, given: dict[str, int], model: Any,
             value = dimlib.evaluate(dim, free)
             if value is not None:
                 sizes[sym] = value
-        fm.program.code_for(sizes)
+        fm.program.code_for(sizes, ahead=True)
     except (CompilerError, InternalError) as e:  # (sizes the model's shape rules reject surface as either)
         fm.program.codes.clear()
         say(f"no stream lowered ahead of time ({str(e).splitlines()[0]}); each size is lowered at its first run")

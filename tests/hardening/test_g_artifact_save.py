@@ -18,6 +18,7 @@ import pytest
 import tritc
 from tritc.errors import ArtifactWriteError, CompilerError
 from tritc.runtime import artifact as art
+from tritc.runtime import atomic
 from tritc.runtime import serialize
 
 from .artifacts import compile_small, reference
@@ -136,7 +137,7 @@ def test_36_read_only_folder(sb, model, dest, monkeypatch):
     if os.geteuid() == 0:
         def refuse(*a, **k):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        monkeypatch.setattr(art.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
         refuses(sb, lambda: model.save(dest), ArtifactWriteError, names=["m.tritc", "not writable", "out"])
     else:
         sb.out.chmod(0o555)

@@ -19,6 +19,7 @@ from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
 from tritc.hw.fp_sqrt import FpSqrt
+from tritc.hw.gemm_engine import GemmEngine
 from tritc.hw.lane_reduce import LaneReducer
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.memory import MemArbiter
@@ -26,6 +27,7 @@ from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
 from tritc.hw.weight_decoder import WordDecoder
+from tritc.hw.wgt_buffer import WgtBuffer
 
 from .conftest import SMALL
 
@@ -51,6 +53,10 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
+    "wgt-buffer": lambda: WgtBuffer(P),
+    "gemm-engine-4x16-base3": lambda: GemmEngine(P),
+    "gemm-engine-1x128-2bit": lambda: GemmEngine(hw_params(dataclasses.replace(
+        SMALL, matrix_rows=1, matrix_lanes=128, weight_packing="2bit"))),
 }
 
 
@@ -66,6 +72,6 @@ def test_components_elaborate_for_the_presets(preset):
     # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
     # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
     p = hw_params(preset)
-    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), MemArbiter(p, 4), TokenQueues(p.queue_depth),
-                      InstrDecoder()):
+    for component in (LoadMover(p), StoreMover(p), ActBuffer(p), WgtBuffer(p), MemArbiter(p, 4),
+                      TokenQueues(p.queue_depth), InstrDecoder()):
         assert Fragment.get(component, None) is not None

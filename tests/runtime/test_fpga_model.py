@@ -67,6 +67,26 @@ def test_fpga_artifact_round_trips(digits_mlp, tmp_path):
     assert loaded.compilations == 0   # the stored stream ran: nothing lowered again for batch 4
 
 
+def test_streams_lowered_at_run_time_are_capped(digits_mlp):
+    """A stream per size is lowered at its first run; of those, the most recently used max_runtime_codes stay (a
+    decoder lowers one per context length): the compile-time stream stays, an evicted size is lowered again and
+    runs right, and no host model is served to the wrong region."""
+    program = digits_mlp.program
+    saved = program.max_runtime_codes
+    program.max_runtime_codes = 2
+    try:
+        rng = np.random.default_rng(1)
+        feeds = {b: rng.random((b, 64), dtype=np.float32) for b in (1, 2, 3)}
+        before = digits_mlp.compilations
+        for b in (1, 2, 3, 1):
+            (y,) = digits_mlp.run(None, {"x": feeds[b]})
+            np.testing.assert_array_equal(y, reference(digits_mlp, {"x": feeds[b]})[0])
+        assert digits_mlp.compilations - before == 4 and program.evictions >= 2   # batch 1 was evicted, lowered again
+        assert (("batch", 4),) in program.codes and len(program.codes) == 3         # the compiled batch 4, and two
+    finally:
+        program.max_runtime_codes = saved
+
+
 def test_bitnet_fixture_runs_with_its_layers_on_the_device():
     model = tritc.compile(str(TRANSFORMERS / "bitnet_actquant_dynamo18.onnx"), target="fpga",
                           shapes={"batch": 1, "seq": 5})

@@ -1,6 +1,9 @@
 """The Simulator device: hand-written streams against numpy references computed here (bit-exact on integer
 paths and IEEE functions), the vector unit through real instructions, malformed streams and deadlocks refused
-with the instruction named, and the cycle model's costs (transfers, the shared DRAM channel, double buffering)."""
+with the instruction named, and the cycle model's costs (transfers, the shared DRAM channel, double buffering).
+
+The Simulator's own speed is measured in CPU seconds of this process (time.process_time), not wall time: the
+machine is shared, and another process's load must not fail these tests."""
 
 from __future__ import annotations
 
@@ -454,10 +457,10 @@ def test_missing_token_deadlocks_with_the_instruction_and_queue_named():
               store(Buf.ACC, 0, 0x100, 1, 1, pop_prev=1), Instr(Op.FINISH)]
     sim = sim_for()
     sim.load_stream(instrs)
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(DeadlockError) as e:
         sim.run()
-    assert time.perf_counter() - t < 1.0
+    assert time.process_time() - t < 1.0
     msg = str(e.value)
     assert "deadlock at cycle" in msg
     assert "compute engine at instruction 1 (GEMM" in msg and "waits for a token in l2c (pushed 0, popped 0)" in msg
@@ -717,10 +720,10 @@ def test_decode_step_stream_runs_fast_and_right(preset):
     sim = Simulator(cfg)                                # the preset's whole DRAM
     for addr, arr in image.items():
         sim.write(addr, arr)
-    t = time.perf_counter()
+    t = time.process_time()
     sim.load_stream(encode_stream(instrs))
     stats = sim.run()
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert elapsed < 10.0 and len(instrs) / elapsed > 2000        # measured: ~14,000 instructions/s
     assert stats["instructions"] == len(instrs)
     act = sim.read(probe["act"], 512).view(np.int8)
@@ -819,9 +822,9 @@ def test_timing_only_still_checks_races_deadlocks_and_malformed_streams():
 def best_time(fn, repeats=3) -> float:
     best = math.inf
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best
 
 
@@ -863,10 +866,10 @@ def timing_only_decode_step(sh: DecoderShape, preset: str, min_rate: float):
     instrs, image, _ = decoder_step(cfg, None, sh)      # no data: the stream alone
     assert image == {}
     sim = Simulator(cfg, functional=False)
-    t = time.perf_counter()
+    t = time.process_time()
     sim.load_stream(instrs)
     stats = sim.run()
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert stats["instructions"] == len(instrs) and stats["ternary_ops"] == linear_ops(sh)
     wbytes = weight_bytes(sh, cfg)
     assert wbytes < stats["dram_read_bytes"] < 1.1 * wbytes        # every weight read once, and little else

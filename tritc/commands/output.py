@@ -7,58 +7,26 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import OptionError
+from ..runtime.atomic import atomic_file
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the complete new one, never half.
-
-    A temporary file in the same folder is written, flushed to disk and renamed over `path`; a
-    symlink at `path` is replaced, not written through. Nothing is left behind on failure."""
+    """Write `data` to `path` so that a reader sees the old file or the complete new one, never half
+    (runtime/atomic.py); a failure is an OptionError naming the file, and nothing is left behind."""
     dest = Path(path)
-    folder = dest.parent if str(dest.parent) else Path(".")
     if dest.is_dir():
         raise OptionError(f"{dest}: is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OptionError(f"{dest}: cannot write here: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise OptionError(f"{dest}: cannot write: {e.strerror}") from None
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)  # make the rename itself durable
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    with atomic_file(dest, _cannot_write) as f:
+        f.write(data)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _cannot_write(dest: Path, e: OSError) -> OptionError:
+    return OptionError(f"{dest}: cannot write: {e.strerror or e}")
 
 
 def ending_in_newline(text: str) -> str:

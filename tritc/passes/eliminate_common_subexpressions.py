@@ -10,12 +10,13 @@ a second run of the pass change the graph.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, Value
 from .pass_manager import Pass, register
 
 # Ops whose result is not a pure function of operands and attributes are never merged.
@@ -32,9 +33,11 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def node_key(node: Node) -> tuple:
-    """What makes two nodes interchangeable: op, operands, attributes and result types."""
-    return (node.op, tuple(id(v) if v is not None else None for v in node.inputs),
+def node_key(node: Node, subst: Mapping[int, Value] | None = None) -> tuple:
+    """What makes two nodes interchangeable: op, operands, attributes and result types. `subst` maps the id of a
+    value to the one that is replacing it (the merges decided so far, applied later in one batch)."""
+    subst = subst or {}
+    return (node.op, tuple(id(subst.get(id(v), v)) if v is not None else None for v in node.inputs),
             tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items())),
             tuple(v.type for v in node.outputs))
 
@@ -47,19 +50,22 @@ class EliminateCommonSubexpressions(Pass):
 
     def run(self, graph: Graph) -> bool:
         seen: dict[tuple, Node] = {}
-        changed = False
         outputs = {id(v) for v in graph.outputs}
+        merges: list[tuple[Node, list[Value]]] = []
+        subst: dict[int, Value] = {}   # a merged node's result -> the first node's (its users see this in their keys)
         for node in graph.nodes:
             if node.op in IMPURE or (node.op == "identity" and id(node.outputs[0]) in outputs):
                 continue
-            key = node_key(node)
+            key = node_key(node, subst)
             first = seen.get(key)
             if first is None:
                 seen[key] = node
                 continue
             if node.op == "weight" and any(id(v) in outputs for v in node.outputs):
                 continue
-            graph.replace_node(node, first.outputs)
-            outputs = {id(v) for v in graph.outputs}  # an output may now be a naming identity
-            changed = True
-        return changed
+            merges.append((node, first.outputs))
+            subst.update((id(old), new) for old, new in zip(node.outputs, first.outputs))
+        # one batch: linear in the graph, where a merge at a time rescanned the outputs (a 10k-wide fan-out of
+        # outputs took minutes)
+        graph.replace_nodes(merges)
+        return bool(merges)

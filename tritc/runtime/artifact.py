@@ -18,17 +18,14 @@ import hmac
 import json
 import os
 import re
-import signal
 import struct
-import tempfile
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError, ArtifactIntegrityError, ArtifactVersionError, ArtifactWriteError, OptionError
+from .atomic import atomic_file
 
 MAGIC = b"TRITCART"
 # 3: the optional signature (flag SIGNED), `abi_version` in the manifest; 2: code for every size (entry ABI 3, symbolic
@@ -125,75 +122,19 @@ def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], se
     flags = SIGNED if key is not None else 0
     header = HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(mbytes), hashlib.sha256(mbytes).digest(), b"\0" * 8)
     sig = signature(check_key(key), header, mbytes) if key is not None else b""
-    with _signals_raise():  # SIGTERM / SIGHUP too remove the temporary file
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-        except OSError as e:
-            raise _write_error(dest, e) from e
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(sig)
-                f.write(mbytes)
-                base = f.tell()
-                for off, name, data in layout:
-                    f.seek(base + off)
-                    if _fault is not None:
-                        _fault(name.split(".")[0])
-                    f.write(data)
-                f.truncate(base + pos)  # an empty last section still ends the file at its offset
-                if _fault is not None:
-                    _fault("manifest")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)  # replaces a symlink itself, never writes through it
-        except BaseException as e:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            if isinstance(e, OSError):
-                raise _write_error(dest, e) from e
-            raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the rename itself is atomic
-
-
-TERMINATING = ("SIGTERM", "SIGHUP")  # signals whose default action ends the process with no Python cleanup
-
-
-class Terminated(SystemExit):
-    """A terminating signal arrived while a temporary artifact existed: raised so that it is removed; the process
-    then exits with 128 + the signal's number, as the signal would have."""
-
-
-def _raise_terminated(signum: int, _frame: Any) -> None:
-    raise Terminated(128 + signum)
-
-
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """While the temporary file exists, SIGTERM and SIGHUP (if left at their default action, in the main thread,
-    where Python runs handlers) raise Terminated instead of killing the process before it can remove the file.
-    SIGINT already raises KeyboardInterrupt. SIGKILL cannot be caught: the file may then remain, under its
-    temporary name (`.NAME.*.tmp`), never as the destination."""
-    saved: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in TERMINATING:
-            sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
-                saved[sig] = signal.signal(sig, _raise_terminated)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    with atomic_file(dest, _write_error) as f:
+        f.write(header)
+        f.write(sig)
+        f.write(mbytes)
+        base = f.tell()
+        for off, name, data in layout:
+            f.seek(base + off)
+            if _fault is not None:
+                _fault(name.split(".")[0])
+            f.write(data)
+        f.truncate(base + pos)  # an empty last section still ends the file at its offset
+        if _fault is not None:
+            _fault("manifest")
 
 
 def _write_error(dest: Path, e: OSError) -> ArtifactWriteError:

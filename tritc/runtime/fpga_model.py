@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -98,7 +99,9 @@ class FpgaModel:
         self._resident: dict[str, tuple] = {}          # past input -> identity of the host array the device holds
         self._top = config.dram_bytes // PIN_ALIGN * PIN_ALIGN
         self._cache_in_place: tuple[FpgaModel | None, str] | None = None
-        self._hosts: dict[int, tuple] = {}   # id of a host graph -> its CompiledModel and lean call
+        # a host region's graph -> its CompiledModel and lean call; weak, so that the host models of a code the
+        # program evicted (FpgaProgram.max_runtime_codes) go with it, and a new graph never meets a dead one's id
+        self._hosts: weakref.WeakKeyDictionary[Graph, tuple] = weakref.WeakKeyDictionary()
         self.stats: dict[str, Any] = {}
 
     # ---- what it is ------------------------------------------------------------------------------
@@ -395,7 +398,7 @@ class FpgaModel:
     def _host_model(self, sub: Graph) -> tuple[Any, Any]:
         """The CompiledModel of a host region's graph (compiled once), and its lean call (CompiledModel.static_call:
         the region's inputs are this model's checked feed and arrays read back from DRAM in the code's shapes)."""
-        got = self._hosts.get(id(sub))
+        got = self._hosts.get(sub)
         if got is None:
             from ..codegen.llvm.target import host_target
             from ..codegen.llvm.weights import layout_weights
@@ -405,7 +408,7 @@ class FpgaModel:
             model = CompiledModel(sub, layout, blob, host_target(), threads=self.threads, meta={"fpga_host": True})
             if model.compile_generic() is None:
                 model.compile_for({})
-            got = self._hosts[id(sub)] = (model, model.static_call())
+            got = self._hosts[sub] = (model, model.static_call())
         return got
 
     def __call__(self, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:

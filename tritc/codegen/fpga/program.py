@@ -17,6 +17,7 @@ runtime compiles with the LLVM backend (generic code, so one compile serves ever
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from .config import FpgaConfig
 from .isa import Instr
 from .lower_image import Placement
 from .partition import Region, extract_subgraph, partition
+
+MAX_RUNTIME_CODES = 32  # streams lowered at a run that a program keeps (as codegen/llvm/program.py's CPU codes)
 
 DRAM_ALIGN = 4096
 
@@ -63,18 +66,35 @@ class FpgaProgram:
                 f"'{config.name}' has {config.dram_bytes} (dram_bytes): the model is too large for this device")
         self.codes: dict[tuple[tuple[str, int], ...], FpgaCode] = {}
         self.compilations = 0
+        self.evictions = 0
+        self.max_runtime_codes = MAX_RUNTIME_CODES
+        self._runtime: OrderedDict[tuple, None] = OrderedDict()  # codes lowered at a run, least recent first
         self._lock = threading.Lock()
 
-    def code_for(self, bindings: Mapping[str, int], persistent: Mapping[str, Placement] | None = None) -> FpgaCode:
+    def code_for(self, bindings: Mapping[str, int], persistent: Mapping[str, Placement] | None = None, *,
+                 ahead: bool = False) -> FpgaCode:
+        """The stream for these sizes, lowered on first use. Codes lowered ahead of time (`ahead`: at compile, and
+        every code an artifact holds) are kept; of those lowered at a run (a decoder lowers one per context length)
+        the `max_runtime_codes` most recently used are, as the CPU program keeps its codes (docs/THREADS.md)."""
         key = tuple(sorted((k, int(v)) for k, v in bindings.items()))
         pinned = tuple(sorted((persistent or {}).items()))
-        code = self.codes.get(key + pinned)  # type: ignore[operator]
-        if code is None:
-            with self._lock:
-                code = self.codes.get(key + pinned)  # type: ignore[operator]
-                if code is None:
-                    code = self.codes[key + pinned] = self.lower_for(dict(key), persistent)  # type: ignore[operator]
-                    self.compilations += 1
+        full = key + pinned  # type: ignore[operator]
+        with self._lock:
+            code = self.codes.get(full)
+            if code is None:
+                code = self.codes[full] = self.lower_for(dict(key), persistent)
+                self.compilations += 1
+                if not ahead:
+                    self._runtime[full] = None
+                    while len(self._runtime) > self.max_runtime_codes:
+                        gone, _ = self._runtime.popitem(last=False)
+                        del self.codes[gone]
+                        self.evictions += 1
+            elif full in self._runtime:
+                if ahead:
+                    del self._runtime[full]     # asked for ahead of time now: kept
+                else:
+                    self._runtime.move_to_end(full)
         return code
 
     def support(self, node, graph: Graph, sizes: Mapping[str, int] | None = None) -> str | None:  # noqa: ANN001 - a Node
