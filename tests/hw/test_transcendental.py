@@ -18,6 +18,7 @@ from tritc.hw.transcendental import Transcendental
 from tritc.hw.transcendental_program import Op, Step, cycles_per_element
 
 from .fp_cases import SPECIAL, as_bits
+from .fp_cases import simulate as simulate_comb
 
 REFERENCE = {VFunc.EXP: vu.vexp, VFunc.SIN: vu.vsin, VFunc.COS: vu.vcos, VFunc.TANH: vu.vtanh, VFunc.ERF: vu.verf}
 FUNCS = tuple(REFERENCE)
@@ -39,8 +40,9 @@ def neighbours(values, spread: int = 2) -> np.ndarray:
     return np.concatenate([out, out | 0x80000000])
 
 
-def inputs(func: VFunc, rng: np.random.Generator, n: int) -> np.ndarray:
-    """n inputs for `func` as bit patterns: mostly its working range, its edges, and the special values."""
+def input_parts(func: VFunc, rng: np.random.Generator, n: int, spread: int = 2):
+    """Inputs for `func` as bit patterns: random (n across its working range, n / 4 of every magnitude), the
+    boundaries of its range reduction, and directed ones (its edges and `spread` ulps around them, the specials)."""
     wide = u32(rng.uniform(-1, 1, n) * np.exp2(rng.uniform(-30, 40, n)))          # every magnitude
     if func == VFunc.EXP:
         edges = [vu.EXP_LO, vu.EXP_HI, -87.0, -87.3, -86.6, 88.7, 88.0, 0.0]
@@ -58,12 +60,17 @@ def inputs(func: VFunc, rng: np.random.Generator, n: int) -> np.ndarray:
         edges = [9.3, 9.4, 3.0, 4.0, 1e-4, 1e-20]
         body = u32(rng.uniform(-6, 6, n))
         halves = u32(rng.uniform(-0.01, 0.01, 40))
-    parts = [body, wide[: n // 4], halves, neighbours(np.asarray(edges, np.float32)), np.asarray(SPECIAL, np.uint32)]
-    return np.concatenate(parts).astype(np.uint32)
+    directed = np.concatenate([neighbours(np.asarray(edges, np.float32), spread), np.asarray(SPECIAL, np.uint32)])
+    return np.concatenate([body, wide[: n // 4]]), halves, directed
 
 
-def model(program: list[Step], x: np.ndarray) -> np.ndarray:
-    """The microprogram read as numpy float32 steps: what the RTL computes, step by step (uint32 in and out)."""
+def inputs(func: VFunc, rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.concatenate(input_parts(func, rng, n)).astype(np.uint32)
+
+
+def model(program: list[Step], x: np.ndarray, fast: np.ndarray | None = None) -> np.ndarray:
+    """The microprogram read as numpy float32 steps: what the RTL computes, step by step (uint32 in and out).
+    `fast` (if given) is set where a DIV step's divisor is NaN, infinite or zero: the divider answers at once."""
     regs = [np.zeros_like(x, np.float32) for _ in range(tp.REGISTERS)]
     regs[tp.X] = f32(x).copy()
     lo = hi = np.zeros(len(x), bool)
@@ -77,12 +84,16 @@ def model(program: list[Step], x: np.ndarray) -> np.ndarray:
 
     with np.errstate(all="ignore"):
         for s in program:
-            a, b = val(s.a), val(s.b)
+            a, b, c = val(s.a), val(s.b), val(s.c)
             y = None
             if s.op == Op.MOV:
                 y = a
+            elif s.op in (Op.MAD, Op.MSB):
+                y = c + a * b if s.op == Op.MAD else c - a * b       # numpy rounds the product, then the sum
             elif s.op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV):
                 y = {Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.divide}[s.op](a, b)
+                if s.op == Op.DIV and fast is not None:
+                    fast |= ~np.isfinite(b) | (b == 0)
             elif s.op == Op.RINT:
                 y = np.rint(a)
             elif s.op in (Op.ABS, Op.NEG):
@@ -146,21 +157,60 @@ def simulate(dut, funcs: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndar
     return got, when
 
 
+RTL_SIZES = {VFunc.EXP: 160, VFunc.SIN: 100, VFunc.COS: 100, VFunc.TANH: 50, VFunc.ERF: 50}   # random; plus directed
+
+
+def rtl_inputs(func: VFunc, rng: np.random.Generator) -> np.ndarray:
+    """The RTL's share: every directed input (edges one ulp either side, the special values, 30 boundaries of the
+    range reduction) and RTL_SIZES[func] drawn from the model's random set."""
+    body, halves, directed = input_parts(func, rng, 4 * RTL_SIZES[func], spread=1)
+    return np.concatenate([rng.choice(body, RTL_SIZES[func], replace=False),
+                           rng.choice(halves, min(30, len(halves)), replace=False), directed])
+
+
+def reference(funcs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    want = np.zeros(len(x), np.uint32)
+    for func in FUNCS:
+        sel = funcs == int(func)
+        want[sel] = as_bits(REFERENCE[func](f32(x[sel])))
+    return want
+
+
 def test_rtl_is_the_reference_bit_for_bit_and_timed():
     rng = np.random.default_rng(7)
-    sizes = {VFunc.EXP: 40, VFunc.SIN: 30, VFunc.COS: 30, VFunc.TANH: 20, VFunc.ERF: 20}
-    funcs, xs, wants = [], [], []
-    for func, n in sizes.items():
-        x = inputs(func, rng, n)
-        funcs.append(np.full(len(x), int(func)))
-        xs.append(x)
-        wants.append(as_bits(REFERENCE[func](f32(x))))
-    funcs, x, want = np.concatenate(funcs), np.concatenate(xs), np.concatenate(wants)
+    x = {func: rtl_inputs(func, rng) for func in FUNCS}
+    funcs = np.concatenate([np.full(len(x[f]), int(f)) for f in FUNCS] + [np.array([0, 63])])   # other codes: NaN
+    x = np.concatenate([*x.values(), np.array([0x3F800000, 0x3F800000], np.uint32)])
     order = rng.permutation(len(x))                       # the functions interleaved
-    funcs, x, want = funcs[order], x[order], want[order]
-    import time
-    t = time.time()
+    funcs, x = funcs[order], x[order]
+    want = reference(funcs, x)
+    want[~np.isin(funcs, [int(f) for f in FUNCS])] = vu.CANONICAL_NAN.view(np.uint32)
     got, when = simulate(Transcendental(), funcs, x)
-    print(len(x), time.time() - t, when[-1])
     bad = np.flatnonzero(got != want)
-    assert not len(bad), [(VFunc(funcs[k]).name, hex(x[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]
+    assert not len(bad), [(funcs[k], hex(x[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]
+    # Back to back, the consumer always ready: an element every cycles_per_element of its function, 27 fewer when
+    # the divisor is special (FpDivider answers those without iterating).
+    fast = np.zeros(len(x), bool)
+    for func in (VFunc.TANH, VFunc.ERF):
+        sel = funcs == int(func)
+        fast_f = np.zeros(sel.sum(), bool)
+        model(tp.PROGRAMS[func], x[sel], fast_f)
+        fast[sel] = fast_f
+    expected = [cycles_per_element(int(f)) - 27 * fast[k] for k, f in enumerate(funcs)]
+    assert np.diff(when).tolist() == expected[1:]
+    assert [cycles_per_element(f) for f in FUNCS] == [14, 18, 18, 47, 56]
+
+
+def test_exp_scale_rounds_subnormal_results_to_nearest_even():
+    # vexp's clamp keeps its results normal (exp(-87.33654) is above the smallest normal), so the scaling's
+    # subnormal shift is checked here alone: p in [1, 2) and (0.5, 1) with n down to -150, ties included.
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.uniform(0.5, 2, 300).astype(np.float32), np.float32(1) + np.float32(2.0 ** -23) *
+                        rng.integers(0, 1 << 8, 60).astype(np.float32), np.float32([1, 1.5, 1.75, 0.75, 1.9999999])])
+    n = np.concatenate([rng.integers(-150, -120, 150), rng.integers(-126, 129, 150), rng.integers(-140, -120, 60), [-149, -150, -126, 128, 127]])
+    with np.errstate(all="ignore"):
+        want = as_bits((p.astype(np.float64) * np.exp2(n.astype(np.float64))).astype(np.float32))
+    got = simulate_comb(tr.ExpScale(), {"p": u32(p), "n": n})
+    assert (want & 0x7F800000 == 0).sum() > 100                    # subnormal (and zero) results
+    bad = np.flatnonzero(got != want)
+    assert not len(bad), [(float(p[k]), int(n[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]

@@ -10,7 +10,7 @@ One element at a time, in order; one instance serves a lane.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,7 +24,8 @@ from .fp_round import round_pack
 from .transcendental_program import PROGRAMS, REGISTERS, Op, Step, bits
 
 INPUT = data.StructLayout({"func": 6, "a": 32})        # func: the VFunc code (EXP 12, SIN 13, COS 14, TANH 15, ERF 16)
-STEP = data.StructLayout({"op": 4, "dst": 3, "a": 3, "b": 3, "a_k": 1, "b_k": 1, "k": 32, "last": 1})
+STEP = data.StructLayout({"op": 4, "dst": 3, "a": 3, "b": 3, "c": 3, "a_k": 1, "b_k": 1, "c_k": 1, "k": 32,
+                          "last": 1})
 INF = 0x7F800000
 
 
@@ -42,12 +43,36 @@ def encode(s: Step, last: bool) -> int:
     def reg(x):
         return 0 if not isinstance(x, int) else x
 
-    fields = {"op": int(s.op), "dst": s.dst, "a": reg(s.a), "b": reg(s.b), "a_k": not isinstance(s.a, int),
-              "b_k": not isinstance(s.b, int), "k": s.constant(), "last": last}
+    fields = {"op": int(s.op), "dst": s.dst, "a": reg(s.a), "b": reg(s.b), "c": reg(s.c),
+              "a_k": not isinstance(s.a, int), "b_k": not isinstance(s.b, int), "c_k": not isinstance(s.c, int),
+              "k": s.constant(), "last": last}
     word = 0
     for name, field in STEP:
         word |= (int(fields[name]) & ((1 << field.width) - 1)) << field.offset
     return word
+
+
+class ExpScale(wiring.Component):
+    """EXP's last step, `p * 2^n` rounded once (n an integer in EXP's [-126, 128]): the exponent add, or the
+    multiplier's rounding step shifting right to nearest even when the result is subnormal; +inf past the largest."""
+
+    def __init__(self):
+        super().__init__({"p": In(32), "n": In(signed(10)), "y": Out(32)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.p
+        sig, e = normalised(m, p, "p")
+        exp_out, frac_out = round_pack(m, Cat(Const(0, 2), sig), e + self.n, 0, "scale")
+        with m.If((p[23:31] == 0xFF) & (p[0:23] != 0)):
+            m.d.comb += self.y.eq(CANONICAL_NAN)
+        with m.Elif((p[23:31] == 0xFF) | (exp_out >= 0xFF)):
+            m.d.comb += self.y.eq(Cat(Const(INF, 31), p[31]))
+        with m.Elif(p[0:31] == 0):
+            m.d.comb += self.y.eq(p)
+        with m.Else():
+            m.d.comb += self.y.eq(Cat(frac_out, exp_out[:8], p[31]))
+        return m
 
 
 class Transcendental(wiring.Component):
@@ -66,46 +91,45 @@ class Transcendental(wiring.Component):
         cmp_lo = m.submodules.cmp_lo = FpCompare()
         cmp_hi = m.submodules.cmp_hi = FpCompare()
         div = m.submodules.div = FpDivider()
+        scale = m.submodules.scale = ExpScale()
 
         pc = Signal(range(len(words)))
         step = data.View(STEP, Signal(STEP.size, name="step"))
         m.d.comb += step.as_value().eq(Array(Const(w, STEP.size) for w in words)[pc])
         regs = Array(Signal(32, name=f"r{i}") for i in range(REGISTERS))
-        a = Signal(32)
-        b = Signal(32)
-        m.d.comb += [a.eq(Mux(step.a_k, step.k, regs[step.a])), b.eq(Mux(step.b_k, step.k, regs[step.b]))]
+        a, b, c = Signal(32), Signal(32), Signal(32)
+        m.d.comb += [a.eq(Mux(step.a_k, step.k, regs[step.a])), b.eq(Mux(step.b_k, step.k, regs[step.b])),
+                     c.eq(Mux(step.c_k, step.k, regs[step.c]))]
         op = step.op
         lo, hi = Signal(), Signal()        # EXP's input below / above its range (CLAMP sets, SCALE reads)
         q = Signal(2)                      # SIN / COS: the quadrant
 
-        m.d.comb += [add.a.eq(a), add.b.eq(b), add.sub.eq(op == Op.SUB), mul.a.eq(a), mul.b.eq(b), rnd.a.eq(a),
-                     to_int.a.eq(b),
-                     cmp_lo.a.eq(a), cmp_lo.b.eq(bits(vu.EXP_LO)),                       # a < EXP_LO
-                     cmp_hi.a.eq(step.k), cmp_hi.b.eq(Cat(a[0:31], a[31] & (op != Op.TANHSEL))),   # k < a, k < |a|
-                     div.inp.payload.a.eq(a), div.inp.payload.b.eq(b)]
+        # Each unit sees its operands only in the steps that use it (0 otherwise): the others' inputs stay still.
+        def uses(*ops):
+            return Cat(*(op == o for o in ops)).any()
 
-        # SCALE: a * 2^n, n = int(b) in [-126, 128] (EXP's range), rounded once by the multiplier's rounding step.
-        sig, e = normalised(m, a, "scale")
-        exp_out, frac_out = round_pack(m, Cat(Const(0, 2), sig), e + to_int.y, 0, "scale")
-        a_nan = (a[23:31] == 0xFF) & (a[0:23] != 0)
-        a_inf = (a[23:31] == 0xFF) & (a[0:23] == 0)
-        scaled = Signal(32)
-        with m.If(a_nan):
-            m.d.comb += scaled.eq(CANONICAL_NAN)
-        with m.Elif(a_inf | (exp_out >= 0xFF)):
-            m.d.comb += scaled.eq(Cat(Const(INF, 31), a[31]))
-        with m.Elif(a[0:31] == 0):
-            m.d.comb += scaled.eq(a)
-        with m.Else():
-            m.d.comb += scaled.eq(Cat(frac_out, exp_out[:8], a[31]))
+        fused = uses(Op.MAD, Op.MSB)
+        use_mul, use_add = uses(Op.MUL, Op.MAD, Op.MSB), uses(Op.ADD, Op.SUB, Op.MAD, Op.MSB)
+        use_int, use_cmp = uses(Op.SCALE, Op.QUAD), uses(Op.CLAMP, Op.TANHSEL)
+        m.d.comb += [mul.a.eq(Mux(use_mul, a, 0)), mul.b.eq(Mux(use_mul, b, 0)),
+                     add.a.eq(Mux(use_add, Mux(fused, c, a), 0)), add.b.eq(Mux(use_add, Mux(fused, mul.y, b), 0)),
+                     add.sub.eq(uses(Op.SUB, Op.MSB)),
+                     rnd.a.eq(Mux(op == Op.RINT, a, 0)),
+                     to_int.a.eq(Mux(use_int, b, 0)),
+                     scale.p.eq(Mux(op == Op.SCALE, a, 0)), scale.n.eq(to_int.y),     # n: EXP's [-126, 128]
+                     cmp_lo.a.eq(Mux(use_cmp, a, 0)), cmp_lo.b.eq(bits(vu.EXP_LO)),                   # a < EXP_LO
+                     cmp_hi.a.eq(Mux(use_cmp, step.k, 0)),                                           # k < a, k < |a|
+                     cmp_hi.b.eq(Mux(use_cmp, Cat(a[0:31], a[31] & (op != Op.TANHSEL)), 0)),
+                     div.inp.payload.a.eq(Mux(op == Op.DIV, a, 0)), div.inp.payload.b.eq(Mux(op == Op.DIV, b, 0))]
 
         sel = Mux(q[0], b, a)
         y = Signal(32)
         with m.Switch(op):
-            for o, value in [(Op.MOV, a), (Op.ADD, add.y), (Op.SUB, add.y), (Op.MUL, mul.y), (Op.RINT, rnd.y),
-                             (Op.DIV, div.out.payload), (Op.ABS, Cat(a[0:31], 0)), (Op.NEG, Cat(a[0:31], ~a[31])),
+            for o, value in [(Op.MOV, a), (Op.ADD, add.y), (Op.SUB, add.y), (Op.MAD, add.y), (Op.MSB, add.y),
+                             (Op.MUL, mul.y), (Op.RINT, rnd.y), (Op.DIV, div.out.payload),
+                             (Op.ABS, Cat(a[0:31], 0)), (Op.NEG, Cat(a[0:31], ~a[31])),
                              (Op.CLAMP, Mux(cmp_lo.lt | cmp_hi.lt, 0, a)),
-                             (Op.SCALE, Mux(lo, 0, Mux(hi, INF, scaled))),
+                             (Op.SCALE, Mux(lo, 0, Mux(hi, INF, scale.y))),
                              (Op.SINSEL, Cat(sel[0:31], sel[31] ^ q[1])),
                              (Op.TANHSEL, Mux(cmp_hi.lt, Cat(Const(0x3F800000, 31), a[31]), b)),
                              (Op.COPYSIGN, Cat(a[0:31], b[31]))]:

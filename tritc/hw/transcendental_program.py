@@ -31,6 +31,8 @@ class Op(IntEnum):
     SINSEL = 11    # (a, b, -a, -b)[q]: sin from (s, c); COS enters with k = 1, which turns the table by one
     TANHSEL = 12   # copysign(1, a) if |a| > k else b
     COPYSIGN = 13  # |a| with b's sign
+    MAD = 14       # c + a * b: the multiplier's rounded product into the adder, two roundings in one step
+    MSB = 15       # c - a * b
 
 
 X, T, U, N, R, P, Z, W = range(8)    # registers; X holds the input
@@ -39,16 +41,17 @@ REGISTERS = 8
 
 @dataclass(frozen=True)
 class Step:
-    """`dst = op(a, b)`: a and b a register number or an fp32 constant (one constant per step, the ROM's `k`)."""
+    """`dst = op(a, b, c)`: a, b, c a register number or an fp32 constant (one constant per step, the ROM's `k`)."""
     op: Op
     dst: int = T
     a: int | np.float32 = X
     b: int | np.float32 = X
+    c: int | np.float32 = X
     k: np.float32 | None = None      # the constant an op uses besides its operands (CLAMP, QUAD, TANHSEL)
 
     def constant(self) -> int:
         """The step's one constant as a bit pattern (0 when it has none)."""
-        consts = [c for c in (self.a, self.b, self.k) if isinstance(c, np.float32)]
+        consts = [c for c in (self.a, self.b, self.c, self.k) if isinstance(c, np.float32)]
         if len({bits(c) for c in consts}) > 1:
             raise ValueError(f"step {self} has more than one constant")
         return bits(consts[0]) if consts else 0
@@ -66,33 +69,32 @@ def exp_steps(src: int, dst: int) -> list[Step]:
     steps = [Step(Op.CLAMP, T, src, k=vu.EXP_HI),          # xc
              Step(Op.MUL, U, T, vu.LOG2E),                  # xc * LOG2E
              Step(Op.RINT, N, U),                           # n
-             Step(Op.MUL, U, N, vu.LN2_HI),
-             Step(Op.SUB, R, T, U),                         # xc - n * LN2_HI
-             Step(Op.MUL, U, N, vu.LN2_LO),
-             Step(Op.SUB, R, R, U),                         # r
-             Step(Op.MUL, P, vu.EXP_C[6], R),               # p = c6; p * r
+             Step(Op.MSB, R, N, vu.LN2_HI, T),              # xc - n * LN2_HI
+             Step(Op.MSB, R, N, vu.LN2_LO, R),              # r
+             Step(Op.MUL, P, vu.EXP_C[6], R),               # p = c6; p * r (one constant a step: no MAD)
              Step(Op.ADD, P, P, vu.EXP_C[5])]
     for c in vu.EXP_C[4::-1]:
-        steps += [Step(Op.MUL, P, P, R), Step(Op.ADD, P, P, c)]
+        steps.append(Step(Op.MAD, P, P, R, c))
     return steps + [Step(Op.SCALE, dst, P, N)]
 
 
 def sin_cos_steps(cos: bool) -> list[Step]:
-    """_reduce_pio2 then _sin_cos_poly, then the quadrant's choice."""
+    """_reduce_pio2 then _sin_cos_poly, then the quadrant's choice. A MAD's addition is commutative bit for bit
+    (RNE; a -0 only from two), so `p * z + c` is `c + p * z`."""
     steps = [Step(Op.MUL, T, X, vu.TWO_OVER_PI),
              Step(Op.RINT, N, T),                                           # k
              Step(Op.QUAD, T, b=N, k=F(1.0) if cos else F(0.0))]           # q (k = 1: cos is sin a quadrant on)
     src = X
     for c in vu.PIO2:                                                       # r = ((x - k c0) - k c1) - k c2
-        steps += [Step(Op.MUL, T, N, c), Step(Op.SUB, R, src, T)]
+        steps.append(Step(Op.MSB, R, N, c, src))
         src = R
     steps += [Step(Op.MUL, Z, R, R),                                        # z
               Step(Op.MUL, P, vu.SIN_C[2], Z), Step(Op.ADD, P, P, vu.SIN_C[1]),
-              Step(Op.MUL, P, P, Z), Step(Op.ADD, P, P, vu.SIN_C[0]),
-              Step(Op.MUL, W, Z, R), Step(Op.MUL, W, W, P), Step(Op.ADD, W, R, W),          # s = r + (z r) p
+              Step(Op.MAD, P, P, Z, vu.SIN_C[0]),
+              Step(Op.MUL, W, Z, R), Step(Op.MAD, W, W, P, R),                                # s = r + (z r) p
               Step(Op.MUL, P, vu.COS_C[2], Z), Step(Op.ADD, P, P, vu.COS_C[1]),
-              Step(Op.MUL, P, P, Z), Step(Op.ADD, P, P, vu.COS_C[0]),
-              Step(Op.MUL, P, Z, P), Step(Op.ADD, P, vu.ONE, P),                            # c = 1 + z q
+              Step(Op.MAD, P, P, Z, vu.COS_C[0]),
+              Step(Op.MAD, P, Z, P, vu.ONE),                                                  # c = 1 + z q
               Step(Op.SINSEL, T, W, P)]
     return steps
 
@@ -108,10 +110,10 @@ def erf_steps() -> list[Step]:
              Step(Op.DIV, W, vu.ONE, T),                                    # t
              Step(Op.MUL, Z, vu.ERF_A[4], W), Step(Op.ADD, Z, Z, vu.ERF_A[3])]
     for a in vu.ERF_A[2::-1]:
-        steps += [Step(Op.MUL, Z, Z, W), Step(Op.ADD, Z, Z, a)]
+        steps.append(Step(Op.MAD, Z, Z, W, a))
     return steps + [Step(Op.MUL, Z, Z, W),                                   # p
                     Step(Op.MUL, T, X, X), Step(Op.NEG, T, T), *exp_steps(T, T),
-                    Step(Op.MUL, T, Z, T), Step(Op.SUB, T, vu.ONE, T),      # y = 1 - p e
+                    Step(Op.MSB, T, Z, T, vu.ONE),                          # y = 1 - p e
                     Step(Op.COPYSIGN, T, T, X)]
 
 
