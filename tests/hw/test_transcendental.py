@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import Mux, Signal
 
 from tritc.codegen.fpga import vector_unit as vu
 from tritc.codegen.fpga.isa import VFunc
 from tritc.hw import transcendental as tr
 from tritc.hw import transcendental_program as tp
-from tritc.hw.fp_round import round_pack
-from tritc.hw.sim import get, put, run
+from tritc.hw.sim import put, run
 from tritc.hw.transcendental import Transcendental
 from tritc.hw.transcendental_program import Op, Step, cycles_per_element
 
@@ -201,16 +201,64 @@ def test_rtl_is_the_reference_bit_for_bit_and_timed():
     assert [cycles_per_element(f) for f in FUNCS] == [14, 18, 18, 47, 56]
 
 
-def test_exp_scale_rounds_subnormal_results_to_nearest_even():
-    # vexp's clamp keeps its results normal (exp(-87.33654) is above the smallest normal), so the scaling's
-    # subnormal shift is checked here alone: p in [1, 2) and (0.5, 1) with n down to -150, ties included.
+def exp_scale_mismatches() -> list:
+    """ExpScale against numpy (p * 2^n in float64, rounded once to float32): p in [0.5, 2) and short significands
+    (ties), n over EXP's range and down to -150 (subnormal results)."""
     rng = np.random.default_rng(3)
     p = np.concatenate([rng.uniform(0.5, 2, 300).astype(np.float32), np.float32(1) + np.float32(2.0 ** -23) *
                         rng.integers(0, 1 << 8, 60).astype(np.float32), np.float32([1, 1.5, 1.75, 0.75, 1.9999999])])
-    n = np.concatenate([rng.integers(-150, -120, 150), rng.integers(-126, 129, 150), rng.integers(-140, -120, 60), [-149, -150, -126, 128, 127]])
+    n = np.concatenate([rng.integers(-150, -120, 150), rng.integers(-126, 129, 150), rng.integers(-140, -120, 60),
+                        [-149, -150, -126, 128, 127]])
     with np.errstate(all="ignore"):
         want = as_bits((p.astype(np.float64) * np.exp2(n.astype(np.float64))).astype(np.float32))
-    got = simulate_comb(tr.ExpScale(), {"p": u32(p), "n": n})
     assert (want & 0x7F800000 == 0).sum() > 100                    # subnormal (and zero) results
+    got = simulate_comb(tr.ExpScale(), {"p": u32(p), "n": n})
     bad = np.flatnonzero(got != want)
-    assert not len(bad), [(float(p[k]), int(n[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]
+    return [(float(p[k]), int(n[k]), hex(got[k]), hex(want[k])) for k in bad[:8]]
+
+
+def test_exp_scale_rounds_subnormal_results_to_nearest_even():
+    # vexp's clamp keeps its results normal (exp(-87.33654) is above the smallest normal), so the scaling's
+    # subnormal shift is checked here alone.
+    assert not exp_scale_mismatches()
+
+
+def truncating_pack(m, norm, e, sticky_in, name):
+    """round_pack with its rounding skipped: the subnormal shift truncates (a deliberate fault)."""
+    W = len(norm)
+    rshift = Signal(range(W + 3), name=f"{name}_rshift")
+    m.d.comb += rshift.eq(Mux(e >= 1, 0, Mux(e < -W, W + 2, 1 - e)))
+    shifted = norm >> rshift
+    mant = shifted[W - 24:W]
+    return Mux(mant[23], Mux(e >= 1, e, 1), 0), mant[0:23]
+
+
+def faulty(func: VFunc) -> list[Step]:
+    """`func`'s program with its roundings changed (deliberate faults): EXP's two-part Cody-Waite as one step (ln 2
+    rounded to fp32: n ln 2 is no longer exact, one rounding fewer), SIN's (z r) p as (r p) z."""
+    program = list(tp.PROGRAMS[func])
+    if func == VFunc.EXP:
+        k = next(i for i, s in enumerate(program) if s.op == Op.MSB)
+        program[k:k + 2] = [Step(Op.MSB, tp.R, tp.N, np.float32(vu.LN2_HI + vu.LN2_LO), tp.T)]
+    else:
+        k = next(i for i, s in enumerate(program) if s.op == Op.MUL and s.dst == tp.W)
+        program[k:k + 2] = [Step(Op.MUL, tp.W, tp.R, tp.P), Step(Op.MAD, tp.W, tp.W, tp.Z, tp.R)]
+    return program
+
+
+@pytest.mark.parametrize("func", [VFunc.EXP, VFunc.SIN], ids=lambda f: f.name)
+def test_a_reordered_rounding_fails(func, monkeypatch):
+    rng = np.random.default_rng(7)
+    x = rtl_inputs(func, rng)
+    want = as_bits(REFERENCE[func](f32(x)))
+    wrong = np.flatnonzero(model(faulty(func), x) != want)
+    assert len(wrong) >= 4                                  # the RTL test's inputs see it (the RTL is the model)
+    monkeypatch.setitem(tp.PROGRAMS, func, faulty(func))   # and the RTL built from the faulty ROM computes it
+    some = np.concatenate([x[wrong[:4]], x[:6]])
+    got, _ = simulate(Transcendental(), np.full(len(some), int(func)), some)
+    assert (got != as_bits(REFERENCE[func](f32(some)))).sum() >= 4
+
+
+def test_a_skipped_rounding_fails(monkeypatch):
+    monkeypatch.setattr(tr, "round_pack", truncating_pack)
+    assert exp_scale_mismatches()
