@@ -1,7 +1,8 @@
 """Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
 multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
-vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
-the same on the mapped design (0 DSP blocks in the matrix path)."""
+vector unit's fp multiplier and REQ, the design's two multiplies, are left out; the transcendental unit multiplies
+only inside its FpMultiplier). The synthesis figures of phase 4 check the same on the mapped design (0 DSP blocks in
+the matrix path)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
+from tritc.hw.fp_mul import FpMultiplier
 from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.gemm_engine import GemmEngine
 from tritc.hw.lane_reduce import LaneReducer
@@ -26,6 +28,7 @@ from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
+from tritc.hw.transcendental import ExpScale, Transcendental
 from tritc.hw.weight_decoder import WordDecoder
 from tritc.hw.wgt_buffer import WgtBuffer
 
@@ -47,6 +50,7 @@ COMPONENTS = {
     "lane-reducer": lambda: LaneReducer(P.vector_lanes),
     "fp-to-int32": lambda: FpToInt(32),
     "fp-round": FpRound,
+    "exp-scale": ExpScale,
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "token-protocol": lambda: TokenProtocol(P.queue_depth),
@@ -65,6 +69,21 @@ def test_netlist_has_no_multiplier(name):
     text = rtlil.convert(COMPONENTS[name]())
     assert "cell" in text
     assert not ARITHMETIC.findall(text)
+
+
+def modules(text: str) -> dict[str, str]:
+    """An RTLIL netlist's modules (one per submodule instance), their bodies without the attribute lines."""
+    return {m.group(1): "\n".join(line for line in m.group(2).splitlines() if not line.strip().startswith("attribute"))
+            for m in re.finditer(r"^module (\S+)\n(.*?)^end\n", text, re.M | re.S)}
+
+
+def test_transcendental_multiplies_only_in_its_fp_multiplier():
+    # Every multiply cell of the unit sits in a module that is FpMultiplier's netlist, line for line.
+    fp_mul = modules(rtlil.convert(FpMultiplier()))["\\top"]
+    with_mul = {name: body for name, body in modules(rtlil.convert(Transcendental())).items()
+                if ARITHMETIC.findall(body)}
+    assert list(with_mul) == ["\\top.mul"]
+    assert with_mul["\\top.mul"] == fp_mul
 
 
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])

@@ -2,10 +2,10 @@
 TANH and ERF of an fp32, bit for bit as codegen/fpga/vector_unit.py computes them, NaN canonical.
 
 A sequencer runs the microprogram of transcendental_program.py: a ROM of steps, one a cycle, each one operation
-(rounded to fp32) on eight registers and a constant, through the phase-1 units: one FpAdder, one FpMultiplier,
-FpRound, FpToInt, two FpCompares and the shared-style FpDivider (a DIV step waits for it). The only new arithmetic
-is EXP's scaling `p * 2^n`: an exponent add, or the RNE right shift of fp_round's `round_pack` when subnormal.
-One element at a time, in order; one instance serves a lane.
+(rounded to fp32; a MAD step is a multiply and an add, each rounded) on eight registers and a constant, through the
+phase-1 units: an FpAdder, an FpMultiplier, FpRound, FpToInt, two FpCompares and an FpDivider (a DIV step waits for
+it). The only new arithmetic is EXP's scaling `p * 2^n` (ExpScale): an exponent add, or the RNE right shift of
+fp_round's `round_pack` when subnormal. One element at a time, in order; one instance serves a lane.
 """
 
 from __future__ import annotations
