@@ -28,7 +28,7 @@ from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
-from tritc.hw.transcendental import ExpScale, Transcendental
+from tritc.hw.transcendental import ExpScale, Transcendental, TranscendentalLanes
 from tritc.hw.weight_decoder import WordDecoder
 from tritc.hw.wgt_buffer import WgtBuffer
 
@@ -77,13 +77,14 @@ def modules(text: str) -> dict[str, str]:
             for m in re.finditer(r"^module (\S+)\n(.*?)^end\n", text, re.M | re.S)}
 
 
-def test_transcendental_multiplies_only_in_its_fp_multiplier():
-    # Every multiply cell of the unit sits in a module that is FpMultiplier's netlist, line for line.
+@pytest.mark.parametrize("lanes", [None, 1])
+def test_transcendental_multiplies_only_in_its_fp_multiplier(lanes):
+    # Every multiply cell of the unit sits in a module that is FpMultiplier's netlist, line for line: one a unit.
     fp_mul = modules(rtlil.convert(FpMultiplier()))["\\top"]
-    with_mul = {name: body for name, body in modules(rtlil.convert(Transcendental())).items()
-                if ARITHMETIC.findall(body)}
-    assert list(with_mul) == ["\\top.mul"]
-    assert with_mul["\\top.mul"] == fp_mul
+    dut = Transcendental() if lanes is None else TranscendentalLanes(lanes, copies=2)
+    with_mul = {name: body for name, body in modules(rtlil.convert(dut)).items() if ARITHMETIC.findall(body)}
+    assert len(with_mul) == (1 if lanes is None else 2 * lanes)
+    assert all(name.endswith(".mul") and body == fp_mul for name, body in with_mul.items())
 
 
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])

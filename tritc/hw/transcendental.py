@@ -175,3 +175,58 @@ class Transcendental(wiring.Component):
             with m.Else():
                 m.d.sync += pc.eq(pc + 1)
         return m
+
+
+def unit_in(lanes: int) -> data.StructLayout:
+    """A chunk of the vector engine's multi-step units: func, a and b per lane, the immediate (b and imm unused)."""
+    return data.StructLayout({"func": 6, "a": data.ArrayLayout(32, lanes), "b": data.ArrayLayout(32, lanes),
+                              "imm": 32})
+
+
+class TranscendentalLanes(wiring.Component):
+    """The vector engine's multi-step unit for the five functions: `copies` groups of `lanes` Transcendentals.
+    Chunks go to the groups in turn, each when its group is idle, and leave in the same turn once every lane of it
+    has its result; a group computes its next chunk while its last one waits to be taken. A chunk every
+    `cycles_per_element / copies` cycles. `inp: In(stream(unit_in(lanes)))`, `out: Out(stream(lanes x 32))`."""
+
+    FUNCS = tuple(f for f in PROGRAMS if f is not None)
+
+    def __init__(self, lanes: int, copies: int = 1):
+        if lanes < 1 or copies < 1:
+            raise ValueError(f"TranscendentalLanes needs lanes >= 1 and copies >= 1, got lanes={lanes}, "
+                             f"copies={copies}")
+        self.lanes, self.copies = lanes, copies
+        super().__init__({"inp": In(stream.Signature(unit_in(lanes))),
+                          "out": Out(stream.Signature(data.ArrayLayout(32, lanes)))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        L, G = self.lanes, self.copies
+        p = self.inp.payload
+        put_group, take_group = Signal(range(G)), Signal(range(G))
+        start = self.inp.valid & self.inp.ready
+        taken = self.out.valid & self.out.ready
+        idle_of, have_of, result_of = [], [], []
+        for g in range(G):
+            idle = []
+            have = Signal(L, name=f"have{g}")
+            result = Signal(data.ArrayLayout(32, L), name=f"result{g}")
+            for lane in range(L):
+                unit = m.submodules[f"unit{g}_{lane}"] = Transcendental()
+                idle.append(unit.inp.ready)
+                m.d.comb += [unit.inp.payload.func.eq(p.func), unit.inp.payload.a.eq(p.a[lane]),
+                             unit.inp.valid.eq(start & (put_group == g)), unit.out.ready.eq(~have[lane])]
+                with m.If(unit.out.valid & ~have[lane]):
+                    m.d.sync += [result[lane].eq(unit.out.payload), have[lane].eq(1)]
+            with m.If(taken & (take_group == g)):
+                m.d.sync += have.eq(0)
+            idle_of.append(Cat(idle).all())
+            have_of.append(have.all())
+            result_of.append(result)
+        m.d.comb += [self.inp.ready.eq(Array(idle_of)[put_group]), self.out.valid.eq(Array(have_of)[take_group]),
+                     self.out.payload.eq(Array(result_of)[take_group])]
+        with m.If(start):
+            m.d.sync += put_group.eq(Mux(put_group == G - 1, 0, put_group + 1))
+        with m.If(taken):
+            m.d.sync += take_group.eq(Mux(take_group == G - 1, 0, take_group + 1))
+        return m
