@@ -216,7 +216,8 @@ def test_rtl_under_backpressure():
 
 def test_lanes_unit_keeps_chunks_in_order():
     # The vector engine's multi-step unit shape: 2 groups of 3 lanes, 12 chunks of all five functions (TANH and ERF
-    # lanes with special inputs finish 27 cycles early), a producer with gaps and a consumer ready 70% of the time.
+    # lanes with special inputs finish 27 cycles early), a producer with gaps and a consumer ready 70% of the time
+    # that stalls 60 cycles before every third chunk.
     lanes, chunks = 3, 12
     rng = np.random.default_rng(13)
     funcs = rng.choice([int(f) for f in FUNCS], chunks)
@@ -235,6 +236,9 @@ def test_lanes_unit_keeps_chunks_in_order():
 
     async def take(ctx):
         for c in range(chunks):
+            if c % 3 == 1:                          # a long stall: each group's next chunk finishes and waits
+                ctx.set(dut.out.ready, 0)
+                await ctx.tick().repeat(60)
             while True:
                 ready = rng.random() < 0.7
                 ctx.set(dut.out.ready, ready)
