@@ -303,8 +303,20 @@ def test_58_simulator_and_cpu_backend_agree_bit_for_bit(sb, fpga_model, saved):
     sb.check()
 
 
-def test_55_legacy_streams_still_decode():
-    """A stream of the header-less format (ISA 1, what FPGA artifacts held before) still decodes."""
-    body = encode_stream(small_stream(), EDGE)[STREAM_HEADER.size:]
-    legacy = b"TRITISA1" + struct.pack("<I", 4) + body
-    assert decode_stream(legacy, EDGE) == small_stream()
+def test_55_streams_before_isa_3_are_refused(sb):
+    """ISA 3 changed where a GEMM reads its weights in WGT (docs/ISA.md, "Weight layout"): a stream of version 2, or
+    of the header-less format (ISA 1), would multiply by the wrong trits, so it is refused, saying why, before
+    anything is submitted (its words are valid ones)."""
+    blob = encode_stream(small_stream(), EDGE)
+    legacy = b"TRITISA1" + struct.pack("<I", 4) + blob[STREAM_HEADER.size:]
+    for version, stream in ((2, with_header(blob, version=2)), (1, legacy)):
+        sim = Simulator(EDGE, dram_bytes=1 << 20)
+        refuses(sb, lambda sim=sim, stream=stream: sim.load_stream(stream), ArtifactCompatibilityError,
+                names=[f"ISA version {version}", f"run ISA version {ISA_VERSION}", "weight layout", "lower the model"])
+        untouched(sim)
+
+
+def test_55_an_artifact_of_isa_2_is_refused(sb, saved):
+    manifest = rewrite(saved, sb.model_dir / "isa2.tritc", manifest=lambda m: m["target"].update(isa_version=2))
+    sb.mark()
+    refuses(sb, lambda: tritc.load(manifest), ArtifactCompatibilityError, names=["isa2.tritc", "ISA version 2"])

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from tritc.codegen.fpga.isa import INSTR_BYTES, MAGIC, STREAM_HEADER, Buf, Instr, Op, StreamError, encode, encode_stream
+from tritc.codegen.fpga.isa import INSTR_BYTES, ISA_VERSION, MAGIC, STREAM_HEADER, Buf, Instr, Op, StreamError, encode, encode_stream
 from tritc.errors import AcceleratorTimeoutError, ArtifactCompatibilityError
 from tritc.runtime.fpga import DeadlockError, Device, DeviceError, Simulator
 from tritc.runtime.rtl import ABSENT_KEYS, RtlDevice
@@ -161,7 +161,7 @@ def raw_stream(words: list[bytes], config=None) -> bytes:
     """A binary stream of the given words as they are (the header's hash over them, so only the words are wrong)."""
     body = b"".join(words)
     build = config.build_id if config is not None else bytes(32)
-    return STREAM_HEADER.pack(MAGIC, 2, 0, len(words), build, hashlib.sha256(body).digest()) + body
+    return STREAM_HEADER.pack(MAGIC, ISA_VERSION, 0, len(words), build, hashlib.sha256(body).digest()) + body
 
 
 def test_a_malformed_word_stops_the_core_with_its_index(devices):

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from tritc.codegen.fpga.isa import Buf, Instr, Op, decode_words, pack_words
+from tritc.codegen.fpga.isa import Buf, Instr, Op, decode_words, interleave_words, pack_words
 from tritc.hw.matrix_unit import MatrixUnit
 from tritc.hw.params import HwParams, hw_params
 from tritc.hw.sim import get, put, run
@@ -29,13 +29,15 @@ def gemm_reference(act: np.ndarray, wgt: np.ndarray, packing: str) -> np.ndarray
 
 
 def simulator_gemm(config, act: np.ndarray, wgt: np.ndarray) -> np.ndarray:
-    """The accumulators the Simulator computes for one GEMM over act (ACT at 0) and wgt (WGT at 0), reset."""
+    """The accumulators the Simulator computes for one GEMM over act (ACT at 0) and wgt (column-major words [n, kw *
+    word_bytes], in WGT at 0 in the ISA v3 layout), reset."""
     m, n = act.shape[0], wgt.shape[0]
     roomy = dataclasses.replace(config, activation_buffer_bytes=4096, weight_buffer_bytes=8192,
                                 accumulator_buffer_bytes=1024)
     sim = Simulator(roomy)
     sim.raw[Buf.ACT][:act.size] = act.view(np.uint8).ravel()
-    sim.raw[Buf.WGT][:wgt.size] = wgt.ravel()
+    image = interleave_words(wgt, config.matrix_rows, config.words_per_beat, config.word_bytes)   # ISA v3 layout
+    sim.raw[Buf.WGT][:len(image)] = np.frombuffer(image, np.uint8)
     sim.load_stream([Instr(Op.GEMM, m=m, n=n, kw=act.shape[1] // 64, act_rs=act.shape[1], acc_rs=n, reset=1),
                      Instr(Op.FINISH)])
     sim.run()

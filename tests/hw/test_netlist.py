@@ -1,8 +1,9 @@
 """Every component converts to a netlist with Amaranth's own RTLIL back end (no Yosys needed), and none has a
 multiplier or divider cell: the matrix path is adds and selects only (docs/ISA.md), and the others need none (the
-vector unit's fp multiplier and REQ, the design's two multiplies, are left out). The synthesis figures of phase 4 check
-the same on the mapped design (0 DSP blocks in the matrix path). In the vector engine, which holds those units,
-multiplies are allowed in them only: a lane's fp multiplier (also MM's products) and REQ's."""
+vector unit's fp multiplier and REQ, the design's two multiplies, are left out; the transcendental unit multiplies
+only inside its FpMultiplier). The synthesis figures of phase 4 check the same on the mapped design (0 DSP blocks in
+the matrix path). In the vector engine, which holds those units, multiplies are allowed in them only: a lane's fp
+multiplier (also MM's products) and REQ's."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tritc.hw.fp_add import FpAdder
 from tritc.hw.fp_compare import FpCompare
 from tritc.hw.fp_convert import FpRound, FpToInt, IntToFp
 from tritc.hw.fp_div import FpDivider
+from tritc.hw.fp_mul import FpMultiplier
 from tritc.hw.fp_sqrt import FpSqrt
 from tritc.hw.gemm_engine import GemmEngine
 from tritc.hw.lane_reduce import LaneReducer
@@ -32,6 +34,7 @@ from tritc.hw.tokens import TokenProtocol
 from tritc.hw.vector_engine import VectorEngine
 from tritc.hw.vector_units import DivSqrtLanes
 from tritc.hw.vector_walker import VopWalker
+from tritc.hw.transcendental import ExpScale, Transcendental, TranscendentalLanes
 from tritc.hw.weight_decoder import WordDecoder
 from tritc.hw.wgt_buffer import WgtBuffer
 from tritc.hw.word_buffer import WordBuffer
@@ -54,6 +57,7 @@ COMPONENTS = {
     "lane-reducer": lambda: LaneReducer(P.vector_lanes),
     "fp-to-int32": lambda: FpToInt(32),
     "fp-round": FpRound,
+    "exp-scale": ExpScale,
     "instr-decoder": InstrDecoder,
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "token-protocol": lambda: TokenProtocol(P.queue_depth),
@@ -86,6 +90,22 @@ def test_vector_engine_multiplies_only_in_its_multipliers():
     multiplying = {name for name, body in MODULE.findall(text) if ARITHMETIC.search(body)}
     assert multiplying and all(MULTIPLYING.search(name) for name in multiplying), sorted(multiplying)
     assert len(multiplying) == 2 * P.vector_lanes          # a multiplier and a REQ per lane, nothing else
+
+
+def modules(text: str) -> dict[str, str]:
+    """An RTLIL netlist's modules (one per submodule instance), their bodies without the attribute lines."""
+    return {m.group(1): "\n".join(line for line in m.group(2).splitlines() if not line.strip().startswith("attribute"))
+            for m in re.finditer(r"^module (\S+)\n(.*?)^end\n", text, re.M | re.S)}
+
+
+@pytest.mark.parametrize("lanes", [None, 1])
+def test_transcendental_multiplies_only_in_its_fp_multiplier(lanes):
+    # Every multiply cell of the unit sits in a module that is FpMultiplier's netlist, line for line: one a unit.
+    fp_mul = modules(rtlil.convert(FpMultiplier()))["\\top"]
+    dut = Transcendental() if lanes is None else TranscendentalLanes(lanes, copies=2)
+    with_mul = {name: body for name, body in modules(rtlil.convert(dut)).items() if ARITHMETIC.findall(body)}
+    assert len(with_mul) == (1 if lanes is None else 2 * lanes)
+    assert all(name.endswith(".mul") and body == fp_mul for name, body in with_mul.items())
 
 
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])

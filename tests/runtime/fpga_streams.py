@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tritc.codegen.fpga.config import PRESETS, FpgaConfig
-from tritc.codegen.fpga.isa import DEP_FLAGS, Buf, Instr, Op, VFunc, f32_bits, pack_words
+from tritc.codegen.fpga.isa import DEP_FLAGS, Buf, Instr, Op, VFunc, f32_bits, interleave_words, pack_words, padded_kw, wgt_span_words
 
 
 def config(name: str = "edge", **changes) -> FpgaConfig:
@@ -115,25 +115,50 @@ class StreamBuilder:
     # -- a GEMV y[N] = x[K] @ W, weights tiled `tile` columns at a time through two WGT halves ---------------
     def gemv(self, act_addr: int, w_dram: int, K: int, N: int, acc_addr: int, tile: int) -> None:
         kw = -(-K // 64)
-        wb = self.cfg.word_bytes
-        half_bytes = self.cfg.weight_buffer_bytes // 2
-        assert tile * kw * wb <= half_bytes
+        half_bytes = wgt_half(self.cfg)
+        assert wgt_span_words(tile, kw, self.cfg.matrix_rows, self.cfg.words_per_beat) * self.cfg.word_bytes \
+            <= half_bytes
         for j0 in range(0, N, tile):
             n = min(tile, N - j0)
-            # n columns of kw words, back to back in DRAM: one run however many rows.
-            half = self.load_double(lambda h, j0=j0, n=n: load(Buf.WGT, h * half_bytes, w_dram + j0 * kw * wb,
-                                                               n, kw * wb))
+            half = self.load_double(lambda h, j0=j0, n=n: tile_load(self.cfg, h * half_bytes, w_dram, K, N, j0, n))
             self.use(Instr(Op.GEMM, acc_addr=acc_addr + j0, act_addr=act_addr, wgt_addr=half * half_bytes, m=1,
                            kw=kw, n=n, reset=1), release=True)
 
 
-def gemv_weights(rng: np.random.Generator, K: int, N: int, packing: str) -> tuple[np.ndarray, np.ndarray]:
-    """Random trits W[K, N] and their DRAM image: column n as ceil(K/64) words (K padded with zero trits)."""
+def wgt_half(cfg: FpgaConfig) -> int:
+    """Half of WGT in whole weight beats: both halves start where a GEMM may read (a multiple of the beat)."""
+    return cfg.weight_buffer_bytes // 2 // cfg.weight_beat_bytes * cfg.weight_beat_bytes
+
+
+def tile_load(cfg: FpgaConfig, sram_addr: int, w_dram: int, K: int, N: int, j0: int, n: int, **flags) -> Instr:
+    """The LOAD of columns j0..j0+n of a gemv_weights image (ISA v3 layout) to WGT sram_addr, as a GEMM of n columns
+    reads them: whole blocks of matrix_rows columns in one run (the image pads the last block), or a part of one
+    block as one row of n * P words per beat into the first slots of each beat."""
+    rows, per_beat, wb = cfg.matrix_rows, cfg.words_per_beat, cfg.word_bytes
+    block = padded_kw(-(-K // 64), per_beat) * rows * wb
+    at = w_dram + j0 // rows * block
+    if j0 % rows == 0 and (n % rows == 0 or j0 + n == N):
+        return load(Buf.WGT, sram_addr, at, 1, -(-n // rows) * block, **flags)
+    assert j0 // rows == (j0 + n - 1) // rows, "a tile of part of a block stays inside it"
+    beat = cfg.weight_beat_bytes
+    return load(Buf.WGT, sram_addr, at + j0 % rows * per_beat * wb, block // beat, n * per_beat * wb, dram_rs=beat,
+                sram_rs=beat, **flags)
+
+
+def weight_image_bytes(cfg: FpgaConfig, K: int, N: int) -> int:
+    """The bytes of a gemv_weights image: N padded to whole blocks, each column's words to whole beats."""
+    return wgt_span_words(N, -(-K // 64), cfg.matrix_rows, cfg.words_per_beat) * cfg.word_bytes
+
+
+def gemv_weights(rng: np.random.Generator, K: int, N: int, cfg: FpgaConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Random trits W[K, N] and their DRAM image for `cfg`: column n as ceil(K/64) words (K padded with zero trits),
+    interleaved in blocks of matrix_rows columns by beats (ISA v3, isa.interleave_words)."""
     W = rng.integers(-1, 2, (K, N)).astype(np.int8)
     kw = -(-K // 64)
     cols = np.zeros((N, 64 * kw), np.int8)
     cols[:, :K] = W.T
-    return W, pack_words(cols, packing).reshape(-1)
+    image = interleave_words(pack_words(cols, cfg.weight_packing), cfg.matrix_rows, cfg.words_per_beat, cfg.word_bytes)
+    return W, np.frombuffer(image, np.uint8)
 
 
 # -- a decode step of a decoder: 2 layers of hidden 512 by default, or BitNet-2B-shaped -------------------------
@@ -264,8 +289,8 @@ def decoder_step(cfg: FpgaConfig, rng: np.random.Generator | None, sh: DecoderSh
         return a
 
     def weights(K: int, N: int) -> tuple[int, np.ndarray | None]:
-        made = gemv_weights(rng, K, N, cfg.weight_packing) if rng is not None else (None, None)
-        return put(N * -(-K // 64) * cfg.word_bytes, lambda: made[1]), made[0]
+        made = gemv_weights(rng, K, N, cfg) if rng is not None else (None, None)
+        return put(weight_image_bytes(cfg, K, N), lambda: made[1]), made[0]
 
     def normal(*shape: int) -> int:
         return put(4 * int(np.prod(shape)), lambda: rng.standard_normal(shape).astype(np.float32))
@@ -338,10 +363,10 @@ def decoder_step(cfg: FpgaConfig, rng: np.random.Generator | None, sh: DecoderSh
         probe["logits"] = addr
         _rmsnorm(b, v, v.X, v.GAMMA, H)
         _quantise(b, v, v.XN, H)
-        kw = -(-H // 64)
         for c0 in range(0, sh.vocab, LOGITS_CHUNK):
             n = min(LOGITS_CHUNK, sh.vocab - c0)
-            b.gemv(ACT_X, head + c0 * kw * cfg.word_bytes, H, n, 0, tile)
+            assert c0 % cfg.matrix_rows == 0
+            b.gemv(ACT_X, head + weight_image_bytes(cfg, H, c0), H, n, 0, tile)   # the chunk's first block
             b.wait_stores()
             b.compute(vop(VFunc.MUL, 1, n, row(Buf.VEC, v.LOGITS), row(Buf.ACC, 0), (Buf.VEC, v.SC + 1, 0, 0)))
             b.result(Instr(Op.NOP), store(Buf.VEC, v.LOGITS, probe["logits"] + 4 * c0, 1, n))

@@ -23,7 +23,21 @@ from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import ENERGY_PJ, DeadlockError, Device, DeviceError, HazardError, Simulator
 
 from ..properties import budget
-from .fpga_streams import BITNET_2B, SMALL, DecoderShape, StreamBuilder, config, decoder_step, gemv_weights, load, row, store, vop
+from .fpga_streams import (
+    BITNET_2B,
+    SMALL,
+    DecoderShape,
+    StreamBuilder,
+    config,
+    decoder_step,
+    gemv_weights,
+    load,
+    row,
+    store,
+    tile_load,
+    vop,
+    weight_image_bytes,
+)
 
 EDGE = config("edge")
 MIB = 1 << 20
@@ -79,7 +93,7 @@ def test_gemm_pipeline_bit_exact(packing, preset):
     rng = np.random.default_rng(0)
     M, K, N = 3, 200, 40                               # K padded to 256 with zero trits; N not a multiple of rows
     kw = 4
-    W, wimg = gemv_weights(rng, K, N, packing)
+    W, wimg = gemv_weights(rng, K, N, cfg)            # ISA v3 layout: N padded to whole blocks of rows
     x = rng.integers(-128, 128, (M, 256)).astype(np.int8)   # bytes past K are garbage: zero trits ignore them
     sim = sim_for(cfg)
     sim.write(0x1000, x)
@@ -115,7 +129,7 @@ def test_gemm_pipeline_bit_exact(packing, preset):
 def test_gemm_accumulates_and_wraps_int32():
     rng = np.random.default_rng(1)
     K, N = 128, 16
-    W, wimg = gemv_weights(rng, K, N, "base3")
+    W, wimg = gemv_weights(rng, K, N, EDGE)
     x = rng.integers(-128, 128, K).astype(np.int8)
     sums = x.astype(np.int64) @ W
     start = (2**31 - 1 - sums).astype(np.int32)       # the first GEMM lands on 2^31 - 1, the second wraps
@@ -364,7 +378,8 @@ def test_gather_and_negative_strides_in_transfers():
     (store(Buf.WGT, 0, 0, 1, 4), "WGT is read only by GEMM"),
     (Instr(Op.GEMM, acc_addr=16383, m=1, n=2, kw=1), "acc reaches ACC [16383, 16384]"),
     (Instr(Op.GEMM, act_addr=(128 << 10) - 64, m=1, n=1, kw=2), "act reaches ACT"),
-    (Instr(Op.GEMM, wgt_addr=(512 << 10) - 13, m=1, n=2, kw=1), "wgt reaches WGT"),
+    (Instr(Op.GEMM, wgt_addr=(512 << 10) // 208 * 208, m=1, n=2, kw=1), "wgt reaches WGT [524160, 524367]"),   # a block
+    (Instr(Op.GEMM, wgt_addr=13, m=1, n=1, kw=1), "wgt_addr 13 is not a multiple of the 208-byte weight beat"),
     (Instr(Op.GEMM, m=2, n=4, kw=1, acc_rs=2), "acc writes some ACC element twice"),
     (vop(VFunc.ADD, 1, 4, row(Buf.VEC, 0), row(Buf.WGT, 0), row(Buf.VEC, 8)), "src1 is WGT"),
     (vop(VFunc.REQ, 1, 4, row(Buf.ACT, 0), row(Buf.VEC, 0), imm=5), "src1 must be ACC or ACT"),
@@ -383,7 +398,7 @@ def test_malformed_instructions_refused_before_running(bad, message):
     instrs = [load(Buf.ACT, 0, 0, 1, 1), bad, Instr(Op.FINISH)]
     with pytest.raises(StreamError) as e:
         sim.load_stream(instrs)
-    assert "instruction 1 (" in str(e.value) and message in str(e.value)
+    assert "instruction 1 (" in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
     assert sim.stats == {} and sim.typed[Buf.ACT][0] == 0     # nothing ran
 
 
@@ -478,7 +493,7 @@ def test_full_queues_deadlock():
 
 def test_race_without_a_token_is_a_hazard():
     rng = np.random.default_rng(4)
-    W, wimg = gemv_weights(rng, 64, 16, "base3")
+    W, wimg = gemv_weights(rng, 64, 16, EDGE)
     instrs = [load(Buf.ACT, 0, 0, 1, 64, push_next=1), load(Buf.WGT, 0, 0x1000, 1, wimg.size),  # weights: no token
               Instr(Op.GEMM, m=1, n=16, kw=1, reset=1, pop_prev=1), Instr(Op.FINISH)]
     sim = sim_for()
@@ -627,9 +642,9 @@ def gemv_stream(cfg, K, N, tile, double_buffer):
         b.gemv(0, 0x10000, K, N, 0, tile)
     else:
         # One weight buffer: every load waits until the GEMM of the previous tile has released it.
-        kw, wb = -(-K // 64), cfg.word_bytes
+        kw = -(-K // 64)
         for t, j0 in enumerate(range(0, N, tile)):
-            b.emit(load(Buf.WGT, 0, 0x10000 + j0 * kw * wb, 1, tile * kw * wb, pop_next=int(t > 0), push_next=1))
+            b.emit(tile_load(cfg, 0, 0x10000, K, N, j0, tile, pop_next=int(t > 0), push_next=1))
             last = j0 + tile >= N
             b.emit(Instr(Op.GEMM, acc_addr=j0, act_addr=0, wgt_addr=0, m=1, kw=kw, n=tile, reset=1, pop_prev=1,
                          push_prev=int(not last)))
@@ -642,7 +657,7 @@ def test_double_buffering_overlaps_load_and_compute():
     K, N, tile = 1024, 256, 16
     kw = K // 64
     rng = np.random.default_rng(5)
-    W, wimg = gemv_weights(rng, K, N, "base3")
+    W, wimg = gemv_weights(rng, K, N, cfg)
     x = rng.integers(-128, 128, K).astype(np.int8)
     tile_load = 30 + math.ceil(math.ceil(tile * kw * 13 / 64) * 64 / 76.8)
     tile_gemm = math.ceil(tile / 4) * kw + 6 + 2
@@ -757,7 +772,7 @@ def timing_case(name):
     if name == "every-function":
         return (EDGE, *every_function_stream(EDGE, rng))
     if name.startswith("gemv"):
-        W, wimg = gemv_weights(rng, 1024, 256, "base3")
+        W, wimg = gemv_weights(rng, 1024, 256, EDGE)
         x = rng.integers(-128, 128, 1024).astype(np.int8)
         return EDGE, gemv_stream(EDGE, 1024, 256, 16, name == "gemv-double"), {0: x, 0x10000: wimg}
     cfg = config(name.split("-")[-1])
@@ -840,7 +855,7 @@ def linear_ops(sh: DecoderShape) -> int:
 
 def weight_bytes(sh: DecoderShape, cfg) -> int:
     def w(k, n):
-        return n * -(-k // 64) * cfg.word_bytes
+        return weight_image_bytes(cfg, k, n)
     h, f = sh.hidden, sh.ffn
     layer = w(h, sh.q_dim) + 2 * w(h, sh.kv_dim) + w(sh.q_dim, h) + 2 * w(h, f) + w(f, h)
     return sh.layers * layer + w(h, sh.vocab)

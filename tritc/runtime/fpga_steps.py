@@ -16,7 +16,19 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..codegen.fpga import vector_unit as vu
 from ..codegen.fpga.config import FpgaConfig
-from ..codegen.fpga.isa import BINARY, ELEM_BYTES, REDUCTIONS, Buf, Instr, Op, VFunc, bits_f32, decode_words
+from ..codegen.fpga.isa import (
+    BINARY,
+    ELEM_BYTES,
+    REDUCTIONS,
+    Buf,
+    Instr,
+    Op,
+    VFunc,
+    bits_f32,
+    decode_words,
+    deinterleave_words,
+    wgt_span_words,
+)
 from ..codegen.fpga.verify import QUEUES, View, pops, pushes
 
 # fp32 additions and multiplications per element of each vector function (its algorithm in ISA.md; the shared
@@ -153,12 +165,15 @@ class StepMaker:
                 acc[...] = 0
             return clear
         act = self._typed_view(views[1])
-        n, kw, reset, wb = ins.n, ins.kw, ins.reset, self.config.word_bytes
-        wgt = self.raw[Buf.WGT][ins.wgt_addr:ins.wgt_addr + n * kw * wb].reshape(n, kw * wb)
-        packing = self.config.weight_packing
+        c = self.config
+        n, kw, reset, wb = ins.n, ins.kw, ins.reset, c.word_bytes
+        rows, per_beat = c.matrix_rows, c.words_per_beat
+        # the whole blocks the GEMM reads (ISA v3 layout); its columns are gathered when it runs, WGT may change first
+        span = self.raw[Buf.WGT][ins.wgt_addr:ins.wgt_addr + wgt_span_words(n, kw, rows, per_beat) * wb]
+        packing = c.weight_packing
 
         def effect() -> None:
-            trits = decode_words(wgt, packing)
+            trits = decode_words(deinterleave_words(span, n, kw, rows, per_beat, wb), packing)
             # Exact: every partial sum is an integer below 2^26, far inside float64's 2^53.
             s = (act.astype(np.float64) @ trits.T.astype(np.float64)).astype(np.int64)
             if not reset:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.codegen.helpers import Case, Const, build
-from tritc.codegen.fpga.config import PRESETS
-from tritc.codegen.fpga.isa import Op, unpack_words
+from tritc.codegen.fpga.config import PRESETS, FpgaConfig
+from tritc.codegen.fpga.isa import Op, unpack_words, wgt_word_offset
 from tritc.codegen.fpga.lower import DramMap, LoweringError, build_weight_image, device_support, lower_nodes
 from tritc.codegen.fpga.verify import check_stream
 from tritc.errors import ResourceLimitError
@@ -28,9 +28,9 @@ TRANSCENDENTAL = dict(rtol=2e-6, atol=2e-6)    # EXP / TANH / ERF / SIN / COS: a
 SUMS = dict(rtol=1e-5, atol=1e-6)              # RSUM / MM order vs numpy's pairwise sums; softmax, norms, attention
 
 
-def run_device(graph: Graph, feeds: dict, preset: str = "edge", double_buffer: bool = True):
+def run_device(graph: Graph, feeds: dict, preset: str | FpgaConfig = "edge", double_buffer: bool = True):
     """Lower every work node of `graph`, run the stream on the Simulator: (results by value name, stats, stream)."""
-    cfg = PRESETS[preset]
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
     nodes = [n for n in graph if n.op not in ("weight", "constant")]
     for n in nodes:
         assert device_support(n, graph, cfg) is None, (n, device_support(n, graph, cfg))
@@ -117,6 +117,34 @@ def test_ternary_matmul_int8_is_bit_exact(m_shape, k, n, kw, preset, double_buff
     group = kw.get("group") or k
     words = -(-group // 64) * (k // group)       # each group's column padded to whole 64-trit words
     assert stats["ternary_ops"] == int(np.prod(m_shape)) * n * words * 64
+
+
+# 4 trees of 128 lanes (2 words a beat, a beat of 104 bytes), WGT of 6 beats: a block of 4 columns holds 6 words of
+# each, so K = 832 (13 words) goes in K-chunks of 6, 6 and 1 (padded to 2). ACC of 12 words makes the tiles 1 or 2
+# columns (inside a block, at any slot); of 1024 words, whole blocks.
+TINY_WGT = FpgaConfig(name="tiny-wgt", matrix_rows=4, matrix_lanes=128, weight_buffer_bytes=6 * 104,
+                      activation_buffer_bytes=4096, accumulator_buffer_bytes=48, vector_buffer_bytes=65536,
+                      cache_buffer_bytes=1024, vector_lanes=16, clock_hz=250e6, dram_bandwidth=16e9,
+                      dram_latency_ns=40.0, dram_bytes=DRAM).validate()
+
+
+@pytest.mark.parametrize("acc_bytes,packing", [(48, "base3"), (4096, "2bit"), (4096, "base3")])
+@pytest.mark.parametrize("double_buffer", [True, False])
+def test_ternary_matmul_in_k_chunks_and_part_blocks_is_bit_exact(acc_bytes, packing, double_buffer):
+    """ISA v3 weight tiles: K-chunks in whole beats (the last one padded), tiles of whole blocks (one contiguous run
+    per block and chunk) and tiles of part of a block (one row per beat), n not a multiple of the block."""
+    from dataclasses import replace
+
+    cfg = replace(TINY_WGT, accumulator_buffer_bytes=acc_bytes, weight_packing=packing,
+                  weight_buffer_bytes=6 * 4 * 2 * (13 if packing == "base3" else 16)).validate()
+    g, feeds = ternary_graph((3,), 832, 11, bias=True, seed=5)
+    got, stats, instrs = run_device(g, feeds, cfg, double_buffer)
+    np.testing.assert_array_equal(got["y"], interpret(g, feeds)["y"])
+    gemms = [i for i in instrs if i.op == Op.GEMM]
+    assert sorted({i.kw for i in gemms}) == [1, 6]                         # chunks of 6 words, then the last one
+    assert all(i.wgt_addr % cfg.weight_beat_bytes == 0 for i in gemms)
+    assert {i.n for i in gemms} <= {1, 2} if acc_bytes == 48 else {i.n for i in gemms} == {4, 3}
+    assert stats["ternary_ops"] == 3 * 11 * 13 * 64
 
 
 def test_ternary_matmul_silu_within_exp_error():
@@ -318,20 +346,32 @@ def test_device_support_reasons():
     assert "int8" in device_support(node, gf, cfg)
 
 
-def test_weight_image_holds_packed_columns_and_scales():
-    cfg = PRESETS["edge"]
+@pytest.mark.parametrize("preset", ["edge", "datacenter"])
+def test_weight_image_holds_packed_columns_and_scales(preset):
+    # ISA v3 layout: per group, blocks of matrix_rows columns, words interleaved by beats (datacenter: 2 words per
+    # beat, so kw = 1 is padded to 2); the pad columns and words are words of zero trits
+    cfg = PRESETS[preset]
     g, _ = ternary_graph((1,), 100, 5, granularity="per_group", group=50)
     w = g.weights["w"]
     image = build_weight_image(g, cfg, base=4096)
     e = image.entries["w"]
+    rows, per_beat, wb = cfg.matrix_rows, cfg.words_per_beat, cfg.word_bytes
     assert e.groups == 2 and e.kw == 1 and e.addr % 64 == 0 and e.scale_addr % 64 == 0
+    assert e.nbytes == 2 * rows * per_beat * wb and e.group_addr(1) - e.addr == rows * per_beat * wb
     data = np.frombuffer(image.data, np.uint8)
+    seen = np.zeros(e.nbytes, bool)
     for grp in range(2):
-        for col in range(5):
-            at = e.group_addr(grp) + col * e.column_bytes - image.base
-            trits = unpack_words(data[at:at + e.column_bytes], cfg.weight_packing)
-            np.testing.assert_array_equal(trits[:50], w.trits[grp * 50:(grp + 1) * 50, col])
-            assert not trits[50:].any()   # pad trits are zero
+        for col in range(rows):
+            for word in range(per_beat):
+                at = e.group_addr(grp) - image.base + wgt_word_offset(col, word, e.kw, rows, per_beat) * wb
+                seen[at + image.base - e.addr:at + image.base - e.addr + wb] = True
+                trits = unpack_words(data[at:at + wb], cfg.weight_packing)
+                if col < 5 and word == 0:
+                    np.testing.assert_array_equal(trits[:50], w.trits[grp * 50:(grp + 1) * 50, col])
+                    assert not trits[50:].any()   # pad trits are zero
+                else:
+                    assert not trits.any()        # a pad column or pad word
+    assert seen.all()
     scales = data[e.scale_addr - image.base:e.scale_addr - image.base + w.scale.nbytes].view(np.float32)
     np.testing.assert_array_equal(scales.reshape(w.scale.shape), w.scale)
 

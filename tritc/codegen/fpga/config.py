@@ -59,6 +59,18 @@ class FpgaConfig:
         return PACKINGS[self.weight_packing]
 
     @property
+    def words_per_beat(self) -> int:
+        """P: packed words an adder tree takes per cycle, at least 1 (fewer than 64 lanes take one word over
+        64 / matrix_lanes cycles). WGT holds weights in beats of matrix_rows * P words (docs/ISA.md, "Weight
+        layout")."""
+        return max(1, self.matrix_lanes // TRIT_GROUP)
+
+    @property
+    def weight_beat_bytes(self) -> int:
+        """One beat of the matrix unit: matrix_rows * words_per_beat words; a GEMM's wgt_addr is a multiple of it."""
+        return self.matrix_rows * self.words_per_beat * self.word_bytes
+
+    @property
     def bytes_per_cycle(self) -> float:
         return self.dram_bandwidth / self.clock_hz
 
@@ -116,10 +128,9 @@ class FpgaConfig:
             if getattr(self, name) > 4 << VEC_ADDR_BITS:
                 raise bad(name, f"exceeds the {VEC_ADDR_BITS}-bit word address ({4 << VEC_ADDR_BITS} bytes)")
         # One tile of each kind must fit (the smallest the lowering makes; double buffering wants two).
-        word = self.word_bytes * max(1, self.matrix_lanes // TRIT_GROUP)
-        if self.weight_buffer_bytes < 2 * self.matrix_rows * word:
+        if self.weight_buffer_bytes < 2 * self.weight_beat_bytes:
             raise bad("weight_buffer_bytes", f"is {self.weight_buffer_bytes}: too small for two "
-                      f"{self.matrix_rows}x{self.matrix_lanes} weight tiles ({2 * self.matrix_rows * word} bytes)")
+                      f"{self.matrix_rows}x{self.matrix_lanes} weight tiles ({2 * self.weight_beat_bytes} bytes)")
         if self.activation_buffer_bytes < 2 * self.matrix_lanes:
             raise bad("activation_buffer_bytes", f"is {self.activation_buffer_bytes}: too small for two "
                       f"activation rows of {self.matrix_lanes} lanes")

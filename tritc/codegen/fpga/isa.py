@@ -35,12 +35,13 @@ from ...errors import ArtifactCompatibilityError, ArtifactIntegrityError, Compil
 INSTR_BITS = 256
 INSTR_BYTES = INSTR_BITS // 8
 HEADER_BITS = 8  # opcode (4) + dependency flags (4)
-ISA_VERSION = 2  # the instruction set of docs/ISA.md; a change to any encoding or meaning raises it
-# Versions this tritc still reads: 2 added VOP.overlap (the matrix unit beside the vector unit) and AMAX; a stream of
-# version 1 sets neither and means what it meant (every compute instruction after a GEMM waits for it).
-READABLE_ISA_VERSIONS = (1, 2)
+ISA_VERSION = 3  # the instruction set of docs/ISA.md; a change to any encoding or meaning raises it
+# Versions this tritc reads. 3 interleaves a GEMM's weights in WGT in beats of matrix_rows x words_per_beat words
+# (wgt_word_offset) with wgt_addr beat-aligned: a stream of 1 or 2 reads column-major weights, so it would compute
+# wrong sums on a version-3 device, and it is refused (lower the model again).
+READABLE_ISA_VERSIONS = (3,)
 MAGIC = b"TRITSTRM"  # a binary stream: STREAM_HEADER, then the words
-LEGACY_MAGIC = b"TRITISA1"  # before the header (ISA 1, no build id, no hash): the magic and a u32 count; still read
+LEGACY_MAGIC = b"TRITISA1"  # before the header (ISA 1, no build id, no hash): the magic and a u32 count; refused
 STREAM_HEADER = struct.Struct("<8sHHI32s32s")  # magic, ISA version, reserved 0, count, build id, SHA-256 of the words
 NO_BUILD = bytes(32)  # the build id of a stream bound to no accelerator build (hand-written, tests)
 
@@ -149,8 +150,8 @@ FIELDS: dict[Op, list[Field]] = {
     Op.STORE: [Field("buf", 3), Field("sram_addr", 22), Field("dram_addr", 40), Field("rows", 16),
                Field("cols", 16), Field("dram_rs", 32, True), Field("dram_cs", 16, True), Field("sram_rs", 22)],
     # acc[acc_addr + i*acc_rs + j] (=|+=) sum over g < kw, l < 64 of
-    #     act[act_addr + i*act_rs + 64*g + l] * trit l of the word at wgt_addr + (j*kw + g) * word_bytes
-    # for i < m, j < n.
+    #     act[act_addr + i*act_rs + 64*g + l] * trit l of the word at wgt_addr + wgt_word_offset(j, g, kw, R, P) * wb
+    # for i < m, j < n (R = matrix_rows, P = words_per_beat, wb = word_bytes); wgt_addr is a multiple of R * P * wb.
     Op.GEMM: [Field("acc_addr", 22), Field("act_addr", 22), Field("wgt_addr", 22), Field("m", 16),
               Field("kw", 12), Field("n", 16), Field("act_rs", 22), Field("acc_rs", 22), Field("reset", 1)],
     # rows x cols results; `depth` is MM's inner length and REQ's shift; imm is a float32 bit pattern (an int32
@@ -314,6 +315,9 @@ def read_stream_header(data: bytes | memoryview) -> StreamHeader:
     return StreamHeader(version, count, build, digest, STREAM_HEADER.size)
 
 
+_WHY_NOT = {v: " (version 3 changed the weight layout in WGT: lower the model again)" for v in (1, 2)}
+
+
 def decode_stream(data: bytes, config: object = None) -> list[Instr]:
     """The instructions of a binary stream, checked in this order: the header; its ISA version and (with `config`, an
     FpgaConfig) its build, ArtifactCompatibilityError if this tritc or that device cannot run it; the length
@@ -328,7 +332,7 @@ def stream_words(data: bytes, config: object = None) -> memoryview:
     head = read_stream_header(data)
     if head.isa_version not in READABLE_ISA_VERSIONS:
         raise ArtifactCompatibilityError(f"instruction stream of ISA version {head.isa_version}; this tritc and its "
-                                         f"devices run ISA version {ISA_VERSION}")
+                                         f"devices run ISA version {ISA_VERSION}{_WHY_NOT.get(head.isa_version, '')}")
     if config is not None and head.build_id != NO_BUILD and head.build_id != config.build_id:  # type: ignore[attr-defined]
         raise ArtifactCompatibilityError(
             f"instruction stream lowered for accelerator build {head.build_id.hex()[:16]}, not for the FPGA config "
@@ -442,3 +446,57 @@ def decode_words(packed: np.ndarray, packing: str) -> np.ndarray:
         raise CompilerError(f"base-3 words are 13 bytes, got a last dim of {p.shape[-1]}")
     g = p.shape[-1] // 13
     return t.reshape(p.shape[:-1] + (g, 65))[..., :64].reshape(p.shape[:-1] + (64 * g,))
+
+
+# -- the weight layout in WGT and in the DRAM image (docs/ISA.md, "Weight layout") -------------------------
+# Blocks of R = matrix_rows output columns; in a block, beat r holds words r*P .. r*P+P-1 of each of the R columns,
+# so that one beat of the matrix unit (R trees x P words) is one contiguous, aligned row of R * P words.
+
+def padded_kw(kw: int, per_beat: int) -> int:
+    """kwp: a column's words padded to whole beats (a multiple of P)."""
+    return -(-kw // per_beat) * per_beat
+
+
+def wgt_word_offset(j: int, g: int, kw: int, rows: int, per_beat: int) -> int:
+    """Where word g (< kw) of output column j of a GEMM lies, in words from its wgt_addr (ISA v3)."""
+    kwp = padded_kw(kw, per_beat)
+    return (j // rows) * kwp * rows + (g // per_beat) * rows * per_beat + (j % rows) * per_beat + g % per_beat
+
+
+def wgt_span_words(n: int, kw: int, rows: int, per_beat: int) -> int:
+    """The words a GEMM of n columns of kw words reads from WGT: whole blocks of R columns, kw padded to kwp."""
+    return -(-n // rows) * padded_kw(kw, per_beat) * rows if n and kw else 0
+
+
+def _pad_word(word_bytes: int) -> np.ndarray:
+    """A word of zero trits in the packing of that word size (bytes of zeros for any other size)."""
+    for packing, size in (("base3", 13), ("2bit", 16)):
+        if size == word_bytes:
+            return pack_words(np.zeros(64, np.int8), packing)
+    return np.zeros(word_bytes, np.uint8)
+
+
+def interleave_words(words: np.ndarray, rows: int, per_beat: int, word_bytes: int) -> bytes:
+    """Column-major packed words [n, kw * word_bytes] (column j's words one after the other) in the ISA v3 layout:
+    ceil(n / rows) blocks of kwp * rows words, columns past n and words past kw padded with words of zero trits.
+    What the DRAM image holds for each matrix and a GEMM at wgt_addr reads; bytes(0) for n = 0 or kw = 0."""
+    w = np.asarray(words, dtype=np.uint8)
+    if w.ndim != 2 or w.shape[1] % word_bytes:
+        raise CompilerError(f"interleave_words takes [n, kw * {word_bytes}] bytes, got shape {list(w.shape)}")
+    n, kw = w.shape[0], w.shape[1] // word_bytes
+    if not n or not kw:
+        return b""
+    kwp, blocks = padded_kw(kw, per_beat), -(-n // rows)
+    out = np.empty((blocks * rows, kwp, word_bytes), np.uint8)
+    out[...] = _pad_word(word_bytes)
+    out[:n, :kw] = w.reshape(n, kw, word_bytes)
+    # [block, column in block, beat, word in beat, byte] -> [block, beat, column in block, word in beat, byte]
+    return out.reshape(blocks, rows, kwp // per_beat, per_beat, word_bytes).transpose(0, 2, 1, 3, 4).tobytes()
+
+
+def deinterleave_words(span: np.ndarray, n: int, kw: int, rows: int, per_beat: int, word_bytes: int) -> np.ndarray:
+    """The inverse of interleave_words on the bytes a GEMM reads (wgt_span_words * word_bytes of them):
+    [n, kw * word_bytes], column j's words in order (a copy)."""
+    kwp, blocks = padded_kw(kw, per_beat), -(-n // rows)
+    b = np.asarray(span, dtype=np.uint8).reshape(blocks, kwp // per_beat, rows, per_beat, word_bytes)
+    return b.transpose(0, 2, 1, 3, 4).reshape(blocks * rows, kwp * word_bytes)[:n, :kw * word_bytes]

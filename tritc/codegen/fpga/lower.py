@@ -41,9 +41,9 @@ HOST_OPS = {
 
 
 def build_weight_image(graph: Graph, config: FpgaConfig, base: int = 0) -> WeightImage:
-    """Every ternary weight (packed 64-trit words, column-major, and its fp32 scales) and every float or boolean
-    constant that a node with an FPGA lowering reads, as one DRAM image to be written at `base`; entries by value
-    name. Constants only host ops read (an embedding table) stay out."""
+    """Every ternary weight (packed 64-trit words in the ISA v3 weight layout, and its fp32 scales) and every float
+    or boolean constant that a node with an FPGA lowering reads, as one DRAM image to be written at `base`; entries
+    by value name. Constants only host ops read (an embedding table) stay out."""
     out = ImageWriter(base)
     entries: dict[str, WeightEntry] = {}
     by_data: dict[int, WeightEntry] = {}

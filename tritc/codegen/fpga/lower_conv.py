@@ -18,8 +18,9 @@ from ...ir.graph import Graph, Node
 from ...ir.ops.cnn import Window
 from ...ir.ternary import TernaryWeight
 from .config import TRIT_GROUP, FpgaConfig
-from .isa import Buf, VFunc
-from .lower_ctx import MAX_CS, LowerCtx, View, attrs_of, lowering, shape_of
+from .isa import Buf, VFunc, padded_kw
+from .lower_ctx import MAX_CS, LowerCtx, View, attrs_of, lowering, shape_of, wgt_half_bytes
+from .lower_weights import load_weight_tile, weight_tiles
 
 
 def _geometry(node: Node, x_shape: tuple[int, ...], w: tuple[int, int]) -> dict:
@@ -64,7 +65,8 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
     bvec = vec.alloc(g["m"], "bias") if bias is not None else None
     if bias is not None:
         ctx.load(Buf.VEC, bvec, bias, 0, 1, g["m"], 0)
-    n_t = max(1, min(g["mg"], acc_a.free // pt_max, vec.free // (ctx.slots() * pt_max)))
+    max_cols = wgt_half_bytes(ctx.config) // e.block_bytes * e.rows      # whole blocks in a WGT half
+    n_t = max(1, min(g["mg"], acc_a.free // pt_max, vec.free // (ctx.slots() * pt_max), max_cols))
     acc = acc_a.alloc(pt_max * n_t, "accumulators")
     ys = [vec.alloc(pt_max * n_t, "results") for _ in range(ctx.slots())]
     eps, act_max = float(np.float32(a["act_eps"])), float(np.float32(a["act_max"]))
@@ -86,12 +88,10 @@ def lower_ternary_conv(ctx: LowerCtx, node: Node) -> None:
             pn = ny * g["ow"]
             _im2col(ctx, g, q, cols, y0, ny)
             for grp in range(g["groups"]):
-                for m0 in range(grp * g["mg"], (grp + 1) * g["mg"], n_t):
-                    mn = min(n_t, (grp + 1) * g["mg"] - m0)
-                    wgt = ctx.next_wgt_half()
-                    ctx.load(Buf.WGT, wgt, ctx.image(e), m0 * e.column_bytes, 1, mn * e.column_bytes, 0)
-                    ctx.gemm(acc, cols + grp * g["kwords"] * TRIT_GROUP, wgt, pn, g["kwords"], mn, g["row"], n_t,
-                             True, e.word_bytes)
+                # a conv group's output channels from its first block boundary on in whole blocks (lower_weights.py)
+                for m0, mn in weight_tiles(grp * g["mg"], (grp + 1) * g["mg"], n_t, e.rows):
+                    wgt = load_weight_tile(ctx, e, 0, m0, mn, 0, e.kw)
+                    ctx.gemm(acc, cols + grp * g["kwords"] * TRIT_GROUP, wgt, pn, g["kwords"], mn, g["row"], n_t, True)
                     y = ys[turn % len(ys)]
                     turn += 1
                     yt = View(Buf.VEC, y, 1, pn)             # element (p, m) at y + m * pn + p: NCHW rows
@@ -147,6 +147,9 @@ def support_ternary_conv(node: Node, graph: Graph, config: FpgaConfig, sizes: Ma
         return "an image does not fit the vector buffer"
     if g["cg"] * g["kh"] * g["kw"] != g["kg"]:
         return "weight rows do not match channels x kernel"
+    block = padded_kw(g["kwords"], config.words_per_beat) * config.matrix_rows * config.word_bytes
+    if block > wgt_half_bytes(config):
+        return f"a block of {config.matrix_rows} output channels' weights ({block} bytes) does not fit half of WGT"
     return None
 
 

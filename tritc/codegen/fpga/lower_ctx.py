@@ -19,7 +19,7 @@ from ...errors import UnsupportedError
 from ...ir.graph import Graph, Node, Value
 from ...ir.types import DType
 from .config import FpgaConfig
-from .isa import ELEM_BYTES, REDUCTIONS, Buf, Op, VFunc, f32_bits
+from .isa import ELEM_BYTES, REDUCTIONS, Buf, Op, VFunc, f32_bits, wgt_span_words
 from .lower_image import DramMap, WeightEntry, WeightImage
 from .lower_stream import DRAM, Span, StreamBuilder, view_span
 
@@ -109,6 +109,13 @@ def half_units(config: FpgaConfig, buf: Buf) -> int:
     return buffer_units(config)[buf] // 2
 
 
+def wgt_half_bytes(config: FpgaConfig) -> int:
+    """The largest weight tile: half of WGT in whole beats, so that both halves start beat-aligned (a GEMM's
+    wgt_addr is a multiple of the beat, docs/ISA.md)."""
+    beat = config.weight_beat_bytes
+    return config.weight_buffer_bytes // 2 // beat * beat
+
+
 class LowerCtx:
     def __init__(self, graph: Graph, config: FpgaConfig, dram: DramMap, weights: WeightImage, double_buffer: bool,
                  sizes: Mapping[str, int] | None = None):
@@ -167,16 +174,18 @@ class LowerCtx:
         return 2 if self.double_buffer else 1
 
     def next_wgt_half(self, nbytes: int | None = None) -> int:
-        """Where the next weight tile (of `nbytes`, at most half of WGT) goes. With double buffering WGT is a ring:
-        tiles follow each other and wrap to 0 when one would pass the end, so while the matrix unit multiplies one
-        tile, the load engine may fill as many next ones as fit (halves alternate for tiles of a whole half).
-        Without, every tile goes to 0."""
+        """Where the next weight tile (of `nbytes`, at most wgt_half_bytes) goes: a multiple of the weight beat.
+        With double buffering WGT is a ring: tiles follow each other (each from the next beat boundary) and wrap to 0
+        when one would pass the end, so while the matrix unit multiplies one tile, the load engine may fill as many
+        next ones as fit (halves alternate for tiles of a whole half). Without, every tile goes to 0."""
         if not self.double_buffer:
             return 0
-        size = self.half[Buf.WGT] if nbytes is None else max(int(nbytes), 1)
-        if self.wgt_turn + size > self.units[Buf.WGT]:
-            self.wgt_turn = 0
-        addr, self.wgt_turn = self.wgt_turn, self.wgt_turn + size
+        beat = self.config.weight_beat_bytes
+        size = wgt_half_bytes(self.config) if nbytes is None else max(int(nbytes), 1)
+        addr = -(-self.wgt_turn // beat) * beat
+        if addr + size > self.units[Buf.WGT]:
+            addr = 0
+        self.wgt_turn = addr + size
         return addr
 
     # ---- values ----------------------------------------------------------------------------------------
@@ -270,8 +279,11 @@ class LowerCtx:
 
     # ---- compute ---------------------------------------------------------------------------------------
     def gemm(self, acc: int, act: int, wgt: int, m: int, kw: int, n: int, act_rs: int, acc_rs: int,
-             reset: bool, word_bytes: int) -> None:
-        reads = [view_span(int(Buf.ACT), act, m, 64 * kw, act_rs, 1), Span(int(Buf.WGT), wgt, wgt + n * kw * word_bytes)]
+             reset: bool) -> None:
+        """A GEMM over the weights at WGT `wgt` (beat-aligned, ISA v3 layout): it reads their whole blocks."""
+        c = self.config
+        span = wgt_span_words(n, kw, c.matrix_rows, c.words_per_beat) * c.word_bytes
+        reads = [view_span(int(Buf.ACT), act, m, 64 * kw, act_rs, 1), Span(int(Buf.WGT), wgt, wgt + span)]
         writes = [view_span(int(Buf.ACC), acc, m, n, acc_rs, 1)]
         self.s.emit(Op.GEMM, reads, writes, acc_addr=acc, act_addr=act, wgt_addr=wgt, m=m, kw=kw, n=n,
                     act_rs=act_rs, acc_rs=acc_rs, reset=int(reset))

@@ -3,9 +3,9 @@
 Per block of m rows of the activations:
     quantise   LOAD x rows -> VEC; ABS, RMAX (absmax), MAX eps, act_max / it (or 1 / it * act_max): s per row;
                MUL x * s -> ACT (the write rounds half to even and saturates to int8): q
-    per tile   of n output columns (and per scale group, and per chunk of K when a column does not fit):
-               LOAD the tile's packed words -> a WGT half (halves alternate, so the next tile streams in while
-               this one multiplies); GEMM q x trits -> ACC (int32, exact)
+    per tile   of n output columns (and per scale group, and per chunk of K when a block of matrix_rows columns
+               does not fit): LOAD the tile's packed words, whole blocks of the image's layout (lower_weights.py),
+               -> the WGT ring (the next tile streams in while this one multiplies); GEMM q x trits -> ACC (int32)
     epilogue   MUL ACC * scale (-> fp32, then the scale: per tensor an immediate, per channel / group a vector),
                per group the products summed in group order, DIV by s, + bias, + residual, relu / silu;
                STORE the tile (VEC halves alternate, so the store overlaps the next tile)
@@ -28,9 +28,10 @@ from ...ir.graph import Graph, Node
 from ...ir.ops import OPS
 from ...ir.ternary import TernaryWeight
 from .config import TRIT_GROUP, FpgaConfig
-from .isa import Buf, VFunc
-from .lower_ctx import LowerCtx, LoweringError, View, attrs_of, half_units, lowering, prod, shape_of
+from .isa import Buf, VFunc, padded_kw
+from .lower_ctx import LowerCtx, LoweringError, View, attrs_of, half_units, lowering, prod, shape_of, wgt_half_bytes
 from .lower_operands import load_run, row_operand, split_runs
+from .lower_weights import load_weight_tile, weight_tiles
 
 TARGET_TILES = 8          # cut a layer's weights into at least this many tiles when they are large enough
 MIN_TILE_LATENCIES = 4    # ... but no tile shorter than this many DRAM latencies' worth of bytes
@@ -51,9 +52,15 @@ def plan_gemm(cfg: FpgaConfig, m: int, k: int, n: int, groups: int, kw: int, wor
     """Tile sizes for an [m, k] x [k, n] ternary matmul from the buffer halves (ctx.half); `varying` operands of
     the epilogue take a tile each, `resident` ones (a bias) a row, `temp`: the epilogue needs a temporary tile."""
     half = {b: half_units(cfg, b) for b in Buf}
+    half[Buf.WGT] = wgt_half_bytes(cfg)
     kp = groups * kw * TRIT_GROUP
     col = kw * word_bytes
-    kwc = kw if col <= half[Buf.WGT] else half[Buf.WGT] // word_bytes
+    rows, per_beat = cfg.matrix_rows, cfg.words_per_beat
+    # a K-chunk when a block of rows columns does not fit a WGT half: whole beats of the block (ISA v3 layout)
+    kwc = kw if padded_kw(kw, per_beat) * rows * word_bytes <= half[Buf.WGT] else \
+        half[Buf.WGT] // cfg.weight_beat_bytes * per_beat
+    kwcp = padded_kw(kwc, per_beat)
+    max_cols = half[Buf.WGT] // (kwcp * rows * word_bytes) * rows      # whole blocks in a WGT half
     if 2 * k + 1 > half[Buf.VEC] // 2:
         raise LoweringError(f"a row of {k} activations does not fit the vector buffer to be quantised")
     if kp > half[Buf.ACT]:
@@ -63,7 +70,7 @@ def plan_gemm(cfg: FpgaConfig, m: int, k: int, n: int, groups: int, kw: int, wor
     total = groups * n * col
     latency_bytes = cfg.dram_latency_ns * 1e-9 * cfg.dram_bandwidth
     tile_bytes = min(half[Buf.WGT], max(total // TARGET_TILES, int(MIN_TILE_LATENCIES * latency_bytes)))
-    n_t = max(1, min(n, tile_bytes // (kwc * word_bytes)))
+    n_t = max(1, min(n, tile_bytes // (kwcp * word_bytes), max_cols))
     scales_resident = groups * n <= half[Buf.VEC] // 8
     while True:
         if cfg.matrix_rows < n_t < n:
@@ -153,17 +160,15 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         cfg = ctx.config
         matrix_bound = 64 * kw / (cfg.matrix_rows * cfg.matrix_lanes) >= 0.75 * kw * wb / cfg.bytes_per_cycle
         ramp = ctx.double_buffer and matrix_bound and 4 * plan.n_t * kw * wb * g_count <= ctx.units[Buf.WGT]
-        for n0, nn in _column_tiles(n, plan.n_t, ctx.config.matrix_rows if ramp else 0):
+        for n0, nn in _column_tiles(n, plan.n_t, cfg.matrix_rows, ramp):
             slot, acc = slots[tile % len(slots)], accs[tile % len(accs)]
             tile += 1
             for g in range(g_count):
                 for k0 in range(0, kw, plan.kwc):
                     kn = min(plan.kwc, kw - k0)
-                    wgt = ctx.next_wgt_half(nn * kn * wb)
-                    ctx.load(Buf.WGT, wgt, ctx.image(e), e.group_addr(g) - e.addr + n0 * kw * wb + k0 * wb,
-                             nn, kn * wb, kw * wb, 1, kn * wb)
+                    wgt = load_weight_tile(ctx, e, g, n0, nn, k0, kn)
                     ctx.gemm(acc + g * plan.m_t * plan.n_t, q + g * kw * TRIT_GROUP + k0 * TRIT_GROUP, wgt, mn, kn,
-                             nn, kp, plan.n_t, k0 == 0, wb)
+                             nn, kp, plan.n_t, k0 == 0)
             if behind is not None:
                 _epilogue(*behind)
             if scales_wanted:
@@ -181,25 +186,26 @@ def lower_ternary_matmul(ctx: LowerCtx, node: Node) -> None:
         ctx.keep(out, whole)
 
 
-def _column_tiles(n: int, n_t: int, rows: int) -> list[tuple[int, int]]:
-    """The (first column, columns) of each weight tile: tiles of n_t columns; or, given `rows` (when WGT holds
-    several tiles and the matrix unit takes GEMMs back to back, so that a tile costs little more than its work),
-    tiles of half that (and at least six), the last one of two adder trees' columns: the matrix unit starts as soon as the
-    activations are quantised and the first half tile is in, and what is left after the last weights arrive (their
-    multiply, epilogue and store) is short."""
-    last = 2 * rows
-    if not rows or n < 4 * last:
-        return [(n0, min(n_t, n - n0)) for n0 in range(0, n, n_t)]
+def _column_tiles(n: int, n_t: int, rows: int, ramp: bool) -> list[tuple[int, int]]:
+    """The (first column, columns) of each weight tile: tiles of n_t columns (weight_tiles: each starts at a block of
+    `rows` columns or stays inside one); or, with `ramp` (when WGT holds several tiles and the matrix unit takes GEMMs
+    back to back, so that a tile costs little more than its work), tiles of half that (and at least six) in whole
+    blocks, the last one the last two blocks: the matrix unit starts as soon as the activations are quantised and
+    the first half tile is in, and what is left after the last weights arrive (their multiply, epilogue and store)
+    is short."""
+    blocks = -(-n // rows)
+    if not ramp or blocks < 8 or n_t < 2 * rows:
+        return weight_tiles(0, n, n_t, rows)
+    tail = (blocks - 2) * rows                   # the last tile: the last two blocks (the very last may be partial)
     size = max(rows, min(n_t // 2, -(-n // 6)))    # at least six tiles
-    count = -(-(n - last) // size)
-    blocks = -(-(n - last) // rows)               # adder-tree blocks of columns, spread evenly over the tiles
-    q, r = divmod(blocks, count)
+    count = -(-tail // size)
+    q, r = divmod(blocks - 2, count)             # adder-tree blocks of columns, spread evenly over the tiles
     out, n0 = [], 0
     for t in range(count):
-        cols = min((q + (t >= count - r)) * rows, n - last - n0)
+        cols = min((q + (t >= count - r)) * rows, tail - n0)
         out.append((n0, cols))
         n0 += cols
-    return out + [(n - last, last)]
+    return out + [(tail, n - tail)]
 
 
 class _Slot:

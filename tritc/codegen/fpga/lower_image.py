@@ -1,10 +1,11 @@
 """Where values live in the accelerator's DRAM: the activation map (DramMap) and the weight image (WeightImage).
 
 Activations are fp32, row-major and contiguous, 64-byte aligned (one DRAM burst), bump-allocated by DramMap. The
-weight image holds every ternary weight as packed 64-trit words (docs/ISA.md, "Weights"), column by column, and
-its fp32 scales; and the float (and boolean) constants device ops read, as they are. A per-group weight is stored
-as one column-major matrix per group (group g's column n is `kw` words at addr + (g*N + n) * kw * word_bytes), so
-that a tile of one group's columns is one contiguous transfer; with no groups, G = 1 and the group is all of K.
+weight image holds every ternary weight as packed 64-trit words in the layout a GEMM reads from WGT (docs/ISA.md,
+"Weight layout": blocks of matrix_rows columns, interleaved by beats), and its fp32 scales; and the float (and
+boolean) constants device ops read, as they are. A per-group weight is one such matrix per group, each padded to
+whole blocks (group g at addr + g * group_bytes), so that a tile of whole blocks of one group is one contiguous
+transfer and a K-chunk of a block one contiguous run; with no groups, G = 1 and the group is all of K.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ...errors import ResourceLimitError
 from ...ir.ternary import TernaryWeight
 from ...ir.types import DType
 from .config import TRIT_GROUP, FpgaConfig
-from .isa import pack_words
+from .isa import interleave_words, pack_words, padded_kw
 
 ALIGN = 64
 PACK_COLUMNS = 4096  # columns packed at a time: bounds the int8 trit copy of a large weight
@@ -133,8 +134,8 @@ class DramMap:
 
 @dataclass(frozen=True)
 class WeightEntry:
-    """A weight or constant in the image. Ternary: packed words at `addr` (group-major, column-major), fp32 scales
-    at `scale_addr` ([1] per tensor, [N] per channel, [G, N] per group)."""
+    """A weight or constant in the image. Ternary: packed words at `addr`, per group the ISA v3 layout (blocks of
+    `rows` columns, beat by beat), fp32 scales at `scale_addr` ([1] per tensor, [N] per channel, [G, N] per group)."""
 
     name: str
     kind: str                       # "ternary" | "dense"
@@ -150,13 +151,29 @@ class WeightEntry:
     kw: int = 0                     # 64-trit words per column of one group
     word_bytes: int = 0
     scale: np.ndarray | None = field(default=None, compare=False, repr=False)  # per tensor: the value (an immediate)
+    rows: int = 1                   # columns per block: the config's matrix_rows
+    per_beat: int = 1               # words per column per beat: the config's words_per_beat
 
     @property
-    def column_bytes(self) -> int:
-        return self.kw * self.word_bytes
+    def kwp(self) -> int:
+        """Words per column of one group in the image: kw padded to whole beats."""
+        return padded_kw(self.kw, self.per_beat)
+
+    @property
+    def block_bytes(self) -> int:
+        """One block of `rows` columns of one group: kwp / per_beat beats."""
+        return self.kwp * self.rows * self.word_bytes
+
+    @property
+    def beat_bytes(self) -> int:
+        return self.rows * self.per_beat * self.word_bytes
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.shape[1] // self.rows)
 
     def group_addr(self, g: int) -> int:
-        return self.addr + g * self.shape[1] * self.column_bytes
+        return self.addr + g * self.blocks * self.block_bytes
 
     @property
     def placement(self) -> Placement:
@@ -200,28 +217,30 @@ class ImageWriter:
 
 
 def ternary_entry(name: str, w: TernaryWeight, config: FpgaConfig, out: ImageWriter) -> WeightEntry:
-    """Pack `w` [K, N]: per group, each column's trits padded to whole 64-trit words."""
+    """Pack `w` [K, N]: per group, each column's trits padded to whole 64-trit words, in the ISA v3 layout (N padded
+    to whole blocks of matrix_rows columns, each column to whole beats, with words of zero trits)."""
     k, n = (int(d) for d in w.shape)
     gs = w.group_size or k
     groups = k // gs if gs else 1
     kw = -(-gs // TRIT_GROUP)
-    wb = config.word_bytes
+    wb, rows, per_beat = config.word_bytes, config.matrix_rows, config.words_per_beat
+    chunk = max(1, PACK_COLUMNS // rows) * rows    # whole blocks: the chunks' images follow each other
     blobs = []
     trits = w.trits
     for g in range(groups):
-        for c0 in range(0, n, PACK_COLUMNS):
-            cols = trits[g * gs:(g + 1) * gs, c0:c0 + PACK_COLUMNS]
+        for c0 in range(0, n, chunk):
+            cols = trits[g * gs:(g + 1) * gs, c0:c0 + chunk]
             padded = np.zeros((cols.shape[1], kw * TRIT_GROUP), np.int8)
             padded[:, :gs] = cols.T
-            blobs.append(pack_words(padded, config.weight_packing).tobytes())
+            blobs.append(interleave_words(pack_words(padded, config.weight_packing), rows, per_beat, wb))
     words = b"".join(blobs)
-    assert len(words) == groups * n * kw * wb
+    assert len(words) == groups * -(-n // rows) * rows * padded_kw(kw, per_beat) * wb if kw else not words
     addr = out.append(words)
     scale = np.asarray(w.scale, dtype=np.float32)
     scale_addr = out.append(scale.reshape(-1).tobytes() if scale.ndim else scale.reshape(1).tobytes())
     return WeightEntry(name, "ternary", addr, (k, n), DType.T2, len(words), scale_addr,
                        tuple(scale.shape) or (1,), w.granularity, gs, groups, kw, wb,
-                       scale.reshape(()) if scale.ndim == 0 else None)
+                       scale.reshape(()) if scale.ndim == 0 else None, rows, per_beat)
 
 
 def dense_entry(name: str, a: np.ndarray, dtype: DType, out: ImageWriter) -> WeightEntry:

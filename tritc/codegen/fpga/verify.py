@@ -19,7 +19,7 @@ import numpy as np
 
 from .asm import format_instr
 from .config import FpgaConfig
-from .isa import BINARY, ELEM_BYTES, REDUCTIONS, Buf, Engine, Instr, Op, StreamError, VFunc
+from .isa import BINARY, ELEM_BYTES, REDUCTIONS, Buf, Engine, Instr, Op, StreamError, VFunc, wgt_span_words
 
 QUEUES = ("l2c", "c2l", "c2s", "s2c")
 # (engine, flag) -> queue: the load engine's "next" is compute, the store engine's "prev" is compute.
@@ -128,21 +128,29 @@ def _vop_views(ins: Instr) -> list[View]:
     return out
 
 
-def views(ins: Instr, word_bytes: int) -> list[View]:
-    """The memory views `ins` reads and writes (writes first)."""
+def _transfer_views(ins: Instr) -> list[View]:
+    """A LOAD's or STORE's buffer and DRAM views (the one it writes first)."""
+    f = ins.fields
+    buf = Buf(f["buf"])
+    shape = (f["rows"], f["cols"])
+    item = ELEM_BYTES[buf]
+    dram = View("dram", None, f["dram_addr"], shape, (f["dram_rs"], f["dram_cs"]), ins.op is Op.STORE, item)
+    sram = View("sram", buf, f["sram_addr"], shape, (f["sram_rs"], 1), ins.op is Op.LOAD)
+    return [sram, dram] if ins.op is Op.LOAD else [dram, sram]
+
+
+def views(ins: Instr, config: FpgaConfig) -> list[View]:
+    """The memory views `ins` reads and writes (writes first). A GEMM's weights are the whole blocks it reads
+    (isa.wgt_span_words: columns padded to matrix_rows, words to whole beats)."""
     f = ins.fields
     if ins.op in (Op.LOAD, Op.STORE):
-        buf = Buf(f["buf"])
-        shape = (f["rows"], f["cols"])
-        item = ELEM_BYTES[buf]
-        dram = View("dram", None, f["dram_addr"], shape, (f["dram_rs"], f["dram_cs"]), ins.op is Op.STORE, item)
-        sram = View("sram", buf, f["sram_addr"], shape, (f["sram_rs"], 1), ins.op is Op.LOAD)
-        return [sram, dram] if ins.op is Op.LOAD else [dram, sram]
+        return _transfer_views(ins)
     if ins.op is Op.GEMM:
         m, n, kw = f["m"], f["n"], f["kw"]
+        span = wgt_span_words(n, kw, config.matrix_rows, config.words_per_beat) * config.word_bytes
         return [View("acc", Buf.ACC, f["acc_addr"], (m, n), (f["acc_rs"], 1), True),
                 View("act", Buf.ACT, f["act_addr"], (m, 64 * kw), (f["act_rs"], 1), False),
-                View("wgt", Buf.WGT, f["wgt_addr"], (1 if n * kw else 0, n * kw * word_bytes), (0, 1), False)]
+                View("wgt", Buf.WGT, f["wgt_addr"], (1 if span else 0, span), (0, 1), False)]
     if ins.op is Op.VOP:
         return _vop_views(ins)
     return []
@@ -219,7 +227,10 @@ def check_instr(ins: Instr, index: int, config: FpgaConfig, dram_bytes: int | No
     f = ins.fields
     if ins.op is Op.STORE and f["buf"] == Buf.WGT:
         raise bad("WGT is read only by GEMM: it cannot be stored")
-    vs = views(ins, config.word_bytes)
+    if ins.op is Op.GEMM and f["wgt_addr"] % config.weight_beat_bytes:
+        raise bad(f"wgt_addr {f['wgt_addr']} is not a multiple of the {config.weight_beat_bytes}-byte weight beat "
+                  f"(matrix_rows x words per beat x word bytes, docs/ISA.md GEMM)")
+    vs = views(ins, config)
     if ins.op is Op.VOP:
         for v in vs:
             if v.mem not in VOP_BUFFERS:
@@ -295,7 +306,7 @@ def check_dma(instrs: Sequence[Instr], readable: Sequence[tuple[int, int, str]],
     for i, ins in enumerate(instrs):
         if ins.op not in (Op.LOAD, Op.STORE):
             continue
-        dram = next(v for v in views(ins, 1) if v.mem is None)
+        dram = next(v for v in _transfer_views(ins) if v.mem is None)
         if dram.empty:
             continue
         allowed = writable if ins.op is Op.STORE else readable
