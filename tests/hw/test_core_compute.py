@@ -1,7 +1,7 @@
 """The core with its GEMM and vector engines (RtlDevice over tritc/hw/core.py) against the Simulator: random
-streams that LOAD every buffer, run GEMMs and VOPs of every function the vector engine computes (some VOPs marked
-`overlap` after a GEMM), STORE every buffer, and end with the same DRAM and the same buffers bit for bit; a
-transcendental VOP stops the core with a one-line UnsupportedError naming the instruction and the function; a
+streams that LOAD every buffer, run GEMMs and VOPs of every function (some VOPs marked `overlap` after a GEMM),
+STORE every buffer, and end with the same DRAM and the same buffers bit for bit; a core built without the
+transcendental unit stops at an EXP with a one-line UnsupportedError naming the instruction and the function; a
 core built without its vector engine still runs GEMMs."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import random
 import numpy as np
 import pytest
 
-from tritc.codegen.fpga import isa
 from tritc.codegen.fpga.isa import ELEM_BYTES, Buf, Instr, Op, StreamError, VFunc, encode
 from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import Simulator
@@ -20,13 +19,10 @@ from tritc.runtime.rtl import RtlDevice, RtlUnsupportedError
 from .conftest import SMALL
 from .test_core import raw_stream
 from .test_gemm_engine import random_gemms
-from .vector_bench import TESTED, random_vop
+from .vector_bench import TESTED, TRANSCENDENTAL, random_vop
 
 DRAM = 8192
 OUT = 4096                                    # STOREs write from here; LOADs read below
-# Until ISA v3's weight layout (branch wgt3) is in the Simulator, only kw <= 1 lays its words out as GemmEngine reads
-# them (ISA v2's column-major order and v3's interleave agree for one word per column).
-V3 = hasattr(isa, "wgt_word_offset")
 LOADED = {Buf.WGT: 320, Buf.ACT: 256, Buf.ACC: 64, Buf.VEC: 96, Buf.KV: 64}     # elements loaded from DRAM
 
 
@@ -43,7 +39,7 @@ def transfer(op: Op, buf: Buf, n: int, dram: int, **flags) -> Instr:
                  sram_rs=cols, **flags)
 
 
-def compute_stream(rng: random.Random, gemms: int, vops: int, funcs=TESTED) -> list[Instr]:
+def compute_stream(rng: random.Random, gemms: int, vops: int, funcs=tuple(VFunc)) -> list[Instr]:
     """LOADs (each pushing l2c), a NOP popping each, GEMMs and VOPs in random order, a NOP pushing c2s, a STORE of
     each buffer popping it, FINISH. A VOP right after a GEMM is marked `overlap` when the stream checks allow it."""
     from tritc.hw.params import hw_params
@@ -55,7 +51,7 @@ def compute_stream(rng: random.Random, gemms: int, vops: int, funcs=TESTED) -> l
         loads.append(transfer(Op.LOAD, buf, n, dram, push_next=1))
         dram += n * ELEM_BYTES[buf]
     g = [Instr(Op.GEMM, **{k: int(v) for k, v in d.items()})
-         for d in random_gemms(p, rng, gemms * 3) if V3 or d["kw"] <= 1][:gemms]
+         for d in random_gemms(p, rng, gemms)]
     v = [random_vop(rng.choice(funcs), rng, units) for _ in range(vops)]
     body = g + v
     rng.shuffle(body)
@@ -104,15 +100,20 @@ def test_random_gemm_and_vop_streams_match_the_simulator(devices, seed):
     got, want = run_both(devices, stream, seed)
     ops = {op: sum(i.op is op for i in stream) for op in (Op.GEMM, Op.VOP)}
     overlaps = sum(i.op is Op.VOP and i.overlap for i in stream)
-    print(f"\nseed {seed}: {len(stream)} instructions ({ops[Op.GEMM]} GEMM, {ops[Op.VOP]} VOP, {overlaps} overlap), "
+    trans = sum(i.op is Op.VOP and i.func in TRANSCENDENTAL for i in stream)
+    print(f"\nseed {seed}: {len(stream)} instructions ({ops[Op.GEMM]} GEMM, {ops[Op.VOP]} VOP, {overlaps} overlap, "
+          f"{trans} transcendental), "
           f"RTL {got['cycles']} cycles, Simulator {want['cycles']} (x{got['cycles'] / want['cycles']:.2f})")
     compare(devices)
     for key in ("dram_read_bytes", "dram_write_bytes", "instructions", "tokens_left"):
         assert got[key] == want[key], key
 
 
-def test_a_transcendental_vop_stops_the_core_naming_it(devices):
-    rtl, sim = devices
+def test_without_the_transcendental_unit_an_exp_stops_the_core_naming_it():
+    from tritc.hw.vector_units import DivSqrtLanes
+
+    devices = rtl, sim = (RtlDevice(SMALL, dram_bytes=DRAM, vector_units=(DivSqrtLanes,)),
+                          Simulator(SMALL, dram_bytes=DRAM))
     rng = random.Random(5)
     exp = random_vop(VFunc.EXP, rng, rtl.params.buffer_units)
     stream = [Instr(Op.NOP), exp, Instr(Op.FINISH)]
@@ -121,8 +122,8 @@ def test_a_transcendental_vop_stops_the_core_naming_it(devices):
                                                   r"\(VOP.EXP") as e:
         rtl.run()
     assert "\n" not in str(e.value) and e.value.index == 1
-    # the device runs the next stream
-    stream = compute_stream(random.Random(6), gemms=2, vops=3)
+    # the device runs the next stream (the functions it has)
+    stream = compute_stream(random.Random(6), gemms=2, vops=3, funcs=TESTED)
     run_both(devices, stream, 6)
     compare(devices)
 

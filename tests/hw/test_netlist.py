@@ -64,7 +64,7 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
-    "core": lambda: Core(P, frozenset({"gemm", "vop"})),
+    "core-gemm": lambda: Core(P, frozenset({"gemm"})),
     "wgt-buffer": lambda: WgtBuffer(P),
     "gemm-engine-4x16-base3": lambda: GemmEngine(P),
     "gemm-engine-1x128-2bit": lambda: GemmEngine(hw_params(dataclasses.replace(
@@ -90,6 +90,13 @@ def test_vector_engine_multiplies_only_in_its_multipliers():
     multiplying = {name for name, body in MODULE.findall(text) if ARITHMETIC.search(body)}
     assert multiplying and all(MULTIPLYING.search(name) for name in multiplying), sorted(multiplying)
     assert len(multiplying) == 2 * P.vector_lanes          # a multiplier and a REQ per lane, nothing else
+
+
+def test_core_multiplies_only_in_its_vector_engines_multipliers():
+    text = rtlil.convert(Core(P, frozenset({"gemm", "vop"})))
+    multiplying = {name for name, body in MODULE.findall(text) if ARITHMETIC.search(body)}
+    inside = [n for n in multiplying if ".vector." in n and (MULTIPLYING.search(n) or n.endswith(".mul"))]
+    assert multiplying and len(inside) == len(multiplying), sorted(set(multiplying) - set(inside))
 
 
 def modules(text: str) -> dict[str, str]:

@@ -30,7 +30,10 @@ from .memory import MemArbiter, port_signature
 from .params import HwParams
 from .queues import TokenQueue
 from .vector_engine import VectorEngine
+from .transcendental import TranscendentalLanes
 from .vector_units import DivSqrtLanes
+
+VECTOR_UNITS = (DivSqrtLanes, TranscendentalLanes)   # every function of ISA.md's VOP
 
 COUNTER_BITS = 48                       # cycles and bytes: 13 days at 250 MHz, 256 TiB
 ENGINES = (Engine.LOAD, Engine.COMPUTE, Engine.STORE)
@@ -45,14 +48,15 @@ def _popcount(v) -> object:
 
 class Core(wiring.Component):
     """The accelerator core of one build. `units`: the compute engines built in (a subset of "gemm", "vop"; fetch
-    refuses an instruction of an absent one). `vector_units`: the vector engine's multi-step units (vector_units.py;
-    the transcendental unit joins DivSqrtLanes here). `patience`: cycles without progress
+    refuses an instruction of an absent one). `vector_units`: the vector engine's multi-step unit classes (default
+    DivSqrtLanes and TranscendentalLanes, one group of lanes each; a build without the second refuses EXP, SIN,
+    COS, TANH, ERF at run time: `refused`). `patience`: cycles without progress
     anywhere before the watchdog calls a deadlock (default 4 DRAM latencies, at least 64: longer than any wait
     the core's own units have without a handshake). `cmd_depth`: instructions each engine's command queue holds
     (fetch stops while the next word's queue is full)."""
 
     def __init__(self, params: HwParams, units: frozenset[str] = frozenset(), *, patience: int | None = None,
-                 cmd_depth: int = 16, fetch_beats: int = 8, vector_units: tuple = (DivSqrtLanes,)):
+                 cmd_depth: int = 16, fetch_beats: int = 8, vector_units: tuple = VECTOR_UNITS):
         self.params, self.units, self.cmd_depth, self.fetch_beats = params, frozenset(units), cmd_depth, fetch_beats
         self.vector_units = tuple(vector_units)
         self.buffers = BufferSet(params, gemm="gemm" in self.units, vop="vop" in self.units)

@@ -50,7 +50,7 @@ class RtlUnsupportedError(UnsupportedError):
 class RtlDevice:
     """A Device running streams on the RTL core in simulation. `units`: the compute engines the core is built with
     (default both; a stream with a GEMM or a VOP for an absent one is refused by load_stream). `vector_units`: the
-    vector engine's multi-step units (None: the core's default, DivSqrtLanes). `max_cycles`: the run's cycle budget
+    vector engine's multi-step units (None: the core's default, core.VECTOR_UNITS: every function). `max_cycles`: the run's cycle budget
     (AcceleratorTimeoutError past it; the simulation is then rebuilt, buffers cleared, as a board's watchdog resets
     a hung accelerator). `patience`: the core's watchdog (cycles without progress before it reports a deadlock)."""
 
