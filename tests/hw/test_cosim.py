@@ -1,7 +1,7 @@
 """Co-simulation and the RTL device's plumbing: CosimDevice on streams built directly (both devices end with the same
 DRAM; a corrupted byte is reported with its address and tensor; a GEMM stream compared, a stream the core stops at
-(EXP) run on the Simulator alone and reported), `tritc hw cosim` and `tritc.load(path, device="rtl")` on the digits
-classifier (its device stream of GEMMs and VOPs identical)."""
+(EXP) run on the Simulator alone and reported), `tritc hw cosim` on the digits classifier (its device stream of
+GEMMs and VOPs identical), `tritc.load(path, device="rtl")`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import tritc
 from tritc.cli import main
 from tritc.codegen.fpga.isa import Buf, Instr, Op, VFunc
-from tritc.errors import OptionError
+from tritc.errors import AcceleratorTimeoutError, OptionError
 from tritc.runtime.cosim import CosimDevice, CosimMismatchError, format_reports
 from tritc.runtime.fpga_model import make_device
 from tritc.runtime.rtl import RtlDevice
@@ -63,7 +63,9 @@ def test_cosim_device_compares_dram_at_finish(monkeypatch):
 
 
 def test_cosim_device_compares_a_gemm_stream_and_reports_a_refused_vop():
-    dev = CosimDevice(SMALL, dram_bytes=DRAM)
+    from tritc.hw.vector_units import DivSqrtLanes
+
+    dev = CosimDevice(SMALL, dram_bytes=DRAM, vector_units=(DivSqrtLanes,))     # a core without the transcendentals
     store = Instr(Op.STORE, buf=Buf.ACC, sram_addr=0, dram_addr=0x400, rows=1, cols=4, dram_rs=16, dram_cs=4,
                   sram_rs=4)
     dev.load_stream([Instr(Op.GEMM, m=1, n=4, kw=1, reset=1, push_next=1), store.replace(pop_prev=1),
@@ -96,18 +98,18 @@ def mlp_artifact(tmp_path_factory):
 
 
 def test_load_and_run_on_the_rtl_device(mlp_artifact):
-    """The digits classifier on the RTL device gives the Simulator's outputs bit for bit (its first layer is a
-    device stream of GEMMs and VOPs on DIGITS; the rest runs on the host)."""
+    """tritc.load(device="rtl") runs the model's stream on the RTL core (its cycle budget says so: the compare of
+    the same stream with the Simulator is the cosim command's test below)."""
     model = tritc.load(mlp_artifact, device="rtl")
     assert isinstance(model.device, RtlDevice)
-    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
-    got = model.run(None, {"x": x})
-    want = tritc.load(mlp_artifact).run(None, {"x": x})
-    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+    model.device.max_cycles = 300
+    with pytest.raises(AcceleratorTimeoutError, match="accelerator timeout after 300 cycles"):
+        model.run(None, {"x": np.zeros((1, 64), np.float32)})
 
 
 def test_hw_cosim_command(capsys, tmp_path):
-    """`tritc hw cosim` on the digits classifier: its device stream (9 GEMMs, 40 VOPs) identical at FINISH."""
+    """`tritc hw cosim` on the digits classifier: its one device stream (the three layers: 10 GEMMs, 51 VOPs)
+    identical at FINISH."""
     config = tmp_path / "digits.json"
     config.write_text(json.dumps(DIGITS_CONFIG.to_json()))
     assert main(["hw", "cosim", str(DIGITS / "ternary_mlp.onnx"), "--shape", "batch=1", "--fpga-config",
