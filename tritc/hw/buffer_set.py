@@ -32,8 +32,7 @@ from .gemm_engine import acc_read_layout, acc_write_layout
 from .matrix_unit import sums_layout
 from .params import ACT_BITS, HwConfigError, HwParams
 from .wgt_buffer import WgtBuffer
-from .word_buffer import ADDR_BITS, WordBuffer, read_port_signature, read_request_layout, write_layout, \
-    write_port_signature
+from .word_buffer import ADDR_BITS, WordBuffer, read_port_signature, read_request_layout, write_layout, write_port_signature
 
 WORD_BUFFERS = (Buf.ACC, Buf.VEC, Buf.KV)
 
@@ -240,7 +239,7 @@ class BufferSet(wiring.Component):
             m.d.comb += answer.eq(act.rd_data.payload[0].as_unsigned())
         if self.gemm:
             m.d.comb += self.act_rd.ready.eq(readies[1])
-        for k, (port, ad) in enumerate(after):
+        for k, (_port, ad) in enumerate(after):
             ad.finish(readies[len(act_masters) - len(after) + k])
 
         # Word buffers: port 0 for the STORE, src1 and the GEMM engine's ACC reads; port 1 for src2.

@@ -29,8 +29,8 @@ from .gemm_engine import GemmEngine
 from .memory import MemArbiter, port_signature
 from .params import HwParams
 from .queues import TokenQueue
-from .vector_engine import VectorEngine
 from .transcendental import TranscendentalLanes
+from .vector_engine import VectorEngine
 from .vector_units import DivSqrtLanes
 
 VECTOR_UNITS = (DivSqrtLanes, TranscendentalLanes)   # every function of ISA.md's VOP

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..codegen.fpga.config import FpgaConfig, load_config
-from ..codegen.fpga.isa import DEP_FLAGS, INSTR_BYTES, Buf, Engine, Instr, Op, StreamError, VFunc, decode, encode, \
-    stream_words
+from ..codegen.fpga.isa import DEP_FLAGS, INSTR_BYTES, Buf, Engine, Instr, Op, StreamError, VFunc, decode, encode, stream_words
 from ..codegen.fpga.verify import POP_QUEUE, PUSH_QUEUE, QUEUES, deadlock_error, where
 from ..errors import AcceleratorTimeoutError, UnsupportedError
 from .fpga import DeviceError, Simulator, checked_stream
