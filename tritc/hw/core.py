@@ -131,7 +131,8 @@ class Core(wiring.Component):
         m.d.comb += self.refused.eq(compute.refused)
 
         def idle(e: Engine):
-            return (engines[e].state == State.IDLE) & ~queues[e].r_rdy
+            busy = compute.pending if e == Engine.COMPUTE else Const(0, 1)
+            return (engines[e].state == State.IDLE) & ~queues[e].r_rdy & ~busy
 
         m.d.comb += compute.drained.eq(fetch.done & idle(Engine.LOAD) & idle(Engine.STORE))
         all_idle = fetch.done & idle(Engine.LOAD) & idle(Engine.COMPUTE) & idle(Engine.STORE)

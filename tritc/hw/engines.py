@@ -73,21 +73,38 @@ class _Engine(wiring.Component):
     def setup(self, m: Module) -> None:
         """Add what the engine works with (its mover) to `m` before the token side is built."""
 
+    def may_start(self, m: Module, instr):
+        """Whether the instruction in hand may take its tokens and start (besides its tokens)."""
+        return Const(1, 1)
+
+    def posting(self, m: Module, instr):
+        """Whether the instruction's pushes are posted (`post`) rather than made now, in the PUSH state."""
+        return Const(0, 1)
+
+    def post(self, m: Module, instr) -> None:
+        """Record the instruction's pushes to be made later (only an engine whose `posting` can be true)."""
+
+    def background(self, m: Module):
+        """Work going on beside the instruction in hand (for the watchdog's progress)."""
+        return Const(0, 1)
+
     def elaborate(self, platform) -> Module:
         m = Module()
         self.setup(m)
         instr = Signal(INSTR)
         flags = instr.flags
         pushed = {f: Signal(name=f"{f}_done") for f in self.pushes}
+        step = Signal()
+        m.d.comb += self.progress.eq(step | self.background(m))
         with m.Switch(self.state):
             with m.Case(State.IDLE):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [instr.eq(self.cmd.payload.instr), self.index.eq(self.cmd.payload.index),
                                  self.state.eq(State.POP), *(p.eq(0) for p in pushed.values())]
-                m.d.comb += self.progress.eq(self.cmd.valid)
+                m.d.comb += step.eq(self.cmd.valid)
             with m.Case(State.POP):
-                ready = Const(1, 1)
+                ready = self.may_start(m, instr)
                 for f, q in self.pops.items():
                     lacks = getattr(flags, f) & ~getattr(self, f"pop_{q}").valid
                     m.d.comb += self.waiting[DEP_FLAGS.index(f)].eq(lacks)
@@ -96,33 +113,40 @@ class _Engine(wiring.Component):
                     for f, q in self.pops.items():
                         m.d.comb += getattr(self, f"pop_{q}").ready.eq(getattr(flags, f))
                     m.d.sync += self.state.eq(State.EXEC)
-                m.d.comb += self.progress.eq(ready)
+                m.d.comb += step.eq(ready)
             with m.Case(State.EXEC):
                 finished, busy = self.execute(m, instr)
                 with m.If(finished):
                     m.d.sync += self.state.eq(State.PUSH)
-                m.d.comb += self.progress.eq(busy | finished)
+                m.d.comb += step.eq(busy | finished)
             with m.Case(State.PUSH):
+                posting = self.posting(m, instr)
                 waiting = Const(0, 1)
                 moved = []
                 for f, q in self.pushes.items():
                     port = getattr(self, f"push_{q}")
-                    todo = getattr(flags, f) & ~pushed[f] & ~waiting
+                    todo = getattr(flags, f) & ~pushed[f] & ~waiting & ~posting
                     m.d.comb += port.valid.eq(todo)
                     with m.If(todo & port.ready):
                         m.d.sync += pushed[f].eq(1)
                     moved.append(todo & port.ready)
-                    blocked = getattr(flags, f) & ~pushed[f] & ~(todo & port.ready)
+                    blocked = getattr(flags, f) & ~pushed[f] & ~(todo & port.ready) & ~posting
                     m.d.comb += self.waiting[DEP_FLAGS.index(f)].eq(blocked & ~waiting)
                     waiting = waiting | blocked
                 with m.If(~waiting):
                     m.d.sync += self.state.eq(State.IDLE)
                     m.d.comb += self.retired.eq(1)
+                with m.If(posting):
+                    self.post(m, instr)
                 progress = ~waiting
                 for v in moved:
                     progress = progress | v
-                m.d.comb += self.progress.eq(progress)
+                m.d.comb += step.eq(progress)
+        self.after(m)
         return m
+
+    def after(self, m: Module) -> None:
+        """Logic beside the state machine (overriding what it drives where both do)."""
 
 
 class _DmaEngine(_Engine):
@@ -193,9 +217,12 @@ class ComputeEngine(_Engine):
     load and store engines idle with empty queues, every word fetched) ends FINISH. A unit's `done` with `refused`
     sets `refused` (until the core is cleared) and the engine stays on that instruction: the core stops there.
 
-    GEMM and VOP run one at a time (a GEMM's `done` before anything after it starts), whatever a VOP's `overlap`
-    bit says: a legal schedule of every stream (the bit only permits overlap), and what keeps the GEMM's tokens
-    after its `done`. The cost against the cycle model is in docs/HW.md ("The core")."""
+    A GEMM is in flight from the cycle its engine takes it to its `done` (ISA.md, "The matrix unit beside the compute
+    engine"): the engine goes on, but only a VOP with `overlap` may start meanwhile; every other instruction (a
+    GEMM too) waits until the GEMM is done and its pushes are made. The GEMM's pushes, and those of the `overlap`
+    VOPs that finish while it is in flight or before its pushes are made, are posted: counted per queue (`posted`)
+    and made once the GEMM is done, as the queues take them; tokens are counts, so a queue receives its tokens no
+    earlier than the pushes of the GEMM before them. `pending`: a GEMM in flight or a posted push not made."""
 
     role = Engine.COMPUTE
 
@@ -204,8 +231,43 @@ class ComputeEngine(_Engine):
         unknown = self.units - set(UNITS)
         if unknown:
             raise ValueError(f"unknown compute unit(s) {sorted(unknown)}: the units are {', '.join(UNITS)}")
-        super().__init__(params, {"drained": In(1), "refused": Out(1),
+        super().__init__(params, {"drained": In(1), "refused": Out(1), "pending": Out(1),
                                   **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
+        self.in_flight = Signal()                  # a GEMM taken by its engine, its done not yet seen
+        self.posted = {q: Signal(8, name=f"posted_{q}") for q in self.pushes.values()}
+        self._add = {q: Signal(name=f"post_{q}") for q in self.pushes.values()}
+
+    def may_start(self, m: Module, instr):
+        overlap = (instr.op == Op.VOP) & instr.f.vop.overlap
+        return overlap | ~self.pending
+
+    def posting(self, m: Module, instr):
+        return (instr.op == Op.GEMM) | ((instr.op == Op.VOP) & self.pending)
+
+    def post(self, m: Module, instr) -> None:
+        for f, q in self.pushes.items():
+            m.d.comb += self._add[q].eq(getattr(instr.flags, f))
+
+    def background(self, m: Module):
+        return self.in_flight
+
+    def after(self, m: Module) -> None:
+        any_posted = 0
+        for q, count in self.posted.items():
+            port = getattr(self, f"push_{q}")
+            drain = ~self.in_flight & (count != 0)
+            with m.If(drain):                     # never while the state machine pushes: it waits for pending
+                m.d.comb += port.valid.eq(1)
+            m.d.sync += count.eq(count + self._add[q] - (drain & port.ready))
+            any_posted = any_posted | (count != 0)
+        m.d.comb += self.pending.eq(self.in_flight | any_posted)
+        if "gemm" in self.units:
+            done = self.gemm.done
+            m.d.comb += done.ready.eq(self.in_flight)
+            with m.If(self.gemm.cmd.valid & self.gemm.cmd.ready):
+                m.d.sync += self.in_flight.eq(1)
+            with m.Elif(done.valid & done.ready):
+                m.d.sync += self.in_flight.eq(0)
 
     def execute(self, m: Module, instr) -> tuple:
         finished = Signal()
@@ -215,10 +277,14 @@ class ComputeEngine(_Engine):
                 m.d.comb += finished.eq(1)
             with m.Case(Op.FINISH):
                 m.d.comb += finished.eq(self.drained)
-            for unit in sorted(self.units):
+            if "gemm" in self.units:
+                with m.Case(Op.GEMM):            # done when taken: the GEMM is then in flight (`after`)
+                    port = self.gemm
+                    m.d.comb += [port.cmd.valid.eq(1), finished.eq(port.cmd.ready), busy.eq(1)]
+            for unit in sorted(self.units & {"vop"}):
                 port = getattr(self, unit)
                 issued = Signal(name=f"{unit}_issued")
-                with m.Case(Op.GEMM if unit == "gemm" else Op.VOP):
+                with m.Case(Op.VOP):
                     m.d.comb += [port.cmd.valid.eq(~issued & ~self.refused), port.done.ready.eq(issued),
                                  finished.eq(port.done.valid & issued & ~port.done.payload.refused), busy.eq(1)]
                     with m.If(port.done.valid & issued & port.done.payload.refused):
