@@ -142,3 +142,31 @@ def test_a_core_without_its_vector_engine_runs_gemms():
                            check=False)
     with pytest.raises(StreamError, match=r"stopped at instruction 1 \(VOP.ADD .*it has no VOP unit"):
         devices[0].run()
+
+
+def test_overlap_vops_run_beside_the_gemm_and_its_tokens_wait_for_it(devices):
+    """A long GEMM pushing c2s, then five VOPs marked `overlap` each pushing c2s (six tokens posted for a queue of
+    four), a STORE per token: the first STORE sees the GEMM's accumulators (its token came after the GEMM's done),
+    everything ends as in the Simulator. With only the last VOP pushing, the VOPs beside the GEMM save cycles against
+    the same stream without the bit (with a STORE per VOP, the STOREs' chain hides the difference)."""
+    gemm = Instr(Op.GEMM, m=2, n=16, kw=3, reset=1, act_rs=192, acc_rs=16, push_next=1)
+    vops = [Instr(Op.VOP, func=VFunc.ADD, rows=1, cols=24, dst_buf=Buf.VEC, dst_addr=128 + 24 * k, dst_cs=1,
+                  src1_buf=Buf.VEC, src1_addr=16 * k, src1_cs=1, src2_buf=Buf.KV, src2_addr=16 * k, src2_cs=1,
+                  push_next=1) for k in range(5)]
+    acc_store = transfer(Op.STORE, Buf.ACC, 4, OUT, pop_prev=1).replace(sram_addr=28)
+    vec_stores = [transfer(Op.STORE, Buf.VEC, 4, OUT + 256 + 32 * k, pop_prev=1).replace(sram_addr=140 + 24 * k)
+                  for k in range(5)]
+    loads = [transfer(Op.LOAD, buf, n, 0 if buf is Buf.WGT else 1024 * (k + 1))
+             for k, (buf, n) in enumerate(LOADED.items())]
+    head = loads[:-1] + [loads[-1].replace(push_next=1), Instr(Op.NOP, pop_prev=1), gemm]
+    cycles = {}
+    for overlap in (0, 1):
+        quiet = [v.replace(overlap=overlap, push_next=int(k == 4)) for k, v in enumerate(vops)]
+        got, want = run_both(devices, head + quiet + [acc_store, vec_stores[-1], Instr(Op.FINISH)], 11)
+        compare(devices)
+        cycles[overlap] = got["cycles"], want["cycles"]
+    print(f"\nGEMM and 5 VOPs: RTL {cycles[0][0]} cycles serial, {cycles[1][0]} with overlap; Simulator "
+          f"{cycles[0][1]}, {cycles[1][1]}")
+    assert cycles[1][0] < cycles[0][0] and cycles[1][1] < cycles[0][1]
+    run_both(devices, head + [v.replace(overlap=1) for v in vops] + [acc_store, *vec_stores, Instr(Op.FINISH)], 12)
+    compare(devices)
