@@ -170,3 +170,19 @@ def test_overlap_vops_run_beside_the_gemm_and_its_tokens_wait_for_it(devices):
     assert cycles[1][0] < cycles[0][0] and cycles[1][1] < cycles[0][1]
     run_both(devices, head + [v.replace(overlap=1) for v in vops] + [acc_store, *vec_stores, Instr(Op.FINISH)], 12)
     compare(devices)
+
+
+def test_back_to_back_gemms_push_after_their_done(devices):
+    """A short GEMM and a long one, each pushing c2s, handed over back to back (two in flight): the STORE of the
+    second's accumulators, popping the second token, sees them (no token before the GEMM in flight is done)."""
+    loads = [transfer(Op.LOAD, buf, n, 0 if buf is Buf.WGT else 1024 * (k + 1))
+             for k, (buf, n) in enumerate(LOADED.items())]
+    first = Instr(Op.GEMM, m=1, n=4, kw=1, reset=1, acc_addr=0, push_next=1)
+    second = Instr(Op.GEMM, m=2, n=16, kw=3, reset=1, act_rs=192, acc_rs=16, acc_addr=16, push_next=1)
+    stores = [transfer(Op.STORE, Buf.ACC, 4, OUT, pop_prev=1),
+              transfer(Op.STORE, Buf.ACC, 4, OUT + 64, pop_prev=1).replace(sram_addr=16)]
+    stream = loads[:-1] + [loads[-1].replace(push_next=1), Instr(Op.NOP, pop_prev=1), first, second, *stores,
+                           Instr(Op.FINISH)]
+    got, want = run_both(devices, stream, 13)
+    compare(devices)
+    print(f"\ntwo GEMMs back to back: RTL {got['cycles']} cycles, Simulator {want['cycles']}")

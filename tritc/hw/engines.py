@@ -218,11 +218,12 @@ class ComputeEngine(_Engine):
     sets `refused` (until the core is cleared) and the engine stays on that instruction: the core stops there.
 
     A GEMM is in flight from the cycle its engine takes it to its `done` (ISA.md, "The matrix unit beside the compute
-    engine"): the engine goes on, but only a VOP with `overlap` may start meanwhile; every other instruction (a
-    GEMM too) waits until the GEMM is done and its pushes are made. The GEMM's pushes, and those of the `overlap`
-    VOPs that finish while it is in flight or before its pushes are made, are posted: counted per queue (`posted`)
-    and made once the GEMM is done, as the queues take them; tokens are counts, so a queue receives its tokens no
-    earlier than the pushes of the GEMM before them. `pending`: a GEMM in flight or a posted push not made."""
+    engine"): the engine goes on, but only a VOP with `overlap`, or the next GEMM (which the GEMM engine takes as
+    the one before drains; two at most in flight), may start meanwhile; every other instruction waits until the
+    GEMMs are done and their pushes made. The GEMMs' pushes, and those of the `overlap` VOPs that finish while one is
+    in flight or before its pushes are made, are posted: counted per queue (`posted`) and made once no GEMM is in
+    flight, as the queues take them (tokens are counts: a queue receives its tokens no earlier than the pushes of
+    the GEMMs before them, at worst later). `pending`: a GEMM in flight or a posted push not made."""
 
     role = Engine.COMPUTE
 
@@ -233,13 +234,14 @@ class ComputeEngine(_Engine):
             raise ValueError(f"unknown compute unit(s) {sorted(unknown)}: the units are {', '.join(UNITS)}")
         super().__init__(params, {"drained": In(1), "refused": Out(1), "pending": Out(1),
                                   **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
-        self.in_flight = Signal()                  # a GEMM taken by its engine, its done not yet seen
+        self.in_flight = Signal(range(3))          # GEMMs taken by their engine, their done not yet seen
         self.posted = {q: Signal(8, name=f"posted_{q}") for q in self.pushes.values()}
         self._add = {q: Signal(name=f"post_{q}") for q in self.pushes.values()}
 
     def may_start(self, m: Module, instr):
         overlap = (instr.op == Op.VOP) & instr.f.vop.overlap
-        return overlap | ~self.pending
+        follows = (instr.op == Op.GEMM) & (self.in_flight == 1)     # handed over as the one before drains
+        return overlap | follows | ~self.pending
 
     def posting(self, m: Module, instr):
         return (instr.op == Op.GEMM) | ((instr.op == Op.VOP) & self.pending)
@@ -249,25 +251,23 @@ class ComputeEngine(_Engine):
             m.d.comb += self._add[q].eq(getattr(instr.flags, f))
 
     def background(self, m: Module):
-        return self.in_flight
+        return self.in_flight != 0
 
     def after(self, m: Module) -> None:
         any_posted = 0
         for q, count in self.posted.items():
             port = getattr(self, f"push_{q}")
-            drain = ~self.in_flight & (count != 0)
+            drain = (self.in_flight == 0) & (count != 0)
             with m.If(drain):                     # never while the state machine pushes: it waits for pending
                 m.d.comb += port.valid.eq(1)
             m.d.sync += count.eq(count + self._add[q] - (drain & port.ready))
             any_posted = any_posted | (count != 0)
-        m.d.comb += self.pending.eq(self.in_flight | any_posted)
+        m.d.comb += self.pending.eq((self.in_flight != 0) | any_posted)
         if "gemm" in self.units:
             done = self.gemm.done
-            m.d.comb += done.ready.eq(self.in_flight)
-            with m.If(self.gemm.cmd.valid & self.gemm.cmd.ready):
-                m.d.sync += self.in_flight.eq(1)
-            with m.Elif(done.valid & done.ready):
-                m.d.sync += self.in_flight.eq(0)
+            m.d.comb += done.ready.eq(self.in_flight != 0)
+            taken = self.gemm.cmd.valid & self.gemm.cmd.ready
+            m.d.sync += self.in_flight.eq(self.in_flight + taken - (done.valid & done.ready))
 
     def execute(self, m: Module, instr) -> tuple:
         finished = Signal()
