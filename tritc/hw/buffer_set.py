@@ -6,9 +6,11 @@ and R-word ACC reads and writes, the vector engine's lane reads (src1, src2) and
   lane; a 4-byte element that straddles two DRAM beats comes as two pieces with byte enables, which an assembler
   joins into one word write), the vector engine and (ACC) the GEMM engine; read port 0 by the STORE mover, the
   vector engine's src1 and (ACC) the GEMM engine; read port 1 is src2's alone.
-- ACT is `ActBuffer` (`matrix_lanes` byte banks, one byte write port, one wide read port). The GEMM engine reads it
-  directly; the STORE mover takes lane 0 of a read; the vector engine goes through adapters that read or write one
-  lane's byte per cycle (a VOP on ACT runs at about 1 / vector_lanes of the model's rate: the gap the docs name).
+- ACT is `ActBuffer` (`matrix_lanes` byte banks, a byte write port, a wide read port, and here a lane write port).
+  The GEMM engine reads it directly; the STORE mover takes lane 0 of a read; the vector engine writes its lanes on
+  the lane port (a chunk per cycle when its lanes fall in distinct banks and no LOAD byte is for one of them) and
+  reads through adapters, one lane's byte per cycle (a VOP reading ACT runs at about 1 / vector_lanes of the
+  model's rate: the gap the docs name).
 - WGT is the GEMM engine's `WgtBuffer` (the LOAD mover's WGT pieces leave on `wgt_wr`), or one of its own when the
   core has no GEMM engine, so that LOADs into WGT still work.
 
@@ -101,7 +103,7 @@ class BufferSet(wiring.Component):
             raise HwConfigError(f"FPGA config '{params.config.name}': matrix_rows {params.rows} is more than "
                                 f"vector_lanes {L} (the RTL core reads a block's R accumulators in one ACC request)")
         self.params, self.gemm, self.vop, self.read_depth = params, gemm, vop, read_depth
-        self.act = ActBuffer(params)
+        self.act = ActBuffer(params, write_lanes=L if vop else 0)
         self.words = {b: WordBuffer(params, b, read_ports=2 if vop else 1) for b in WORD_BUFFERS}
         self.wgt = None if gemm else WgtBuffer(params)
         members = {"wr": In(stream.Signature(BUF_WRITE)), "rd_req": In(stream.Signature(BUF_READ)),
@@ -131,35 +133,27 @@ class BufferSet(wiring.Component):
         m.d.comb += lw.ready.eq(load_ready)
 
         # ---- WGT: the LOAD mover's pieces ----------------------------------------------------------------------
-        wgt_t = self.wgt_wr if self.gemm else self._sub(m, "wgt", self.wgt).wr
+        if self.gemm:
+            wgt_t = self.wgt_wr
+        else:
+            m.submodules.wgt = self.wgt
+            wgt_t = self.wgt.wr
         m.d.comb += [wgt_t.valid.eq(lw.valid & (w.buf == Buf.WGT)), wgt_t.payload.eq(w)]
         with m.If(w.buf == Buf.WGT):
             m.d.comb += load_ready.eq(wgt_t.ready)
 
-        # ---- ACT writes: the LOAD mover's bytes first, the vector engine's lanes a byte at a time in between ------
-        act_load = lw.valid & (w.buf == Buf.ACT)
+        # ---- ACT writes: the LOAD mover's bytes (its `wr`, first), the vector engine's lanes (its `wl`) ----------
+        m.d.comb += [act.wr.valid.eq(lw.valid & (w.buf == Buf.ACT) & w.mask[0]), act.wr.payload.addr.eq(w.addr),
+                     act.wr.payload.data.eq(w.data[:8])]
         with m.If(w.buf == Buf.ACT):
             m.d.comb += load_ready.eq(1)
-        a_addr, a_data, a_valid = Signal(act.wr.payload.addr.shape()), Signal(8), Signal()
-        m.d.comb += [act.wr.valid.eq(Mux(act_load, w.mask[0], a_valid)),
-                     act.wr.payload.addr.eq(Mux(act_load, w.addr, a_addr)),
-                     act.wr.payload.data.eq(Mux(act_load, w.data[:8], a_data))]
         vop_wr_ready = {}
         if self.vop:
             vw = self.vwr.payload
-            mine = self.vwr.valid & (vw.buf == Buf.ACT)
-            served = Signal(L, name="act_w_served")
-            todo = Signal(L, name="act_w_todo")
-            m.d.comb += todo.eq(Mux(mine, vw.mask & ~served, 0))
-            low = _lowest(m, todo, "act_w_low")
-            now = Signal(L, name="act_w_now")
-            m.d.comb += [now.eq(Mux(act_load, 0, low)), a_valid.eq(now != 0),
-                         a_addr.eq(_or(Mux(now[k], vw.addr[k], 0) for k in range(L))),
-                         a_data.eq(_or(Mux(now[k], vw.data[k][:8], 0) for k in range(L)))]
-            complete = mine & ((todo & ~now) == 0)
-            with m.If(mine):
-                m.d.sync += served.eq(Mux(complete, 0, served | now))
-            vop_wr_ready[Buf.ACT] = complete
+            m.d.comb += [act.wl.valid.eq(self.vwr.valid & (vw.buf == Buf.ACT)), act.wl.payload.mask.eq(vw.mask)]
+            m.d.comb += [act.wl.payload.addr[k].eq(vw.addr[k]) for k in range(L)]
+            m.d.comb += [act.wl.payload.data[k].eq(vw.data[k][:8]) for k in range(L)]
+            vop_wr_ready[Buf.ACT] = act.wl.ready
 
         # ---- word writes: the LOAD mover's pieces joined into words, the vector engine's, the GEMM engine's --------
         held_mask, held_data = Signal(4), Signal(32)
@@ -281,11 +275,6 @@ class BufferSet(wiring.Component):
                 with m.If(srcs["rd_b"] == b):
                     m.d.comb += [rb.resp.valid.eq(wb.rd1.resp.valid), rb.resp.payload.eq(wb.rd1.resp.payload)]
         return m
-
-    @staticmethod
-    def _sub(m: Module, name: str, component):
-        m.submodules[name] = component
-        return component
 
 
 class _ActLanes:
