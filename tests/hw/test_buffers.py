@@ -53,7 +53,7 @@ def test_lane_writes_with_bank_conflicts_beside_byte_writes():
     rng = random.Random(17)
     image = np.zeros(size, np.uint8)
     chunks = []
-    for k in range(60):
+    for _ in range(60):
         stride = rng.choice([1, 3, 8, 16, 32])
         base = rng.randrange(size // 2 - 3 * stride)             # lanes below the byte writes
         addrs = [base + lane * stride for lane in range(n)]
