@@ -25,8 +25,10 @@ DRAM = 8192
 @pytest.fixture(scope="module")
 def devices():
     """One RtlDevice and one Simulator for the module: building the core's simulation takes a few seconds, and both
-    keep their buffers between runs, so they stay in step as long as every test runs both."""
-    return RtlDevice(SMALL, dram_bytes=DRAM), Simulator(SMALL, dram_bytes=DRAM)
+    keep their buffers between runs, so they stay in step as long as every test runs both. The streams here have no
+    GEMM or VOP, so the core is built without its compute engines (a third of the build and simulation time;
+    test_core_compute.py runs the whole core)."""
+    return RtlDevice(SMALL, dram_bytes=DRAM, units=frozenset()), Simulator(SMALL, dram_bytes=DRAM)
 
 
 def transfer_of(op: Op, buf: Buf | None, rng: random.Random, units) -> Instr:
@@ -98,12 +100,10 @@ def test_random_streams_match_the_simulator(devices, seed):
 
 def test_a_slow_dram_and_one_token_queues():
     """The same kind of stream where the DRAM takes a request every other cycle (the three masters wait on each
-    other in the arbiter) and every queue holds one token (pushes wait for room all the time), on a core built
-    without compute engines."""
+    other in the arbiter) and every queue holds one token (pushes wait for room all the time)."""
     import dataclasses
 
     config = dataclasses.replace(SMALL, dram_bandwidth=8e9, queue_depth=1)
-    # a core without compute engines: BufferSet's own WGT takes the LOADs into WGT
     devices = RtlDevice(config, dram_bytes=DRAM, units=frozenset()), Simulator(config, dram_bytes=DRAM)
     rng = random.Random(3)
     stream = random_stream(rng, 3, devices[0].params.buffer_units)

@@ -123,7 +123,7 @@ def test_without_the_transcendental_unit_an_exp_stops_the_core_naming_it():
         rtl.run()
     assert "\n" not in str(e.value) and e.value.index == 1
     # the device runs the next stream (the functions it has)
-    stream = compute_stream(random.Random(6), gemms=2, vops=3, funcs=TESTED)
+    stream = compute_stream(random.Random(6), gemms=1, vops=2, funcs=TESTED)
     run_both(devices, stream, 6)
     compare(devices)
 
