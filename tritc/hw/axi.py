@@ -1,0 +1,145 @@
+"""The memory port on a board: an AXI4 master (docs/HW.md, "AXI4").
+
+AXI returns read data (R) and write acknowledgements (B) on separate channels, while the port promises one
+response per request in request order. The adapter therefore remembers the kind of every request in flight (up to
+`mem_outstanding`, so that the DRAM latency is covered by requests in flight, as behind `DramModel`) and answers
+the port from R or B as the oldest kind says. All transactions use one AXI ID, so AXI itself keeps reads in order
+among reads and writes in order among writes; nothing orders a read against a write, which the port's users get
+from the acknowledgements (docs/HW.md, "AXI4").
+
+A beat wider than the AXI data bus becomes an INCR burst of `mem_beat_bytes / data_bytes` transfers, shifted out
+of (and into) a beat-wide register by a constant shift, so the width costs registers, not multiplexers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..codegen.fpga.config import DRAM_ADDR_BITS
+from .memory import port_signature
+from .params import HwConfigError, HwParams
+
+AXI_MAX_DATA_BYTES = 128   # AXI4's widest data bus, 1024 bits
+AXI_BOUNDARY = 4096        # an AXI burst may not cross a 4 KiB boundary
+INCR = 0b01
+OKAY = 0b00
+ERROR_COUNT_BITS = 16
+
+
+def axi4_signature(addr_bits: int, data_bytes: int, id_bits: int = 1) -> wiring.Signature:
+    """An AXI4 interface as its master sees it: the five channels, AXI's names in lower case."""
+    return wiring.Signature({
+        "araddr": Out(addr_bits), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2), "arid": Out(id_bits),
+        "arvalid": Out(1), "arready": In(1),
+        "rdata": In(8 * data_bytes), "rresp": In(2), "rlast": In(1), "rid": In(id_bits), "rvalid": In(1),
+        "rready": Out(1),
+        "awaddr": Out(addr_bits), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2), "awid": Out(id_bits),
+        "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(8 * data_bytes), "wstrb": Out(data_bytes), "wlast": Out(1), "wvalid": Out(1), "wready": In(1),
+        "bresp": In(2), "bid": In(id_bits), "bvalid": In(1), "bready": Out(1),
+    })
+
+
+class AxiAdapter(wiring.Component):
+    """`bus`: a memory port as its slave (what `MemArbiter.bus` connects to); `m_axi`: an AXI4 master of
+    `data_bytes` per transfer (default: the beat, up to AXI's 128 bytes). `error` rises at the first response that
+    is not OKAY (or a read burst whose RLAST is misplaced) and stays; `errors` counts such responses, saturating.
+    The port still gets its response, in order, so that nothing waiting on it hangs."""
+
+    def __init__(self, params: HwParams, data_bytes: int | None = None, *, addr_bits: int = DRAM_ADDR_BITS):
+        beat = params.mem_beat_bytes
+        data_bytes = min(beat, AXI_MAX_DATA_BYTES) if data_bytes is None else data_bytes
+        if data_bytes < 1 or data_bytes & (data_bytes - 1) or data_bytes > AXI_MAX_DATA_BYTES:
+            raise HwConfigError(f"AxiAdapter: data_bytes must be a power of two from 1 to {AXI_MAX_DATA_BYTES} "
+                                f"(AXI4's data widths), got {data_bytes}")
+        if data_bytes > beat:
+            raise HwConfigError(f"AxiAdapter: data_bytes {data_bytes} is wider than mem_beat_bytes {beat} "
+                                f"(a beat is one burst of whole transfers)")
+        if beat > AXI_BOUNDARY or beat // data_bytes > 256:
+            raise HwConfigError(f"AxiAdapter: mem_beat_bytes {beat} in transfers of {data_bytes} bytes is not one "
+                                f"AXI4 burst (at most 256 transfers, not crossing 4 KiB)")
+        self.params, self.beat, self.data_bytes = params, beat, data_bytes
+        self.burst = beat // data_bytes
+        super().__init__({"bus": In(port_signature(beat)), "m_axi": Out(axi4_signature(addr_bits, data_bytes)),
+                          "error": Out(1), "errors": Out(ERROR_COUNT_BITS)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n, dbits = self.burst, 8 * self.data_bytes
+        req, resp, axi = self.bus.req, self.bus.resp, self.m_axi
+        abits = len(req.payload.addr)
+        shift = int(math.log2(self.beat))
+        kinds = m.submodules.kinds = fifo.SyncFIFO(width=1, depth=self.params.mem_outstanding)  # 1: a write
+        ar = m.submodules.ar = fifo.SyncFIFOBuffered(width=abits, depth=2)
+        aw = m.submodules.aw = fifo.SyncFIFOBuffered(width=abits, depth=2)
+
+        # Requests: a read's address to AR; a write's address to AW and its data to the W register. AW and W then
+        # go out independently, so a slave may take either first.
+        wbusy, wcount = Signal(), Signal(range(n))
+        wdata, wstrb = Signal(8 * self.beat), Signal(self.beat)
+        w_take = Signal()
+        w_last = Signal()
+        m.d.comb += [w_take.eq(axi.wvalid & axi.wready), w_last.eq(wcount == n - 1)]
+        w_free = ~wbusy | (w_take & w_last)
+        is_write = req.payload.write
+        take = Signal()
+        m.d.comb += [req.ready.eq(kinds.w_rdy & Mux(is_write, aw.w_rdy & w_free, ar.w_rdy)),
+                     take.eq(req.valid & req.ready),
+                     kinds.w_en.eq(take), kinds.w_data.eq(is_write),
+                     ar.w_en.eq(take & ~is_write), ar.w_data.eq(req.payload.addr),
+                     aw.w_en.eq(take & is_write), aw.w_data.eq(req.payload.addr)]
+        size, length = int(math.log2(self.data_bytes)), n - 1
+        m.d.comb += [axi.araddr.eq(Cat(Const(0, shift), ar.r_data)), axi.arlen.eq(length), axi.arsize.eq(size),
+                     axi.arburst.eq(INCR), axi.arid.eq(0), axi.arvalid.eq(ar.r_rdy), ar.r_en.eq(axi.arready),
+                     axi.awaddr.eq(Cat(Const(0, shift), aw.r_data)), axi.awlen.eq(length), axi.awsize.eq(size),
+                     axi.awburst.eq(INCR), axi.awid.eq(0), axi.awvalid.eq(aw.r_rdy), aw.r_en.eq(axi.awready),
+                     axi.wdata.eq(wdata[:dbits]), axi.wstrb.eq(wstrb[:self.data_bytes]), axi.wlast.eq(w_last),
+                     axi.wvalid.eq(wbusy)]
+        with m.If(w_take):   # the next transfer of the burst moves down into the low bits
+            m.d.sync += [wdata.eq(wdata[dbits:]), wstrb.eq(wstrb[self.data_bytes:]),
+                         wcount.eq(Mux(w_last, 0, wcount + 1))]
+            with m.If(w_last):
+                m.d.sync += wbusy.eq(0)
+        with m.If(take & is_write):
+            m.d.sync += [wdata.eq(req.payload.data), wstrb.eq(req.payload.strobe), wcount.eq(0), wbusy.eq(1)]
+
+        # Responses, in request order: the oldest kind in flight says whether R's assembled beat or a B answers.
+        head_write = kinds.r_data
+        rbuf, rcount, rfull, rbad = Signal(8 * self.beat), Signal(range(n)), Signal(), Signal()
+        bcount = Signal(range(self.params.mem_outstanding + 1))   # B's taken, not yet answered
+        m.d.comb += [resp.valid.eq(kinds.r_rdy & Mux(head_write, bcount != 0, rfull)),
+                     resp.payload.data.eq(rbuf), resp.payload.write.eq(head_write),
+                     kinds.r_en.eq(resp.valid & resp.ready)]
+        answer_read = resp.valid & resp.ready & ~head_write
+        answer_write = resp.valid & resp.ready & head_write
+        # R: a burst's transfers shift into `rbuf` from the top; a new burst may start as the full one leaves.
+        r_take, r_end = Signal(), Signal()
+        m.d.comb += [axi.rready.eq(~rfull | answer_read), r_take.eq(axi.rvalid & axi.rready),
+                     r_end.eq(r_take & (rcount == n - 1))]
+        r_bad = (axi.rresp != OKAY) | (axi.rlast != (rcount == n - 1))
+        with m.If(answer_read):
+            m.d.sync += rfull.eq(0)
+        with m.If(r_take):
+            m.d.sync += [rbuf.eq(Cat(rbuf[dbits:], axi.rdata)), rcount.eq(Mux(r_end, 0, rcount + 1)),
+                         rbad.eq(Mux(r_end, 0, rbad | r_bad))]
+            with m.If(r_end):
+                m.d.sync += rfull.eq(1)
+        # B: always taken (at most `mem_outstanding` writes are in flight), counted until answered.
+        b_take = Signal()
+        m.d.comb += [axi.bready.eq(1), b_take.eq(axi.bvalid)]
+        m.d.sync += bcount.eq(bcount + b_take - answer_write)
+
+        # Errors: a read burst counts once, at its last transfer; a B once.
+        bad_r = Signal()
+        bad_b = Signal()
+        m.d.comb += [bad_r.eq(r_end & (rbad | r_bad)), bad_b.eq(b_take & (axi.bresp != OKAY))]
+        total = Signal(ERROR_COUNT_BITS + 1)
+        m.d.comb += total.eq(self.errors + bad_r + bad_b)
+        m.d.sync += self.errors.eq(Mux(total[-1], (1 << ERROR_COUNT_BITS) - 1, total[:ERROR_COUNT_BITS]))
+        with m.If(bad_r | bad_b):
+            m.d.sync += self.error.eq(1)
+        return m
