@@ -44,6 +44,18 @@ def axi4_signature(addr_bits: int, data_bytes: int, id_bits: int = 1) -> wiring.
     })
 
 
+def axi_width_error(beat: int, data_bytes: int) -> str | None:
+    """Why a beat of `beat` bytes cannot be one AXI4 burst of `data_bytes` transfers, or None."""
+    if data_bytes < 1 or data_bytes & (data_bytes - 1) or data_bytes > AXI_MAX_DATA_BYTES:
+        return f"data_bytes must be a power of two from 1 to {AXI_MAX_DATA_BYTES} (AXI4's widths), got {data_bytes}"
+    if data_bytes > beat:
+        return f"data_bytes {data_bytes} is wider than mem_beat_bytes {beat} (a beat is a burst of whole transfers)"
+    if beat > AXI_BOUNDARY or beat // data_bytes > 256:
+        return (f"mem_beat_bytes {beat} in transfers of {data_bytes} bytes is not one AXI4 burst (at most 256 "
+                f"transfers, not crossing 4 KiB)")
+    return None
+
+
 class AxiAdapter(wiring.Component):
     """`bus`: a memory port as its slave (what `MemArbiter.bus` connects to); `m_axi`: an AXI4 master of
     `data_bytes` per transfer (default: the beat, up to AXI's 128 bytes). `error` rises at the first response that
@@ -53,15 +65,10 @@ class AxiAdapter(wiring.Component):
     def __init__(self, params: HwParams, data_bytes: int | None = None, *, addr_bits: int = DRAM_ADDR_BITS):
         beat = params.mem_beat_bytes
         data_bytes = min(beat, AXI_MAX_DATA_BYTES) if data_bytes is None else data_bytes
-        if data_bytes < 1 or data_bytes & (data_bytes - 1) or data_bytes > AXI_MAX_DATA_BYTES:
-            raise HwConfigError(f"AxiAdapter: data_bytes must be a power of two from 1 to {AXI_MAX_DATA_BYTES} "
-                                f"(AXI4's data widths), got {data_bytes}")
-        if data_bytes > beat:
-            raise HwConfigError(f"AxiAdapter: data_bytes {data_bytes} is wider than mem_beat_bytes {beat} "
-                                f"(a beat is one burst of whole transfers)")
-        if beat > AXI_BOUNDARY or beat // data_bytes > 256:
-            raise HwConfigError(f"AxiAdapter: mem_beat_bytes {beat} in transfers of {data_bytes} bytes is not one "
-                                f"AXI4 burst (at most 256 transfers, not crossing 4 KiB)")
+        why = axi_width_error(beat, data_bytes)
+        if why:
+            self._MustUse__silence = True   # refused, not forgotten: no "created but never used" warning
+            raise HwConfigError(f"AxiAdapter: {why}")
         self.params, self.beat, self.data_bytes = params, beat, data_bytes
         self.burst = beat // data_bytes
         super().__init__({"bus": In(port_signature(beat)), "m_axi": Out(axi4_signature(addr_bits, data_bytes)),
@@ -74,8 +81,8 @@ class AxiAdapter(wiring.Component):
         abits = len(req.payload.addr)
         shift = int(math.log2(self.beat))
         kinds = m.submodules.kinds = fifo.SyncFIFO(width=1, depth=self.params.mem_outstanding)  # 1: a write
-        ar = m.submodules.ar = fifo.SyncFIFOBuffered(width=abits, depth=2)
-        aw = m.submodules.aw = fifo.SyncFIFOBuffered(width=abits, depth=2)
+        ar = m.submodules.ar = fifo.SyncFIFOBuffered(width=abits, depth=3)
+        aw = m.submodules.aw = fifo.SyncFIFOBuffered(width=abits, depth=3)
 
         # Requests: a read's address to AR; a write's address to AW and its data to the W register. AW and W then
         # go out independently, so a slave may take either first.
