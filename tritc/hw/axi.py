@@ -80,7 +80,7 @@ class AxiAdapter(wiring.Component):
         req, resp, axi = self.bus.req, self.bus.resp, self.m_axi
         abits = len(req.payload.addr)
         shift = int(math.log2(self.beat))
-        kinds = m.submodules.kinds = fifo.SyncFIFO(width=1, depth=self.params.mem_outstanding)  # 1: a write
+        ring = _InFlight(m, self.params.mem_outstanding, abits)
         ar = m.submodules.ar = fifo.SyncFIFOBuffered(width=abits, depth=3)
         aw = m.submodules.aw = fifo.SyncFIFOBuffered(width=abits, depth=3)
 
@@ -94,9 +94,9 @@ class AxiAdapter(wiring.Component):
         w_free = ~wbusy | (w_take & w_last)
         is_write = req.payload.write
         take = Signal()
-        m.d.comb += [req.ready.eq(kinds.w_rdy & Mux(is_write, aw.w_rdy & w_free, ar.w_rdy)),
+        m.d.comb += [req.ready.eq(~ring.full & ~ring.conflict(req.payload.addr, is_write)
+                                  & Mux(is_write, aw.w_rdy & w_free, ar.w_rdy)),
                      take.eq(req.valid & req.ready),
-                     kinds.w_en.eq(take), kinds.w_data.eq(is_write),
                      ar.w_en.eq(take & ~is_write), ar.w_data.eq(req.payload.addr),
                      aw.w_en.eq(take & is_write), aw.w_data.eq(req.payload.addr)]
         size, length = int(math.log2(self.data_bytes)), n - 1
@@ -115,12 +115,12 @@ class AxiAdapter(wiring.Component):
             m.d.sync += [wdata.eq(req.payload.data), wstrb.eq(req.payload.strobe), wcount.eq(0), wbusy.eq(1)]
 
         # Responses, in request order: the oldest kind in flight says whether R's assembled beat or a B answers.
-        head_write = kinds.r_data
+        head_write = ring.head_write
         rbuf, rcount, rfull, rbad = Signal(8 * self.beat), Signal(range(n)), Signal(), Signal()
         bcount = Signal(range(self.params.mem_outstanding + 1))   # B's taken, not yet answered
-        m.d.comb += [resp.valid.eq(kinds.r_rdy & Mux(head_write, bcount != 0, rfull)),
-                     resp.payload.data.eq(rbuf), resp.payload.write.eq(head_write),
-                     kinds.r_en.eq(resp.valid & resp.ready)]
+        m.d.comb += [resp.valid.eq(ring.head_live & Mux(head_write, bcount != 0, rfull)),
+                     resp.payload.data.eq(rbuf), resp.payload.write.eq(head_write)]
+        ring.update(take, req.payload.addr, is_write, resp.valid & resp.ready)
         answer_read = resp.valid & resp.ready & ~head_write
         answer_write = resp.valid & resp.ready & head_write
         # R: a burst's transfers shift into `rbuf` from the top; a new burst may start as the full one leaves.
@@ -150,3 +150,40 @@ class AxiAdapter(wiring.Component):
         with m.If(bad_r | bad_b):
             m.d.sync += self.error.eq(1)
         return m
+
+
+class _InFlight:
+    """The requests in flight, oldest first: a ring of `depth` (a power of two) slots of a beat address and a kind,
+    taken when a request is accepted and freed when its response leaves. The kind of the oldest says where the
+    next response comes from; the addresses let a request wait while one of the other kind to its beat is in
+    flight, since AXI orders neither a read after a write nor a write after a read (the comparators are the cost:
+    `depth` of them, 64 at the presets)."""
+
+    def __init__(self, m: Module, depth: int, abits: int):
+        assert depth & (depth - 1) == 0, depth
+        self.m, self.depth = m, depth
+        self.addrs = [Signal(abits, name=f"inflight{i}_addr") for i in range(depth)]
+        self.write, self.live = Signal(depth), Signal(depth)
+        self.head, self.tail = Signal(range(depth)), Signal(range(depth))
+        self.full, self.head_live, self.head_write = Signal(), Signal(), Signal()
+        m.d.comb += [self.full.eq(self.live.bit_select(self.tail, 1)),
+                     self.head_live.eq(self.live.bit_select(self.head, 1)),
+                     self.head_write.eq(self.write.bit_select(self.head, 1))]
+
+    def conflict(self, addr, write) -> Signal:
+        hit = Signal()
+        self.m.d.comb += hit.eq(Cat(self.live[i] & (self.write[i] != write) & (self.addrs[i] == addr)
+                                    for i in range(self.depth)).any())
+        return hit
+
+    def update(self, push, addr, write, pop) -> None:
+        m = self.m
+        for i in range(self.depth):
+            with m.If(push & (self.tail == i)):
+                m.d.sync += [self.addrs[i].eq(addr), self.write[i].eq(write), self.live[i].eq(1)]
+            with m.If(pop & (self.head == i)):
+                m.d.sync += self.live[i].eq(0)
+        with m.If(push):
+            m.d.sync += self.tail.eq(self.tail + 1)
+        with m.If(pop):
+            m.d.sync += self.head.eq(self.head + 1)
