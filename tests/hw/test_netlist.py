@@ -60,6 +60,7 @@ COMPONENTS = {
     "arbiter": lambda: MemArbiter(P, 4),
     "axi-adapter": lambda: AxiAdapter(P),
     "axi-adapter-bursts": lambda: AxiAdapter(P, 16),
+    "axi-adapter-no-hazard-check": lambda: AxiAdapter(P, hazard_check=False),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
     "wgt-buffer": lambda: WgtBuffer(P),

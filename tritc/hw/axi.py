@@ -4,8 +4,8 @@ AXI returns read data (R) and write acknowledgements (B) on separate channels, w
 response per request in request order. The adapter therefore remembers the kind of every request in flight (up to
 `mem_outstanding`, so that the DRAM latency is covered by requests in flight, as behind `DramModel`) and answers
 the port from R or B as the oldest kind says. All transactions use one AXI ID, so AXI itself keeps reads in order
-among reads and writes in order among writes; nothing orders a read against a write, which the port's users get
-from the acknowledgements (docs/HW.md, "AXI4").
+among reads and writes in order among writes; nothing in AXI orders a read against a write, so the adapter holds a
+request while one of the other kind to its beat is in flight (the hazard check; DramModel's contract).
 
 A beat wider than the AXI data bus becomes an INCR burst of `mem_beat_bytes / data_bytes` transfers, shifted out
 of (and into) a beat-wide register by a constant shift, so the width costs registers, not multiplexers.
@@ -60,16 +60,21 @@ class AxiAdapter(wiring.Component):
     """`bus`: a memory port as its slave (what `MemArbiter.bus` connects to); `m_axi`: an AXI4 master of
     `data_bytes` per transfer (default: the beat, up to AXI's 128 bytes). `error` rises at the first response that
     is not OKAY (or a read burst whose RLAST is misplaced) and stays; `errors` counts such responses, saturating.
-    The port still gets its response, in order, so that nothing waiting on it hangs."""
+    The port still gets its response, in order, so that nothing waiting on it hangs. `hazard_check` keeps
+    DramModel's contract (a read sees every write requested before it, a write never reaches an earlier read) with
+    a comparator per request in flight; without it, only requests of one kind are ordered among themselves, which
+    is all the ISA's tokens need (a STORE's `s2c` waits for its writes' acknowledgements, a LOAD's data is in
+    before it signals)."""
 
-    def __init__(self, params: HwParams, data_bytes: int | None = None, *, addr_bits: int = DRAM_ADDR_BITS):
+    def __init__(self, params: HwParams, data_bytes: int | None = None, *, addr_bits: int = DRAM_ADDR_BITS,
+                 hazard_check: bool = True):
         beat = params.mem_beat_bytes
         data_bytes = min(beat, AXI_MAX_DATA_BYTES) if data_bytes is None else data_bytes
         why = axi_width_error(beat, data_bytes)
         if why:
             self._MustUse__silence = True   # refused, not forgotten: no "created but never used" warning
             raise HwConfigError(f"AxiAdapter: {why}")
-        self.params, self.beat, self.data_bytes = params, beat, data_bytes
+        self.params, self.beat, self.data_bytes, self.hazard_check = params, beat, data_bytes, hazard_check
         self.burst = beat // data_bytes
         super().__init__({"bus": In(port_signature(beat)), "m_axi": Out(axi4_signature(addr_bits, data_bytes)),
                           "error": Out(1), "errors": Out(ERROR_COUNT_BITS)})
@@ -80,22 +85,22 @@ class AxiAdapter(wiring.Component):
         req, resp, axi = self.bus.req, self.bus.resp, self.m_axi
         abits = len(req.payload.addr)
         shift = int(math.log2(self.beat))
-        ring = _InFlight(m, self.params.mem_outstanding, abits)
+        ring = _InFlight(m, self.params.mem_outstanding, abits if self.hazard_check else 0)
         ar = m.submodules.ar = fifo.SyncFIFOBuffered(width=abits, depth=3)
         aw = m.submodules.aw = fifo.SyncFIFOBuffered(width=abits, depth=3)
 
         # Requests: a read's address to AR; a write's address to AW and its data to the W register. AW and W then
         # go out independently, so a slave may take either first.
         wbusy, wcount = Signal(), Signal(range(n))
-        wdata, wstrb = Signal(8 * self.beat), Signal(self.beat)
+        wdata, wstrb = Signal(8 * self.beat, reset_less=True), Signal(self.beat, reset_less=True)
         w_take = Signal()
         w_last = Signal()
         m.d.comb += [w_take.eq(axi.wvalid & axi.wready), w_last.eq(wcount == n - 1)]
         w_free = ~wbusy | (w_take & w_last)
         is_write = req.payload.write
         take = Signal()
-        m.d.comb += [req.ready.eq(~ring.full & ~ring.conflict(req.payload.addr, is_write)
-                                  & Mux(is_write, aw.w_rdy & w_free, ar.w_rdy)),
+        hazard = ring.conflict(req.payload.addr, is_write) if self.hazard_check else Const(0)
+        m.d.comb += [req.ready.eq(~ring.full & ~hazard & Mux(is_write, aw.w_rdy & w_free, ar.w_rdy)),
                      take.eq(req.valid & req.ready),
                      ar.w_en.eq(take & ~is_write), ar.w_data.eq(req.payload.addr),
                      aw.w_en.eq(take & is_write), aw.w_data.eq(req.payload.addr)]
@@ -116,7 +121,8 @@ class AxiAdapter(wiring.Component):
 
         # Responses, in request order: the oldest kind in flight says whether R's assembled beat or a B answers.
         head_write = ring.head_write
-        rbuf, rcount, rfull, rbad = Signal(8 * self.beat), Signal(range(n)), Signal(), Signal()
+        rbuf = Signal(8 * self.beat, reset_less=True)
+        rcount, rfull, rbad = Signal(range(n)), Signal(), Signal()
         bcount = Signal(range(self.params.mem_outstanding + 1))   # B's taken, not yet answered
         m.d.comb += [resp.valid.eq(ring.head_live & Mux(head_write, bcount != 0, rfull)),
                      resp.payload.data.eq(rbuf), resp.payload.write.eq(head_write)]
@@ -153,37 +159,43 @@ class AxiAdapter(wiring.Component):
 
 
 class _InFlight:
-    """The requests in flight, oldest first: a ring of `depth` (a power of two) slots of a beat address and a kind,
-    taken when a request is accepted and freed when its response leaves. The kind of the oldest says where the
-    next response comes from; the addresses let a request wait while one of the other kind to its beat is in
-    flight, since AXI orders neither a read after a write nor a write after a read (the comparators are the cost:
-    `depth` of them, 64 at the presets)."""
+    """The requests in flight, oldest first: a ring of `depth` slots of a beat address and a kind, taken when a
+    request is accepted and freed when its response leaves. The kind of the oldest says where the next response
+    comes from; the addresses let a request wait while one of the other kind to its beat is in flight, since AXI
+    orders neither a read after a write nor a write after a read (the comparators are the cost: `depth` of them, 64
+    at the presets). The head and tail are one-hot, so that each slot's update is a LUT, not a pointer decoder that
+    synthesis folds into every slot."""
 
     def __init__(self, m: Module, depth: int, abits: int):
-        assert depth & (depth - 1) == 0, depth
         self.m, self.depth = m, depth
-        self.addrs = [Signal(abits, name=f"inflight{i}_addr") for i in range(depth)]
-        self.write, self.live = Signal(depth), Signal(depth)
-        self.head, self.tail = Signal(range(depth)), Signal(range(depth))
+        self.addrs = [Signal(abits, name=f"inflight{i}_addr", reset_less=True) for i in range(depth)]
+        self.write = [Signal(name=f"inflight{i}_write", reset_less=True) for i in range(depth)]
+        self.live = [Signal(name=f"inflight{i}_live") for i in range(depth)]
+        self.head, self.tail = Signal(depth, init=1), Signal(depth, init=1)   # one-hot
         self.full, self.head_live, self.head_write = Signal(), Signal(), Signal()
-        m.d.comb += [self.full.eq(self.live.bit_select(self.tail, 1)),
-                     self.head_live.eq(self.live.bit_select(self.head, 1)),
-                     self.head_write.eq(self.write.bit_select(self.head, 1))]
+        m.d.comb += [self.full.eq(Cat(self.tail[i] & self.live[i] for i in range(depth)).any()),
+                     self.head_live.eq(Cat(self.head[i] & self.live[i] for i in range(depth)).any()),
+                     self.head_write.eq(Cat(self.head[i] & self.write[i] for i in range(depth)).any())]
 
     def conflict(self, addr, write) -> Signal:
-        hit = Signal()
-        self.m.d.comb += hit.eq(Cat(self.live[i] & (self.write[i] != write) & (self.addrs[i] == addr)
-                                    for i in range(self.depth)).any())
+        same = [Signal(name=f"inflight{i}_same") for i in range(self.depth)]
+        hit_w, hit_r, hit = Signal(), Signal(), Signal()
+        self.m.d.comb += [s.eq(a == addr) for s, a in zip(same, self.addrs)]
+        self.m.d.comb += [hit_w.eq(Cat(s & l & w for s, l, w in zip(same, self.live, self.write)).any()),
+                          hit_r.eq(Cat(s & l & ~w for s, l, w in zip(same, self.live, self.write)).any()),
+                          hit.eq(Mux(write, hit_r, hit_w))]
         return hit
 
     def update(self, push, addr, write, pop) -> None:
         m = self.m
         for i in range(self.depth):
-            with m.If(push & (self.tail == i)):
-                m.d.sync += [self.addrs[i].eq(addr), self.write[i].eq(write), self.live[i].eq(1)]
-            with m.If(pop & (self.head == i)):
+            with m.If(push & self.tail[i]):
+                m.d.sync += [self.addrs[i].eq(addr), self.write[i].eq(write)]
+            with m.If(push & self.tail[i]):
+                m.d.sync += self.live[i].eq(1)
+            with m.Elif(pop & self.head[i]):
                 m.d.sync += self.live[i].eq(0)
         with m.If(push):
-            m.d.sync += self.tail.eq(self.tail + 1)
+            m.d.sync += self.tail.eq(self.tail.rotate_left(1))
         with m.If(pop):
-            m.d.sync += self.head.eq(self.head + 1)
+            m.d.sync += self.head.eq(self.head.rotate_left(1))
