@@ -116,8 +116,12 @@ class AxiAdapter(wiring.Component):
                          wcount.eq(Mux(w_last, 0, wcount + 1))]
             with m.If(w_last):
                 m.d.sync += wbusy.eq(0)
+        # The data loads whenever the register is free, taken or not (a hazard or a full ring does not reach these
+        # wide enables); only `wbusy` waits for the request to be taken.
+        with m.If(w_free):
+            m.d.sync += [wdata.eq(req.payload.data), wstrb.eq(req.payload.strobe), wcount.eq(0)]
         with m.If(take & is_write):
-            m.d.sync += [wdata.eq(req.payload.data), wstrb.eq(req.payload.strobe), wcount.eq(0), wbusy.eq(1)]
+            m.d.sync += wbusy.eq(1)
 
         # Responses, in request order: the oldest kind in flight says whether R's assembled beat or a B answers.
         head_write = ring.head_write
