@@ -20,6 +20,7 @@ from tritc.hw.sim import get, put, run
 from .conftest import SMALL
 
 SLVERR, DECERR = 0b10, 0b11
+EARLY_LAST = -1
 
 
 class AxiSlave:
@@ -27,7 +28,8 @@ class AxiSlave:
     low with probability `stall`; R and B come `delay` cycles (a random range) after the request is complete, in
     order per channel (one ID), each transfer's valid raised with probability `present`. `faults` maps a beat's
     byte address to the response code its reads and writes get (a read's on one transfer of the burst). Asserts
-    the master's side of the protocol: burst fields, WLAST, and valid and payload held until taken."""
+    the master's side of the protocol: burst fields, WLAST, and valid and payload held until taken. A fault code
+    of EARLY_LAST instead raises RLAST on a burst's first transfer with OKAY (a slave's protocol error)."""
 
     def __init__(self, axi, size: int, beat: int, data_bytes: int, rng: random.Random, *, stall=0.3, delay=(1, 12),
                  present=0.7, faults: dict[int, int] | None = None):
@@ -48,6 +50,7 @@ class AxiSlave:
         a, rng, db = self.axi, self.rng, self.db
         reads: deque = deque()        # (due, byte address) of bursts asked for
         rburst = None                 # the burst being returned: [transfers, next index]
+        early = False
         r_valid = b_valid = False
         aws: deque = deque()          # write addresses taken
         wbursts: deque = deque()      # complete W bursts: [(data, strobe)] per transfer
@@ -68,7 +71,8 @@ class AxiSlave:
                 code = self.faults.get(addr, 0)
                 row = self.mem[addr:addr + self.beat]
                 rburst = [[(int.from_bytes(row[k * db:(k + 1) * db].tobytes(), "little"),
-                            code if k == self.n // 2 else 0) for k in range(self.n)], 0]
+                            code if k == self.n // 2 and code > 0 else 0) for k in range(self.n)], 0]
+                early = code == EARLY_LAST
             if rburst is not None and not r_valid:
                 r_valid = rng.random() < self.present
             ctx.set(a.rvalid, r_valid)
@@ -76,7 +80,7 @@ class AxiSlave:
                 rdata, rresp = rburst[0][rburst[1]]
                 ctx.set(a.rdata, rdata)
                 ctx.set(a.rresp, rresp)
-                ctx.set(a.rlast, rburst[1] == self.n - 1)
+                ctx.set(a.rlast, rburst[1] == self.n - 1 or (early and rburst[1] == 0))
                 ctx.set(a.rid, 0)
             if not b_valid and bq and bq[0][0] <= cycle:
                 b_valid = rng.random() < self.present
@@ -112,7 +116,7 @@ class AxiSlave:
                     mask = np.array([(strobe >> i) & 1 for i in range(db)], bool)
                     self.mem[addr + k * db:addr + (k + 1) * db][mask] = new[mask]
                 self.writes += 1
-                bq.append((self._due(cycle), self.faults.get(addr, 0)))
+                bq.append((self._due(cycle), max(0, self.faults.get(addr, 0))))
             if r_valid and rready:
                 r_valid = False
                 rburst[1] += 1
@@ -169,7 +173,7 @@ def port_traffic(dut, slave: AxiSlave, rows: int, ops: int, rng: random.Random, 
                 assert int(resp.data).to_bytes(beat, "little") == want, f"response {len(log)}: row {row}"
             answered[resp.write] += 1
             assert answered[0] <= slave.reads and answered[1] <= slave.acked, "a response before its R or B"
-            log.append(row)
+            log.append((row, bool(resp.write)))
             in_flight[row][1] -= 1
             if not in_flight[row][1]:
                 del in_flight[row]
@@ -215,13 +219,14 @@ def test_without_the_hazard_check():
 
 @pytest.mark.parametrize("data_bytes", [64, 16])
 def test_error_responses_are_flagged_counted_and_answered(data_bytes):
-    # SLVERR on a row's reads (on one transfer in the middle of a burst) and writes, DECERR on another's: every
-    # request still gets its response in order, `error` rises at the first and stays, `errors` counts each.
+    # SLVERR on a row's reads (on one transfer in the middle of a burst) and writes, DECERR on another's, RLAST on
+    # the first transfer of a third's read bursts: every request still gets its response in order, `error` rises
+    # at the first and stays, `errors` counts each (RLAST misplaced only where a burst has several transfers).
     p = hw_params(SMALL)
     beat = p.mem_beat_bytes
     dut = AxiAdapter(p, data_bytes)
     rng = random.Random(7)
-    faults = {3 * beat: SLVERR, 5 * beat: DECERR}
+    faults = {3 * beat: SLVERR, 5 * beat: DECERR, 6 * beat: EARLY_LAST}
     slave = AxiSlave(dut.m_axi, 8 * beat, beat, data_bytes, rng, faults=faults)
     shadow = slave.mem.copy()
     log: list = []
@@ -229,15 +234,15 @@ def test_error_responses_are_flagged_counted_and_answered(data_bytes):
     flags = []
 
     async def watch(ctx):
-        errors = 0
         while len(log) < 80:
-            _, _, error, errors = await ctx.tick().sample(dut.error, dut.errors)
+            _, _, error = await ctx.tick().sample(dut.error)
             flags.append(int(error))
-        # the last response's error (if any) is counted by the cycle it leaves
+        # an error is counted when its R burst or B arrives, before its response leaves
         flags.append(int(ctx.get(dut.errors)))
 
     run(dut, issue, collect, watch, background=(slave.serve,), max_cycles=3000)
-    bad = sum(row in (3, 5) for row in log)
+    early = data_bytes < beat
+    bad = sum(row in (3, 5) or (early and row == 6 and not written) for row, written in log)
     assert bad > 0 and flags[-1] == bad
     first = flags.index(1)
     assert all(flags[first:-1])
