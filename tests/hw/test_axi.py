@@ -12,8 +12,11 @@ from collections import deque
 
 import numpy as np
 import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
 
 from tritc.hw.axi import AxiAdapter
+from tritc.hw.memory import MemArbiter
 from tritc.hw.params import HwConfigError, hw_params
 from tritc.hw.sim import get, put, run
 
@@ -129,14 +132,14 @@ class AxiSlave:
                 self.acked += 1
 
 
-def port_traffic(dut, slave: AxiSlave, rows: int, ops: int, rng: random.Random, shadow: np.ndarray, log: list, *,
-                 hazards: bool = True):
+def port_traffic(port, slave: AxiSlave, rows: int, ops: int, rng: random.Random, shadow: np.ndarray, log: list, *,
+                 hazards: bool = True, base: int = 0):
     """A master on the port: `ops` random reads and strobed writes over `rows` beats, each response checked in
     order against the shadow memory as it was when the request was made (DramModel's contract: a read sees every
     write requested before it), through a slave that may serve a read before an earlier write. No response may
     leave before the slave has returned its R burst or B (a write acknowledged is a write landed). Without
     `hazards`, a beat with a request of one kind in flight gets only that kind until it is answered (what the ISA's
-    tokens guarantee; enough without the adapter's hazard check)."""
+    tokens guarantee; enough without the adapter's hazard check). The rows start at beat `base`."""
     beat = slave.beat
     answered = [0, 0]                 # reads, writes
     expect: deque = deque()
@@ -144,7 +147,7 @@ def port_traffic(dut, slave: AxiSlave, rows: int, ops: int, rng: random.Random, 
 
     async def issue(ctx):
         for _ in range(ops):
-            row = rng.randrange(rows)
+            row = base + rng.randrange(rows)
             write = rng.random() < 0.5
             if not hazards and row in in_flight:
                 write = in_flight[row][0]
@@ -155,10 +158,10 @@ def port_traffic(dut, slave: AxiSlave, rows: int, ops: int, rng: random.Random, 
                 mask = np.array([(strobe >> b) & 1 for b in range(beat)], bool)
                 shadow[row * beat:(row + 1) * beat][mask] = new[mask]
                 expect.append((row, None))
-                await put(ctx, dut.bus.req, {"addr": row, "write": 1, "data": data, "strobe": strobe})
+                await put(ctx, port.req, {"addr": row, "write": 1, "data": data, "strobe": strobe})
             else:
                 expect.append((row, shadow[row * beat:(row + 1) * beat].tobytes()))
-                await put(ctx, dut.bus.req, {"addr": row, "write": 0, "data": 0, "strobe": 0})
+                await put(ctx, port.req, {"addr": row, "write": 0, "data": 0, "strobe": 0})
             while rng.random() < 0.2:
                 await ctx.tick()
 
@@ -166,7 +169,7 @@ def port_traffic(dut, slave: AxiSlave, rows: int, ops: int, rng: random.Random, 
         for _ in range(ops):
             while rng.random() < 0.2:
                 await ctx.tick()
-            resp = await get(ctx, dut.bus.resp)
+            resp = await get(ctx, port.resp)
             row, want = expect.popleft()
             assert resp.write == (want is None), f"response {len(log)}: a {'read' if resp.write else 'write'}'s"
             if want is not None:
@@ -189,7 +192,7 @@ def random_traffic(data_bytes: int, *, hazard_check=True, hazards=True, ops=150)
     slave.mem[:] = np.frombuffer(rng.randbytes(slave.mem.size), np.uint8)
     shadow = slave.mem.copy()
     log: list = []
-    issue, collect = port_traffic(dut, slave, rows, ops, rng, shadow, log, hazards=hazards)
+    issue, collect = port_traffic(dut.bus, slave, rows, ops, rng, shadow, log, hazards=hazards)
     seen = {}
 
     async def outcome(ctx):
@@ -217,6 +220,36 @@ def test_without_the_hazard_check():
         random_traffic(16, hazard_check=False)
 
 
+class _Board(Elaboratable):
+    """The memory side as a core would build it: masters through MemArbiter into the adapter."""
+
+    def __init__(self, arbiter: MemArbiter, adapter: AxiAdapter):
+        self.arbiter, self.adapter = arbiter, adapter
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.arbiter, m.submodules.adapter = self.arbiter, self.adapter
+        wiring.connect(m, self.arbiter.bus, self.adapter.bus)
+        return m
+
+
+def test_behind_the_arbiter():
+    # Three masters, each on its own 6 beats, through MemArbiter's `bus` into the adapter (bursts of 4).
+    p = hw_params(SMALL)
+    beat = p.mem_beat_bytes
+    arbiter, adapter = MemArbiter(p, 3), AxiAdapter(p, 16)
+    rng = random.Random(3)
+    slave = AxiSlave(adapter.m_axi, 18 * beat, beat, 16, rng)
+    slave.mem[:] = np.frombuffer(rng.randbytes(slave.mem.size), np.uint8)
+    shadow = slave.mem.copy()
+    logs: list[list] = [[], [], []]
+    benches = [b for i in range(3) for b in port_traffic(getattr(arbiter, f"m{i}"), slave, 6, 50,
+                                                         random.Random(10 + i), shadow, logs[i], base=6 * i)]
+    run(_Board(arbiter, adapter), *benches, background=(slave.serve,), max_cycles=6000)
+    assert [len(log) for log in logs] == [50, 50, 50] and slave.reads + slave.writes == 150
+    assert np.array_equal(slave.mem, shadow)
+
+
 @pytest.mark.parametrize("data_bytes", [64, 16])
 def test_error_responses_are_flagged_counted_and_answered(data_bytes):
     # SLVERR on a row's reads (on one transfer in the middle of a burst) and writes, DECERR on another's, RLAST on
@@ -230,7 +263,7 @@ def test_error_responses_are_flagged_counted_and_answered(data_bytes):
     slave = AxiSlave(dut.m_axi, 8 * beat, beat, data_bytes, rng, faults=faults)
     shadow = slave.mem.copy()
     log: list = []
-    issue, collect = port_traffic(dut, slave, 8, 80, rng, shadow, log)
+    issue, collect = port_traffic(dut.bus, slave, 8, 80, rng, shadow, log)
     flags = []
 
     async def watch(ctx):
