@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 
 # In the order `tritc --help` lists them: the life of a model.
-COMMANDS = ("dump", "compile", "run", "generate", "inspect", "verify", "bench")
+COMMANDS = ("dump", "compile", "run", "generate", "inspect", "verify", "bench", "hw")
 
 
 def modules() -> list[ModuleType]:
