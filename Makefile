@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean
+.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -58,6 +58,22 @@ fuzz: $(STAMP)
 	    --seed $(FUZZ_SEED) --out $(FUZZ_OUT) || status=1; \
 	done; \
 	exit $$status
+
+# The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
+# test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
+# preset and of the matrix unit at the datacenter preset (the longest run: HW_TIMEOUT seconds, then its row says
+# so), into benchmarks/results/hw_synth_<preset>.json and .md.
+HW_TIMEOUT ?= 7200
+
+hw: $(STAMP)
+	@command -v yosys >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make hw: needs yosys, and there is no apt-get to install it with:" \
+	    "install the yosys package with this system's package manager (any version with synth_xilinx -family xcup)"; \
+	    exit 1; }; \
+	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
+	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT)
+	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit --top act_buffer \
+		--top load_mover --top store_mover --top mem_arbiter
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.

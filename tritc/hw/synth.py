@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -101,7 +102,7 @@ def synthesise_verilog(top: str, verilog: str, timeout: float | None = None) -> 
     with tempfile.TemporaryDirectory(prefix=f"tritc_synth_{top}_") as tmp:
         folder = Path(tmp)
         (folder / "top.v").write_text(verilog)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
         try:
             run = subprocess.run(["yosys", "-q", "-l", str(folder / "log.txt"), "-p",
                                   script(top, folder / "top.v", folder)], capture_output=True, text=True, timeout=timeout)
@@ -114,4 +115,5 @@ def synthesise_verilog(top: str, verilog: str, timeout: float | None = None) -> 
         carry = {c.split("/", 1)[-1] for c in (folder / "carry.txt").read_text().split()}
         ltp = parse_ltp((folder / "ltp.txt").read_text(), carry)
     return {"top": top, **summarise(cells), **ltp, "cells": cells, "verilog_bytes": len(verilog),
-            "synth_seconds": round(time.perf_counter() - t0, 1)}
+            "synth_seconds": round(time.perf_counter() - t0, 1),
+            "synth_cpu_seconds": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - cpu0, 1)}
