@@ -61,9 +61,11 @@ fuzz: $(STAMP)
 
 # The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
 # test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
-# preset and of the matrix unit at the datacenter preset (the longest run: HW_TIMEOUT seconds, then its row says
-# so), into benchmarks/results/hw_synth_<preset>.json and .md.
+# preset; the matrix unit also as one tree (the scaling check: 16 x one tree against the whole unit); at the
+# datacenter preset one tree of the matrix unit scaled to 64 (the whole unit is hours of Yosys: HW_FULL=1 runs it
+# too) and the units whose size the preset changes. Results: benchmarks/results/hw_synth_<preset>.json and .md.
 HW_TIMEOUT ?= 7200
+HW_DATACENTER := --top act_buffer --top mem_arbiter --top load_mover --top store_mover
 
 hw: $(STAMP)
 	@command -v yosys >/dev/null || { \
@@ -72,8 +74,10 @@ hw: $(STAMP)
 	    exit 1; }; \
 	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
 	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT)
-	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit --top act_buffer \
-		--top load_mover --top store_mover --top mem_arbiter
+	$(PY) benchmarks/hw_synth.py --fpga-config edge --top matrix_unit --rows 1
+	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --top matrix_unit --rows 1
+	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) $(HW_DATACENTER) \
+		$(if $(HW_FULL),--top matrix_unit)
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.

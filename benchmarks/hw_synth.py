@@ -12,6 +12,7 @@ updated after each component, keeping the components of earlier runs not run aga
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -20,22 +21,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tritc.codegen.fpga.config import load_config  # noqa: E402
 from tritc.commands.output import write_atomic  # noqa: E402
 from tritc.hw.params import hw_params  # noqa: E402
 from tritc.hw.synth import COMMAND, DEVICES, FAMILY, SynthError, synthesise_verilog, yosys_version  # noqa: E402
 from tritc.hw.top import NAMES, verilog_of  # noqa: E402
 
+SCALED = ("luts", "ffs", "carry4", "carry8", "bram36", "bram18", "uram", "dsp", "muxf")
 
-def synthesise(top: str, config: str, timeout: float | None) -> dict:
+
+def synthesise(top: str, config: str, timeout: float | None, rows: int | None = None) -> dict:
+    """One component's figures. With `rows`, the matrix unit is built with that many of the config's trees and its
+    figures are also given scaled to all of them (`scaled`): the trees are copies that share only the valid / last
+    / fresh registers and the enable, so the total is rows x one tree to within those few cells (make hw checks it
+    at the edge preset, 16 x one tree against the whole unit)."""
+    cfg = load_config(config)
+    name = top
+    if rows is not None:
+        if top != "matrix_unit":
+            raise SystemExit("hw_synth: --rows is for the matrix unit")
+        name = f"matrix_unit ({rows} of {cfg.matrix_rows} trees)"
+        full, cfg = cfg.matrix_rows, dataclasses.replace(cfg, matrix_rows=rows).validate()
     t0 = time.perf_counter()
-    text = verilog_of(top, hw_params(config))
+    text = verilog_of(top, hw_params(cfg))
     seconds = round(time.perf_counter() - t0, 1)
     try:
-        return {**synthesise_verilog(top, text, timeout), "verilog_seconds": seconds}
+        row = {**synthesise_verilog(top, text, timeout), "top": name, "verilog_seconds": seconds}
     except SynthError as e:
         if "did not finish" not in str(e):
             raise
-        return {"top": top, "error": str(e), "verilog_bytes": len(text), "verilog_seconds": seconds}
+        return {"top": name, "error": str(e), "verilog_bytes": len(text), "verilog_seconds": seconds}
+    if rows is not None:
+        row["scaled"] = {k: row[k] * full // rows for k in SCALED}
+    return row
 
 
 def markdown(config: str, version: str, rows: list[dict]) -> str:
@@ -51,6 +69,11 @@ def markdown(config: str, version: str, rows: list[dict]) -> str:
         lines.append(f"| {r['top']} | {r['luts']:,} | {r['ffs']:,} | {r['carry4']:,} ({r['carry8']:,}) | "
                      f"{r['bram36']} / {r['bram18']} | {r['uram']} | {r['dsp']} | {r['path_luts']} + "
                      f"{r['path_carry_cells']} | {100 * r['luts'] / k26['luts']:.2f}% | {r.get('synth_cpu_seconds', '')} |")
+        if "scaled" in r:
+            x = r["scaled"]
+            lines.append(f"| ... scaled to every tree | {x['luts']:,} | {x['ffs']:,} | {x['carry4']:,} ({x['carry8']:,}) | "
+                         f"{x['bram36']} / {x['bram18']} | {x['uram']} | {x['dsp']} | | "
+                         f"{100 * x['luts'] / k26['luts']:.2f}% | |")
     return "\n".join(lines) + "\n"
 
 
@@ -58,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fpga-config", default="edge", help="edge, datacenter or a FILE.json (default edge)")
     ap.add_argument("--top", action="append", choices=NAMES, help="a component (repeatable; default: every one)")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="the matrix unit with this many trees, its figures scaled to the config's (a long run made short)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per synthesis run (default: none)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="the folder of the results")
     args = ap.parse_args(argv)
@@ -72,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = {r["top"]: r for r in json.loads(path.read_text())["components"]} if path.exists() else {}
     for top in args.top or NAMES:
         print(f"hw_synth: {top} ({args.fpga_config}) ...", file=sys.stderr, flush=True)
-        row = previous[top] = synthesise(top, args.fpga_config, args.timeout)
-        print(f"hw_synth: {top}: " + ", ".join(f"{k} {row[k]}" for k in (
+        row = synthesise(top, args.fpga_config, args.timeout, args.rows)
+        previous[row["top"]] = row
+        print(f"hw_synth: {row['top']}: " + ", ".join(f"{k} {row[k]}" for k in (
             "luts", "ffs", "carry4", "bram36", "bram18", "uram", "dsp", "path_luts", "path_carry_cells",
             "verilog_seconds", "synth_seconds", "synth_cpu_seconds", "error") if k in row), file=sys.stderr, flush=True)
-        rows = [previous[n] for n in NAMES if n in previous]
+        rows = sorted(previous.values(), key=lambda r: (NAMES.index(r["top"].split()[0]), r["top"]))
         doc = {"config": args.fpga_config, "yosys": version, "command": COMMAND, "devices": DEVICES, "components": rows}
         write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode())
         write_atomic(out / f"{stem}.md", markdown(args.fpga_config, version, rows).encode())
