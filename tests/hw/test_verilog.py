@@ -14,7 +14,6 @@ from amaranth.lib.wiring import In, Out
 
 from tritc.cli import main
 from tritc.hw import top
-from tritc.hw.params import hw_params
 from tritc.hw.synth import parse_stat, summarise, synthesise_verilog, yosys_version
 
 from .conftest import SMALL
@@ -26,21 +25,31 @@ def write_config(tmp_path, config, name="small.json"):
     return str(path)
 
 
-def test_matrix_unit_verilog(tmp_path, capsys):
-    out = tmp_path / "mu.v"
-    assert main(["hw", "verilog", "--fpga-config", write_config(tmp_path, SMALL), "-o", str(out)]) == 0
-    text = out.read_text()
+# One tree of 16 lanes (the small build's others are copies of it): the Verilog both tests below read.
+ONE_TREE = dataclasses.replace(SMALL, name="one-tree", matrix_rows=1).validate()
+
+
+@pytest.fixture(scope="module")
+def one_tree_verilog(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("verilog")
+    out = folder / "mu.v"
+    assert main(["hw", "verilog", "--fpga-config", write_config(folder, ONE_TREE), "-o", str(out)]) == 0
+    return folder, out.read_text()
+
+
+def test_matrix_unit_verilog(one_tree_verilog, capsys):
+    folder, text = one_tree_verilog
     assert capsys.readouterr().err == ""
-    # The default top; its ports are the stream signature's, the beat as one vector of 4 x 13 bytes, 16 bytes, part, last.
+    # The default top; its ports are the stream signature's, the beat as one vector of 13 bytes, 16 bytes, part, last.
     header = re.search(r"^module matrix_unit\((.*)\);$", text, re.M)
     assert header, text[:300]
     assert set(header.group(1).split(", ")) == {"clk", "rst", "inp__valid", "inp__ready", "inp__payload",
                                                 "out__valid", "out__ready", "out__payload"}
     assert re.search(r"input \[\d+:0\] inp__payload;", text)
-    assert "input [" + str(4 * 13 * 8 + 16 * 8 + 2 + 1 - 1) + ":0] inp__payload;" in text
-    assert "output [127:0] out__payload;" in text            # 4 int32 sums
-    assert text.count("\nendmodule") == 1 + 4                # the top and a word decoder per tree
-    assert "src =" not in text and str(tmp_path) not in text  # the text depends on the config only
+    assert "input [" + str(13 * 8 + 16 * 8 + 2 + 1 - 1) + ":0] inp__payload;" in text
+    assert "output [31:0] out__payload;" in text             # one int32 sum
+    assert text.count("\nendmodule") == 1 + 1                # the top and the tree's word decoder
+    assert "src =" not in text and str(folder) not in text    # the text depends on the config only
 
 
 def test_other_top(tmp_path):
@@ -122,13 +131,12 @@ class Multiply(wiring.Component):
 
 
 @needs_yosys
-def test_matrix_unit_synthesises_to_no_dsp():
+def test_matrix_unit_synthesises_to_no_dsp(one_tree_verilog):
     from amaranth.back import verilog
 
-    # One tree of 16 lanes (a few seconds of synth_xilinx): the trees are copies of each other, and the accumulator
-    # and the word decoder are in it.
-    params = hw_params(dataclasses.replace(SMALL, matrix_rows=1))
-    mu = synthesise_verilog("matrix_unit", top.verilog_of("matrix_unit", params), timeout=300)
+    # One tree (a few seconds of synth_xilinx): the trees are copies of each other; its word decoder (the base3
+    # chain of shift-adds), products, adder levels and accumulator are all there.
+    mu = synthesise_verilog("matrix_unit", one_tree_verilog[1], timeout=300)
     assert mu["dsp"] == 0 and mu["luts"] > 100 and mu["carry4"] > 0 and mu["ffs"] > 16 * 9
     mul = synthesise_verilog("mul", verilog.convert(Multiply(), name="mul"), timeout=300)
     assert mul["dsp"] >= 1
