@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from tritc.codegen.fpga.config import load_config  # noqa: E402
 from tritc.commands.output import write_atomic  # noqa: E402
 from tritc.hw.params import hw_params  # noqa: E402
-from tritc.hw.synth import COMMAND, DEVICES, FAMILY, SynthError, synthesise_verilog, yosys_version  # noqa: E402
+from tritc.hw.synth import COMMAND, DEVICES, FAMILY, SynthError, summarise, synthesise_verilog, yosys_version  # noqa: E402
 from tritc.hw.top import NAMES, verilog_of  # noqa: E402
 
 SCALED = ("luts", "ffs", "carry4", "carry8", "bram36", "bram18", "uram", "dsp", "muxf")
@@ -52,7 +52,16 @@ def synthesise(top: str, config: str, timeout: float | None, rows: int | None = 
             raise
         return {"top": name, "error": str(e), "verilog_bytes": len(text), "verilog_seconds": seconds}
     if rows is not None:
-        row["scaled"] = {k: row[k] * full // rows for k in SCALED}
+        row["scale"] = full // rows
+    return with_summary(row)
+
+
+def with_summary(row: dict) -> dict:
+    """The row's summary recomputed from its raw cell counts (so that rows of earlier runs count alike)."""
+    if "cells" in row:
+        row.update(summarise(row["cells"]))
+        if "scale" in row:
+            row["scaled"] = {k: row[k] * row["scale"] for k in SCALED}
     return row
 
 
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"hw_synth_{Path(args.fpga_config).stem}"
     path = out / f"{stem}.json"
-    previous = {r["top"]: r for r in json.loads(path.read_text())["components"]} if path.exists() else {}
+    previous = {r["top"]: with_summary(r) for r in json.loads(path.read_text())["components"]} if path.exists() else {}
     for top in args.top or NAMES:
         print(f"hw_synth: {top} ({args.fpga_config}) ...", file=sys.stderr, flush=True)
         row = synthesise(top, args.fpga_config, args.timeout, args.rows)

@@ -101,17 +101,18 @@ def test_missing_folder_refused_before_work(tmp_path, capsys):
 def test_parse_stat():
     report = """
    Number of wires:                 12
-   Number of cells:                 10
+   Number of cells:                 12
      CARRY4                          3
      FDRE                            2
      LUT2                            1
      LUT6                            2
      RAMB36E2                        1
      DSP48E2                         1
+     RAM64M8                         2
 
 """
-    assert summarise(parse_stat(report)) == {"luts": 3, "ffs": 2, "carry4": 3, "carry8": 2, "bram36": 1, "bram18": 0,
-                                             "uram": 0, "dsp": 1, "muxf": 0}
+    assert summarise(parse_stat(report)) == {"luts": 3 + 16, "lutram_luts": 16, "ffs": 2, "carry4": 3, "carry8": 2,
+                                             "bram36": 1, "bram18": 0, "uram": 0, "dsp": 1, "muxf": 0, "unknown_cells": 0}
 
 
 needs_yosys = pytest.mark.skipif(yosys_version() is None, reason="yosys is not installed (make hw installs it); "

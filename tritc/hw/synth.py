@@ -28,7 +28,10 @@ DEVICES = {
     "K26": {"luts": 117_120, "ffs": 234_240, "bram36": 144, "uram": 64, "dsp": 1_248},
     "U280": {"luts": 1_303_680, "ffs": 2_607_360, "bram36": 2_016, "uram": 960, "dsp": 9_024},
 }
-LUT_CELLS = re.compile(r"^(LUT[1-6](_2)?|SRL16E|SRLC32E|RAM\d+[XM]\w*)$")   # what takes a LUT6 site
+LUT_CELLS = re.compile(r"^(LUT[1-6](_2)?|SRL16E|SRLC32E)$")   # one LUT6 site each
+# Distributed RAM cells and the LUT6 sites each takes (UG574: a RAM64M is four LUTs of a SLICEM, and so on).
+LUTRAM_SITES = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
+                "RAM256X1S": 4, "RAM256X1D": 8, "RAM512X1S": 8, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8}
 
 
 class SynthError(CompilerError):
@@ -82,7 +85,8 @@ def parse_ltp(text: str, carry_cells: set[str]) -> dict[str, int]:
 def summarise(cells: dict[str, int]) -> dict[str, int]:
     carry4 = cells.get("CARRY4", 0)
     return {
-        "luts": sum(n for c, n in cells.items() if LUT_CELLS.match(c)),
+        "luts": sum(n for c, n in cells.items() if LUT_CELLS.match(c)) + sum(n * LUTRAM_SITES.get(c, 0) for c, n in cells.items()),
+        "lutram_luts": sum(n * LUTRAM_SITES.get(c, 0) for c, n in cells.items()),
         "ffs": sum(n for c, n in cells.items() if c.startswith("FD")),
         "carry4": carry4,
         "carry8": cells.get("CARRY8", 0) + math.ceil(carry4 / 2),
@@ -91,7 +95,13 @@ def summarise(cells: dict[str, int]) -> dict[str, int]:
         "uram": cells.get("URAM288", 0),
         "dsp": cells.get("DSP48E2", 0),
         "muxf": sum(n for c, n in cells.items() if c.startswith("MUXF")),
+        "unknown_cells": sum(n for c, n in cells.items() if not _known(c)),
     }
+
+
+def _known(cell: str) -> bool:
+    return bool(LUT_CELLS.match(cell) or cell in LUTRAM_SITES or cell.startswith(("FD", "MUXF", "CARRY", "RAMB"))
+                or cell in ("INV", "URAM288", "DSP48E2", "BUFG", "IBUF", "OBUF", "GND", "VCC"))
 
 
 def synthesise_verilog(top: str, verilog: str, timeout: float | None = None) -> dict:
