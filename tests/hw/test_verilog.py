@@ -50,6 +50,7 @@ def test_matrix_unit_verilog(one_tree_verilog, capsys):
     assert "output [31:0] out__payload;" in text             # one int32 sum
     assert text.count("\nendmodule") == 1 + 1                # the top and the tree's word decoder
     assert "src =" not in text and str(folder) not in text    # the text depends on the config only
+    assert text.endswith("endmodule\n")
 
 
 def test_other_top(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .output import check_output_file, write_atomic
+from .output import check_output_file, ending_in_newline, write_atomic
 
 EXIT_OK = 0
 
@@ -37,5 +37,5 @@ def run_verilog(args: argparse.Namespace) -> int:
 
     check_output_file(args.output)   # before the minutes a preset's matrix unit can take
     params = hw_params(args.fpga_config)
-    write_atomic(args.output, verilog_of(args.top, params).encode("utf-8"))
+    write_atomic(args.output, ending_in_newline(verilog_of(args.top, params)).encode("utf-8"))
     return EXIT_OK
