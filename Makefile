@@ -63,7 +63,8 @@ fuzz: $(STAMP)
 # test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
 # preset; the matrix unit also as one tree (the scaling check: 16 x one tree against the whole unit); at the
 # datacenter preset one tree of the matrix unit scaled to 64 (the whole unit is hours of Yosys: HW_FULL=1 runs it
-# too) and the units whose size the preset changes. Results: benchmarks/results/hw_synth_<preset>.json and .md.
+# too) and the units whose size the preset changes. lane_reduce is left out: Yosys 0.23's share pass ran past 8 GB
+# on its 31 chained fp32 adders and comparators (docs/HW.md). Results: benchmarks/results/hw_synth_<preset>.json and .md.
 HW_TIMEOUT ?= 7200
 HW_DATACENTER := --top act_buffer --top mem_arbiter --top load_mover --top store_mover
 
@@ -73,7 +74,7 @@ hw: $(STAMP)
 	    "install the yosys package with this system's package manager (any version with synth_xilinx -family xcup)"; \
 	    exit 1; }; \
 	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
-	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT)
+	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT) --skip lane_reduce
 	$(PY) benchmarks/hw_synth.py --fpga-config edge --top matrix_unit --rows 1
 	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --top matrix_unit --rows 1
 	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) $(HW_DATACENTER) \

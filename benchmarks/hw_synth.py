@@ -30,7 +30,7 @@ from tritc.hw.top import NAMES, verilog_of  # noqa: E402
 SCALED = ("luts", "ffs", "carry4", "carry8", "bram36", "bram18", "uram", "dsp", "muxf")
 
 
-def synthesise(top: str, config: str, timeout: float | None, rows: int | None = None) -> dict:
+def synthesise(top: str, config: str, timeout: float | None, rows: int | None = None, memory_gb: float | None = None) -> dict:
     """One component's figures. With `rows`, the matrix unit is built with that many of the config's trees and its
     figures are also given scaled to all of them (`scaled`): the trees are copies that share only the valid / last
     / fresh registers and the enable, so the total is rows x one tree to within those few cells (make hw checks it
@@ -46,10 +46,8 @@ def synthesise(top: str, config: str, timeout: float | None, rows: int | None = 
     text = verilog_of(top, hw_params(cfg))
     seconds = round(time.perf_counter() - t0, 1)
     try:
-        row = {**synthesise_verilog(top, text, timeout), "top": name, "verilog_seconds": seconds}
-    except SynthError as e:
-        if "did not finish" not in str(e):
-            raise
+        row = {**synthesise_verilog(top, text, timeout, memory_gb), "top": name, "verilog_seconds": seconds}
+    except SynthError as e:  # a row that says why: the other components' figures still count
         return {"top": name, "error": str(e), "verilog_bytes": len(text), "verilog_seconds": seconds}
     if rows is not None:
         row["scale"] = full // rows
@@ -92,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", action="append", choices=NAMES, help="a component (repeatable; default: every one)")
     ap.add_argument("--rows", type=int, default=None,
                     help="the matrix unit with this many trees, its figures scaled to the config's (a long run made short)")
+    ap.add_argument("--skip", action="append", default=[], choices=NAMES, help="leave a component out (repeatable)")
+    ap.add_argument("--memory-gb", type=float, default=6.0, help="Yosys's memory limit per run (default 6)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per synthesis run (default: none)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="the folder of the results")
     args = ap.parse_args(argv)
@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"hw_synth_{Path(args.fpga_config).stem}"
     path = out / f"{stem}.json"
     previous = {r["top"]: with_summary(r) for r in json.loads(path.read_text())["components"]} if path.exists() else {}
-    for top in args.top or NAMES:
+    for top in [t for t in args.top or NAMES if t not in args.skip]:
         print(f"hw_synth: {top} ({args.fpga_config}) ...", file=sys.stderr, flush=True)
-        row = synthesise(top, args.fpga_config, args.timeout, args.rows)
+        row = synthesise(top, args.fpga_config, args.timeout, args.rows, args.memory_gb)
         previous[row["top"]] = row
         print(f"hw_synth: {row['top']}: " + ", ".join(f"{k} {row[k]}" for k in (
             "luts", "ffs", "carry4", "bram36", "bram18", "uram", "dsp", "path_luts", "path_carry_cells",

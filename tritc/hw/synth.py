@@ -99,14 +99,20 @@ def summarise(cells: dict[str, int]) -> dict[str, int]:
     }
 
 
+def _limit_memory(gb: float) -> None:
+    limit = int(gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _known(cell: str) -> bool:
     return bool(LUT_CELLS.match(cell) or cell in LUTRAM_SITES or cell.startswith(("FD", "MUXF", "CARRY", "RAMB"))
                 or cell in ("INV", "URAM288", "DSP48E2", "BUFG", "IBUF", "OBUF", "GND", "VCC"))
 
 
-def synthesise_verilog(top: str, verilog: str, timeout: float | None = None) -> dict:
+def synthesise_verilog(top: str, verilog: str, timeout: float | None = None, memory_gb: float | None = None) -> dict:
     """`verilog` (a module `top` and its submodules) through synth_xilinx: the summary, the longest path, every
-    cell count, the seconds; SynthError when there is no yosys, it fails, or it runs past `timeout` seconds."""
+    cell count, the seconds; SynthError when there is no yosys, it fails, or it runs past `timeout` seconds or
+    `memory_gb` of address space (Yosys's SAT-based `share` pass can take more memory than a machine has)."""
     if yosys_version() is None:
         raise SynthError("yosys is not on the PATH (make hw installs it: apt-get install yosys)")
     with tempfile.TemporaryDirectory(prefix=f"tritc_synth_{top}_") as tmp:
@@ -115,11 +121,14 @@ def synthesise_verilog(top: str, verilog: str, timeout: float | None = None) -> 
         t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
         try:
             run = subprocess.run(["yosys", "-q", "-l", str(folder / "log.txt"), "-p",
-                                  script(top, folder / "top.v", folder)], capture_output=True, text=True, timeout=timeout)
+                                  script(top, folder / "top.v", folder)], capture_output=True, text=True, timeout=timeout,
+                                 preexec_fn=None if memory_gb is None else lambda: _limit_memory(memory_gb))
         except subprocess.TimeoutExpired:
             raise SynthError(f"synth_xilinx of {top} did not finish in {timeout:.0f} s") from None
         if run.returncode:
             log = (folder / "log.txt").read_text().splitlines()[-5:] if (folder / "log.txt").exists() else []
+            if memory_gb is not None and ("bad_alloc" in run.stderr or "memory" in run.stderr.lower() or run.returncode < 0):
+                raise SynthError(f"synth_xilinx of {top} ran out of its {memory_gb:g} GB memory limit")
             raise SynthError(f"yosys failed on {top}: {' / '.join([run.stderr.strip(), *log]).strip(' /')}")
         cells = parse_stat((folder / "stat.txt").read_text())
         carry = {c.split("/", 1)[-1] for c in (folder / "carry.txt").read_text().split()}
