@@ -32,9 +32,10 @@ SCALED = ("luts", "ffs", "carry4", "carry8", "bram36", "bram18", "uram", "dsp", 
 
 def synthesise(top: str, config: str, timeout: float | None, rows: int | None = None, memory_gb: float | None = None) -> dict:
     """One component's figures. With `rows`, the matrix unit is built with that many of the config's trees and its
-    figures are also given scaled to all of them (`scaled`): the trees are copies that share only the valid / last
-    / fresh registers and the enable, so the total is rows x one tree to within those few cells (make hw checks it
-    at the edge preset, 16 x one tree against the whole unit)."""
+    figures are also given scaled to all of them (`scaled`): the trees are copies, sharing the control registers
+    and the negated activations `-a`. At edge (make hw runs both) 16 x one tree is the whole unit's LUTs to 0.2%
+    and its FFs to 1.2%, but counts the `lanes` negation carry chains 16 times (+44% CARRY4): docs/HW.md gives the
+    corrected count."""
     cfg = load_config(config)
     name = top
     if rows is not None:
