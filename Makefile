@@ -66,7 +66,7 @@ fuzz: $(STAMP)
 # too) and the units whose size the preset changes. lane_reduce is left out: Yosys 0.23's share pass ran past 8 GB
 # on its 31 chained fp32 adders and comparators (docs/HW.md). Results: benchmarks/results/hw_synth_<preset>.json and .md.
 HW_TIMEOUT ?= 7200
-HW_DATACENTER := --top act_buffer --top mem_arbiter --top load_mover --top store_mover
+HW_DATACENTER := --top act_buffer --top load_mover --top store_mover
 
 hw: $(STAMP)
 	@command -v yosys >/dev/null || { \

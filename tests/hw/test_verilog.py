@@ -74,6 +74,8 @@ def one_error(capsys) -> str:
     (["--top", "core"], ["--top core", "not built yet", "matrix_unit"]),
     (["--top", "gemm_feeder"], ["--top gemm_feeder", "no such component", "fp_sqrt"]),
     (["--fpga-config", "nonesuch"], ["unknown FPGA preset 'nonesuch'"]),
+    # 3 masters' 2 KiB requests and the bus's responses: more input bits than Amaranth's back end numbers at a top.
+    (["--fpga-config", "datacenter", "--top", "mem_arbiter"], ["--top mem_arbiter", "71,779 input bits", "65,536"]),
 ])
 def test_errors_write_nothing(tmp_path, capsys, argv, words):
     out = tmp_path / "core.v"

