@@ -61,11 +61,12 @@ fuzz: $(STAMP)
 
 # The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
 # test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
-# preset; the matrix unit also as one tree (the scaling check: 16 x one tree against the whole unit); at the
-# datacenter preset one tree of the matrix unit scaled to 64 (the whole unit is hours of Yosys: HW_FULL=1 runs it
-# too) and the movers, whose ports the preset widens (ACT at datacenter is 8x edge's 5 CPU minutes, mostly reading
-# the Verilog's initial value of every byte, and its RAM count is arithmetic; the arbiter cannot be a top there). lane_reduce is left out: Yosys 0.23's share pass ran past 8 GB
-# on its 31 chained fp32 adders and comparators (docs/HW.md). Results: benchmarks/results/hw_synth_<preset>.json and .md.
+# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators); the matrix
+# unit also as one tree (the scaling check: 16 x one tree against the whole unit); at the datacenter preset one
+# tree of the matrix unit scaled to 64 (the whole unit did not finish in an hour: HW_FULL=1 runs it too) and the
+# movers, whose ports the preset widens (ACT there is 8x edge's 5 CPU minutes, mostly reading the initial value of
+# every byte, for an arithmetic RAM count; the arbiter cannot be a top there). About 15 CPU minutes in all.
+# Results: benchmarks/results/hw_synth_<preset>.json and .md.
 HW_TIMEOUT ?= 7200
 HW_DATACENTER := --top load_mover --top store_mover
 
