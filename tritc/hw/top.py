@@ -101,6 +101,7 @@ def verilog_of(name: str, params: HwParams) -> str:
     inputs = sum(len(Value.cast(value))
                  for _, member, value in component.signature.flatten(component) if member.flow == wiring.In)
     if inputs > MAX_TOP_INPUT_BITS:
+        component._MustUse__silence = True   # built only to be measured: no "created but never used" warning
         raise OptionError(f"--top {name}: {inputs:,} input bits for config '{params.config.name}' (memory beats of "
                           f"{params.mem_beat_bytes} bytes); Amaranth's Verilog back end takes at most "
                           f"{MAX_TOP_INPUT_BITS:,} at a top (inside the core the unit has no such limit)")
