@@ -61,14 +61,12 @@ fuzz: $(STAMP)
 
 # The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
 # test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
-# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators); the matrix
-# unit also as one tree (the scaling check: 16 x one tree against the whole unit); at the datacenter preset one
-# tree of the matrix unit scaled to 64 (the whole unit did not finish in an hour: HW_FULL=1 runs it too) and the
-# movers, whose ports the preset widens (ACT there is 8x edge's 5 CPU minutes, mostly reading the initial value of
-# every byte, for an arithmetic RAM count; the arbiter cannot be a top there). About 15 CPU minutes in all.
-# Results: benchmarks/results/hw_synth_<preset>.json and .md.
+# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators), and at the
+# datacenter preset the matrix unit (15 CPU minutes, 5 GB) and the movers, whose ports the preset widens (ACT there
+# is 8x edge's 5 CPU minutes, mostly reading the initial value of every byte, for an arithmetic RAM count; the
+# arbiter cannot be a top there). About 35 CPU minutes in all. benchmarks/hw_synth.py --rows 1 estimates a matrix
+# unit from one tree in seconds. Results: benchmarks/results/hw_synth_<preset>.json and .md.
 HW_TIMEOUT ?= 7200
-HW_DATACENTER := --top load_mover --top store_mover
 
 hw: $(STAMP)
 	@command -v yosys >/dev/null || { \
@@ -77,10 +75,8 @@ hw: $(STAMP)
 	    exit 1; }; \
 	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
 	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT) --skip lane_reduce
-	$(PY) benchmarks/hw_synth.py --fpga-config edge --top matrix_unit --rows 1
-	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --top matrix_unit --rows 1
-	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) $(HW_DATACENTER) \
-		$(if $(HW_FULL),--top matrix_unit)
+	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit \
+		--top load_mover --top store_mover
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.
