@@ -65,23 +65,23 @@ def with_summary(row: dict) -> dict:
 
 
 def markdown(config: str, version: str, rows: list[dict]) -> str:
-    k26 = DEVICES["K26"]
+    device = "U280" if Path(config).stem == "datacenter" else "K26"   # the board each preset is for
     lines = [f"# Yosys synth_xilinx -family {FAMILY}, FPGA config {config}", "",
              f"{version}; `{COMMAND}`; `python benchmarks/hw_synth.py --fpga-config {config}`. CARRY8 = CARRY4 / 2.",
              "", "| component | LUTs | FFs | CARRY4 (CARRY8) | BRAM36 / 18 | URAM | DSP | longest path: LUTs + carry "
-                 "cells | K26 LUTs | synth CPU s |", "|" + "---|" * 10]
+                 f"cells | {device} LUTs | synth CPU s |", "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['top']} | {r['error']} |" + " |" * 8)
             continue
         lines.append(f"| {r['top']} | {r['luts']:,} | {r['ffs']:,} | {r['carry4']:,} ({r['carry8']:,}) | "
                      f"{r['bram36']} / {r['bram18']} | {r['uram']} | {r['dsp']} | {r['path_luts']} + "
-                     f"{r['path_carry_cells']} | {100 * r['luts'] / k26['luts']:.2f}% | {r.get('synth_cpu_seconds', '')} |")
+                     f"{r['path_carry_cells']} | {100 * r['luts'] / DEVICES[device]['luts']:.2f}% | {r.get('synth_cpu_seconds', '')} |")
         if "scaled" in r:
             x = r["scaled"]
             lines.append(f"| ... scaled to every tree | {x['luts']:,} | {x['ffs']:,} | {x['carry4']:,} ({x['carry8']:,}) | "
                          f"{x['bram36']} / {x['bram18']} | {x['uram']} | {x['dsp']} | | "
-                         f"{100 * x['luts'] / k26['luts']:.2f}% | |")
+                         f"{100 * x['luts'] / DEVICES[device]['luts']:.2f}% | |")
     return "\n".join(lines) + "\n"
 
 
