@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean
+.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -58,6 +58,25 @@ fuzz: $(STAMP)
 	    --seed $(FUZZ_SEED) --out $(FUZZ_OUT) || status=1; \
 	done; \
 	exit $$status
+
+# The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
+# test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
+# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators), and at the
+# datacenter preset the matrix unit (15 CPU minutes, 5 GB) and the movers, whose ports the preset widens (ACT there
+# is 8x edge's 5 CPU minutes, mostly reading the initial value of every byte, for an arithmetic RAM count; the
+# arbiter cannot be a top there). About 35 CPU minutes in all. benchmarks/hw_synth.py --rows 1 estimates a matrix
+# unit from one tree in seconds. Results: benchmarks/results/hw_synth_<preset>.json and .md.
+HW_TIMEOUT ?= 7200
+
+hw: $(STAMP)
+	@command -v yosys >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make hw: needs yosys, and there is no apt-get to install it with:" \
+	    "install the yosys package with this system's package manager (any version with synth_xilinx -family xcup)"; \
+	    exit 1; }; \
+	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
+	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT) --skip lane_reduce
+	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit \
+		--top load_mover --top store_mover
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.

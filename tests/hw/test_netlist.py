@@ -15,6 +15,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 
 from tritc.codegen.fpga.isa import Buf
+from tritc.hw.axi import AxiAdapter
 from tritc.hw.buffers import ActBuffer
 from tritc.hw.core import Core
 from tritc.hw.dma import LoadMover, StoreMover
@@ -62,6 +63,9 @@ COMPONENTS = {
     "token-queues": lambda: TokenQueues(P.queue_depth),
     "token-protocol": lambda: TokenProtocol(P.queue_depth),
     "arbiter": lambda: MemArbiter(P, 4),
+    "axi-adapter": lambda: AxiAdapter(P),
+    "axi-adapter-bursts": lambda: AxiAdapter(P, 16),
+    "axi-adapter-no-hazard-check": lambda: AxiAdapter(P, hazard_check=False),
     "load-mover": lambda: LoadMover(P),
     "store-mover": lambda: StoreMover(P),
     "core-gemm": lambda: Core(P, frozenset({"gemm"})),
@@ -117,10 +121,11 @@ def test_transcendental_multiplies_only_in_its_fp_multiplier(lanes):
 
 @pytest.mark.parametrize("preset", ["edge", "datacenter"])
 def test_components_elaborate_for_the_presets(preset):
-    # The presets' widths and depths (128-byte and 2 KiB memory beats, 64 and 128 activation banks of 128 KiB and
-    # 1 MiB) build; the matrix units at preset size take 10-20 s and are left to `tritc hw verilog` (phase 4).
+    # The presets' widths and depths (128-byte and 2 KiB memory beats, as AXI bursts of 4 and 64 transfers on a
+    # 256-bit HBM port; 64 and 128 activation banks of 128 KiB and 1 MiB) build; the matrix units at preset size
+    # take 10-20 s and are left to `tritc hw verilog` (phase 4).
     p = hw_params(preset)
-    components = [LoadMover(p), StoreMover(p), ActBuffer(p), WgtBuffer(p), MemArbiter(p, 4),
+    components = [LoadMover(p), StoreMover(p), ActBuffer(p), WgtBuffer(p), MemArbiter(p, 4), AxiAdapter(p, 32),
                   TokenQueues(p.queue_depth), InstrDecoder(), VopWalker(p.vector_lanes)]
     if p.vector_lanes <= 16:   # datacenter's 128-lane word buffer takes ~20 s (its L^2 bank grants; docs/HW.md)
         components.append(WordBuffer(p, Buf.ACC))

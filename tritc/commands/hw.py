@@ -7,11 +7,11 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("cosim",)   # in the order `tritc hw --help` lists them
+SUBCOMMANDS = ("verilog", "cosim")   # in the order `tritc hw --help` lists them
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("hw", help="the accelerator's RTL: co-simulation against the Simulator",
+    p = sub.add_parser("hw", help="the accelerator's RTL: Verilog for synthesis, co-simulation against the Simulator",
                        description="The accelerator's RTL (Amaranth, tritc/hw/): " + ", ".join(SUBCOMMANDS) + ".")
     inner = p.add_subparsers(dest="hw_command", metavar="SUBCOMMAND")
     for name in SUBCOMMANDS:
