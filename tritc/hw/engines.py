@@ -98,10 +98,19 @@ class _Engine(wiring.Component):
         m.d.comb += self.progress.eq(step | self.background(m))
         with m.Switch(self.state):
             with m.Case(State.IDLE):
+                # An instruction whose tokens are there (and that may start) takes them as it is taken: EXEC next.
+                c = self.cmd.payload.instr
+                at_once = self.may_start(m, c)
+                for f, q in self.pops.items():
+                    at_once = at_once & ~(getattr(c.flags, f) & ~getattr(self, f"pop_{q}").valid)
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [instr.eq(self.cmd.payload.instr), self.index.eq(self.cmd.payload.index),
+                    m.d.sync += [instr.eq(c), self.index.eq(self.cmd.payload.index),
                                  self.state.eq(State.POP), *(p.eq(0) for p in pushed.values())]
+                    with m.If(at_once):
+                        for f, q in self.pops.items():
+                            m.d.comb += getattr(self, f"pop_{q}").ready.eq(getattr(c.flags, f))
+                        m.d.sync += self.state.eq(State.EXEC)
                 m.d.comb += step.eq(self.cmd.valid)
             with m.Case(State.POP):
                 ready = self.may_start(m, instr)
@@ -116,8 +125,14 @@ class _Engine(wiring.Component):
                 m.d.comb += step.eq(ready)
             with m.Case(State.EXEC):
                 finished, busy = self.execute(m, instr)
-                with m.If(finished):
+                pushes = Const(0, 1)
+                for f in self.pushes:
+                    pushes = pushes | getattr(flags, f)
+                with m.If(finished & pushes):
                     m.d.sync += self.state.eq(State.PUSH)
+                with m.Elif(finished):            # nothing to push: retired now
+                    m.d.sync += self.state.eq(State.IDLE)
+                    m.d.comb += self.retired.eq(1)
                 m.d.comb += step.eq(busy | finished)
             with m.Case(State.PUSH):
                 posting = self.posting(m, instr)
