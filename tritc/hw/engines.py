@@ -5,8 +5,12 @@ TokenEngine's (tokens.py) with an execute step between the pops and the pushes:
 
 - LoadEngine / StoreEngine hand the transfer to their LoadMover / StoreMover and wait for its `done` (a STORE's
   once every write is acknowledged, so a token it pushes means the bytes are in DRAM);
-- ComputeEngine relays a NOP's tokens, dispatches a GEMM or a VOP on the `gemm` / `vop` port of its unit (an
-  INSTR in, a `done` back) and waits for it, and holds FINISH until the other engines have drained.
+- ComputeEngine relays a NOP's tokens, dispatches a GEMM or a VOP on the `gemm` / `vop` port of its engine (an
+  INSTR in, a `done` back), keeps GEMMs in flight beside `overlap` VOPs with their pushes posted, and holds FINISH
+  until the other engines have drained.
+
+An instruction whose tokens are there when it is taken pops them at once (IDLE to EXEC), and one with nothing to
+push retires from EXEC: 2 cycles for a NOP.
 
 Every engine reports what the watchdog and the host need: `state` (IDLE with nothing to do, POP waiting for
 tokens, EXEC working, PUSH waiting for room), `index` of the instruction in hand, `waiting` (the queues it lacks:
