@@ -32,10 +32,10 @@ from tritc.hw.memory import MemArbiter
 from tritc.hw.params import hw_params
 from tritc.hw.queues import InstrDecoder, TokenQueues
 from tritc.hw.tokens import TokenProtocol
+from tritc.hw.transcendental import ExpScale, Transcendental, TranscendentalLanes
 from tritc.hw.vector_engine import VectorEngine
 from tritc.hw.vector_units import DivSqrtLanes
 from tritc.hw.vector_walker import VopWalker
-from tritc.hw.transcendental import ExpScale, Transcendental, TranscendentalLanes
 from tritc.hw.weight_decoder import WordDecoder
 from tritc.hw.wgt_buffer import WgtBuffer
 from tritc.hw.word_buffer import WordBuffer
