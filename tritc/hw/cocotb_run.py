@@ -99,7 +99,10 @@ def run_verilog(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarr
     folder = Path(workdir or tempfile.mkdtemp(prefix="tritc-cocotb-"))
     folder.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
-    (folder / "core.v").write_text(verilog_of("core", p))
+    verilog, source = verilog_of("core", p), folder / "core.v"
+    rebuild = not source.exists() or source.read_text() != verilog   # the same core in the same folder: built once
+    if rebuild:
+        source.write_text(verilog)
     dram = np.zeros(stream_base, np.uint8)
     dram[:image.size] = image
     dram.tofile(folder / "dram.bin")
@@ -116,7 +119,7 @@ def run_verilog(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarr
     # `reg ... = 0` it declares, and only Verilog-2005 gives such an initialiser an event (SystemVerilog does not,
     # and the combinational outputs then stay X until an input changes).
     args = ["-g2005"] if simulator == "icarus" else []
-    runner.build(sources=[folder / "core.v"], hdl_toplevel="core", build_dir=folder / "build", always=True,
+    runner.build(sources=[source], hdl_toplevel="core", build_dir=folder / "build", always=rebuild,
                  timescale=("1ns", "1ps"), build_args=args, log_file=log)
     runner.test(test_module="tritc.hw.cocotb_bench", hdl_toplevel="core", build_dir=folder / "build",
                 test_dir=folder, extra_env={"TRITC_COCOTB_JOB": str(folder)}, log_file=log)
