@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw
+.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw hw-sim
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -78,6 +78,19 @@ hw: $(STAMP)
 	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit \
 		--top load_mover --top store_mover
 
+# The core's Verilog run by Icarus Verilog through cocotb (docs/HW.md, "The core in Verilog"): iverilog from the
+# system packages and the [hw] extra (cocotb, locked), then the built-in copy stream through every buffer compared
+# with the Simulator's DRAM and with the same core in Amaranth's simulator (cycles of all three printed), then its
+# tests. About 15 s after the installs.
+hw-sim: $(STAMP)
+	@command -v iverilog >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make hw-sim: needs iverilog, and there is no apt-get to install it" \
+	    "with: install Icarus Verilog (>= 11) with this system's package manager"; exit 1; }; \
+	  apt-get install -y iverilog || { apt-get update && apt-get install -y iverilog; }; }
+	$(PY) $(PIP) --no-build-isolation -c $(LOCK) -e '.[test,hw]'
+	$(PY) -m tritc.hw.cocotb_run --amaranth copy
+	$(PY) -m pytest -q tests/hw/test_cocotb.py
+
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.
 test-latest:
@@ -96,7 +109,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP) --upgrade pip setuptools
-	.venv-lock/bin/python $(PIP) '.[test]'
+	.venv-lock/bin/python $(PIP) '.[test,hw]'
 	{ echo "# The lock: exact versions of everything make installs (pip constraints). Refresh: make lock"; \
 	  echo "# Written by $$(.venv-lock/bin/python --version) on $$(uname -sm)."; \
 	  .venv-lock/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
