@@ -1,7 +1,7 @@
 """The Verilog-level run (tritc/hw/cocotb_run.py): the core's Verilog in Icarus through cocotb runs the copy stream
 through every buffer to the Simulator's DRAM, bit for bit, in as many cycles as the same core in Amaranth's
 simulator; a stream missing a token ends in the core's deadlock, reported, not a hang. Skipped without iverilog or
-cocotb (make hw-sim installs both); about 10 s."""
+cocotb (make hw-sim installs both); about 16 s."""
 
 from __future__ import annotations
 

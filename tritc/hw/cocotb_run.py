@@ -31,7 +31,7 @@ import numpy as np
 
 from ..codegen.fpga.config import FpgaConfig, load_config
 from ..codegen.fpga.isa import INSTR_BYTES, Buf, Instr, Op, encode
-from ..errors import OptionError
+from ..errors import CompilerError, OptionError
 from .params import hw_params
 
 SMALL = FpgaConfig(name="rtl-small", matrix_rows=4, matrix_lanes=16, weight_buffer_bytes=2048,
@@ -163,7 +163,7 @@ def compare(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarray, 
                            "same_dram": bool(np.array_equal(rtl.dram, sim.dram))}
     if v["outcome"] != "stopped" or not v.get("finished"):
         out["mismatch"] = (f"the core did not finish: outcome {v['outcome']}, finished {v.get('finished')}, "
-                           f"deadlock {v.get('deadlock')}, error {v.get('error')} at instruction "
+                           f"deadlock {v.get('deadlock')}, refused {v.get('refused', 0)}, error {v.get('error')} at instruction "
                            f"{v.get('error_index')}{'; ' + v['refusal'] if v.get('refusal') else ''}")
     else:
         out["mismatch"] = first_difference(sim.dram, v["dram"])
@@ -191,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             image = (np.fromfile(args.dram, np.uint8) if args.dram else np.zeros(args.dram_bytes, np.uint8))
         r = compare(config, stream, image, simulator=args.simulator, amaranth=args.amaranth,
                     max_cycles=args.max_cycles, workdir=Path(args.workdir) if args.workdir else None)
-    except (OptionError, OSError) as e:
+    except ModuleNotFoundError as e:
+        print(f"tritc: error: {e.name} is not installed: pip install -e '.[hw]' (or make hw-sim)", file=sys.stderr)
+        return 2
+    except (CompilerError, OSError) as e:     # a bad option, stream or image: tritc's one line
         print(f"tritc: error: {e}", file=sys.stderr)
         return 2
     v = r["verilog"]
