@@ -71,3 +71,18 @@ def test_a_wrong_byte_in_the_verilog_dram_is_reported(workdir, monkeypatch, caps
     monkeypatch.setattr(cocotb_run, "run_verilog", faulty)
     assert main(["--workdir", str(workdir)]) == 1
     assert "DRAM: DRAM byte 0x805 differs: Simulator 0x" in capsys.readouterr().out
+
+
+def test_gemv_in_verilog_matches_the_simulator(workdir):
+    """The lowering's (1, 31) x (31, 16) ternary GEMV (VOPs quantising x, a GEMM, VOPs scaling y): runs once the
+    core has its GEMM and vector engines built in (integrate-rtl), skipped before."""
+    from tritc.hw.params import hw_params
+    from tritc.hw.top import core_units
+
+    if core_units(hw_params(SMALL)) != {"gemm", "vop"}:
+        pytest.skip("the core has no GEMM and vector engines built in yet (tritc.hw.top.core_units is empty)")
+    stream, image, where = cocotb_run.gemv_stream(SMALL)
+    r = compare(SMALL, stream, image, workdir=workdir)
+    assert r["mismatch"] is None, r["mismatch"]
+    assert r["verilog"]["finished"] == 1 and not np.array_equal(r["verilog"]["dram"][where["y"]:where["y"] + 64],
+                                                                image[where["y"]:where["y"] + 64])

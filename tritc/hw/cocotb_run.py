@@ -17,6 +17,7 @@ needs Verilator >= 5.036 and Debian 12 ships 5.006, so `--simulator verilator` i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
@@ -62,6 +63,34 @@ def copy_stream() -> list[Instr]:
             Instr(Op.FINISH)]
 
 
+def gemv_stream(config: FpgaConfig, k: int = 31, n: int = 16) -> tuple[list[Instr], np.ndarray, dict]:
+    """The lowering's stream of a (1, k) x (k, n) ternary GEMV (int8 activations: VOPs quantise x, GEMMs, VOPs
+    scale y; benchmarks/bench_fpga_gemv.py's graph): the stream, its DRAM image (weights and a random x) and the
+    DRAM map's regions by name. k = 31: the longest row the small build's VEC (256 words) quantises."""
+    from ..codegen.fpga.lower import DramMap, build_weight_image, lower_nodes
+    from ..ir.graph import Graph
+    from ..ir.ternary import TernaryWeight
+    from ..ir.types import DType, TensorType
+
+    rng = np.random.default_rng(0)
+    g = Graph("gemv")
+    x = g.add_input("x", TensorType(DType.F32, (1, k)))
+    w = TernaryWeight(rng.integers(-1, 2, (k, n)).astype(np.int8), rng.uniform(0.5, 1, n).astype(np.float32))
+    wv = g.add_weight("w", w, TensorType(DType.T2, (k, n)))
+    g.outputs = g.add("ternary_matmul", [x, wv], [TensorType(DType.F32, (1, n))], {"act": "int8"},
+                      output_names=["y"]).outputs
+    image = build_weight_image(g, config)
+    base = -(-len(image.data) // 4096) * 4096
+    dram = DramMap(base, config.dram_bytes)
+    dram.place("x", (1, k), DType.F32)
+    instrs = lower_nodes([next(nd for nd in g if nd.op == "ternary_matmul")], g, config, dram, image)
+    mem = np.zeros(dram.end + 4096, np.uint8)
+    mem[image.base:image.base + len(image.data)] = np.frombuffer(bytes(image.data), np.uint8)
+    xb = rng.standard_normal((1, k)).astype(np.float32).view(np.uint8).reshape(-1)
+    mem[dram["x"].addr:dram["x"].addr + xb.size] = xb
+    return instrs, mem, {"x": dram["x"].addr, "y": dram["y"].addr}
+
+
 def simulator_version(simulator: str) -> str:
     """The simulator's version line; OptionError (one line) if it is missing or too old for cocotb."""
     exe = {"icarus": "iverilog", "verilator": "verilator"}.get(simulator)
@@ -79,6 +108,14 @@ def simulator_version(simulator: str) -> str:
     return line
 
 
+@functools.lru_cache(maxsize=4)
+def _core_verilog(config: FpgaConfig) -> str:
+    """`tritc hw verilog --top core`'s text, once per config in a process (seconds of Amaranth and Yosys each)."""
+    from .top import verilog_of
+
+    return verilog_of("core", hw_params(config))
+
+
 def run_verilog(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarray, *, simulator: str = "icarus",
                 max_cycles: int | None = DEFAULT_MAX_CYCLES, workdir: Path | None = None) -> dict[str, Any]:
     """Run `stream` (checked as every Device checks it) on the core's Verilog from DRAM `image`: the bench's
@@ -88,8 +125,6 @@ def run_verilog(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarr
 
     from ..runtime.fpga import checked_stream
     from .memory import request_layout, response_layout
-    from .top import verilog_of
-
     version = simulator_version(simulator)
     instrs, _ = checked_stream(stream, config, image.size)
     words = b"".join(encode(i) for i in instrs)
@@ -99,7 +134,7 @@ def run_verilog(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarr
     folder = Path(workdir or tempfile.mkdtemp(prefix="tritc-cocotb-"))
     folder.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
-    verilog, source = verilog_of("core", p), folder / "core.v"
+    verilog, source = _core_verilog(config), folder / "core.v"
     rebuild = not source.exists() or source.read_text() != verilog   # the same core in the same folder: built once
     if rebuild:
         source.write_text(verilog)
@@ -172,7 +207,8 @@ def compare(config: FpgaConfig, stream: list[Instr] | bytes, image: np.ndarray, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tritc.hw.cocotb_run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("stream", nargs="?", default="copy", help="'copy' (built in) or a binary stream file")
+    ap.add_argument("stream", nargs="?", default="copy",
+                    help="'copy' or 'gemv' (built in; gemv needs the core's GEMM and vector engines) or a binary stream")
     ap.add_argument("--dram", help="the DRAM image a stream file runs on (raw bytes; default zeros)")
     ap.add_argument("--dram-bytes", type=int, default=DRAM_BYTES, help="DRAM size (default %(default)s)")
     ap.add_argument("--fpga-config", default="small", help="'small' (tests/hw's SMALL), a preset or a JSON file")
@@ -186,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream == "copy":
             stream: list[Instr] | bytes = copy_stream()
             image = np.random.default_rng(0).integers(0, 256, args.dram_bytes, dtype=np.uint8)
+        elif args.stream == "gemv":
+            from .top import core_units
+
+            if core_units(hw_params(config)) != {"gemm", "vop"}:
+                raise OptionError("gemv: this core has no GEMM and vector engines built in (tritc.hw.top.core_units "
+                                  "is empty until they are merged into the core); run 'copy'")
+            stream, image, _ = gemv_stream(config)
         else:
             stream = Path(args.stream).read_bytes()
             image = (np.fromfile(args.dram, np.uint8) if args.dram else np.zeros(args.dram_bytes, np.uint8))

@@ -92,8 +92,21 @@ def core_units(params: HwParams) -> frozenset[str]:
     from .fetch import UNITS
 
     core = Core(params, frozenset(UNITS))
-    core._MustUse__silence = True
+    _silence(core)
     return frozenset(u for u in UNITS if u not in core.signature.members)
+
+
+def _silence(obj, depth: int = 3) -> None:
+    """No "created but never used" warning for a component built only to be looked at, nor for the parts its
+    constructor builds (the core's buffers)."""
+    from amaranth.hdl import Elaboratable
+
+    obj._MustUse__silence = True
+    if depth:
+        for v in vars(obj).values():
+            for item in (v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else [v]):
+                if isinstance(item, Elaboratable):
+                    _silence(item, depth - 1)
 
 
 def build_top(name: str, params: HwParams) -> wiring.Component:
