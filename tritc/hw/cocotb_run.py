@@ -3,12 +3,13 @@ core`) simulated by Icarus Verilog through cocotb (tritc/hw/cocotb_bench.py serv
 does), a stream run on it from a DRAM image, and the DRAM it ends with compared with the Simulator's, bit for bit.
 
     python -m tritc.hw.cocotb_run [--simulator icarus] [--fpga-config small|PRESET|FILE.json] [--amaranth]
-                                  [copy | STREAM.bin [--dram IMAGE.bin]]
+                                  [copy | gemv | STREAM.bin [--dram IMAGE.bin]]
 
-`copy` (the default) is the built-in stream: a LOAD into every buffer and a STORE out of each the STORE mover reads,
-on a random image. A binary stream (encode_stream) runs on its DRAM image (`--dram`, else zeros). `--amaranth`
-also runs the stream on RtlDevice (the same core in Amaranth's simulator), for a third cycle count. Exit 0 when
-the DRAMs are identical, 1 when they differ or the core did not finish, 2 on a usage error (tritc's one line).
+`copy` (the default) is a built-in stream: a LOAD into every buffer and a STORE out of each the STORE mover reads,
+on a random image; `gemv` the lowering's ternary GEMV, once the core has its GEMM and vector engines. A binary
+stream (encode_stream) runs on its DRAM image (`--dram`, else zeros). `--amaranth` also runs the stream on RtlDevice
+(the same core in Amaranth's simulator), for a third cycle count. Exit 0 when the DRAMs are identical, 1 when they
+differ or the core did not finish, 2 on a usage error (tritc's one line).
 
 Needs cocotb (`pip install -e .[hw]`, make hw-sim) and iverilog (apt-get install iverilog). Verilator: cocotb 2
 needs Verilator >= 5.036 and Debian 12 ships 5.006, so `--simulator verilator` is refused there with its version.
