@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tritc-installed
 LOCK   := constraints.txt
 PIP    := -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw
+.PHONY: demo test test-long test-random test-latest fuzz lint install lock clean hw hw-sim
 
 # pip and setuptools first (locked too: setuptools builds the editable install, without isolation so
 # that the locked one is used), then tritc and everything it and its tests need, then a consistency check.
@@ -61,7 +61,8 @@ fuzz: $(STAMP)
 
 # The synthesis figures of docs/HW.md ("Synthesis"): Yosys from the system packages (only this target needs it; make
 # test skips its one synthesis check without it), then synth_xilinx for UltraScale+ of every component at the edge
-# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators), and at the
+# preset but lane_reduce (Yosys 0.23's share pass passed 8 GB on its 31 fp32 adders and comparators) and the core
+# (not measured yet: make hw-sim runs its Verilog), and at the
 # datacenter preset the matrix unit (15 CPU minutes, 5 GB) and the movers, whose ports the preset widens (ACT there
 # is 8x edge's 5 CPU minutes, mostly reading the initial value of every byte, for an arithmetic RAM count; the
 # arbiter cannot be a top there). About 35 CPU minutes in all. benchmarks/hw_synth.py --rows 1 estimates a matrix
@@ -74,9 +75,22 @@ hw: $(STAMP)
 	    "install the yosys package with this system's package manager (any version with synth_xilinx -family xcup)"; \
 	    exit 1; }; \
 	  apt-get install -y yosys || { apt-get update && apt-get install -y yosys; }; }
-	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT) --skip lane_reduce
+	$(PY) benchmarks/hw_synth.py --fpga-config edge --timeout $(HW_TIMEOUT) --skip lane_reduce --skip core
 	$(PY) benchmarks/hw_synth.py --fpga-config datacenter --timeout $(HW_TIMEOUT) --top matrix_unit \
 		--top load_mover --top store_mover
+
+# The core's Verilog run by Icarus Verilog through cocotb (docs/HW.md, "The core in Verilog"): iverilog from the
+# system packages and the [hw] extra (cocotb, locked), then the built-in copy stream through every buffer compared
+# with the Simulator's DRAM and with the same core in Amaranth's simulator (cycles of all three printed), then its
+# tests. About 15 s after the installs.
+hw-sim: $(STAMP)
+	@command -v iverilog >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make hw-sim: needs iverilog, and there is no apt-get to install it" \
+	    "with: install Icarus Verilog (>= 11) with this system's package manager"; exit 1; }; \
+	  apt-get install -y iverilog || { apt-get update && apt-get install -y iverilog; }; }
+	$(PY) $(PIP) --no-build-isolation -c $(LOCK) -e '.[test,hw]'
+	$(PY) -m tritc.hw.cocotb_run --amaranth copy
+	$(PY) -m pytest -q tests/hw/test_cocotb.py
 
 # The whole suite against the newest releases on the package index, in its own .venv-latest: drift
 # shows here before a user meets it. The versions that differ from the lock are printed first.
@@ -96,7 +110,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP) --upgrade pip setuptools
-	.venv-lock/bin/python $(PIP) '.[test]'
+	.venv-lock/bin/python $(PIP) '.[test,hw]'
 	{ echo "# The lock: exact versions of everything make installs (pip constraints). Refresh: make lock"; \
 	  echo "# Written by $$(.venv-lock/bin/python --version) on $$(uname -sm)."; \
 	  .venv-lock/bin/python -m pip freeze --all --exclude-editable --disable-pip-version-check \

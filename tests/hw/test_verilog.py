@@ -71,7 +71,6 @@ def one_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--top", "core"], ["--top core", "not built yet", "matrix_unit"]),
     (["--top", "gemm_feeder"], ["--top gemm_feeder", "no such component", "fp_sqrt"]),
     (["--fpga-config", "nonesuch"], ["unknown FPGA preset 'nonesuch'"]),
     # 3 masters' 2 KiB requests and the bus's responses: more input bits than Amaranth's back end numbers at a top.
