@@ -12,9 +12,10 @@ the synthesis figures.
   and the full layer is 2.6 * 10^5 model cycles on edge; --full runs the full shapes);
 - synthesis: the figures `make hw` recorded (benchmarks/results/hw_synth_*.json), if any.
 
-The RTL is not the design the cycle model describes in every detail (docs/HW.md, "The core": the movers move an
-element per cycle, and so on); the ratio column is what calibration works from. Results:
-benchmarks/results/bench_rtl.md.
+The RTL runs every instruction (GEMM and VOP included: the engines are in the core), but it is not yet the design
+the cycle model describes in every detail (docs/HW.md, "The core": the LOAD / STORE movers move an element per cycle
+where the model moves a DRAM beat, the vector engine reads ACT a byte per cycle); the ratio column is what
+calibration works from. Results: benchmarks/results/bench_rtl.md.
 """
 
 from __future__ import annotations
@@ -138,9 +139,16 @@ def markdown(info: dict, rows: list[dict], synth: list[dict]) -> str:
                    f"{fmt(r['rtl_cycles'])} | {fmt(r['ratio'], '.2f')} | {fmt(r.get('rtl_cycles_per_second'), ',.0f')} | "
                    f"{r['skipped'] or 'DRAM identical at FINISH'} |")
     if synth:
-        out += ["", "Synthesis figures recorded by `make hw` (docs/HW.md, \"Synthesis\"):", ""]
-        out += [f"- {s['file']}: " + ", ".join(f"{k} {v}" for k, v in s.items() if k != "file" and not isinstance(v, (dict, list)))
-                for s in synth]
+        out += ["", "Synthesis figures recorded by `make hw` (Yosys `synth_xilinx -family xcup`; docs/HW.md, \"Synthesis\"):",
+                "", "| config | unit | LUTs | flip-flops | CARRY8 | BRAM36 | URAM | DSP |", "|---|---|---|---|---|---|---|---|"]
+        for sy in synth:
+            for c in sy.get("components", []):
+                if "luts" not in c:
+                    out.append(f"| {sy.get('config', sy['file'])} | {c.get('top', '?')} | {c.get('error', 'not run')} "
+                               "| | | | | |")
+                    continue
+                out.append(f"| {sy.get('config', sy['file'])} | {c['top']} | {c['luts']:,} | {c['ffs']:,} | "
+                           f"{c.get('carry8', 0):,} | {c.get('bram36', 0)} | {c.get('uram', 0)} | {c.get('dsp', 0)} |")
     else:
         out += ["", "No synthesis figures recorded on this machine (`make hw` installs Yosys and records them)."]
     return "\n".join(out) + "\n"
@@ -148,7 +156,7 @@ def markdown(info: dict, rows: list[dict], synth: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="the small build only, small shapes (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="the small build's GEMV only (a smoke run)")
     ap.add_argument("--full", action="store_true", help="the FPGA benchmark's full shapes (hours of simulation)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
