@@ -11,7 +11,14 @@ import tritc
 from .test_generate_fixtures import DECODERS, NEW_TOKENS, exactly_ternary, expected
 
 
-@pytest.mark.parametrize("model", DECODERS, ids=lambda p: p.stem)
+# make test decodes one fixture of each architecture and each exporter form (dynamo at opset 18, the legacy
+# exporter, the native Attention op at opset 23, the eager attention): ~25 s each on the Simulator; the other eight
+# run under `make test-long` (pytest -m long).
+REDUCED = {"llama_dynamo18", "qwen2_legacy17", "gpt2_dynamo18", "bitnet_native_dynamo23", "llama_eager_legacy17"}
+
+
+@pytest.mark.parametrize("model", [m if m.stem in REDUCED else pytest.param(m, marks=pytest.mark.long)
+                                   for m in DECODERS], ids=lambda p: p.stem)
 def test_fpga_decodes_the_cpu_targets_greedy_tokens(model, tmp_path):
     path = model if model.stem.startswith("bitnet") else exactly_ternary(model, tmp_path)
     ids = expected(model)["prompt_ids"]
