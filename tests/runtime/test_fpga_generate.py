@@ -10,7 +10,6 @@ import tritc
 
 from .test_generate_fixtures import DECODERS, NEW_TOKENS, exactly_ternary, expected
 
-
 # make test decodes one fixture of each architecture and each exporter form (dynamo at opset 18, the legacy
 # exporter, the native Attention op at opset 23, the eager attention): ~25 s each on the Simulator; the other eight
 # run under `make test-long` (pytest -m long).
