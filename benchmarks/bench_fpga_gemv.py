@@ -40,15 +40,19 @@ def gemv_graph(k: int, n: int) -> tuple[Graph, dict]:
     return g, {"x": rng.standard_normal((1, k)).astype(np.float32)}
 
 
-def run(k: int, n: int, preset: str, double_buffer: bool, functional: bool) -> dict:
-    cfg = PRESETS[preset]
+def gemv_stream(k: int, n: int, cfg, double_buffer: bool = True):  # noqa: ANN001, ANN201 - an FpgaConfig
+    """The GEMV's graph and feeds, its weight image, its DRAM map (x, then y, after the image) and its stream."""
     g, feeds = gemv_graph(k, n)
     image = build_weight_image(g, cfg)
-    base = -(-len(image.data) // 4096) * 4096
-    dram = DramMap(base, cfg.dram_bytes)
+    dram = DramMap(-(-len(image.data) // 4096) * 4096, cfg.dram_bytes)
     dram.place("x", (1, k), DType.F32)
     node = next(nd for nd in g if nd.op == "ternary_matmul")
-    instrs = lower_nodes([node], g, cfg, dram, image, double_buffer=double_buffer)
+    return g, feeds, image, dram, lower_nodes([node], g, cfg, dram, image, double_buffer=double_buffer)
+
+
+def run(k: int, n: int, preset: str, double_buffer: bool, functional: bool) -> dict:
+    cfg = PRESETS[preset]
+    g, feeds, image, dram, instrs = gemv_stream(k, n, cfg, double_buffer)
     sim = Simulator(cfg, dram_bytes=dram.end + 4096, functional=functional)
     sim.write(image.base, image.data)
     sim.write(dram["x"].addr, feeds["x"])

@@ -33,13 +33,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import tritc  # noqa: E402
-from benchmarks.bench_fpga_gemv import gemv_graph  # noqa: E402
+from benchmarks.bench_fpga_gemv import gemv_stream  # noqa: E402
 from benchmarks.bitnet_models import DecoderSpec, decoder, save  # noqa: E402
 from benchmarks.common import RESULTS, machine_info  # noqa: E402
 from tritc.codegen.fpga.config import PRESETS, FpgaConfig  # noqa: E402
-from tritc.codegen.fpga.lower import DramMap, build_weight_image, lower_nodes  # noqa: E402
 from tritc.ir.interpreter import run as interpret  # noqa: E402
-from tritc.ir.types import DType  # noqa: E402
 from tritc.runtime.cosim import CosimDevice  # noqa: E402
 
 # The RTL tests' build (tests/hw/conftest.py SMALL: 4 trees of 16 lanes, 4 vector lanes) with buffers large enough
@@ -59,14 +57,8 @@ def config_of(name: str) -> FpgaConfig:
 def run_gemv(k: int, n: int, name: str) -> dict:
     """The lowering's GEMV stream, co-simulated: the result checked against the interpreter too."""
     cfg = config_of(name)
-    g, feeds = gemv_graph(k, n)
-    image = build_weight_image(g, cfg)
-    base = -(-len(image.data) // 4096) * 4096
-    dram = DramMap(base, cfg.dram_bytes)
-    dram.place("x", (1, k), DType.F32)
-    node = next(nd for nd in g if nd.op == "ternary_matmul")
-    instrs = lower_nodes([node], g, cfg, dram, image, double_buffer=True)
-    dev = CosimDevice(cfg, dram_bytes=dram.end + 4096, regions=[(image.base, base, "weights")])
+    g, feeds, image, dram, instrs = gemv_stream(k, n, cfg)
+    dev = CosimDevice(cfg, dram_bytes=dram.end + 4096, regions=[(image.base, image.base + len(image.data), "weights")])
     dev.write(image.base, image.data)
     dev.write(dram["x"].addr, feeds["x"])
     dev.load_stream(instrs)

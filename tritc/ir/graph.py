@@ -325,18 +325,23 @@ class Graph:
             node.set_input(i, new)
         if not any(v is old for v in self.outputs):
             return
+        new = self._takes_output_name(old, new, any(v is new for v in self.outputs))
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def _takes_output_name(self, old: Value, new: Value, new_is_output: bool) -> Value:
+        """`new` replaces the graph output `old`, whose name is public: `old` is renamed aside and `new` takes its
+        name, or, when `new` is a graph input or already an output, an `identity` named so is added and returned."""
         name = old.name
         self.rename(old, self.fresh_name(name + ".old"))
-        if new.producer is None or any(v is new for v in self.outputs):
-            ident = Node("identity", [new], [Value(name, new.type)])
-            if new.producer is None:
-                self.insert_before(self._first, ident) if self._first is not None else self.append(ident)
-            else:
-                self.insert_after(new.producer, ident)
-            new = ident.outputs[0]
-        else:
+        if new.producer is not None and not new_is_output:
             self.rename(new, name)
-        self.outputs = [new if v is old else v for v in self.outputs]
+            return new
+        ident = Node("identity", [new], [Value(name, new.type)])
+        if new.producer is None:
+            self.insert_before(self._first, ident) if self._first is not None else self.append(ident)
+        else:
+            self.insert_after(new.producer, ident)
+        return ident.outputs[0]
 
     def replace_node(self, node: Node, new_values: Sequence[Value]) -> None:
         """Replace each result of `node` by the matching value, then erase `node`."""
@@ -377,17 +382,7 @@ class Graph:
                 at = positions.pop(id(old), None)
                 if at is None:
                     continue
-                name = old.name               # an output keeps its name (replace_all_uses)
-                self.rename(old, self.fresh_name(name + ".old"))
-                if new.producer is None or id(new) in positions:
-                    ident = Node("identity", [new], [Value(name, new.type)])
-                    if new.producer is None:
-                        self.insert_before(self._first, ident) if self._first is not None else self.append(ident)
-                    else:
-                        self.insert_after(new.producer, ident)
-                    new = ident.outputs[0]
-                else:
-                    self.rename(new, name)
+                new = self._takes_output_name(old, new, id(new) in positions)
                 for i in at:
                     outputs[i] = new
                 positions.setdefault(id(new), []).extend(at)
