@@ -20,16 +20,20 @@ def test_wide_reads_from_any_byte_address():
     size, L = p.buffer_units[1], p.lanes
     rng = random.Random(16)
     image = np.zeros(size, np.int8)
-    writes = [(rng.randrange(size), rng.randrange(256)) for _ in range(700)]
-    for addr, value in writes:
-        image[addr] = np.uint8(value).view(np.int8)
+    writes = []                                  # chunks: up to a bank row of bytes, inside one row
+    for _ in range(300):
+        addr = rng.randrange(size)
+        n = rng.randint(1, L - addr % L)
+        values = [rng.randrange(256) for _ in range(n)]
+        writes.append((addr, n, int.from_bytes(bytes(values), "little")))
+        image[addr:addr + n] = np.array(values, np.uint8).view(np.int8)
     reads = [rng.randrange(size - L + 1) for _ in range(150)] + [0, size - L]
     dut = ActBuffer(p)
     got = []
 
     async def bench(ctx):
-        for addr, value in writes:
-            await put(ctx, dut.wr, {"addr": addr, "data": value})
+        for addr, n, value in writes:
+            await put(ctx, dut.wr, {"addr": addr, "n": n, "data": value})
         for addr in reads:
             await put(ctx, dut.rd, addr)
 
@@ -79,7 +83,7 @@ def test_lane_writes_with_bank_conflicts_beside_byte_writes():
 
     async def byte_writes(ctx):
         for addr, value in bytes_:
-            await put(ctx, dut.wr, {"addr": addr, "data": value})
+            await put(ctx, dut.wr, {"addr": addr, "n": 1, "data": value})
             await ctx.tick()
         bytes_done.append(1)
 

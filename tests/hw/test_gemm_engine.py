@@ -180,14 +180,18 @@ def runs_of(spans: list[tuple[int, int]], size: int, rng: random.Random) -> list
     return runs
 
 
-async def write_bytes(ctx, port, runs, image, piece) -> None:
-    """One byte a cycle into a write port, each held until taken (one set a cycle: a set costs a design step)."""
+async def write_bytes(ctx, port, runs, image, piece, width: int, window: int | None = None) -> None:
+    """Chunks of up to `width` bytes (inside aligned `window`s when given) into a write port, as the LOAD mover
+    makes them, each held until taken (one set a cycle: a set costs a design step)."""
     ctx.set(port.valid, 1)
     for lo, hi in runs:
-        for a in range(lo, hi):
-            ctx.set(port.payload, piece(a, int(image[a])))
+        a = lo
+        while a < hi:
+            n = min(hi - a, width, window - a % window if window else width)
+            ctx.set(port.payload, piece(a, n, int.from_bytes(image[a:a + n].tobytes(), "little")))
             while not (await ctx.tick().sample(port.ready))[2]:
                 pass
+            a += n
     ctx.set(port.valid, 0)
 
 
@@ -228,12 +232,12 @@ def simulate(config, batches: list[tuple[list[dict], bool]], *, seed: int = 0, e
                  for g in gemms_all]
 
     async def fill(ctx):
-        # the bytes the GEMMs read (the partial last beat's too): ACT byte by byte, WGT as LOADs' byte pieces
+        # the bytes the GEMMs read (the partial last beat's too): ACT and WGT as LOADs' chunks
         if act_buffer:
             await write_bytes(ctx, act.wr, runs_of(act_spans, act_img.size, rng), act_img,
-                              lambda a, v: {"addr": a, "data": v})
+                              lambda a, n, v: {"addr": a, "n": n, "data": v}, p.lanes, p.lanes)
         await write_bytes(ctx, dut.wgt_wr, runs_of(wgt_spans, wgt_img.size, rng), wgt_img,
-                          lambda a, v: {"buf": int(Buf.WGT), "addr": a, "data": v, "mask": 1})
+                          lambda a, n, v: {"buf": int(Buf.WGT), "addr": a, "n": n, "data": v}, p.mem_beat_bytes)
 
     async def bench(ctx):
         await fill(ctx)

@@ -1,17 +1,19 @@
 """The core's five buffers and the ports of everything that reads and writes them (docs/HW.md, "The core",
-"Buffers"): the LOAD mover's element writes, the STORE mover's element reads, the GEMM engine's wide ACT reads
+"Buffers"): the LOAD mover's chunk writes, the STORE mover's chunk reads, the GEMM engine's wide ACT reads
 and R-word ACC reads and writes, the vector engine's lane reads (src1, src2) and lane writes.
 
-- ACC, VEC, KV are `WordBuffer`s (`vector_lanes` word banks). Their write port is shared by the LOAD mover (one
-  lane; a 4-byte element that straddles two DRAM beats comes as two pieces with byte enables, which an assembler
-  joins into one word write), the vector engine and (ACC) the GEMM engine; read port 0 by the STORE mover, the
-  vector engine's src1 and (ACC) the GEMM engine; read port 1 is src2's alone.
-- ACT is `ActBuffer` (`matrix_lanes` byte banks, a byte write port, a wide read port, and here a lane write port).
-  The GEMM engine reads it directly; the STORE mover takes lane 0 of a read; the vector engine writes its lanes on
+- ACC, VEC, KV are `WordBuffer`s (`vector_lanes` word banks, byte enables). Their write port is shared by the LOAD
+  mover (a chunk: up to `vector_lanes` words of one aligned window, the bytes it does not cover held, so that a
+  4-byte element straddling two DRAM beats lands as two chunks), the vector engine and (ACC) the GEMM engine; read
+  port 0 by the STORE mover (a chunk's window, every lane), the vector engine's src1 and (ACC) the GEMM engine;
+  read port 1 is src2's alone.
+- ACT is `ActBuffer` (`matrix_lanes` byte banks, a chunk write port, a wide read port, and here a lane write port).
+  The GEMM engine reads it directly; the STORE mover takes a read's bytes as its chunk; the LOAD mover writes a
+  chunk of up to `matrix_lanes` bytes inside one row of the banks; the vector engine writes its lanes on
   the lane port (a chunk per cycle when its lanes fall in distinct banks and no LOAD byte is for one of them) and
   reads through adapters, one lane's byte per cycle (a VOP reading ACT runs at about 1 / vector_lanes of the
   model's rate: the gap the docs name).
-- WGT is the GEMM engine's `WgtBuffer` (the LOAD mover's WGT pieces leave on `wgt_wr`), or one of its own when the
+- WGT is the GEMM engine's `WgtBuffer` (the LOAD mover's WGT chunks leave on `wgt_wr`), or one of its own when the
   core has no GEMM engine, so that LOADs into WGT still work.
 
 Every shared port has a fixed-priority arbiter, the movers first (a LOAD mover that waits stalls the DRAM responses
@@ -23,13 +25,14 @@ taken), so an `owner` register routes it back.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import Buf
+from ..codegen.fpga.ports import store_bytes
 from .buffers import ActBuffer
-from .dma import BUF_READ, BUF_WRITE
+from .dma import chunk_read_layout, chunk_write_layout
 from .gemm_engine import acc_read_layout, acc_write_layout
 from .matrix_unit import sums_layout
 from .params import ACT_BITS, HwConfigError, HwParams
@@ -92,7 +95,7 @@ def _route_answer(m: Module, resp, owner, takers: list[tuple]) -> None:
 
 
 class BufferSet(wiring.Component):
-    """The buffers and their ports (the module's docstring). Always: `wr` (LOAD mover, BUF_WRITE), `rd_req` /
+    """The buffers and their ports (the module's docstring). Always: `wr` (LOAD mover, chunks), `rd_req` /
     `rd_resp` (STORE mover: answered in order through a FIFO of `read_depth`, a request taken only with room for
     its answer). With `gemm`: `wgt_wr` out to the engine's WGT, `act_rd` / `act_data`, `acc_rd` / `acc_rd_data`,
     `acc_wr` (GemmEngine's ports, flipped). With `vop`: `rd_a`, `rd_b`, `vwr` (VectorEngine's ports, flipped)."""
@@ -106,11 +109,12 @@ class BufferSet(wiring.Component):
         self.act = ActBuffer(params, write_lanes=L if vop else 0)
         self.words = {b: WordBuffer(params, b, read_ports=2 if vop else 1) for b in WORD_BUFFERS}
         self.wgt = None if gemm else WgtBuffer(params)
-        members = {"wr": In(stream.Signature(BUF_WRITE)), "rd_req": In(stream.Signature(BUF_READ)),
-                   "rd_resp": Out(stream.Signature(32))}
+        members = {"wr": In(stream.Signature(chunk_write_layout(params.mem_beat_bytes))),
+                   "rd_req": In(stream.Signature(chunk_read_layout())),
+                   "rd_resp": Out(stream.Signature(8 * store_bytes(params.config)))}
         if gemm:
             members.update({
-                "wgt_wr": Out(stream.Signature(BUF_WRITE)),
+                "wgt_wr": Out(stream.Signature(chunk_write_layout(params.mem_beat_bytes))),
                 "act_rd": In(stream.Signature(params.addr_bits(Buf.ACT))),
                 "act_data": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), params.lanes))),
                 "acc_rd": In(stream.Signature(acc_read_layout(params))),
@@ -132,7 +136,7 @@ class BufferSet(wiring.Component):
         load_ready = Signal()
         m.d.comb += lw.ready.eq(load_ready)
 
-        # ---- WGT: the LOAD mover's pieces ----------------------------------------------------------------------
+        # ---- WGT: the LOAD mover's chunks ----------------------------------------------------------------------
         if self.gemm:
             wgt_t = self.wgt_wr
         else:
@@ -142,9 +146,9 @@ class BufferSet(wiring.Component):
         with m.If(w.buf == Buf.WGT):
             m.d.comb += load_ready.eq(wgt_t.ready)
 
-        # ---- ACT writes: the LOAD mover's bytes (its `wr`, first), the vector engine's lanes (its `wl`) ----------
-        m.d.comb += [act.wr.valid.eq(lw.valid & (w.buf == Buf.ACT) & w.mask[0]), act.wr.payload.addr.eq(w.addr),
-                     act.wr.payload.data.eq(w.data[:8])]
+        # ---- ACT writes: the LOAD mover's chunks (its `wr`, first), the vector engine's lanes (its `wl`) ---------
+        m.d.comb += [act.wr.valid.eq(lw.valid & (w.buf == Buf.ACT)), act.wr.payload.addr.eq(w.addr),
+                     act.wr.payload.n.eq(w.n), act.wr.payload.data.eq(w.data)]
         with m.If(w.buf == Buf.ACT):
             m.d.comb += load_ready.eq(1)
         vop_wr_ready = {}
@@ -155,16 +159,25 @@ class BufferSet(wiring.Component):
             m.d.comb += [act.wl.payload.data[k].eq(vw.data[k][:8]) for k in range(L)]
             vop_wr_ready[Buf.ACT] = act.wl.ready
 
-        # ---- word writes: the LOAD mover's pieces joined into words, the vector engine's, the GEMM engine's --------
-        held_mask, held_data = Signal(4), Signal(32)
-        merged_mask = held_mask | w.mask
-        merged = Cat(*(Mux(w.mask[k], w.data.word_select(k, 8), held_data.word_select(k, 8)) for k in range(4)))
-        whole = merged_mask == 0xF
-        is_word = w.buf.matches(*WORD_BUFFERS)
+        # ---- word writes: the LOAD mover's chunks as lane writes, the vector engine's, the GEMM engine's ----------
+        # A chunk lies inside one aligned window of L words (the walker's bank window): lane k writes word k of it,
+        # its bytes shifted to the chunk's offset in the window, the bytes it does not cover held.
+        lw_bits = (L - 1).bit_length()
+        w_off = w.addr[:2 + lw_bits]
+        window = Signal(32 * L)
+        window_en = Signal(4 * L)
+        m.d.comb += [window.eq(w.data << Cat(Const(0, 3), w_off)),
+                     window_en.eq(((Const(1, 4 * L + 1) << w.n) - 1) << w_off)]
         for b, wb in self.words.items():
             load_w = Signal(write_layout(L), name=f"{b.name.lower()}_load_w")
-            m.d.comb += [load_w.buf.eq(b), load_w.addr[0].eq(w.addr), load_w.data[0].eq(merged), load_w.mask.eq(1)]
-            masters = [(lw.valid & (w.buf == b) & whole, load_w)]
+            m.d.comb += load_w.buf.eq(b)
+            for k in range(L):
+                en = window_en[4 * k:4 * k + 4]
+                m.d.comb += [load_w.addr[k].eq(Cat(Const(k, lw_bits), w.addr[2 + lw_bits:]) if lw_bits
+                                               else w.addr[2:]),
+                             load_w.data[k].eq(window.word_select(k, 32)), load_w.mask[k].eq(en != 0),
+                             load_w.hold[k].eq(~en)]
+            masters = [(lw.valid & (w.buf == b), load_w)]
             if self.vop:
                 masters.append((self.vwr.valid & (self.vwr.payload.buf == b), self.vwr.payload))
             if self.gemm and b == Buf.ACC:
@@ -176,13 +189,11 @@ class BufferSet(wiring.Component):
                 masters.append((self.acc_wr.valid, gw))
             readies, _ = arbitrate(m, f"{b.name.lower()}_w", wb.wr, masters)
             with m.If(w.buf == b):
-                m.d.comb += load_ready.eq(Mux(whole, readies[0], 1))
+                m.d.comb += load_ready.eq(readies[0])
             if self.vop:
                 vop_wr_ready[b] = readies[1]
             if self.gemm and b == Buf.ACC:
                 m.d.comb += self.acc_wr.ready.eq(readies[-1])
-        with m.If(lw.valid & is_word & lw.ready):
-            m.d.sync += [held_mask.eq(Mux(whole, 0, merged_mask)), held_data.eq(merged)]
         if self.vop:
             with m.Switch(self.vwr.payload.buf):
                 for b, ready in vop_wr_ready.items():
@@ -190,14 +201,16 @@ class BufferSet(wiring.Component):
                         m.d.comb += self.vwr.ready.eq(ready)
 
         # ---- reads -------------------------------------------------------------------------------------------
-        answers = m.submodules.answers = fifo.SyncFIFO(width=32, depth=self.read_depth)
+        SW = store_bytes(p.config)
+        answers = m.submodules.answers = fifo.SyncFIFO(width=8 * SW, depth=self.read_depth)
         s_pending, s_buf = Signal(), Signal(3)            # a STORE read taken last cycle is answered now
         sr = self.rd_req
+        s_off = Signal(2 + lw_bits)                      # the chunk's byte in its word window
         s_room = (answers.level + s_pending) < self.read_depth
         s_ready = Signal()
         m.d.comb += sr.ready.eq(s_ready)
-        m.d.sync += [s_pending.eq(sr.valid & sr.ready), s_buf.eq(sr.payload.buf)]
-        answer = Signal(32)
+        m.d.sync += [s_pending.eq(sr.valid & sr.ready), s_buf.eq(sr.payload.buf), s_off.eq(sr.payload.addr)]
+        answer = Signal(8 * SW)
         m.d.comb += [answers.w_en.eq(s_pending), answers.w_data.eq(answer),
                      self.rd_resp.valid.eq(answers.r_rdy), self.rd_resp.payload.eq(answers.r_data),
                      answers.r_en.eq(self.rd_resp.ready)]
@@ -213,7 +226,7 @@ class BufferSet(wiring.Component):
 
         # ACT: STORE, GEMM, then the vector engine's adapters, on the one wide read port.
         act_masters, act_takers, after = [], [], []
-        act_masters.append((sr.valid & s_room & (sr.payload.buf == Buf.ACT), sr.payload.addr))
+        act_masters.append((sr.valid & s_room & (sr.payload.buf == Buf.ACT), sr.payload.addr[:p.addr_bits(Buf.ACT)]))
         act_takers.append((None, 1))
         if self.gemm:
             act_masters.append((self.act_rd.valid, self.act_rd.payload))
@@ -230,7 +243,7 @@ class BufferSet(wiring.Component):
         with m.If(sr.payload.buf == Buf.ACT):
             m.d.comb += s_ready.eq(readies[0])
         with m.If(s_buf == Buf.ACT):
-            m.d.comb += answer.eq(act.rd_data.payload[0].as_unsigned())
+            m.d.comb += answer.eq(act.rd_data.payload.as_value())
         if self.gemm:
             m.d.comb += self.act_rd.ready.eq(readies[1])
         for k, (_port, ad) in enumerate(after):
@@ -239,8 +252,10 @@ class BufferSet(wiring.Component):
         # Word buffers: port 0 for the STORE, src1 and the GEMM engine's ACC reads; port 1 for src2.
         for b, wb in self.words.items():
             n = b.name.lower()
-            one = Signal(read_request_layout(L), name=f"{n}_store_r")
-            m.d.comb += [one.buf.eq(b), one.addr[0].eq(sr.payload.addr), one.mask.eq(1)]
+            one = Signal(read_request_layout(L), name=f"{n}_store_r")       # the chunk's window, every lane
+            m.d.comb += [one.buf.eq(b), one.mask.eq((1 << L) - 1)]
+            m.d.comb += [one.addr[k].eq(Cat(Const(k, lw_bits), sr.payload.addr[2 + lw_bits:]) if lw_bits
+                                        else sr.payload.addr[2:]) for k in range(L)]
             masters = [(sr.valid & s_room & (sr.payload.buf == b), one)]
             takers = [(None, 1)]
             if self.vop:
@@ -259,7 +274,7 @@ class BufferSet(wiring.Component):
             with m.If(sr.payload.buf == b):
                 m.d.comb += s_ready.eq(readies[0])
             with m.If(s_buf == b):
-                m.d.comb += answer.eq(wb.rd0.resp.payload[0])
+                m.d.comb += answer.eq(wb.rd0.resp.payload.as_value() >> Cat(Const(0, 3), s_off))
             if self.gemm and b == Buf.ACC:
                 m.d.comb += self.acc_rd.ready.eq(readies[-1])
             if self.vop:

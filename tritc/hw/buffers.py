@@ -1,15 +1,16 @@
 """On-chip buffers (docs/HW.md, "Buffers"). ActBuffer is ACT: `matrix_lanes` byte-wide banks, byte `a` in bank
 `a mod lanes` at row `a div lanes`, so that a GEMM reads `lanes` consecutive activations from any byte address in
 one cycle: each bank reads its own row (the ones before the start's bank one row further), and the bytes are
-rotated into order. One write port (a byte, from the load engine), one wide read port, and optionally a lane
-write port (`write_lanes` bytes at any addresses, the vector engine's): each bank takes, in a cycle, the load
-engine's byte if it is for that bank, else the lowest waiting lane that maps to it, so lanes at distinct banks (a
-stride-1 chunk, any odd stride) are written in one cycle.
+rotated into order. One chunk write port (up to `lanes` consecutive bytes inside one aligned row of the banks, the
+load engine's: each bank takes at most one byte), one wide read port, and optionally a lane write port
+(`write_lanes` bytes at any addresses, the vector engine's): each bank takes, in a cycle, the load engine's byte if
+the chunk covers that bank, else the lowest waiting lane that maps to it, so lanes at distinct banks (a stride-1
+chunk, any odd stride) are written in one cycle.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,10 +20,11 @@ from .params import ACT_BITS, HwParams
 
 
 class ActBuffer(wiring.Component):
-    """`wr`: byte writes, always taken; `rd`: addresses, each answered on `rd_data` the next cycle (held while not
-    taken) with the `lanes` int8 activations from that byte on. A read must not run past the buffer's end (the ISA's
-    checks). With `write_lanes`: `wl`, up to that many bytes (an address, a byte and a mask bit per lane), taken
-    once every masked lane is written (a cycle when their banks differ and `wr` is not writing one of them)."""
+    """`wr`: chunk writes (`n` bytes from byte `addr`, inside one aligned row of the banks), always taken; `rd`:
+    addresses, each answered on `rd_data` the next cycle (held while not taken) with the `lanes` int8 activations
+    from that byte on. A read must not run past the buffer's end (the ISA's checks). With `write_lanes`: `wl`, up
+    to that many bytes (an address, a byte and a mask bit per lane), taken once every masked lane is written (a
+    cycle when their banks differ and `wr` is not writing one of them)."""
 
     def __init__(self, params: HwParams, write_lanes: int = 0):
         self.params = params
@@ -30,7 +32,8 @@ class ActBuffer(wiring.Component):
         self.size = params.buffer_units[Buf.ACT]
         addr = params.addr_bits(Buf.ACT)
         self.write_lanes = write_lanes
-        members = {"wr": In(stream.Signature(data.StructLayout({"addr": addr, "data": 8}))),
+        members = {"wr": In(stream.Signature(data.StructLayout({"addr": addr, "n": self.lanes.bit_length(),
+                                                                 "data": 8 * self.lanes}))),
                    "rd": In(stream.Signature(addr)),
                    "rd_data": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), self.lanes)))}
         if write_lanes:
@@ -51,14 +54,19 @@ class ActBuffer(wiring.Component):
         offset = Signal(range(L))                    # the start's bank, registered with the read
         outs = []
         self.banks = []                              # bank b holds bytes b, b + L, ... (a simulation reads them back)
-        load_bank = self.wr.payload.addr[:lb] if lb else 0
-        lanes = self._lane_writes(m, lb, load_bank) if self.write_lanes else [None] * L
+        # The chunk laid over the banks: bank b takes byte b - (addr mod lanes) of it, at the chunk's row.
+        off = self.wr.payload.addr[:lb] if lb else 0
+        load_en = Signal(L)
+        load_bytes = Signal(8 * L)
+        m.d.comb += [load_en.eq(Mux(self.wr.valid, ((Const(1, L + 1) << self.wr.payload.n) - 1) << off, 0)),
+                     load_bytes.eq(self.wr.payload.data << Cat(Const(0, 3), off))]
+        lanes = self._lane_writes(m, lb, load_en) if self.write_lanes else [None] * L
         for b in range(L):
             bank = m.submodules[f"bank{b}"] = Memory(shape=8, depth=depth, init=[])
             self.banks.append(bank)
             w, r = bank.write_port(), bank.read_port()
-            load_hit = self.wr.valid & ((load_bank == b) if lb else 1)
-            row, byte, en = self.wr.payload.addr[lb:], self.wr.payload.data, load_hit
+            load_hit = load_en[b]
+            row, byte, en = self.wr.payload.addr[lb:], load_bytes.word_select(b, 8), load_hit
             if lanes[b] is not None:
                 lane_en, lane_row, lane_byte = lanes[b]
                 row, byte, en = Mux(load_hit, row, lane_row), Mux(load_hit, byte, lane_byte), load_hit | lane_en
@@ -74,7 +82,7 @@ class ActBuffer(wiring.Component):
 
 
 
-    def _lane_writes(self, m: Module, lb: int, load_bank) -> list:
+    def _lane_writes(self, m: Module, lb: int, load_en) -> list:
         """`wl`'s lanes onto the banks: lane l is written this cycle unless the load engine writes its bank or a lower
         waiting lane maps to it; per bank, (enable, row, byte) of the lane it takes."""
         L, n = self.lanes, self.write_lanes
@@ -85,7 +93,7 @@ class ActBuffer(wiring.Component):
         bank = [wl.payload.addr[k][:lb] if lb else 0 for k in range(n)]
         grant = Signal(n, name="wl_grant")
         for k in range(n):
-            free = ~(self.wr.valid & (load_bank == bank[k])) if lb else ~self.wr.valid
+            free = ~load_en.bit_select(bank[k], 1) if lb else ~load_en[0]
             for j in range(k):
                 free = free & ~(todo[j] & (bank[j] == bank[k]))
             m.d.comb += grant[k].eq(todo[k] & free)

@@ -170,7 +170,7 @@ class Core(wiring.Component):
                     m.d.sync += stall.eq(stall + 1)
         wr = load.wr
         with m.If(wr.valid & wr.ready):
-            m.d.sync += self.read_bytes.eq(self.read_bytes + _popcount(wr.payload.mask))
+            m.d.sync += self.read_bytes.eq(self.read_bytes + wr.payload.n)
         sreq = store.mem.req
         with m.If(sreq.valid & sreq.ready & sreq.payload.write):
             m.d.sync += self.write_bytes.eq(self.write_bytes + _popcount(sreq.payload.strobe))

@@ -1,13 +1,19 @@
-"""The LOAD and STORE engines' data movers: a 2-D strided transfer between DRAM beats and buffer elements
-(docs/ISA.md, "LOAD, STORE"; docs/HW.md, "Transfers").
+"""The LOAD and STORE engines' data movers: a 2-D strided transfer between DRAM beats and buffer bytes, a *chunk* a
+cycle (docs/ISA.md, "LOAD, STORE"; docs/HW.md, "Transfers").
 
-A TransferWalker turns the fields of a LOAD or STORE into *pieces*: each element (1 byte in WGT and ACT, 4 in ACC,
-VEC, KV) at DRAM byte `dram_addr + r*dram_rs + c*dram_cs` and buffer element `sram_addr + r*sram_rs + c`, split in
-two where a 4-byte element straddles two beats. Addresses advance by adds, never multiplies. `new_beat` marks a
-piece whose beat differs from the previous piece's, so that a run of elements in one beat costs one DRAM request.
-LoadMover requests each new beat and writes the pieces' bytes into the buffer with byte masks; StoreMover reads
-the buffer, gathers consecutive pieces of one beat into one strobed write, and reports done when every write has
-been acknowledged. One piece per cycle: phase 2 widens this to a beat per cycle over banked buffers.
+A TransferWalker turns the fields of a LOAD or STORE into chunks. A transfer is a sequence of *runs*, bytes
+consecutive in both DRAM and the buffer: a whole row when its elements are adjacent in DRAM (`dram_cs` = the
+element's size, or one column), else each element alone. A run is cut into chunks where it crosses a DRAM beat and,
+in the buffer, where it would cross its bank window (`bank_window`: ACT's `matrix_lanes` bytes and a word buffer's
+`4 * vector_lanes`, so that a chunk writes each bank at most once; WGT, rows of R * P words, takes any chunk of a
+beat). `new_beat` marks a chunk whose beat differs from the previous chunk's, so that a beat costs one DRAM
+request however many chunks it feeds. Addresses advance by adds, never multiplies.
+
+LoadMover requests each new beat and writes each chunk's bytes (shifted down from the beat) into the buffers with
+`CHUNK_WRITE`; StoreMover reads each chunk from the buffers (`CHUNK_READ`, answered with the bytes from the chunk's
+address on), gathers the chunks of one beat into one strobed write, and reports done when every write has been
+acknowledged. A contiguous transfer moves at the lower of the DRAM's rate and a chunk a cycle;
+`tritc.codegen.fpga.ports.transfer_chunks` counts the chunks the same way for the cycle model.
 """
 
 from __future__ import annotations
@@ -20,80 +26,116 @@ from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.config import DRAM_ADDR_BITS
 from ..codegen.fpga.isa import Buf, Op
+from ..codegen.fpga.ports import bank_window, store_bytes
 from .memory import port_signature
 from .params import HwParams
 from .queues import fields_layout
 
 TRANSFER = fields_layout(Op.LOAD)   # the fields of a LOAD; a STORE's are the same
-SRAM_ADDR_BITS = 22
-BUF_WRITE = data.StructLayout({"buf": 3, "addr": SRAM_ADDR_BITS, "data": 32, "mask": 4})
-BUF_READ = data.StructLayout({"buf": 3, "addr": SRAM_ADDR_BITS})
+SRAM_ADDR_BITS = 24                 # a byte address in any buffer (a word buffer's element address is 22 bits)
 
 
-def piece_layout(beat_bytes: int) -> data.StructLayout:
+def chunk_write_layout(width: int) -> data.StructLayout:
+    """A chunk into the buffers: `n` bytes (1 .. width) from byte `addr` of buffer `buf`, byte k of `data` the
+    chunk's k-th."""
+    return data.StructLayout({"buf": 3, "addr": SRAM_ADDR_BITS, "n": width.bit_length(), "data": 8 * width})
+
+
+def chunk_read_layout() -> data.StructLayout:
+    """A chunk read: the buffer's bytes from byte `addr` of `buf` on (the answer: the store width's bytes, byte 0
+    the one at `addr`; those past the chunk's window are don't-care)."""
+    return data.StructLayout({"buf": 3, "addr": SRAM_ADDR_BITS})
+
+
+def chunk_layout(beat_bytes: int) -> data.StructLayout:
     lb = int(math.log2(beat_bytes))
-    return data.StructLayout({"beat": DRAM_ADDR_BITS - lb, "off": lb, "n": 3, "start": 2, "buf": 3,
+    return data.StructLayout({"beat": DRAM_ADDR_BITS - lb, "off": lb, "n": beat_bytes.bit_length(), "buf": 3,
                               "sram": SRAM_ADDR_BITS, "new_beat": 1, "last": 1, "skip": 1})
 
 
-class TransferWalker(wiring.Component):
-    """`cmd`: one transfer's fields; `out`: its pieces in order, the last marked `last`. A transfer of no element
-    gives one piece marked `skip` and `last`, so that the movers see its end."""
+def _min(a, b):
+    return Mux(a < b, a, b)
 
-    def __init__(self, beat_bytes: int):
-        self.beat_bytes = beat_bytes
+
+class TransferWalker(wiring.Component):
+    """`cmd`: one transfer's fields; `out`: its chunks in order, the last marked `last`. A transfer of no element
+    gives one chunk marked `skip` and `last`, so that the movers see its end."""
+
+    def __init__(self, params: HwParams):
+        self.params = params
         super().__init__({"cmd": In(stream.Signature(TRANSFER)),
-                          "out": Out(stream.Signature(piece_layout(beat_bytes)))})
+                          "out": Out(stream.Signature(chunk_layout(params.mem_beat_bytes)))})
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        B = self.beat_bytes
+        p = self.params
+        B = p.mem_beat_bytes
         lb = int(math.log2(B))
+        nbits = B.bit_length()
         f = Signal(TRANSFER)                      # the transfer in progress
-        r, c = Signal(16), Signal(16)
-        row_dram, dram = Signal(DRAM_ADDR_BITS), Signal(DRAM_ADDR_BITS)
+        r, c = Signal(16), Signal(16)             # row; element of the row (runs of one element)
+        row_dram, elem_dram, dram = (Signal(DRAM_ADDR_BITS, name=n) for n in ("row_dram", "elem_dram", "dram"))
         row_sram, sram = Signal(SRAM_ADDR_BITS), Signal(SRAM_ADDR_BITS)
-        active, second, first = Signal(), Signal(), Signal()   # second: the straddling element's second piece
-        empty = Signal()
+        left = Signal(19)                         # bytes of the run still to go (cols * 4 at most)
+        active, first, empty = Signal(), Signal(), Signal()
         prev_beat = Signal(DRAM_ADDR_BITS - lb)
 
-        word = (f.buf != Buf.WGT) & (f.buf != Buf.ACT)        # a 4-byte element
-        off, beat = dram[:lb], dram[lb:]
-        straddle = word & (off > B - 4)
-        head_bytes = Mux(straddle, B - off, Mux(word, 4, 1))   # bytes of the element in its first beat
+        word = (f.buf != Buf.WGT) & (f.buf != Buf.ACT)          # a 4-byte element
+        contiguous = (f.cols == 1) | Mux(word, f.dram_cs == 4, f.dram_cs == 1)
+        row_run = Mux(word, Cat(Const(0, 2), f.cols), f.cols)  # a row's bytes: cols * item, as a shift
+        run_len = Mux(contiguous, row_run, Mux(word, 4, 1))
+        sram_rs = Mux(word, Cat(Const(0, 2), f.sram_rs), f.sram_rs)
+
+        windows = {Buf.ACT: bank_window(p.config, Buf.ACT), **{b: bank_window(p.config, b)
+                                                               for b in (Buf.ACC, Buf.VEC, Buf.KV)}}
+        win_left = Signal(nbits + 1)
+        m.d.comb += win_left.eq(B)                # WGT: any chunk of a beat
+        with m.Switch(f.buf):
+            for b, w in windows.items():
+                with m.Case(b):
+                    k = int(math.log2(w))
+                    m.d.comb += win_left.eq(_min(w - sram[:k], B))
+        n = Signal(nbits)
+        m.d.comb += n.eq(_min(_min(left, B - dram[:lb]), win_left))
+        beat = dram[lb:]
+        run_end = n == left
+        row_end = contiguous | (c == f.cols - 1)
+        last_row = r == f.rows - 1
         out = self.out.payload
-        piece_beat = Mux(second, beat + 1, beat)
-        last_elem = (r == f.rows - 1) & (c == f.cols - 1)
         m.d.comb += [
             self.cmd.ready.eq(~active),
             self.out.valid.eq(active),
-            out.beat.eq(piece_beat), out.off.eq(Mux(second, 0, off)),
-            out.n.eq(Mux(second, 4 - (B - off), head_bytes)), out.start.eq(Mux(second, B - off, 0)),
-            out.buf.eq(f.buf), out.sram.eq(sram), out.skip.eq(empty),
-            out.new_beat.eq(first | (piece_beat != prev_beat)),
-            out.last.eq(empty | (last_elem & (second | ~straddle))),
+            out.beat.eq(beat), out.off.eq(dram[:lb]), out.n.eq(n), out.buf.eq(f.buf), out.sram.eq(sram),
+            out.skip.eq(empty), out.new_beat.eq(first | (beat != prev_beat)),
+            out.last.eq(empty | (run_end & row_end & last_row)),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
-            p = self.cmd.payload
-            m.d.sync += [f.eq(p), active.eq(1), first.eq(1), second.eq(0), r.eq(0), c.eq(0),
-                         row_dram.eq(p.dram_addr), dram.eq(p.dram_addr), row_sram.eq(p.sram_addr),
-                         sram.eq(p.sram_addr), empty.eq((p.rows == 0) | (p.cols == 0))]
+            q = self.cmd.payload
+            q_word = (q.buf != Buf.WGT) & (q.buf != Buf.ACT)
+            q_sram = Mux(q_word, Cat(Const(0, 2), q.sram_addr), q.sram_addr)
+            q_run = Mux((q.cols == 1) | Mux(q_word, q.dram_cs == 4, q.dram_cs == 1),
+                        Mux(q_word, Cat(Const(0, 2), q.cols), q.cols), Mux(q_word, 4, 1))
+            m.d.sync += [f.eq(q), active.eq(1), first.eq(1), r.eq(0), c.eq(0), left.eq(q_run),
+                         row_dram.eq(q.dram_addr), elem_dram.eq(q.dram_addr), dram.eq(q.dram_addr),
+                         row_sram.eq(q_sram), sram.eq(q_sram), empty.eq((q.rows == 0) | (q.cols == 0))]
         with m.If(self.out.valid & self.out.ready):
-            m.d.sync += [first.eq(0), prev_beat.eq(piece_beat)]
+            m.d.sync += [first.eq(0), prev_beat.eq(beat)]
             with m.If(empty):
                 m.d.sync += active.eq(0)
-            with m.Elif(straddle & ~second):
-                m.d.sync += second.eq(1)
-            with m.Else():
-                m.d.sync += second.eq(0)
-                with m.If(last_elem):
+            with m.Elif(~run_end):
+                m.d.sync += [dram.eq(dram + n), sram.eq(sram + n), left.eq(left - n)]
+            with m.Elif(row_end):
+                next_dram = (row_dram + f.dram_rs)[:DRAM_ADDR_BITS]
+                next_sram = (row_sram + sram_rs)[:SRAM_ADDR_BITS]
+                with m.If(last_row):
                     m.d.sync += active.eq(0)
-                with m.Elif(c == f.cols - 1):
-                    m.d.sync += [c.eq(0), r.eq(r + 1),
-                                 row_dram.eq(row_dram + f.dram_rs), dram.eq(row_dram + f.dram_rs),
-                                 row_sram.eq(row_sram + f.sram_rs), sram.eq(row_sram + f.sram_rs)]
-                with m.Else():
-                    m.d.sync += [c.eq(c + 1), dram.eq(dram + f.dram_cs), sram.eq(sram + 1)]
+                m.d.sync += [r.eq(r + 1), c.eq(0), left.eq(run_len), row_dram.eq(next_dram),
+                             elem_dram.eq(next_dram), dram.eq(next_dram), row_sram.eq(next_sram),
+                             sram.eq(next_sram)]
+            with m.Else():                        # the next element of the row: adjacent in the buffer
+                next_dram = (elem_dram + f.dram_cs)[:DRAM_ADDR_BITS]
+                m.d.sync += [c.eq(c + 1), left.eq(run_len), elem_dram.eq(next_dram), dram.eq(next_dram),
+                             sram.eq(sram + n)]
         return m
 
 
@@ -102,14 +144,14 @@ def _bits(byte_index: Value) -> Value:
     return Cat(Const(0, 3), byte_index)
 
 
-def _byte_mask(start, n) -> list:
-    """The 4 byte enables of bytes [start, start + n) of a word."""
-    return [(k >= start) & (k < start + n) for k in range(4)]
+def byte_enables(n, width: int) -> Value:
+    """The first `n` of `width` byte enables: (1 << n) - 1, as a shift."""
+    return ((Const(1, width + 1) << n) - 1)[:width]
 
 
 class _Mover(wiring.Component):
     """What both movers share: `cmd` (a transfer, taken while none is in progress), `done` (its end), `mem` (the
-    memory port), the buffer port(s) of `members`, and the walker with its queue of pieces, deep enough to cover
+    memory port), the buffer port(s) of `members`, and the walker with its queue of chunks, deep enough to cover
     the DRAM latency. A mover's `back` builds the rest and clears `busy` when it signals done."""
 
     def __init__(self, params: HwParams, members: dict):
@@ -119,9 +161,9 @@ class _Mover(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        B = self.params.mem_beat_bytes
-        walker = m.submodules.walker = TransferWalker(B)
-        pieces = m.submodules.pieces = fifo.SyncFIFO(width=piece_layout(B).size, depth=2 * self.params.mem_outstanding)
+        walker = m.submodules.walker = TransferWalker(self.params)
+        pieces = m.submodules.pieces = fifo.SyncFIFO(width=chunk_layout(self.params.mem_beat_bytes).size,
+                                                     depth=2 * self.params.mem_outstanding)
         busy = Signal()
         cmd = self.cmd
         m.d.comb += [walker.cmd.payload.eq(cmd.payload), walker.cmd.valid.eq(cmd.valid & ~busy),
@@ -137,16 +179,16 @@ class _Mover(wiring.Component):
 
 class LoadMover(_Mover):
     """DRAM -> buffer. `cmd` a transfer, `done` once its last byte is written; `mem` the memory port (reads), `wr`
-    the buffers' write port (an element's bytes with byte enables)."""
+    the buffers' write port (a chunk a cycle, `chunk_write_layout(mem_beat_bytes)`)."""
 
     def __init__(self, params: HwParams):
-        super().__init__(params, {"wr": Out(stream.Signature(BUF_WRITE))})
+        super().__init__(params, {"wr": Out(stream.Signature(chunk_write_layout(params.mem_beat_bytes)))})
 
     def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, busy: Signal) -> None:
         B = self.params.mem_beat_bytes
-        layout = piece_layout(B)
+        layout = chunk_layout(B)
 
-        # Walk: each new beat is requested as its first piece enters the queue.
+        # Walk: each new beat is requested as its first chunk enters the queue.
         w = walker.out.payload
         need = w.new_beat & ~w.skip
         m.d.comb += [
@@ -156,20 +198,17 @@ class LoadMover(_Mover):
             pieces.w_data.eq(w.as_value()), pieces.w_en.eq(walker.out.valid & walker.out.ready),
         ]
 
-        # Write: a piece that starts a beat takes the beat's response; the others use the beat kept from it.
+        # Write: a chunk that starts a beat takes the beat's response; the others use the beat kept from it.
         head = data.View(layout, pieces.r_data)
         cur = Signal(8 * B)
         take = head.new_beat & ~head.skip
         src = Mux(take, self.mem.resp.payload.data, cur)
         have = pieces.r_rdy & (~take | self.mem.resp.valid)
         fire = have & (head.skip | self.wr.ready)
-        byte = [src.bit_select(_bits((head.off + k)[:head.off.shape().width]), 8) for k in range(4)]
-        elem = Cat(*byte)
         m.d.comb += [
             self.wr.valid.eq(have & ~head.skip),
-            self.wr.payload.buf.eq(head.buf), self.wr.payload.addr.eq(head.sram),
-            self.wr.payload.data.eq(elem << _bits(head.start)),
-            self.wr.payload.mask.eq(Cat(*_byte_mask(head.start, head.n))),
+            self.wr.payload.buf.eq(head.buf), self.wr.payload.addr.eq(head.sram), self.wr.payload.n.eq(head.n),
+            self.wr.payload.data.eq(src >> _bits(head.off)),
             self.mem.resp.ready.eq(pieces.r_rdy & take & self.wr.ready),
             pieces.r_en.eq(fire),
         ]
@@ -185,16 +224,19 @@ class LoadMover(_Mover):
 
 class StoreMover(_Mover):
     """Buffer -> DRAM. `cmd` a transfer, `done` once every write of it is acknowledged; `rd_req` / `rd_resp` the
-    buffers' read port (responses in order), `mem` the memory port (strobed writes)."""
+    buffers' read port (a chunk's bytes, `store_bytes` of them, answered in order), `mem` the memory port (strobed
+    writes)."""
 
     def __init__(self, params: HwParams):
-        super().__init__(params, {"rd_req": Out(stream.Signature(BUF_READ)), "rd_resp": In(stream.Signature(32))})
+        width = store_bytes(params.config)
+        super().__init__(params, {"rd_req": Out(stream.Signature(chunk_read_layout())),
+                                  "rd_resp": In(stream.Signature(8 * width))})
 
     def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, busy: Signal) -> None:
         B = self.params.mem_beat_bytes
-        layout = piece_layout(B)
+        layout = chunk_layout(B)
 
-        # Walk: every piece reads its element from the buffer as it enters the queue.
+        # Walk: every chunk reads its bytes from the buffer as it enters the queue.
         w = walker.out.payload
         m.d.comb += [
             self.rd_req.payload.buf.eq(w.buf), self.rd_req.payload.addr.eq(w.sram),
@@ -203,11 +245,11 @@ class StoreMover(_Mover):
             pieces.w_data.eq(w.as_value()), pieces.w_en.eq(walker.out.valid & walker.out.ready),
         ]
 
-        # Gather: consecutive pieces of one beat build one strobed write; a new beat sends the previous one.
+        # Gather: consecutive chunks of one beat build one strobed write; a new beat sends the previous one.
         head = data.View(layout, pieces.r_data)
         acc_valid, acc_beat = Signal(), Signal(head.beat.shape())
         acc_data, acc_strobe = Signal(8 * B), Signal(B)
-        tail = Signal()                          # the transfer's last piece has been gathered
+        tail = Signal()                          # the transfer's last chunk has been gathered
         outstanding = Signal(16)                 # writes sent and not yet acknowledged
         have = pieces.r_rdy & (head.skip | self.rd_resp.valid)
         flush_first = have & ~head.skip & acc_valid & head.new_beat
@@ -216,10 +258,9 @@ class StoreMover(_Mover):
         fire = have & (~flush_first | self.mem.req.ready)
         lanes = Signal(8 * B)
         strobe = Signal(B)
-        nbytes = Cat(*_byte_mask(0, head.n))      # the piece's bytes, from the element's byte `start`
         m.d.comb += [
-            lanes.eq((self.rd_resp.payload >> _bits(head.start)) << _bits(head.off)),
-            strobe.eq(nbytes << head.off),
+            lanes.eq(self.rd_resp.payload << _bits(head.off)),
+            strobe.eq(byte_enables(head.n, B) << head.off),
             self.mem.req.valid.eq(send),
             self.mem.req.payload.addr.eq(acc_beat), self.mem.req.payload.write.eq(1),
             self.mem.req.payload.data.eq(acc_data), self.mem.req.payload.strobe.eq(acc_strobe),
@@ -247,4 +288,3 @@ class StoreMover(_Mover):
         m.d.comb += self.done.valid.eq(tail & ~acc_valid & (outstanding == 0) & ~pieces.r_rdy)
         with m.If(self.done.valid & self.done.ready):
             m.d.sync += [tail.eq(0), busy.eq(0)]
-

@@ -26,8 +26,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import DEP_FLAGS, Engine, Op
+from ..codegen.fpga.ports import store_bytes
 from ..codegen.fpga.verify import POP_QUEUE, PUSH_QUEUE
-from .dma import BUF_READ, BUF_WRITE, TRANSFER, LoadMover, StoreMover
+from .dma import TRANSFER, LoadMover, StoreMover, chunk_read_layout, chunk_write_layout
 from .fetch import CMD, INDEX_BITS, UNITS
 from .memory import port_signature
 from .params import HwParams
@@ -200,7 +201,7 @@ class LoadEngine(_DmaEngine):
 
     def __init__(self, params: HwParams):
         super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
-                                  "wr": Out(stream.Signature(BUF_WRITE))})
+                                  "wr": Out(stream.Signature(chunk_write_layout(params.mem_beat_bytes)))})
 
     def connect_buffers(self, m: Module, mover) -> None:
         wiring.connect(m, mover.wr, wiring.flipped(self.wr))
@@ -216,7 +217,8 @@ class StoreEngine(_DmaEngine):
 
     def __init__(self, params: HwParams):
         super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
-                                  "rd_req": Out(stream.Signature(BUF_READ)), "rd_resp": In(stream.Signature(32))})
+                                  "rd_req": Out(stream.Signature(chunk_read_layout())),
+                                  "rd_resp": In(stream.Signature(8 * store_bytes(params.config)))})
 
     def connect_buffers(self, m: Module, mover) -> None:
         wiring.connect(m, mover.rd_req, wiring.flipped(self.rd_req))
@@ -258,7 +260,8 @@ class ComputeEngine(_Engine):
         self._add = {q: Signal(name=f"post_{q}") for q in self.pushes.values()}
 
     def may_start(self, m: Module, instr):
-        overlap = (instr.op == Op.VOP) & instr.f.vop.overlap
+        # an `overlap` VOP runs beside one GEMM, never two: the one before the last is what it may read (ISA.md)
+        overlap = (instr.op == Op.VOP) & instr.f.vop.overlap & (self.in_flight < 2)
         follows = (instr.op == Op.GEMM) & (self.in_flight == 1)     # handed over as the one before drains
         return overlap | follows | ~self.pending
 

@@ -23,7 +23,7 @@ Four stages, each decoupled by a FIFO so that a stall anywhere only holds what i
 The ports the core connects (ACT and ACC are the core's buffers, WGT is inside):
   cmd: In(stream(GEMM))                 the decoded GEMM's fields (queues.INSTR's f.gemm)
   done: Out(stream(0))                  one per GEMM, in order, after its last ACC write was accepted
-  wgt_wr: In(stream(BUF_WRITE))         LoadMover's `wr`, for the pieces of LOADs into WGT
+  wgt_wr: In(stream(chunk_write))       LoadMover's `wr`, for the chunks of LOADs into WGT
   act_rd: Out(stream(act addr)), act_data: In(stream(lanes x int8))      ActBuffer's rd / rd_data
   acc_rd: Out(stream(ACC_READ)), acc_rd_data: In(stream(R x int32))      in order, held until taken
   acc_wr: Out(stream(ACC_WRITE))
@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.config import TRIT_GROUP
 from ..codegen.fpga.isa import Buf, Op
-from .dma import BUF_WRITE
+from .dma import chunk_write_layout
 from .matrix_unit import MatrixUnit, sums_layout
 from .params import ACC_BITS, ACT_BITS, HwParams
 from .queues import fields_layout
@@ -71,7 +71,7 @@ class GemmEngine(wiring.Component):
         self.wgt = WgtBuffer(params)
         super().__init__({
             "cmd": In(stream.Signature(GEMM)), "done": Out(stream.Signature(0)),
-            "wgt_wr": In(stream.Signature(BUF_WRITE)),
+            "wgt_wr": In(stream.Signature(chunk_write_layout(params.mem_beat_bytes))),
             "act_rd": Out(stream.Signature(params.addr_bits(Buf.ACT))),
             "act_data": In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), params.lanes))),
             "acc_rd": Out(stream.Signature(acc_read_layout(params))),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..codegen.fpga.config import TRIT_GROUP, FpgaConfig, load_config
 from ..codegen.fpga.isa import Buf
+from ..codegen.fpga.ports import beat_bytes
 from ..codegen.fpga.verify import buffer_elems
 from ..errors import CompilerError
 
@@ -73,7 +74,7 @@ def hw_params(config: FpgaConfig | str) -> HwParams:
             raise bad(BUFFER_FIELDS[buf], f"must be a multiple of 4 * vector_lanes ({4 * c.vector_lanes}: one "
                       f"word-wide bank per vector lane), got {size}")
     levels = int(math.log2(lanes))
-    beat = 1 << (max(c.dram_burst_bytes, math.ceil(c.bytes_per_cycle - 1e-9)) - 1).bit_length()
+    beat = beat_bytes(c)
     latency = math.ceil(c.dram_latency_ns * c.clock_hz / 1e9 - 1e-9)
     return HwParams(
         config=c, rows=c.matrix_rows, lanes=lanes, packing=c.weight_packing, word_bytes=c.word_bytes,

@@ -30,8 +30,11 @@ def read_request_layout(lanes: int) -> data.StructLayout:
 
 
 def write_layout(lanes: int) -> data.StructLayout:
+    """`hold`: per lane, the bytes of its word the write keeps (0, a whole word, unless a LOAD chunk covers part of
+    it: a 4-byte element that straddles two DRAM beats, a run that starts or ends inside a word)."""
     return data.StructLayout({"buf": 3, "addr": data.ArrayLayout(ADDR_BITS, lanes),
-                              "data": data.ArrayLayout(32, lanes), "mask": lanes})
+                              "data": data.ArrayLayout(32, lanes), "mask": lanes,
+                              "hold": data.ArrayLayout(4, lanes)})
 
 
 def read_port_signature(lanes: int) -> wiring.Signature:
@@ -116,9 +119,11 @@ class WordBuffer(wiring.Component):
         with m.If(wr.valid):
             m.d.sync += w_served.eq(Mux(w_complete, 0, w_served | w_grant))
         w_data = [wr.payload.data[lane] for lane in range(L)]     # each a view built once (slow to build)
+        w_hold = [wr.payload.hold[lane] for lane in range(L)]
         for b, (en, row, hit) in enumerate(w_banks):
-            port = banks[b].write_port()
-            m.d.comb += [port.en.eq(en), port.addr.eq(row),
+            port = banks[b].write_port(granularity=8)
+            hold = _or(Mux(hit[lane], w_hold[lane], 0) for lane in range(L))
+            m.d.comb += [port.en.eq(en.replicate(4) & ~hold), port.addr.eq(row),
                          port.data.eq(_or(Mux(hit[lane], w_data[lane], 0) for lane in range(L)))]
 
         # The read ports.

@@ -280,7 +280,7 @@ class RtlDevice:
                        np.uint8)
         out[Buf.ACT] = act.reshape(-1)
         wgt = (core.gemm.wgt if bufs.wgt is None else bufs.wgt)
-        rows = b"".join(ctx.get(wgt.mem.data[r]).to_bytes(wgt.row_bytes, "little") for r in range(wgt.depth))
+        rows = b"".join(wgt.row_value(ctx, r).to_bytes(wgt.row_bytes, "little") for r in range(wgt.depth))
         out[Buf.WGT] = np.frombuffer(rows, np.uint8)[:units[Buf.WGT]].copy()
         return {b: out[b] for b in Buf}
 
