@@ -82,7 +82,7 @@ class Core(wiring.Component):
         p = self.params
         fetch = m.submodules.fetch = Fetch(p, self.units, self.fetch_beats)
         m.d.comb += [fetch.start.eq(self.start), fetch.base.eq(self.base), fetch.count.eq(self.count)]
-        engines = {Engine.LOAD: LoadEngine(p), Engine.COMPUTE: ComputeEngine(p, self.units),
+        engines = self.engines = {Engine.LOAD: LoadEngine(p), Engine.COMPUTE: ComputeEngine(p, self.units),
                    Engine.STORE: StoreEngine(p)}
         queues = {}
         for e, eng in engines.items():
@@ -131,7 +131,7 @@ class Core(wiring.Component):
         m.d.comb += self.refused.eq(compute.refused)
 
         def idle(e: Engine):
-            busy = compute.pending if e == Engine.COMPUTE else Const(0, 1)
+            busy = engines[e].pending
             return (engines[e].state == State.IDLE) & ~queues[e].r_rdy & ~busy
 
         m.d.comb += compute.drained.eq(fetch.done & idle(Engine.LOAD) & idle(Engine.STORE))

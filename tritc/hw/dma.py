@@ -150,12 +150,16 @@ def byte_enables(n, width: int) -> Value:
 
 
 class _Mover(wiring.Component):
-    """What both movers share: `cmd` (a transfer, taken while none is in progress), `done` (its end), `mem` (the
-    memory port), the buffer port(s) of `members`, and the walker with its queue of chunks, deep enough to cover
-    the DRAM latency. A mover's `back` builds the rest and clears `busy` when it signals done."""
+    """What both movers share: `cmd` (a transfer), `done` (a handshake per transfer finished, in order), `mem` (the
+    memory port), the buffer port(s) of `members`, and the walker with its queue of chunks, deep enough to cover the
+    DRAM latency. Transfers pipeline: the walker takes the next one as soon as it has walked the last, up to the
+    config's `dram_outstanding` transfers unfinished (ISA.md, "Transfer timing"), so that one transfer's DRAM
+    latency runs under the data of the one before. A mover's `back` builds the rest and pulses `finish` as each
+    transfer ends."""
 
     def __init__(self, params: HwParams, members: dict):
         self.params = params
+        self.limit = max(1, params.config.dram_outstanding)
         super().__init__({"cmd": In(stream.Signature(TRANSFER)), "done": Out(stream.Signature(0)),
                           "mem": Out(port_signature(params.mem_beat_bytes)), **members})
 
@@ -164,16 +168,19 @@ class _Mover(wiring.Component):
         walker = m.submodules.walker = TransferWalker(self.params)
         pieces = m.submodules.pieces = fifo.SyncFIFO(width=chunk_layout(self.params.mem_beat_bytes).size,
                                                      depth=2 * self.params.mem_outstanding)
-        busy = Signal()
+        unfinished = Signal(range(self.limit + 1))       # taken and not yet finished
+        finished = Signal(range(self.limit + 1))         # finished and not yet handed over on `done`
+        finish = Signal()
         cmd = self.cmd
-        m.d.comb += [walker.cmd.payload.eq(cmd.payload), walker.cmd.valid.eq(cmd.valid & ~busy),
-                     cmd.ready.eq(walker.cmd.ready & ~busy)]
-        with m.If(cmd.valid & cmd.ready):
-            m.d.sync += busy.eq(1)
-        self.back(m, walker, pieces, busy)
+        room = unfinished < self.limit
+        m.d.comb += [walker.cmd.payload.eq(cmd.payload), walker.cmd.valid.eq(cmd.valid & room),
+                     cmd.ready.eq(walker.cmd.ready & room), self.done.valid.eq(finished != 0)]
+        took, handed = cmd.valid & cmd.ready, self.done.valid & self.done.ready
+        m.d.sync += [unfinished.eq(unfinished + took - finish), finished.eq(finished + finish - handed)]
+        self.back(m, walker, pieces, finish)
         return m
 
-    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, busy: Signal) -> None:
+    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, finish: Signal) -> None:
         raise NotImplementedError
 
 
@@ -184,7 +191,7 @@ class LoadMover(_Mover):
     def __init__(self, params: HwParams):
         super().__init__(params, {"wr": Out(stream.Signature(chunk_write_layout(params.mem_beat_bytes)))})
 
-    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, busy: Signal) -> None:
+    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, finish: Signal) -> None:
         B = self.params.mem_beat_bytes
         layout = chunk_layout(B)
 
@@ -214,12 +221,7 @@ class LoadMover(_Mover):
         ]
         with m.If(fire & take):
             m.d.sync += cur.eq(self.mem.resp.payload.data)
-        done = Signal()
-        with m.If(fire & head.last):
-            m.d.sync += done.eq(1)
-        m.d.comb += self.done.valid.eq(done)
-        with m.If(self.done.valid & self.done.ready):
-            m.d.sync += [done.eq(0), busy.eq(0)]
+        m.d.comb += finish.eq(fire & head.last)
 
 
 class StoreMover(_Mover):
@@ -232,7 +234,7 @@ class StoreMover(_Mover):
         super().__init__(params, {"rd_req": Out(stream.Signature(chunk_read_layout())),
                                   "rd_resp": In(stream.Signature(8 * width))})
 
-    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, busy: Signal) -> None:
+    def back(self, m: Module, walker: TransferWalker, pieces: fifo.SyncFIFO, finish: Signal) -> None:
         B = self.params.mem_beat_bytes
         layout = chunk_layout(B)
 
@@ -245,17 +247,18 @@ class StoreMover(_Mover):
             pieces.w_data.eq(w.as_value()), pieces.w_en.eq(walker.out.valid & walker.out.ready),
         ]
 
-        # Gather: consecutive chunks of one beat build one strobed write; a new beat sends the previous one.
+        # Gather: consecutive chunks of one beat build one strobed write; a new beat sends the previous one, and a
+        # transfer's last chunk sends its beat before the next transfer's first is taken (`tail`), so that each
+        # transfer ends with a write of its own.
         head = data.View(layout, pieces.r_data)
         acc_valid, acc_beat = Signal(), Signal(head.beat.shape())
         acc_data, acc_strobe = Signal(8 * B), Signal(B)
-        tail = Signal()                          # the transfer's last chunk has been gathered
-        outstanding = Signal(16)                 # writes sent and not yet acknowledged
+        tail = Signal()                          # a transfer's last chunk is gathered, its beat not yet sent
         have = pieces.r_rdy & (head.skip | self.rd_resp.valid)
-        flush_first = have & ~head.skip & acc_valid & head.new_beat
-        flush_tail = ~pieces.r_rdy & tail & acc_valid
-        send = (flush_first | flush_tail)
-        fire = have & (~flush_first | self.mem.req.ready)
+        flush_first = have & ~head.skip & acc_valid & head.new_beat & ~tail
+        flush_tail = tail & acc_valid
+        send = flush_first | flush_tail
+        fire = have & ~tail & (~flush_first | self.mem.req.ready)
         lanes = Signal(8 * B)
         strobe = Signal(B)
         m.d.comb += [
@@ -268,23 +271,26 @@ class StoreMover(_Mover):
             pieces.r_en.eq(fire),
             self.mem.resp.ready.eq(1),
         ]
-        sent = send & self.mem.req.ready
-        acked = self.mem.resp.valid
-        with m.If(sent & ~acked):
-            m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(acked & ~sent):
-            m.d.sync += outstanding.eq(outstanding - 1)
-        with m.If(fire):
-            with m.If(head.last):
-                m.d.sync += tail.eq(1)
-            with m.If(~head.skip):
-                merged = [Mux(strobe[k], lanes.word_select(k, 8), acc_data.word_select(k, 8)) for k in range(B)]
-                fresh = ~acc_valid | head.new_beat
-                m.d.sync += [acc_valid.eq(1), acc_beat.eq(head.beat),
-                             acc_data.eq(Mux(fresh, lanes, Cat(*merged))),
-                             acc_strobe.eq(Mux(fresh, strobe, acc_strobe | strobe))]
-        with m.Elif(flush_tail & self.mem.req.ready):
+        with m.If(fire & ~head.skip):
+            merged = [Mux(strobe[k], lanes.word_select(k, 8), acc_data.word_select(k, 8)) for k in range(B)]
+            fresh = ~acc_valid | head.new_beat
+            m.d.sync += [acc_valid.eq(1), acc_beat.eq(head.beat),
+                         acc_data.eq(Mux(fresh, lanes, Cat(*merged))),
+                         acc_strobe.eq(Mux(fresh, strobe, acc_strobe | strobe))]
+        with m.If(fire & head.last):
+            m.d.sync += tail.eq(1)
+
+        # A transfer is finished once the write that ends it is acknowledged: `marks` holds, per transfer, the
+        # count of writes sent when it ended; responses come in order, so it is done when as many are acknowledged.
+        sent, acked = Signal(16), Signal(16)
+        marks = m.submodules.marks = fifo.SyncFIFO(width=16, depth=self.limit)
+        sending = send & self.mem.req.ready
+        ended = tail & (~acc_valid | sending)     # the transfer's last beat goes now (or it had none left)
+        m.d.comb += [marks.w_en.eq(ended), marks.w_data.eq(sent + sending)]
+        with m.If(ended):
+            m.d.sync += tail.eq(0)
+        with m.If(flush_tail & self.mem.req.ready):
             m.d.sync += acc_valid.eq(0)
-        m.d.comb += self.done.valid.eq(tail & ~acc_valid & (outstanding == 0) & ~pieces.r_rdy)
-        with m.If(self.done.valid & self.done.ready):
-            m.d.sync += [tail.eq(0), busy.eq(0)]
+        m.d.sync += [sent.eq(sent + sending), acked.eq(acked + self.mem.resp.valid)]
+        reached = ~(acked - marks.r_data)[15]    # acked >= mark, modulo the counters' wrap
+        m.d.comb += [finish.eq(marks.r_rdy & reached), marks.r_en.eq(finish)]

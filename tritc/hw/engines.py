@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Const, Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import DEP_FLAGS, Engine, Op
@@ -170,24 +170,58 @@ class _Engine(wiring.Component):
 
 
 class _DmaEngine(_Engine):
-    """LOAD or STORE: EXEC hands the transfer to the mover in its first cycles and ends with the mover's `done`."""
+    """LOAD or STORE (ISA.md, "Transfers in flight"): EXEC hands the transfer to the mover and ends as the mover
+    takes it, so that the next transfer follows while this one's data moves (the mover keeps up to
+    `dram_outstanding` unfinished). Pushes are posted: each transfer's push flags wait in `owed` beside it and its
+    tokens go out when the mover reports it finished (transfers finish in order, so tokens keep program order).
+    `pending`: transfers handed over and not finished, or tokens owed (the core is not drained while any is)."""
 
     def execute(self, m: Module, instr) -> tuple:
         mover = self._mover
-        issued = Signal()
         fields = getattr(instr.f, self.op.name.lower())
-        m.d.comb += [mover.cmd.payload.eq(fields.as_value()), mover.cmd.valid.eq(~issued),
-                     mover.done.ready.eq(issued)]
-        with m.If(mover.cmd.valid & mover.cmd.ready):
-            m.d.sync += issued.eq(1)
-        with m.If(mover.done.valid & mover.done.ready):
-            m.d.sync += issued.eq(0)
-        return mover.done.valid & issued, self.moved_by(mover)
+        self._flags = instr.flags
+        room = self.owed.w_rdy                   # a transfer pushes only while its queues can owe another token
+        for f, q in self.queues:
+            room = room & ~(getattr(instr.flags, f) & (self.promised[q] == self.params.queue_depth))
+        m.d.comb += [mover.cmd.payload.eq(fields.as_value()), mover.cmd.valid.eq(room)]
+        return mover.cmd.valid & mover.cmd.ready, self.moved_by(mover)
+
+    def posting(self, m: Module, instr):
+        return Const(1, 1)
 
     def setup(self, m: Module) -> None:
         mover = self._mover = m.submodules.mover = self.mover_class(self.params)
         wiring.connect(m, mover.mem, wiring.flipped(self.mem))
         self.connect_buffers(m, mover)
+        self.queues = list(self.pushes.items())
+        self.owed = m.submodules.owed = fifo.SyncFIFO(width=max(1, len(self.queues)), depth=mover.limit)
+        depth = self.params.queue_depth
+        # per queue: tokens owed by transfers handed over (`promised`, at most a queue's depth, so that an engine
+        # runs no further ahead of its consumer than a queue of tokens would let it) and of those, the ones whose
+        # transfer has finished (`posted`), pushed as the queue takes them
+        self.promised = {q: Signal(range(depth + 1), name=f"promised_{q}") for _, q in self.queues}
+        self.posted = {q: Signal(range(depth + 1), name=f"posted_{q}") for _, q in self.queues}
+
+    def background(self, m: Module):
+        return self.moved_by(self._mover)
+
+    def after(self, m: Module) -> None:
+        mover, owed = self._mover, self.owed
+        flags = self._flags                     # the instruction in hand's (its EXEC hands the transfer over)
+        taken = mover.cmd.valid & mover.cmd.ready
+        m.d.comb += [owed.w_en.eq(taken), owed.w_data.eq(Cat(*(getattr(flags, f) for f, _ in self.queues)) if
+                                                           self.queues else 0),
+                     mover.done.ready.eq(owed.r_rdy), owed.r_en.eq(mover.done.valid)]
+        busy = owed.r_rdy
+        for k, (f, q) in enumerate(self.queues):
+            port = getattr(self, f"push_{q}")
+            add = mover.done.valid & owed.r_data[k]
+            sent = port.valid & port.ready
+            m.d.comb += port.valid.eq(self.posted[q] != 0)
+            m.d.sync += [self.posted[q].eq(self.posted[q] + add - sent),
+                         self.promised[q].eq(self.promised[q] + (taken & getattr(flags, f)) - sent)]
+            busy = busy | (self.posted[q] != 0)
+        m.d.comb += self.pending.eq(busy)
 
     def moved_by(self, mover):
         mem = mover.mem
@@ -200,7 +234,7 @@ class LoadEngine(_DmaEngine):
     role, op, mover_class = Engine.LOAD, Op.LOAD, LoadMover
 
     def __init__(self, params: HwParams):
-        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
+        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)), "pending": Out(1),
                                   "wr": Out(stream.Signature(chunk_write_layout(params.mem_beat_bytes)))})
 
     def connect_buffers(self, m: Module, mover) -> None:
@@ -216,7 +250,7 @@ class StoreEngine(_DmaEngine):
     role, op, mover_class = Engine.STORE, Op.STORE, StoreMover
 
     def __init__(self, params: HwParams):
-        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)),
+        super().__init__(params, {"mem": Out(port_signature(params.mem_beat_bytes)), "pending": Out(1),
                                   "rd_req": Out(stream.Signature(chunk_read_layout())),
                                   "rd_resp": In(stream.Signature(8 * store_bytes(params.config)))})
 

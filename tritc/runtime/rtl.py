@@ -68,6 +68,10 @@ class RtlDevice:
             raise DeviceError(f"max_cycles must be a positive number of cycles or None, not {max_cycles!r}")
         self.max_cycles = max_cycles
         self.units, self.patience = frozenset(units), patience
+        # With `trace`, a run records each engine's changes of instruction or state: (cycle, engine, index, state),
+        # what calibration reads (cycles per instruction) and slows the simulation a little.
+        self.trace = False
+        self.timeline: list[tuple[int, str, int, str]] = []
         size = self.config.dram_bytes if dram_bytes is None else int(dram_bytes)
         if not 0 < size <= self.config.dram_bytes:
             raise DeviceError(f"dram_bytes {size} must be positive and at most the config's {self.config.dram_bytes}")
@@ -228,6 +232,8 @@ class RtlDevice:
         """The host's side of the simulation: waits for a request, then runs the core or reads its buffers."""
         from amaranth.hdl import Value
 
+        from ..hw.engines import State
+
         core = self._core
         while True:
             if self._request is None:
@@ -246,9 +252,18 @@ class RtlDevice:
             await ctx.tick()
             ctx.set(core.start, 0)
             cycles, outcome = 0, "timeout"
+            self.timeline.clear()
+            watch = [(e.name.lower(), getattr(core, f"{e.name.lower()}_index"), getattr(core, f"{e.name.lower()}_state"))
+                     for e in Engine] if self.trace else []
+            seen = {}
             while budget is None or cycles <= budget:
                 _, _, running = await ctx.tick().sample(core.running)
                 cycles += 1
+                for name, index, state in watch:
+                    now = (ctx.get(index), ctx.get(state))
+                    if seen.get(name) != now:
+                        seen[name] = now
+                        self.timeline.append((cycles, name, now[0], State(now[1]).name))
                 if not running:
                     outcome = "stopped"
                     break
