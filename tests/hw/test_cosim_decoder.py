@@ -36,7 +36,7 @@ CONTEXT = 4
 # values, WHERE for the mask, RMAX, SUB, EXP, RSUM and DIV for the softmax) and the FFN's ReLU.
 KINDS = {"LOAD", "STORE", "GEMM", "FINISH"} | {f"VOP.{f}" for f in ("MUL", "RSUM", "ADD", "SQRT", "DIV", "AMAX", "MM",
                                                                      "WHERE", "RMAX", "SUB", "EXP", "RELU")}
-MAX_CYCLES = 40_000   # the RTL's budget: ~5x what the step takes with today's element-per-cycle movers
+MAX_CYCLES = 40_000   # the RTL's budget: ~9x what the step takes
 
 
 def kind(ins) -> str:
@@ -81,7 +81,8 @@ def test_decoder_step_is_bit_exact_on_the_rtl_core(tmp_path):
           f"{report.rtl['simulator_seconds']:.1f} s")
     assert report.skipped is None and report.mismatch is None       # the RTL ran it, and its DRAM is the Simulator's
     assert report.instructions == len(stream) and report.rtl["instructions"] == len(stream)
-    assert report.rtl["cycles"] > report.sim["cycles"] > 0
+    # the cycle model is calibrated against the RTL (docs/HW.md, "Calibration"): within 10% on the whole step
+    assert report.sim["cycles"] > 0 and abs(report.rtl["cycles"] / report.sim["cycles"] - 1) < 0.10
     assert report.rtl["dram_write_bytes"] > 0 and report.rtl["dram_read_bytes"] > 0
     assert model.stats["device_runs"] == 1
 

@@ -10,6 +10,7 @@ import pytest
 
 from tritc.codegen.fpga.config import PRESETS
 from tritc.codegen.fpga.isa import Buf, Instr, Op
+from tritc.codegen.fpga.timing import GEMM_COMMIT, fetch_start
 from tritc.hw.params import HwConfigError, hw_params
 from tritc.runtime.fpga import Simulator
 
@@ -40,7 +41,8 @@ def test_configs_the_rtl_cannot_build(change, message):
 
 def test_sixteen_lanes_take_a_word_over_four_cycles_in_the_cycle_model():
     # matrix_lanes = 16 divides a 64-trit word (config.py allows it since the RTL needs it): GEMM costs
-    # m * ceil(n / rows) * 4 kw cycles plus the fill log2(16) + 2, and computes the same sums as 64 lanes.
+    # m * ceil(n / rows) * 4 kw cycles plus the fill log2(16) + 2 and the commit, and computes the same sums as 64
+    # lanes.
     rng = np.random.default_rng(0)
     m, n, kw = 2, 6, 3
     act = rng.integers(-128, 128, (m, 64 * kw), dtype=np.int8)
@@ -52,6 +54,8 @@ def test_sixteen_lanes_take_a_word_over_four_cycles_in_the_cycle_model():
         sim.raw[Buf.WGT][:wgt.size] = wgt
         sim.load_stream([Instr(Op.GEMM, m=m, n=n, kw=kw, act_rs=64 * kw, acc_rs=n, reset=1), Instr(Op.FINISH)])
         stats = sim.run()
-        assert stats["cycles"] == m * math.ceil(n / 4) * math.ceil(64 * kw / lanes) + int(math.log2(lanes)) + 2
+        start = fetch_start(math.ceil(SMALL.dram_latency_ns * SMALL.clock_hz / 1e9))   # the stream's first fetch
+        assert stats["cycles"] == start + m * math.ceil(n / 4) * math.ceil(64 * kw / lanes) + int(math.log2(lanes)) + 2 \
+            + GEMM_COMMIT
         out[lanes] = sim.typed[Buf.ACC][:m * n].copy()
     assert np.array_equal(out[16], out[64])

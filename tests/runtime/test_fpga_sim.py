@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from tritc.codegen.fpga import vector_unit as vu
 from tritc.codegen.fpga.isa import Buf, Instr, Op, StreamError, VFunc, encode_stream
+from tritc.codegen.fpga.ports import transfer_cost, wgt_division_cycles
+from tritc.codegen.fpga.timing import GEMM_COMMIT, TOKEN_CYCLES, fetch_start, vop_cycles
 from tritc.codegen.fpga.verify import check_stream
 from tritc.runtime.fpga import ENERGY_PJ, DeadlockError, Device, DeviceError, HazardError, Simulator
 
@@ -508,43 +510,56 @@ def test_race_without_a_token_is_a_hazard():
 
 # -- the cycle model -----------------------------------------------------------------------------------------
 
-def test_transfer_costs_latency_plus_bursts_over_bandwidth():
+def test_transfer_costs_latency_plus_the_slower_of_dram_and_chunks():
+    """docs/ISA.md, "Transfer timing": a transfer's data phase is the slower of its DRAM requests (a 128-byte beat
+    each on edge, at 76.8 bytes a cycle) and its chunks (a cycle each: a run cut at beats and at the buffer's bank
+    window, 64 bytes for ACT's 64 byte banks and VEC's 16 word banks; WGT takes any chunk of a beat)."""
     cfg = EDGE                                        # 120 ns at 250 MHz = 30 cycles; 76.8 bytes per cycle
     lat, bpc = 30, 19.2e9 / 250e6
-    cases = [
-        (load(Buf.ACT, 0, 0, 1, 4096), 4096),                                  # one run
-        (load(Buf.ACT, 0, 0, 4, 100), 4 * 100),                                # rows back to back: one run of 400
-        (load(Buf.ACT, 0, 0, 4, 100, dram_rs=128), 4 * 128),                   # 4 runs of 100 -> 2 bursts each
-        (load(Buf.ACT, 0, 0, 1, 10, dram_cs=8), 10 * 64),                      # a gather: a burst per element
-        (load(Buf.VEC, 0, 0, 3, 5, dram_rs=20, dram_cs=4), 60),                # 60 fp32 bytes back to back
+    start = fetch_start(lat)
+    cases = [   # (transfer, DRAM requests, chunks)
+        (load(Buf.ACT, 0, 0, 1, 4096), 32, 64),                           # one run: ACT's banks take 64 a cycle
+        (load(Buf.WGT, 0, 0, 1, 4096), 32, 32 + wgt_division_cycles(cfg)),  # a beat a cycle, one row division
+        (load(Buf.ACT, 0, 0, 4, 100), 4, 2 + 3 + 2 + 3),                  # rows back to back: beats shared
+        (load(Buf.ACT, 0, 0, 4, 100, dram_rs=128), 4, 2 + 3 + 2 + 3),     # a beat per row
+        (load(Buf.ACT, 0, 0, 1, 10, dram_cs=8), 1, 10),                   # a gather in one beat: a chunk per element
+        (load(Buf.VEC, 0, 0, 3, 5, dram_rs=20, dram_cs=4), 1, 3),         # 60 fp32 bytes back to back
     ]
-    for ins, moved in cases:
+    data = []
+    for ins, requests, chunks in cases:
+        cost = transfer_cost(cfg, Buf(ins.buf), dram_addr=ins.dram_addr, rows=ins.rows, cols=ins.cols,
+                             dram_rs=ins.dram_rs, dram_cs=ins.dram_cs, sram_addr=ins.sram_addr, sram_rs=ins.sram_rs)
+        assert (cost.requests, cost.chunks + cost.divisions) == (requests, chunks), ins
+        data.append(max(math.ceil(requests * 128 / bpc), chunks))
         sim = sim_for(cfg)
         sim.load_stream([ins, Instr(Op.FINISH)])
         stats = sim.run()
-        assert stats["cycles"] == lat + math.ceil(math.ceil(moved / 64) * 64 / bpc), ins
-        assert stats["engines"]["load"]["busy"] == stats["cycles"]
+        assert stats["cycles"] == start + lat + data[-1], ins
+        assert stats["engines"]["load"]["busy"] == lat + data[-1]
         assert stats["seconds"] == stats["cycles"] / 250e6
+    assert data[:2] == [64, 54]                  # ACT is bound by its banks, WGT by the DRAM
     # Back to back on one engine, one transfer in flight at a time: the costs add up.
     sim = sim_for(config("edge", dram_outstanding=1))
-    sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
-    assert sim.run()["cycles"] == sum(lat + math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
+    sim.load_stream([ins for ins, _, _ in cases] + [Instr(Op.FINISH)])
+    assert sim.run()["cycles"] == start + sum(lat + d for d in data)
     # As many in flight as there are transfers: each one's latency runs while the data of those before it moves,
     # so only the first latency shows.
     sim = sim_for(config("edge", dram_outstanding=len(cases)))
-    sim.load_stream([ins for ins, _ in cases] + [Instr(Op.FINISH)])
-    assert sim.run()["cycles"] == lat + sum(math.ceil(math.ceil(m / 64) * 64 / bpc) for _, m in cases)
+    sim.load_stream([ins for ins, _, _ in cases] + [Instr(Op.FINISH)])
+    assert sim.run()["cycles"] == start + lat + sum(data)
 
 
 def test_loads_and_stores_share_the_dram_channel():
-    big = 76_800                                      # 1000 cycles of data
+    big = 76_800                                      # 1000 cycles of DRAM data, 1200 chunks of 64 bytes
     sim = sim_for()
     sim.load_stream([load(Buf.ACT, 0, 0, 100, big // 100), store(Buf.VEC, 0, 0x100000, 100, big // 400),
                      Instr(Op.FINISH)])
     stats = sim.run()
-    # Both start at 0; the store's data phase waits for the load's to end.
-    assert stats["cycles"] == 30 + 1000 + 1000
-    assert stats["engines"]["store"]["busy"] == 30 + 2000 and stats["engines"]["store"]["stall"] == 0   # held
+    # Both start once the stream is fetched; the store's data phase waits for the load's to end. Each moves a
+    # 64-byte chunk a cycle (ACT's and VEC's bank windows on edge), slower than the DRAM's 76.8 bytes.
+    start = fetch_start(30)
+    assert stats["cycles"] == start + 30 + 1200 + 1200
+    assert stats["engines"]["store"]["busy"] == 30 + 2400 and stats["engines"]["store"]["stall"] == 0   # held
     assert stats["dram_read_bytes"] == big and stats["dram_write_bytes"] == big
 
 
@@ -552,7 +567,7 @@ def test_matrix_unit_runs_beside_the_vector_unit():
     """ISA.md, "The matrix unit beside the compute engine": a VOP marked overlap runs while a GEMM multiplies, any
     other waits for it; back-to-back GEMMs pay one pipeline fill; an overlapping VOP that touches the GEMM's memory
     is a hazard."""
-    gemm = Instr(Op.GEMM, acc_addr=0, m=1, n=64, kw=16, acc_rs=64, reset=1)      # 4 x 16 + a fill of 8: 72 cycles
+    gemm = Instr(Op.GEMM, acc_addr=0, m=1, n=64, kw=16, acc_rs=64, reset=1)      # 4 x 16 beats + a fill of 8
     add = dict(func=VFunc.ADD, rows=1, cols=1000, dst=(Buf.VEC, 0, 0, 1), src1=(Buf.VEC, 2000, 0, 1), imm=1.0)
 
     def cycles(*instrs):
@@ -564,13 +579,17 @@ def test_matrix_unit_runs_beside_the_vector_unit():
         a = dict(add)
         return vop(a.pop("func"), a.pop("rows"), a.pop("cols"), a.pop("dst"), a.pop("src1"), imm=a.pop("imm"), **flags)
 
-    assert cycles(gemm)["cycles"] == 72 and cycles(add_vop())["cycles"] == 63 + 8
-    assert cycles(gemm, add_vop())["cycles"] == 72 + 71                          # waits for the matrix unit
+    start = fetch_start(30)                    # the stream's first words fetched: every run starts there
+    g = 64 + 8 + GEMM_COMMIT                   # the GEMM: its beats, its fill, its commit to ACC
+    v = vop_cycles(VFunc.ADD, 1, 1000, 0, 16)  # the VOP: 63 chunks and its start
+    assert v == 63 + 4
+    assert cycles(gemm)["cycles"] == start + g and cycles(add_vop())["cycles"] == start + v
+    assert cycles(gemm, add_vop())["cycles"] == start + g + v                     # waits for the matrix unit
     st = cycles(gemm, add_vop(overlap=1))
-    assert st["cycles"] == 1 + 71                                                  # handed over in a cycle
-    assert st["engines"]["matrix"]["busy"] == 72 and st["engines"]["compute"]["busy"] == 1 + 71
-    assert cycles(gemm, gemm.replace(acc_addr=64))["cycles"] == 72 + 72 - 8        # the fill paid once
-    assert cycles(gemm, gemm.replace(reset=0))["cycles"] == 72 + 72                # accumulating: after the drain
+    assert st["cycles"] == start + max(g, 1 + v)            # handed over in a cycle, the VOP beside the GEMM
+    assert st["engines"]["matrix"]["busy"] == g and st["engines"]["compute"]["busy"] == 1 + v
+    assert cycles(gemm, gemm.replace(acc_addr=64))["cycles"] == start + 2 * g - (8 + GEMM_COMMIT)   # fill paid once
+    assert cycles(gemm, gemm.replace(reset=0))["cycles"] == start + 2 * g          # accumulating: after the drain
     reads_acc = vop(VFunc.MUL, 1, 64, (Buf.VEC, 0, 0, 1), (Buf.ACC, 0, 0, 1), imm=2.0, overlap=1)
     with pytest.raises(HazardError, match=r"on the compute engine reads ACC \[0, 63\] while instruction 0 \(GEMM"):
         cycles(gemm, reads_acc)
@@ -581,7 +600,7 @@ def test_matrix_unit_runs_beside_the_vector_unit():
     # goes on), so the store it releases starts when the GEMM has finished.
     st = cycles(gemm.replace(push_next=1), add_vop(overlap=1, push_next=1), store(Buf.VEC, 0, 0, 1, 16, pop_prev=1),
                 store(Buf.VEC, 0, 64, 1, 16, pop_prev=1))
-    assert st["engines"]["store"]["stall"] == 72
+    assert st["engines"]["store"]["stall"] == g + TOKEN_CYCLES
 
 
 def test_amax_is_the_absmax_floored_by_the_immediate():
@@ -602,37 +621,42 @@ def test_amax_is_the_absmax_floored_by_the_immediate():
 
 
 def test_compute_costs():
+    """docs/HW.md, "Calibration": what each compute instruction costs, as the RTL's engines take it."""
     cfg = EDGE
     cases = [
-        (Instr(Op.GEMM, m=2, n=40, kw=5, acc_rs=40, reset=1), 2 * 3 * 5 + 6 + 2),                 # 16 rows x 64 lanes
-        (vop(VFunc.ADD, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1), imm=1.0), 3 * 3 + 8),
-        (vop(VFunc.EXP, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 * 4 + 8),
-        (vop(VFunc.DIV, 1, 16, row(Buf.VEC, 0), row(Buf.VEC, 200), row(Buf.VEC, 300)), 8 + 8),
+        (Instr(Op.GEMM, m=2, n=40, kw=5, acc_rs=40, reset=1), 2 * 3 * 5 + 6 + 2 + GEMM_COMMIT),     # 16 x 64 lanes
+        (vop(VFunc.ADD, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1), imm=1.0), 3 * 3 + 4),   # a chunk a cycle
+        # EXP: one sequencer per lane, an element at a time through its microprogram (14 cycles)
+        (vop(VFunc.EXP, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 6 + 3 * 3 * 14),
+        # DIV: four groups of 28-cycle dividers; one chunk waits for one division
+        (vop(VFunc.DIV, 1, 16, row(Buf.VEC, 0), row(Buf.VEC, 200), row(Buf.VEC, 300)), 6 + 28),
+        (vop(VFunc.DIV, 1, 160, row(Buf.VEC, 0), row(Buf.VEC, 200), row(Buf.VEC, 400)), 6 + 28 * 3 + 3),
         # Reductions: the 4-level lane tree is pipelined, its depth paid once per instruction, not per output.
-        (vop(VFunc.RSUM, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 + 4 + 8),
-        (vop(VFunc.RMAX, 1, 16, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 16, 1)), 1 + 4 + 8),
+        (vop(VFunc.RSUM, 3, 40, (Buf.VEC, 0, 40, 1), (Buf.VEC, 200, 40, 1)), 3 * 3 + 4 + 5),
+        (vop(VFunc.RMAX, 1, 16, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 16, 1)), 1 + 4 + 5),
         (vop(VFunc.MM, 2, 5, (Buf.VEC, 0, 5, 1), (Buf.VEC, 200, 40, 1), (Buf.KV, 0, 40, 1), depth=40),
-         2 * 5 * 3 + 4 + 8),
+         2 * 5 * 3 + 4 + 5),
         (vop(VFunc.MM, 4, 64, (Buf.VEC, 0, 64, 1), (Buf.VEC, 400, 128, 1), (Buf.KV, 0, 128, 1), depth=128),
-         4 * 64 * 8 + 4 + 8),
+         4 * 64 * 8 + 4 + 5),
         (Instr(Op.NOP), 1),
     ]
+    start = fetch_start(30)              # every run begins once the stream's first words are fetched
     for ins, cycles in cases:
         sim = sim_for(cfg)
         sim.load_stream([ins, Instr(Op.FINISH)])
         stats = sim.run()
-        assert stats["cycles"] == cycles, ins
+        assert stats["cycles"] == start + cycles, ins
         if ins.op is Op.GEMM:     # the compute engine hands it to the matrix unit in a cycle
             assert stats["engines"]["matrix"]["busy"] == cycles and stats["engines"]["compute"]["busy"] == 1
         else:
             assert stats["engines"]["compute"]["busy"] == cycles
-    wide = config("datacenter")                        # 128 lanes: a 7-level tree
-    for ins, cycles in [(vop(VFunc.RSUM, 6, 300, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 300, 1)), 6 * 3 + 7 + 8),
+    wide = config("datacenter")                        # 128 lanes: a 7-level tree; 150 ns: 38 cycles of latency
+    for ins, cycles in [(vop(VFunc.RSUM, 6, 300, (Buf.VEC, 0, 1, 1), (Buf.VEC, 200, 300, 1)), 6 * 3 + 7 + 5),
                         (vop(VFunc.MM, 1, 128, (Buf.VEC, 0, 128, 1), row(Buf.VEC, 200), (Buf.KV, 0, 128, 1),
-                             depth=128), 128 + 7 + 8)]:
+                             depth=128), 128 + 7 + 5)]:
         sim = sim_for(wide)
         sim.load_stream([ins, Instr(Op.FINISH)])
-        assert sim.run()["cycles"] == cycles, ins
+        assert sim.run()["cycles"] == fetch_start(38) + cycles, ins
 
 
 def gemv_stream(cfg, K, N, tile, double_buffer):
@@ -698,9 +722,11 @@ def test_stats_keys_and_energy():
     assert all(e["busy"] + e["stall"] <= stats["cycles"] for e in stats["engines"].values())
     assert stats["energy_joules"] == pytest.approx(sum(stats["energy"].values()))
     assert set(stats["energy"]) == {"matrix", "vector", "sram", "dram"}
-    # DRAM energy: every burst moved at the DDR4 figure; HBM2 is cheaper per bit.
-    bursts = math.ceil(256 / 64) + 4 * math.ceil(16 * 4 * 13 / 64) + math.ceil(64 * 4 / 64)
-    assert stats["energy"]["dram"] == pytest.approx(bursts * 64 * 8 * ENERGY_PJ["ddr4_bit"] * 1e-12)
+    # DRAM energy: every beat the port moves (128 bytes on edge) at the DDR4 figure; HBM2 is cheaper per bit. The
+    # activations and the results are two beats each; each 832-byte weight tile, every other one starting half-way
+    # into a beat, touches seven.
+    beats = 256 // 128 + 4 * 7 + 64 * 4 // 128
+    assert stats["energy"]["dram"] == pytest.approx(beats * 128 * 8 * ENERGY_PJ["ddr4_bit"] * 1e-12)
     assert stats["energy"]["matrix"] == pytest.approx(
         (64 * 256 * ENERGY_PJ["int8_add"] + 64 * 4 * ENERGY_PJ["int32_add"]) * ENERGY_PJ["fpga_logic_factor"] * 1e-12)
     hbm = sim_for(config("edge", dram_kind="hbm2"))

@@ -107,7 +107,7 @@ class BufferSet(wiring.Component):
                                 f"vector_lanes {L} (the RTL core reads a block's R accumulators in one ACC request)")
         self.params, self.gemm, self.vop, self.read_depth = params, gemm, vop, read_depth
         self.act = ActBuffer(params, write_lanes=L if vop else 0)
-        self.words = {b: WordBuffer(params, b, read_ports=2 if vop else 1) for b in WORD_BUFFERS}
+        self.words = {b: WordBuffer(params, b, read_ports=3 if vop else 1) for b in WORD_BUFFERS}
         self.wgt = None if gemm else WgtBuffer(params)
         members = {"wr": In(stream.Signature(chunk_write_layout(params.mem_beat_bytes))),
                    "rd_req": In(stream.Signature(chunk_read_layout())),
@@ -249,19 +249,30 @@ class BufferSet(wiring.Component):
         for k, (_port, ad) in enumerate(after):
             ad.finish(readies[len(act_masters) - len(after) + k])
 
-        # Word buffers: port 0 for the STORE, src1 and the GEMM engine's ACC reads; port 1 for src2.
+        # Word buffers: with the vector engine, port 0 for src1 and the GEMM engine's ACC reads, port 1 for src2 and
+        # port 2 the STORE's own (a STORE draining VEC beside a VOP reading it would otherwise take the VOP's port
+        # a chunk at a time); without it, port 0 for the STORE and the GEMM engine.
         for b, wb in self.words.items():
             n = b.name.lower()
             one = Signal(read_request_layout(L), name=f"{n}_store_r")       # the chunk's window, every lane
             m.d.comb += [one.buf.eq(b), one.mask.eq((1 << L) - 1)]
             m.d.comb += [one.addr[k].eq(Cat(Const(k, lw_bits), sr.payload.addr[2 + lw_bits:]) if lw_bits
                                         else sr.payload.addr[2:]) for k in range(L)]
-            masters = [(sr.valid & s_room & (sr.payload.buf == b), one)]
-            takers = [(None, 1)]
+            store_valid = sr.valid & s_room & (sr.payload.buf == b)
+            masters, takers = [], []
             if self.vop:
+                rs = wb.rd2
+                m.d.comb += [rs.req.valid.eq(store_valid), rs.req.payload.eq(one), rs.resp.ready.eq(1)]
+                with m.If(sr.payload.buf == b):
+                    m.d.comb += s_ready.eq(rs.req.ready)
+                with m.If(s_buf == b):
+                    m.d.comb += answer.eq(rs.resp.payload.as_value() >> Cat(Const(0, 3), s_off))
                 ra = self.rd_a
                 masters.append((ra.req.valid & (ra.req.payload.buf == b), ra.req.payload))
                 takers.append((Signal(name=f"{n}_a_valid"), ra.resp.ready & (srcs["rd_a"] == b)))
+            else:
+                masters.append((store_valid, one))
+                takers.append((None, 1))
             if self.gemm and b == Buf.ACC:
                 g = Signal(read_request_layout(L), name="acc_gemm_r")
                 m.d.comb += [g.buf.eq(b), g.mask.eq(self.acc_rd.payload.mask)]
@@ -271,17 +282,18 @@ class BufferSet(wiring.Component):
                 m.d.comb += [self.acc_rd_data.payload[r].eq(wb.rd0.resp.payload[r]) for r in range(p.rows)]
             readies, owner = arbitrate(m, f"{n}_r0", wb.rd0.req, masters)
             _route_answer(m, wb.rd0.resp, owner, takers)
-            with m.If(sr.payload.buf == b):
-                m.d.comb += s_ready.eq(readies[0])
-            with m.If(s_buf == b):
-                m.d.comb += answer.eq(wb.rd0.resp.payload.as_value() >> Cat(Const(0, 3), s_off))
+            if not self.vop:
+                with m.If(sr.payload.buf == b):
+                    m.d.comb += s_ready.eq(readies[0])
+                with m.If(s_buf == b):
+                    m.d.comb += answer.eq(wb.rd0.resp.payload.as_value() >> Cat(Const(0, 3), s_off))
             if self.gemm and b == Buf.ACC:
                 m.d.comb += self.acc_rd.ready.eq(readies[-1])
             if self.vop:
                 with m.If(self.rd_a.req.payload.buf == b):
-                    m.d.comb += self.rd_a.req.ready.eq(readies[1])
+                    m.d.comb += self.rd_a.req.ready.eq(readies[0])
                 with m.If(srcs["rd_a"] == b):
-                    m.d.comb += [self.rd_a.resp.valid.eq(takers[1][0]), self.rd_a.resp.payload.eq(wb.rd0.resp.payload)]
+                    m.d.comb += [self.rd_a.resp.valid.eq(takers[0][0]), self.rd_a.resp.payload.eq(wb.rd0.resp.payload)]
                 rb = self.rd_b
                 m.d.comb += [wb.rd1.req.valid.eq(rb.req.valid & (rb.req.payload.buf == b)),
                              wb.rd1.req.payload.eq(rb.req.payload), wb.rd1.resp.ready.eq(rb.resp.ready & (srcs["rd_b"] == b))]

@@ -130,8 +130,9 @@ class DramModel:
         resp_layout = response_layout(self.beat)
         data_off, write_off = resp_layout["data"].offset, resp_layout["write"].offset
         shown = [None, None, None]                   # req.ready, resp.valid, resp.payload as last set
+        cap = max(self.rate, self.beat)
         while True:
-            credit = min(credit + self.rate, max(self.rate, self.beat))
+            credit += self.rate
             accept = credit >= self.beat
             if shown[0] != accept:
                 ctx.set(port.req.ready, accept)
@@ -150,5 +151,10 @@ class DramModel:
                 self.requests += 1
                 req = SimpleNamespace(**{k: (bits >> off) & mask for k, (off, mask) in fields.items()})
                 pending.append((cycle + self.latency - 1, self._access(req)))
+            elif not req_valid:
+                # an idle port banks at most a beat (or a cycle's bytes); a waiting request keeps the fraction
+                # that does not make a whole beat, so that the rate is `bytes_per_cycle` exactly, not a beat every
+                # ceil(beat / rate) cycles
+                credit = min(credit, cap)
             if head is not None and resp_ready:
                 pending.popleft()

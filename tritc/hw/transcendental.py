@@ -15,6 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga import vector_unit as vu
+from ..codegen.fpga.timing import TRANSCENDENTAL_GROUPS
 from .fp_add import CANONICAL_NAN, FpAdder
 from .fp_compare import FpCompare
 from .fp_convert import FpRound, FpToInt
@@ -191,7 +192,7 @@ class TranscendentalLanes(wiring.Component):
 
     FUNCS = tuple(f for f in PROGRAMS if f is not None)
 
-    def __init__(self, lanes: int, copies: int = 1):
+    def __init__(self, lanes: int, copies: int = TRANSCENDENTAL_GROUPS):
         if lanes < 1 or copies < 1:
             raise ValueError(f"TranscendentalLanes needs lanes >= 1 and copies >= 1, got lanes={lanes}, "
                              f"copies={copies}")

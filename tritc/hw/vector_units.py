@@ -18,6 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import VFunc
+from ..codegen.fpga.timing import DIVIDER_GROUPS
 from .fp_div import FpDivider
 from .fp_sqrt import FpSqrt
 
@@ -37,7 +38,7 @@ class DivSqrtLanes(wiring.Component):
 
     FUNCS = (VFunc.DIV, VFunc.RECIP, VFunc.SQRT)
 
-    def __init__(self, lanes: int, copies: int = 4):
+    def __init__(self, lanes: int, copies: int = DIVIDER_GROUPS):
         if copies < 1:
             raise ValueError(f"DivSqrtLanes needs at least one group of units, got copies={copies}")
         self.lanes, self.copies = lanes, copies

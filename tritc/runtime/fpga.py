@@ -26,6 +26,7 @@ import numpy as np
 
 from ..codegen.fpga.config import FpgaConfig, load_config
 from ..codegen.fpga.isa import ELEM_BYTES, Buf, Engine, Instr, Op, StreamError, decode_stream
+from ..codegen.fpga.timing import TOKEN_CYCLES, fetch_start
 from ..codegen.fpga.verify import QUEUES, DeadlockError, buffer_elems, check_instr, deadlock_error, where
 from ..errors import AcceleratorTimeoutError, CompilerError
 from .fpga_steps import MEMORIES, Step, StepMaker
@@ -208,7 +209,7 @@ class Simulator:
         pos = [0, 0, 0]
         # Units: 0 load, 1 compute (its issue stage and the vector unit), 2 store, 3 the matrix unit (GEMMs the
         # compute engine handed over). free[u]: when the unit can take its next instruction.
-        free = [0, 0, 0, 0]
+        free = [fetch_start(self._maker._latency)] * 4    # the stream's first words are fetched from DRAM first
         busy = [0, 0, 0, 0]
         stall = [0, 0, 0, 0]
         # A unit's pushes not yet made: (earliest push time, queues left, push times, when the unit is free).
@@ -277,7 +278,7 @@ class Simulator:
                         if k >= len(push_t[qi]):
                             ready = False
                             break
-                        t = max(t, push_t[qi][k])
+                        t = max(t, push_t[qi][k] + TOKEN_CYCLES)
                     if not ready:
                         continue
                 if best < 0 or t < best_t:

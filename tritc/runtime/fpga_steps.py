@@ -29,6 +29,8 @@ from ..codegen.fpga.isa import (
     deinterleave_words,
     wgt_span_words,
 )
+from ..codegen.fpga.ports import beat_bytes, transfer_cost
+from ..codegen.fpga.timing import GEMM_COMMIT, vop_cycles
 from ..codegen.fpga.verify import QUEUES, View, pops, pushes
 
 # fp32 additions and multiplications per element of each vector function (its algorithm in ISA.md; the shared
@@ -43,8 +45,6 @@ VOP_FLOPS: dict[VFunc, tuple[int, int]] = {
     VFunc.WHERE: (1, 0), VFunc.RSUM: (1, 0), VFunc.RMAX: (1, 0), VFunc.AMAX: (1, 0), VFunc.MM: (1, 1), VFunc.REQ: (0, 0),
     VFunc.ROUND: (1, 0), VFunc.RELU: (1, 0), VFunc.LT: (1, 0), VFunc.EQ: (1, 0),
 }
-SLOW = {VFunc.EXP: 4, VFunc.SIN: 4, VFunc.COS: 4, VFunc.TANH: 4, VFunc.ERF: 4, VFunc.DIV: 8, VFunc.RECIP: 8,
-        VFunc.SQRT: 8}
 MEMORIES = (None, Buf.WGT, Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)   # None: DRAM
 _MEMORY_INDEX = {m: k for k, m in enumerate(MEMORIES)}
 _QUEUE_INDEX = {name: k for k, name in enumerate(QUEUES)}
@@ -85,6 +85,7 @@ class StepMaker:
         self.functional = functional
         self.pj, self._sram_pj, self._dram_pj_per_byte = pj, sram_pj, dram_pj
         self._latency = math.ceil(config.dram_latency_ns * config.clock_hz / 1e9 - 1e-9)
+        self._beat = beat_bytes(config)
 
     def step(self, index: int, ins: Instr, views: list[View]) -> Step:
         accesses = tuple((_MEMORY_INDEX[v.mem], v.lo, v.hi, v.write) for v in views if not v.empty)
@@ -120,18 +121,12 @@ class StepMaker:
         rows, cols = dram.shape
         item = dram.item
         nbytes = rows * cols * item
-        burst = self.config.dram_burst_bytes
-        if nbytes == 0:
-            bursts = 0
-        elif cols == 1 or dram.strides[1] == item:          # a row is one contiguous run
-            if rows == 1 or dram.strides[0] == cols * item:  # rows back to back: one run
-                bursts = math.ceil(nbytes / burst)
-            else:
-                bursts = rows * math.ceil(cols * item / burst)
-        else:                                                # a gather / scatter: every element its own run
-            bursts = rows * cols * math.ceil(item / burst)
-        moved = bursts * burst
-        cycles = math.ceil(moved / self.config.bytes_per_cycle - 1e-9)
+        # The movers' cost (ports.py): a DRAM request per beat a transfer touches, at the DRAM's rate, and a chunk
+        # a cycle into or out of the buffer's banks (plus WGT's row divisions); the data phase is the slower.
+        cost = transfer_cost(self.config, Buf(ins.buf), dram_addr=ins.dram_addr, rows=ins.rows, cols=ins.cols,
+                             dram_rs=ins.dram_rs, dram_cs=ins.dram_cs, sram_addr=ins.sram_addr, sram_rs=ins.sram_rs)
+        moved = cost.requests * self._beat
+        cycles = max(math.ceil(moved / self.config.bytes_per_cycle - 1e-9), cost.chunks + cost.divisions)
         effect = None
         if nbytes and self.functional:
             d, s = self._byte_views(dram, sram)
@@ -146,7 +141,7 @@ class StepMaker:
         c = self.config
         m, n, kw, reset = ins.m, ins.n, ins.kw, ins.reset
         fill = math.ceil(math.log2(c.matrix_lanes)) + 2
-        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) + fill
+        cycles = m * math.ceil(n / c.matrix_rows) * math.ceil(64 * kw / c.matrix_lanes) + fill + GEMM_COMMIT
         ops = m * n * 64 * kw
         effect = self._gemm_effect(ins, views) if self.functional and m and n and (kw or reset) else None
         lanes_blocks = math.ceil(64 * kw / c.matrix_lanes)
@@ -155,7 +150,7 @@ class StepMaker:
         sram = (m * n * kw * c.word_bytes * self._sram_pj[Buf.WGT]
                 + m * math.ceil(n / c.matrix_rows) * 64 * kw * self._sram_pj[Buf.ACT]
                 + 4 * m * n * (1 if reset else 2) * self._sram_pj[Buf.ACC])
-        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0), fill=fill,
+        return Step(**base, cycles=cycles, effect=effect, ternary_ops=ops, energy=(matrix, 0.0, sram, 0.0), fill=fill + GEMM_COMMIT,
                     accumulates=not reset)
 
     def _gemm_effect(self, ins: Instr, views: list[View]) -> Callable[[], None]:
@@ -187,17 +182,8 @@ class StepMaker:
         func = VFunc(ins.func)
         rows, cols, depth = ins.rows, ins.cols, ins.depth
         lanes = c.vector_lanes
-        tree = int(math.log2(lanes))   # levels of the pipelined lane tree: its latency, paid once (a fill)
-        if func is VFunc.MM:
-            elements = rows * cols * depth
-            cycles = rows * cols * math.ceil(depth / lanes) + tree
-        elif func in REDUCTIONS:
-            elements = rows * cols
-            cycles = rows * math.ceil(cols / lanes) + tree
-        else:
-            elements = rows * cols
-            cycles = rows * math.ceil(cols / lanes) * SLOW.get(func, 1)
-        cycles += 8
+        elements = rows * cols * depth if func is VFunc.MM else rows * cols
+        cycles = vop_cycles(func, rows, cols, depth, lanes)    # calibrated against the RTL's vector engine
         adds, muls = VOP_FLOPS[func]
         pj = self.pj
         if func is VFunc.REQ:

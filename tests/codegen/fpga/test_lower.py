@@ -180,11 +180,12 @@ def test_datacenter_gemv_overlaps_the_epilogue_with_the_matrix_unit_and_stays_ex
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,floor", [("edge", 0.95), ("datacenter", 0.8)])
+@pytest.mark.parametrize("preset,floor", [("edge", 0.95), ("datacenter", 0.75)])
 def test_gemv_4096_fraction_of_roofline(preset, floor):
     """docs/FPGA.md: edge streams at ~97% of its DRAM roofline; the datacenter matrix unit (8192 trit products per
     cycle) is slower than its HBM (9058 trits per cycle), so there the GEMV is compute-bound (at most 90% of the
-    roofline) and reaches 81% with the epilogue, the DRAM latencies and the GEMM fills hidden."""
+    roofline) and reaches 77% with the epilogue, the DRAM latencies and the GEMM fills hidden (the cycle model as
+    calibrated against the RTL: the stream's fetch, the token and commit latencies)."""
     g, feeds = ternary_graph((1,), 4096, 4096, seed=2)
     cfg = PRESETS[preset]
     _, st, _ = run_device(g, feeds, preset, True)

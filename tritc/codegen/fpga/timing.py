@@ -1,0 +1,60 @@
+"""The cycle model's costs that the RTL core fixes (docs/HW.md, "Calibration"): what the Simulator charges, measured
+on the RTL (tritc/hw/) with `RtlDevice.trace`. Transfers are costed in ports.py.
+
+- A stream starts once its first words are fetched: `fetch_start` (the DRAM latency and the decode).
+- A token pushed at cycle t can be popped from t + `TOKEN_CYCLES` (the queue's counter, then the engine's pop).
+- A GEMM's results are in ACC `GEMM_COMMIT` cycles after its last block leaves the adder trees (the
+  read-modify-write of the accumulators and the `done`).
+- A VOP: `vop_cycles`, below.
+
+A VOP works in chunks of `vector_lanes` elements of a row. After a fixed start (reading the instruction's operands
+into the pipeline, `START`), an elementwise function takes a chunk a cycle; a reduction (RSUM, RMAX, AMAX) and MM
+add their lane tree's levels once; the multi-step functions run on their units:
+
+- DIV, RECIP, SQRT on `DIVIDER_GROUPS` groups of a divider and a square root per lane, each `DIVIDER_CYCLES` an
+  operation: chunks go to the groups in turn, so a VOP of c chunks takes ceil(c / groups) operations one after
+  another, plus a cycle per group filled;
+- EXP, SIN, COS, TANH, ERF on one sequencer per lane (`TRANSCENDENTAL_GROUPS` groups), which runs the function's
+  microprogram (tritc/hw/transcendental_program.py) one element at a time: its cycles per element, per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .isa import REDUCTIONS, VFunc
+
+TOKEN_CYCLES = 2
+GEMM_COMMIT = 3
+FETCH_DECODE = 3              # cycles from the stream's first beat arriving to its first instruction starting
+START = 4                     # cycles from a VOP's dispatch to its first chunk's result, an elementwise function
+UNIT_START = 6                # the same through a multi-step unit
+REDUCE_START = 5              # a reduction or MM: the start before its lane tree
+DIVIDER_CYCLES = 28           # FpDivider and FpSqrt: an operation (the quotient's bits and two)
+DIVIDER_GROUPS = 4
+TRANSCENDENTAL_GROUPS = 1
+DIVIDER_FUNCS = (VFunc.DIV, VFunc.RECIP, VFunc.SQRT)
+TRANSCENDENTAL_FUNCS = (VFunc.EXP, VFunc.SIN, VFunc.COS, VFunc.TANH, VFunc.ERF)
+
+
+def fetch_start(latency: int) -> int:
+    """The cycle the first instruction of a stream can start: its first beat's DRAM latency and the decode."""
+    return latency + FETCH_DECODE
+
+
+def vop_cycles(func: VFunc, rows: int, cols: int, depth: int, lanes: int) -> int:
+    """The cycles of a VOP of `rows` x `cols` (MM: each output a dot product of `depth`) on `lanes` lanes."""
+    tree = int(math.log2(lanes))
+    if func is VFunc.MM:
+        return rows * cols * math.ceil(depth / lanes) + tree + REDUCE_START
+    chunks = rows * math.ceil(cols / lanes)
+    if func in REDUCTIONS:
+        return chunks + tree + REDUCE_START
+    if func in DIVIDER_FUNCS:
+        if chunks == 0:
+            return UNIT_START
+        return UNIT_START + DIVIDER_CYCLES * math.ceil(chunks / DIVIDER_GROUPS) + min(chunks, DIVIDER_GROUPS) - 1
+    if func in TRANSCENDENTAL_FUNCS:
+        from ...hw.transcendental_program import cycles_per_element
+        return UNIT_START + math.ceil(chunks * cycles_per_element(int(func)) / TRANSCENDENTAL_GROUPS)
+    return chunks + START
