@@ -105,8 +105,11 @@ def test_random_gemm_and_vop_streams_match_the_simulator(devices, seed):
           f"{trans} transcendental), "
           f"RTL {got['cycles']} cycles, Simulator {want['cycles']} (x{got['cycles'] / want['cycles']:.2f})")
     compare(devices)
-    for key in ("dram_read_bytes", "dram_write_bytes", "instructions", "tokens_left"):
+    for key in ("dram_read_bytes", "dram_write_bytes", "instructions", "tokens_left", "ternary_ops"):
         assert got[key] == want[key], key
+    # the GEMM engine's own counters: its trit products (above) and the cycles a GEMM was in flight
+    assert got["ternary_ops"] > 0 and 0 < got["engines"]["matrix"]["busy"] <= got["cycles"]
+    assert got["matrix_utilisation"] == got["ternary_ops"] / (got["cycles"] * 4 * 16)
 
 
 def test_without_the_transcendental_unit_an_exp_stops_the_core_naming_it():

@@ -69,6 +69,7 @@ class Core(wiring.Component):
             "fetch_index": Out(INDEX_BITS), "fetch_blocked": Out(1),   # the next word waits for its command queue
             "cycles": Out(COUNTER_BITS), "instructions": Out(INDEX_BITS),
             "read_bytes": Out(COUNTER_BITS), "write_bytes": Out(COUNTER_BITS),
+            "ternary_ops": Out(COUNTER_BITS), "matrix_busy": Out(COUNTER_BITS),
         }
         for e in ENGINES:
             n = e.name.lower()
@@ -168,6 +169,12 @@ class Core(wiring.Component):
                     m.d.sync += busy.eq(busy + 1)
                 with m.If((eng.state == State.POP) | (eng.state == State.PUSH)):
                     m.d.sync += stall.eq(stall + 1)
+        # The matrix unit's: the trit products of the beats it sequenced, and the cycles a GEMM was in flight.
+        if "gemm" in self.units:
+            with m.If(self.running):
+                m.d.sync += self.ternary_ops.eq(self.ternary_ops + self.gemm.ops)
+                with m.If(compute.in_flight != 0):
+                    m.d.sync += self.matrix_busy.eq(self.matrix_busy + 1)
         wr = load.wr
         with m.If(wr.valid & wr.ready):
             m.d.sync += self.read_bytes.eq(self.read_bytes + wr.payload.n)

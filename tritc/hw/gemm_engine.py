@@ -77,6 +77,7 @@ class GemmEngine(wiring.Component):
             "acc_rd": Out(stream.Signature(acc_read_layout(params))),
             "acc_rd_data": In(stream.Signature(sums_layout(params))),
             "acc_wr": Out(stream.Signature(acc_write_layout(params))),
+            "ops": Out(range(params.rows * params.lanes + 1)),
         })
 
     def tree_words(self, row) -> list[list]:
@@ -132,6 +133,15 @@ class GemmEngine(wiring.Component):
         s_in = data.View(side_l, side.w_data)
         m.d.comb += [side.w_en.eq(step & run), s_in.last.eq(block_last), s_in.part.eq(part),
                      s_in.wmask.eq(Mux(block_last, wlast, (1 << P) - 1))]
+        # `ops`: the trit products of the beat sequenced this cycle (the stats' ternary_ops): its words' 64 trits
+        # (a word's `lanes` with fewer than 64 lanes) for each of the block's live columns, without a multiplier
+        live = Signal(range(R + 1))
+        m.d.comb += live.eq(sum(rem > r for r in range(R)))
+        if Q > 1:
+            per_beat = live << (L.bit_length() - 1)
+        else:
+            per_beat = sum(Mux(s_in.wmask[k], live, 0) for k in range(P)) << 6
+        m.d.comb += self.ops.eq(Mux(step & run, per_beat, 0))
         d_in = data.View(desc_l, desc.w_data)
         m.d.comb += [desc.w_en.eq(step & need_desc), d_in.addr.eq(acc_ptr),
                      d_in.mask.eq(Cat(*(rem > r for r in range(R)))), d_in.sums.eq(run), d_in.write.eq(~null),

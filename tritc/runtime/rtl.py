@@ -29,10 +29,9 @@ from .fpga import DeviceError, Simulator, checked_stream
 
 __all__ = ["ABSENT_KEYS", "RtlDevice", "RtlUnsupportedError"]
 
-# The Simulator's stats keys an RtlDevice does not report: the matrix unit's (ternary_ops, the utilisation,
-# engines["matrix"]: the GEMM engine has no counters yet), and the energy, the cycle model's estimate, not something
-# the hardware counts.
-ABSENT_KEYS = ("ternary_ops", "matrix_utilisation", "energy_joules", "energy", "engines.matrix")
+# The Simulator's stats keys an RtlDevice does not report: the energy, the cycle model's estimate, not something the
+# hardware counts.
+ABSENT_KEYS = ("energy_joules", "energy")
 DEFAULT_MAX_CYCLES = 2_000_000
 
 
@@ -147,8 +146,11 @@ class RtlDevice:
             "seconds": r["cycles"] / c.clock_hz,
             "dram_read_bytes": r["read_bytes"],
             "dram_write_bytes": r["write_bytes"],
-            "engines": {e.name.lower(): {"busy": r[f"{e.name.lower()}_busy"], "stall": r[f"{e.name.lower()}_stall"]}
-                        for e in Engine},
+            "ternary_ops": r["ternary_ops"],
+            "matrix_utilisation": r["ternary_ops"] / (r["cycles"] * c.matrix_rows * c.matrix_lanes) if r["cycles"] else 0.0,
+            # the matrix unit waits on nothing of its own (its tokens are the compute engine's): no stall
+            "engines": {**{e.name.lower(): {"busy": r[f"{e.name.lower()}_busy"], "stall": r[f"{e.name.lower()}_stall"]}
+                           for e in Engine}, "matrix": {"busy": r["matrix_busy"], "stall": 0}},
             "instructions": r["instructions"],
             "host_seconds": 0.0,
             "host_device_bytes": 0,
@@ -301,7 +303,7 @@ class RtlDevice:
 
 
 OUTPUTS = ("running", "finished", "deadlock", "refused", "error", "error_index", "fetch_index", "fetch_blocked", "cycles",
-           "instructions", "read_bytes", "write_bytes", *(f"{e.name.lower()}_{k}" for e in Engine
+           "instructions", "read_bytes", "write_bytes", "ternary_ops", "matrix_busy", *(f"{e.name.lower()}_{k}" for e in Engine
                                                          for k in ("state", "index", "waiting", "busy", "stall")),
            *(f"tokens_{q}" for q in QUEUES))
 
