@@ -24,6 +24,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 
+from tritc.hw.credit import DramCredit
+
 # The core's outputs read into result.json (those the merged core lacks are left out, not an error).
 OUTPUTS = ("running", "finished", "deadlock", "refused", "error", "error_index", "fetch_index", "fetch_blocked",
            "cycles", "instructions", "read_bytes", "write_bytes",
@@ -46,12 +48,11 @@ class Dram:
         self.mem, self.words, self.stream_base = mem, words, job["stream_base"]
         self.req, self.resp = job["request"], job["response"]      # field: (offset, width)
         self.pending: deque[tuple[int, int]] = deque()            # (the cycle the response is due, its bits)
-        self.credit, self.cycle, self.requests, self.shown = 0.0, 0, 0, [None, None, None]
+        self.credit, self.cycle, self.requests, self.shown = DramCredit(self.rate, self.beat), 0, 0, [None, None, None]
 
     def drive(self) -> None:
         d = self.dut
-        self.credit = min(self.credit + self.rate, max(self.rate, self.beat))
-        self.accept = self.credit >= self.beat
+        self.accept = self.credit.offer()
         if self.shown[0] != self.accept:
             d.mem__req__ready.value = int(self.accept)
             self.shown[0] = self.accept
@@ -68,8 +69,9 @@ class Dram:
         """What the rising edge does, from the values sampled before it."""
         d = self.dut
         self.cycle += 1
-        if self.accept and int(d.mem__req__valid.value):
-            self.credit -= self.beat
+        requested = bool(int(d.mem__req__valid.value))
+        self.credit.settle(self.accept, requested)
+        if self.accept and requested:
             self.requests += 1
             bits = _int(d.mem__req__payload)
             f = {k: (bits >> off) & ((1 << width) - 1) for k, (off, width) in self.req.items()}

@@ -18,6 +18,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.config import DRAM_ADDR_BITS
+from .credit import DramCredit
 from .params import HwParams
 
 
@@ -88,7 +89,7 @@ class DramModel:
     """Behavioural DRAM behind a port, for simulation: `size` bytes (a numpy array, `mem`), each request answered
     `latency` cycles after it is taken, in order, and requests taken no faster than `bytes_per_cycle` allows (a
     credit of bytes that refills every cycle). Reads see every write taken before them. Run `serve` as a background
-    testbench: `run(dut, bench, background=(dram.serve,))`."""
+    testbench: `run(dut, bench, background=(dram.serve,))`. The rate: DramCredit."""
 
     def __init__(self, port, beat_bytes: int, size: int, *, latency: int, bytes_per_cycle: float):
         if size % beat_bytes:
@@ -120,7 +121,7 @@ class DramModel:
         # model runs every cycle of every simulation that has a DRAM, so its own cost matters.
         port = self.port
         pending = self.pending
-        credit = 0.0
+        credit = DramCredit(self.rate, self.beat)
         cycle = 0
         layout = request_layout(self.beat)
         fields = {name: (layout[name].offset, (1 << layout[name].width) - 1) for name in ("addr", "write", "data",
@@ -130,10 +131,8 @@ class DramModel:
         resp_layout = response_layout(self.beat)
         data_off, write_off = resp_layout["data"].offset, resp_layout["write"].offset
         shown = [None, None, None]                   # req.ready, resp.valid, resp.payload as last set
-        cap = max(self.rate, self.beat)
         while True:
-            credit += self.rate
-            accept = credit >= self.beat
+            accept = credit.offer()
             if shown[0] != accept:
                 ctx.set(port.req.ready, accept)
                 shown[0] = accept
@@ -146,15 +145,10 @@ class DramModel:
                 shown[2] = head
             _, _, req_valid, bits, resp_ready = await ctx.tick().sample(port.req.valid, req_bits, port.resp.ready)
             cycle += 1
+            credit.settle(accept, req_valid)
             if accept and req_valid:
-                credit -= self.beat
                 self.requests += 1
                 req = SimpleNamespace(**{k: (bits >> off) & mask for k, (off, mask) in fields.items()})
                 pending.append((cycle + self.latency - 1, self._access(req)))
-            elif not req_valid:
-                # an idle port banks at most a beat (or a cycle's bytes); a waiting request keeps the fraction
-                # that does not make a whole beat, so that the rate is `bytes_per_cycle` exactly, not a beat every
-                # ceil(beat / rate) cycles
-                credit = min(credit, cap)
             if head is not None and resp_ready:
                 pending.popleft()
