@@ -638,6 +638,12 @@ def test_compute_costs():
          2 * 5 * 3 + 4 + 5),
         (vop(VFunc.MM, 4, 64, (Buf.VEC, 0, 64, 1), (Buf.VEC, 400, 128, 1), (Buf.KV, 0, 128, 1), depth=128),
          4 * 64 * 8 + 4 + 5),
+        # Bank conflicts: VEC and KV are 16 word banks; lanes 2 apart fall in 8 of them (2 cycles a chunk), lanes 64
+        # apart (attention's weighted sum of V along the cache) in one (16); a broadcast (stride 0) in one, read once.
+        (vop(VFunc.ADD, 1, 32, (Buf.VEC, 0, 0, 2), (Buf.VEC, 200, 0, 2), imm=1.0), 2 * 2 + 4),
+        (vop(VFunc.MM, 1, 4, (Buf.VEC, 0, 4, 1), (Buf.VEC, 200, 0, 1), (Buf.KV, 0, 1, 64), depth=16),
+         4 * 1 * 16 + 4 + 5),
+        (vop(VFunc.ADD, 1, 32, (Buf.VEC, 0, 0, 1), (Buf.VEC, 200, 0, 0), imm=1.0), 2 + 4),
         (Instr(Op.NOP), 1),
     ]
     start = fetch_start(30)              # every run begins once the stream's first words are fetched

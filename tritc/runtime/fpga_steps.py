@@ -183,7 +183,12 @@ class StepMaker:
         rows, cols, depth = ins.rows, ins.cols, ins.depth
         lanes = c.vector_lanes
         elements = rows * cols * depth if func is VFunc.MM else rows * cols
-        cycles = vop_cycles(func, rows, cols, depth, lanes)    # calibrated against the RTL's vector engine
+        # The operands the lanes walk, with the stride between lanes (the column stride: along the row, or along
+        # depth for MM); a reduction's or MM's result is one element per output.
+        walked = [(v.mem, v.strides[1], v.write) for v in views
+                  if not (v.write and (func is VFunc.MM or func in REDUCTIONS)) and not v.empty]
+        cycles = vop_cycles(func, rows, cols, depth, lanes, matrix_lanes=c.matrix_lanes,
+                            operands=tuple(walked))    # calibrated against the RTL's vector engine
         adds, muls = VOP_FLOPS[func]
         pj = self.pj
         if func is VFunc.REQ:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from .isa import REDUCTIONS, VFunc
+from .isa import REDUCTIONS, Buf, VFunc
 
 TOKEN_CYCLES = 2
 GEMM_COMMIT = 3
@@ -42,14 +42,40 @@ def fetch_start(latency: int) -> int:
     return latency + FETCH_DECODE
 
 
-def vop_cycles(func: VFunc, rows: int, cols: int, depth: int, lanes: int) -> int:
-    """The cycles of a VOP of `rows` x `cols` (MM: each output a dot product of `depth`) on `lanes` lanes."""
+def lane_conflict(buf: Buf, stride: int, lanes: int, matrix_lanes: int, write: bool, active: int | None = None) -> int:
+    """Cycles the buffer takes to serve one chunk of `lanes` lanes whose elements are `stride` apart (docs/HW.md,
+    "The vector engine"): a word buffer's `lanes` banks serve every lane whose bank no lower lane holds (at another
+    row) in a cycle, so a stride sharing a factor g with `lanes` takes g cycles (a broadcast, stride 0, one); ACT's
+    `matrix_lanes` byte banks take a write the same way, and a read a lane's byte a cycle through the adapters, then
+    the answer (4 cycles). `active`: the lanes a chunk uses (a row shorter than the lanes uses fewer)."""
+    n = lanes if active is None else max(1, min(active, lanes))
+    if buf is Buf.ACT:
+        if not write:
+            return n + 4
+        banks = matrix_lanes
+    else:
+        banks = lanes
+    if stride == 0:
+        return 1
+    spread = banks // math.gcd(abs(stride), banks)          # distinct banks the lanes fall in
+    return max(1, math.ceil(n / spread))
+
+
+def vop_cycles(func: VFunc, rows: int, cols: int, depth: int, lanes: int, *, matrix_lanes: int | None = None,
+               operands: tuple[tuple[Buf, int, bool], ...] = ()) -> int:
+    """The cycles of a VOP of `rows` x `cols` (MM: each output a dot product of `depth`) on `lanes` lanes.
+    `operands`: (buffer, the stride between a chunk's lanes, written) of each operand the lanes walk (for MM and the
+    reductions its sources, along depth or the row; for the rest every operand along the row): a chunk takes as long
+    as its slowest operand's banks need (`lane_conflict`)."""
     tree = int(math.log2(lanes))
+    active = depth if func is VFunc.MM else cols
+    per_chunk = max((lane_conflict(b, st, lanes, matrix_lanes or lanes, w, active) for b, st, w in operands),
+                    default=1)
     if func is VFunc.MM:
-        return rows * cols * math.ceil(depth / lanes) + tree + REDUCE_START
+        return rows * cols * math.ceil(depth / lanes) * per_chunk + tree + REDUCE_START
     chunks = rows * math.ceil(cols / lanes)
     if func in REDUCTIONS:
-        return chunks + tree + REDUCE_START
+        return chunks * per_chunk + tree + REDUCE_START
     if func in DIVIDER_FUNCS:
         if chunks == 0:
             return UNIT_START
@@ -57,4 +83,4 @@ def vop_cycles(func: VFunc, rows: int, cols: int, depth: int, lanes: int) -> int
     if func in TRANSCENDENTAL_FUNCS:
         from ...hw.transcendental_program import cycles_per_element
         return UNIT_START + math.ceil(chunks * cycles_per_element(int(func)) / TRANSCENDENTAL_GROUPS)
-    return chunks + START
+    return chunks * per_chunk + START
