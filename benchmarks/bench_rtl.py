@@ -8,14 +8,13 @@ the synthesis figures.
 - cycles: the same streams co-simulated (runtime/cosim.py: the same DRAM image into the RTL core and the cycle-
   modelled Simulator, DRAM compared byte for byte at FINISH), the RTL's cycles counted by the hardware against the
   model's, for a (1, K) x (K, N) ternary GEMV and one decode step of a one-layer ternary decoder (the FPGA
-  benchmark's layer, benchmarks/bench_fpga.py, scaled down, with --layer: the RTL simulates 50-300 cycles a second,
-  and runs a layer's weight loads an element per cycle today; --full runs the full shapes);
+  benchmark's layer, benchmarks/bench_fpga.py, scaled down to hidden 256, with --layer: the RTL simulates 50-500
+  cycles a second, a few minutes for it; --full runs the full shapes, days);
 - synthesis: the figures `make hw` recorded (benchmarks/results/hw_synth_*.json), if any.
 
-The RTL runs every instruction (GEMM and VOP included: the engines are in the core), but it is not yet the design
-the cycle model describes in every detail (docs/HW.md, "The core": the LOAD / STORE movers move an element per cycle
-where the model moves a DRAM beat, the vector engine reads ACT a byte per cycle); the ratio column is what
-calibration works from. Results: benchmarks/results/bench_rtl.md.
+The RTL runs every instruction (GEMM and VOP included: the engines are in the core), and the cycle model is
+calibrated against it (docs/HW.md, "Calibration"): the ratio column is how close they are. Results:
+benchmarks/results/bench_rtl.md.
 """
 
 from __future__ import annotations
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the small build's GEMV only (a smoke run)")
     ap.add_argument("--layer", action="store_true", help="also a decode step of a one-layer decoder (hidden 256 on "
-                    "edge: its weights are loaded an element per cycle by today's movers, about an hour)")
+                    "edge: a few minutes)")
     ap.add_argument("--full", action="store_true", help="the FPGA benchmark's full shapes (days of simulation)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
