@@ -189,3 +189,21 @@ def test_back_to_back_gemms_push_after_their_done(devices):
     got, want = run_both(devices, stream, 13)
     compare(devices)
     print(f"\ntwo GEMMs back to back: RTL {got['cycles']} cycles, Simulator {want['cycles']}")
+
+
+def test_vops_read_act_in_one_wide_read_when_the_bytes_are_consecutive(devices):
+    """A VOP reading ACT: a chunk of consecutive bytes (column stride 1) is one read of ACT's wide port, any other a
+    lane's byte a cycle; both bit-exact, and each as long as the cycle model says (timing.lane_conflict)."""
+    cycles = {}
+    for cs, cols, base in ((1, 48, 0), (1, 7, 5), (2, 16, 3)):
+        stream = [transfer(Op.LOAD, Buf.ACT, 512, 0, push_next=1),
+                  Instr(Op.VOP, pop_prev=1, func=VFunc.COPY, rows=2, cols=cols, dst_buf=Buf.VEC, dst_rs=cols,
+                        dst_cs=1, src1_buf=Buf.ACT, src1_addr=base, src1_rs=cols * cs, src1_cs=cs),
+                  Instr(Op.FINISH)]
+        got, want = run_both(devices, stream, 21)
+        compare(devices)
+        cycles[cs, cols] = got["cycles"], want["cycles"]
+        assert abs(got["cycles"] / want["cycles"] - 1) < 0.05, (cs, cols, got["cycles"], want["cycles"])
+    print(f"\nCOPY ACT -> VEC, RTL and model cycles: {cycles}")
+    # consecutive bytes: 5 cycles a chunk (24 chunks against 4), where a lane a cycle would be 4 + 4
+    assert (cycles[1, 48][0] - cycles[1, 7][0]) / (24 - 4) <= 5.5

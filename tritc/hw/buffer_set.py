@@ -305,9 +305,11 @@ class BufferSet(wiring.Component):
 
 
 class _ActLanes:
-    """A vector engine read port's requests on ACT: the masked lanes' bytes read one per cycle through the wide
-    port (lane 0 of each answer), collected, then answered as one response (sign-extended), held until taken.
-    One request at a time; `issue` / `addr` are its requests to the ACT arbiter, `data_valid` the answers it owns."""
+    """A vector engine read port's requests on ACT, answered as one response (sign-extended), held until taken. A
+    request whose masked lanes are consecutive bytes from lane 0's (a chunk of a row, column stride 1) is one read of
+    the wide port, its answer's first lanes; any other reads the masked lanes' bytes one per cycle through it (lane
+    0 of each answer), collected. One request at a time; `issue` / `addr` are its requests to the ACT arbiter,
+    `data_valid` the answers it owns."""
 
     def __init__(self, m: Module, name: str, port, lanes: int, act: ActBuffer, src: Signal):
         self.m, self.port, self.lanes, self.src = m, port, lanes, src
@@ -324,12 +326,24 @@ class _ActLanes:
         m.d.comb += [self.issue.eq(self.busy & (self.todo != 0)),
                      self.addr.eq(_or(Mux(self.low[k], self.addrs[k], 0) for k in range(lanes)))]
         take = req.valid & (req.payload.buf == Buf.ACT) & ~self.busy & ~self.rvalid
+        wide = Signal(name=f"{name}_act_wide")          # the request in hand is read in one wide read
+        a = req.payload.addr
+        if lanes <= act.lanes:
+            run = req.payload.mask[0]
+            for k in range(1, lanes):
+                run = run & (~req.payload.mask[k] | (a[k] == (a[0] + k)[:len(a[k])]))
+        else:
+            run = 0
         with m.If(take):
-            m.d.sync += [self.busy.eq(1), self.todo.eq(req.payload.mask), self.addrs.eq(req.payload.addr)]
+            m.d.sync += [self.busy.eq(1), self.todo.eq(Mux(run, 1, req.payload.mask)), self.addrs.eq(a),
+                         wide.eq(run)]
         with m.If(self.data_valid):
             byte = act.rd_data.payload[0]
             for k in range(lanes):
-                with m.If(self.which[k]):
+                with m.If(wide):
+                    if k < act.lanes:
+                        m.d.sync += self.result[k].eq(act.rd_data.payload[k])
+                with m.Elif(self.which[k]):
                     m.d.sync += self.result[k].eq(byte)
         with m.If(req.payload.buf == Buf.ACT):
             m.d.comb += req.ready.eq(take)

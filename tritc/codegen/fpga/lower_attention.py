@@ -121,10 +121,17 @@ def _in_place_reason(node: Node, past: int | None) -> str | None:
     return None
 
 
+def value_stride(dv: int) -> int:
+    """The words between V's rows in KV: odd, so that the weighted sum's lanes, which walk V down a column (`dv`
+    apart), fall in distinct banks of the `vector_lanes` (a power of two) word banks. With `dv` a multiple of the
+    banks (64, 128) every lane would read one bank: `vector_lanes` times the cycles (docs/HW.md, "Calibration")."""
+    return dv | 1
+
+
 def _plan(ctx: LowerCtx, group: int, seq: int, d: int, dv: int, total: int, mask: DTensor | None) -> dict:
     """Key tile rows and query blocks from the KV and VEC halves."""
     kv_half = ctx.half[Buf.KV]
-    kv_t = max(1, min(total, kv_half // ctx.slots() // (d + dv)))
+    kv_t = max(1, min(total, kv_half // ctx.slots() // (d + value_stride(dv))))
     vec = ctx.half[Buf.VEC] - 64
 
     def words(rows: int, kt: int) -> int:  # Q, scores, allowed, causal rows, acc, product, 6 columns
@@ -165,7 +172,8 @@ class _Attention:
         self.kv_t, rows = plan["kv_t"], plan["rows"]
         kt = self.kv_t
         vec, kv, act = ctx.arena(Buf.VEC), ctx.arena(Buf.KV), ctx.arena(Buf.ACT)
-        self.tiles = [(kv.alloc(kt * d, "keys"), kv.alloc(kt * dv, "values")) for _ in range(ctx.slots())]
+        self.dvs = value_stride(dv)
+        self.tiles = [(kv.alloc(kt * d, "keys"), kv.alloc(kt * self.dvs, "values")) for _ in range(ctx.slots())]
         self.qa = vec.alloc(rows * d, "queries")
         self.sa = vec.alloc(rows * kt, "scores")
         self.ca = vec.alloc(rows * kt, "allowed")
@@ -217,7 +225,7 @@ class _Attention:
                 ctx.vop(VFunc.TANH, rows, jn, s, s)
                 ctx.vop(VFunc.MUL, rows, jn, s, s, cap)
             self._mask(b, head0, nh, i0, ni, j0, jn, s)
-            vv = View(Buf.KV, va, 1, dv)                 # b(j, k) = V[k, j]
+            vv = View(Buf.KV, va, 1, self.dvs)           # b(j, k) = V[k, j]
             if single:
                 ctx.vop(VFunc.RMAX, rows, jn, col(self.m), s)
                 ctx.vop(VFunc.MAX, rows, 1, col(self.m), col(self.m), NEG_BIG)
@@ -251,26 +259,30 @@ class _Attention:
     def _load_keys(self, b: int, g: int, j0: int, jn: int, ka: int, va: int, store_present: bool) -> None:
         """Key / value rows j0..j0+jn (past cache rows first, then the new ones) into KV; appended to the present."""
         ctx = self.ctx
-        for dst, width, past_t, new_t, present in ((ka, self.d, self.past_k, self.k, self.presents[0]),
-                                                   (va, self.dv, self.past_v, self.v, self.presents[1])):
+        for dst, width, stride, past_t, new_t, present in (
+                (ka, self.d, self.d, self.past_k, self.k, self.presents[0]),
+                (va, self.dv, self.dvs, self.past_v, self.v, self.presents[1])):
             lo, hi = j0, j0 + jn
             if lo < self.past:
                 n = min(hi, self.past) - lo
                 ctx.load(Buf.KV, dst, past_t, ((b * self.kvh + g) * self.past_rows + lo) * width * 4, n, width,
-                         width * 4)
+                         width * 4, sram_rs=stride)
             if hi > self.past:
                 s0 = max(lo, self.past)
-                ctx.load(Buf.KV, dst + (s0 - lo) * width, new_t,
-                         ((b * self.kvh + g) * self.new + s0 - self.past) * width * 4, hi - s0, width, width * 4)
+                ctx.load(Buf.KV, dst + (s0 - lo) * stride, new_t,
+                         ((b * self.kvh + g) * self.new + s0 - self.past) * width * 4, hi - s0, width, width * 4,
+                         sram_rs=stride)
             if present is None or not store_present:
                 continue
             if self.in_place:   # the new rows only, at their row of the buffer
                 if hi > self.past:
                     s0 = max(lo, self.past)
-                    ctx.store(Buf.KV, dst + (s0 - lo) * width, present,
-                              ((b * self.kvh + g) * self.past_rows + s0) * width * 4, hi - s0, width, width * 4)
+                    ctx.store(Buf.KV, dst + (s0 - lo) * stride, present,
+                              ((b * self.kvh + g) * self.past_rows + s0) * width * 4, hi - s0, width, width * 4,
+                              sram_rs=stride)
             else:
-                ctx.store(Buf.KV, dst, present, ((b * self.kvh + g) * self.total + lo) * width * 4, jn, width, width * 4)
+                ctx.store(Buf.KV, dst, present, ((b * self.kvh + g) * self.total + lo) * width * 4, jn, width, width * 4,
+                          sram_rs=stride)
 
     def _allowed(self, b: int, head0: int, nh: int, i0: int, ni: int, j0: int, jn: int) -> View | None:
         """The 0/1 allowed tile [rows, jn] (None: every key allowed): the boolean mask times the causal table."""

@@ -46,12 +46,13 @@ def lane_conflict(buf: Buf, stride: int, lanes: int, matrix_lanes: int, write: b
     """Cycles the buffer takes to serve one chunk of `lanes` lanes whose elements are `stride` apart (docs/HW.md,
     "The vector engine"): a word buffer's `lanes` banks serve every lane whose bank no lower lane holds (at another
     row) in a cycle, so a stride sharing a factor g with `lanes` takes g cycles (a broadcast, stride 0, one); ACT's
-    `matrix_lanes` byte banks take a write the same way, and a read a lane's byte a cycle through the adapters, then
-    the answer (4 cycles). `active`: the lanes a chunk uses (a row shorter than the lanes uses fewer)."""
+    `matrix_lanes` byte banks take a write the same way; a read of consecutive bytes (stride 1) is one read of ACT's
+    wide port, and any other a lane's byte a cycle through the adapters, each then answered (4 cycles). `active`:
+    the lanes a chunk uses (a row shorter than the lanes uses fewer)."""
     n = lanes if active is None else max(1, min(active, lanes))
     if buf is Buf.ACT:
-        if not write:
-            return n + 4
+        if not write:     # one wide read for consecutive bytes, else a lane a cycle; then the answer (4 cycles)
+            return 5 if stride == 1 and lanes <= matrix_lanes else n + 4
         banks = matrix_lanes
     else:
         banks = lanes
