@@ -131,7 +131,9 @@ def value_stride(dv: int) -> int:
 def _plan(ctx: LowerCtx, group: int, seq: int, d: int, dv: int, total: int, mask: DTensor | None) -> dict:
     """Key tile rows and query blocks from the KV and VEC halves."""
     kv_half = ctx.half[Buf.KV]
-    kv_t = max(1, min(total, kv_half // ctx.slots() // (d + value_stride(dv))))
+    per_slot = kv_half // ctx.slots()
+    dvs = value_stride(dv) if per_slot >= d + value_stride(dv) else dv   # the odd stride where a row of it fits
+    kv_t = max(1, min(total, per_slot // (d + dvs)))
     vec = ctx.half[Buf.VEC] - 64
 
     def words(rows: int, kt: int) -> int:  # Q, scores, allowed, causal rows, acc, product, 6 columns
@@ -155,7 +157,7 @@ def _plan(ctx: LowerCtx, group: int, seq: int, d: int, dv: int, total: int, mask
             for i0 in range(0, seq, rows_max):
                 blocks.append((h0, 1, i0, min(rows_max, seq - i0)))
     assert all(words(nh * ni, kv_t) <= vec for _, nh, _, ni in blocks)
-    return {"kv_t": kv_t, "blocks": blocks, "rows": max(nh * ni for _, nh, _, ni in blocks)}
+    return {"kv_t": kv_t, "blocks": blocks, "rows": max(nh * ni for _, nh, _, ni in blocks), "dvs": dvs}
 
 
 class _Attention:
@@ -172,7 +174,7 @@ class _Attention:
         self.kv_t, rows = plan["kv_t"], plan["rows"]
         kt = self.kv_t
         vec, kv, act = ctx.arena(Buf.VEC), ctx.arena(Buf.KV), ctx.arena(Buf.ACT)
-        self.dvs = value_stride(dv)
+        self.dvs = plan["dvs"]
         self.tiles = [(kv.alloc(kt * d, "keys"), kv.alloc(kt * self.dvs, "values")) for _ in range(ctx.slots())]
         self.qa = vec.alloc(rows * d, "queries")
         self.sa = vec.alloc(rows * kt, "scores")
