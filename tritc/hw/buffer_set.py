@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from ..codegen.fpga.isa import Buf
 from ..codegen.fpga.ports import store_bytes
 from .buffers import ActBuffer
-from .dma import chunk_read_layout, chunk_write_layout
+from .dma import byte_enables, chunk_read_layout, chunk_write_layout
 from .gemm_engine import acc_read_layout, acc_write_layout
 from .matrix_unit import sums_layout
 from .params import ACT_BITS, HwConfigError, HwParams
@@ -167,7 +167,7 @@ class BufferSet(wiring.Component):
         window = Signal(32 * L)
         window_en = Signal(4 * L)
         m.d.comb += [window.eq(w.data << Cat(Const(0, 3), w_off)),
-                     window_en.eq(((Const(1, 4 * L + 1) << w.n) - 1) << w_off)]
+                     window_en.eq(byte_enables(w.n, 4 * L) << w_off)]
         for b, wb in self.words.items():
             load_w = Signal(write_layout(L), name=f"{b.name.lower()}_load_w")
             m.d.comb += load_w.buf.eq(b)

@@ -16,6 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import Buf
+from .dma import byte_enables
 from .params import ACT_BITS, HwParams
 
 
@@ -58,7 +59,7 @@ class ActBuffer(wiring.Component):
         off = self.wr.payload.addr[:lb] if lb else 0
         load_en = Signal(L)
         load_bytes = Signal(8 * L)
-        m.d.comb += [load_en.eq(Mux(self.wr.valid, ((Const(1, L + 1) << self.wr.payload.n) - 1) << off, 0)),
+        m.d.comb += [load_en.eq(Mux(self.wr.valid, byte_enables(self.wr.payload.n, L) << off, 0)),
                      load_bytes.eq(self.wr.payload.data << Cat(Const(0, 3), off))]
         lanes = self._lane_writes(m, lb, load_en) if self.write_lanes else [None] * L
         for b in range(L):

@@ -24,7 +24,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..codegen.fpga.isa import Buf
-from .dma import chunk_write_layout
+from .dma import byte_enables, chunk_write_layout
 from .params import HwParams
 
 
@@ -161,7 +161,7 @@ class WgtBuffer(wiring.Component):
         span = Signal(8 * rb * J)
         span_en = Signal(rb * J)
         m.d.comb += [span.eq(w.data << Cat(Const(0, 3), cur_off)),
-                     span_en.eq(((Const(1, B + 1) << w.n) - 1) << cur_off)]
+                     span_en.eq(byte_enables(w.n, B) << cur_off)]
         for k, mem in enumerate(self.mems):
             port = mem.write_port(granularity=8)
             part = Signal(range(K), name=f"part{k}")            # which of the chunk's rows lands in RAM k
