@@ -290,7 +290,11 @@ class ComputeEngine(_Engine):
         super().__init__(params, {"drained": In(1), "refused": Out(1), "pending": Out(1),
                                   **{u: Out(dispatch_signature()) for u in sorted(self.units)}})
         self.in_flight = Signal(range(3))          # GEMMs taken by their engine, their done not yet seen
+        # Posted tokens per queue, in three stages: `posted` goes to the queue as it takes them; `first` waits for the
+        # done of the oldest GEMM in flight, `second` for the one after it (two in flight at most).
         self.posted = {q: Signal(8, name=f"posted_{q}") for q in self.pushes.values()}
+        self.first = {q: Signal(8, name=f"first_{q}") for q in self.pushes.values()}
+        self.second = {q: Signal(8, name=f"second_{q}") for q in self.pushes.values()}
         self._add = {q: Signal(name=f"post_{q}") for q in self.pushes.values()}
 
     def may_start(self, m: Module, instr):
@@ -310,20 +314,33 @@ class ComputeEngine(_Engine):
         return self.in_flight != 0
 
     def after(self, m: Module) -> None:
+        # A posted token waits for the GEMM in flight that precedes it in program order: a GEMM's own tokens and those
+        # of the VOPs after it for that GEMM (the second of two in flight: for it), so that each GEMM's tokens leave
+        # at its own done, in program order; with none in flight they go to the queue at once.
+        done = Signal()
+        if "gemm" in self.units:
+            d = self.gemm.done
+            m.d.comb += [d.ready.eq(self.in_flight != 0), done.eq(d.valid & d.ready)]
+            taken = self.gemm.cmd.valid & self.gemm.cmd.ready
+            m.d.sync += self.in_flight.eq(self.in_flight + taken - done)
+        to_second = self.in_flight == 2
+        to_first = self.in_flight == 1
         any_posted = 0
         for q, count in self.posted.items():
             port = getattr(self, f"push_{q}")
-            drain = (self.in_flight == 0) & (count != 0)
+            first, second, add = self.first[q], self.second[q], self._add[q]
+            drain = count != 0
             with m.If(drain):                     # never while the state machine pushes: it waits for pending
                 m.d.comb += port.valid.eq(1)
-            m.d.sync += count.eq(count + self._add[q] - (drain & port.ready))
-            any_posted = any_posted | (count != 0)
+            sent = drain & port.ready
+            with m.If(done):                      # the oldest GEMM is done: its tokens go; the next one's move up
+                m.d.sync += [count.eq(count + first + (add & to_first) - sent),
+                             first.eq(second + (add & to_second)), second.eq(0)]
+            with m.Else():
+                m.d.sync += [count.eq(count + (add & ~to_first & ~to_second) - sent),
+                             first.eq(first + (add & to_first)), second.eq(second + (add & to_second))]
+            any_posted = any_posted | (count != 0) | (first != 0) | (second != 0)
         m.d.comb += self.pending.eq((self.in_flight != 0) | any_posted)
-        if "gemm" in self.units:
-            done = self.gemm.done
-            m.d.comb += done.ready.eq(self.in_flight != 0)
-            taken = self.gemm.cmd.valid & self.gemm.cmd.ready
-            m.d.sync += self.in_flight.eq(self.in_flight + taken - (done.valid & done.ready))
 
     def execute(self, m: Module, instr) -> tuple:
         finished = Signal()
