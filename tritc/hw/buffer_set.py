@@ -83,6 +83,11 @@ def arbitrate(m: Module, name: str, target, masters: list[tuple]) -> tuple[list[
     return readies, owner
 
 
+def _window_word(byte_addr, lane: int, lane_bits: int):
+    """The word address lane `lane` holds in the aligned window of `2^lane_bits` words around byte `byte_addr`."""
+    return Cat(Const(lane, lane_bits), byte_addr[2 + lane_bits:]) if lane_bits else byte_addr[2:]
+
+
 def _route_answer(m: Module, resp, owner, takers: list[tuple]) -> None:
     """A read port's answer to its owner: `takers` is (valid out or None, ready in) per master, in arbiter order."""
     with m.Switch(owner):
@@ -173,8 +178,7 @@ class BufferSet(wiring.Component):
             m.d.comb += load_w.buf.eq(b)
             for k in range(L):
                 en = window_en[4 * k:4 * k + 4]
-                m.d.comb += [load_w.addr[k].eq(Cat(Const(k, lw_bits), w.addr[2 + lw_bits:]) if lw_bits
-                                               else w.addr[2:]),
+                m.d.comb += [load_w.addr[k].eq(_window_word(w.addr, k, lw_bits)),
                              load_w.data[k].eq(window.word_select(k, 32)), load_w.mask[k].eq(en != 0),
                              load_w.hold[k].eq(~en)]
             masters = [(lw.valid & (w.buf == b), load_w)]
@@ -256,8 +260,7 @@ class BufferSet(wiring.Component):
             n = b.name.lower()
             one = Signal(read_request_layout(L), name=f"{n}_store_r")       # the chunk's window, every lane
             m.d.comb += [one.buf.eq(b), one.mask.eq((1 << L) - 1)]
-            m.d.comb += [one.addr[k].eq(Cat(Const(k, lw_bits), sr.payload.addr[2 + lw_bits:]) if lw_bits
-                                        else sr.payload.addr[2:]) for k in range(L)]
+            m.d.comb += [one.addr[k].eq(_window_word(sr.payload.addr, k, lw_bits)) for k in range(L)]
             store_valid = sr.valid & s_room & (sr.payload.buf == b)
             masters, takers = [], []
             if self.vop:

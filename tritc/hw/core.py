@@ -83,7 +83,7 @@ class Core(wiring.Component):
         p = self.params
         fetch = m.submodules.fetch = Fetch(p, self.units, self.fetch_beats)
         m.d.comb += [fetch.start.eq(self.start), fetch.base.eq(self.base), fetch.count.eq(self.count)]
-        engines = self.engines = {Engine.LOAD: LoadEngine(p), Engine.COMPUTE: ComputeEngine(p, self.units),
+        engines = {Engine.LOAD: LoadEngine(p), Engine.COMPUTE: ComputeEngine(p, self.units),
                    Engine.STORE: StoreEngine(p)}
         queues = {}
         for e, eng in engines.items():

@@ -57,6 +57,18 @@ def _min(a, b):
     return Mux(a < b, a, b)
 
 
+def _runs(f):
+    """Of a transfer's fields: whether its elements are 4-byte words, whether each row is one run, the bytes of a
+    run, and a function turning an element count into bytes (a shift, not a multiply)."""
+    word = (f.buf != Buf.WGT) & (f.buf != Buf.ACT)
+
+    def nbytes(x):
+        return Mux(word, Cat(Const(0, 2), x), x)
+
+    contiguous = (f.cols == 1) | Mux(word, f.dram_cs == 4, f.dram_cs == 1)
+    return word, contiguous, Mux(contiguous, nbytes(f.cols), Mux(word, 4, 1)), nbytes
+
+
 class TransferWalker(wiring.Component):
     """`cmd`: one transfer's fields; `out`: its chunks in order, the last marked `last`. A transfer of no element
     gives one chunk marked `skip` and `last`, so that the movers see its end."""
@@ -80,14 +92,10 @@ class TransferWalker(wiring.Component):
         active, first, empty = Signal(), Signal(), Signal()
         prev_beat = Signal(DRAM_ADDR_BITS - lb)
 
-        word = (f.buf != Buf.WGT) & (f.buf != Buf.ACT)          # a 4-byte element
-        contiguous = (f.cols == 1) | Mux(word, f.dram_cs == 4, f.dram_cs == 1)
-        row_run = Mux(word, Cat(Const(0, 2), f.cols), f.cols)  # a row's bytes: cols * item, as a shift
-        run_len = Mux(contiguous, row_run, Mux(word, 4, 1))
-        sram_rs = Mux(word, Cat(Const(0, 2), f.sram_rs), f.sram_rs)
+        _, contiguous, run_len, nbytes = _runs(f)
+        sram_rs = nbytes(f.sram_rs)
 
-        windows = {Buf.ACT: bank_window(p.config, Buf.ACT), **{b: bank_window(p.config, b)
-                                                               for b in (Buf.ACC, Buf.VEC, Buf.KV)}}
+        windows = {b: bank_window(p.config, b) for b in (Buf.ACT, Buf.ACC, Buf.VEC, Buf.KV)}
         win_left = Signal(nbits + 1)
         m.d.comb += win_left.eq(B)                # WGT: any chunk of a beat
         with m.Switch(f.buf):
@@ -111,10 +119,8 @@ class TransferWalker(wiring.Component):
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
             q = self.cmd.payload
-            q_word = (q.buf != Buf.WGT) & (q.buf != Buf.ACT)
-            q_sram = Mux(q_word, Cat(Const(0, 2), q.sram_addr), q.sram_addr)
-            q_run = Mux((q.cols == 1) | Mux(q_word, q.dram_cs == 4, q.dram_cs == 1),
-                        Mux(q_word, Cat(Const(0, 2), q.cols), q.cols), Mux(q_word, 4, 1))
+            _, _, q_run, q_bytes = _runs(q)
+            q_sram = q_bytes(q.sram_addr)
             m.d.sync += [f.eq(q), active.eq(1), first.eq(1), r.eq(0), c.eq(0), left.eq(q_run),
                          row_dram.eq(q.dram_addr), elem_dram.eq(q.dram_addr), dram.eq(q.dram_addr),
                          row_sram.eq(q_sram), sram.eq(q_sram), empty.eq((q.rows == 0) | (q.cols == 0))]

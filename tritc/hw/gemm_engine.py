@@ -135,8 +135,10 @@ class GemmEngine(wiring.Component):
                      s_in.wmask.eq(Mux(block_last, wlast, (1 << P) - 1))]
         # `ops`: the trit products of the beat sequenced this cycle (the stats' ternary_ops): its words' 64 trits
         # (a word's `lanes` with fewer than 64 lanes) for each of the block's live columns, without a multiplier
+        live_cols = Signal(R)                 # the block's columns inside n
+        m.d.comb += live_cols.eq(Cat(*(rem > r for r in range(R))))
         live = Signal(range(R + 1))
-        m.d.comb += live.eq(sum(rem > r for r in range(R)))
+        m.d.comb += live.eq(sum(live_cols[r] for r in range(R)))
         if Q > 1:
             per_beat = live << (L.bit_length() - 1)
         else:
@@ -144,7 +146,7 @@ class GemmEngine(wiring.Component):
         m.d.comb += self.ops.eq(Mux(step & run, per_beat, 0))
         d_in = data.View(desc_l, desc.w_data)
         m.d.comb += [desc.w_en.eq(step & need_desc), d_in.addr.eq(acc_ptr),
-                     d_in.mask.eq(Cat(*(rem > r for r in range(R)))), d_in.sums.eq(run), d_in.write.eq(~null),
+                     d_in.mask.eq(live_cols), d_in.sums.eq(run), d_in.write.eq(~null),
                      d_in.read.eq(run & ~f.reset), d_in.last.eq(gemm_last), d_in.parity.eq(parity)]
 
         with m.If(step & run):

@@ -23,23 +23,23 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..codegen.fpga import ports
 from ..codegen.fpga.isa import Buf
 from .dma import byte_enables, chunk_write_layout
 from .params import HwParams
 
 
 def row_bytes(p: HwParams) -> int:
-    """Bytes of one WGT row: one beat of the matrix unit, R trees of P words."""
-    return p.rows * p.words_per_beat * p.word_bytes
+    """Bytes of one WGT row: one beat of the matrix unit, R trees of P words (ports.py, shared with the model)."""
+    return ports.wgt_row_bytes(p.config)
 
 
 def wgt_rows(p: HwParams) -> int:
-    """Rows of WGT: the last one partial when the buffer is not a whole number of rows (a GEMM never reads it)."""
-    return -(-p.buffer_units[Buf.WGT] // row_bytes(p))
+    return ports.wgt_rows(p.config)
 
 
 def row_bits(p: HwParams) -> int:
-    return max(1, (wgt_rows(p) - 1).bit_length())
+    return ports.wgt_row_bits(p.config)
 
 
 def _csd(k: int) -> list[tuple[int, int]]:

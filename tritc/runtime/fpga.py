@@ -209,7 +209,7 @@ class Simulator:
         pos = [0, 0, 0]
         # Units: 0 load, 1 compute (its issue stage and the vector unit), 2 store, 3 the matrix unit (GEMMs the
         # compute engine handed over). free[u]: when the unit can take its next instruction.
-        free = [fetch_start(self._maker._latency)] * 4    # the stream's first words are fetched from DRAM first
+        free = [fetch_start(self._maker.latency)] * 4    # the stream's first words are fetched from DRAM first
         busy = [0, 0, 0, 0]
         stall = [0, 0, 0, 0]
         # A unit's pushes not yet made: (earliest push time, queues left, push times, when the unit is free).

@@ -84,7 +84,7 @@ class StepMaker:
         self.config, self.dram, self.raw, self.typed = config, dram, raw, typed
         self.functional = functional
         self.pj, self._sram_pj, self._dram_pj_per_byte = pj, sram_pj, dram_pj
-        self._latency = math.ceil(config.dram_latency_ns * config.clock_hz / 1e9 - 1e-9)
+        self.latency = math.ceil(config.dram_latency_ns * config.clock_hz / 1e9 - 1e-9)   # DRAM's, in cycles
         self._beat = beat_bytes(config)
 
     def step(self, index: int, ins: Instr, views: list[View]) -> Step:
@@ -132,7 +132,7 @@ class StepMaker:
             d, s = self._byte_views(dram, sram)
             effect = (lambda d=d, s=s: np.copyto(s, d)) if ins.op is Op.LOAD else (lambda d=d, s=s: np.copyto(d, s))
         energy = (0.0, 0.0, nbytes * self._sram_pj[sram.mem], moved * self._dram_pj_per_byte)
-        base.update(latency=self._latency, transfer=True)
+        base.update(latency=self.latency, transfer=True)
         return Step(**base, cycles=cycles, effect=effect, energy=energy,
                      read_bytes=nbytes if ins.op is Op.LOAD else 0, write_bytes=nbytes if ins.op is Op.STORE else 0)
 

@@ -48,10 +48,19 @@ def wgt_row_bytes(config: FpgaConfig) -> int:
     return config.matrix_rows * max(1, config.matrix_lanes // TRIT_GROUP) * config.word_bytes
 
 
+def wgt_rows(config: FpgaConfig) -> int:
+    """Rows of WGT: the last one partial when the buffer is not a whole number of rows (a GEMM never reads it)."""
+    return -(-config.weight_buffer_bytes // wgt_row_bytes(config))
+
+
+def wgt_row_bits(config: FpgaConfig) -> int:
+    """Bits of a WGT row index: the quotient bits WGT's write port divides out, one a cycle."""
+    return max(1, (wgt_rows(config) - 1).bit_length())
+
+
 def wgt_division_cycles(config: FpgaConfig) -> int:
     """Cycles WGT's write port takes to find a chunk's row when it does not continue the previous chunk."""
-    rows = -(-config.weight_buffer_bytes // wgt_row_bytes(config))
-    return max(1, (rows - 1).bit_length()) + 1
+    return wgt_row_bits(config) + 1
 
 
 class TransferCost(NamedTuple):
